@@ -1,0 +1,266 @@
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::records::*;
+use crate::topics;
+
+fn text() -> impl Strategy<Value = String> {
+    "[a-zA-Z0-9.\\- ]{0,24}"
+}
+
+fn uid() -> impl Strategy<Value = String> {
+    "[1-9][0-9]{0,5}(\\.[1-9][0-9]{0,5}){2,8}"
+}
+
+fn ts() -> impl Strategy<Value = i64> {
+    0i64..4_000_000_000_000
+}
+
+fn priority() -> impl Strategy<Value = OrderPriority> {
+    prop_oneof![Just(OrderPriority::Stat), Just(OrderPriority::Urgent), Just(OrderPriority::Routine)]
+}
+
+fn study() -> impl Strategy<Value = StudyContext> {
+    (
+        (text(), uid(), uid(), uid(), proptest::option::of(text()), text()),
+        (text(), proptest::option::of(text()), proptest::option::of(0i32..120), proptest::option::of(text())),
+        (ts(), ts(), priority()),
+    )
+        .prop_map(|((site, st, se, sop, acc, pat), (m, vp, age, sex), (acq, publ, pr))| StudyContext {
+            site_id: site,
+            study_instance_uid: st,
+            series_instance_uid: se,
+            sop_instance_uid: sop,
+            accession_number: acc,
+            patient_ref: pat,
+            modality: m,
+            view_position: vp,
+            patient_age_years: age,
+            patient_sex: sex,
+            acquired_at: acq,
+            published_at: publ,
+            priority_hint: pr,
+        })
+}
+
+fn prob() -> impl Strategy<Value = f64> {
+    0.0f64..=1.0
+}
+
+fn finding_scores() -> impl Strategy<Value = Vec<FindingScore>> {
+    proptest::collection::vec(
+        (text(), prob(), prob(), any::<bool>()).prop_map(|(f, p, t, c)| FindingScore {
+            finding: f,
+            probability: p,
+            threshold: t,
+            critical: c,
+        }),
+        0..14,
+    )
+}
+
+fn labels() -> impl Strategy<Value = Vec<FindingLabel>> {
+    let state = prop_oneof![
+        Just(LabelState::Present),
+        Just(LabelState::Absent),
+        Just(LabelState::Uncertain),
+        Just(LabelState::NotAssessed)
+    ];
+    proptest::collection::vec((text(), state).prop_map(|(finding, state)| FindingLabel { finding, state }), 0..14)
+}
+
+fn role() -> impl Strategy<Value = ModelRole> {
+    prop_oneof![Just(ModelRole::Production), Just(ModelRole::Canary), Just(ModelRole::Shadow)]
+}
+
+fn bytes() -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(any::<u8>(), 0..512)
+}
+
+fn map() -> impl Strategy<Value = BTreeMap<String, String>> {
+    proptest::collection::btree_map(text(), text(), 0..4)
+}
+
+fn round_trip<T: AvroRecord + PartialEq + std::fmt::Debug>(codec: &Codec, rec: &T) {
+    let bytes = codec.encode(rec).unwrap();
+    let back: T = codec.decode(&bytes).unwrap();
+    assert_eq!(&back, rec);
+}
+
+fn codec() -> Codec {
+    Codec::with_static_registry().unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn scan_event(study in study(), mt in text(), inline in proptest::option::of(bytes()), uri in proptest::option::of(text()),
+                  sha in proptest::option::of(text()), size in proptest::option::of(0i64..1<<40), id in text()) {
+        round_trip(&codec(), &ScanEvent { event_id: id, study, media_type: mt, image_inline: inline, image_uri: uri, image_sha256: sha, image_size_bytes: size });
+    }
+
+    #[test]
+    fn ingested(study in study(), uri in text(), sha in text(), size in 0i64..1<<40, mt in text(), at in ts()) {
+        round_trip(&codec(), &IngestedImage { event_id: "e".into(), study, blob_uri: uri, sha256: sha, size_bytes: size, media_type: mt, ingested_at: at });
+    }
+
+    #[test]
+    fn preprocessed(study in study(), pixels in bytes(), hist in proptest::collection::vec(0i64..1000, 32), m in prob(), w in 1i32..4000,
+                    frontal in any::<bool>(), reason in proptest::option::of(text()), at in ts()) {
+        let stats = ImageStats { mean: m, std: m / 2.0, p01: 0.0, p05: 0.1, p50: m, p95: 0.9, p99: 1.0, histogram: hist,
+            original_width: w, original_height: w + 1, bits_stored: 12, photometric: "MONOCHROME1".into() };
+        round_trip(&codec(), &PreprocessedImage { study, blob_uri: "file:///b".into(), sha256: "ab".into(), profile_id: "gray224-v1".into(),
+            width: 224, height: 224, channels: 1, pixels, frontal, assessable: frontal, not_assessable_reason: reason, stats, preprocessed_at: at, preprocess_ms: 1.5 });
+    }
+
+    #[test]
+    fn prediction(study in study(), findings in finding_scores(), role in role(), emb in proptest::option::of(proptest::collection::vec(-10f32..10.0, 0..32)), at in ts()) {
+        round_trip(&codec(), &Prediction { study, blob_uri: "s3://b/k".into(), model_name: "m".into(), model_version: "1".into(), model_role: role,
+            execution_provider: "CPUExecutionProvider".into(), assessable: true, findings, batch_size: 8, inference_ms: 3.0, predicted_at: at, embedding: emb });
+    }
+
+    #[test]
+    fn triage(study in study(), findings in finding_scores(), v in 0i64..1000, reasons in proptest::collection::vec(text(), 0..3), at in ts()) {
+        round_trip(&codec(), &TriageDecision { study, version: v, status: WorklistStatus::Escalated, tier: TriageTier::NotAssessable, score: 0.3,
+            deadline: at, top_findings: findings, model_name: Some("m".into()), model_version: None, reasons, escalations: 2, blob_uri: "b".into(), decided_at: at });
+    }
+
+    #[test]
+    fn feedback(uid in uid(), labels in labels(), a in ts(), b in ts(), tier in proptest::option::of(text())) {
+        round_trip(&codec(), &RadiologistReport { report_id: "r".into(), study_instance_uid: uid, site_id: "s".into(), reader_ref: "reader-1".into(),
+            read_started_at: a, read_ended_at: b, labels, tier_at_read: tier });
+    }
+
+    #[test]
+    fn labeled(study in study(), labels in labels(), probs in finding_scores(), role in role(), a in ts()) {
+        round_trip(&codec(), &LabeledExample { study, report_id: "r".into(), reader_ref: "x".into(), read_started_at: a, read_ended_at: a,
+            model_name: "m".into(), model_version: "v".into(), model_role: role, probabilities: probs, labels, blob_uri: "b".into(), tier_at_read: None, labeled_at: a });
+    }
+
+    #[test]
+    fn drift(details in map(), p in proptest::option::of(prob()), a in ts(), n in 0i64..10000) {
+        let w = DriftWindow { start: a, end: a + 1, count: n };
+        round_trip(&codec(), &DriftAlert { alert_id: "a".into(), state: AlertState::Updated, channel: "INPUT".into(), signal: "stats.mean".into(),
+            statistic: "KS".into(), value: 0.4, p_value: p, threshold: 0.01, reference_window: w.clone(), detection_window: w, site_id: None,
+            model_name: "m".into(), model_version: "v".into(), severity: Severity::Critical, action: RecommendedAction::Retrain, details, raised_at: a });
+    }
+
+    #[test]
+    fn dead_letter(payload in proptest::option::of(bytes()), key in proptest::option::of(bytes()), headers in map(), off in 0i64..1<<50) {
+        round_trip(&codec(), &DeadLetter { stage: "ingest".into(), reason: "codec.bad_magic".into(), error: "x".into(), source_topic: "t".into(),
+            source_partition: 3, source_offset: off, key, payload, headers, study_instance_uid: None, failed_at: 5, replay_count: 0 });
+    }
+
+    #[test]
+    fn model_rollout(fr in prob(), role in role(), rev in 0i64..100) {
+        round_trip(&codec(), &ModelRollout { model_name: "m".into(), revision: rev, production_version: "1".into(),
+            candidates: vec![CandidateVersion { version: "2".into(), role, fraction: fr }], decided_by: "op".into(), reason: "r".into(), decided_at: 1 });
+    }
+
+    #[test]
+    fn decode_never_panics_on_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let _ = codec().decode::<ScanEvent>(&bytes);
+        let mut framed = vec![0, 0, 0, 0, 101];
+        framed.extend_from_slice(&bytes);
+        prop_assert!(codec().decode::<ScanEvent>(&framed).is_err() || !bytes.is_empty());
+    }
+}
+
+fn sample_study() -> StudyContext {
+    StudyContext {
+        site_id: "site-a".into(),
+        study_instance_uid: "1.2.3".into(),
+        series_instance_uid: "1.2.3.4".into(),
+        sop_instance_uid: "1.2.3.4.5".into(),
+        accession_number: None,
+        patient_ref: "p-1".into(),
+        modality: "CR".into(),
+        view_position: Some("PA".into()),
+        patient_age_years: Some(60),
+        patient_sex: Some("F".into()),
+        acquired_at: 1,
+        published_at: 2,
+        priority_hint: OrderPriority::Stat,
+    }
+}
+
+#[test]
+fn version_one_prediction_decodes_with_version_two() {
+    // A record written before the `embedding` field existed, with the version-1 schema and id.
+    let c = codec();
+    let v1_id = StaticRegistry::historical_id(topics::PREDICTIONS, 1).unwrap();
+    let v1 = Schema::parse_str(topics::HISTORY[0].2).unwrap();
+    let old = Prediction {
+        study: sample_study(),
+        blob_uri: "file:///x".into(),
+        model_name: "m".into(),
+        model_version: "1".into(),
+        model_role: ModelRole::Production,
+        execution_provider: "CPUExecutionProvider".into(),
+        assessable: true,
+        findings: vec![],
+        batch_size: 1,
+        inference_ms: 1.0,
+        predicted_at: 3,
+        embedding: None,
+    };
+    let mut value = apache_avro::to_value(&old).unwrap();
+    if let apache_avro::types::Value::Record(fields) = &mut value {
+        fields.retain(|(name, _)| name != "embedding");
+    }
+    let body = apache_avro::to_avro_datum(&v1, value.resolve(&v1).unwrap()).unwrap();
+    let bytes = frame(v1_id, &body);
+    let decoded: Prediction = c.decode(&bytes).unwrap();
+    assert_eq!(decoded, old);
+    // and the current writer really is a different schema id
+    let current = c.encode(&old).unwrap();
+    assert_ne!(Codec::schema_id(&current).unwrap(), v1_id);
+}
+
+#[test]
+fn unknown_id_garbage_and_wrong_schema_are_typed() {
+    let c = codec();
+    let err = c.decode::<ScanEvent>(&[0, 0, 0, 0x7f, 0x7f, 1, 2]).unwrap_err();
+    assert!(matches!(err, CodecError::UnknownSchemaId(SchemaId(0x7f7f))), "{err}");
+    let err = c.decode::<ScanEvent>(b"definitely not avro").unwrap_err();
+    assert_eq!(err.reason(), "codec.bad_magic");
+    let err = c.decode::<ScanEvent>(&[0, 0, 0, 0, 101, 0xff, 0xff, 0xff]).unwrap_err();
+    assert_eq!(err.reason(), "codec.corrupt", "{err}");
+    let report = RadiologistReport {
+        report_id: "r".into(),
+        study_instance_uid: "1.2".into(),
+        site_id: "s".into(),
+        reader_ref: "x".into(),
+        read_started_at: 1,
+        read_ended_at: 2,
+        labels: vec![],
+        tier_at_read: None,
+    };
+    let bytes = c.encode(&report).unwrap();
+    let err = c.decode::<ScanEvent>(&bytes).unwrap_err();
+    assert_eq!(err.reason(), "codec.wrong_schema", "{err}");
+}
+
+#[test]
+fn truncated_record_is_corrupt_not_panic() {
+    let c = codec();
+    let scan = ScanEvent {
+        event_id: "e".into(),
+        study: sample_study(),
+        media_type: "image/png".into(),
+        image_inline: Some(vec![1; 100]),
+        image_uri: None,
+        image_sha256: None,
+        image_size_bytes: None,
+    };
+    let bytes = c.encode(&scan).unwrap();
+    // Cuts inside the data. (apache-avro reads a missing trailing null-union index at EOF as
+    // null, so cutting only the very last byte of this record yields the same record.)
+    for cut in [6, 20, 100, bytes.len() - 4] {
+        let r = c.decode::<ScanEvent>(&bytes[..cut]);
+        assert!(r.is_err(), "cut {cut} of {}: {r:?}", bytes.len());
+    }
+}

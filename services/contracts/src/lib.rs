@@ -1,0 +1,16 @@
+//! cxrflow's contracts: the Avro schemas of every topic, the Rust record types, the Confluent
+//! wire framing and the schema registries. Sans-I/O: nothing here touches a socket or a file,
+//! so every service (and any tool) can depend on it freely.
+
+pub mod codec;
+pub mod findings;
+pub mod framing;
+pub mod records;
+pub mod registry;
+pub mod topics;
+
+pub use codec::{AvroRecord, Codec, CodecError};
+pub use findings::{Finding, FINDINGS};
+pub use framing::{FrameError, Framed};
+pub use records::*;
+pub use registry::{RegistryError, SchemaId, SchemaRegistry, StaticRegistry};
