@@ -1,0 +1,167 @@
+//! The blob store: images are written once under a content address (sha256) so large images
+//! never ride on Kafka (claim check). A local directory by default, S3-compatible in production,
+//! both through `object_store`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use sha2::{Digest, Sha256};
+use url::Url;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("blob store URL {url:?} is not usable: {reason}")]
+    Config { url: String, reason: String },
+    #[error("blob {0} not found")]
+    NotFound(String),
+    #[error("blob {uri} is not in this store (store is {base})")]
+    ForeignUri { uri: String, base: String },
+    #[error("blob store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl BlobError {
+    /// Whether retrying later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, BlobError::Unavailable(_))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct BlobStore {
+    store: Arc<dyn ObjectStore>,
+    base: String,
+    prefix: Path,
+}
+
+/// Hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn map_err(e: object_store::Error, what: &str) -> BlobError {
+    match e {
+        object_store::Error::NotFound { .. } => BlobError::NotFound(what.to_string()),
+        other => BlobError::Unavailable(other.to_string()),
+    }
+}
+
+impl BlobStore {
+    /// `file:///abs/dir` (created if missing) or `s3://bucket[/prefix]`. S3 settings come from
+    /// the usual `AWS_*` environment variables (`AWS_ENDPOINT`, `AWS_ALLOW_HTTP`, keys, region)
+    /// and from `options` (`aws_endpoint=…`), which win.
+    pub fn open(url: &str, options: &[(String, String)]) -> Result<Self, BlobError> {
+        let cfg = |reason: String| BlobError::Config {
+            url: url.to_string(),
+            reason,
+        };
+        let parsed = Url::parse(url).map_err(|e| cfg(e.to_string()))?;
+        match parsed.scheme() {
+            "file" => {
+                let dir = parsed
+                    .to_file_path()
+                    .map_err(|_| cfg("not an absolute file path".into()))?;
+                std::fs::create_dir_all(&dir).map_err(|e| cfg(e.to_string()))?;
+                let store = LocalFileSystem::new_with_prefix(&dir).map_err(|e| cfg(e.to_string()))?;
+                Ok(BlobStore {
+                    store: Arc::new(store),
+                    base: url.trim_end_matches('/').to_string(),
+                    prefix: Path::default(),
+                })
+            }
+            "s3" => {
+                let bucket = parsed.host_str().ok_or_else(|| cfg("missing bucket".into()))?;
+                let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+                for (k, v) in options {
+                    let key = k.parse().map_err(|e: object_store::Error| cfg(e.to_string()))?;
+                    b = b.with_config(key, v);
+                }
+                let store = b.build().map_err(|e| cfg(e.to_string()))?;
+                Ok(BlobStore {
+                    store: Arc::new(store),
+                    base: format!("s3://{bucket}"),
+                    prefix: Path::from(parsed.path().trim_matches('/')),
+                })
+            }
+            other => Err(cfg(format!("unsupported scheme {other:?} (use file:// or s3://)"))),
+        }
+    }
+
+    pub fn base_uri(&self) -> &str {
+        &self.base
+    }
+
+    fn content_path(&self, sha: &str) -> Path {
+        let rel = format!("sha256/{}/{}", &sha[..2], sha);
+        if self.prefix.as_ref().is_empty() {
+            Path::from(rel)
+        } else {
+            Path::from(format!("{}/{}", self.prefix, rel))
+        }
+    }
+
+    fn uri_of(&self, path: &Path) -> String {
+        format!("{}/{}", self.base, path)
+    }
+
+    fn path_of(&self, uri: &str) -> Result<Path, BlobError> {
+        uri.strip_prefix(&self.base)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .map(Path::from)
+            .ok_or_else(|| BlobError::ForeignUri {
+                uri: uri.to_string(),
+                base: self.base.clone(),
+            })
+    }
+
+    /// Writes `bytes` under their sha256 unless already present. Returns (uri, sha256, written).
+    pub async fn put_content_addressed(&self, bytes: Bytes) -> Result<(String, String, bool), BlobError> {
+        let sha = sha256_hex(&bytes);
+        let path = self.content_path(&sha);
+        let uri = self.uri_of(&path);
+        match self.store.head(&path).await {
+            Ok(_) => return Ok((uri, sha, false)),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(BlobError::Unavailable(e.to_string())),
+        }
+        self.store
+            .put(&path, PutPayload::from_bytes(bytes))
+            .await
+            .map_err(|e| map_err(e, &uri))?;
+        Ok((uri, sha, true))
+    }
+
+    /// Reads a blob by the URI this store returned.
+    pub async fn get(&self, uri: &str) -> Result<Bytes, BlobError> {
+        let path = self.path_of(uri)?;
+        let r = self.store.get(&path).await.map_err(|e| map_err(e, uri))?;
+        r.bytes().await.map_err(|e| map_err(e, uri))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_store_is_content_addressed_and_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().join("blobs").display());
+        let store = BlobStore::open(&url, &[]).unwrap();
+        let (uri, sha, written) = store.put_content_addressed(Bytes::from_static(b"hello")).await.unwrap();
+        assert!(written);
+        assert_eq!(sha, sha256_hex(b"hello"));
+        assert!(uri.starts_with(&url), "{uri}");
+        let (uri2, _, written2) = store.put_content_addressed(Bytes::from_static(b"hello")).await.unwrap();
+        assert_eq!(uri, uri2);
+        assert!(!written2, "second write of the same content is skipped");
+        assert_eq!(&store.get(&uri).await.unwrap()[..], b"hello");
+        let missing = format!("{url}/sha256/00/00");
+        assert!(matches!(store.get(&missing).await, Err(BlobError::NotFound(_))));
+        assert!(matches!(store.get("s3://elsewhere/x").await, Err(BlobError::ForeignUri { .. })));
+    }
+}

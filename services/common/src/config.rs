@@ -1,0 +1,182 @@
+//! Configuration shared by every service: Kafka connection, schema registry, HTTP and telemetry.
+//! Every flag has a `CXRFLOW_…` environment variable and a default that suits the embedded stack.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+use rdkafka::ClientConfig;
+
+/// Kafka connection settings, with pass-through of any librdkafka property.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long = "bootstrap", env = "CXRFLOW_BOOTSTRAP", default_value = "127.0.0.1:9092")]
+    pub bootstrap: String,
+
+    /// Extra librdkafka properties, `key=value`, repeatable (TLS, SASL, tuning):
+    /// e.g. `--kafka-prop security.protocol=SASL_SSL --kafka-prop sasl.mechanism=SCRAM-SHA-512`.
+    /// In the environment: comma-separated.
+    #[arg(long = "kafka-prop", env = "CXRFLOW_KAFKA_PROPS", value_delimiter = ',', value_parser = parse_prop)]
+    pub props: Vec<(String, String)>,
+
+    /// Confluent-API schema registry URL (Confluent or Karapace). Empty: the static registry
+    /// compiled from schemas/ (the embedded default).
+    #[arg(long = "schema-registry", env = "CXRFLOW_SCHEMA_REGISTRY", default_value = "")]
+    pub schema_registry: String,
+
+    /// Prefix added to every topic name (several stacks on one cluster, or test isolation).
+    #[arg(long = "topic-prefix", env = "CXRFLOW_TOPIC_PREFIX", default_value = "")]
+    pub topic_prefix: String,
+
+    /// Consumer session timeout; the shutdown drain must be shorter.
+    #[arg(long = "session-timeout-ms", env = "CXRFLOW_SESSION_TIMEOUT_MS", default_value_t = 30_000)]
+    pub session_timeout_ms: u64,
+
+    /// Upper bound on librdkafka's prefetch buffer per consumer, in KiB (backpressure).
+    #[arg(long = "max-prefetch-kib", env = "CXRFLOW_MAX_PREFETCH_KIB", default_value_t = 16_384)]
+    pub max_prefetch_kib: u64,
+}
+
+fn parse_prop(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected key=value, got {s:?}"))?;
+    if k.trim().is_empty() {
+        return Err(format!("empty key in {s:?}"));
+    }
+    Ok((k.trim().to_string(), v.to_string()))
+}
+
+fn is_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("password") || k.contains("secret") || k.ends_with(".key") || k.contains("token")
+}
+
+impl KafkaArgs {
+    /// Settings for a given bootstrap address, everything else default.
+    pub fn for_bootstrap(bootstrap: impl Into<String>) -> Self {
+        KafkaArgs {
+            bootstrap: bootstrap.into(),
+            props: vec![],
+            schema_registry: String::new(),
+            topic_prefix: String::new(),
+            session_timeout_ms: 30_000,
+            max_prefetch_kib: 16_384,
+        }
+    }
+
+    /// The full name of a logical topic (`cxr.scan.v1` → `<prefix>cxr.scan.v1`).
+    pub fn topic(&self, logical: &str) -> String {
+        format!("{}{}", self.topic_prefix, logical)
+    }
+
+    /// The logical name of a physical topic (inverse of [`KafkaArgs::topic`]).
+    pub fn logical<'a>(&self, physical: &'a str) -> &'a str {
+        physical.strip_prefix(self.topic_prefix.as_str()).unwrap_or(physical)
+    }
+
+    pub fn session_timeout(&self) -> Duration {
+        Duration::from_millis(self.session_timeout_ms)
+    }
+
+    /// A client config with the bootstrap servers and every pass-through property.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap);
+        for (k, v) in &self.props {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// The effective configuration as a person should see it at start: secrets masked.
+    pub fn describe(&self) -> String {
+        let props: Vec<String> = self
+            .props
+            .iter()
+            .map(|(k, v)| {
+                if is_secret(k) {
+                    format!("{k}=****")
+                } else {
+                    format!("{k}={v}")
+                }
+            })
+            .collect();
+        format!(
+            "bootstrap={} schema_registry={} topic_prefix={:?} session_timeout_ms={} props=[{}]",
+            self.bootstrap,
+            if self.schema_registry.is_empty() { "static" } else { &self.schema_registry },
+            self.topic_prefix,
+            self.session_timeout_ms,
+            props.join(", ")
+        )
+    }
+}
+
+/// Per-service runtime settings: HTTP endpoint, logging, tracing, drain.
+#[derive(Debug, Clone, Args)]
+pub struct ServiceArgs {
+    /// Address of the HTTP endpoint (`/metrics`, `/healthz`, `/readyz`, service routes).
+    #[arg(long = "http", env = "CXRFLOW_HTTP", default_value = "127.0.0.1:0")]
+    pub http: SocketAddr,
+
+    /// Consumer group id; defaults to `cxrflow-<service>`.
+    #[arg(long = "group-id", env = "CXRFLOW_GROUP_ID")]
+    pub group_id: Option<String>,
+
+    /// Records processed concurrently per service instance (backpressure bound).
+    #[arg(long = "max-in-flight", env = "CXRFLOW_MAX_IN_FLIGHT", default_value_t = 64)]
+    pub max_in_flight: usize,
+
+    /// How long shutdown waits for in-flight records before giving them back uncommitted.
+    #[arg(long = "drain-timeout-ms", env = "CXRFLOW_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
+    pub drain_timeout_ms: u64,
+}
+
+impl ServiceArgs {
+    pub fn local() -> Self {
+        ServiceArgs {
+            http: "127.0.0.1:0".parse().expect("static address"),
+            group_id: None,
+            max_in_flight: 64,
+            drain_timeout_ms: 10_000,
+        }
+    }
+
+    pub fn group_id(&self, service: &str) -> String {
+        self.group_id.clone().unwrap_or_else(|| format!("cxrflow-{service}"))
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn props_parse_and_secrets_are_masked() {
+        assert_eq!(parse_prop("a.b=c=d").unwrap(), ("a.b".into(), "c=d".into()));
+        assert!(parse_prop("novalue").is_err());
+        let mut k = KafkaArgs::for_bootstrap("h:1");
+        k.props = vec![
+            ("sasl.password".into(), "hunter2".into()),
+            ("security.protocol".into(), "SASL_SSL".into()),
+        ];
+        let d = k.describe();
+        assert!(!d.contains("hunter2"), "{d}");
+        assert!(d.contains("security.protocol=SASL_SSL"));
+        assert_eq!(k.client_config().get("sasl.password"), Some("hunter2"));
+    }
+
+    #[test]
+    fn topic_prefix_round_trips() {
+        let mut k = KafkaArgs::for_bootstrap("h:1");
+        k.topic_prefix = "t1.".into();
+        assert_eq!(k.topic("cxr.scan.v1"), "t1.cxr.scan.v1");
+        assert_eq!(k.logical("t1.cxr.scan.v1"), "cxr.scan.v1");
+    }
+}

@@ -1,0 +1,39 @@
+//! Dead letters: a record a stage cannot process, with its original bytes and the reason.
+
+use std::collections::BTreeMap;
+
+use cxrflow_contracts::DeadLetter;
+
+use crate::kafka::stage::Inbound;
+use crate::time::now_millis;
+
+/// Builds the dead letter for `msg`.
+pub fn dead_letter(stage: &str, msg: &Inbound, reason: &str, error: &str, study: Option<String>) -> DeadLetter {
+    let replay_count = msg
+        .headers
+        .get("cxrflow-replay-count")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    DeadLetter {
+        stage: stage.to_string(),
+        reason: reason.to_string(),
+        error: error.to_string(),
+        source_topic: msg.topic.clone(),
+        source_partition: msg.partition,
+        source_offset: msg.offset,
+        key: msg.key.clone(),
+        payload: msg.payload.clone(),
+        headers: msg.headers.clone(),
+        study_instance_uid: study,
+        failed_at: now_millis(),
+        replay_count,
+    }
+}
+
+/// Headers for a replayed record: the original ones plus a replay counter.
+pub fn replay_headers(dl: &DeadLetter) -> BTreeMap<String, String> {
+    let mut h = dl.headers.clone();
+    h.insert("cxrflow-replay-count".into(), (dl.replay_count + 1).to_string());
+    h.insert("cxrflow-replayed-from".into(), format!("{}/{}/{}", dl.source_topic, dl.source_partition, dl.source_offset));
+    h
+}

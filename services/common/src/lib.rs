@@ -1,0 +1,19 @@
+//! What every cxrflow service needs and nothing service-specific: configuration, the Kafka
+//! client and the at-least-once stage runtime, dead letters, telemetry (logs, metrics, traces),
+//! the HTTP endpoints (`/metrics`, `/healthz`, `/readyz`), the blob store and shutdown.
+
+pub mod blob;
+pub mod config;
+pub mod dlq;
+pub mod http;
+pub mod kafka;
+pub mod metrics;
+pub mod registry;
+pub mod service;
+pub mod shutdown;
+pub mod telemetry;
+pub mod time;
+
+pub use config::{KafkaArgs, ServiceArgs};
+pub use kafka::stage::{run_stage, Inbound, Outbound, Processor, StageConfig, StageDeps, StageError};
+pub use service::Host;

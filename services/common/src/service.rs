@@ -1,0 +1,81 @@
+//! What every service does at start, in one place: print the effective configuration, get the
+//! codec (static or remote registry), create the producer, register the stage metrics plus the
+//! service's own, and serve the HTTP endpoint.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use cxrflow_contracts::Codec;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{KafkaArgs, ServiceArgs};
+use crate::http::{self, Readiness};
+use crate::kafka::stage::{StageConfig, StageDeps};
+use crate::kafka::Producer;
+use crate::metrics::StageMetrics;
+use crate::registry::codec_for;
+
+/// A started service's shared parts.
+pub struct Host {
+    pub service: &'static str,
+    pub kafka: KafkaArgs,
+    pub svc: ServiceArgs,
+    pub deps: StageDeps,
+    pub ready: Readiness,
+    pub http_addr: SocketAddr,
+    pub http_task: tokio::task::JoinHandle<()>,
+}
+
+impl Host {
+    /// Starts the shared parts of `service`. `register` adds the service's own metrics;
+    /// `routes` are served beside `/metrics`, `/healthz` and `/readyz`.
+    pub async fn start(
+        service: &'static str,
+        kafka: &KafkaArgs,
+        svc: &ServiceArgs,
+        register: impl FnOnce(&mut Registry),
+        routes: Router,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Host> {
+        tracing::info!(service, kafka = %kafka.describe(), http = %svc.http, group = %svc.group_id(service),
+            max_in_flight = svc.max_in_flight, drain_timeout_ms = svc.drain_timeout_ms, "starting");
+        let (codec, registry) = codec_for(kafka).await?;
+        let producer = Producer::new(kafka)?;
+        let mut reg = Registry::default();
+        let metrics = StageMetrics::register(&mut reg, service);
+        register(&mut reg);
+        let ready = Readiness::default();
+        let (http_addr, http_task) = http::serve(svc.http, Arc::new(reg), ready.clone(), routes, shutdown.clone()).await?;
+        Ok(Host {
+            service,
+            kafka: kafka.clone(),
+            svc: svc.clone(),
+            deps: StageDeps {
+                producer,
+                codec,
+                registry,
+                metrics,
+            },
+            ready,
+            http_addr,
+            http_task,
+        })
+    }
+
+    pub fn codec(&self) -> &Arc<Codec> {
+        &self.deps.codec
+    }
+
+    /// The stage configuration for consuming `topics` with this service's settings.
+    pub fn stage(&self, topics: Vec<&'static str>) -> StageConfig {
+        StageConfig {
+            service: self.service,
+            group_id: self.svc.group_id(self.service),
+            topics,
+            max_in_flight: self.svc.max_in_flight,
+            drain_timeout: self.svc.drain_timeout(),
+        }
+    }
+}

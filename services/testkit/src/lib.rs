@@ -1,0 +1,215 @@
+//! The one test harness every integration test uses: starts a real Kafka-API broker (tansu,
+//! installed by `scripts/install-broker.sh`) on a free loopback port with on-disk storage,
+//! hands out uniquely prefixed topics, reads topics back, and waits on conditions with a
+//! deadline (never a bare sleep).
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cxrflow_common::config::KafkaArgs;
+use cxrflow_common::kafka::admin::{all_topics, ensure_topics};
+use cxrflow_contracts::{AvroRecord, Codec};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+
+/// Where the broker binary is: `$CXRFLOW_TANSU`, `$CXRFLOW_TOOLS/bin/tansu`,
+/// `~/.cache/cxrflow/tools/bin/tansu`, or `tansu` on PATH.
+pub fn tansu_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("CXRFLOW_TANSU") {
+        return PathBuf::from(p);
+    }
+    let tools = std::env::var("CXRFLOW_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/cxrflow/tools"));
+    let p = tools.join("bin/tansu");
+    if p.exists() {
+        p
+    } else {
+        PathBuf::from("tansu")
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Logs for tests (once per process); `RUST_LOG` controls the level.
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// A running broker, stopped on drop.
+pub struct Broker {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Broker {
+    /// Starts a broker with sqlite storage in a fresh temporary directory and waits until it
+    /// answers metadata requests.
+    pub fn start() -> Broker {
+        init_logs();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut b = Broker {
+            child: None,
+            port: free_port(),
+            dir,
+        };
+        b.spawn();
+        b
+    }
+
+    fn spawn(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::File::create(self.dir.path().join("tansu.log")).expect("log file");
+        let child = Command::new(tansu_binary())
+            .current_dir(self.dir.path())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {} (run scripts/install-broker.sh): {e}", tansu_binary().display()));
+        self.child = Some(child);
+        let bootstrap = self.bootstrap();
+        wait_until(Duration::from_secs(30), "broker answers metadata", || {
+            let c: BaseConsumer = match KafkaArgs::for_bootstrap(&bootstrap).client_config().create() {
+                Ok(c) => c,
+                Err(_) => return false,
+            };
+            c.fetch_metadata(None, Duration::from_millis(500)).is_ok()
+        });
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the broker (SIGKILL) without touching its storage.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kill and start again on the same port and storage.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Kafka settings for a fresh, uniquely prefixed set of topics, all created.
+    pub async fn stack(&self) -> KafkaArgs {
+        let mut k = KafkaArgs::for_bootstrap(self.bootstrap());
+        k.topic_prefix = format!("t{:08x}.", rand::random::<u32>());
+        k.session_timeout_ms = 10_000;
+        ensure_topics(&k, &all_topics(), 2, 1).await.expect("create topics");
+        k
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `cond` until true or panics after `timeout`, naming what it waited for.
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after {timeout:?} waiting for: {what}");
+}
+
+/// Async form of [`wait_until`].
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out after {timeout:?} waiting for: {what}");
+}
+
+/// A raw record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct RawRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: Vec<(String, String)>,
+}
+
+/// Reads a logical topic from the beginning with a throwaway group until `enough` says the
+/// records collected so far suffice, or `timeout` passes (then returns what it has).
+pub async fn read_topic(kafka: &KafkaArgs, logical: &str, timeout: Duration, enough: impl Fn(&[RawRecord]) -> bool) -> Vec<RawRecord> {
+    use rdkafka::message::Headers;
+    let mut cc = kafka.client_config();
+    cc.set("group.id", format!("reader-{:08x}", rand::random::<u32>()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false");
+    let consumer: StreamConsumer = cc.create().expect("reader consumer");
+    consumer.subscribe(&[&kafka.topic(logical)]).expect("subscribe");
+    let end = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while !enough(&out) {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match tokio::time::timeout(left, consumer.recv()).await {
+            Ok(Ok(m)) => out.push(RawRecord {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                payload: m.payload().map(<[u8]>::to_vec),
+                headers: m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|x| (x.key.to_string(), String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }),
+            Ok(Err(e)) => tracing::debug!(error = %e, "reader error"),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+/// Reads and decodes `n` records of type `T` (or what arrives before `timeout`).
+pub async fn read_records<T: AvroRecord>(kafka: &KafkaArgs, codec: &Codec, n: usize, timeout: Duration) -> Vec<T> {
+    read_topic(kafka, T::TOPIC, timeout, |r| r.len() >= n)
+        .await
+        .into_iter()
+        .filter_map(|r| r.payload.and_then(|p| codec.decode::<T>(&p).ok()))
+        .collect()
+}
