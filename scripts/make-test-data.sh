@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Builds the cxrflow binary, synthesizes a small CheXpert-format dataset from the real label
+# file, and fits the models on it (all cached). Writes $CXRFLOW_DATA/test-data.env with the
+# paths the tests and `cxrflow up` read.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$here/.."
+# shellcheck disable=SC1091
+. "$here/env.sh"
+STUDIES="${CXRFLOW_SYNTH_STUDIES:-1500}"
+SEED="${CXRFLOW_SEED:-7}"
+# A dev build (dependencies and hot crates are optimised by the dev profile in Cargo.toml), so
+# the test run that follows reuses it instead of compiling everything a second time.
+cargo build -p cxrflow
+bin="${CARGO_TARGET_DIR:-$(pwd)/target}/debug/cxrflow"
+ds="$CXRFLOW_DATA/datasets/synth-$SEED-$STUDIES"
+if [ ! -f "$ds/.complete" ]; then
+  rm -rf "$ds"
+  "$bin" sim synth --labels "$CXRFLOW_DATA/chexpert-labels/chexpert_train.csv.gz" \
+    --masks "$CXRFLOW_DATA/chexpert-labels/semantic_masks_v7labs_lungs.zip" \
+    --out "$ds" --seed "$SEED" --studies "$STUDIES"
+  touch "$ds/.complete"
+fi
+CXRFLOW_DATASET="$ds/CheXpert-v1.0-small" "$here/make-models.sh" >/dev/null
+cat > "$CXRFLOW_DATA/test-data.env" <<ENV
+export CXRFLOW_DATASET_ROOT="$ds"
+export CXRFLOW_MODELS_DIR="$CXRFLOW_DATA/models"
+export CXRFLOW_BIN="$bin"
+ENV
+echo "test data ready: $ds, models in $CXRFLOW_DATA/models"
