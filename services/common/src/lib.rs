@@ -3,6 +3,7 @@
 //! the HTTP endpoints (`/metrics`, `/healthz`, `/readyz`), the blob store and shutdown.
 
 pub mod blob;
+pub mod broker;
 pub mod config;
 pub mod dlq;
 pub mod http;

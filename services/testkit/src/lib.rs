@@ -4,32 +4,14 @@
 //! deadline (never a bare sleep).
 
 use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cxrflow_common::broker::EmbeddedBroker;
 use cxrflow_common::config::KafkaArgs;
 use cxrflow_common::kafka::admin::{all_topics, ensure_topics};
 use cxrflow_contracts::{AvroRecord, Codec};
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
-
-/// Where the broker binary is: `$CXRFLOW_TANSU`, `$CXRFLOW_TOOLS/bin/tansu`,
-/// `~/.cache/cxrflow/tools/bin/tansu`, or `tansu` on PATH.
-pub fn tansu_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("CXRFLOW_TANSU") {
-        return PathBuf::from(p);
-    }
-    let tools = std::env::var("CXRFLOW_TOOLS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/cxrflow/tools"));
-    let p = tools.join("bin/tansu");
-    if p.exists() {
-        p
-    } else {
-        PathBuf::from("tansu")
-    }
-}
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -49,11 +31,10 @@ pub fn init_logs() {
         .try_init();
 }
 
-/// A running broker, stopped on drop.
+/// A running broker on a free port with storage in a temporary directory, stopped on drop.
 pub struct Broker {
-    child: Option<Child>,
-    port: u16,
-    dir: tempfile::TempDir,
+    inner: EmbeddedBroker,
+    _dir: tempfile::TempDir,
 }
 
 impl Broker {
@@ -62,54 +43,22 @@ impl Broker {
     pub fn start() -> Broker {
         init_logs();
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut b = Broker {
-            child: None,
-            port: free_port(),
-            dir,
-        };
-        b.spawn();
-        b
-    }
-
-    fn spawn(&mut self) {
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let log = std::fs::File::create(self.dir.path().join("tansu.log")).expect("log file");
-        let child = Command::new(tansu_binary())
-            .current_dir(self.dir.path())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {} (run scripts/install-broker.sh): {e}", tansu_binary().display()));
-        self.child = Some(child);
-        let bootstrap = self.bootstrap();
-        wait_until(Duration::from_secs(30), "broker answers metadata", || {
-            let c: BaseConsumer = match KafkaArgs::for_bootstrap(&bootstrap).client_config().create() {
-                Ok(c) => c,
-                Err(_) => return false,
-            };
-            c.fetch_metadata(None, Duration::from_millis(500)).is_ok()
-        });
+        let inner = EmbeddedBroker::start(dir.path(), free_port()).unwrap_or_else(|e| panic!("{e}"));
+        Broker { inner, _dir: dir }
     }
 
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.inner.bootstrap()
     }
 
     /// Kills the broker (SIGKILL) without touching its storage.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.inner.kill();
     }
 
     /// Kill and start again on the same port and storage.
     pub fn restart(&mut self) {
-        self.kill();
-        self.spawn();
+        self.inner.restart().unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Kafka settings for a fresh, uniquely prefixed set of topics, all created.
@@ -119,12 +68,6 @@ impl Broker {
         k.session_timeout_ms = 10_000;
         ensure_topics(&k, &all_topics(), 2, 1).await.expect("create topics");
         k
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
