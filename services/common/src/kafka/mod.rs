@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod finalizer;
 pub mod producer;
+pub mod snapshot;
 pub mod stage;
 
 pub use producer::{Producer, ProduceError};
