@@ -1,0 +1,199 @@
+//! Ingest's configuration: the shared Kafka and service settings plus its own flags, each with a
+//! `CXRFLOW_…` environment variable and a default that suits the embedded stack.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cxrflow_common::{KafkaArgs, ServiceArgs};
+
+use crate::fetch::FetchSettings;
+use crate::validate::Limits;
+
+pub const MIB: u64 = 1024 * 1024;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub service: ServiceArgs,
+
+    /// Blob store URL: `file:///abs/dir` or `s3://bucket[/prefix]`. Default: `file://<cwd>/.cxrflow/blobs`.
+    #[arg(long = "blob-store", env = "CXRFLOW_BLOB_STORE")]
+    pub blob_store: Option<String>,
+
+    /// Blob store options, `key=value`, repeatable (`aws_endpoint=http://…`, `aws_allow_http=true`,
+    /// `aws_region=…`); over the usual `AWS_*` environment. In the environment: comma-separated.
+    #[arg(long = "blob-store-option", env = "CXRFLOW_BLOB_STORE_OPTIONS", value_delimiter = ',', value_parser = parse_kv)]
+    pub blob_store_options: Vec<(String, String)>,
+
+    /// SQLite database of ingested SOP instance UIDs (deduplication across restarts).
+    #[arg(
+        long = "ingest-db",
+        env = "CXRFLOW_INGEST_DB",
+        default_value = ".cxrflow/ingest.db"
+    )]
+    pub ingest_db: PathBuf,
+
+    /// Largest image accepted, inline or fetched, in bytes.
+    #[arg(long = "ingest-max-image-bytes", env = "CXRFLOW_INGEST_MAX_IMAGE_BYTES", default_value_t = 64 * MIB)]
+    pub max_image_bytes: u64,
+
+    /// Largest image accepted inline in a scan event, in bytes (never above the image limit).
+    #[arg(long = "ingest-max-inline-bytes", env = "CXRFLOW_INGEST_MAX_INLINE_BYTES", default_value_t = 64 * MIB)]
+    pub max_inline_bytes: u64,
+
+    /// Connect timeout for HTTP(S) image URLs, in milliseconds.
+    #[arg(
+        long = "ingest-connect-timeout-ms",
+        env = "CXRFLOW_INGEST_CONNECT_TIMEOUT_MS",
+        default_value_t = 5_000
+    )]
+    pub connect_timeout_ms: u64,
+
+    /// Total timeout for fetching one image (HTTP request and body, S3 object), in milliseconds.
+    #[arg(
+        long = "ingest-fetch-timeout-ms",
+        env = "CXRFLOW_INGEST_FETCH_TIMEOUT_MS",
+        default_value_t = 60_000
+    )]
+    pub fetch_timeout_ms: u64,
+
+    /// S3 options for `s3://` image URIs, `key=value`, repeatable, over the `AWS_*` environment.
+    #[arg(long = "ingest-s3-option", env = "CXRFLOW_INGEST_S3_OPTIONS", value_delimiter = ',', value_parser = parse_kv)]
+    pub s3_options: Vec<(String, String)>,
+
+    /// When set, `file://` image URIs must point inside this directory.
+    #[arg(long = "ingest-file-root", env = "CXRFLOW_INGEST_FILE_ROOT")]
+    pub file_root: Option<PathBuf>,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected key=value, got {s:?}"))?;
+    if k.trim().is_empty() {
+        return Err(format!("empty key in {s:?}"));
+    }
+    Ok((k.trim().to_string(), v.to_string()))
+}
+
+fn is_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("secret") || k.contains("token") || k.contains("password") || k.contains("key_id")
+}
+
+fn mask(options: &[(String, String)]) -> String {
+    options
+        .iter()
+        .map(|(k, v)| {
+            if is_secret(k) {
+                format!("{k}=****")
+            } else {
+                format!("{k}={v}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Config {
+    /// All ingest settings at their defaults.
+    pub fn defaults(kafka: KafkaArgs, service: ServiceArgs) -> Self {
+        Config {
+            kafka,
+            service,
+            blob_store: None,
+            blob_store_options: vec![],
+            ingest_db: PathBuf::from(".cxrflow/ingest.db"),
+            max_image_bytes: 64 * MIB,
+            max_inline_bytes: 64 * MIB,
+            connect_timeout_ms: 5_000,
+            fetch_timeout_ms: 60_000,
+            s3_options: vec![],
+            file_root: None,
+        }
+    }
+
+    /// The blob store URL, defaulting to `.cxrflow/blobs` under the working directory.
+    pub fn blob_store_url(&self) -> String {
+        match &self.blob_store {
+            Some(u) if !u.is_empty() => u.clone(),
+            _ => {
+                let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/tmp"));
+                format!("file://{}", cwd.join(".cxrflow/blobs").display())
+            }
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_image_bytes: self.max_image_bytes,
+            max_inline_bytes: self.max_inline_bytes,
+        }
+    }
+
+    pub fn fetch_settings(&self) -> FetchSettings {
+        FetchSettings {
+            max_bytes: self.max_image_bytes,
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            total_timeout: Duration::from_millis(self.fetch_timeout_ms),
+            s3_options: self.s3_options.clone(),
+            file_root: self.file_root.clone(),
+        }
+    }
+
+    /// The effective ingest settings as a person should see them at start: secrets masked.
+    pub fn describe(&self) -> String {
+        format!(
+            "blob_store={} blob_store_options=[{}] ingest_db={} max_image_bytes={} max_inline_bytes={} connect_timeout_ms={} fetch_timeout_ms={} s3_options=[{}] file_root={}",
+            self.blob_store_url(),
+            mask(&self.blob_store_options),
+            self.ingest_db.display(),
+            self.max_image_bytes,
+            self.max_inline_bytes,
+            self.connect_timeout_ms,
+            self.fetch_timeout_ms,
+            mask(&self.s3_options),
+            self.file_root.as_ref().map_or("(any)".to_string(), |p| p.display().to_string()),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        cfg: Config,
+    }
+
+    #[test]
+    fn flags_parse_defaults_match_and_secrets_are_masked() {
+        let cli = Cli::try_parse_from([
+            "ingest",
+            "--blob-store",
+            "s3://b/blobs",
+            "--ingest-s3-option",
+            "aws_secret_access_key=hunter2",
+            "--ingest-s3-option",
+            "aws_endpoint=http://127.0.0.1:9000",
+        ])
+        .unwrap();
+        assert_eq!(cli.cfg.blob_store_url(), "s3://b/blobs");
+        let d = cli.cfg.describe();
+        assert!(!d.contains("hunter2"), "{d}");
+        assert!(d.contains("aws_endpoint=http://127.0.0.1:9000"), "{d}");
+
+        let parsed = Cli::try_parse_from(["ingest"]).unwrap().cfg;
+        let defaults = Config::defaults(parsed.kafka.clone(), parsed.service.clone());
+        assert_eq!(parsed.ingest_db, defaults.ingest_db);
+        assert_eq!(parsed.limits(), defaults.limits());
+        assert_eq!(parsed.fetch_timeout_ms, defaults.fetch_timeout_ms);
+        assert!(defaults.blob_store_url().ends_with("/.cxrflow/blobs"));
+        assert!(Cli::try_parse_from(["ingest", "--ingest-s3-option", "novalue"]).is_err());
+    }
+}

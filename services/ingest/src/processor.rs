@@ -1,0 +1,138 @@
+//! The ingest processor: one scan event → at most one ingested-image record.
+//!
+//! Delivery: at-least-once, through the stage runtime (offsets stored only after the output or
+//! the dead letter is acknowledged). The catch: a crash after the SOP ledger row is written but
+//! before the output is acknowledged re-delivers the event; the ledger recognises the same
+//! event id and emits again, so nothing is lost, and downstream is idempotent by study key.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use cxrflow_common::blob::{sha256_hex, BlobError, BlobStore};
+use cxrflow_common::time::now_millis;
+use cxrflow_common::{Inbound, Outbound, Processor, StageError};
+use cxrflow_contracts::{Codec, IngestedImage, ScanEvent};
+use tracing::Instrument;
+
+use crate::error::IngestError;
+use crate::fetch::Fetcher;
+use crate::ledger::{Claim, LedgerError, SopLedger};
+use crate::metrics::IngestMetrics;
+use crate::validate::{check_content, validate, ImageRef, Limits};
+
+/// Turns `cxr.scan.v1` records into `cxr.ingested.v1` records.
+pub struct Ingest {
+    pub codec: Arc<Codec>,
+    pub blobs: BlobStore,
+    pub ledger: SopLedger,
+    pub fetcher: Fetcher,
+    pub limits: Limits,
+    pub metrics: IngestMetrics,
+}
+
+impl From<LedgerError> for IngestError {
+    fn from(e: LedgerError) -> Self {
+        IngestError::Ledger(e.to_string())
+    }
+}
+
+fn blob_error(e: BlobError) -> IngestError {
+    IngestError::BlobStoreUnavailable(e.to_string())
+}
+
+impl Ingest {
+    async fn obtain(&self, scan: &mut ScanEvent, source: &ImageRef) -> Result<Bytes, IngestError> {
+        let started = Instant::now();
+        let bytes = match source {
+            ImageRef::Inline => {
+                return Ok(Bytes::from(scan.image_inline.take().unwrap_or_default()))
+            }
+            ImageRef::File(path) => self.fetcher.file(path).await,
+            ImageRef::Http(url) => self.fetcher.http(url).await,
+            ImageRef::S3 { bucket, key } => self.fetcher.s3(bucket, key).await,
+        };
+        self.metrics.fetched(source.kind(), started.elapsed());
+        bytes
+    }
+
+    /// Ingests one scan event; `Ok(None)` when it is a resend of an already ingested image.
+    pub async fn ingest(&self, mut scan: ScanEvent) -> Result<Option<IngestedImage>, IngestError> {
+        let source = validate(&scan, &self.limits, now_millis())?;
+        let bytes = self.obtain(&mut scan, &source).await?;
+        let sha256 = sha256_hex(&bytes);
+        check_content(&scan, &bytes, &sha256)?;
+        let sop = scan.study.sop_instance_uid.clone();
+        match self
+            .ledger
+            .claim(&sop, &sha256, &scan.event_id, now_millis())
+            .await?
+        {
+            Claim::First | Claim::Redelivery => {}
+            Claim::Duplicate { first_event_id } => {
+                self.metrics
+                    .duplicate_skipped(&sop, &scan.event_id, &first_event_id);
+                return Ok(None);
+            }
+            Claim::Conflict {
+                sha256: existing,
+                first_event_id,
+            } => {
+                return Err(IngestError::SopConflict {
+                    sop,
+                    existing,
+                    first_event: first_event_id,
+                    received: sha256,
+                })
+            }
+        }
+        // From here on only transient failures are possible: the claim stays, and the retry of
+        // this same event is a redelivery that finishes the job.
+        let size = bytes.len() as u64;
+        let (blob_uri, stored_sha, written) = self
+            .blobs
+            .put_content_addressed(bytes)
+            .await
+            .map_err(blob_error)?;
+        debug_assert_eq!(stored_sha, sha256);
+        self.ledger
+            .set_blob_uri(&sop, &scan.event_id, &blob_uri)
+            .await?;
+        self.metrics
+            .image_ingested(source.kind(), &sop, &sha256, size, written);
+        Ok(Some(IngestedImage {
+            event_id: scan.event_id,
+            study: scan.study,
+            blob_uri,
+            sha256,
+            size_bytes: size as i64,
+            media_type: scan.media_type,
+            ingested_at: now_millis(),
+        }))
+    }
+}
+
+impl Processor for Ingest {
+    async fn process(&self, msg: &Inbound) -> Result<Vec<Outbound>, StageError> {
+        let scan: ScanEvent = msg.decode(&self.codec)?;
+        let study = scan.study.study_instance_uid.clone();
+        let event_id = scan.event_id.clone();
+        let sop = scan.study.sop_instance_uid.clone();
+        let span = tracing::info_span!("ingest", study = %study, event_id = %event_id);
+        match self.ingest(scan).instrument(span).await {
+            Ok(Some(image)) => match Outbound::record(&self.codec, &image) {
+                Ok(out) => Ok(vec![out]),
+                Err(e) => {
+                    // This event dead-letters: free its claim so a corrected resend is not skipped.
+                    self.ledger
+                        .release(&sop, &event_id)
+                        .await
+                        .map_err(IngestError::from)?;
+                    Err(e.for_study(&study))
+                }
+            },
+            Ok(None) => Ok(vec![]),
+            Err(e) => Err(StageError::from(e).for_study(&study)),
+        }
+    }
+}
