@@ -1,0 +1,381 @@
+//! The worklist's HTTP face, served beside `/metrics`, `/healthz` and `/readyz`:
+//! `GET /` (the worklist page), `GET /worklist` (JSON in reading order), `GET /worklist/events`
+//! (Server-Sent Events of changes), `GET /studies/{uid}/thumbnail` (a small PNG from the blob
+//! store) and `POST /studies/{uid}/report` (a radiologist's labels to `cxr.feedback.v1`,
+//! bearer-token protected; disabled when no token is configured).
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::io::Cursor;
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cxrflow_common::blob::{BlobError, BlobStore};
+use cxrflow_contracts::findings::is_known;
+use cxrflow_contracts::{
+    EpochMillis, FindingLabel, FindingScore, OrderPriority, RadiologistReport, TriageDecision,
+    TriageTier, WorklistStatus,
+};
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::StreamExt;
+
+use crate::engine::{Engine, WorklistEvent};
+use crate::worklist::OrderingMode;
+
+const PAGE: &str = include_str!("page.html");
+const THUMBNAIL_PX: u32 = 256;
+
+/// What the routes share; the engine is set once the service has its producer.
+#[derive(Clone)]
+pub struct WebState {
+    pub engine: Arc<OnceLock<Arc<Engine>>>,
+    pub blobs: Option<BlobStore>,
+    pub ui_token: String,
+}
+
+/// One study as the worklist shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorklistItem {
+    pub position: usize,
+    pub study_uid: String,
+    pub site_id: String,
+    pub tier: TriageTier,
+    pub status: WorklistStatus,
+    pub score: f64,
+    pub top_findings: Vec<FindingScore>,
+    pub priority_hint: OrderPriority,
+    pub acquired_at: EpochMillis,
+    pub waiting_ms: i64,
+    pub deadline: EpochMillis,
+    pub due_in_ms: i64,
+    pub escalations: i32,
+    pub version: i64,
+    pub model_version: Option<String>,
+    pub reasons: Vec<String>,
+}
+
+impl WorklistItem {
+    pub fn of(position: usize, d: &TriageDecision, now: EpochMillis) -> Self {
+        WorklistItem {
+            position,
+            study_uid: d.study.study_instance_uid.clone(),
+            site_id: d.study.site_id.clone(),
+            tier: d.tier,
+            status: d.status,
+            score: d.score,
+            top_findings: d.top_findings.clone(),
+            priority_hint: d.study.priority_hint,
+            acquired_at: d.study.acquired_at,
+            waiting_ms: (now - d.study.acquired_at).max(0),
+            deadline: d.deadline,
+            due_in_ms: d.deadline - now,
+            escalations: d.escalations,
+            version: d.version,
+            model_version: d.model_version.clone(),
+            reasons: d.reasons.clone(),
+        }
+    }
+}
+
+/// The `GET /worklist` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorklistView {
+    pub now: EpochMillis,
+    pub ordering: String,
+    pub items: Vec<WorklistItem>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WorklistQuery {
+    site: Option<String>,
+    limit: Option<usize>,
+}
+
+/// The body of `POST /studies/{uid}/report`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReportRequest {
+    pub labels: Vec<FindingLabel>,
+    #[serde(default)]
+    pub reader_ref: Option<String>,
+    #[serde(default)]
+    pub read_started_at: Option<EpochMillis>,
+}
+
+pub fn routes(state: WebState) -> Router {
+    Router::new()
+        .route("/", get(|| async { Html(PAGE) }))
+        .route("/worklist", get(worklist))
+        .route("/worklist/events", get(events))
+        .route("/studies/{uid}/thumbnail", get(thumbnail))
+        .route("/studies/{uid}/report", post(report))
+        .with_state(state)
+}
+
+fn unavailable() -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, "worklist is being rebuilt").into_response()
+}
+
+fn ready_engine(s: &WebState) -> Option<&Arc<Engine>> {
+    s.engine.get().filter(|e| e.is_rebuilt())
+}
+
+async fn worklist(State(s): State<WebState>, Query(q): Query<WorklistQuery>) -> Response {
+    let Some(engine) = ready_engine(&s) else {
+        return unavailable();
+    };
+    let now = engine.now();
+    let mode = engine.settings.ordering;
+    let items: Vec<WorklistItem> = {
+        let wl = engine.worklist();
+        wl.ordered(q.site.as_deref(), mode)
+            .into_iter()
+            .take(q.limit.unwrap_or(usize::MAX))
+            .enumerate()
+            .map(|(i, e)| WorklistItem::of(i + 1, &e.decision, now))
+            .collect()
+    };
+    let ordering = match mode {
+        OrderingMode::PerSite => "per-site",
+        OrderingMode::Pooled => "pooled",
+    };
+    Json(WorklistView {
+        now,
+        ordering: ordering.into(),
+        items,
+    })
+    .into_response()
+}
+
+#[derive(Serialize)]
+struct EventBody<'a> {
+    study_uid: &'a str,
+    version: Option<i64>,
+    status: Option<WorklistStatus>,
+    tier: Option<TriageTier>,
+}
+
+fn sse_event(
+    ev: Result<WorklistEvent, tokio_stream::wrappers::errors::BroadcastStreamRecvError>,
+) -> Event {
+    let (name, body) = match &ev {
+        Ok(WorklistEvent::Changed(d)) => (
+            "decision",
+            EventBody {
+                study_uid: &d.study.study_instance_uid,
+                version: Some(d.version),
+                status: Some(d.status),
+                tier: Some(d.tier),
+            },
+        ),
+        Ok(WorklistEvent::Removed(uid)) => (
+            "removed",
+            EventBody {
+                study_uid: uid,
+                version: None,
+                status: None,
+                tier: None,
+            },
+        ),
+        // The client fell behind: it should reload the whole list.
+        Err(_) => return Event::default().event("resync").data("{}"),
+    };
+    Event::default()
+        .event(name)
+        .json_data(&body)
+        .unwrap_or_else(|_| Event::default().event("resync").data("{}"))
+}
+
+async fn events(State(s): State<WebState>) -> Response {
+    let Some(engine) = ready_engine(&s) else {
+        return unavailable();
+    };
+    let hello = tokio_stream::once(Ok::<Event, Infallible>(
+        Event::default().event("hello").data("{}"),
+    ));
+    let changes =
+        BroadcastStream::new(engine.subscribe()).map(|ev| Ok::<Event, Infallible>(sse_event(ev)));
+    let stream: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> =
+        Box::pin(hello.chain(changes));
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+fn is_dicom(bytes: &[u8]) -> bool {
+    bytes.len() >= 132 && &bytes[128..132] == b"DICM"
+}
+
+/// A small PNG of `bytes`, or `None` when the format cannot be decoded here.
+pub fn thumbnail_png(bytes: &[u8]) -> Option<Vec<u8>> {
+    if is_dicom(bytes) {
+        return None;
+    }
+    let mut reader = image::ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .ok()?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(16_384);
+    limits.max_image_height = Some(16_384);
+    limits.max_alloc = Some(512 * 1024 * 1024);
+    reader.limits(limits);
+    let img = reader.decode().ok()?;
+    let thumb = img.thumbnail(THUMBNAIL_PX, THUMBNAIL_PX);
+    let mut out = Vec::new();
+    thumb
+        .write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
+        .ok()?;
+    Some(out)
+}
+
+async fn thumbnail(State(s): State<WebState>, Path(uid): Path<String>) -> Response {
+    let Some(engine) = ready_engine(&s) else {
+        return unavailable();
+    };
+    let Some(uri) = engine
+        .worklist()
+        .get(&uid)
+        .map(|e| e.decision.blob_uri.clone())
+    else {
+        return (StatusCode::NOT_FOUND, "study not on the worklist").into_response();
+    };
+    let Some(blobs) = s.blobs.clone() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no blob store configured").into_response();
+    };
+    let bytes = match blobs.get(&uri).await {
+        Ok(b) => b,
+        Err(e @ (BlobError::NotFound(_) | BlobError::ForeignUri { .. })) => {
+            return (StatusCode::NOT_FOUND, e.to_string()).into_response()
+        }
+        Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    };
+    match tokio::task::spawn_blocking(move || thumbnail_png(&bytes)).await {
+        Ok(Some(png)) => ([(header::CONTENT_TYPE, "image/png")], png).into_response(),
+        Ok(None) => (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "image format cannot be shown here (e.g. DICOM)",
+        )
+            .into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "thumbnail failed").into_response(),
+    }
+}
+
+/// Compares without short-circuiting on the first differing byte.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn report(
+    State(s): State<WebState>,
+    Path(uid): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if s.ui_token.is_empty() {
+        return (
+            StatusCode::FORBIDDEN,
+            "reporting is disabled: start triage with --ui-token",
+        )
+            .into_response();
+    }
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !same_secret(presented.as_bytes(), s.ui_token.as_bytes()) {
+        return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
+    }
+    let Some(engine) = ready_engine(&s) else {
+        return unavailable();
+    };
+    let req: ReportRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return (StatusCode::UNPROCESSABLE_ENTITY, format!("bad report: {e}")).into_response()
+        }
+    };
+    let mut seen = BTreeMap::new();
+    for l in &req.labels {
+        if !is_known(&l.finding) {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("unknown finding {:?}", l.finding),
+            )
+                .into_response();
+        }
+        if seen.insert(l.finding.clone(), ()).is_some() {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("finding {:?} labelled twice", l.finding),
+            )
+                .into_response();
+        }
+    }
+    let Some(current) = engine.worklist().get(&uid).map(|e| e.decision.clone()) else {
+        return (StatusCode::NOT_FOUND, "study not on the worklist").into_response();
+    };
+    let now = engine.now();
+    let report = RadiologistReport {
+        report_id: uuid::Uuid::new_v4().to_string(),
+        study_instance_uid: uid,
+        site_id: current.study.site_id.clone(),
+        reader_ref: req.reader_ref.unwrap_or_else(|| "worklist-ui".into()),
+        read_started_at: req.read_started_at.unwrap_or(now),
+        read_ended_at: now,
+        labels: req.labels,
+        tier_at_read: Some(format!("{:?}", current.tier).to_ascii_uppercase()),
+    };
+    match engine
+        .producer()
+        .send(engine.codec(), &report, &BTreeMap::new())
+        .await
+    {
+        Ok(_) => {
+            engine.metrics().report_submitted();
+            (
+                StatusCode::ACCEPTED,
+                Json(serde_json::json!({ "report_id": report.report_id })),
+            )
+                .into_response()
+        }
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("report not published: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thumbnails_are_small_pngs_and_dicom_is_refused() {
+        let img = image::GrayImage::from_fn(640, 480, |x, y| image::Luma([((x + y) % 256) as u8]));
+        let mut png = Vec::new();
+        img.write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let t = thumbnail_png(&png).expect("png decodes");
+        let back = image::load_from_memory(&t).unwrap();
+        assert!(back.width() <= THUMBNAIL_PX && back.height() <= THUMBNAIL_PX);
+        let mut dicom = vec![0u8; 200];
+        dicom[128..132].copy_from_slice(b"DICM");
+        assert!(thumbnail_png(&dicom).is_none());
+        assert!(thumbnail_png(b"not an image").is_none());
+    }
+
+    #[test]
+    fn secrets_compare() {
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abc", b"abd"));
+        assert!(!same_secret(b"abc", b"ab"));
+    }
+}

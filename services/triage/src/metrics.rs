@@ -1,0 +1,159 @@
+//! The triage service's own metrics, and the notable events that log and count together.
+
+use cxrflow_common::metrics::Labels;
+use cxrflow_contracts::{TriageDecision, TriageTier, WorklistStatus};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+fn tier_label(t: TriageTier) -> String {
+    match t {
+        TriageTier::Critical => "CRITICAL",
+        TriageTier::Urgent => "URGENT",
+        TriageTier::Routine => "ROUTINE",
+        TriageTier::NotAssessable => "NOT_ASSESSABLE",
+    }
+    .to_string()
+}
+
+fn status_label(s: WorklistStatus) -> String {
+    match s {
+        WorklistStatus::Open => "OPEN",
+        WorklistStatus::Escalated => "ESCALATED",
+        WorklistStatus::Read => "READ",
+    }
+    .to_string()
+}
+
+fn histogram() -> Histogram {
+    // 1 minute .. ~34 hours.
+    Histogram::new(exponential_buckets(60.0, 2.0, 12))
+}
+
+#[derive(Clone)]
+pub struct TriageMetrics {
+    worklist: Family<Labels, Gauge>,
+    escalations: Counter,
+    decisions: Family<Labels, Counter>,
+    tombstones: Counter,
+    time_in_queue: Family<Labels, Histogram, fn() -> Histogram>,
+    ignored: Family<Labels, Counter>,
+    unmatched_feedback: Counter,
+    reports_submitted: Counter,
+}
+
+impl Default for TriageMetrics {
+    fn default() -> Self {
+        TriageMetrics {
+            worklist: Family::default(),
+            escalations: Counter::default(),
+            decisions: Family::default(),
+            tombstones: Counter::default(),
+            time_in_queue: Family::new_with_constructor(histogram),
+            ignored: Family::default(),
+            unmatched_feedback: Counter::default(),
+            reports_submitted: Counter::default(),
+        }
+    }
+}
+
+impl TriageMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("cxrflow_triage");
+        r.register(
+            "worklist_studies",
+            "Open studies on the worklist, by tier",
+            self.worklist.clone(),
+        );
+        r.register(
+            "escalations",
+            "Studies escalated for waiting past their tier's cap",
+            self.escalations.clone(),
+        );
+        r.register(
+            "decisions_published",
+            "Triage decisions published, by status",
+            self.decisions.clone(),
+        );
+        r.register(
+            "tombstones_published",
+            "Read studies removed after retention",
+            self.tombstones.clone(),
+        );
+        r.register(
+            "time_in_queue_seconds",
+            "Time from acquisition to the radiologist's read, by tier at read",
+            self.time_in_queue.clone(),
+        );
+        r.register(
+            "predictions_ignored",
+            "Predictions that changed nothing, by reason",
+            self.ignored.clone(),
+        );
+        r.register(
+            "feedback_unmatched",
+            "Reports for studies never seen on the worklist, forgotten after the grace period",
+            self.unmatched_feedback.clone(),
+        );
+        r.register(
+            "reports_submitted",
+            "Reports submitted through the worklist page",
+            self.reports_submitted.clone(),
+        );
+    }
+
+    pub fn set_open(&self, counts: &[(TriageTier, i64)]) {
+        for (t, n) in counts {
+            self.worklist
+                .get_or_create(&vec![("tier", tier_label(*t))])
+                .set(*n);
+        }
+    }
+
+    /// A decision was published and acknowledged.
+    pub fn published(&self, d: &TriageDecision, previous: Option<&TriageDecision>) {
+        self.decisions
+            .get_or_create(&vec![("status", status_label(d.status))])
+            .inc();
+        let prev_escalations = previous.map_or(0, |p| p.escalations);
+        if d.escalations > prev_escalations {
+            tracing::info!(tier = ?d.tier, escalations = d.escalations, reason = d.reasons.last().map(String::as_str).unwrap_or(""), "study escalated");
+            self.escalations.inc();
+        }
+        if d.status == WorklistStatus::Read
+            && previous.is_none_or(|p| p.status != WorklistStatus::Read)
+        {
+            let waited = (d.decided_at - d.study.acquired_at).max(0) as f64 / 1000.0;
+            self.time_in_queue
+                .get_or_create(&vec![("tier", tier_label(d.tier))])
+                .observe(waited);
+        }
+    }
+
+    pub fn tombstoned(&self) {
+        self.tombstones.inc();
+    }
+
+    pub fn ignored(&self, reason: &'static str) {
+        tracing::debug!(reason, "prediction ignored");
+        self.ignored
+            .get_or_create(&vec![("reason", reason.to_string())])
+            .inc();
+    }
+
+    pub fn unmatched_feedback(&self, n: usize) {
+        if n > 0 {
+            tracing::warn!(
+                count = n,
+                "reports for unknown studies forgotten (their prediction never came)"
+            );
+            self.unmatched_feedback.inc_by(n as u64);
+        }
+    }
+
+    pub fn report_submitted(&self) {
+        self.reports_submitted.inc();
+    }
+}

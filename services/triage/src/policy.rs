@@ -1,0 +1,373 @@
+//! The triage policy: how a prediction becomes a score, a tier and a deadline, and when a
+//! waiting study is escalated. Pure functions of their inputs (no clock, no I/O), so the
+//! ordering can be property-tested.
+
+use std::collections::BTreeMap;
+
+use cxrflow_contracts::{EpochMillis, FindingScore, OrderPriority, Prediction, TriageTier};
+
+const MINUTE: i64 = 60_000;
+const HOUR: i64 = 60 * MINUTE;
+
+/// One value per tier (SLA deadlines, wait caps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PerTier {
+    pub critical: i64,
+    pub urgent: i64,
+    pub routine: i64,
+    pub not_assessable: i64,
+}
+
+impl PerTier {
+    pub fn get(&self, tier: TriageTier) -> i64 {
+        match tier {
+            TriageTier::Critical => self.critical,
+            TriageTier::Urgent => self.urgent,
+            TriageTier::Routine => self.routine,
+            TriageTier::NotAssessable => self.not_assessable,
+        }
+    }
+
+    /// Parses `CRITICAL=30m,URGENT=2h,...` (units ms, s, m, h; tiers not named keep `self`).
+    pub fn parse_over(mut self, spec: &str) -> Result<Self, String> {
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (tier, dur) = part
+                .split_once('=')
+                .ok_or_else(|| format!("expected TIER=duration, got {part:?}"))?;
+            let ms = parse_duration_ms(dur.trim())?;
+            match tier.trim().to_ascii_uppercase().as_str() {
+                "CRITICAL" => self.critical = ms,
+                "URGENT" => self.urgent = ms,
+                "ROUTINE" => self.routine = ms,
+                "NOT_ASSESSABLE" => self.not_assessable = ms,
+                other => return Err(format!("unknown tier {other:?}")),
+            }
+        }
+        Ok(self)
+    }
+}
+
+/// `90s`, `30m`, `2h`, `1500ms` or bare milliseconds.
+pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
+    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1000)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, MINUTE)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, HOUR)
+    } else {
+        (s, 1)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad duration {s:?}"))?;
+    if !(v.is_finite() && v >= 0.0) {
+        return Err(format!("bad duration {s:?}"));
+    }
+    Ok((v * mult as f64) as i64)
+}
+
+/// Everything that decides a study's place in the worklist.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TriagePolicy {
+    /// Weight of each finding in the score, 0..=1; findings not listed weigh `default_weight`.
+    pub weights: BTreeMap<String, f64>,
+    pub default_weight: f64,
+    /// Reading deadline from acquisition, per tier.
+    pub sla_ms: PerTier,
+    /// Longest a study may wait in its tier (since acquisition or its last escalation) before
+    /// it is escalated (anti-starvation, Baltruschat et al. 2021).
+    pub wait_cap_ms: PerTier,
+    /// How many findings a decision lists.
+    pub top_findings: usize,
+}
+
+/// The default finding weights: findings that need action within hours weigh most.
+pub fn default_weights() -> BTreeMap<String, f64> {
+    [
+        ("Pneumothorax", 1.0),
+        ("Pleural Effusion", 0.9),
+        ("Edema", 0.9),
+        ("Consolidation", 0.85),
+        ("Pneumonia", 0.85),
+        ("Lung Lesion", 0.8),
+        ("Enlarged Cardiomediastinum", 0.8),
+        ("Lung Opacity", 0.5),
+        ("Fracture", 0.5),
+        ("Cardiomegaly", 0.4),
+        ("Atelectasis", 0.3),
+        ("Pleural Other", 0.3),
+        ("Support Devices", 0.1),
+        ("No Finding", 0.0),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+impl Default for TriagePolicy {
+    fn default() -> Self {
+        TriagePolicy {
+            weights: default_weights(),
+            default_weight: 0.3,
+            sla_ms: PerTier {
+                critical: 30 * MINUTE,
+                urgent: 2 * HOUR,
+                routine: 8 * HOUR,
+                not_assessable: 8 * HOUR,
+            },
+            wait_cap_ms: PerTier {
+                critical: 30 * MINUTE,
+                urgent: 2 * HOUR,
+                routine: 6 * HOUR,
+                not_assessable: 6 * HOUR,
+            },
+            top_findings: 3,
+        }
+    }
+}
+
+/// What the policy makes of one prediction, before escalation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assessment {
+    pub tier: TriageTier,
+    pub score: f64,
+    pub deadline: EpochMillis,
+    pub top_findings: Vec<FindingScore>,
+    pub reasons: Vec<String>,
+}
+
+/// Urgency rank: lower reads sooner. ROUTINE and NOT_ASSESSABLE share a rank.
+pub fn rank(tier: TriageTier) -> u8 {
+    match tier {
+        TriageTier::Critical => 0,
+        TriageTier::Urgent => 1,
+        TriageTier::Routine | TriageTier::NotAssessable => 2,
+    }
+}
+
+/// The more urgent of two tiers (ties keep `a`).
+pub fn more_urgent(a: TriageTier, b: TriageTier) -> TriageTier {
+    if rank(b) < rank(a) {
+        b
+    } else {
+        a
+    }
+}
+
+/// The tier an escalation moves to: one step up, CRITICAL stays CRITICAL.
+pub fn escalated(tier: TriageTier) -> TriageTier {
+    match tier {
+        TriageTier::Critical | TriageTier::Urgent => TriageTier::Critical,
+        TriageTier::Routine | TriageTier::NotAssessable => TriageTier::Urgent,
+    }
+}
+
+/// Maps `probability / threshold` to 0..1 (0.5 at the operating threshold), so a finding far
+/// above its threshold outranks one barely over it, whatever the thresholds' scales.
+fn exceedance(f: &FindingScore) -> f64 {
+    let p = if f.probability.is_finite() {
+        f.probability.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let t = if f.threshold.is_finite() && f.threshold > 0.0 {
+        f.threshold
+    } else {
+        0.5
+    };
+    let r = p / t;
+    r / (1.0 + r)
+}
+
+fn above(f: &FindingScore) -> bool {
+    f.probability.is_finite() && f.threshold.is_finite() && f.probability >= f.threshold
+}
+
+impl TriagePolicy {
+    pub fn weight(&self, finding: &str) -> f64 {
+        self.weights
+            .get(finding)
+            .copied()
+            .unwrap_or(self.default_weight)
+            .clamp(0.0, 1.0)
+    }
+
+    fn contribution(&self, f: &FindingScore) -> f64 {
+        self.weight(&f.finding) * exceedance(f)
+    }
+
+    /// Scores, tiers and dates one prediction.
+    pub fn assess(&self, p: &Prediction) -> Assessment {
+        let mut reasons = Vec::new();
+        let score = p
+            .findings
+            .iter()
+            .map(|f| self.contribution(f))
+            .fold(0.0, f64::max);
+        let critical_hits: Vec<&FindingScore> = p
+            .findings
+            .iter()
+            .filter(|f| f.critical && above(f))
+            .collect();
+        let any_hit = p
+            .findings
+            .iter()
+            .any(|f| above(f) && f.finding != "No Finding" && self.weight(&f.finding) > 0.0);
+        let by_findings = if !p.assessable {
+            reasons.push("not assessable by the model (lateral or unreadable image)".to_string());
+            TriageTier::NotAssessable
+        } else if !critical_hits.is_empty() {
+            for f in &critical_hits {
+                reasons.push(format!(
+                    "critical finding {} {:.2} >= threshold {:.2}",
+                    f.finding, f.probability, f.threshold
+                ));
+            }
+            TriageTier::Critical
+        } else if any_hit {
+            reasons.push("finding above its operating threshold".to_string());
+            TriageTier::Urgent
+        } else {
+            reasons.push("no finding above its operating threshold".to_string());
+            TriageTier::Routine
+        };
+        let tier = match p.study.priority_hint {
+            OrderPriority::Stat => {
+                if by_findings != TriageTier::Critical {
+                    reasons.push("STAT order".to_string());
+                }
+                TriageTier::Critical
+            }
+            OrderPriority::Urgent if rank(by_findings) > rank(TriageTier::Urgent) => {
+                reasons.push("URGENT order".to_string());
+                TriageTier::Urgent
+            }
+            _ => by_findings,
+        };
+        let mut top: Vec<&FindingScore> = p
+            .findings
+            .iter()
+            .filter(|f| self.weight(&f.finding) > 0.0)
+            .collect();
+        top.sort_by(|a, b| {
+            self.contribution(b)
+                .total_cmp(&self.contribution(a))
+                .then_with(|| a.finding.cmp(&b.finding))
+        });
+        Assessment {
+            tier,
+            score: if score.is_finite() { score } else { 0.0 },
+            deadline: p.study.acquired_at.saturating_add(self.sla_ms.get(tier)),
+            top_findings: top.into_iter().take(self.top_findings).cloned().collect(),
+            reasons,
+        }
+    }
+
+    /// The wait cap of a tier.
+    pub fn cap(&self, tier: TriageTier) -> i64 {
+        self.wait_cap_ms.get(tier)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cxrflow_contracts::{ModelRole, StudyContext};
+
+    pub(crate) fn prediction(findings: &[(&str, f64, bool)], hint: OrderPriority) -> Prediction {
+        Prediction {
+            study: StudyContext {
+                site_id: "s".into(),
+                study_instance_uid: "1.2.3".into(),
+                series_instance_uid: "1.2.3.1".into(),
+                sop_instance_uid: "1.2.3.1.1".into(),
+                accession_number: None,
+                patient_ref: "p".into(),
+                modality: "CR".into(),
+                view_position: Some("PA".into()),
+                patient_age_years: None,
+                patient_sex: None,
+                acquired_at: 1_000,
+                published_at: 1_000,
+                priority_hint: hint,
+            },
+            blob_uri: "file:///b".into(),
+            model_name: "m".into(),
+            model_version: "1".into(),
+            model_role: ModelRole::Production,
+            execution_provider: "cpu".into(),
+            assessable: true,
+            findings: findings
+                .iter()
+                .map(|(f, p, c)| FindingScore {
+                    finding: f.to_string(),
+                    probability: *p,
+                    threshold: 0.5,
+                    critical: *c,
+                })
+                .collect(),
+            batch_size: 1,
+            inference_ms: 1.0,
+            predicted_at: 2_000,
+            embedding: None,
+        }
+    }
+
+    #[test]
+    fn tiers_follow_thresholds_and_hints() {
+        let pol = TriagePolicy::default();
+        let crit = pol.assess(&prediction(
+            &[("Pneumothorax", 0.9, true)],
+            OrderPriority::Routine,
+        ));
+        assert_eq!(crit.tier, TriageTier::Critical);
+        assert_eq!(crit.deadline, 1_000 + 30 * MINUTE);
+        let urgent = pol.assess(&prediction(
+            &[("Cardiomegaly", 0.7, false)],
+            OrderPriority::Routine,
+        ));
+        assert_eq!(urgent.tier, TriageTier::Urgent);
+        let routine = pol.assess(&prediction(
+            &[("Cardiomegaly", 0.2, false)],
+            OrderPriority::Routine,
+        ));
+        assert_eq!(routine.tier, TriageTier::Routine);
+        let stat = pol.assess(&prediction(
+            &[("Cardiomegaly", 0.2, false)],
+            OrderPriority::Stat,
+        ));
+        assert_eq!(stat.tier, TriageTier::Critical);
+        let mut na = prediction(&[("Pneumothorax", 0.9, true)], OrderPriority::Routine);
+        na.assessable = false;
+        assert_eq!(pol.assess(&na).tier, TriageTier::NotAssessable);
+        assert!(crit.score > routine.score);
+    }
+
+    #[test]
+    fn ratio_to_threshold_matters() {
+        let pol = TriagePolicy::default();
+        let mut a = prediction(&[("Edema", 0.3, false)], OrderPriority::Routine);
+        a.findings[0].threshold = 0.2;
+        let mut b = prediction(&[("Edema", 0.5, false)], OrderPriority::Routine);
+        b.findings[0].threshold = 0.8;
+        assert!(pol.assess(&a).score > pol.assess(&b).score);
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration_ms("30m").unwrap(), 30 * MINUTE);
+        assert_eq!(parse_duration_ms("1500ms").unwrap(), 1500);
+        let t = TriagePolicy::default()
+            .sla_ms
+            .parse_over("critical=10m, ROUTINE=1h")
+            .unwrap();
+        assert_eq!(t.critical, 10 * MINUTE);
+        assert_eq!(t.routine, HOUR);
+        assert_eq!(t.urgent, 2 * HOUR);
+        assert!(TriagePolicy::default().sla_ms.parse_over("X=1").is_err());
+    }
+}

@@ -1,0 +1,357 @@
+//! The worklist: every open (and recently read) study with its latest decision, in reading
+//! order. Pure state: the caller passes the time in, proposes decisions with `on_*`, publishes
+//! them, and only then commits them with [`Worklist::apply`] — the one mutator of entries, also
+//! used when the worklist is rebuilt from `cxr.triage.v1`, so a rebuilt worklist equals the live
+//! one by construction.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+
+use cxrflow_contracts::{
+    EpochMillis, ModelRole, Prediction, RadiologistReport, TriageDecision, TriageTier,
+    WorklistStatus,
+};
+
+use crate::policy::{escalated, more_urgent, rank, TriagePolicy};
+
+/// How studies of several sites are ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OrderingMode {
+    /// One list per site (the full list is grouped by site).
+    PerSite,
+    /// One list across sites (teleradiology).
+    Pooled,
+}
+
+/// One study on the worklist.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub decision: TriageDecision,
+    /// When the study was last escalated (its wait cap counts from here).
+    pub escalated_at: Option<EpochMillis>,
+    /// `predicted_at` of the prediction the decision rests on; unknown after a rebuild.
+    pub basis_predicted_at: Option<EpochMillis>,
+}
+
+impl Entry {
+    pub fn is_open(&self) -> bool {
+        self.decision.status != WorklistStatus::Read
+    }
+
+    /// Where the wait cap is counted from.
+    pub fn wait_since(&self) -> EpochMillis {
+        self.escalated_at.unwrap_or(self.decision.study.acquired_at)
+    }
+}
+
+/// Why a prediction produced no decision (a metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ignored {
+    Shadow,
+    Duplicate,
+    Stale,
+    AlreadyRead,
+    Closed,
+}
+
+impl Ignored {
+    pub fn label(self) -> &'static str {
+        match self {
+            Ignored::Shadow => "shadow",
+            Ignored::Duplicate => "duplicate",
+            Ignored::Stale => "stale",
+            Ignored::AlreadyRead => "already_read",
+            Ignored::Closed => "closed",
+        }
+    }
+}
+
+/// What a radiologist's report does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReportOutcome {
+    Close(Box<TriageDecision>),
+    AlreadyRead,
+    UnknownStudy,
+}
+
+const ESCALATION: &str = "escalation ";
+
+/// The escalation time recorded in a decision's last escalation reason (`… [at <ms>]`).
+fn escalated_at(d: &TriageDecision) -> Option<EpochMillis> {
+    d.reasons
+        .iter()
+        .rev()
+        .filter(|r| r.starts_with(ESCALATION))
+        .find_map(|r| {
+            let start = r.rfind("[at ")? + 4;
+            r[start..].strip_suffix(']')?.parse().ok()
+        })
+}
+
+fn fmt_minutes(ms: i64) -> String {
+    let m = ms / 60_000;
+    format!("{}h{:02}m", m / 60, m % 60)
+}
+
+/// Reading order: ROUTINE/NOT_ASSESSABLE after every CRITICAL/URGENT study (so a STAT order is
+/// never below a routine one, whatever the clock; anti-starvation escalation is what lifts a
+/// routine study out), then earliest deadline, then higher score, then study UID. The UID makes
+/// it a total order. Per-site ordering groups by site first.
+pub fn reading_order(a: &TriageDecision, b: &TriageDecision, mode: OrderingMode) -> Ordering {
+    let site = match mode {
+        OrderingMode::PerSite => a.study.site_id.cmp(&b.study.site_id),
+        OrderingMode::Pooled => Ordering::Equal,
+    };
+    let class = |d: &TriageDecision| u8::from(rank(d.tier) >= 2);
+    site.then_with(|| class(a).cmp(&class(b)))
+        .then_with(|| a.deadline.cmp(&b.deadline))
+        .then_with(|| b.score.total_cmp(&a.score))
+        .then_with(|| a.study.study_instance_uid.cmp(&b.study.study_instance_uid))
+}
+
+#[derive(Debug, Clone)]
+pub struct Worklist {
+    policy: TriagePolicy,
+    entries: HashMap<String, Entry>,
+    /// Reports that arrived before their study's prediction, with when they arrived.
+    pending_reports: HashMap<String, (RadiologistReport, EpochMillis)>,
+    /// Studies removed (tombstoned), with when: a late re-delivery must not reopen them.
+    closed: HashMap<String, EpochMillis>,
+}
+
+impl Worklist {
+    pub fn new(policy: TriagePolicy) -> Self {
+        Worklist {
+            policy,
+            entries: HashMap::new(),
+            pending_reports: HashMap::new(),
+            closed: HashMap::new(),
+        }
+    }
+
+    pub fn policy(&self) -> &TriagePolicy {
+        &self.policy
+    }
+
+    pub fn get(&self, uid: &str) -> Option<&Entry> {
+        self.entries.get(uid)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values()
+    }
+
+    /// The decision a prediction leads to, or why none.
+    pub fn on_prediction(
+        &self,
+        p: &Prediction,
+        now: EpochMillis,
+    ) -> Result<TriageDecision, Ignored> {
+        let uid = &p.study.study_instance_uid;
+        if p.model_role == ModelRole::Shadow {
+            return Err(Ignored::Shadow);
+        }
+        if self.closed.contains_key(uid) {
+            return Err(Ignored::Closed);
+        }
+        let a = self.policy.assess(p);
+        let mut d = TriageDecision {
+            study: p.study.clone(),
+            version: 1,
+            status: WorklistStatus::Open,
+            tier: a.tier,
+            score: a.score,
+            deadline: a.deadline,
+            top_findings: a.top_findings,
+            model_name: Some(p.model_name.clone()),
+            model_version: Some(p.model_version.clone()),
+            reasons: a.reasons,
+            escalations: 0,
+            blob_uri: p.blob_uri.clone(),
+            decided_at: now,
+        };
+        if let Some(e) = self.entries.get(uid) {
+            let cur = &e.decision;
+            if cur.status == WorklistStatus::Read {
+                return Err(Ignored::AlreadyRead);
+            }
+            let same = cur.model_name == d.model_name
+                && cur.model_version == d.model_version
+                && cur.score.to_bits() == d.score.to_bits()
+                && cur.top_findings == d.top_findings;
+            if same {
+                return Err(Ignored::Duplicate);
+            }
+            // Older (or same-instant, different) predictions lose: the newest one decides,
+            // whatever order re-deliveries come in.
+            if e.basis_predicted_at.is_some_and(|at| p.predicted_at <= at) {
+                return Err(Ignored::Stale);
+            }
+            d.version = cur.version + 1;
+            if cur.escalations > 0 {
+                // An escalation is never undone by a new prediction.
+                d.tier = more_urgent(cur.tier, d.tier);
+                d.deadline = d.deadline.min(cur.deadline);
+                d.escalations = cur.escalations;
+                d.status = WorklistStatus::Escalated;
+                d.reasons.extend(
+                    cur.reasons
+                        .iter()
+                        .filter(|r| r.starts_with(ESCALATION))
+                        .cloned(),
+                );
+            }
+            d.reasons.push(format!(
+                "updated by model {}@{}",
+                p.model_name, p.model_version
+            ));
+        }
+        if let Some((r, _)) = self.pending_reports.get(uid) {
+            d.status = WorklistStatus::Read;
+            d.reasons.push(format!("read: report {}", r.report_id));
+        }
+        Ok(d)
+    }
+
+    /// What a radiologist's report does to its study.
+    pub fn on_report(&self, r: &RadiologistReport, now: EpochMillis) -> ReportOutcome {
+        match self.entries.get(&r.study_instance_uid) {
+            None => ReportOutcome::UnknownStudy,
+            Some(e) if !e.is_open() => ReportOutcome::AlreadyRead,
+            Some(e) => {
+                let mut d = e.decision.clone();
+                d.version += 1;
+                d.status = WorklistStatus::Read;
+                d.reasons.push(format!("read: report {}", r.report_id));
+                d.decided_at = now;
+                ReportOutcome::Close(Box::new(d))
+            }
+        }
+    }
+
+    /// Keeps a report for a study not seen yet (its prediction may still come).
+    pub fn remember_report(&mut self, r: RadiologistReport, now: EpochMillis) {
+        self.pending_reports
+            .insert(r.study_instance_uid.clone(), (r, now));
+    }
+
+    /// Commits a decision (published, or read back from the topic). Lower or equal versions
+    /// are ignored, so the latest version wins whatever order records arrive in.
+    pub fn apply(&mut self, d: TriageDecision, basis_predicted_at: Option<EpochMillis>) -> bool {
+        let uid = d.study.study_instance_uid.clone();
+        let basis = match self.entries.get(&uid) {
+            Some(e) if e.decision.version >= d.version => return false,
+            Some(e) => basis_predicted_at.or(e.basis_predicted_at),
+            None => basis_predicted_at,
+        };
+        self.pending_reports.remove(&uid);
+        self.closed.remove(&uid);
+        let entry = Entry {
+            escalated_at: escalated_at(&d),
+            decision: d,
+            basis_predicted_at: basis,
+        };
+        self.entries.insert(uid, entry);
+        true
+    }
+
+    /// Removes a study (its tombstone was published or read back).
+    pub fn remove(&mut self, uid: &str, now: EpochMillis) {
+        self.entries.remove(uid);
+        self.closed.insert(uid.to_string(), now);
+    }
+
+    /// The escalation of study `uid` due at `now`, if it waited past its tier's cap.
+    pub fn escalation_due(&self, uid: &str, now: EpochMillis) -> Option<TriageDecision> {
+        let e = self.entries.get(uid).filter(|e| e.is_open())?;
+        let cur = &e.decision;
+        let waited = now - e.wait_since();
+        let cap = self.policy.cap(cur.tier);
+        if waited <= cap {
+            return None;
+        }
+        let mut d = cur.clone();
+        d.version += 1;
+        d.escalations += 1;
+        d.status = WorklistStatus::Escalated;
+        d.tier = escalated(cur.tier);
+        d.deadline = cur.deadline.min(now);
+        d.decided_at = now;
+        d.reasons.push(format!(
+            "{ESCALATION}{}: waited {} in {:?} past its cap of {}, now {:?} [at {now}]",
+            d.escalations,
+            fmt_minutes(waited),
+            cur.tier,
+            fmt_minutes(cap),
+            d.tier
+        ));
+        Some(d)
+    }
+
+    /// Escalations due at `now`: every open study that waited past its tier's cap.
+    pub fn escalations_due(&self, now: EpochMillis) -> Vec<TriageDecision> {
+        let mut uids: Vec<&String> = self.entries.keys().collect();
+        uids.sort();
+        uids.into_iter()
+            .filter_map(|u| self.escalation_due(u, now))
+            .collect()
+    }
+
+    /// Read studies whose retention has passed: their tombstones are due.
+    pub fn tombstones_due(&self, now: EpochMillis, retention_ms: i64) -> Vec<String> {
+        let mut due: Vec<String> = self
+            .entries
+            .values()
+            .filter(|e| !e.is_open() && now - e.decision.decided_at >= retention_ms)
+            .map(|e| e.decision.study.study_instance_uid.clone())
+            .collect();
+        due.sort();
+        due
+    }
+
+    /// Forgets reports whose prediction never came and tombstoned studies past `closed_ttl_ms`.
+    /// Returns how many reports were forgotten unmatched.
+    pub fn expire(&mut self, now: EpochMillis, pending_ttl_ms: i64, closed_ttl_ms: i64) -> usize {
+        let before = self.pending_reports.len();
+        self.pending_reports
+            .retain(|_, (_, at)| now - *at < pending_ttl_ms);
+        self.closed.retain(|_, at| now - *at < closed_ttl_ms);
+        before - self.pending_reports.len()
+    }
+
+    /// Open studies in reading order, optionally of one site.
+    pub fn ordered(&self, site: Option<&str>, mode: OrderingMode) -> Vec<&Entry> {
+        let mut v: Vec<&Entry> = self
+            .entries
+            .values()
+            .filter(|e| e.is_open())
+            .filter(|e| site.is_none_or(|s| e.decision.study.site_id == s))
+            .collect();
+        v.sort_by(|a, b| reading_order(&a.decision, &b.decision, mode));
+        v
+    }
+
+    /// Open studies per tier (ROUTINE, URGENT, … with zero counts included).
+    pub fn open_by_tier(&self) -> [(TriageTier, i64); 4] {
+        let mut c = [
+            (TriageTier::Critical, 0),
+            (TriageTier::Urgent, 0),
+            (TriageTier::Routine, 0),
+            (TriageTier::NotAssessable, 0),
+        ];
+        for e in self.entries.values().filter(|e| e.is_open()) {
+            if let Some(slot) = c.iter_mut().find(|(t, _)| *t == e.decision.tier) {
+                slot.1 += 1;
+            }
+        }
+        c
+    }
+}

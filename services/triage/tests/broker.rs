@@ -1,0 +1,452 @@
+//! The triage service against a real broker: predictions become decisions on `cxr.triage.v1`
+//! and a critical-first `/worklist`; escalation under a simulated clock; a report closes a
+//! study; a restart rebuilds the same worklist and publishes no duplicate decisions.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Cursor;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cxrflow_common::blob::BlobStore;
+use cxrflow_common::kafka::Producer;
+use cxrflow_common::{KafkaArgs, ServiceArgs};
+use cxrflow_contracts::*;
+use cxrflow_testkit::{eventually, free_port, read_topic, Broker};
+use cxrflow_triage::clock::{Clock, ManualClock};
+use cxrflow_triage::http::WorklistView;
+use cxrflow_triage::worklist::{OrderingMode, Worklist};
+use cxrflow_triage::{run_observed, Config, Running};
+use tokio_util::sync::CancellationToken;
+
+const T0: i64 = 1_700_000_000_000;
+const TOKEN: &str = "test-token";
+
+fn prediction(
+    uid: &str,
+    finding: &str,
+    p: f64,
+    critical: bool,
+    hint: OrderPriority,
+    blob_uri: &str,
+) -> Prediction {
+    Prediction {
+        study: StudyContext {
+            site_id: "site-a".into(),
+            study_instance_uid: uid.into(),
+            series_instance_uid: format!("{uid}.1"),
+            sop_instance_uid: format!("{uid}.1.1"),
+            accession_number: None,
+            patient_ref: "p".into(),
+            modality: "CR".into(),
+            view_position: Some("PA".into()),
+            patient_age_years: Some(60),
+            patient_sex: Some("F".into()),
+            acquired_at: T0,
+            published_at: T0,
+            priority_hint: hint,
+        },
+        blob_uri: blob_uri.into(),
+        model_name: "densenet121".into(),
+        model_version: "1.0.0".into(),
+        model_role: ModelRole::Production,
+        execution_provider: "cpu".into(),
+        assessable: true,
+        findings: vec![FindingScore {
+            finding: finding.into(),
+            probability: p,
+            threshold: 0.5,
+            critical,
+        }],
+        batch_size: 1,
+        inference_ms: 3.0,
+        predicted_at: T0 + 1_000,
+        embedding: None,
+    }
+}
+
+struct Service {
+    running: Running,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    http: reqwest::Client,
+}
+
+impl Service {
+    async fn start(kafka: &KafkaArgs, blob_url: &str, clock: &ManualClock) -> Service {
+        let mut svc = ServiceArgs::local();
+        svc.http = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        svc.drain_timeout_ms = 3_000;
+        let mut cfg = Config::defaults(kafka.clone(), svc);
+        cfg.ui_token = TOKEN.into();
+        cfg.blob_store = blob_url.into();
+        cfg.tick_ms = 50;
+        cfg.ordering = OrderingMode::Pooled;
+        let shutdown = CancellationToken::new();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let clock: Arc<dyn Clock> = Arc::new(clock.clone());
+        let task = tokio::spawn(run_observed(cfg, clock, shutdown.clone(), Some(tx)));
+        let running = tokio::time::timeout(Duration::from_secs(60), rx)
+            .await
+            .expect("service ready within 60 s")
+            .expect("service started");
+        Service {
+            running,
+            shutdown,
+            task,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.running.http_addr, path)
+    }
+
+    async fn worklist(&self) -> WorklistView {
+        self.http
+            .get(self.url("/worklist"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn uids(&self) -> Vec<String> {
+        self.worklist()
+            .await
+            .items
+            .into_iter()
+            .map(|i| i.study_uid)
+            .collect()
+    }
+
+    async fn stop(self) -> Running {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("service stops within 30 s")
+            .expect("service task")
+            .expect("service ran cleanly");
+        self.running
+    }
+}
+
+async fn send<T: AvroRecord>(producer: &Producer, codec: &Codec, records: &[T]) {
+    for r in records {
+        producer
+            .send(codec, r, &BTreeMap::new())
+            .await
+            .expect("produce");
+    }
+}
+
+async fn decisions(
+    kafka: &KafkaArgs,
+    codec: &Codec,
+    n: usize,
+    timeout: Duration,
+) -> Vec<Option<TriageDecision>> {
+    read_topic(kafka, topics::TRIAGE, timeout, |r| r.len() >= n)
+        .await
+        .into_iter()
+        .map(|r| {
+            r.payload.map(|p| {
+                codec
+                    .decode::<TriageDecision>(&p)
+                    .expect("decision decodes")
+            })
+        })
+        .collect()
+}
+
+fn png() -> Bytes {
+    let img = image::GrayImage::from_fn(320, 320, |x, y| image::Luma([((x * y) % 256) as u8]));
+    let mut out = Vec::new();
+    img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    Bytes::from(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn predictions_become_a_critical_first_worklist_that_escalates_and_closes() {
+    let broker = Broker::start();
+    let kafka = broker.stack().await;
+    let codec = Codec::with_static_registry().unwrap();
+    let producer = Producer::new(&kafka).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let blob_url = format!("file://{}", dir.path().join("blobs").display());
+    let (blob_uri, _, _) = BlobStore::open(&blob_url, &[])
+        .unwrap()
+        .put_content_addressed(png())
+        .await
+        .unwrap();
+    let clock = ManualClock::at(T0 + 5 * 60_000);
+    let svc = Service::start(&kafka, &blob_url, &clock).await;
+
+    let routine = prediction(
+        "1.1.routine",
+        "Cardiomegaly",
+        0.1,
+        false,
+        OrderPriority::Routine,
+        &blob_uri,
+    );
+    let critical = prediction(
+        "1.2.critical",
+        "Pneumothorax",
+        0.93,
+        true,
+        OrderPriority::Routine,
+        &blob_uri,
+    );
+    let stat = prediction(
+        "1.3.stat",
+        "Cardiomegaly",
+        0.1,
+        false,
+        OrderPriority::Stat,
+        &blob_uri,
+    );
+    let mut shadow = prediction(
+        "1.4.shadow",
+        "Pneumothorax",
+        0.99,
+        true,
+        OrderPriority::Routine,
+        &blob_uri,
+    );
+    shadow.model_role = ModelRole::Shadow;
+    send(
+        &producer,
+        &codec,
+        &[
+            routine.clone(),
+            critical.clone(),
+            stat.clone(),
+            shadow,
+            routine.clone(),
+        ],
+    )
+    .await;
+
+    eventually(
+        Duration::from_secs(30),
+        "three studies on the worklist",
+        || async { svc.uids().await.len() == 3 },
+    )
+    .await;
+    let view = svc.worklist().await;
+    let order: Vec<&str> = view.items.iter().map(|i| i.study_uid.as_str()).collect();
+    // Both critical ones share the deadline; the higher score reads first. Routine last.
+    assert_eq!(
+        order,
+        ["1.2.critical", "1.3.stat", "1.1.routine"],
+        "{view:?}"
+    );
+    assert_eq!(view.items[0].tier, TriageTier::Critical);
+    assert_eq!(view.items[0].top_findings[0].finding, "Pneumothorax");
+    assert_eq!(view.items[2].tier, TriageTier::Routine);
+    let on_topic = decisions(&kafka, &codec, 3, Duration::from_secs(20)).await;
+    assert_eq!(
+        on_topic.len(),
+        3,
+        "one decision per study; shadow and the re-delivery produce none"
+    );
+
+    // Thumbnail from the blob store.
+    let thumb = svc
+        .http
+        .get(svc.url("/studies/1.2.critical/thumbnail"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(thumb.status(), 200);
+    assert_eq!(thumb.headers()["content-type"], "image/png");
+    let img = image::load_from_memory(&thumb.bytes().await.unwrap()).unwrap();
+    assert!(img.width() <= 256);
+
+    // Six hours later the routine study has waited past its cap: escalated, published.
+    clock.set(T0 + 6 * 3_600_000 + 1);
+    eventually(
+        Duration::from_secs(20),
+        "routine study escalated",
+        || async {
+            let v = svc.worklist().await;
+            v.items.iter().any(|i| {
+                i.study_uid == "1.1.routine"
+                    && i.status == WorklistStatus::Escalated
+                    && i.escalations == 1
+            })
+        },
+    )
+    .await;
+
+    // Reports: refused without the token, accepted with it, and the study closes.
+    let body = serde_json::json!({ "labels": [{ "finding": "Pneumothorax", "state": "PRESENT" }] });
+    let denied = svc
+        .http
+        .post(svc.url("/studies/1.2.critical/report"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 401);
+    let ok = svc
+        .http
+        .post(svc.url("/studies/1.2.critical/report"))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 202);
+    eventually(
+        Duration::from_secs(20),
+        "reported study leaves the worklist",
+        || async { !svc.uids().await.contains(&"1.2.critical".to_string()) },
+    )
+    .await;
+    let all = decisions(&kafka, &codec, 7, Duration::from_secs(20)).await;
+    let read = all
+        .iter()
+        .flatten()
+        .find(|d| d.study.study_instance_uid == "1.2.critical" && d.status == WorklistStatus::Read)
+        .expect("a READ decision on the topic");
+    assert_eq!(
+        (read.version, read.escalations),
+        (3, 1),
+        "opened, escalated, read"
+    );
+
+    // After the retention the read study is tombstoned.
+    clock.set(T0 + 8 * 3_600_000);
+    eventually(Duration::from_secs(20), "tombstone published", || async {
+        read_topic(&kafka, topics::TRIAGE, Duration::from_secs(3), |r| {
+            r.iter().any(|x| x.payload.is_none())
+        })
+        .await
+        .iter()
+        .any(|r| r.payload.is_none() && r.key.as_deref() == Some(b"1.2.critical".as_slice()))
+    })
+    .await;
+    let metrics = svc
+        .http
+        .get(svc.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("cxrflow_triage_escalations_total"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("cxrflow_triage_time_in_queue_seconds"),
+        "{metrics}"
+    );
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restart_rebuilds_the_same_worklist_without_duplicates() {
+    let broker = Broker::start();
+    let kafka = broker.stack().await;
+    let codec = Codec::with_static_registry().unwrap();
+    let producer = Producer::new(&kafka).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let blob_url = format!("file://{}", dir.path().join("blobs").display());
+    let clock = ManualClock::at(T0 + 60_000);
+
+    let preds: Vec<Prediction> = (0..12)
+        .map(|i| {
+            let (f, p, c) = match i % 3 {
+                0 => ("Pneumothorax", 0.6 + i as f64 / 100.0, true),
+                1 => ("Edema", 0.55 + i as f64 / 100.0, false),
+                _ => ("Cardiomegaly", 0.1 + i as f64 / 100.0, false),
+            };
+            prediction(
+                &format!("2.{i:02}"),
+                f,
+                p,
+                c,
+                OrderPriority::Routine,
+                "file:///nowhere",
+            )
+        })
+        .collect();
+    let svc = Service::start(&kafka, &blob_url, &clock).await;
+    send(&producer, &codec, &preds).await;
+    eventually(
+        Duration::from_secs(30),
+        "some studies processed",
+        || async { svc.uids().await.len() >= 4 },
+    )
+    .await;
+    // Stop mid-stream; what the service held when it stopped is the reference.
+    let before = svc.stop().await;
+    let snapshot = |wl: &Worklist| -> Vec<(String, i64, TriageTier)> {
+        wl.ordered(None, OrderingMode::Pooled)
+            .into_iter()
+            .map(|e| {
+                (
+                    e.decision.study.study_instance_uid.clone(),
+                    e.decision.version,
+                    e.decision.tier,
+                )
+            })
+            .collect()
+    };
+    let expected = snapshot(&before.engine.worklist());
+    assert!(!expected.is_empty());
+
+    // Restart: once ready, the rebuilt worklist holds everything the old one held (more only
+    // when the restarted stage already processed the rest).
+    let svc = Service::start(&kafka, &blob_url, &clock).await;
+    let rebuilt = snapshot(&svc.running.engine.worklist());
+    let rebuilt_subset: Vec<_> = rebuilt
+        .iter()
+        .filter(|x| expected.contains(x))
+        .cloned()
+        .collect();
+    assert_eq!(
+        rebuilt_subset, expected,
+        "same studies, same versions, same order"
+    );
+
+    eventually(Duration::from_secs(30), "every study processed", || async {
+        svc.uids().await.len() == 12
+    })
+    .await;
+    let view = svc.worklist().await;
+    assert!(
+        view.items.iter().all(|i| i.version == 1),
+        "no study was decided twice: {view:?}"
+    );
+    assert_eq!(view.items[0].tier, TriageTier::Critical);
+    svc.stop().await;
+
+    // Exactly one decision per study on the topic: the re-delivered tail changed nothing.
+    let all = decisions(&kafka, &codec, 13, Duration::from_secs(6)).await;
+    let uids: HashSet<String> = all
+        .iter()
+        .flatten()
+        .map(|d| d.study.study_instance_uid.clone())
+        .collect();
+    assert_eq!(uids.len(), 12);
+    assert_eq!(all.len(), 12, "no duplicate decisions");
+
+    // A third start rebuilds exactly the final list.
+    let final_list = snapshot(&svc_final_rebuild(&kafka, &blob_url, &clock).await);
+    assert_eq!(final_list.len(), 12);
+}
+
+async fn svc_final_rebuild(kafka: &KafkaArgs, blob_url: &str, clock: &ManualClock) -> Worklist {
+    let svc = Service::start(kafka, blob_url, clock).await;
+    let wl = svc.running.engine.worklist().clone();
+    svc.stop().await;
+    wl
+}

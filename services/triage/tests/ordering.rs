@@ -1,0 +1,336 @@
+//! Property tests of the pure ordering core: STAT never below ROUTINE, no open study past its
+//! tier's wait cap without escalation in a simulated-clock run, a total reading order, and
+//! re-delivery of any prediction changes nothing.
+
+use std::cmp::Ordering;
+
+use cxrflow_contracts::{
+    FindingScore, ModelRole, OrderPriority, Prediction, StudyContext, TriageDecision, TriageTier,
+    WorklistStatus,
+};
+use cxrflow_triage::policy::TriagePolicy;
+use cxrflow_triage::worklist::{reading_order, OrderingMode, Worklist};
+use proptest::prelude::*;
+
+const T0: i64 = 1_700_000_000_000;
+const MIN: i64 = 60_000;
+
+fn arb_prediction() -> impl Strategy<Value = Prediction> {
+    let finding = (
+        prop::sample::select(vec![
+            "Pneumothorax",
+            "Edema",
+            "Cardiomegaly",
+            "Fracture",
+            "No Finding",
+            "Atelectasis",
+        ]),
+        0.0f64..1.0,
+        0.05f64..0.95,
+        any::<bool>(),
+    );
+    (
+        0u32..10,
+        prop::sample::select(vec!["a", "b"]),
+        prop::sample::select(vec![
+            OrderPriority::Stat,
+            OrderPriority::Urgent,
+            OrderPriority::Routine,
+        ]),
+        0i64..(10 * 60 * MIN),
+        prop::collection::vec(finding, 0..5),
+        prop::bool::weighted(0.85),
+        prop::sample::select(vec!["1", "2"]),
+        0i64..(10 * 60 * MIN),
+        prop::sample::select(vec![
+            ModelRole::Production,
+            ModelRole::Canary,
+            ModelRole::Shadow,
+        ]),
+    )
+        .prop_map(
+            |(n, site, hint, acq, findings, assessable, version, pred, role)| Prediction {
+                study: StudyContext {
+                    site_id: site.into(),
+                    study_instance_uid: format!("1.2.840.{n}"),
+                    series_instance_uid: format!("1.2.840.{n}.1"),
+                    sop_instance_uid: format!("1.2.840.{n}.1.1"),
+                    accession_number: None,
+                    patient_ref: format!("p{n}"),
+                    modality: "CR".into(),
+                    view_position: Some("PA".into()),
+                    patient_age_years: None,
+                    patient_sex: None,
+                    // One acquisition time per study, as in reality.
+                    acquired_at: T0 + (n as i64) * 7 * MIN + (acq % 2),
+                    published_at: T0,
+                    priority_hint: hint,
+                },
+                blob_uri: format!("file:///blobs/{n}"),
+                model_name: "densenet".into(),
+                model_version: version.into(),
+                model_role: role,
+                execution_provider: "cpu".into(),
+                assessable,
+                findings: findings
+                    .into_iter()
+                    .map(|(f, p, t, c)| FindingScore {
+                        finding: f.into(),
+                        probability: p,
+                        threshold: t,
+                        critical: c && f != "No Finding",
+                    })
+                    .collect(),
+                batch_size: 1,
+                inference_ms: 1.0,
+                predicted_at: T0 + pred,
+                embedding: None,
+            },
+        )
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Deliver(Box<Prediction>),
+    Advance(i64),
+    Tick,
+}
+
+fn arb_steps() -> impl Strategy<Value = Vec<Step>> {
+    prop::collection::vec(
+        prop_oneof![
+            4 => arb_prediction().prop_map(|p| Step::Deliver(Box::new(p))),
+            2 => (0i64..(3 * 60 * MIN)).prop_map(Step::Advance),
+            2 => Just(Step::Tick),
+        ],
+        1..60,
+    )
+}
+
+fn deliver(wl: &mut Worklist, p: &Prediction, now: i64) -> bool {
+    match wl.on_prediction(p, now) {
+        Ok(d) => wl.apply(d, Some(p.predicted_at)),
+        Err(_) => false,
+    }
+}
+
+fn tick(wl: &mut Worklist, now: i64) {
+    for d in wl.escalations_due(now) {
+        assert!(wl.apply(d, None));
+    }
+}
+
+fn snapshot(wl: &Worklist, mode: OrderingMode) -> Vec<(String, i64)> {
+    wl.ordered(None, mode)
+        .into_iter()
+        .map(|e| {
+            (
+                e.decision.study.study_instance_uid.clone(),
+                e.decision.version,
+            )
+        })
+        .collect()
+}
+
+fn assert_stat_not_below_routine(wl: &Worklist, mode: OrderingMode) {
+    for site in ["a", "b"] {
+        let order = wl.ordered(Some(site), mode);
+        let last_stat = order
+            .iter()
+            .rposition(|e| e.decision.study.priority_hint == OrderPriority::Stat);
+        let first_routine = order
+            .iter()
+            .position(|e| e.decision.tier == TriageTier::Routine);
+        if let (Some(s), Some(r)) = (last_stat, first_routine) {
+            assert!(s < r, "STAT study at {s} below a ROUTINE study at {r}");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn stat_never_ranks_below_routine(steps in arb_steps(), pooled in any::<bool>()) {
+        let mode = if pooled { OrderingMode::Pooled } else { OrderingMode::PerSite };
+        let mut wl = Worklist::new(TriagePolicy::default());
+        let mut now = T0;
+        for s in &steps {
+            match s {
+                Step::Deliver(p) => { deliver(&mut wl, p, now); }
+                Step::Advance(ms) => now += ms,
+                Step::Tick => tick(&mut wl, now),
+            }
+            assert_stat_not_below_routine(&wl, mode);
+        }
+    }
+
+    #[test]
+    fn no_open_study_waits_past_its_cap_unescalated(steps in arb_steps()) {
+        let policy = TriagePolicy::default();
+        let mut wl = Worklist::new(policy.clone());
+        let mut now = T0;
+        let mut last: std::collections::HashMap<String, (i64, i32)> = Default::default();
+        for s in &steps {
+            match s {
+                Step::Deliver(p) => { deliver(&mut wl, p, now); }
+                Step::Advance(ms) => now += ms,
+                Step::Tick => {
+                    tick(&mut wl, now);
+                    for e in wl.entries().filter(|e| e.is_open()) {
+                        let waited = now - e.wait_since();
+                        prop_assert!(waited <= policy.cap(e.decision.tier),
+                            "{} waited {waited} ms in {:?} (cap {})", e.decision.study.study_instance_uid,
+                            e.decision.tier, policy.cap(e.decision.tier));
+                        if e.decision.escalations > 0 {
+                            prop_assert_eq!(e.decision.status, WorklistStatus::Escalated);
+                        }
+                    }
+                }
+            }
+            // Versions strictly increase per study; escalations never go back.
+            for e in wl.entries() {
+                let uid = e.decision.study.study_instance_uid.clone();
+                if let Some((v, esc)) = last.get(&uid) {
+                    prop_assert!(e.decision.version >= *v);
+                    prop_assert!(e.decision.escalations >= *esc);
+                }
+                last.insert(uid, (e.decision.version, e.decision.escalations));
+            }
+        }
+    }
+
+    #[test]
+    fn reading_order_is_a_total_order(preds in prop::collection::vec(arb_prediction(), 3..30), pooled in any::<bool>()) {
+        let mode = if pooled { OrderingMode::Pooled } else { OrderingMode::PerSite };
+        let wl = Worklist::new(TriagePolicy::default());
+        let mut ds: Vec<TriageDecision> = Vec::new();
+        for p in &preds {
+            if let Ok(d) = wl.on_prediction(p, T0) {
+                if !ds.iter().any(|x| x.study.study_instance_uid == d.study.study_instance_uid) {
+                    ds.push(d);
+                }
+            }
+        }
+        for a in &ds {
+            prop_assert_eq!(reading_order(a, a, mode), Ordering::Equal);
+            for b in &ds {
+                let ab = reading_order(a, b, mode);
+                prop_assert_eq!(ab, reading_order(b, a, mode).reverse());
+                if a.study.study_instance_uid != b.study.study_instance_uid {
+                    prop_assert_ne!(ab, Ordering::Equal);
+                }
+                for c in &ds {
+                    if ab != Ordering::Greater && reading_order(b, c, mode) != Ordering::Greater {
+                        prop_assert_ne!(reading_order(a, c, mode), Ordering::Greater);
+                    }
+                }
+            }
+        }
+        // The order does not depend on the order entries were added in.
+        let mut fwd = Worklist::new(TriagePolicy::default());
+        let mut rev = Worklist::new(TriagePolicy::default());
+        for d in &ds { fwd.apply(d.clone(), None); }
+        for d in ds.iter().rev() { rev.apply(d.clone(), None); }
+        prop_assert_eq!(snapshot(&fwd, mode), snapshot(&rev, mode));
+    }
+
+    #[test]
+    fn redelivering_any_prediction_changes_nothing(steps in arb_steps(), pick in any::<prop::sample::Index>(), pooled in any::<bool>()) {
+        let mode = if pooled { OrderingMode::Pooled } else { OrderingMode::PerSite };
+        let mut wl = Worklist::new(TriagePolicy::default());
+        let mut now = T0;
+        let mut delivered = Vec::new();
+        for s in &steps {
+            match s {
+                Step::Deliver(p) => { deliver(&mut wl, p, now); delivered.push(p.clone()); }
+                Step::Advance(ms) => now += ms,
+                Step::Tick => tick(&mut wl, now),
+            }
+        }
+        prop_assume!(!delivered.is_empty());
+        let before = snapshot(&wl, mode);
+        let p = pick.get(&delivered);
+        prop_assert!(wl.on_prediction(p, now + 1).is_err(), "re-delivery produced a decision");
+        prop_assert_eq!(snapshot(&wl, mode), before);
+    }
+}
+
+#[test]
+fn a_critical_study_reads_before_a_routine_one_and_escalation_lifts_the_routine_one() {
+    let mut wl = Worklist::new(TriagePolicy::default());
+    let mut routine = Prediction {
+        study: StudyContext {
+            site_id: "a".into(),
+            study_instance_uid: "r".into(),
+            series_instance_uid: "r.1".into(),
+            sop_instance_uid: "r.1.1".into(),
+            accession_number: None,
+            patient_ref: "p".into(),
+            modality: "CR".into(),
+            view_position: None,
+            patient_age_years: None,
+            patient_sex: None,
+            acquired_at: T0,
+            published_at: T0,
+            priority_hint: OrderPriority::Routine,
+        },
+        blob_uri: "file:///b".into(),
+        model_name: "m".into(),
+        model_version: "1".into(),
+        model_role: ModelRole::Production,
+        execution_provider: "cpu".into(),
+        assessable: true,
+        findings: vec![FindingScore {
+            finding: "Cardiomegaly".into(),
+            probability: 0.1,
+            threshold: 0.5,
+            critical: false,
+        }],
+        batch_size: 1,
+        inference_ms: 1.0,
+        predicted_at: T0,
+        embedding: None,
+    };
+    deliver(&mut wl, &routine, T0);
+    let mut critical = routine.clone();
+    critical.study.study_instance_uid = "c".into();
+    critical.study.acquired_at = T0 + 7 * 60 * MIN;
+    critical.findings[0] = FindingScore {
+        finding: "Pneumothorax".into(),
+        probability: 0.9,
+        threshold: 0.4,
+        critical: true,
+    };
+    deliver(&mut wl, &critical, T0 + 7 * 60 * MIN);
+    let order = |wl: &Worklist| {
+        snapshot(wl, OrderingMode::Pooled)
+            .into_iter()
+            .map(|x| x.0)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(order(&wl), ["c", "r"]);
+    // Six hours past acquisition the routine study escalates to URGENT, deadline now.
+    tick(&mut wl, T0 + 6 * 60 * MIN + 1);
+    let r = &wl.get("r").unwrap().decision;
+    assert_eq!(
+        (r.tier, r.status, r.escalations),
+        (TriageTier::Urgent, WorklistStatus::Escalated, 1)
+    );
+    assert!(r.reasons.last().unwrap().contains("past its cap"));
+    assert_eq!(r.deadline, T0 + 6 * 60 * MIN + 1);
+    // A newer prediction does not undo the escalation.
+    routine.predicted_at += 1;
+    routine.model_version = "2".into();
+    assert!(deliver(&mut wl, &routine, T0 + 6 * 60 * MIN + 2));
+    let r = &wl.get("r").unwrap().decision;
+    assert_eq!(
+        (r.tier, r.escalations, r.version),
+        (TriageTier::Urgent, 1, 3)
+    );
+    assert_eq!(
+        order(&wl),
+        ["r", "c"],
+        "the escalated study is due now, before the fresh critical one"
+    );
+}
