@@ -325,8 +325,10 @@ impl AvroRecord for RadiologistReport {
 
 impl AvroRecord for DriftAlert {
     const TOPIC: &'static str = topics::DRIFT;
+    /// Keyed by alert id: every state of one alert (RAISED, UPDATED, RESOLVED) stays on one
+    /// partition, in order, even when the strongest signal named in it changes.
     fn key(&self) -> String {
-        format!("{}/{}", self.model_name, self.signal)
+        self.alert_id.clone()
     }
 }
 

@@ -1,0 +1,29 @@
+//! cxrflow's drift service: watches a deployed model's traffic for a changing hospital —
+//! inputs (image statistics), metadata (view, sex, age, modality, site), outputs (finding
+//! probabilities), representations (embeddings) and performance (AUROC against labels) — and
+//! publishes alerts on `cxr.drift.v1` for the retraining system. Also the reference consumer of
+//! those alerts, [`retrain_trigger`].
+//!
+//! The method follows CheXstray (Soin et al. 2022) and MMC+ (Merkow et al. 2024): a reference
+//! window per model version, a sliding detection window, per-feature two-sample tests with
+//! multiple-testing correction ([`stats`]), MMD on embeddings ([`mmd`]), a unified score
+//! standardised against bootstrap replicates of the reference ([`reference`]), and alert
+//! hygiene ([`alerting`]). The core ([`detector`]) does no I/O; [`service`] puts it on Kafka.
+
+pub mod alerting;
+pub mod detector;
+pub mod metrics;
+pub mod mmd;
+pub mod observation;
+pub mod performance;
+pub mod reference;
+pub mod retrain_trigger;
+pub mod service;
+pub mod stats;
+pub mod store;
+pub mod synthetic;
+
+pub use detector::{DetectorConfig, DriftDetector, ModelDetector, ModelKey};
+pub use retrain_trigger::{run_retrain_trigger, TriggerConfig};
+pub use service::{run, Config, Engine};
+pub use store::reset_reference;

@@ -1,0 +1,500 @@
+//! The drift service on the stage runtime: consumes `cxr.preprocessed.v1`, `cxr.predictions.v1`
+//! and `cxr.labeled.v1`, joins a study's image statistics with its prediction, feeds the
+//! detector, and publishes alerts on `cxr.drift.v1`.
+//!
+//! Delivery guarantee: **at-least-once** (the stage runtime's): an input offset is stored only
+//! after the alerts its record produced are acknowledged. The catch: the detector's windows
+//! live in memory (only the reference is persisted), so after a restart the detection window
+//! refills from new traffic; a replayed record is recognised by study UID (bounded memory) and
+//! not counted twice, and alert ids are deterministic, so a replayed alert carries the same id.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use clap::Args;
+use cxrflow_common::{KafkaArgs, Outbound, Processor, ServiceArgs, StageError};
+use cxrflow_contracts::{topics, Codec, DriftAlert, LabeledExample, Prediction, PreprocessedImage};
+use tokio_util::sync::CancellationToken;
+
+use crate::detector::{DetectorConfig, DriftDetector, ModelKey, Observed};
+use crate::metrics::DriftMetrics;
+use crate::observation::{LabeledObservation, Observation};
+use crate::reference::ChannelWeights;
+use crate::store::{DriftStore, StoreError};
+
+/// `cxrflow drift` settings.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub service: ServiceArgs,
+    /// SQLite store of reference windows.
+    #[arg(
+        long = "drift-db",
+        env = "CXRFLOW_DRIFT_DB",
+        default_value = ".cxrflow/drift.db"
+    )]
+    pub drift_db: PathBuf,
+    /// Studies in a model version's reference window (the first ones after it is first seen).
+    #[arg(
+        long = "drift-reference-size",
+        env = "CXRFLOW_DRIFT_REFERENCE_SIZE",
+        default_value_t = 500
+    )]
+    pub reference_size: usize,
+    /// Studies in the sliding detection window.
+    #[arg(
+        long = "drift-window-size",
+        env = "CXRFLOW_DRIFT_WINDOW_SIZE",
+        default_value_t = 300
+    )]
+    pub window_size: usize,
+    /// Studies between evaluations.
+    #[arg(
+        long = "drift-stride",
+        env = "CXRFLOW_DRIFT_STRIDE",
+        default_value_t = 50
+    )]
+    pub stride: usize,
+    /// Optional time bound of the detection window (event time), ms; 0 = none.
+    #[arg(
+        long = "drift-window-max-age-ms",
+        env = "CXRFLOW_DRIFT_WINDOW_MAX_AGE_MS",
+        default_value_t = 0
+    )]
+    pub window_max_age_ms: i64,
+    /// Fewest studies in a (time-bounded) detection window for an evaluation; 0 = window size.
+    #[arg(
+        long = "drift-min-window",
+        env = "CXRFLOW_DRIFT_MIN_WINDOW",
+        default_value_t = 0
+    )]
+    pub min_window: usize,
+    /// BH-adjusted p-value that raises a feature alert.
+    #[arg(
+        long = "drift-alpha-raise",
+        env = "CXRFLOW_DRIFT_ALPHA_RAISE",
+        default_value_t = 1e-3
+    )]
+    pub alpha_raise: f64,
+    /// BH-adjusted p-value above which a feature alert resolves.
+    #[arg(
+        long = "drift-alpha-resolve",
+        env = "CXRFLOW_DRIFT_ALPHA_RESOLVE",
+        default_value_t = 1e-2
+    )]
+    pub alpha_resolve: f64,
+    /// Permutations of the MMD test.
+    #[arg(
+        long = "drift-mmd-permutations",
+        env = "CXRFLOW_DRIFT_MMD_PERMUTATIONS",
+        default_value_t = 200
+    )]
+    pub mmd_permutations: usize,
+    /// Bootstrap replicates of the reference (unified-score calibration).
+    #[arg(
+        long = "drift-bootstrap",
+        env = "CXRFLOW_DRIFT_BOOTSTRAP",
+        default_value_t = 100
+    )]
+    pub bootstrap: usize,
+    /// Unified-score weights `input,metadata,output,representation`.
+    #[arg(
+        long = "drift-score-weights",
+        env = "CXRFLOW_DRIFT_SCORE_WEIGHTS",
+        default_value = "1,1,1,1"
+    )]
+    pub score_weights: String,
+    /// A unified score at or above this recommends RETRAIN.
+    #[arg(
+        long = "drift-score-retrain",
+        env = "CXRFLOW_DRIFT_SCORE_RETRAIN",
+        default_value_t = 2.0
+    )]
+    pub score_retrain: f64,
+    /// Least time between UPDATED alerts of one raised alert (event time), ms.
+    #[arg(
+        long = "drift-cooldown-ms",
+        env = "CXRFLOW_DRIFT_COOLDOWN_MS",
+        default_value_t = 3_600_000
+    )]
+    pub cooldown_ms: i64,
+    /// Labeled studies in the performance reference and window.
+    #[arg(
+        long = "drift-perf-reference-size",
+        env = "CXRFLOW_DRIFT_PERF_REFERENCE_SIZE",
+        default_value_t = 500
+    )]
+    pub perf_reference_size: usize,
+    #[arg(
+        long = "drift-perf-window-size",
+        env = "CXRFLOW_DRIFT_PERF_WINDOW_SIZE",
+        default_value_t = 300
+    )]
+    pub perf_window_size: usize,
+    /// Seed of every resampling (permutations, bootstrap).
+    #[arg(
+        long = "drift-seed",
+        env = "CXRFLOW_DRIFT_SEED",
+        default_value_t = 0x5eed
+    )]
+    pub seed: u64,
+    /// Studies held while waiting for the other half (image statistics or prediction).
+    #[arg(
+        long = "drift-join-capacity",
+        env = "CXRFLOW_DRIFT_JOIN_CAPACITY",
+        default_value_t = 20_000
+    )]
+    pub join_capacity: usize,
+}
+
+impl Config {
+    /// All drift settings at their defaults.
+    pub fn defaults(kafka: KafkaArgs, service: ServiceArgs) -> Self {
+        let d = DetectorConfig::default();
+        Config {
+            kafka,
+            service,
+            drift_db: PathBuf::from(".cxrflow/drift.db"),
+            reference_size: d.reference_size,
+            window_size: d.window_size,
+            stride: d.stride,
+            window_max_age_ms: 0,
+            min_window: 0,
+            alpha_raise: d.alpha_raise,
+            alpha_resolve: d.alpha_resolve,
+            mmd_permutations: d.mmd_permutations,
+            bootstrap: d.bootstrap,
+            score_weights: "1,1,1,1".into(),
+            score_retrain: d.score_retrain,
+            cooldown_ms: d.cooldown_ms,
+            perf_reference_size: d.performance.reference_size,
+            perf_window_size: d.performance.window_size,
+            seed: d.seed,
+            join_capacity: 20_000,
+        }
+    }
+
+    /// The detector settings these flags describe.
+    pub fn detector(&self) -> anyhow::Result<DetectorConfig> {
+        let w: Vec<f64> = self
+            .score_weights
+            .split(',')
+            .map(|s| s.trim().parse::<f64>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow::anyhow!("--drift-score-weights {:?}: {e}", self.score_weights))?;
+        let [input, metadata, output, representation] = w[..] else {
+            anyhow::bail!("--drift-score-weights needs 4 weights (input,metadata,output,representation), got {:?}", self.score_weights);
+        };
+        anyhow::ensure!(
+            self.window_size >= 2 && self.stride >= 1 && self.reference_size >= 2,
+            "window, stride and reference sizes must be positive"
+        );
+        let mut d = DetectorConfig {
+            reference_size: self.reference_size,
+            window_size: self.window_size,
+            stride: self.stride,
+            max_window_age_ms: (self.window_max_age_ms > 0).then_some(self.window_max_age_ms),
+            min_window: if self.min_window == 0 {
+                self.window_size
+            } else {
+                self.min_window
+            },
+            alpha_raise: self.alpha_raise,
+            alpha_resolve: self.alpha_resolve,
+            mmd_permutations: self.mmd_permutations,
+            bootstrap: self.bootstrap,
+            weights: ChannelWeights {
+                input,
+                metadata,
+                output,
+                representation,
+            },
+            score_retrain: self.score_retrain,
+            cooldown_ms: self.cooldown_ms,
+            seed: self.seed,
+            ..DetectorConfig::default()
+        };
+        d.min_feature_n = d.min_feature_n.min(self.window_size / 2).max(2);
+        d.mmd_sample = d.mmd_sample.min(self.window_size);
+        d.performance.reference_size = self.perf_reference_size;
+        d.performance.window_size = self.perf_window_size;
+        d.performance.stride = self.stride;
+        Ok(d)
+    }
+}
+
+/// A bounded insertion-ordered map: the oldest entry goes when full.
+struct Bounded<V> {
+    map: HashMap<String, V>,
+    order: VecDeque<String>,
+    cap: usize,
+}
+
+impl<V> Bounded<V> {
+    fn new(cap: usize) -> Self {
+        Bounded {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    /// Inserts; returns the evicted entry, if any.
+    fn insert(&mut self, k: String, v: V) -> Option<(String, V)> {
+        if self.map.insert(k.clone(), v).is_none() {
+            self.order.push_back(k);
+        }
+        if self.map.len() > self.cap {
+            while let Some(old) = self.order.pop_front() {
+                if let Some(v) = self.map.remove(&old) {
+                    return Some((old, v));
+                }
+            }
+        }
+        None
+    }
+
+    fn remove(&mut self, k: &str) -> Option<V> {
+        self.map.remove(k)
+    }
+
+    fn get(&self, k: &str) -> Option<&V> {
+        self.map.get(k)
+    }
+}
+
+/// The service's state: joiner, detectors and store, behind one lock.
+pub struct Engine {
+    detector: DriftDetector,
+    store: DriftStore,
+    metrics: DriftMetrics,
+    /// Image-statistics halves by study UID (kept after a join: shadow/canary versions join too).
+    images: Bounded<Observation>,
+    /// Prediction halves waiting for their image statistics.
+    waiting: Bounded<Vec<(ModelKey, Observation)>>,
+    /// (study, model) pairs already observed, and labeled studies already observed.
+    seen: Bounded<()>,
+    epochs: HashMap<ModelKey, i64>,
+}
+
+impl Engine {
+    pub fn new(
+        cfg: DetectorConfig,
+        store: DriftStore,
+        metrics: DriftMetrics,
+        join_capacity: usize,
+    ) -> Self {
+        Engine {
+            detector: DriftDetector::new(cfg),
+            store,
+            metrics,
+            images: Bounded::new(join_capacity),
+            waiting: Bounded::new(join_capacity),
+            seen: Bounded::new(join_capacity * 4),
+            epochs: HashMap::new(),
+        }
+    }
+
+    /// Makes sure the detector of `key` exists, restored from the store, and follows resets.
+    fn prepare(&mut self, key: &ModelKey) -> Result<(), StoreError> {
+        let epoch = self.store.reference_epoch(key)?;
+        let known = self.epochs.get(key).copied();
+        if !self.detector.has_model(key) || known != Some(epoch) {
+            let reference = self.store.load_reference(key)?;
+            let n = reference.len();
+            let m = self.detector.model(key);
+            m.reset_reference();
+            m.restore_reference(reference);
+            if known.is_some() {
+                tracing::info!(model = %key.name, version = %key.version, epoch, "reference reset; collecting a new one");
+            } else if n > 0 {
+                tracing::info!(model = %key.name, version = %key.version, studies = n, "reference restored");
+            }
+            self.epochs.insert(key.clone(), epoch);
+        }
+        Ok(())
+    }
+
+    fn observe(&mut self, key: ModelKey, obs: Observation) -> Result<Vec<DriftAlert>, StoreError> {
+        let seen_key = format!("{}\u{1f}{}\u{1f}{}", obs.study_uid, key.name, key.version);
+        if self.seen.get(&seen_key).is_some() {
+            return Ok(vec![]);
+        }
+        self.prepare(&key)?;
+        let seq = self.detector.model(&key).collecting_len();
+        let out = self.detector.observe(&key, obs);
+        self.seen.insert(seen_key, ());
+        self.after(&key, out, seq)
+    }
+
+    fn after(
+        &mut self,
+        key: &ModelKey,
+        out: Observed,
+        seq: usize,
+    ) -> Result<Vec<DriftAlert>, StoreError> {
+        if let Some(o) = &out.reference_added {
+            self.store.add_reference(key, seq, o)?;
+            self.metrics.reference(&key.name, &key.version, seq + 1);
+            if out.reference_completed {
+                tracing::info!(model = %key.name, version = %key.version, studies = seq + 1, "reference window complete");
+            }
+        }
+        if let Some(e) = &out.evaluation {
+            self.metrics.evaluated(&key.name, &key.version, e.score);
+        }
+        for a in &out.alerts {
+            self.metrics.alert(a);
+        }
+        Ok(out.alerts)
+    }
+
+    /// A preprocessed image arrived.
+    pub fn on_image(&mut self, p: &PreprocessedImage) -> Result<Vec<DriftAlert>, StoreError> {
+        let (obs, ex) = Observation::from_preprocessed(p);
+        self.metrics.excluded(&ex);
+        let uid = obs.study_uid.clone();
+        let mut alerts = Vec::new();
+        for (key, half) in self.waiting.remove(&uid).unwrap_or_default() {
+            alerts.extend(self.observe(key, obs.clone().merge(half))?);
+        }
+        if self.images.insert(uid, obs).is_some() {
+            // An image whose prediction never came (e.g. not assessable, never inferred).
+            self.metrics.unjoined("image_without_prediction");
+        }
+        Ok(alerts)
+    }
+
+    /// A prediction arrived.
+    pub fn on_prediction(&mut self, p: &Prediction) -> Result<Vec<DriftAlert>, StoreError> {
+        let (half, ex) = Observation::from_prediction(p);
+        self.metrics.excluded(&ex);
+        let key = ModelKey {
+            name: p.model_name.clone(),
+            version: p.model_version.clone(),
+        };
+        if let Some(img) = self.images.get(&half.study_uid) {
+            let obs = img.clone().merge(half);
+            return self.observe(key, obs);
+        }
+        let uid = half.study_uid.clone();
+        let mut list = self.waiting.remove(&uid).unwrap_or_default();
+        list.push((key, half));
+        if let Some((_, evicted)) = self.waiting.insert(uid, list) {
+            // Its image statistics never came: observe what it has (outputs, embedding, metadata).
+            let mut alerts = Vec::new();
+            for (k, o) in evicted {
+                self.metrics.unjoined("prediction_without_image");
+                alerts.extend(self.observe(k, o)?);
+            }
+            return Ok(alerts);
+        }
+        Ok(vec![])
+    }
+
+    /// A labeled example arrived.
+    pub fn on_labeled(&mut self, l: &LabeledExample) -> Result<Vec<DriftAlert>, StoreError> {
+        let (obs, ex) = LabeledObservation::from_labeled(l);
+        self.metrics.excluded(&ex);
+        let key = ModelKey {
+            name: l.model_name.clone(),
+            version: l.model_version.clone(),
+        };
+        let seen_key = format!(
+            "L\u{1f}{}\u{1f}{}\u{1f}{}",
+            l.report_id, key.name, key.version
+        );
+        if self.seen.get(&seen_key).is_some() {
+            return Ok(vec![]);
+        }
+        self.seen.insert(seen_key, ());
+        self.prepare(&key)?;
+        let out = self.detector.observe_labeled(&key, obs);
+        self.after(&key, out, 0)
+    }
+}
+
+struct DriftProcessor {
+    codec: Arc<Codec>,
+    engine: Arc<Mutex<Engine>>,
+}
+
+impl Processor for DriftProcessor {
+    async fn process(&self, msg: &cxrflow_common::Inbound) -> Result<Vec<Outbound>, StageError> {
+        enum Rec {
+            Image(Box<PreprocessedImage>),
+            Prediction(Box<Prediction>),
+            Labeled(Box<LabeledExample>),
+        }
+        let rec = match msg.logical.as_str() {
+            topics::PREPROCESSED => Rec::Image(Box::new(msg.decode(&self.codec)?)),
+            topics::PREDICTIONS => Rec::Prediction(Box::new(msg.decode(&self.codec)?)),
+            topics::LABELED => Rec::Labeled(Box::new(msg.decode(&self.codec)?)),
+            other => {
+                return Err(StageError::poison(
+                    "drift.unexpected_topic",
+                    format!("record from {other}"),
+                ))
+            }
+        };
+        let engine = self.engine.clone();
+        // Evaluations (permutations, bootstrap) are CPU work: keep them off the async workers.
+        let alerts = tokio::task::spawn_blocking(move || {
+            let mut e = engine
+                .lock()
+                .map_err(|_| StageError::transient("drift.engine", "engine lock poisoned"))?;
+            match rec {
+                Rec::Image(p) => e.on_image(&p),
+                Rec::Prediction(p) => e.on_prediction(&p),
+                Rec::Labeled(l) => e.on_labeled(&l),
+            }
+            .map_err(|err| StageError::transient("drift.store", err.to_string()))
+        })
+        .await
+        .map_err(|e| StageError::transient("drift.engine", e.to_string()))??;
+        alerts
+            .iter()
+            .map(|a| Outbound::record(&self.codec, a))
+            .collect()
+    }
+}
+
+/// Runs the drift service until `shutdown` is cancelled; returns after draining.
+pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let detector = cfg.detector()?;
+    tracing::info!(db = %cfg.drift_db.display(), ?detector, "drift configuration");
+    let store = DriftStore::open(&cfg.drift_db)?;
+    let mut metrics = None;
+    let host = cxrflow_common::Host::start(
+        "drift",
+        &cfg.kafka,
+        &cfg.service,
+        |reg| metrics = Some(DriftMetrics::register(reg)),
+        axum::Router::new(),
+        &shutdown,
+    )
+    .await?;
+    let metrics = metrics.unwrap_or_default();
+    let engine = Engine::new(detector, store, metrics, cfg.join_capacity);
+    host.ready.set_ready(true);
+    let processor = Arc::new(DriftProcessor {
+        codec: host.codec().clone(),
+        engine: Arc::new(Mutex::new(engine)),
+    });
+    cxrflow_common::run_stage(
+        &cfg.kafka,
+        host.stage(vec![
+            topics::PREPROCESSED,
+            topics::PREDICTIONS,
+            topics::LABELED,
+        ]),
+        processor,
+        host.deps.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! The drift service against a real broker: preprocessed images and predictions whose image
+//! intensity shifts midway produce a DriftAlert on `cxr.drift.v1`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use cxrflow_common::kafka::Producer;
+use cxrflow_common::ServiceArgs;
+use cxrflow_contracts::{AlertState, Codec, DriftAlert};
+use cxrflow_drift::detector::ModelKey;
+use cxrflow_drift::store::DriftStore;
+use cxrflow_drift::synthetic::{Scenario, StudyGenerator};
+use cxrflow_drift::Config;
+use cxrflow_testkit::{eventually, read_records, Broker};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn intensity_shift_midway_produces_a_drift_alert() {
+    let broker = Broker::start();
+    let kafka = broker.stack().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("drift.db");
+    let mut cfg = Config::defaults(kafka.clone(), ServiceArgs::local());
+    cfg.drift_db = db.clone();
+    cfg.reference_size = 100;
+    cfg.window_size = 60;
+    cfg.stride = 10;
+    cfg.bootstrap = 20;
+    cfg.mmd_permutations = 50;
+    cfg.service.drain_timeout_ms = 3_000;
+    let shutdown = CancellationToken::new();
+    let service = tokio::spawn(cxrflow_drift::run(cfg, shutdown.clone()));
+
+    let codec = Codec::with_static_registry().unwrap();
+    let producer = Producer::new(&kafka).unwrap();
+    let headers = BTreeMap::new();
+    let mut gen = StudyGenerator::new(21, Scenario::NoDrift, 0);
+    let send = |shift: f64, s: cxrflow_drift::synthetic::SyntheticStudy| {
+        let producer = producer.clone();
+        let codec = &codec;
+        let headers = &headers;
+        async move {
+            let mut img = s.preprocessed();
+            img.stats.mean += shift;
+            img.stats.p05 += shift;
+            img.stats.p50 += shift;
+            img.stats.p95 += shift;
+            producer.send(codec, &img, headers).await.unwrap();
+            producer
+                .send(
+                    codec,
+                    &s.prediction("chexpert-densenet121", "1.0.0"),
+                    headers,
+                )
+                .await
+                .unwrap();
+        }
+    };
+    // Reference first, so that no shifted study can land in it whatever the partition order.
+    for _ in 0..100 {
+        send(0.0, gen.next_study()).await;
+    }
+    let key = ModelKey {
+        name: "chexpert-densenet121".into(),
+        version: "1.0.0".into(),
+    };
+    let store = DriftStore::open(&db).unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "reference window persisted",
+        || {
+            let n = store.load_reference(&key).map(|r| r.len()).unwrap_or(0);
+            async move { n >= 100 }
+        },
+    )
+    .await;
+    for _ in 0..60 {
+        send(0.0, gen.next_study()).await;
+    }
+    for _ in 0..120 {
+        send(40.0, gen.next_study()).await;
+    }
+    let alerts: Vec<DriftAlert> = read_records(&kafka, &codec, 1, Duration::from_secs(60)).await;
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(20), service).await;
+    let a = alerts.first().expect("a drift alert on cxr.drift.v1");
+    assert_eq!(a.state, AlertState::Raised);
+    assert_eq!(a.model_name, "chexpert-densenet121");
+    assert_eq!(a.model_version, "1.0.0");
+    assert_eq!(a.reference_window.count, 100);
+    assert!(
+        ["INPUT", "REPRESENTATION", "UNIFIED"].contains(&a.channel.as_str()),
+        "{a:#?}"
+    );
+}
