@@ -1,0 +1,170 @@
+//! Preprocess's configuration: the shared Kafka and service settings plus its own flags, each
+//! with a `CXRFLOW_…` environment variable and a default that suits the embedded stack. Own
+//! flags carry a `preprocess-` prefix so `cxrflow up` can flatten every service's flags into
+//! one command line; `--blob-store` is shared with ingest on purpose (one store).
+
+use std::path::PathBuf;
+
+use cxrflow_common::{KafkaArgs, ServiceArgs};
+
+use crate::decode::DecodeLimits;
+use crate::profile::Profile;
+
+pub const MIB: u64 = 1024 * 1024;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub service: ServiceArgs,
+
+    /// Blob store URL: `file:///abs/dir` or `s3://bucket[/prefix]`. Default: `file://<cwd>/.cxrflow/blobs`.
+    #[arg(long = "blob-store", env = "CXRFLOW_BLOB_STORE")]
+    pub blob_store: Option<String>,
+
+    /// Blob store options, `key=value`, repeatable (`aws_endpoint=http://…`, `aws_allow_http=true`);
+    /// over the usual `AWS_*` environment. In the environment: comma-separated.
+    #[arg(long = "blob-store-option", env = "CXRFLOW_BLOB_STORE_OPTIONS", value_delimiter = ',', value_parser = parse_kv)]
+    pub blob_store_options: Vec<(String, String)>,
+
+    /// Preprocessing profile: the tensor the serving model's manifest asks for.
+    #[arg(long = "preprocess-profile", env = "CXRFLOW_PREPROCESS_PROFILE", value_enum, default_value_t = Profile::Gray224V1)]
+    pub profile: Profile,
+
+    /// Widest image decoded, in pixels (wider is dead-lettered before decoding).
+    #[arg(
+        long = "preprocess-max-width",
+        env = "CXRFLOW_PREPROCESS_MAX_WIDTH",
+        default_value_t = 8192
+    )]
+    pub max_width: u32,
+
+    /// Tallest image decoded, in pixels.
+    #[arg(
+        long = "preprocess-max-height",
+        env = "CXRFLOW_PREPROCESS_MAX_HEIGHT",
+        default_value_t = 8192
+    )]
+    pub max_height: u32,
+
+    /// Most memory one decoded image may take, in MiB (decompression-bomb guard).
+    #[arg(
+        long = "preprocess-max-alloc-mib",
+        env = "CXRFLOW_PREPROCESS_MAX_ALLOC_MIB",
+        default_value_t = 512
+    )]
+    pub max_alloc_mib: u64,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected key=value, got {s:?}"))?;
+    if k.trim().is_empty() {
+        return Err(format!("empty key in {s:?}"));
+    }
+    Ok((k.trim().to_string(), v.to_string()))
+}
+
+fn mask(opts: &[(String, String)]) -> String {
+    opts.iter()
+        .map(|(k, v)| {
+            let l = k.to_ascii_lowercase();
+            if l.contains("secret")
+                || l.contains("password")
+                || l.contains("token")
+                || l.ends_with("key")
+            {
+                format!("{k}=****")
+            } else {
+                format!("{k}={v}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Config {
+    /// All preprocess settings at their defaults.
+    pub fn defaults(kafka: KafkaArgs, service: ServiceArgs) -> Self {
+        Config {
+            kafka,
+            service,
+            blob_store: None,
+            blob_store_options: vec![],
+            profile: Profile::default(),
+            max_width: 8192,
+            max_height: 8192,
+            max_alloc_mib: 512,
+        }
+    }
+
+    /// The blob store URL, defaulting to `.cxrflow/blobs` under the working directory.
+    pub fn blob_store_url(&self) -> String {
+        match &self.blob_store {
+            Some(u) if !u.is_empty() => u.clone(),
+            _ => {
+                let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/tmp"));
+                format!("file://{}", cwd.join(".cxrflow/blobs").display())
+            }
+        }
+    }
+
+    pub fn limits(&self) -> DecodeLimits {
+        DecodeLimits {
+            max_width: self.max_width,
+            max_height: self.max_height,
+            max_alloc: self.max_alloc_mib.saturating_mul(MIB),
+        }
+    }
+
+    /// The effective preprocess settings as a person should see them at start: secrets masked.
+    pub fn describe(&self) -> String {
+        format!(
+            "blob_store={} blob_store_options=[{}] profile={} max_width={} max_height={} max_alloc_mib={}",
+            self.blob_store_url(),
+            mask(&self.blob_store_options),
+            self.profile,
+            self.max_width,
+            self.max_height,
+            self.max_alloc_mib
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        cfg: Config,
+    }
+
+    #[test]
+    fn flags_parse_and_defaults_match() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "--preprocess-profile",
+            "gray320-v1",
+            "--preprocess-max-width",
+            "4096",
+            "--blob-store",
+            "s3://b/blobs",
+            "--blob-store-option",
+            "aws_secret_access_key=hunter2",
+        ])
+        .unwrap();
+        assert_eq!(cli.cfg.profile, Profile::Gray320V1);
+        assert_eq!(cli.cfg.limits().max_width, 4096);
+        assert_eq!(cli.cfg.blob_store_url(), "s3://b/blobs");
+        assert!(!cli.cfg.describe().contains("hunter2"));
+        let d = Config::defaults(KafkaArgs::for_bootstrap("h:1"), ServiceArgs::local());
+        assert_eq!(d.limits(), DecodeLimits::default());
+        assert_eq!(d.profile.id(), "gray224-v1");
+        assert!(d.blob_store_url().ends_with("/.cxrflow/blobs"));
+    }
+}

@@ -1,0 +1,324 @@
+//! DICOM through dicom-object + dicom-pixeldata (pure-Rust codecs only).
+//!
+//! Order matters for safety: the transfer syntax is checked from the file meta group first
+//! (an unsupported one is named in the error), then only the header up to PixelData is parsed
+//! and Rows × Columns × Samples × BitsAllocated × Frames is checked against the limits, and
+//! only then is the pixel data read and decoded.
+//!
+//! The display pipeline follows PS3.3 C.11: modality LUT (rescale slope/intercept), then the
+//! first VOI LUT (table if present, else window center/width with its VOI LUT function, else a
+//! min-max window over the image), then MONOCHROME1 inversion.
+
+use dicom_core::Tag;
+use dicom_dictionary_std::tags;
+use dicom_object::file::ReadPreamble;
+use dicom_object::{DefaultDicomObject, FileMetaTable, OpenFileOptions};
+use dicom_pixeldata::{DecodedPixelData, PixelDecoder, VoiLutFunction, WindowLevel};
+use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
+
+use super::{unit_to_u16, Container, DecodeError, DecodeLimits, DecodedImage};
+
+/// Transfer syntaxes this build decodes (UID, name). Everything else is refused by name.
+pub const SUPPORTED_TRANSFER_SYNTAXES: &[(&str, &str)] = &[
+    ("1.2.840.10008.1.2", "Implicit VR Little Endian"),
+    ("1.2.840.10008.1.2.1", "Explicit VR Little Endian"),
+    ("1.2.840.10008.1.2.2", "Explicit VR Big Endian (retired)"),
+    (
+        "1.2.840.10008.1.2.1.99",
+        "Deflated Explicit VR Little Endian",
+    ),
+    ("1.2.840.10008.1.2.4.50", "JPEG Baseline (Process 1)"),
+    ("1.2.840.10008.1.2.4.51", "JPEG Extended (Process 2 & 4)"),
+    (
+        "1.2.840.10008.1.2.4.57",
+        "JPEG Lossless, Non-Hierarchical (Process 14)",
+    ),
+    (
+        "1.2.840.10008.1.2.4.70",
+        "JPEG Lossless, Non-Hierarchical, First-Order Prediction",
+    ),
+    ("1.2.840.10008.1.2.5", "RLE Lossless"),
+    (
+        "1.2.840.10008.1.2.4.90",
+        "JPEG 2000 Image Compression (Lossless Only)",
+    ),
+    ("1.2.840.10008.1.2.4.91", "JPEG 2000 Image Compression"),
+];
+
+fn read_err(e: dicom_object::ReadError) -> DecodeError {
+    DecodeError::from_decoder(&e)
+}
+
+fn pixel_err(e: dicom_pixeldata::Error) -> DecodeError {
+    DecodeError::from_decoder(&e)
+}
+
+fn int_attr(
+    obj: &DefaultDicomObject,
+    tag: Tag,
+    name: &str,
+    default: Option<u32>,
+) -> Result<u32, DecodeError> {
+    match obj.element_opt(tag) {
+        Ok(Some(e)) => e
+            .to_int::<u32>()
+            .map_err(|err| DecodeError::Corrupt(format!("{name} {tag} is not a number: {err}"))),
+        _ => default.ok_or_else(|| DecodeError::Corrupt(format!("missing {name} {tag}"))),
+    }
+}
+
+/// The part of the file after the optional 128-byte preamble, starting at `DICM`.
+fn without_preamble(bytes: &[u8]) -> &[u8] {
+    if bytes.get(128..132) == Some(b"DICM") {
+        &bytes[128..]
+    } else {
+        bytes
+    }
+}
+
+fn check_transfer_syntax(body: &[u8]) -> Result<(), DecodeError> {
+    let meta =
+        FileMetaTable::from_reader(body).map_err(|e| match DecodeError::from_decoder(&e) {
+            DecodeError::Truncated(t) => DecodeError::Truncated(format!("file meta group: {t}")),
+            other => DecodeError::Corrupt(format!("file meta group: {other}")),
+        })?;
+    let uid = meta.transfer_syntax().to_string();
+    match TransferSyntaxRegistry.get(&uid) {
+        None => Err(DecodeError::UnsupportedTransferSyntax {
+            uid,
+            name: "unknown transfer syntax".into(),
+        }),
+        Some(ts) if !ts.can_decode_all() => Err(DecodeError::UnsupportedTransferSyntax {
+            uid,
+            name: ts.name().to_string(),
+        }),
+        Some(_) => Ok(()),
+    }
+}
+
+fn open(body: &[u8], until_pixel_data: bool) -> Result<DefaultDicomObject, DecodeError> {
+    let opts = OpenFileOptions::new().read_preamble(ReadPreamble::Never);
+    let opts = if until_pixel_data {
+        opts.read_until(tags::PIXEL_DATA)
+    } else {
+        opts
+    };
+    opts.from_reader(body).map_err(read_err)
+}
+
+pub(super) fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, DecodeError> {
+    let body = without_preamble(bytes);
+    check_transfer_syntax(body)?;
+
+    // Size check on the header alone: nothing of the pixel data is read or allocated yet.
+    let header = open(body, true)?;
+    let rows = int_attr(&header, tags::ROWS, "Rows", None)?;
+    let cols = int_attr(&header, tags::COLUMNS, "Columns", None)?;
+    let bits_allocated = int_attr(&header, tags::BITS_ALLOCATED, "BitsAllocated", None)?;
+    let samples = int_attr(&header, tags::SAMPLES_PER_PIXEL, "SamplesPerPixel", Some(1))?;
+    let frames = int_attr(&header, tags::NUMBER_OF_FRAMES, "NumberOfFrames", Some(1))?.max(1);
+    if !matches!(bits_allocated, 1 | 8 | 16 | 32) {
+        return Err(DecodeError::Unsupported(format!(
+            "BitsAllocated {bits_allocated}"
+        )));
+    }
+    let bytes_per_pixel =
+        u64::from(bits_allocated.div_ceil(8)) * u64::from(samples) * u64::from(frames);
+    limits.check(u64::from(cols), u64::from(rows), bytes_per_pixel)?;
+    let view_position = header
+        .element_opt(tags::VIEW_POSITION)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_str().ok().map(|s| s.trim().to_string()))
+        .filter(|s| !s.is_empty());
+    drop(header);
+
+    let obj = open(body, false)?;
+    if !matches!(obj.element_opt(tags::PIXEL_DATA), Ok(Some(_))) {
+        return Err(DecodeError::NoPixelData);
+    }
+    let pd = obj.decode_pixel_data_frame(0).map_err(pixel_err)?;
+    to_display(&pd, view_position)
+}
+
+fn to_display(
+    pd: &DecodedPixelData<'_>,
+    view_position: Option<String>,
+) -> Result<DecodedImage, DecodeError> {
+    let photometric = pd.photometric_interpretation().as_str().to_string();
+    let (width, height) = (pd.columns(), pd.rows());
+    let n = width as usize * height as usize;
+    // Modality LUT (rescale) applied, VOI not yet: values in modality units.
+    let raw: Vec<f64> = pd.to_vec_frame::<f64>(0).map_err(pixel_err)?;
+    let values: Vec<f64> = match pd.samples_per_pixel() {
+        1 => raw,
+        3 if pd.photometric_interpretation().as_str() == "RGB" => raw
+            .chunks_exact(3)
+            .map(|p| 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2])
+            .collect(),
+        s => {
+            return Err(DecodeError::Unsupported(format!(
+                "{s} samples per pixel with photometric interpretation {photometric}"
+            )))
+        }
+    };
+    if values.len() < n {
+        return Err(DecodeError::Truncated(format!(
+            "pixel data holds {} samples, {width}×{height} needs {n}",
+            values.len()
+        )));
+    }
+    let monochrome1 = photometric == "MONOCHROME1";
+    if !monochrome1 && photometric != "MONOCHROME2" && photometric != "RGB" {
+        return Err(DecodeError::Unsupported(format!(
+            "photometric interpretation {photometric}"
+        )));
+    }
+    let voi = Voi::for_image(pd, &values[..n])?;
+    let pixels = values[..n]
+        .iter()
+        .map(|&v| {
+            let y = voi.apply(v);
+            unit_to_u16(if monochrome1 { 1.0 - y } else { y })
+        })
+        .collect();
+    Ok(DecodedImage {
+        width,
+        height,
+        pixels,
+        bits_stored: pd.bits_stored(),
+        photometric,
+        view_position,
+        container: Container::Dicom,
+    })
+}
+
+/// The VOI transformation of the first frame, mapping modality values onto 0..=1.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Voi {
+    Table {
+        first: f64,
+        scale: f64,
+        data: Vec<u16>,
+    },
+    Window {
+        center: f64,
+        width: f64,
+        function: VoiLutFunction,
+    },
+    MinMax {
+        min: f64,
+        max: f64,
+    },
+}
+
+impl Voi {
+    fn for_image(pd: &DecodedPixelData<'_>, values: &[f64]) -> Result<Voi, DecodeError> {
+        if let Some(lut) = pd
+            .voi_lut_sequence()
+            .map_err(pixel_err)?
+            .and_then(|l| l.first())
+        {
+            if !lut.data.is_empty() {
+                let max_out = ((1u64 << lut.bits_stored.clamp(1, 16)) - 1) as f64;
+                return Ok(Voi::Table {
+                    first: f64::from(lut.min_pixel_value),
+                    scale: max_out,
+                    data: lut.data.clone(),
+                });
+            }
+        }
+        if let Some(WindowLevel { center, width }) = pd
+            .window()
+            .map_err(pixel_err)?
+            .and_then(|w| w.first().copied())
+        {
+            let function = pd
+                .voi_lut_function()
+                .map_err(pixel_err)?
+                .and_then(|f| f.first().copied())
+                .unwrap_or_default();
+            if width > 0.0 && center.is_finite() && width.is_finite() {
+                return Ok(Voi::Window {
+                    center,
+                    width,
+                    function,
+                });
+            }
+        }
+        Ok(Voi::min_max(values))
+    }
+
+    pub(crate) fn min_max(values: &[f64]) -> Voi {
+        let (min, max) = values
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+                (lo.min(v), hi.max(v))
+            });
+        Voi::MinMax { min, max }
+    }
+
+    pub(crate) fn apply(&self, x: f64) -> f64 {
+        match *self {
+            Voi::Table {
+                first,
+                scale,
+                ref data,
+            } => {
+                let idx = (x - first).round().clamp(0.0, (data.len() - 1) as f64) as usize;
+                f64::from(data[idx]) / scale
+            }
+            Voi::Window {
+                center,
+                width,
+                function,
+            } => match function {
+                // PS3.3 C.11.2.1.2.1
+                VoiLutFunction::Linear => {
+                    let w = (width - 1.0).max(f64::MIN_POSITIVE);
+                    let c = center - 0.5;
+                    if x <= c - w / 2.0 {
+                        0.0
+                    } else if x > c + w / 2.0 {
+                        1.0
+                    } else {
+                        (x - c) / w + 0.5
+                    }
+                }
+                VoiLutFunction::LinearExact => ((x - center) / width + 0.5).clamp(0.0, 1.0),
+                VoiLutFunction::Sigmoid => 1.0 / (1.0 + (-4.0 * (x - center) / width).exp()),
+            },
+            Voi::MinMax { min, max } => {
+                if max > min {
+                    (x - min) / (max - min)
+                } else {
+                    0.0
+                }
+            }
+        }
+        .clamp(0.0, 1.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linear_window_follows_the_standard() {
+        let voi = Voi::Window {
+            center: 2048.0,
+            width: 4096.0,
+            function: VoiLutFunction::Linear,
+        };
+        assert_eq!(voi.apply(-10.0), 0.0);
+        assert_eq!(voi.apply(5000.0), 1.0);
+        assert!((voi.apply(2047.5) - 0.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn min_max_of_a_flat_image_is_black_not_nan() {
+        let voi = Voi::min_max(&[7.0, 7.0]);
+        assert_eq!(voi.apply(7.0), 0.0);
+    }
+}

@@ -1,0 +1,124 @@
+//! Turns the bytes of a stored image into one display-oriented grayscale plane (0 = black,
+//! 65535 = white) at full resolution, whatever the container: PNG/JPEG through `image`, DICOM
+//! through dicom-rs. Every decoder checks the declared size against [`DecodeLimits`] before it
+//! allocates pixel buffers, so a header claiming 60000×60000 never reaches the allocator.
+
+mod dicom;
+mod error;
+mod raster;
+
+pub use dicom::SUPPORTED_TRANSFER_SYNTAXES;
+pub use error::DecodeError;
+
+/// How large an image may be before it is refused (decompression bombs, absurd headers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLimits {
+    pub max_width: u32,
+    pub max_height: u32,
+    /// Bytes the decoded image may occupy (decoder output, before conversion).
+    pub max_alloc: u64,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        DecodeLimits {
+            max_width: 8192,
+            max_height: 8192,
+            max_alloc: 512 * 1024 * 1024,
+        }
+    }
+}
+
+impl DecodeLimits {
+    /// Refuses `width`×`height` with `bytes_per_pixel` (per frame × frames) before any decoding.
+    pub fn check(&self, width: u64, height: u64, bytes_per_pixel: u64) -> Result<(), DecodeError> {
+        if width == 0 || height == 0 {
+            return Err(DecodeError::Corrupt(format!(
+                "image declares {width}×{height} pixels"
+            )));
+        }
+        if width > u64::from(self.max_width) || height > u64::from(self.max_height) {
+            return Err(DecodeError::TooLarge(format!(
+                "{width}×{height} exceeds the {}×{} limit",
+                self.max_width, self.max_height
+            )));
+        }
+        let bytes = width.saturating_mul(height).saturating_mul(bytes_per_pixel);
+        if bytes > self.max_alloc {
+            return Err(DecodeError::TooLarge(format!(
+                "{width}×{height} at {bytes_per_pixel} bytes per pixel needs {bytes} bytes, over the {} byte limit",
+                self.max_alloc
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The container an image came in, by its content (magic bytes), not its claimed media type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Container {
+    Png,
+    Jpeg,
+    Dicom,
+}
+
+impl Container {
+    /// A bounded label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Container::Png => "png",
+            Container::Jpeg => "jpeg",
+            Container::Dicom => "dicom",
+        }
+    }
+
+    /// Sniffs the magic bytes. DICOM files start with a 128-byte preamble and `DICM`; some
+    /// producers omit the preamble.
+    pub fn sniff(bytes: &[u8]) -> Result<Container, DecodeError> {
+        if bytes.is_empty() {
+            return Err(DecodeError::Empty);
+        }
+        if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+            Ok(Container::Png)
+        } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+            Ok(Container::Jpeg)
+        } else if bytes.get(128..132) == Some(b"DICM") || bytes.starts_with(b"DICM") {
+            Ok(Container::Dicom)
+        } else {
+            let head: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
+            Err(DecodeError::UnknownFormat(format!(
+                "no PNG, JPEG or DICOM signature (first bytes {})",
+                head.join(" ")
+            )))
+        }
+    }
+}
+
+/// A decoded image: one grayscale plane in display orientation, normalised to the full u16
+/// range (MONOCHROME1 already inverted, VOI window already applied).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedImage {
+    pub width: u32,
+    pub height: u32,
+    /// Row-major, `width * height` samples, 0 = black, 65535 = white.
+    pub pixels: Vec<u16>,
+    pub bits_stored: u16,
+    /// DICOM Photometric Interpretation, or `MONOCHROME2`/`RGB` for raster images.
+    pub photometric: String,
+    /// DICOM ViewPosition (0018,5101) when the file carries one.
+    pub view_position: Option<String>,
+    pub container: Container,
+}
+
+/// Decodes any supported container.
+pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, DecodeError> {
+    match Container::sniff(bytes)? {
+        c @ (Container::Png | Container::Jpeg) => raster::decode(bytes, c, limits),
+        Container::Dicom => dicom::decode(bytes, limits),
+    }
+}
+
+/// Maps `v` in 0..=1 onto the u16 range.
+pub(crate) fn unit_to_u16(v: f64) -> u16 {
+    (v.clamp(0.0, 1.0) * 65535.0).round() as u16
+}

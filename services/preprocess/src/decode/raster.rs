@@ -1,0 +1,71 @@
+//! PNG and JPEG through `image`, with `image::Limits` on the decoder and a size check on the
+//! header before any pixel buffer exists. Raster images are display images already: values are
+//! kept as they are (8-bit scaled to 16), colour is converted to luma.
+
+use std::io::Cursor;
+
+use image::{ColorType, DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader};
+
+use super::{Container, DecodeError, DecodeLimits, DecodedImage};
+
+fn map_image_error(e: ImageError) -> DecodeError {
+    match e {
+        ImageError::Limits(l) => DecodeError::TooLarge(l.to_string()),
+        ImageError::Unsupported(u) => DecodeError::Unsupported(u.to_string()),
+        other => DecodeError::from_decoder(&other),
+    }
+}
+
+pub(super) fn decode(
+    bytes: &[u8],
+    container: Container,
+    limits: &DecodeLimits,
+) -> Result<DecodedImage, DecodeError> {
+    let format = match container {
+        Container::Png => ImageFormat::Png,
+        Container::Jpeg => ImageFormat::Jpeg,
+        Container::Dicom => {
+            return Err(DecodeError::Unsupported(
+                "DICOM is not a raster format".into(),
+            ))
+        }
+    };
+    let mut decoder = ImageReader::with_format(Cursor::new(bytes), format)
+        .into_decoder()
+        .map_err(map_image_error)?;
+    let (w, h) = decoder.dimensions();
+    let color = decoder.color_type();
+    limits.check(
+        u64::from(w),
+        u64::from(h),
+        u64::from(color.bytes_per_pixel()),
+    )?;
+    let mut lim = image::Limits::default();
+    lim.max_image_width = Some(limits.max_width);
+    lim.max_image_height = Some(limits.max_height);
+    lim.max_alloc = Some(limits.max_alloc);
+    decoder.set_limits(lim).map_err(map_image_error)?;
+    let img = DynamicImage::from_decoder(decoder).map_err(map_image_error)?;
+    let (bits_stored, photometric) = describe(color);
+    let gray = img.into_luma16();
+    let (width, height) = gray.dimensions();
+    Ok(DecodedImage {
+        width,
+        height,
+        pixels: gray.into_raw(),
+        bits_stored,
+        photometric: photometric.to_string(),
+        view_position: None,
+        container,
+    })
+}
+
+fn describe(color: ColorType) -> (u16, &'static str) {
+    let bits = (color.bits_per_pixel() / u16::from(color.channel_count().max(1))).max(1);
+    let photometric = if color.has_color() {
+        "RGB"
+    } else {
+        "MONOCHROME2"
+    };
+    (bits, photometric)
+}

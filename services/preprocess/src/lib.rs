@@ -1,0 +1,69 @@
+//! cxrflow's preprocess stage (`cxr.ingested.v1` → `cxr.preprocessed.v1`): reads each ingested
+//! image from the blob store, decodes it (PNG, JPEG, DICOM with MONOCHROME1, rescale and VOI),
+//! gates lateral views as not assessable, letterboxes it into the serving model's 8-bit
+//! grayscale profile and computes image statistics for drift. Owns the decoders' safety limits
+//! and the image fixtures (`fixtures`) that tests and the simulator generate images with.
+
+pub mod config;
+pub mod decode;
+pub mod fixtures;
+pub mod gate;
+pub mod metrics;
+pub mod pipeline;
+pub mod processor;
+pub mod profile;
+pub mod stats;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use cxrflow_common::blob::BlobStore;
+use cxrflow_contracts::topics;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+pub use decode::{DecodeError, DecodeLimits, DecodedImage, SUPPORTED_TRANSFER_SYNTAXES};
+pub use metrics::PreprocessMetrics;
+pub use pipeline::{prepare, Prepared};
+pub use processor::Preprocessor;
+pub use profile::Profile;
+
+/// The service name: metric prefix, consumer group `cxrflow-preprocess`, dead letters' stage.
+pub const SERVICE: &str = "preprocess";
+
+/// Runs until `shutdown` is cancelled; returns after draining.
+pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    tracing::info!(service = SERVICE, settings = %cfg.describe(), "preprocess settings");
+    let url = cfg.blob_store_url();
+    let blobs = BlobStore::open(&url, &cfg.blob_store_options)
+        .with_context(|| format!("opening blob store {url}"))?;
+    let mut metrics = None;
+    let host = cxrflow_common::Host::start(
+        SERVICE,
+        &cfg.kafka,
+        &cfg.service,
+        |reg| metrics = Some(PreprocessMetrics::register(reg)),
+        axum::Router::new(),
+        &shutdown,
+    )
+    .await?;
+    let processor = Arc::new(Preprocessor {
+        codec: host.codec().clone(),
+        blobs,
+        profile: cfg.profile,
+        limits: cfg.limits(),
+        metrics: metrics.unwrap_or_default(),
+    });
+    host.ready.set_ready(true);
+    let result = cxrflow_common::run_stage(
+        &cfg.kafka,
+        host.stage(vec![topics::INGESTED]),
+        processor,
+        host.deps.clone(),
+        shutdown.clone(),
+    )
+    .await;
+    host.ready.set_ready(false);
+    result?;
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! The preprocess stage's per-record logic: `IngestedImage` → `PreprocessedImage`.
+//!
+//! Delivery guarantee: at-least-once, from the stage runtime (outputs acknowledged before the
+//! offset is stored). The catch: a redelivered record is preprocessed again and produces a
+//! second, identical `PreprocessedImage` under the same study key; inference and triage are
+//! idempotent by that key. Poison (unreadable blob, undecodable image, checksum mismatch) is
+//! dead-lettered with a specific reason; an unavailable blob store is transient and retried.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use cxrflow_common::blob::{sha256_hex, BlobError, BlobStore};
+use cxrflow_common::time::now_millis;
+use cxrflow_common::{Inbound, Outbound, Processor, StageError};
+use cxrflow_contracts::{Codec, IngestedImage, PreprocessedImage};
+use tracing::Instrument;
+
+use crate::decode::{DecodeError, DecodeLimits};
+use crate::gate::{GateDecision, View};
+use crate::metrics::PreprocessMetrics;
+use crate::pipeline::{panic_message, prepare_guarded, Prepared};
+use crate::profile::Profile;
+
+pub struct Preprocessor {
+    pub codec: Arc<Codec>,
+    pub blobs: BlobStore,
+    pub profile: Profile,
+    pub limits: DecodeLimits,
+    pub metrics: PreprocessMetrics,
+}
+
+fn blob_error(e: BlobError) -> StageError {
+    match e {
+        BlobError::NotFound(_) => StageError::poison("blob.not_found", e.to_string()),
+        BlobError::ForeignUri { .. } => StageError::poison("blob.foreign_uri", e.to_string()),
+        BlobError::Config { .. } => StageError::poison("blob.config", e.to_string()),
+        BlobError::Unavailable(_) => StageError::transient("blob_store", e.to_string()),
+    }
+}
+
+enum Failure {
+    Checksum { expected: String, found: String },
+    Decode(DecodeError),
+}
+
+impl Preprocessor {
+    /// Preprocesses one ingested image (without the Kafka envelope): the testable core.
+    pub async fn preprocess(&self, rec: IngestedImage) -> Result<PreprocessedImage, StageError> {
+        let uid = rec.study.study_instance_uid.clone();
+        let start = Instant::now();
+        let bytes = self.blobs.get(&rec.blob_uri).await.map_err(blob_error)?;
+        let (limits, profile, expected) =
+            (self.limits, self.profile, rec.sha256.to_ascii_lowercase());
+        let joined = tokio::task::spawn_blocking(move || {
+            let found = sha256_hex(&bytes);
+            if !expected.is_empty() && found != expected {
+                return Err(Failure::Checksum { expected, found });
+            }
+            prepare_guarded(&bytes, &limits, profile).map_err(Failure::Decode)
+        })
+        .await;
+        let prepared: Prepared = match joined {
+            Ok(Ok(p)) => p,
+            Ok(Err(Failure::Checksum { expected, found })) => {
+                return Err(StageError::poison(
+                    "blob.sha256_mismatch",
+                    format!(
+                        "blob {} has sha256 {found}, the record says {expected}",
+                        rec.blob_uri
+                    ),
+                ))
+            }
+            Ok(Err(Failure::Decode(e))) => {
+                if let DecodeError::Panicked(what) = &e {
+                    self.metrics.panicked(&uid, what);
+                }
+                return Err(StageError::poison(
+                    e.reason(),
+                    format!("{} ({}): {e}", rec.blob_uri, rec.media_type),
+                ));
+            }
+            Err(join) if join.is_panic() => {
+                let what = panic_message(join.into_panic().as_ref());
+                self.metrics.panicked(&uid, &what);
+                return Err(StageError::poison("decode.panic", what));
+            }
+            Err(join) => return Err(StageError::transient("decode_task", join.to_string())),
+        };
+        self.metrics.decoded(
+            prepared.container.label(),
+            &prepared.photometric,
+            prepared.bits_stored,
+            prepared.seconds,
+        );
+
+        let view = View::of(
+            rec.study.view_position.as_deref(),
+            prepared.view_position.as_deref(),
+        );
+        match view {
+            View::Lateral => self.metrics.lateral(&uid),
+            View::Unknown => self.metrics.view_unknown(&uid),
+            View::Frontal => {}
+        }
+        let gate = GateDecision::from(view);
+        let mut study = rec.study;
+        if study
+            .view_position
+            .as_deref()
+            .is_none_or(|v| v.trim().is_empty())
+        {
+            study.view_position = prepared.view_position.clone();
+        }
+        let side = profile.side() as i32;
+        Ok(PreprocessedImage {
+            study,
+            blob_uri: rec.blob_uri,
+            sha256: rec.sha256,
+            profile_id: profile.id().to_string(),
+            width: side,
+            height: side,
+            channels: profile.channels() as i32,
+            pixels: prepared.tensor,
+            frontal: gate.frontal,
+            assessable: gate.assessable,
+            not_assessable_reason: gate.not_assessable_reason,
+            stats: prepared.stats,
+            preprocessed_at: now_millis(),
+            preprocess_ms: start.elapsed().as_secs_f64() * 1000.0,
+        })
+    }
+}
+
+impl Processor for Preprocessor {
+    async fn process(&self, msg: &Inbound) -> Result<Vec<Outbound>, StageError> {
+        let rec: IngestedImage = msg.decode(&self.codec)?;
+        let uid = rec.study.study_instance_uid.clone();
+        let span = tracing::debug_span!("preprocess", study = %uid);
+        let out = self
+            .preprocess(rec)
+            .instrument(span)
+            .await
+            .map_err(|e| e.for_study(&uid))?;
+        Ok(vec![
+            Outbound::record(&self.codec, &out).map_err(|e| e.for_study(&uid))?
+        ])
+    }
+}
