@@ -8,11 +8,18 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 TOOLS="${CXRFLOW_TOOLS:-$HOME/.cache/cxrflow/tools}"
 export CXRFLOW_TOOLS="$TOOLS"
 
-if ! command -v unzip >/dev/null || ! python3 -m venv --help >/dev/null 2>&1; then
+# Debian packages: unzip and venv for the wheels, Chromium + ChromeDriver for the worklist page's
+# browser test.
+need=()
+command -v unzip >/dev/null || need+=(unzip)
+python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
+if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && apt-get install -y -qq unzip python3-venv >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   else
-    echo "need unzip and python3-venv (apt-get install unzip python3-venv)" >&2
+    echo "need Debian packages: ${need[*]} (apt-get install ${need[*]})" >&2
     exit 1
   fi
 fi
