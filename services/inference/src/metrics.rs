@@ -1,0 +1,156 @@
+//! The inference service's own metrics, beside the stage runtime's, and the notable events that
+//! log and count together.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+pub type Labels = Vec<(&'static str, String)>;
+
+#[derive(Clone)]
+pub struct InferenceMetrics {
+    pub batch_size: Histogram,
+    pub session_run_seconds: Histogram,
+    pub predictions: Family<Labels, Counter>,
+    pub provider_info: Family<Labels, Gauge>,
+    pub nan_outputs: Family<Labels, Counter>,
+    pub model_loads: Family<Labels, Counter>,
+    pub rollouts: Family<Labels, Counter>,
+}
+
+impl Default for InferenceMetrics {
+    fn default() -> Self {
+        InferenceMetrics {
+            batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 8)),
+            session_run_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            predictions: Family::default(),
+            provider_info: Family::default(),
+            nan_outputs: Family::default(),
+            model_loads: Family::default(),
+            rollouts: Family::default(),
+        }
+    }
+}
+
+impl InferenceMetrics {
+    /// Registers under `cxrflow_inference_…`.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("cxrflow_inference");
+        r.register(
+            "batch_size",
+            "Images per model call",
+            self.batch_size.clone(),
+        );
+        r.register(
+            "session_run_seconds",
+            "Wall time of one model call",
+            self.session_run_seconds.clone(),
+        );
+        r.register(
+            "predictions",
+            "Predictions published, by model version and role",
+            self.predictions.clone(),
+        );
+        r.register(
+            "execution_provider_info",
+            "1 for each loaded model version with the execution provider proven to run it",
+            self.provider_info.clone(),
+        );
+        r.register(
+            "nan_outputs",
+            "Images whose model output was NaN or infinite, by version",
+            self.nan_outputs.clone(),
+        );
+        r.register(
+            "model_loads",
+            "Model versions loaded, by outcome",
+            self.model_loads.clone(),
+        );
+        r.register(
+            "rollout_decisions",
+            "Rollout decisions applied, by who decided",
+            self.rollouts.clone(),
+        );
+    }
+
+    pub fn batch(&self, size: usize, seconds: f64) {
+        self.batch_size.observe(size as f64);
+        self.session_run_seconds.observe(seconds);
+    }
+
+    pub fn predicted(&self, model: &str, version: &str, role: &str) {
+        self.predictions
+            .get_or_create(&vec![
+                ("model", model.into()),
+                ("version", version.into()),
+                ("role", role.into()),
+            ])
+            .inc();
+    }
+
+    /// A model version was loaded and proven to run on `provider`.
+    pub fn model_loaded(&self, model: &str, version: &str, provider: &str, device: &str) {
+        tracing::info!(model, version, provider, device, "model version loaded");
+        self.model_loads
+            .get_or_create(&vec![("outcome", "ok".into())])
+            .inc();
+        self.provider_info
+            .get_or_create(&vec![
+                ("model", model.into()),
+                ("version", version.into()),
+                ("provider", provider.into()),
+            ])
+            .set(1);
+    }
+
+    pub fn model_load_failed(&self, model: &str, version: &str, error: &str) {
+        tracing::error!(model, version, error, "model version failed to load");
+        self.model_loads
+            .get_or_create(&vec![("outcome", "error".into())])
+            .inc();
+    }
+
+    pub fn model_unloaded(&self, model: &str, version: &str, provider: &str) {
+        tracing::info!(model, version, "model version unloaded");
+        self.provider_info
+            .get_or_create(&vec![
+                ("model", model.into()),
+                ("version", version.into()),
+                ("provider", provider.into()),
+            ])
+            .set(0);
+    }
+
+    pub fn nan_output(&self, model: &str, version: &str, study: &str) {
+        tracing::warn!(model, version, study, "model output is NaN or infinite");
+        self.nan_outputs
+            .get_or_create(&vec![("model", model.into()), ("version", version.into())])
+            .inc();
+    }
+
+    pub fn rollout_applied(
+        &self,
+        decided_by: &str,
+        revision: i64,
+        production: &str,
+        candidates: &str,
+    ) {
+        tracing::info!(
+            decided_by,
+            revision,
+            production,
+            candidates,
+            "model rollout applied"
+        );
+        let by = if decided_by == crate::rollout::AUTO_ROLLBACK {
+            "auto-rollback"
+        } else {
+            "operator"
+        };
+        self.rollouts
+            .get_or_create(&vec![("decided_by", by.into())])
+            .inc();
+    }
+}

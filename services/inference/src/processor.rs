@@ -1,0 +1,251 @@
+//! One `cxr.preprocessed.v1` record → its `cxr.predictions.v1` record(s).
+//!
+//! Delivery is the stage runtime's at-least-once (outputs acknowledged before the offset is
+//! stored, in partition order, even though records finish out of order across micro-batches).
+//! The catch: a replay re-scores a study and publishes a second, identical-keyed Prediction;
+//! consumers are idempotent by study key. Poison: a profile id other than the model's
+//! (`inference.profile_mismatch`), a tensor whose size is not the model's
+//! (`inference.tensor_size`), a NaN/Inf output (`inference.nan_output`, only that record: the
+//! rest of its batch succeeds). A failed model call is transient (retried, not committed).
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use cxrflow_common::kafka::stage::{Inbound, Outbound, Processor, StageError};
+use cxrflow_common::time::now_millis;
+use cxrflow_common::KafkaArgs;
+use cxrflow_contracts::{
+    Codec, FindingScore, ModelRole, ModelRollout, Prediction, PreprocessedImage,
+};
+
+use crate::batcher::BatchInfo;
+use crate::metrics::InferenceMetrics;
+use crate::registry::{LoadedModel, ModelRegistry, Row};
+use crate::rollout::{self, CanaryGuard, AUTO_ROLLBACK};
+
+pub struct InferenceProcessor {
+    pub codec: Arc<Codec>,
+    pub registry: Arc<ModelRegistry>,
+    pub metrics: InferenceMetrics,
+    pub guard: Mutex<CanaryGuard>,
+    /// Where automatic rollbacks are published.
+    pub kafka: KafkaArgs,
+}
+
+fn role_name(r: ModelRole) -> &'static str {
+    match r {
+        ModelRole::Production => "PRODUCTION",
+        ModelRole::Canary => "CANARY",
+        ModelRole::Shadow => "SHADOW",
+    }
+}
+
+fn prediction(img: &PreprocessedImage, model: &LoadedModel, role: ModelRole) -> Prediction {
+    Prediction {
+        study: img.study.clone(),
+        blob_uri: img.blob_uri.clone(),
+        model_name: model.name().to_string(),
+        model_version: model.version().to_string(),
+        model_role: role,
+        execution_provider: model.session.provider.clone(),
+        assessable: false,
+        findings: vec![],
+        batch_size: 0,
+        inference_ms: 0.0,
+        predicted_at: now_millis(),
+        embedding: None,
+    }
+}
+
+impl InferenceProcessor {
+    /// Scores one image with `model`; `Err(None)` is a NaN/Inf output.
+    async fn score(
+        &self,
+        img: &PreprocessedImage,
+        model: &Arc<LoadedModel>,
+        role: ModelRole,
+    ) -> Result<Result<Prediction, String>, StageError> {
+        let started = Instant::now();
+        let (row, info): (Row, BatchInfo) = model
+            .batcher
+            .submit(img.pixels.clone())
+            .await
+            .map_err(|e| StageError::transient("inference.session", e.to_string()))?;
+        if let Some((k, v)) = row
+            .probabilities
+            .iter()
+            .enumerate()
+            .find(|(_, p)| !p.is_finite())
+        {
+            self.metrics
+                .nan_output(model.name(), model.version(), &img.study.study_instance_uid);
+            return Ok(Err(format!(
+                "{}/{} output for {:?} is {v}",
+                model.name(),
+                model.version(),
+                cxrflow_contracts::FINDINGS[k]
+            )));
+        }
+        let manifest = &model.session.model.manifest;
+        let mut p = prediction(img, model, role);
+        p.assessable = true;
+        p.findings = manifest
+            .findings
+            .iter()
+            .zip(row.probabilities)
+            .map(|(f, prob)| FindingScore {
+                finding: f.name.clone(),
+                probability: prob as f64,
+                threshold: f.threshold,
+                critical: f.critical,
+            })
+            .collect();
+        p.batch_size = info.size as i32;
+        p.inference_ms = started.elapsed().as_secs_f64() * 1e3;
+        p.embedding = row
+            .features
+            .as_deref()
+            .filter(|f| f.iter().all(|x| x.is_finite()))
+            .map(|f| model.embed(f));
+        self.metrics
+            .predicted(model.name(), model.version(), role_name(role));
+        Ok(Ok(p))
+    }
+
+    /// Feeds the canary's automatic rollback rule; publishes the withdrawal when it trips.
+    fn canary_outcome(&self, version: &str, revision: i64, bad: bool) {
+        let tripped = self.guard.lock().unwrap_or_else(|e| e.into_inner()).record(
+            version,
+            bad,
+            Instant::now(),
+        );
+        if !tripped {
+            return;
+        }
+        let serving = self.registry.serving();
+        let rollout = ModelRollout {
+            model_name: self.registry.name().to_string(),
+            revision: revision + 1,
+            production_version: serving.production.version().to_string(),
+            candidates: Vec::new(),
+            decided_by: AUTO_ROLLBACK.into(),
+            reason: format!("canary {version}: NaN/error rate above the bound over the window"),
+            decided_at: now_millis(),
+        };
+        tracing::warn!(model = %rollout.model_name, version, "canary error rate above the bound: rolling back");
+        let (kafka, codec, registry) = (
+            self.kafka.clone(),
+            self.codec.clone(),
+            self.registry.clone(),
+        );
+        tokio::spawn(async move {
+            // Keep the shadow if there is one; only the canary is withdrawn.
+            let mut rollout = rollout;
+            if let Some((s, f)) = &registry.serving().shadow {
+                rollout
+                    .candidates
+                    .push(cxrflow_contracts::CandidateVersion {
+                        version: s.version().to_string(),
+                        role: ModelRole::Shadow,
+                        fraction: *f,
+                    });
+            }
+            registry.apply(&rollout).await;
+            if let Err(e) = rollout::publish(&kafka, &codec, &rollout).await {
+                tracing::error!(error = %e, "auto-rollback applied locally but not published");
+            }
+        });
+    }
+}
+
+impl Processor for InferenceProcessor {
+    async fn process(&self, msg: &Inbound) -> Result<Vec<Outbound>, StageError> {
+        let img: PreprocessedImage = msg.decode(&self.codec)?;
+        let uid = img.study.study_instance_uid.clone();
+        let serving = self.registry.serving();
+        let prod = &serving.production;
+        let manifest = &prod.session.model.manifest;
+        if img.profile_id != manifest.preprocessing.profile_id {
+            return Err(StageError::poison(
+                "inference.profile_mismatch",
+                format!(
+                    "record has preprocessing profile {:?}, model {}/{} needs {:?}",
+                    img.profile_id,
+                    manifest.name,
+                    manifest.version,
+                    manifest.preprocessing.profile_id
+                ),
+            )
+            .for_study(&uid));
+        }
+        if !img.assessable {
+            self.metrics
+                .predicted(prod.name(), prod.version(), "PRODUCTION");
+            return Ok(vec![Outbound::record(
+                &self.codec,
+                &prediction(&img, prod, ModelRole::Production),
+            )?]);
+        }
+        let want = manifest.input_len();
+        let dims_ok = (img.width, img.height, img.channels)
+            == (
+                manifest.input.width as i32,
+                manifest.input.height as i32,
+                manifest.input.channels as i32,
+            );
+        if !dims_ok || img.pixels.len() != want {
+            return Err(StageError::poison(
+                "inference.tensor_size",
+                format!(
+                    "tensor {}x{}x{} with {} bytes, model {}/{} needs {}x{}x{} = {want}",
+                    img.width,
+                    img.height,
+                    img.channels,
+                    img.pixels.len(),
+                    manifest.name,
+                    manifest.version,
+                    manifest.input.width,
+                    manifest.input.height,
+                    manifest.input.channels
+                ),
+            )
+            .for_study(&uid));
+        }
+        let (model, role) = match &serving.canary {
+            Some((c, f)) if rollout::in_fraction(&uid, *f) => (c.clone(), ModelRole::Canary),
+            _ => (prod.clone(), ModelRole::Production),
+        };
+        let shadow = serving
+            .shadow
+            .as_ref()
+            .filter(|(_, f)| rollout::in_fraction(&uid, *f))
+            .map(|(s, _)| s.clone());
+        let (main, shadow) = match &shadow {
+            Some(s) => {
+                let (a, b) = tokio::join!(
+                    self.score(&img, &model, role),
+                    self.score(&img, s, ModelRole::Shadow)
+                );
+                (a, Some(b))
+            }
+            None => (self.score(&img, &model, role).await, None),
+        };
+        if role == ModelRole::Canary {
+            let bad = !matches!(main, Ok(Ok(_)));
+            self.canary_outcome(model.version(), serving.revision, bad);
+        }
+        let main = match main? {
+            Ok(p) => p,
+            Err(e) => return Err(StageError::poison("inference.nan_output", e).for_study(&uid)),
+        };
+        let mut out = vec![Outbound::record(&self.codec, &main)?];
+        match shadow {
+            Some(Ok(Ok(p))) => out.push(Outbound::record(&self.codec, &p)?),
+            // A shadow's failure never affects the record; it is counted and logged only.
+            Some(Ok(Err(e))) => tracing::warn!(error = %e, "shadow model output not finite"),
+            Some(Err(e)) => tracing::warn!(error = %e, "shadow model run failed"),
+            None => {}
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,361 @@
+//! Model rollout on the compacted `cxr.models.v1` topic (key = model name): which version is in
+//! production and which candidates run as canary (serving a fraction of studies) or shadow
+//! (scored and published with role SHADOW, never served). Promote, rollback and staging a
+//! candidate are records on that topic, so every replica and the audit trail agree; replicas
+//! apply the record with the highest `revision` for their model.
+//!
+//! Canary and shadow sampling use a stable hash of the study UID ([`study_bucket`]): a study
+//! always falls into the same bucket, so it never flips between versions across replicas,
+//! replays or restarts.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cxrflow_common::kafka::Producer;
+use cxrflow_common::KafkaArgs;
+use cxrflow_contracts::{topics, CandidateVersion, Codec, ModelRole, ModelRollout};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+/// `decided_by` of rollouts published by the automatic canary rule.
+pub const AUTO_ROLLBACK: &str = "auto-rollback";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RolloutError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("producing the rollout: {0}")]
+    Produce(#[from] cxrflow_common::kafka::ProduceError),
+    #[error("codec: {0}")]
+    Codec(#[from] cxrflow_contracts::CodecError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A study's bucket in [0, 1): FNV-1a 64 of the UID bytes over 2^64. Fixed forever: changing it
+/// would move studies between versions mid-rollout.
+pub fn study_bucket(study_uid: &str) -> f64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in study_uid.as_bytes() {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Whether a study falls in a candidate's `fraction`.
+pub fn in_fraction(study_uid: &str, fraction: f64) -> bool {
+    study_bucket(study_uid) < fraction
+}
+
+/// The latest rollout record per model, reading the compacted topic from the beginning to its
+/// current end (blocking; call from a blocking thread).
+pub fn read_latest_blocking(
+    kafka: &KafkaArgs,
+    codec: &Codec,
+) -> Result<HashMap<String, ModelRollout>, RolloutError> {
+    let mut cc = kafka.client_config();
+    cc.set(
+        "group.id",
+        format!("cxrflow-models-reader-{}", std::process::id()),
+    )
+    .set("enable.auto.commit", "false")
+    .set("enable.partition.eof", "false");
+    let consumer: BaseConsumer = cc.create()?;
+    let topic = kafka.topic(topics::MODELS);
+    let timeout = Duration::from_secs(10);
+    let md = consumer.fetch_metadata(Some(&topic), timeout)?;
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = HashMap::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            let (low, high) = consumer.fetch_watermarks(&topic, p.id(), timeout)?;
+            if high > low {
+                ends.insert(p.id(), high);
+                tpl.add_partition_offset(&topic, p.id(), Offset::Beginning)?;
+            }
+        }
+    }
+    let mut latest: HashMap<String, ModelRollout> = HashMap::new();
+    if ends.is_empty() {
+        return Ok(latest);
+    }
+    consumer.assign(&tpl)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ends.is_empty() && Instant::now() < deadline {
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = m?;
+        if let Some(end) = ends.get(&m.partition()) {
+            if m.offset() + 1 >= *end {
+                ends.remove(&m.partition());
+            }
+        }
+        let Some(p) = m.payload() else { continue };
+        match codec.decode::<ModelRollout>(p) {
+            Ok(r) => {
+                if latest
+                    .get(&r.model_name)
+                    .is_none_or(|cur| r.revision > cur.revision)
+                {
+                    latest.insert(r.model_name.clone(), r);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, offset = m.offset(), "undecodable record on the models topic ignored")
+            }
+        }
+    }
+    if !ends.is_empty() {
+        return Err(RolloutError::Invalid(format!(
+            "timed out reading {topic} to its end"
+        )));
+    }
+    Ok(latest)
+}
+
+/// The latest rollout of `model`, if any.
+pub async fn read_latest(
+    kafka: &KafkaArgs,
+    codec: Arc<Codec>,
+    model: &str,
+) -> Result<Option<ModelRollout>, RolloutError> {
+    let (k, c) = (kafka.clone(), codec);
+    let all = tokio::task::spawn_blocking(move || read_latest_blocking(&k, &c))
+        .await
+        .map_err(|e| RolloutError::Invalid(e.to_string()))??;
+    Ok(all.get(model).cloned())
+}
+
+async fn publish_next(
+    kafka: &KafkaArgs,
+    model: &str,
+    by: &str,
+    reason: &str,
+    change: impl FnOnce(Option<&ModelRollout>) -> Result<(String, Vec<CandidateVersion>), RolloutError>,
+) -> Result<ModelRollout, RolloutError> {
+    let (codec, _) = cxrflow_common::registry::codec_for(kafka).await?;
+    let current = read_latest(kafka, codec.clone(), model).await?;
+    let (production_version, candidates) = change(current.as_ref())?;
+    let rollout = ModelRollout {
+        model_name: model.to_string(),
+        revision: current.as_ref().map_or(1, |c| c.revision + 1),
+        production_version,
+        candidates,
+        decided_by: by.to_string(),
+        reason: reason.to_string(),
+        decided_at: cxrflow_common::time::now_millis(),
+    };
+    publish(kafka, &codec, &rollout).await?;
+    Ok(rollout)
+}
+
+/// Publishes a rollout record as it is.
+pub async fn publish(
+    kafka: &KafkaArgs,
+    codec: &Codec,
+    rollout: &ModelRollout,
+) -> Result<(), RolloutError> {
+    let producer = Producer::new(kafka)?;
+    producer.send(codec, rollout, &Default::default()).await?;
+    tracing::info!(model = %rollout.model_name, revision = rollout.revision, production = %rollout.production_version,
+        decided_by = %rollout.decided_by, "rollout published");
+    Ok(())
+}
+
+/// Makes `version` the production version of `model` (removing it from the candidates).
+pub async fn promote(
+    kafka: &KafkaArgs,
+    model: &str,
+    version: &str,
+    by: &str,
+    reason: &str,
+) -> Result<ModelRollout, RolloutError> {
+    publish_next(kafka, model, by, reason, |cur| {
+        let candidates = cur
+            .map(|c| {
+                c.candidates
+                    .iter()
+                    .filter(|x| x.version != version)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok((version.to_string(), candidates))
+    })
+    .await
+}
+
+/// Withdraws candidate `version` (canary or shadow) of `model`. Production itself is rolled
+/// back by promoting the older version.
+pub async fn rollback(
+    kafka: &KafkaArgs,
+    model: &str,
+    version: &str,
+    by: &str,
+    reason: &str,
+) -> Result<ModelRollout, RolloutError> {
+    publish_next(kafka, model, by, reason, |cur| {
+        let cur = cur.ok_or_else(|| {
+            RolloutError::Invalid(format!("model {model} has no rollout record to roll back"))
+        })?;
+        if cur.production_version == version && !cur.candidates.iter().any(|c| c.version == version)
+        {
+            return Err(RolloutError::Invalid(format!(
+                "{model}/{version} is in production; roll back by promoting the previous version"
+            )));
+        }
+        if !cur.candidates.iter().any(|c| c.version == version) {
+            return Err(RolloutError::Invalid(format!(
+                "{model}/{version} is not a candidate"
+            )));
+        }
+        let candidates = cur
+            .candidates
+            .iter()
+            .filter(|c| c.version != version)
+            .cloned()
+            .collect();
+        Ok((cur.production_version.clone(), candidates))
+    })
+    .await
+}
+
+/// Starts (or changes) a candidate: role CANARY serves `fraction` of studies, SHADOW scores
+/// `fraction` of them. It replaces a candidate of the same version or role. The model must
+/// already have a rollout record (promote its production version first).
+pub async fn stage_candidate(
+    kafka: &KafkaArgs,
+    model: &str,
+    candidate: CandidateVersion,
+    by: &str,
+    reason: &str,
+) -> Result<ModelRollout, RolloutError> {
+    if candidate.role == ModelRole::Production || !(0.0..=1.0).contains(&candidate.fraction) {
+        return Err(RolloutError::Invalid(format!(
+            "a candidate is CANARY or SHADOW with a fraction in [0, 1], got {:?} {}",
+            candidate.role, candidate.fraction
+        )));
+    }
+    publish_next(kafka, model, by, reason, |cur| {
+        let cur = cur.ok_or_else(|| {
+            RolloutError::Invalid(format!(
+                "model {model} has no rollout record: promote its production version first"
+            ))
+        })?;
+        let mut candidates: Vec<CandidateVersion> = cur
+            .candidates
+            .iter()
+            .filter(|x| x.version != candidate.version && x.role != candidate.role)
+            .cloned()
+            .collect();
+        candidates.push(candidate);
+        Ok((cur.production_version.clone(), candidates))
+    })
+    .await
+}
+
+/// The automatic rollback rule of a canary: over a sliding window, the share of the canary's
+/// records that failed (NaN output or error) must stay at or below `max_bad_rate` once at least
+/// `min_samples` records were seen.
+#[derive(Debug)]
+pub struct CanaryGuard {
+    pub window: Duration,
+    pub max_bad_rate: f64,
+    pub min_samples: usize,
+    version: String,
+    events: VecDeque<(Instant, bool)>,
+    tripped: bool,
+}
+
+impl CanaryGuard {
+    pub fn new(window: Duration, max_bad_rate: f64, min_samples: usize) -> Self {
+        CanaryGuard {
+            window,
+            max_bad_rate,
+            min_samples,
+            version: String::new(),
+            events: VecDeque::new(),
+            tripped: false,
+        }
+    }
+
+    /// Records one canary outcome; returns true once (per version) when the rule trips.
+    pub fn record(&mut self, version: &str, bad: bool, now: Instant) -> bool {
+        if self.version != version {
+            self.version = version.to_string();
+            self.events.clear();
+            self.tripped = false;
+        }
+        self.events.push_back((now, bad));
+        while self
+            .events
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > self.window)
+        {
+            self.events.pop_front();
+        }
+        let n = self.events.len();
+        let bad_n = self.events.iter().filter(|(_, b)| *b).count();
+        if !self.tripped && n >= self.min_samples && bad_n as f64 / n as f64 > self.max_bad_rate {
+            self.tripped = true;
+            return true;
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn study_buckets_are_stable_and_spread() {
+        // Pinned values: a change here moves live studies between model versions.
+        assert_eq!(
+            study_bucket("1.2.840.113619.2.1"),
+            study_bucket("1.2.840.113619.2.1")
+        );
+        let b = study_bucket("1.2.3");
+        assert!((0.0..1.0).contains(&b));
+        assert_eq!(
+            format!("{:.6}", study_bucket("")),
+            format!(
+                "{:.6}",
+                (0xcbf2_9ce4_8422_2325u64 >> 11) as f64 / (1u64 << 53) as f64
+            )
+        );
+        let inside = (0..10_000)
+            .filter(|i| in_fraction(&format!("1.2.826.0.1.{i}"), 0.1))
+            .count();
+        assert!(
+            (800..1200).contains(&inside),
+            "about 10% of studies in a 0.1 canary: {inside}"
+        );
+        // A study in a 10% canary stays in when the canary grows to 50%.
+        for i in 0..1000 {
+            let uid = format!("2.25.{i}");
+            if in_fraction(&uid, 0.1) {
+                assert!(in_fraction(&uid, 0.5));
+            }
+        }
+    }
+
+    #[test]
+    fn guard_trips_once_above_the_bound() {
+        let mut g = CanaryGuard::new(Duration::from_secs(60), 0.2, 10);
+        let t = Instant::now();
+        for _ in 0..9 {
+            assert!(!g.record("2", true, t), "not before min_samples");
+        }
+        assert!(g.record("2", true, t));
+        assert!(!g.record("2", true, t), "trips once");
+        assert!(!g.record("3", false, t), "a new version starts clean");
+        for _ in 0..20 {
+            assert!(!g.record("3", false, t));
+        }
+    }
+}

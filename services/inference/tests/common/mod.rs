@@ -1,0 +1,77 @@
+//! Shared helpers of the inference integration tests.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use cxrflow_common::kafka::Producer;
+use cxrflow_common::KafkaArgs;
+use cxrflow_contracts::*;
+
+/// The ONNX Runtime library, or a panic telling how to install it.
+pub fn require_ort() -> PathBuf {
+    match cxrflow_inference::session::locate_runtime(None) {
+        Ok(p) if p.exists() => p,
+        other => panic!(
+            "ONNX Runtime is needed by this test and was not found ({other:?}): run scripts/install-onnxruntime.sh or set ORT_DYLIB_PATH"
+        ),
+    }
+}
+
+pub fn study(uid: &str) -> StudyContext {
+    StudyContext {
+        site_id: "site-a".into(),
+        study_instance_uid: uid.into(),
+        series_instance_uid: format!("{uid}.1"),
+        sop_instance_uid: format!("{uid}.1.1"),
+        accession_number: None,
+        patient_ref: "p".into(),
+        modality: "CR".into(),
+        view_position: Some("PA".into()),
+        patient_age_years: Some(60),
+        patient_sex: Some("F".into()),
+        acquired_at: 1,
+        published_at: 2,
+        priority_hint: OrderPriority::Routine,
+    }
+}
+
+/// A uniform 224×224 image of `pixel`.
+pub fn image(uid: &str, pixel: u8) -> PreprocessedImage {
+    PreprocessedImage {
+        study: study(uid),
+        blob_uri: format!("file:///blobs/{uid}"),
+        sha256: "00".into(),
+        profile_id: "gray224-v1".into(),
+        width: 224,
+        height: 224,
+        channels: 1,
+        pixels: vec![pixel; 224 * 224],
+        frontal: true,
+        assessable: true,
+        not_assessable_reason: None,
+        stats: ImageStats {
+            mean: pixel as f64,
+            std: 0.0,
+            p01: 0.0,
+            p05: 0.0,
+            p50: 0.0,
+            p95: 0.0,
+            p99: 0.0,
+            histogram: vec![],
+            original_width: 224,
+            original_height: 224,
+            bits_stored: 8,
+            photometric: "MONOCHROME2".into(),
+        },
+        preprocessed_at: 3,
+        preprocess_ms: 1.0,
+    }
+}
+
+pub async fn produce(kafka: &KafkaArgs, codec: &Codec, images: &[PreprocessedImage]) {
+    let p = Producer::new(kafka).unwrap();
+    for i in images {
+        p.send(codec, i, &BTreeMap::new()).await.unwrap();
+    }
+}
