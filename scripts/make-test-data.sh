@@ -18,7 +18,7 @@ if [ ! -f "$ds/.complete" ]; then
   rm -rf "$ds"
   "$bin" sim synth --labels "$CXRFLOW_DATA/chexpert-labels/chexpert_train.csv.gz" \
     --masks "$CXRFLOW_DATA/chexpert-labels/semantic_masks_v7labs_lungs.zip" \
-    --out "$ds" --seed "$SEED" --studies "$STUDIES"
+    --out "$ds" --seed "$SEED" --studies "$STUDIES" --heldout 600 --valid 150
   touch "$ds/.complete"
 fi
 CXRFLOW_DATASET="$ds/CheXpert-v1.0-small" "$here/make-models.sh" >/dev/null

@@ -1,10 +1,11 @@
 //! `cxrflow`: one binary, one subcommand per service, plus `up` (the embedded single-machine
-//! stack), `sim` (the simulator), `topics`, `dlq` and `model`.
+//! stack), `sim` (the simulator), `topics`, `dlq`, `model` and `drift-reference`.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use cxrflow_common::shutdown;
 use cxrflow_common::telemetry::{self, LogFormat};
 
-mod dlq;
+use cxrflow::{dlq, sim, up};
 
 #[derive(Debug, Parser)]
 #[command(name = "cxrflow", version, about = "Streaming triage of chest X-rays on Kafka")]
@@ -20,7 +21,36 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)]
 enum Command {
+    /// cxr.scan.v1 → cxr.ingested.v1: validate, fetch, store once, dedup.
+    Ingest(cxrflow_ingest::Config),
+    /// cxr.ingested.v1 → cxr.preprocessed.v1: decode, gate, resize, statistics.
+    Preprocess(cxrflow_preprocess::Config),
+    /// cxr.preprocessed.v1 → cxr.predictions.v1: ONNX Runtime, micro-batching, rollouts.
+    Inference(cxrflow_inference::Config),
+    /// cxr.predictions.v1 + cxr.feedback.v1 → cxr.triage.v1: the worklist.
+    Triage(cxrflow_triage::Config),
+    /// cxr.feedback.v1 + cxr.predictions.v1 → cxr.labeled.v1; `feedback export` writes CSV.
+    Feedback(FeedbackArgs),
+    /// Drift detection → cxr.drift.v1.
+    Drift(cxrflow_drift::Config),
+    /// Reference consumer of cxr.drift.v1 that triggers retraining.
+    RetrainTrigger(cxrflow_drift::TriggerConfig),
+    /// Replace drift's reference window for a model (it collects a new one).
+    DriftReference(DriftReferenceArgs),
+    /// Model rollout decisions on cxr.models.v1.
+    Model {
+        #[command(subcommand)]
+        cmd: ModelCmd,
+    },
+    /// The embedded single-machine stack: broker, stores, every service, replay and report.
+    Up(Box<up::UpArgs>),
+    /// The simulator: synthesize a CheXpert-format dataset, or replay one against a stack.
+    Sim {
+        #[command(subcommand)]
+        cmd: sim::SimCmd,
+    },
     /// Topic administration.
     Topics {
         #[command(subcommand)]
@@ -31,6 +61,60 @@ enum Command {
         #[command(subcommand)]
         cmd: DlqCmd,
     },
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct FeedbackArgs {
+    #[command(subcommand)]
+    cmd: Option<FeedbackCmd>,
+    #[command(flatten)]
+    cfg: cxrflow_feedback::Config,
+}
+
+#[derive(Debug, Subcommand)]
+enum FeedbackCmd {
+    /// Write labeled examples as a CheXpert-style CSV.
+    Export(cxrflow_feedback::export::ExportArgs),
+}
+
+#[derive(Debug, Args)]
+struct DriftReferenceArgs {
+    /// Drift's database.
+    #[arg(long, env = "CXRFLOW_DRIFT_DB", default_value = ".cxrflow/drift.db")]
+    drift_db: std::path::PathBuf,
+    /// Model name.
+    #[arg(long)]
+    model: String,
+    /// Only this version (default: every version of the model).
+    #[arg(long)]
+    version: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct RolloutArgs {
+    #[command(flatten)]
+    kafka: cxrflow_common::KafkaArgs,
+    /// Model name.
+    #[arg(long)]
+    model: String,
+    /// Version to promote or roll back.
+    #[arg(long)]
+    version: String,
+    /// Who decided (operator pseudonym).
+    #[arg(long, env = "USER", default_value = "operator")]
+    by: String,
+    /// Why (kept in the audit trail).
+    #[arg(long, default_value = "")]
+    reason: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelCmd {
+    /// Make a version the production model.
+    Promote(RolloutArgs),
+    /// Withdraw a version (canary or shadow) or go back from it.
+    Rollback(RolloutArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -52,28 +136,75 @@ enum DlqCmd {
     Replay(dlq::ReplayArgs),
 }
 
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Ingest(cfg) => cxrflow_ingest::run(cfg, shutdown::on_signal()).await,
+        Command::Preprocess(cfg) => cxrflow_preprocess::run(cfg, shutdown::on_signal()).await,
+        Command::Inference(cfg) => cxrflow_inference::run(cfg, shutdown::on_signal()).await,
+        Command::Triage(cfg) => cxrflow_triage::run(cfg, shutdown::on_signal()).await,
+        Command::Feedback(FeedbackArgs { cmd: None, cfg }) => cxrflow_feedback::run(cfg, shutdown::on_signal()).await,
+        Command::Feedback(FeedbackArgs {
+            cmd: Some(FeedbackCmd::Export(args)),
+            ..
+        }) => {
+            let n = cxrflow_feedback::export::export(&args).await?;
+            eprintln!("exported {n} labeled examples");
+            Ok(())
+        }
+        Command::Drift(cfg) => cxrflow_drift::run(cfg, shutdown::on_signal()).await,
+        Command::RetrainTrigger(cfg) => cxrflow_drift::run_retrain_trigger(cfg, shutdown::on_signal()).await,
+        Command::DriftReference(a) => {
+            cxrflow_drift::reset_reference(&a.drift_db, &a.model, a.version.as_deref())?;
+            println!("drift reference for {} reset; a new one is collected from the next studies", a.model);
+            Ok(())
+        }
+        Command::Model { cmd } => {
+            let (a, decision) = match cmd {
+                ModelCmd::Promote(a) => {
+                    let d = cxrflow_inference::rollout::promote(&a.kafka, &a.model, &a.version, &a.by, &a.reason).await?;
+                    (a, d)
+                }
+                ModelCmd::Rollback(a) => {
+                    let d = cxrflow_inference::rollout::rollback(&a.kafka, &a.model, &a.version, &a.by, &a.reason).await?;
+                    (a, d)
+                }
+            };
+            println!(
+                "{}: production {} (revision {}), candidates {:?}",
+                a.model, decision.production_version, decision.revision, decision.candidates
+            );
+            Ok(())
+        }
+        Command::Up(args) => up::up(*args, shutdown::on_signal()).await,
+        Command::Sim { cmd } => sim::run(cmd, shutdown::on_signal()).await,
+        Command::Topics {
+            cmd: TopicsCmd::Create {
+                kafka,
+                partitions,
+                replication,
+            },
+        } => {
+            cxrflow_common::kafka::admin::ensure_topics(
+                &kafka,
+                &cxrflow_common::kafka::admin::all_topics(),
+                partitions,
+                replication,
+            )
+            .await?;
+            println!("topics ready");
+            Ok(())
+        }
+        Command::Dlq {
+            cmd: DlqCmd::Replay(args),
+        } => dlq::replay(args).await,
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let _guard = telemetry::init("cxrflow", cli.log_format, Some(&cli.otlp_endpoint))?;
-        match cli.command {
-            Command::Topics {
-                cmd: TopicsCmd::Create { kafka, partitions, replication },
-            } => {
-                cxrflow_common::kafka::admin::ensure_topics(
-                    &kafka,
-                    &cxrflow_common::kafka::admin::all_topics(),
-                    partitions,
-                    replication,
-                )
-                .await?;
-                println!("topics ready");
-                Ok(())
-            }
-            Command::Dlq {
-                cmd: DlqCmd::Replay(args),
-            } => dlq::replay(args).await,
-        }
+        dispatch(cli.command).await
     })
 }

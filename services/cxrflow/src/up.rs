@@ -1,0 +1,185 @@
+//! `cxrflow up`: the embedded single-machine stack. Starts the broker on loopback with on-disk
+//! storage (or uses `--bootstrap`), creates the topics, runs every service as a task of this
+//! process — each with its own Kafka clients and consumer group, so they still talk only
+//! through the broker — synthesizes the dataset if absent, replays it, plays the readers and
+//! writes the report. `--keep-running` leaves the stack up for a person to look at.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use cxrflow_common::broker::EmbeddedBroker;
+use cxrflow_common::kafka::admin::{all_topics, ensure_topics};
+use cxrflow_common::{KafkaArgs, ServiceArgs};
+use cxrflow_sim::simulate::{simulate, SimConfig};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    /// Where the embedded stack keeps its state: broker storage, blobs, stores, report.
+    #[arg(long, env = "CXRFLOW_DATA_DIR", default_value = ".cxrflow")]
+    pub data_dir: PathBuf,
+    /// Use an existing Kafka cluster instead of starting the embedded broker.
+    #[arg(long)]
+    pub bootstrap: Option<String>,
+    /// Port of the embedded broker.
+    #[arg(long, default_value_t = 19092)]
+    pub broker_port: u16,
+    /// Partitions per topic.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    /// First HTTP port; services get consecutive ports in the order
+    /// ingest, preprocess, inference, triage, feedback, drift.
+    #[arg(long, default_value_t = 8080)]
+    pub http_base_port: u16,
+    /// Model directory root (docs/model-manifest.md).
+    #[arg(long, env = "CXRFLOW_MODELS_DIR")]
+    pub models_dir: PathBuf,
+    /// Model to serve, `name` or `name/version`.
+    #[arg(long, default_value = "cxr-small")]
+    pub model: String,
+    /// Bearer token for the worklist page's report form (empty: read-only page).
+    #[arg(long, env = "CXRFLOW_UI_TOKEN", default_value = "")]
+    pub ui_token: String,
+    /// Keep the stack running after the report (Ctrl-C stops it).
+    #[arg(long)]
+    pub keep_running: bool,
+    /// Skip the replay: just run the stack.
+    #[arg(long)]
+    pub no_replay: bool,
+    #[command(flatten)]
+    pub sim: SimConfig,
+}
+
+fn abs(p: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
+    Ok(std::fs::canonicalize(p)?)
+}
+
+fn svc(port: u16, service: &str) -> ServiceArgs {
+    let mut s = ServiceArgs::local();
+    s.http = SocketAddr::from(([127, 0, 0, 1], port));
+    s.group_id = Some(format!("cxrflow-{service}"));
+    s
+}
+
+async fn wait_ready(name: &str, port: u16, timeout: Duration) -> anyhow::Result<()> {
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    let end = Instant::now() + timeout;
+    let http = reqwest::Client::new();
+    while Instant::now() < end {
+        if let Ok(r) = http.get(&url).send().await {
+            if r.status().is_success() {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    anyhow::bail!("{name} not ready on {url} after {timeout:?}")
+}
+
+pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let data = abs(&args.data_dir)?;
+    let _broker;
+    let bootstrap = match &args.bootstrap {
+        Some(b) => b.clone(),
+        None => {
+            let dir = data.join("broker");
+            let b = tokio::task::spawn_blocking(move || EmbeddedBroker::start(&dir, args.broker_port)).await??;
+            let addr = b.bootstrap();
+            tracing::info!(bootstrap = %addr, "embedded broker started (sqlite storage under {})", data.join("broker").display());
+            _broker = b;
+            addr
+        }
+    };
+    let kafka = KafkaArgs::for_bootstrap(&bootstrap);
+    ensure_topics(&kafka, &all_topics(), args.partitions, 1).await?;
+    let blobs = format!("file://{}", abs(&data.join("blobs"))?.display());
+    let dataset = std::fs::canonicalize(&args.sim.dataset)
+        .with_context(|| format!("dataset {} (scripts/make-test-data.sh builds one)", args.sim.dataset.display()))?;
+
+    let base = args.http_base_port;
+    let services = CancellationToken::new();
+    let mut tasks: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
+
+    let mut ingest = cxrflow_ingest::Config::defaults(kafka.clone(), svc(base, "ingest"));
+    ingest.blob_store = Some(blobs.clone());
+    ingest.ingest_db = data.join("ingest.db");
+    ingest.file_root = Some(dataset.clone());
+    let t = services.clone();
+    tasks.spawn(async move { ("ingest", cxrflow_ingest::run(ingest, t).await) });
+
+    let mut preprocess = cxrflow_preprocess::Config::defaults(kafka.clone(), svc(base + 1, "preprocess"));
+    preprocess.blob_store = Some(blobs.clone());
+    let t = services.clone();
+    tasks.spawn(async move { ("preprocess", cxrflow_preprocess::run(preprocess, t).await) });
+
+    let mut inference = cxrflow_inference::Config::defaults(kafka.clone(), svc(base + 2, "inference"));
+    inference.models_dir = args.models_dir.clone();
+    inference.model = args.model.clone();
+    let t = services.clone();
+    tasks.spawn(async move { ("inference", cxrflow_inference::run(inference, t).await) });
+
+    let mut triage = cxrflow_triage::Config::defaults(kafka.clone(), svc(base + 3, "triage"));
+    triage.blob_store = blobs.clone();
+    triage.ui_token = args.ui_token.clone();
+    let t = services.clone();
+    tasks.spawn(async move { ("triage", cxrflow_triage::run(triage, t).await) });
+
+    let mut feedback = cxrflow_feedback::Config::defaults(kafka.clone(), svc(base + 4, "feedback"));
+    feedback.store = cxrflow_feedback::StoreUri::Sqlite(data.join("feedback.db"));
+    let t = services.clone();
+    tasks.spawn(async move { ("feedback", cxrflow_feedback::run(feedback, t).await) });
+
+    let mut drift = cxrflow_drift::Config::defaults(kafka.clone(), svc(base + 5, "drift"));
+    drift.drift_db = data.join("drift.db");
+    let t = services.clone();
+    tasks.spawn(async move { ("drift", cxrflow_drift::run(drift, t).await) });
+
+    let names = ["ingest", "preprocess", "inference", "triage", "feedback", "drift"];
+    for (i, name) in names.iter().enumerate() {
+        tokio::select! {
+            r = wait_ready(name, base + i as u16, Duration::from_secs(120)) => r?,
+            Some(done) = tasks.join_next() => {
+                let (svc, r) = done?;
+                anyhow::bail!("{svc} stopped during start-up: {:?}", r.err());
+            }
+        }
+    }
+    println!("cxrflow is up: broker {bootstrap}; worklist http://127.0.0.1:{}/ ; metrics on ports {base}..{}", base + 3, base + 5);
+
+    let outcome = if args.no_replay {
+        Ok(())
+    } else {
+        let mut sim = args.sim.clone();
+        sim.dataset = dataset;
+        sim.triage_url = format!("http://127.0.0.1:{}", base + 3);
+        if sim.report_dir.is_relative() {
+            sim.report_dir = data.join("report");
+        }
+        tokio::select! {
+            r = simulate(&kafka, &sim, shutdown.clone()) => r.map(|report| {
+                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+                println!("report: {}", sim.report_dir.join("report.html").display());
+            }).map_err(anyhow::Error::from),
+            Some(done) = tasks.join_next() => {
+                let (svc, r) = done?;
+                Err(anyhow::anyhow!("{svc} stopped during the run: {:?}", r.err()))
+            }
+        }
+    };
+    if args.keep_running && outcome.is_ok() {
+        println!("--keep-running: stack stays up; Ctrl-C to stop");
+        shutdown.cancelled().await;
+    }
+    services.cancel();
+    while let Some(done) = tasks.join_next().await {
+        if let Ok((svc, Err(e))) = done {
+            tracing::error!(service = svc, error = %e, "service ended with an error");
+        }
+    }
+    outcome
+}
