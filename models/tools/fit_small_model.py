@@ -31,8 +31,10 @@ Method (everything fixed and seeded, so the same data gives the same model):
    from {0.01, 0.1, 1} by 3-fold patient-grouped cross-validated AUROC on the training split only.
    A finding with fewer than 5 positives (or negatives) in training gets a constant model (its
    training prevalence).
-5. On the held-out split: AUROC per finding, and the operating threshold = the one maximizing
-   Youden's J (sensitivity + specificity - 1). Note that sensitivity/specificity measured on the
+5. On the held-out split: AUROC per finding, and the operating threshold: for critical findings
+   the highest-sensitivity point with specificity >= 0.90 (a triage operating point that keeps
+   the CRITICAL tier small), for the others the one maximizing Youden's J. Note that
+   sensitivity/specificity measured on the
    held-out split at these thresholds are therefore optimistic; the AUROCs are not affected.
 6. ONNX graph: image [N,1,224,224] -> features [N,160] -> Gemm -> Sigmoid -> probabilities [N,14]
    (manifest activation "none"). It is checked with ONNX Runtime: its probabilities must equal
@@ -57,7 +59,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cxr_common import (  # noqa: E402
-    FINDINGS, IR_VERSION, OPSET, SIZE, letterbox_u8, load_gray_u8, manifest, ort_session, write_model_dir,
+    CRITICAL, FINDINGS, IR_VERSION, OPSET, SIZE, letterbox_u8, load_gray_u8, manifest, ort_session, write_model_dir,
 )
 
 SCALE = 1.0 / 255.0
@@ -276,6 +278,21 @@ def youden_threshold(y, p):
     return float(thr[ok][i]), float(tpr[ok][i]), float(1 - fpr[ok][i])
 
 
+def specificity_threshold(y, p, specificity=0.90):
+    """Highest-sensitivity threshold whose specificity is at least `specificity`.
+
+    Critical findings use this triage operating point: a worklist where most studies are
+    flagged critical is a FIFO list with extra steps, so the flag must be specific."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, thr = roc_curve(y, p)
+    ok = np.isfinite(thr) & (fpr <= 1 - specificity)
+    if not ok.any():
+        return youden_threshold(y, p)
+    i = int(np.argmax(np.where(ok, tpr, -1)))
+    return float(thr[i]), float(tpr[i]), float(1 - fpr[i])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("dataset_dir")
@@ -344,7 +361,8 @@ def main():
         positives[f] = int(yh[:, k].sum())
         if 0 < positives[f] < len(yh):
             aurocs[f] = round(float(roc_auc_score(yh[:, k], p)), 4)
-            thr, se, sp = youden_threshold(yh[:, k], p)
+            pick = specificity_threshold if f in CRITICAL else youden_threshold
+            thr, se, sp = pick(yh[:, k], p)
             thresholds[f] = round(thr, 6)
             sens_spec[f] = (round(se, 4), round(sp, 4))
         else:
@@ -372,7 +390,7 @@ def main():
         "heldout_auroc_undefined": undefined,
         "split": f"by patient, {1 - args.heldout_fraction:.0%}/{args.heldout_fraction:.0%}, seed {args.seed}, frontal only",
         "labels": "U-Ones (uncertain -1.0 -> positive, blank -> negative)",
-        "thresholds": "Youden's J maximized on the held-out split",
+        "thresholds": "critical findings: highest sensitivity at >= 90% specificity; others: Youden's J; both on the held-out split",
         "method": "fixed features (8x8 regional mean + mean abs deviation of 4x4-pooled image, 4x4 regional "
                   "|Sobel x|,|Sobel y|; D=160, standardized) + L2 logistic regression per finding "
                   "(C by 3-fold patient-grouped CV on train)",

@@ -29,7 +29,9 @@ fn required_env(name: &str) -> PathBuf {
 fn free_port_block() -> u16 {
     for _ in 0..200 {
         let base = 20_000 + (std::process::id() as u16 % 97) * 300 + (rand_u16() % 250);
-        let held: Vec<_> = (0..6).filter_map(|i| TcpListener::bind(("127.0.0.1", base + i)).ok()).collect();
+        let held: Vec<_> = (0..6)
+            .filter_map(|i| TcpListener::bind(("127.0.0.1", base + i)).ok())
+            .collect();
         if held.len() == 6 {
             return base;
         }
@@ -88,28 +90,45 @@ async fn every_study_reaches_the_worklist_once_and_critical_ones_are_read_sooner
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(report_dir.join("report.json")).unwrap()).unwrap();
     let html = std::fs::read_to_string(report_dir.join("report.html")).unwrap();
-    assert!(html.contains("Time to read"), "html report has the time-to-read section");
+    assert!(
+        html.contains("Time to read"),
+        "html report has the time-to-read section"
+    );
 
     // Nothing lost, nothing doubled.
     assert_eq!(report["studies_published"], studies);
-    assert_eq!(report["studies_on_worklist"], studies, "every study reached the worklist: {report:#}");
-    assert_eq!(report["studies_read"], studies, "every study was read: {report:#}");
+    assert_eq!(
+        report["studies_on_worklist"], studies,
+        "every study reached the worklist: {report:#}"
+    );
+    assert_eq!(
+        report["studies_read"], studies,
+        "every study was read: {report:#}"
+    );
     assert_eq!(report["duplicate_worklist_entries"], 0);
     let kafka = KafkaArgs::for_bootstrap(broker.bootstrap());
     let codec = Codec::with_static_registry().unwrap();
-    let decisions = tokio::task::spawn_blocking(move || read_to_end(&kafka, topics::TRIAGE, Duration::from_secs(60)).unwrap())
-        .await
-        .unwrap();
+    let decisions = tokio::task::spawn_blocking(move || {
+        read_to_end(&kafka, topics::TRIAGE, Duration::from_secs(60)).unwrap()
+    })
+    .await
+    .unwrap();
     let mut opened: HashMap<String, usize> = HashMap::new();
     for r in decisions {
-        if let Some(d) = r.payload.and_then(|p| codec.decode::<TriageDecision>(&p).ok()) {
+        if let Some(d) = r
+            .payload
+            .and_then(|p| codec.decode::<TriageDecision>(&p).ok())
+        {
             if d.version == 1 {
                 *opened.entry(d.study.study_instance_uid).or_default() += 1;
             }
         }
     }
     assert_eq!(opened.len(), studies);
-    assert!(opened.values().all(|n| *n == 1), "one worklist entry per study");
+    assert!(
+        opened.values().all(|n| *n == 1),
+        "one worklist entry per study"
+    );
 
     // Critical studies (ground truth) wait less with AI triage than in arrival order.
     let critical = report["time_to_read"]
@@ -123,5 +142,8 @@ async fn every_study_reaches_the_worklist_once_and_critical_ones_are_read_sooner
         critical["fifo"]["mean_ms"].as_f64().unwrap(),
     );
     assert!(critical["ai_triage"]["n"].as_u64().unwrap() > 10);
-    assert!(ai < fifo, "critical studies: AI triage mean wait {ai:.0} ms should beat FIFO {fifo:.0} ms");
+    assert!(
+        ai < fifo,
+        "critical studies: AI triage mean wait {ai:.0} ms should beat FIFO {fifo:.0} ms"
+    );
 }

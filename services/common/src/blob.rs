@@ -66,7 +66,8 @@ impl BlobStore {
                     .to_file_path()
                     .map_err(|_| cfg("not an absolute file path".into()))?;
                 std::fs::create_dir_all(&dir).map_err(|e| cfg(e.to_string()))?;
-                let store = LocalFileSystem::new_with_prefix(&dir).map_err(|e| cfg(e.to_string()))?;
+                let store =
+                    LocalFileSystem::new_with_prefix(&dir).map_err(|e| cfg(e.to_string()))?;
                 Ok(BlobStore {
                     store: Arc::new(store),
                     base: url.trim_end_matches('/').to_string(),
@@ -74,10 +75,14 @@ impl BlobStore {
                 })
             }
             "s3" => {
-                let bucket = parsed.host_str().ok_or_else(|| cfg("missing bucket".into()))?;
+                let bucket = parsed
+                    .host_str()
+                    .ok_or_else(|| cfg("missing bucket".into()))?;
                 let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
                 for (k, v) in options {
-                    let key = k.parse().map_err(|e: object_store::Error| cfg(e.to_string()))?;
+                    let key = k
+                        .parse()
+                        .map_err(|e: object_store::Error| cfg(e.to_string()))?;
                     b = b.with_config(key, v);
                 }
                 let store = b.build().map_err(|e| cfg(e.to_string()))?;
@@ -87,7 +92,9 @@ impl BlobStore {
                     prefix: Path::from(parsed.path().trim_matches('/')),
                 })
             }
-            other => Err(cfg(format!("unsupported scheme {other:?} (use file:// or s3://)"))),
+            other => Err(cfg(format!(
+                "unsupported scheme {other:?} (use file:// or s3://)"
+            ))),
         }
     }
 
@@ -119,7 +126,10 @@ impl BlobStore {
     }
 
     /// Writes `bytes` under their sha256 unless already present. Returns (uri, sha256, written).
-    pub async fn put_content_addressed(&self, bytes: Bytes) -> Result<(String, String, bool), BlobError> {
+    pub async fn put_content_addressed(
+        &self,
+        bytes: Bytes,
+    ) -> Result<(String, String, bool), BlobError> {
         let sha = sha256_hex(&bytes);
         let path = self.content_path(&sha);
         let uri = self.uri_of(&path);
@@ -152,16 +162,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("file://{}", dir.path().join("blobs").display());
         let store = BlobStore::open(&url, &[]).unwrap();
-        let (uri, sha, written) = store.put_content_addressed(Bytes::from_static(b"hello")).await.unwrap();
+        let (uri, sha, written) = store
+            .put_content_addressed(Bytes::from_static(b"hello"))
+            .await
+            .unwrap();
         assert!(written);
         assert_eq!(sha, sha256_hex(b"hello"));
         assert!(uri.starts_with(&url), "{uri}");
-        let (uri2, _, written2) = store.put_content_addressed(Bytes::from_static(b"hello")).await.unwrap();
+        let (uri2, _, written2) = store
+            .put_content_addressed(Bytes::from_static(b"hello"))
+            .await
+            .unwrap();
         assert_eq!(uri, uri2);
         assert!(!written2, "second write of the same content is skipped");
         assert_eq!(&store.get(&uri).await.unwrap()[..], b"hello");
         let missing = format!("{url}/sha256/00/00");
-        assert!(matches!(store.get(&missing).await, Err(BlobError::NotFound(_))));
-        assert!(matches!(store.get("s3://elsewhere/x").await, Err(BlobError::ForeignUri { .. })));
+        assert!(matches!(
+            store.get(&missing).await,
+            Err(BlobError::NotFound(_))
+        ));
+        assert!(matches!(
+            store.get("s3://elsewhere/x").await,
+            Err(BlobError::ForeignUri { .. })
+        ));
     }
 }

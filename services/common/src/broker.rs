@@ -39,7 +39,9 @@ pub fn tansu_binary() -> PathBuf {
     }
     let tools = std::env::var("CXRFLOW_TOOLS")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/cxrflow/tools"));
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/cxrflow/tools")
+        });
     let p = tools.join("bin/tansu");
     if p.exists() {
         p
@@ -86,7 +88,13 @@ impl EmbeddedBroker {
         let binary = tansu_binary();
         let child = Command::new(&binary)
             .current_dir(&self.dir)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", "sqlite://tansu.db"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

@@ -11,7 +11,11 @@ use rdkafka::ClientConfig;
 #[derive(Debug, Clone, Args)]
 pub struct KafkaArgs {
     /// Kafka bootstrap servers.
-    #[arg(long = "bootstrap", env = "CXRFLOW_BOOTSTRAP", default_value = "127.0.0.1:9092")]
+    #[arg(
+        long = "bootstrap",
+        env = "CXRFLOW_BOOTSTRAP",
+        default_value = "127.0.0.1:9092"
+    )]
     pub bootstrap: String,
 
     /// Extra librdkafka properties, `key=value`, repeatable (TLS, SASL, tuning):
@@ -22,19 +26,35 @@ pub struct KafkaArgs {
 
     /// Confluent-API schema registry URL (Confluent or Karapace). Empty: the static registry
     /// compiled from schemas/ (the embedded default).
-    #[arg(long = "schema-registry", env = "CXRFLOW_SCHEMA_REGISTRY", default_value = "")]
+    #[arg(
+        long = "schema-registry",
+        env = "CXRFLOW_SCHEMA_REGISTRY",
+        default_value = ""
+    )]
     pub schema_registry: String,
 
     /// Prefix added to every topic name (several stacks on one cluster, or test isolation).
-    #[arg(long = "topic-prefix", env = "CXRFLOW_TOPIC_PREFIX", default_value = "")]
+    #[arg(
+        long = "topic-prefix",
+        env = "CXRFLOW_TOPIC_PREFIX",
+        default_value = ""
+    )]
     pub topic_prefix: String,
 
     /// Consumer session timeout; the shutdown drain must be shorter.
-    #[arg(long = "session-timeout-ms", env = "CXRFLOW_SESSION_TIMEOUT_MS", default_value_t = 30_000)]
+    #[arg(
+        long = "session-timeout-ms",
+        env = "CXRFLOW_SESSION_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
     pub session_timeout_ms: u64,
 
     /// Upper bound on librdkafka's prefetch buffer per consumer, in KiB (backpressure).
-    #[arg(long = "max-prefetch-kib", env = "CXRFLOW_MAX_PREFETCH_KIB", default_value_t = 16_384)]
+    #[arg(
+        long = "max-prefetch-kib",
+        env = "CXRFLOW_MAX_PREFETCH_KIB",
+        default_value_t = 16_384
+    )]
     pub max_prefetch_kib: u64,
 }
 
@@ -73,7 +93,9 @@ impl KafkaArgs {
 
     /// The logical name of a physical topic (inverse of [`KafkaArgs::topic`]).
     pub fn logical<'a>(&self, physical: &'a str) -> &'a str {
-        physical.strip_prefix(self.topic_prefix.as_str()).unwrap_or(physical)
+        physical
+            .strip_prefix(self.topic_prefix.as_str())
+            .unwrap_or(physical)
     }
 
     pub fn session_timeout(&self) -> Duration {
@@ -106,7 +128,11 @@ impl KafkaArgs {
         format!(
             "bootstrap={} schema_registry={} topic_prefix={:?} session_timeout_ms={} props=[{}]",
             self.bootstrap,
-            if self.schema_registry.is_empty() { "static" } else { &self.schema_registry },
+            if self.schema_registry.is_empty() {
+                "static"
+            } else {
+                &self.schema_registry
+            },
             self.topic_prefix,
             self.session_timeout_ms,
             props.join(", ")
@@ -126,11 +152,19 @@ pub struct ServiceArgs {
     pub group_id: Option<String>,
 
     /// Records processed concurrently per service instance (backpressure bound).
-    #[arg(long = "max-in-flight", env = "CXRFLOW_MAX_IN_FLIGHT", default_value_t = 64)]
+    #[arg(
+        long = "max-in-flight",
+        env = "CXRFLOW_MAX_IN_FLIGHT",
+        default_value_t = 64
+    )]
     pub max_in_flight: usize,
 
     /// How long shutdown waits for in-flight records before giving them back uncommitted.
-    #[arg(long = "drain-timeout-ms", env = "CXRFLOW_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(
+        long = "drain-timeout-ms",
+        env = "CXRFLOW_DRAIN_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
     pub drain_timeout_ms: u64,
 }
 
@@ -145,7 +179,9 @@ impl ServiceArgs {
     }
 
     pub fn group_id(&self, service: &str) -> String {
-        self.group_id.clone().unwrap_or_else(|| format!("cxrflow-{service}"))
+        self.group_id
+            .clone()
+            .unwrap_or_else(|| format!("cxrflow-{service}"))
     }
 
     pub fn drain_timeout(&self) -> Duration {

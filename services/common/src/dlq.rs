@@ -8,7 +8,13 @@ use crate::kafka::stage::Inbound;
 use crate::time::now_millis;
 
 /// Builds the dead letter for `msg`.
-pub fn dead_letter(stage: &str, msg: &Inbound, reason: &str, error: &str, study: Option<String>) -> DeadLetter {
+pub fn dead_letter(
+    stage: &str,
+    msg: &Inbound,
+    reason: &str,
+    error: &str,
+    study: Option<String>,
+) -> DeadLetter {
     let replay_count = msg
         .headers
         .get("cxrflow-replay-count")
@@ -33,7 +39,16 @@ pub fn dead_letter(stage: &str, msg: &Inbound, reason: &str, error: &str, study:
 /// Headers for a replayed record: the original ones plus a replay counter.
 pub fn replay_headers(dl: &DeadLetter) -> BTreeMap<String, String> {
     let mut h = dl.headers.clone();
-    h.insert("cxrflow-replay-count".into(), (dl.replay_count + 1).to_string());
-    h.insert("cxrflow-replayed-from".into(), format!("{}/{}/{}", dl.source_topic, dl.source_partition, dl.source_offset));
+    h.insert(
+        "cxrflow-replay-count".into(),
+        (dl.replay_count + 1).to_string(),
+    );
+    h.insert(
+        "cxrflow-replayed-from".into(),
+        format!(
+            "{}/{}/{}",
+            dl.source_topic, dl.source_partition, dl.source_offset
+        ),
+    );
     h
 }

@@ -16,5 +16,7 @@ pub mod telemetry;
 pub mod time;
 
 pub use config::{KafkaArgs, ServiceArgs};
-pub use kafka::stage::{run_stage, Inbound, Outbound, Processor, StageConfig, StageDeps, StageError};
+pub use kafka::stage::{
+    run_stage, Inbound, Outbound, Processor, StageConfig, StageDeps, StageError,
+};
 pub use service::Host;

@@ -35,8 +35,16 @@ impl StageMetrics {
             in_flight: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix(format!("cxrflow_{service}"));
-        r.register("consumed_records", "Records consumed, by topic", m.consumed.clone());
-        r.register("produced_records", "Records produced and acknowledged, by topic", m.produced.clone());
+        r.register(
+            "consumed_records",
+            "Records consumed, by topic",
+            m.consumed.clone(),
+        );
+        r.register(
+            "produced_records",
+            "Records produced and acknowledged, by topic",
+            m.produced.clone(),
+        );
         r.register(
             "dead_lettered_records",
             "Records sent to the dead-letter topic, by reason",
@@ -57,7 +65,11 @@ impl StageMetrics {
             "Records between the consumer's position and the partition end",
             m.consumer_lag.clone(),
         );
-        r.register("in_flight_records", "Records being processed now", m.in_flight.clone());
+        r.register(
+            "in_flight_records",
+            "Records being processed now",
+            m.in_flight.clone(),
+        );
         m
     }
 
@@ -66,11 +78,15 @@ impl StageMetrics {
     }
 
     pub fn consumed(&self, topic: &str) {
-        self.consumed.get_or_create(&vec![("topic", topic.to_string())]).inc();
+        self.consumed
+            .get_or_create(&vec![("topic", topic.to_string())])
+            .inc();
     }
 
     pub fn produced(&self, topic: &str) {
-        self.produced.get_or_create(&vec![("topic", topic.to_string())]).inc();
+        self.produced
+            .get_or_create(&vec![("topic", topic.to_string())])
+            .inc();
     }
 
     pub fn processed(&self, seconds: f64) {
@@ -82,7 +98,15 @@ impl StageMetrics {
     }
 
     /// A record went to the dead-letter topic.
-    pub fn dead_lettered(&self, reason: &str, error: &str, topic: &str, partition: i32, offset: i64, study: Option<&str>) {
+    pub fn dead_lettered(
+        &self,
+        reason: &str,
+        error: &str,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        study: Option<&str>,
+    ) {
         tracing::warn!(
             service = self.service,
             reason,
@@ -93,13 +117,23 @@ impl StageMetrics {
             study = study.unwrap_or("-"),
             "record dead-lettered"
         );
-        self.dead_lettered.get_or_create(&vec![("reason", reason.to_string())]).inc();
+        self.dead_lettered
+            .get_or_create(&vec![("reason", reason.to_string())])
+            .inc();
     }
 
     /// A transient failure that will be retried without committing.
     pub fn transient(&self, kind: &str, error: &str, attempt: u32) {
-        tracing::warn!(service = self.service, kind, error, attempt, "transient failure, retrying");
-        self.transient_errors.get_or_create(&vec![("kind", kind.to_string())]).inc();
+        tracing::warn!(
+            service = self.service,
+            kind,
+            error,
+            attempt,
+            "transient failure, retrying"
+        );
+        self.transient_errors
+            .get_or_create(&vec![("kind", kind.to_string())])
+            .inc();
     }
 }
 

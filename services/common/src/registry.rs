@@ -70,12 +70,17 @@ impl RestRegistry {
             });
         }
         let resp = resp.error_for_status().map_err(remote)?;
-        Ok(SchemaId(resp.json::<IdResponse>().await.map_err(remote)?.id))
+        Ok(SchemaId(
+            resp.json::<IdResponse>().await.map_err(remote)?.id,
+        ))
     }
 
     /// Whether `schema` is compatible with the latest registered version of `<topic>-value`.
     pub async fn is_compatible(&self, topic: &str, schema: &str) -> Result<bool, RegistryError> {
-        let url = format!("{}/compatibility/subjects/{}-value/versions/latest", self.base, topic);
+        let url = format!(
+            "{}/compatibility/subjects/{}-value/versions/latest",
+            self.base, topic
+        );
         let resp = self
             .http
             .post(url)
@@ -88,7 +93,11 @@ impl RestRegistry {
             return Ok(true); // nothing registered yet
         }
         let resp = resp.error_for_status().map_err(remote)?;
-        Ok(resp.json::<CompatResponse>().await.map_err(remote)?.is_compatible)
+        Ok(resp
+            .json::<CompatResponse>()
+            .await
+            .map_err(remote)?
+            .is_compatible)
     }
 
     /// Fetches a schema by id.
@@ -100,16 +109,20 @@ impl RestRegistry {
         }
         let resp = resp.error_for_status().map_err(remote)?;
         let text = resp.json::<SchemaResponse>().await.map_err(remote)?.schema;
-        Schema::parse_str(&text).map(Some).map_err(|e| RegistryError::BadSchema {
-            subject: format!("id {id}"),
-            source: Box::new(e),
-        })
+        Schema::parse_str(&text)
+            .map(Some)
+            .map_err(|e| RegistryError::BadSchema {
+                subject: format!("id {id}"),
+                source: Box::new(e),
+            })
     }
 }
 
 /// The codec a service uses: the static registry by default; with a registry URL, every
 /// current schema is registered (compatibility enforced by the registry) and its id used.
-pub async fn codec_for(kafka: &KafkaArgs) -> Result<(Arc<Codec>, Option<RestRegistry>), CodecError> {
+pub async fn codec_for(
+    kafka: &KafkaArgs,
+) -> Result<(Arc<Codec>, Option<RestRegistry>), CodecError> {
     if kafka.schema_registry.is_empty() {
         return Ok((Arc::new(Codec::with_static_registry()?), None));
     }
@@ -129,7 +142,11 @@ pub async fn codec_for(kafka: &KafkaArgs) -> Result<(Arc<Codec>, Option<RestRegi
 /// Makes sure the codec knows the schema id of `bytes`, fetching it from the registry if
 /// needed. An id the registry does not know either is left unknown (the decode then fails
 /// with a typed `UnknownSchemaId`, which is poison).
-pub async fn learn_schema(codec: &Codec, registry: Option<&RestRegistry>, bytes: &[u8]) -> Result<(), RegistryError> {
+pub async fn learn_schema(
+    codec: &Codec,
+    registry: Option<&RestRegistry>,
+    bytes: &[u8],
+) -> Result<(), RegistryError> {
     let (Some(reg), Ok(id)) = (registry, Codec::schema_id(bytes)) else {
         return Ok(());
     };

@@ -47,7 +47,14 @@ impl Host {
         let metrics = StageMetrics::register(&mut reg, service);
         register(&mut reg);
         let ready = Readiness::default();
-        let (http_addr, http_task) = http::serve(svc.http, Arc::new(reg), ready.clone(), routes, shutdown.clone()).await?;
+        let (http_addr, http_task) = http::serve(
+            svc.http,
+            Arc::new(reg),
+            ready.clone(),
+            routes,
+            shutdown.clone(),
+        )
+        .await?;
         Ok(Host {
             service,
             kafka: kafka.clone(),

@@ -38,7 +38,11 @@ impl Drop for TelemetryGuard {
 
 /// Installs the global subscriber. `otlp_endpoint`: an OTLP/HTTP endpoint such as
 /// `http://collector:4318/v1/traces`; `None` keeps trace ids (for propagation) but exports nothing.
-pub fn init(service: &str, format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<TelemetryGuard> {
+pub fn init(
+    service: &str,
+    format: LogFormat,
+    otlp_endpoint: Option<&str>,
+) -> anyhow::Result<TelemetryGuard> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let mut builder = SdkTracerProvider::builder().with_resource(
         opentelemetry_sdk::Resource::builder()
@@ -55,15 +59,22 @@ pub fn init(service: &str, format: LogFormat, otlp_endpoint: Option<&str>) -> an
     }
     let provider = builder.build();
     let tracer = provider.tracer("cxrflow");
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn,librdkafka=warn,ort=warn,h2=warn,hyper=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,rdkafka=warn,librdkafka=warn,ort=warn,h2=warn,hyper=warn")
+    });
     let otel = tracing_opentelemetry::layer().with_tracer(tracer);
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     let result = match format {
         LogFormat::Json => registry
-            .with(tracing_subscriber::fmt::layer().json().with_current_span(false))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(false),
+            )
             .try_init(),
-        LogFormat::Pretty => registry.with(tracing_subscriber::fmt::layer().compact()).try_init(),
+        LogFormat::Pretty => registry
+            .with(tracing_subscriber::fmt::layer().compact())
+            .try_init(),
     };
     if result.is_err() {
         // Already initialised (several services in one process, or tests): keep the first.
@@ -77,8 +88,10 @@ pub fn init(service: &str, format: LogFormat, otlp_endpoint: Option<&str>) -> an
 /// Makes `span` a child of the trace context in `headers`, if any.
 pub fn adopt_parent(span: &tracing::Span, headers: &BTreeMap<String, String>) {
     if headers.contains_key(TRACEPARENT) {
-        let carrier: std::collections::HashMap<String, String> =
-            headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let carrier: std::collections::HashMap<String, String> = headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
         let _ = span.set_parent(cx);
     }
@@ -86,7 +99,10 @@ pub fn adopt_parent(span: &tracing::Span, headers: &BTreeMap<String, String>) {
 
 /// The `traceparent` to put on records produced within `span`; falls back to the inbound one
 /// when no tracer is installed, so the context still travels.
-pub fn outbound_traceparent(span: &tracing::Span, inbound: &BTreeMap<String, String>) -> Option<String> {
+pub fn outbound_traceparent(
+    span: &tracing::Span,
+    inbound: &BTreeMap<String, String>,
+) -> Option<String> {
     let mut carrier: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     let cx = span.context();
     TraceContextPropagator::new().inject_context(&cx, &mut carrier);

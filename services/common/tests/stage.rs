@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cxrflow_common::kafka::stage::{run_stage, Inbound, Outbound, Processor, StageConfig, StageDeps, StageError};
+use cxrflow_common::kafka::stage::{
+    run_stage, Inbound, Outbound, Processor, StageConfig, StageDeps, StageError,
+};
 use cxrflow_common::kafka::Producer;
 use cxrflow_common::metrics::StageMetrics;
 use cxrflow_common::KafkaArgs;
@@ -94,9 +96,16 @@ fn cfg(group: &str, drain: Duration) -> StageConfig {
 async fn produce_scans(kafka: &KafkaArgs, codec: &Codec, uids: &[String]) {
     let p = Producer::new(kafka).unwrap();
     for u in uids {
-        p.send(codec, &scan(u), &BTreeMap::from([("traceparent".to_string(), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_string())]))
-            .await
-            .unwrap();
+        p.send(
+            codec,
+            &scan(u),
+            &BTreeMap::from([(
+                "traceparent".to_string(),
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_string(),
+            )]),
+        )
+        .await
+        .unwrap();
     }
 }
 
@@ -115,13 +124,17 @@ async fn every_record_type_round_trips_through_the_broker() {
         reader_ref: "reader".into(),
         read_started_at: 1,
         read_ended_at: 2,
-        labels: vec![FindingLabel { finding: "Edema".into(), state: LabelState::Uncertain }],
+        labels: vec![FindingLabel {
+            finding: "Edema".into(),
+            state: LabelState::Uncertain,
+        }],
         tier_at_read: None,
     };
     p.send(&codec, &report, &h).await.unwrap();
     let got: Vec<ScanEvent> = read_records(&kafka, &codec, 1, Duration::from_secs(20)).await;
     assert_eq!(got, vec![scan("1.2.1")]);
-    let got: Vec<RadiologistReport> = read_records(&kafka, &codec, 1, Duration::from_secs(20)).await;
+    let got: Vec<RadiologistReport> =
+        read_records(&kafka, &codec, 1, Duration::from_secs(20)).await;
     assert_eq!(got, vec![report]);
 }
 
@@ -132,23 +145,65 @@ async fn poison_goes_to_dlq_and_the_next_record_still_flows() {
     let codec = Arc::new(Codec::with_static_registry().unwrap());
     let p = Producer::new(&kafka).unwrap();
     let scan_topic = kafka.topic(topics::SCAN);
-    p.send_raw(&scan_topic, b"1.9.9", Some(b"garbage bytes"), &BTreeMap::new()).await.unwrap();
-    p.send_raw(&scan_topic, b"1.9.8", Some(&[0, 0, 0, 0x7f, 0x7f, 1]), &BTreeMap::new()).await.unwrap();
+    p.send_raw(
+        &scan_topic,
+        b"1.9.9",
+        Some(b"garbage bytes"),
+        &BTreeMap::new(),
+    )
+    .await
+    .unwrap();
+    p.send_raw(
+        &scan_topic,
+        b"1.9.8",
+        Some(&[0, 0, 0, 0x7f, 0x7f, 1]),
+        &BTreeMap::new(),
+    )
+    .await
+    .unwrap();
     produce_scans(&kafka, &codec, &["1.2.3".to_string()]).await;
     let shutdown = CancellationToken::new();
-    let echo = Arc::new(Echo { codec: codec.clone(), seen: Mutex::default(), calls: AtomicUsize::new(0) });
+    let echo = Arc::new(Echo {
+        codec: codec.clone(),
+        seen: Mutex::default(),
+        calls: AtomicUsize::new(0),
+    });
     let (k, d, s) = (kafka.clone(), deps(&kafka, &codec), shutdown.clone());
-    let stage = tokio::spawn(async move { run_stage(&k, cfg("g1", Duration::from_secs(2)), echo, d, s).await });
+    let stage =
+        tokio::spawn(
+            async move { run_stage(&k, cfg("g1", Duration::from_secs(2)), echo, d, s).await },
+        );
     let dlq: Vec<DeadLetter> = read_records(&kafka, &codec, 2, Duration::from_secs(30)).await;
     let reasons: HashSet<_> = dlq.iter().map(|d| d.reason.as_str()).collect();
-    assert_eq!(reasons, HashSet::from(["codec.bad_magic", "codec.unknown_schema_id"]));
+    assert_eq!(
+        reasons,
+        HashSet::from(["codec.bad_magic", "codec.unknown_schema_id"])
+    );
     let garbage = dlq.iter().find(|d| d.reason == "codec.bad_magic").unwrap();
-    assert_eq!(garbage.payload.as_deref(), Some(&b"garbage bytes"[..]), "original bytes kept");
+    assert_eq!(
+        garbage.payload.as_deref(),
+        Some(&b"garbage bytes"[..]),
+        "original bytes kept"
+    );
     assert_eq!(garbage.source_topic, scan_topic);
     assert_eq!(garbage.stage, "test");
-    let out = read_topic(&kafka, topics::INGESTED, Duration::from_secs(30), |r| !r.is_empty()).await;
-    assert_eq!(out.len(), 1, "the good record after the poison ones still flows");
-    assert!(out[0].headers.iter().any(|(k, v)| k == "traceparent" && v.contains("0af7651916cd43dd8448eb211c80319c")), "trace context travels: {:?}", out[0].headers);
+    let out = read_topic(&kafka, topics::INGESTED, Duration::from_secs(30), |r| {
+        !r.is_empty()
+    })
+    .await;
+    assert_eq!(
+        out.len(),
+        1,
+        "the good record after the poison ones still flows"
+    );
+    assert!(
+        out[0]
+            .headers
+            .iter()
+            .any(|(k, v)| k == "traceparent" && v.contains("0af7651916cd43dd8448eb211c80319c")),
+        "trace context travels: {:?}",
+        out[0].headers
+    );
     shutdown.cancel();
     stage.await.unwrap().unwrap();
 }
@@ -163,41 +218,71 @@ async fn unfinished_record_is_redelivered_and_finished_ones_are_committed() {
     let t = kafka.topic(topics::SCAN);
     for uid in ["1.5.1", "1.5.1.hang", "1.5.2"] {
         let bytes = codec.encode(&scan(uid)).unwrap();
-        p.send_raw(&t, b"same-key", Some(&bytes), &BTreeMap::new()).await.unwrap();
+        p.send_raw(&t, b"same-key", Some(&bytes), &BTreeMap::new())
+            .await
+            .unwrap();
     }
     let run = |echo: Arc<Echo>| {
         let shutdown = CancellationToken::new();
         let k = kafka.clone();
         let d = deps(&kafka, &codec);
         let s = shutdown.clone();
-        (shutdown, tokio::spawn(async move { run_stage(&k, cfg("g2", Duration::from_millis(500)), echo, d, s).await }))
+        (
+            shutdown,
+            tokio::spawn(async move {
+                run_stage(&k, cfg("g2", Duration::from_millis(500)), echo, d, s).await
+            }),
+        )
     };
-    let first = Arc::new(Echo { codec: codec.clone(), seen: Mutex::default(), calls: AtomicUsize::new(0) });
+    let first = Arc::new(Echo {
+        codec: codec.clone(),
+        seen: Mutex::default(),
+        calls: AtomicUsize::new(0),
+    });
     let (stop, h) = run(first.clone());
-    eventually(Duration::from_secs(30), "first run processed all three", || {
-        let f = first.clone();
-        async move { f.calls.load(Ordering::SeqCst) >= 3 }
+    eventually(
+        Duration::from_secs(30),
+        "first run processed all three",
+        || {
+            let f = first.clone();
+            async move { f.calls.load(Ordering::SeqCst) >= 3 }
+        },
+    )
+    .await;
+    let outs = read_topic(&kafka, topics::INGESTED, Duration::from_secs(20), |r| {
+        r.len() >= 2
     })
     .await;
-    let outs = read_topic(&kafka, topics::INGESTED, Duration::from_secs(20), |r| r.len() >= 2).await;
     assert_eq!(outs.len(), 2);
     stop.cancel(); // the hanging record is abandoned by the bounded drain: not committed
     h.await.unwrap().unwrap();
 
-    let second = Arc::new(Echo { codec: codec.clone(), seen: Mutex::default(), calls: AtomicUsize::new(0) });
+    let second = Arc::new(Echo {
+        codec: codec.clone(),
+        seen: Mutex::default(),
+        calls: AtomicUsize::new(0),
+    });
     let (stop, h) = run(second.clone());
-    eventually(Duration::from_secs(30), "second run re-received the unfinished record", || {
-        let s = second.clone();
-        async move { s.calls.load(Ordering::SeqCst) >= 1 }
-    })
+    eventually(
+        Duration::from_secs(30),
+        "second run re-received the unfinished record",
+        || {
+            let s = second.clone();
+            async move { s.calls.load(Ordering::SeqCst) >= 1 }
+        },
+    )
     .await;
     let first_offsets: Vec<i64> = first.seen.lock().unwrap().iter().map(|x| x.1).collect();
     let min_first = *first_offsets.iter().min().unwrap();
     let redelivered: Vec<i64> = second.seen.lock().unwrap().iter().map(|x| x.1).collect();
-    eventually(Duration::from_secs(30), "both records behind the commit point re-received", || {
-        let s = second.clone();
-        async move { s.calls.load(Ordering::SeqCst) >= 2 }
-    })
+    eventually(
+        Duration::from_secs(30),
+        "both records behind the commit point re-received",
+        || {
+            let s = second.clone();
+            async move { s.calls.load(Ordering::SeqCst) >= 2 }
+        },
+    )
     .await;
     let redelivered: Vec<i64> = second.seen.lock().unwrap().iter().map(|x| x.1).collect();
     assert_eq!(
@@ -216,7 +301,18 @@ async fn drain_longer_than_session_timeout_is_rejected() {
     let mut kafka = KafkaArgs::for_bootstrap("127.0.0.1:1");
     kafka.session_timeout_ms = 1000;
     let codec = Arc::new(Codec::with_static_registry().unwrap());
-    let echo = Arc::new(Echo { codec: codec.clone(), seen: Mutex::default(), calls: AtomicUsize::new(0) });
-    let r = run_stage(&kafka, cfg("g", Duration::from_secs(5)), echo, deps(&kafka, &codec), CancellationToken::new()).await;
+    let echo = Arc::new(Echo {
+        codec: codec.clone(),
+        seen: Mutex::default(),
+        calls: AtomicUsize::new(0),
+    });
+    let r = run_stage(
+        &kafka,
+        cfg("g", Duration::from_secs(5)),
+        echo,
+        deps(&kafka, &codec),
+        CancellationToken::new(),
+    )
+    .await;
     assert!(r.is_err());
 }

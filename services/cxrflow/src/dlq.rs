@@ -50,7 +50,9 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     consumer.subscribe(&[&args.kafka.topic(topics::DLQ)])?;
     let (mut replayed, mut skipped) = (0u64, 0u64);
     while replayed < args.limit {
-        let m = match tokio::time::timeout(Duration::from_millis(args.idle_ms), consumer.recv()).await {
+        let m = match tokio::time::timeout(Duration::from_millis(args.idle_ms), consumer.recv())
+            .await
+        {
             Ok(m) => m?,
             Err(_) => break,
         };

@@ -8,10 +8,20 @@ use cxrflow_common::telemetry::{self, LogFormat};
 use cxrflow::{dlq, sim, up};
 
 #[derive(Debug, Parser)]
-#[command(name = "cxrflow", version, about = "Streaming triage of chest X-rays on Kafka")]
+#[command(
+    name = "cxrflow",
+    version,
+    about = "Streaming triage of chest X-rays on Kafka"
+)]
 struct Cli {
     /// Log format: pretty for a terminal, json for production.
-    #[arg(long, global = true, env = "CXRFLOW_LOG_FORMAT", value_enum, default_value = "pretty")]
+    #[arg(
+        long,
+        global = true,
+        env = "CXRFLOW_LOG_FORMAT",
+        value_enum,
+        default_value = "pretty"
+    )]
     log_format: LogFormat,
     /// OTLP/HTTP traces endpoint (e.g. http://collector:4318/v1/traces); empty: no export.
     #[arg(long, global = true, env = "CXRFLOW_OTLP_ENDPOINT", default_value = "")]
@@ -142,7 +152,9 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Preprocess(cfg) => cxrflow_preprocess::run(cfg, shutdown::on_signal()).await,
         Command::Inference(cfg) => cxrflow_inference::run(cfg, shutdown::on_signal()).await,
         Command::Triage(cfg) => cxrflow_triage::run(cfg, shutdown::on_signal()).await,
-        Command::Feedback(FeedbackArgs { cmd: None, cfg }) => cxrflow_feedback::run(cfg, shutdown::on_signal()).await,
+        Command::Feedback(FeedbackArgs { cmd: None, cfg }) => {
+            cxrflow_feedback::run(cfg, shutdown::on_signal()).await
+        }
         Command::Feedback(FeedbackArgs {
             cmd: Some(FeedbackCmd::Export(args)),
             ..
@@ -152,20 +164,31 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Drift(cfg) => cxrflow_drift::run(cfg, shutdown::on_signal()).await,
-        Command::RetrainTrigger(cfg) => cxrflow_drift::run_retrain_trigger(cfg, shutdown::on_signal()).await,
+        Command::RetrainTrigger(cfg) => {
+            cxrflow_drift::run_retrain_trigger(cfg, shutdown::on_signal()).await
+        }
         Command::DriftReference(a) => {
             cxrflow_drift::reset_reference(&a.drift_db, &a.model, a.version.as_deref())?;
-            println!("drift reference for {} reset; a new one is collected from the next studies", a.model);
+            println!(
+                "drift reference for {} reset; a new one is collected from the next studies",
+                a.model
+            );
             Ok(())
         }
         Command::Model { cmd } => {
             let (a, decision) = match cmd {
                 ModelCmd::Promote(a) => {
-                    let d = cxrflow_inference::rollout::promote(&a.kafka, &a.model, &a.version, &a.by, &a.reason).await?;
+                    let d = cxrflow_inference::rollout::promote(
+                        &a.kafka, &a.model, &a.version, &a.by, &a.reason,
+                    )
+                    .await?;
                     (a, d)
                 }
                 ModelCmd::Rollback(a) => {
-                    let d = cxrflow_inference::rollout::rollback(&a.kafka, &a.model, &a.version, &a.by, &a.reason).await?;
+                    let d = cxrflow_inference::rollout::rollback(
+                        &a.kafka, &a.model, &a.version, &a.by, &a.reason,
+                    )
+                    .await?;
                     (a, d)
                 }
             };
@@ -178,11 +201,12 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Up(args) => up::up(*args, shutdown::on_signal()).await,
         Command::Sim { cmd } => sim::run(cmd, shutdown::on_signal()).await,
         Command::Topics {
-            cmd: TopicsCmd::Create {
-                kafka,
-                partitions,
-                replication,
-            },
+            cmd:
+                TopicsCmd::Create {
+                    kafka,
+                    partitions,
+                    replication,
+                },
         } => {
             cxrflow_common::kafka::admin::ensure_topics(
                 &kafka,
@@ -202,7 +226,9 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let _guard = telemetry::init("cxrflow", cli.log_format, Some(&cli.otlp_endpoint))?;
         dispatch(cli.command).await

@@ -88,7 +88,9 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
         Some(b) => b.clone(),
         None => {
             let dir = data.join("broker");
-            let b = tokio::task::spawn_blocking(move || EmbeddedBroker::start(&dir, args.broker_port)).await??;
+            let b =
+                tokio::task::spawn_blocking(move || EmbeddedBroker::start(&dir, args.broker_port))
+                    .await??;
             let addr = b.bootstrap();
             tracing::info!(bootstrap = %addr, "embedded broker started (sqlite storage under {})", data.join("broker").display());
             _broker = b;
@@ -98,8 +100,12 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     let kafka = KafkaArgs::for_bootstrap(&bootstrap);
     ensure_topics(&kafka, &all_topics(), args.partitions, 1).await?;
     let blobs = format!("file://{}", abs(&data.join("blobs"))?.display());
-    let dataset = std::fs::canonicalize(&args.sim.dataset)
-        .with_context(|| format!("dataset {} (scripts/make-test-data.sh builds one)", args.sim.dataset.display()))?;
+    let dataset = std::fs::canonicalize(&args.sim.dataset).with_context(|| {
+        format!(
+            "dataset {} (scripts/make-test-data.sh builds one)",
+            args.sim.dataset.display()
+        )
+    })?;
 
     let base = args.http_base_port;
     let services = CancellationToken::new();
@@ -112,12 +118,14 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     let t = services.clone();
     tasks.spawn(async move { ("ingest", cxrflow_ingest::run(ingest, t).await) });
 
-    let mut preprocess = cxrflow_preprocess::Config::defaults(kafka.clone(), svc(base + 1, "preprocess"));
+    let mut preprocess =
+        cxrflow_preprocess::Config::defaults(kafka.clone(), svc(base + 1, "preprocess"));
     preprocess.blob_store = Some(blobs.clone());
     let t = services.clone();
     tasks.spawn(async move { ("preprocess", cxrflow_preprocess::run(preprocess, t).await) });
 
-    let mut inference = cxrflow_inference::Config::defaults(kafka.clone(), svc(base + 2, "inference"));
+    let mut inference =
+        cxrflow_inference::Config::defaults(kafka.clone(), svc(base + 2, "inference"));
     inference.models_dir = args.models_dir.clone();
     inference.model = args.model.clone();
     let t = services.clone();
@@ -126,6 +134,8 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     let mut triage = cxrflow_triage::Config::defaults(kafka.clone(), svc(base + 3, "triage"));
     triage.blob_store = blobs.clone();
     triage.ui_token = args.ui_token.clone();
+    // One pooled list: the simulated readers serve every site (teleradiology).
+    triage.ordering = cxrflow_triage::worklist::OrderingMode::Pooled;
     let t = services.clone();
     tasks.spawn(async move { ("triage", cxrflow_triage::run(triage, t).await) });
 
@@ -139,7 +149,14 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     let t = services.clone();
     tasks.spawn(async move { ("drift", cxrflow_drift::run(drift, t).await) });
 
-    let names = ["ingest", "preprocess", "inference", "triage", "feedback", "drift"];
+    let names = [
+        "ingest",
+        "preprocess",
+        "inference",
+        "triage",
+        "feedback",
+        "drift",
+    ];
     for (i, name) in names.iter().enumerate() {
         tokio::select! {
             r = wait_ready(name, base + i as u16, Duration::from_secs(120)) => r?,

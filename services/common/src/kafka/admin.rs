@@ -15,11 +15,19 @@ pub enum AdminError {
     #[error("admin client: {0}")]
     Client(#[from] rdkafka::error::KafkaError),
     #[error("creating topic {topic}: {code}")]
-    Create { topic: String, code: RDKafkaErrorCode },
+    Create {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
 }
 
 /// Creates the given logical topics (with the stack's prefix) if they do not exist.
-pub async fn ensure_topics(kafka: &KafkaArgs, logical: &[&str], partitions: i32, replication: i32) -> Result<(), AdminError> {
+pub async fn ensure_topics(
+    kafka: &KafkaArgs,
+    logical: &[&str],
+    partitions: i32,
+    replication: i32,
+) -> Result<(), AdminError> {
     let admin: AdminClient<DefaultClientContext> = kafka.client_config().create()?;
     let names: Vec<String> = logical.iter().map(|t| kafka.topic(t)).collect();
     let new: Vec<NewTopic<'_>> = names

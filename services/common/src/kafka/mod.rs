@@ -7,4 +7,4 @@ pub mod producer;
 pub mod snapshot;
 pub mod stage;
 
-pub use producer::{Producer, ProduceError};
+pub use producer::{ProduceError, Producer};

@@ -92,8 +92,13 @@ impl Producer {
         headers: &BTreeMap<String, String>,
     ) -> Result<(i32, i64), ProduceError> {
         let bytes = codec.encode(record)?;
-        self.send_raw(&self.kafka.topic(T::TOPIC), record.key().as_bytes(), Some(&bytes), headers)
-            .await
+        self.send_raw(
+            &self.kafka.topic(T::TOPIC),
+            record.key().as_bytes(),
+            Some(&bytes),
+            headers,
+        )
+        .await
     }
 
     pub fn flush(&self, timeout: Duration) {

@@ -30,7 +30,11 @@ pub enum SnapshotError {
 
 /// Every record of the logical `topic` up to its end at call time, in partition order.
 /// Blocking: call from `spawn_blocking` in async code.
-pub fn read_to_end(kafka: &KafkaArgs, topic: &str, timeout: Duration) -> Result<Vec<SnapshotRecord>, SnapshotError> {
+pub fn read_to_end(
+    kafka: &KafkaArgs,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<SnapshotRecord>, SnapshotError> {
     let physical = kafka.topic(topic);
     let mut cc = kafka.client_config();
     cc.set("group.id", "cxrflow-snapshot")
@@ -75,7 +79,10 @@ pub fn read_to_end(kafka: &KafkaArgs, topic: &str, timeout: Duration) -> Result<
             key: m.key().map(<[u8]>::to_vec),
             payload: m.payload().map(<[u8]>::to_vec),
         });
-        if ends.get(&m.partition()).is_some_and(|end| m.offset() + 1 >= *end) {
+        if ends
+            .get(&m.partition())
+            .is_some_and(|end| m.offset() + 1 >= *end)
+        {
             ends.remove(&m.partition());
         }
     }
