@@ -71,7 +71,9 @@ pub struct Codec {
 }
 
 fn schema_name(s: &Schema) -> String {
-    s.name().map(|n| n.fullname(None)).unwrap_or_else(|| "<unnamed>".into())
+    s.name()
+        .map(|n| n.fullname(None))
+        .unwrap_or_else(|| "<unnamed>".into())
 }
 
 impl Codec {
@@ -122,11 +124,17 @@ impl Codec {
     }
 
     pub fn insert_schema(&self, id: SchemaId, schema: Arc<Schema>) {
-        self.schemas.write().expect("codec lock poisoned").insert(id, schema);
+        self.schemas
+            .write()
+            .expect("codec lock poisoned")
+            .insert(id, schema);
     }
 
     pub fn knows(&self, id: SchemaId) -> bool {
-        self.schemas.read().expect("codec lock poisoned").contains_key(&id)
+        self.schemas
+            .read()
+            .expect("codec lock poisoned")
+            .contains_key(&id)
     }
 
     pub fn encode<T: AvroRecord>(&self, record: &T) -> Result<Vec<u8>, CodecError> {

@@ -19,30 +19,48 @@ fn ts() -> impl Strategy<Value = i64> {
 }
 
 fn priority() -> impl Strategy<Value = OrderPriority> {
-    prop_oneof![Just(OrderPriority::Stat), Just(OrderPriority::Urgent), Just(OrderPriority::Routine)]
+    prop_oneof![
+        Just(OrderPriority::Stat),
+        Just(OrderPriority::Urgent),
+        Just(OrderPriority::Routine)
+    ]
 }
 
 fn study() -> impl Strategy<Value = StudyContext> {
     (
-        (text(), uid(), uid(), uid(), proptest::option::of(text()), text()),
-        (text(), proptest::option::of(text()), proptest::option::of(0i32..120), proptest::option::of(text())),
+        (
+            text(),
+            uid(),
+            uid(),
+            uid(),
+            proptest::option::of(text()),
+            text(),
+        ),
+        (
+            text(),
+            proptest::option::of(text()),
+            proptest::option::of(0i32..120),
+            proptest::option::of(text()),
+        ),
         (ts(), ts(), priority()),
     )
-        .prop_map(|((site, st, se, sop, acc, pat), (m, vp, age, sex), (acq, publ, pr))| StudyContext {
-            site_id: site,
-            study_instance_uid: st,
-            series_instance_uid: se,
-            sop_instance_uid: sop,
-            accession_number: acc,
-            patient_ref: pat,
-            modality: m,
-            view_position: vp,
-            patient_age_years: age,
-            patient_sex: sex,
-            acquired_at: acq,
-            published_at: publ,
-            priority_hint: pr,
-        })
+        .prop_map(
+            |((site, st, se, sop, acc, pat), (m, vp, age, sex), (acq, publ, pr))| StudyContext {
+                site_id: site,
+                study_instance_uid: st,
+                series_instance_uid: se,
+                sop_instance_uid: sop,
+                accession_number: acc,
+                patient_ref: pat,
+                modality: m,
+                view_position: vp,
+                patient_age_years: age,
+                patient_sex: sex,
+                acquired_at: acq,
+                published_at: publ,
+                priority_hint: pr,
+            },
+        )
 }
 
 fn prob() -> impl Strategy<Value = f64> {
@@ -68,11 +86,18 @@ fn labels() -> impl Strategy<Value = Vec<FindingLabel>> {
         Just(LabelState::Uncertain),
         Just(LabelState::NotAssessed)
     ];
-    proptest::collection::vec((text(), state).prop_map(|(finding, state)| FindingLabel { finding, state }), 0..14)
+    proptest::collection::vec(
+        (text(), state).prop_map(|(finding, state)| FindingLabel { finding, state }),
+        0..14,
+    )
 }
 
 fn role() -> impl Strategy<Value = ModelRole> {
-    prop_oneof![Just(ModelRole::Production), Just(ModelRole::Canary), Just(ModelRole::Shadow)]
+    prop_oneof![
+        Just(ModelRole::Production),
+        Just(ModelRole::Canary),
+        Just(ModelRole::Shadow)
+    ]
 }
 
 fn bytes() -> impl Strategy<Value = Vec<u8>> {
@@ -223,11 +248,18 @@ fn version_one_prediction_decodes_with_version_two() {
 #[test]
 fn unknown_id_garbage_and_wrong_schema_are_typed() {
     let c = codec();
-    let err = c.decode::<ScanEvent>(&[0, 0, 0, 0x7f, 0x7f, 1, 2]).unwrap_err();
-    assert!(matches!(err, CodecError::UnknownSchemaId(SchemaId(0x7f7f))), "{err}");
+    let err = c
+        .decode::<ScanEvent>(&[0, 0, 0, 0x7f, 0x7f, 1, 2])
+        .unwrap_err();
+    assert!(
+        matches!(err, CodecError::UnknownSchemaId(SchemaId(0x7f7f))),
+        "{err}"
+    );
     let err = c.decode::<ScanEvent>(b"definitely not avro").unwrap_err();
     assert_eq!(err.reason(), "codec.bad_magic");
-    let err = c.decode::<ScanEvent>(&[0, 0, 0, 0, 101, 0xff, 0xff, 0xff]).unwrap_err();
+    let err = c
+        .decode::<ScanEvent>(&[0, 0, 0, 0, 101, 0xff, 0xff, 0xff])
+        .unwrap_err();
     assert_eq!(err.reason(), "codec.corrupt", "{err}");
     let report = RadiologistReport {
         report_id: "r".into(),

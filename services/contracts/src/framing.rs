@@ -68,6 +68,9 @@ mod tests {
     #[test]
     fn short_and_bad_magic_are_typed() {
         assert_eq!(Framed::parse(&[0, 1]), Err(FrameError::TooShort(2)));
-        assert_eq!(Framed::parse(&[7, 0, 0, 0, 1]), Err(FrameError::BadMagic(7)));
+        assert_eq!(
+            Framed::parse(&[7, 0, 0, 0, 1]),
+            Err(FrameError::BadMagic(7))
+        );
     }
 }

@@ -11,7 +11,9 @@ use crate::topics;
 /// Milliseconds since the Unix epoch (Avro `timestamp-millis`).
 pub type EpochMillis = i64;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OrderPriority {
     Stat,
@@ -335,9 +337,12 @@ impl AvroRecord for DriftAlert {
 impl AvroRecord for DeadLetter {
     const TOPIC: &'static str = topics::DLQ;
     fn key(&self) -> String {
-        self.study_instance_uid
-            .clone()
-            .unwrap_or_else(|| format!("{}-{}-{}", self.source_topic, self.source_partition, self.source_offset))
+        self.study_instance_uid.clone().unwrap_or_else(|| {
+            format!(
+                "{}-{}-{}",
+                self.source_topic, self.source_partition, self.source_offset
+            )
+        })
     }
 }
 

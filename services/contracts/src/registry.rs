@@ -86,7 +86,11 @@ impl StaticRegistry {
 
     /// Every (topic, id) pair of the current schemas.
     pub fn current_ids(&self) -> Vec<(String, SchemaId)> {
-        let mut v: Vec<_> = self.writers.iter().map(|(t, (id, _))| (t.clone(), *id)).collect();
+        let mut v: Vec<_> = self
+            .writers
+            .iter()
+            .map(|(t, (id, _))| (t.clone(), *id))
+            .collect();
         v.sort();
         v
     }
@@ -124,7 +128,10 @@ mod tests {
         assert_eq!(scan_id, SchemaId(101));
         let (pred_id, _) = reg.writer(crate::topics::PREDICTIONS).unwrap();
         assert_eq!(pred_id, SchemaId(402), "predictions is at version 2");
-        assert!(reg.by_id(SchemaId(401)).is_some(), "version 1 stays readable");
+        assert!(
+            reg.by_id(SchemaId(401)).is_some(),
+            "version 1 stays readable"
+        );
     }
 
     #[test]
@@ -148,7 +155,9 @@ mod tests {
     fn collect_named(v: &serde_json::Value, f: &mut dyn FnMut(&str, &serde_json::Value)) {
         match v {
             serde_json::Value::Object(m) => {
-                if let (Some(serde_json::Value::String(name)), Some(t)) = (m.get("name"), m.get("type")) {
+                if let (Some(serde_json::Value::String(name)), Some(t)) =
+                    (m.get("name"), m.get("type"))
+                {
                     if t == "record" || t == "enum" {
                         if m.contains_key("namespace") {
                             // top-level record: unique per topic

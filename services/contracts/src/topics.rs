@@ -14,12 +14,27 @@ pub const MODELS: &str = "cxr.models.v1";
 /// Every topic with its current schema text, embedded at build time from `schemas/`.
 pub const SCHEMAS: &[(&str, &str)] = &[
     (SCAN, include_str!("../../../schemas/cxr.scan.v1.avsc")),
-    (INGESTED, include_str!("../../../schemas/cxr.ingested.v1.avsc")),
-    (PREPROCESSED, include_str!("../../../schemas/cxr.preprocessed.v1.avsc")),
-    (PREDICTIONS, include_str!("../../../schemas/cxr.predictions.v1.avsc")),
+    (
+        INGESTED,
+        include_str!("../../../schemas/cxr.ingested.v1.avsc"),
+    ),
+    (
+        PREPROCESSED,
+        include_str!("../../../schemas/cxr.preprocessed.v1.avsc"),
+    ),
+    (
+        PREDICTIONS,
+        include_str!("../../../schemas/cxr.predictions.v1.avsc"),
+    ),
     (TRIAGE, include_str!("../../../schemas/cxr.triage.v1.avsc")),
-    (FEEDBACK, include_str!("../../../schemas/cxr.feedback.v1.avsc")),
-    (LABELED, include_str!("../../../schemas/cxr.labeled.v1.avsc")),
+    (
+        FEEDBACK,
+        include_str!("../../../schemas/cxr.feedback.v1.avsc"),
+    ),
+    (
+        LABELED,
+        include_str!("../../../schemas/cxr.labeled.v1.avsc"),
+    ),
     (DRIFT, include_str!("../../../schemas/cxr.drift.v1.avsc")),
     (DLQ, include_str!("../../../schemas/cxr.dlq.v1.avsc")),
     (MODELS, include_str!("../../../schemas/cxr.models.v1.avsc")),
