@@ -86,7 +86,7 @@ async fn every_study_reaches_the_worklist_once_and_critical_ones_are_read_sooner
         .expect("the run succeeds");
 
     // The report files exist and parse.
-    let report_dir = dir.path().join("stack").join("report");
+    let report_dir = dir.path().join("report");
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(report_dir.join("report.json")).unwrap()).unwrap();
     let html = std::fs::read_to_string(report_dir.join("report.html")).unwrap();
