@@ -318,9 +318,18 @@ async fn report(
                 .into_response();
         }
     }
-    let Some(current) = engine.worklist().get(&uid).map(|e| e.decision.clone()) else {
+    let Some((current, open)) = engine
+        .worklist()
+        .get(&uid)
+        .map(|e| (e.decision.clone(), e.is_open()))
+    else {
         return (StatusCode::NOT_FOUND, "study not on the worklist").into_response();
     };
+    // A read study stays on the worklist until its tombstone; a second report for it would be
+    // a second labelled example downstream, not a replay of the first.
+    if !open {
+        return (StatusCode::CONFLICT, "study already read").into_response();
+    }
     let now = engine.now();
     let report = RadiologistReport {
         report_id: uuid::Uuid::new_v4().to_string(),

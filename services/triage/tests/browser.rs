@@ -1,0 +1,361 @@
+//! The worklist page in a real browser: headless Chromium (Debian's `chromium`) driven through
+//! `chromedriver` by fantoccini, against the triage service on a real broker. A critical study
+//! is listed above a routine one; an update that makes the routine study more urgent moves it
+//! to the top through the SSE stream, without a reload; a report filled in and submitted from
+//! the study view reaches `cxr.feedback.v1` and closes the study on the page; a second submit
+//! is refused; an escalation shows its badge. Screenshots go to
+//! `<target>/test-artifacts/triage-worklist*.png`.
+//!
+//! Without `chromium` and `chromedriver` the test says it was skipped and passes.
+
+use std::io::Cursor;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cxrflow_common::blob::BlobStore;
+use cxrflow_common::kafka::Producer;
+use cxrflow_common::{KafkaArgs, ServiceArgs};
+use cxrflow_contracts::*;
+use cxrflow_testkit::{free_port, read_records, Broker};
+use cxrflow_triage::clock::{Clock, ManualClock};
+use cxrflow_triage::worklist::OrderingMode;
+use cxrflow_triage::{run_observed, Config, Running};
+use fantoccini::Locator;
+use futures::FutureExt;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+#[path = "browser/driver.rs"]
+mod driver;
+use driver::{artifacts_dir, on_path, ChromeDriver, Page, CHROMIUM};
+
+const T0: i64 = 1_700_000_000_000;
+const TOKEN: &str = "browser-test-token";
+const ROUTINE: &str = "1.2.840.9.routine";
+const CRITICAL: &str = "1.2.840.9.critical";
+
+fn prediction(uid: &str, finding: &str, p: f64, critical: bool, blob_uri: &str) -> Prediction {
+    Prediction {
+        study: StudyContext {
+            site_id: "site-a".into(),
+            study_instance_uid: uid.into(),
+            series_instance_uid: format!("{uid}.1"),
+            sop_instance_uid: format!("{uid}.1.1"),
+            accession_number: None,
+            patient_ref: "p".into(),
+            modality: "CR".into(),
+            view_position: Some("PA".into()),
+            patient_age_years: Some(60),
+            patient_sex: Some("F".into()),
+            acquired_at: T0,
+            published_at: T0,
+            priority_hint: OrderPriority::Routine,
+        },
+        blob_uri: blob_uri.into(),
+        model_name: "densenet121".into(),
+        model_version: "1.0.0".into(),
+        model_role: ModelRole::Production,
+        execution_provider: "cpu".into(),
+        assessable: true,
+        findings: vec![FindingScore {
+            finding: finding.into(),
+            probability: p,
+            threshold: 0.5,
+            critical,
+        }],
+        batch_size: 1,
+        inference_ms: 3.0,
+        predicted_at: T0 + 1_000,
+        embedding: None,
+    }
+}
+
+/// A chest-X-ray-ish grey image: a bright mediastinum between two dark lung fields.
+fn radiograph_png() -> Bytes {
+    let img = image::GrayImage::from_fn(512, 512, |x, y| {
+        let (dx, dy) = (x as f64 - 256.0, y as f64 - 280.0);
+        let lung = |cx: f64| ((x as f64 - cx) / 90.0).powi(2) + (dy / 170.0).powi(2) < 1.0;
+        let v = if dx.abs() < 35.0 {
+            225.0
+        } else if lung(150.0) || lung(362.0) {
+            40.0 + 25.0 * ((y as f64 / 9.0).sin().abs())
+        } else {
+            170.0
+        };
+        image::Luma([v as u8])
+    });
+    let mut out = Vec::new();
+    img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
+        .expect("encode png");
+    Bytes::from(out)
+}
+
+fn uids(rows: &[(String, String, String)]) -> Vec<&str> {
+    rows.iter().map(|r| r.0.as_str()).collect()
+}
+
+struct Service {
+    running: Running,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+async fn start_triage(kafka: &KafkaArgs, blob_url: &str, clock: &ManualClock) -> Service {
+    let mut svc = ServiceArgs::local();
+    svc.http = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    svc.drain_timeout_ms = 3_000;
+    let mut cfg = Config::defaults(kafka.clone(), svc);
+    cfg.ui_token = TOKEN.into();
+    cfg.blob_store = blob_url.into();
+    cfg.tick_ms = 50;
+    cfg.ordering = OrderingMode::Pooled;
+    let shutdown = CancellationToken::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let clock: Arc<dyn Clock> = Arc::new(clock.clone());
+    let task = tokio::spawn(run_observed(cfg, clock, shutdown.clone(), Some(tx)));
+    let running = tokio::time::timeout(Duration::from_secs(30), rx)
+        .await
+        .expect("triage ready within 30 s")
+        .expect("triage started");
+    Service {
+        running,
+        shutdown,
+        task,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_worklist_page_orders_updates_live_and_closes_a_reported_study() {
+    let driver_bin = on_path("chromedriver");
+    let (true, Some(driver_bin)) = (Path::new(CHROMIUM).is_file(), driver_bin) else {
+        eprintln!(
+            "\n*** SKIPPED: browser test (apt-get install chromium chromium-driver): \
+             {CHROMIUM} or chromedriver not found ***\n"
+        );
+        return;
+    };
+    let started = Instant::now();
+    let shots = artifacts_dir();
+    let _ = std::fs::remove_file(shots.join("triage-worklist-failure.png"));
+    let driver = ChromeDriver::start(&driver_bin, &shots.join("triage-chromedriver.log")).await;
+
+    let broker = Broker::start();
+    let kafka = broker.stack().await;
+    let codec = Codec::with_static_registry().unwrap();
+    let producer = Producer::new(&kafka).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let blob_url = format!("file://{}", dir.path().join("blobs").display());
+    let (blob_uri, _, _) = BlobStore::open(&blob_url, &[])
+        .unwrap()
+        .put_content_addressed(radiograph_png())
+        .await
+        .unwrap();
+    let clock = ManualClock::at(T0 + 5 * 60_000);
+    let svc = start_triage(&kafka, &blob_url, &clock).await;
+    let send = |p: Prediction| {
+        let (producer, codec) = (&producer, &codec);
+        async move {
+            producer
+                .send(codec, &p, &Default::default())
+                .await
+                .expect("produce prediction");
+        }
+    };
+    send(prediction(ROUTINE, "Cardiomegaly", 0.2, false, &blob_uri)).await;
+    send(prediction(CRITICAL, "Pneumothorax", 0.93, true, &blob_uri)).await;
+
+    let browser = driver.browser().await;
+    let page = Page {
+        browser: &browser,
+        shots: shots.clone(),
+    };
+    let base = format!("http://{}", svc.running.http_addr);
+    // Close the session whatever happens, so no Chromium outlives the test.
+    let outcome = std::panic::AssertUnwindSafe(async {
+        browser
+            .goto(&format!("{base}/"))
+            .await
+            .expect("open the page");
+
+        // Both rows, critical first.
+        let rows = page.rows_until("both studies", |r| r.len() == 2).await;
+        assert_eq!(uids(&rows), [CRITICAL, ROUTINE], "{rows:?}");
+        assert_eq!(
+            (rows[0].1.as_str(), rows[1].1.as_str()),
+            ("CRITICAL", "ROUTINE")
+        );
+        page.text_until("the live status", "status", |s| s.starts_with("live"))
+            .await;
+        page.screenshot("").await;
+
+        // An update (newer model, later prediction) makes the routine study critical with a
+        // higher score: it moves to the top through SSE, and the page is never reloaded.
+        browser
+            .execute("window.cxrflowNotReloaded = true; return null;", vec![])
+            .await
+            .unwrap();
+        let mut update = prediction(ROUTINE, "Pneumothorax", 0.97, true, &blob_uri);
+        update.model_version = "1.1.0".into();
+        update.predicted_at = T0 + 2_000;
+        send(update).await;
+        let rows = page
+            .rows_until("the updated study on top", |r| {
+                r.first()
+                    .is_some_and(|top| top.0 == ROUTINE && top.1 == "CRITICAL")
+            })
+            .await;
+        assert_eq!(uids(&rows), [ROUTINE, CRITICAL], "{rows:?}");
+        let kept = browser
+            .execute("return window.cxrflowNotReloaded === true;", vec![])
+            .await
+            .unwrap();
+        assert_eq!(
+            kept,
+            Value::Bool(true),
+            "the page was reloaded instead of updated"
+        );
+        page.screenshot("-moved").await;
+
+        // Open the critical study: its image shows and the label form is there.
+        browser
+            .find(Locator::Css(&format!("tr.study[data-uid='{CRITICAL}']")))
+            .await
+            .expect("the critical study's row")
+            .click()
+            .await
+            .unwrap();
+        page.text_until("the study view", "d-title", |t| t.contains(CRITICAL))
+            .await;
+        page.until(
+            "the thumbnail",
+            "const i = document.getElementById('d-img'); return i.complete && i.naturalWidth;",
+            |v| v.as_u64().is_some_and(|w| w > 0),
+        )
+        .await;
+        let label = |finding: &str| {
+            format!("//form[@id='d-form']//label[normalize-space(text())='{finding}']/select")
+        };
+        for (finding, state) in [("Pneumothorax", "PRESENT"), ("Pleural Effusion", "ABSENT")] {
+            browser
+                .find(Locator::XPath(&label(finding)))
+                .await
+                .unwrap_or_else(|e| panic!("no {finding} field: {e}"))
+                .select_by_label(state)
+                .await
+                .unwrap();
+        }
+        browser
+            .find(Locator::Id("token"))
+            .await
+            .unwrap()
+            .send_keys(TOKEN)
+            .await
+            .unwrap();
+        page.screenshot("-study").await;
+        browser
+            .find(Locator::Id("d-submit"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        page.text_until("the report accepted", "d-result", |t| {
+            t == "report submitted"
+        })
+        .await;
+
+        // The report closes the study: it leaves the open list on the page.
+        let rows = page
+            .rows_until("the reported study gone", |r| uids(r) == [ROUTINE])
+            .await;
+        assert_eq!(rows.len(), 1);
+        page.text_until("one open study", "status", |s| s.contains(" 1 open"))
+            .await;
+        // A read study takes no second report: the page says it is closed and disables the
+        // button, and the service refuses one sent anyway.
+        page.text_until("the study view closed", "d-closed", |t| t == "read: closed")
+            .await;
+        let disabled = browser
+            .execute(
+                "return document.getElementById('d-submit').disabled;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            disabled,
+            Value::Bool(true),
+            "submit stays enabled on a read study"
+        );
+        let again = reqwest::Client::new()
+            .post(format!("{base}/studies/{CRITICAL}/report"))
+            .bearer_auth(TOKEN)
+            .json(&json!({ "labels": [] }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 409, "a second report for a read study");
+
+        // Waiting past the critical cap escalates the remaining study: the badge and the overdue
+        // deadline show without a reload.
+        clock.advance(3_600_000);
+        let rows = page
+            .rows_until("the escalation", |r| {
+                r.first().is_some_and(|top| top.2.contains("escalated ×1"))
+            })
+            .await;
+        assert!(rows[0].2.starts_with("ESCALATED"), "{rows:?}");
+        page.until(
+            "the overdue deadline",
+            "return document.querySelector('#rows tr.study td.overdue')?.textContent ?? null;",
+            |v| v.as_str().is_some_and(|t| t.starts_with("overdue")),
+        )
+        .await;
+        page.screenshot("-read").await;
+
+        let severe = driver.severe_console_entries(&browser).await;
+        assert!(severe.is_empty(), "the page logged errors: {severe:#?}");
+    })
+    .catch_unwind()
+    .await;
+    let _ = browser.close().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+
+    // The report reached the feedback topic like any other.
+    let reports: Vec<RadiologistReport> =
+        read_records(&kafka, &codec, 1, Duration::from_secs(20)).await;
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let r = &reports[0];
+    assert_eq!(r.study_instance_uid, CRITICAL);
+    assert_eq!(r.site_id, "site-a");
+    assert_eq!(r.tier_at_read.as_deref(), Some("CRITICAL"));
+    let mut labels: Vec<(String, LabelState)> = r
+        .labels
+        .iter()
+        .map(|l| (l.finding.clone(), l.state))
+        .collect();
+    labels.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        labels,
+        [
+            ("Pleural Effusion".to_string(), LabelState::Absent),
+            ("Pneumothorax".to_string(), LabelState::Present),
+        ]
+    );
+
+    svc.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), svc.task)
+        .await
+        .expect("triage stops within 30 s")
+        .expect("triage task")
+        .expect("triage ran cleanly");
+    eprintln!(
+        "browser test took {:?}; screenshots in {}",
+        started.elapsed(),
+        shots.display()
+    );
+}

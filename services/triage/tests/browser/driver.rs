@@ -1,0 +1,206 @@
+//! The browser side of the worklist test: a `chromedriver` started on a free port driving a
+//! headless Debian Chromium with a throwaway profile, and a [`Page`] that reads the worklist
+//! page's DOM with a deadline and saves screenshots.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cxrflow_testkit::free_port;
+use fantoccini::{Client, ClientBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::{json, Value};
+
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+/// How long the page may take to show what the service already knows.
+const PAGE_DEADLINE: Duration = Duration::from_secs(15);
+
+/// `<target>/test-artifacts`, created.
+pub fn artifacts_dir() -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|t| {
+            if t.is_relative() {
+                workspace.join(t)
+            } else {
+                t
+            }
+        })
+        .unwrap_or_else(|| workspace.join("target"));
+    let dir = target.join("test-artifacts");
+    std::fs::create_dir_all(&dir).expect("create test-artifacts dir");
+    dir
+}
+
+pub fn on_path(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// A `chromedriver` on a free loopback port, killed on drop.
+pub struct ChromeDriver {
+    child: Child,
+    url: String,
+    _profile: tempfile::TempDir,
+    profile_dir: PathBuf,
+}
+
+impl ChromeDriver {
+    pub async fn start(binary: &Path, log: &Path) -> ChromeDriver {
+        let port = free_port();
+        let child = Command::new(binary)
+            .arg(format!("--port={port}"))
+            .arg(format!("--log-path={}", log.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn chromedriver");
+        let profile = tempfile::tempdir().expect("profile dir");
+        let profile_dir = profile.path().to_path_buf();
+        let driver = ChromeDriver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            _profile: profile,
+            profile_dir,
+        };
+        let http = reqwest::Client::new();
+        let status = format!("{}/status", driver.url);
+        cxrflow_testkit::eventually(Duration::from_secs(10), "chromedriver ready", || async {
+            match http.get(&status).send().await {
+                Ok(r) => r
+                    .json::<Value>()
+                    .await
+                    .is_ok_and(|v| v["value"]["ready"] == true),
+                Err(_) => false,
+            }
+        })
+        .await;
+        driver
+    }
+
+    pub async fn browser(&self) -> Client {
+        let args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--window-size=1280,1200",
+        ]
+        .map(String::from)
+        .into_iter()
+        .chain([format!("--user-data-dir={}", self.profile_dir.display())])
+        .collect::<Vec<_>>();
+        let caps = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
+            "goog:loggingPrefs": { "browser": "ALL" },
+        });
+        let Value::Object(caps) = caps else {
+            unreachable!("capabilities are an object")
+        };
+        ClientBuilder::new(HttpConnector::new())
+            .capabilities(caps)
+            .connect(&self.url)
+            .await
+            .expect("a Chromium session through chromedriver")
+    }
+
+    /// The page's console messages at level SEVERE (JS errors, failed loads), through
+    /// chromedriver's log endpoint.
+    pub async fn severe_console_entries(&self, browser: &Client) -> Vec<String> {
+        let session = browser
+            .session_id()
+            .await
+            .ok()
+            .flatten()
+            .expect("session id");
+        let logs: Value = reqwest::Client::new()
+            .post(format!("{}/session/{session}/se/log", self.url))
+            .json(&json!({ "type": "browser" }))
+            .send()
+            .await
+            .expect("chromedriver log endpoint")
+            .json()
+            .await
+            .expect("log entries");
+        logs["value"]
+            .as_array()
+            .expect("log entries are a list")
+            .iter()
+            .filter(|e| e["level"] == "SEVERE")
+            .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+}
+
+impl Drop for ChromeDriver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the page shows, read in the browser.
+pub struct Page<'a> {
+    pub browser: &'a Client,
+    pub shots: PathBuf,
+}
+
+impl Page<'_> {
+    pub async fn screenshot(&self, name: &str) -> PathBuf {
+        let png = self.browser.screenshot().await.expect("screenshot");
+        let path = self.shots.join(format!("triage-worklist{name}.png"));
+        std::fs::write(&path, png).expect("write screenshot");
+        path
+    }
+
+    /// Evaluates `script` (a function body returning JSON) until `ok` accepts its value, or
+    /// fails after [`PAGE_DEADLINE`] with the last value and a screenshot.
+    pub async fn until(&self, what: &str, script: &str, ok: impl Fn(&Value) -> bool) -> Value {
+        let end = Instant::now() + PAGE_DEADLINE;
+        let mut last = Value::Null;
+        while Instant::now() < end {
+            match self.browser.execute(script, vec![]).await {
+                Ok(v) if ok(&v) => return v,
+                Ok(v) => last = v,
+                Err(e) => last = Value::String(format!("script failed: {e}")),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let shot = self.screenshot("-failure").await;
+        panic!(
+            "timed out after {PAGE_DEADLINE:?} waiting for the page to show {what}; last: {last}; \
+             screenshot: {}",
+            shot.display()
+        );
+    }
+
+    /// The worklist rows top to bottom: `[uid, tier, status cell text]`.
+    pub async fn rows_until(
+        &self,
+        what: &str,
+        ok: impl Fn(&[(String, String, String)]) -> bool,
+    ) -> Vec<(String, String, String)> {
+        const ROWS: &str = "return [...document.querySelectorAll('#rows tr.study')]
+            .map(tr => [tr.dataset.uid, tr.dataset.tier, tr.cells[8].textContent.trim()]);";
+        let parse = |v: &Value| -> Vec<(String, String, String)> {
+            serde_json::from_value(v.clone()).unwrap_or_default()
+        };
+        parse(&self.until(what, ROWS, |v| ok(&parse(v))).await)
+    }
+
+    pub async fn text_until(&self, what: &str, id: &str, ok: impl Fn(&str) -> bool) -> String {
+        let script = format!("return document.getElementById('{id}').textContent;");
+        let v = self
+            .until(what, &script, |v| v.as_str().is_some_and(&ok))
+            .await;
+        v.as_str().unwrap_or_default().to_string()
+    }
+}
