@@ -24,8 +24,9 @@ pub fn free_port() -> u16 {
 pub fn init_logs() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn")
+            }),
         )
         .with_test_writer()
         .try_init();
@@ -43,7 +44,8 @@ impl Broker {
     pub fn start() -> Broker {
         init_logs();
         let dir = tempfile::tempdir().expect("temp dir");
-        let inner = EmbeddedBroker::start(dir.path(), free_port()).unwrap_or_else(|e| panic!("{e}"));
+        let inner =
+            EmbeddedBroker::start(dir.path(), free_port()).unwrap_or_else(|e| panic!("{e}"));
         Broker { inner, _dir: dir }
     }
 
@@ -66,7 +68,9 @@ impl Broker {
         let mut k = KafkaArgs::for_bootstrap(self.bootstrap());
         k.topic_prefix = format!("t{:08x}.", rand::random::<u32>());
         k.session_timeout_ms = 10_000;
-        ensure_topics(&k, &all_topics(), 2, 1).await.expect("create topics");
+        ensure_topics(&k, &all_topics(), 2, 1)
+            .await
+            .expect("create topics");
         k
     }
 }
@@ -111,14 +115,21 @@ pub struct RawRecord {
 
 /// Reads a logical topic from the beginning with a throwaway group until `enough` says the
 /// records collected so far suffice, or `timeout` passes (then returns what it has).
-pub async fn read_topic(kafka: &KafkaArgs, logical: &str, timeout: Duration, enough: impl Fn(&[RawRecord]) -> bool) -> Vec<RawRecord> {
+pub async fn read_topic(
+    kafka: &KafkaArgs,
+    logical: &str,
+    timeout: Duration,
+    enough: impl Fn(&[RawRecord]) -> bool,
+) -> Vec<RawRecord> {
     use rdkafka::message::Headers;
     let mut cc = kafka.client_config();
     cc.set("group.id", format!("reader-{:08x}", rand::random::<u32>()))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false");
     let consumer: StreamConsumer = cc.create().expect("reader consumer");
-    consumer.subscribe(&[&kafka.topic(logical)]).expect("subscribe");
+    consumer
+        .subscribe(&[&kafka.topic(logical)])
+        .expect("subscribe");
     let end = Instant::now() + timeout;
     let mut out = Vec::new();
     while !enough(&out) {
@@ -136,7 +147,13 @@ pub async fn read_topic(kafka: &KafkaArgs, logical: &str, timeout: Duration, eno
                     .headers()
                     .map(|h| {
                         h.iter()
-                            .map(|x| (x.key.to_string(), String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned()))
+                            .map(|x| {
+                                (
+                                    x.key.to_string(),
+                                    String::from_utf8_lossy(x.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
                             .collect()
                     })
                     .unwrap_or_default(),
@@ -149,7 +166,12 @@ pub async fn read_topic(kafka: &KafkaArgs, logical: &str, timeout: Duration, eno
 }
 
 /// Reads and decodes `n` records of type `T` (or what arrives before `timeout`).
-pub async fn read_records<T: AvroRecord>(kafka: &KafkaArgs, codec: &Codec, n: usize, timeout: Duration) -> Vec<T> {
+pub async fn read_records<T: AvroRecord>(
+    kafka: &KafkaArgs,
+    codec: &Codec,
+    n: usize,
+    timeout: Duration,
+) -> Vec<T> {
     read_topic(kafka, T::TOPIC, timeout, |r| r.len() >= n)
         .await
         .into_iter()
