@@ -120,6 +120,7 @@ impl Radiograph {
             PixelFormat::Gray16 => {
                 let bytes: Vec<u8> = self.pixels.iter().flat_map(|p| p.to_ne_bytes()).collect();
                 enc.write_image(&bytes, self.width, self.height, ExtendedColorType::L16)?;
+                insert_sbit(&mut out, 12);
             }
         }
         Ok(out)
@@ -144,6 +145,25 @@ impl Radiograph {
         }
         sum as f64 / ((xb - xa) * (yb - ya)).max(1) as f64
     }
+}
+
+/// Declares the significant bits of a grayscale PNG (its `sBIT` chunk, which must come before
+/// the image data: right after the 33 bytes of signature and `IHDR`), as DICOM's Bits Stored
+/// does, so readers know a 16-bit sample holds 12 bits.
+fn insert_sbit(png: &mut Vec<u8>, bits: u8) {
+    const AFTER_IHDR: usize = 8 + 4 + 4 + 13 + 4;
+    if png.len() < AFTER_IHDR || &png[12..16] != b"IHDR" {
+        return;
+    }
+    let mut crc = flate2::Crc::new();
+    crc.update(b"sBIT");
+    crc.update(&[bits]);
+    let mut chunk = Vec::with_capacity(13);
+    chunk.extend_from_slice(&1u32.to_be_bytes());
+    chunk.extend_from_slice(b"sBIT");
+    chunk.push(bits);
+    chunk.extend_from_slice(&crc.sum().to_be_bytes());
+    png.splice(AFTER_IHDR..AFTER_IHDR, chunk);
 }
 
 /// The float layers one image is composed from.

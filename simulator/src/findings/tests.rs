@@ -28,7 +28,7 @@ fn row(patient: u32, view: ViewKind, labels: Labels) -> ChexpertRow {
 }
 
 fn renderer() -> Renderer {
-    Renderer::new(5, None, ImageSpec::SMALL, Drift::NONE)
+    Renderer::new(11, None, ImageSpec::SMALL, Drift::NONE)
 }
 
 fn with(finding: Finding, state: LabelState) -> Labels {

@@ -145,7 +145,10 @@ fn sixteen_bit_option_stores_twelve_bits() {
     let summary = synthesize(&cfg).unwrap();
     assert_eq!(summary.dataset_dir, out.join("CheXpert-v1.0"));
     let row = &read_label_file(&summary.splits[0].csv).unwrap().rows[0];
-    let img = image::open(out.join(&row.path)).unwrap();
+    let bytes = std::fs::read(out.join(&row.path)).unwrap();
+    assert_eq!(&bytes[37..41], b"sBIT", "12 significant bits declared");
+    assert_eq!(bytes[41], 12);
+    let img = image::load_from_memory(&bytes).unwrap();
     let image::DynamicImage::ImageLuma16(px) = img else {
         panic!("expected a 16-bit grayscale PNG");
     };
