@@ -184,17 +184,31 @@ pub struct Published {
     pub published_at: i64,
 }
 
-/// Publishes `studies` at `rate` per second. Images up to `inline_max` bytes ride inline.
+/// How a replay paces and sends its studies.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    pub arrival: Arrival,
+    /// Studies per second.
+    pub rate: f64,
+    /// Images up to this many bytes ride inline; larger ones by `file://` reference.
+    pub inline_max: u64,
+    pub seed: u64,
+}
+
+/// Publishes `studies` as `pace` says.
 pub async fn publish(
     producer: &Producer,
     codec: &Codec,
     studies: &[ReplayStudy],
-    arrival: Arrival,
-    rate: f64,
-    inline_max: u64,
-    seed: u64,
+    pace: Pace,
     mut progress: impl FnMut(usize),
 ) -> Result<Vec<Published>, ReplayError> {
+    let Pace {
+        arrival,
+        rate,
+        inline_max,
+        seed,
+    } = pace;
     let secret = format!("sim-{seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed);
     let gap = Exp::new(rate.max(1e-6)).expect("positive rate");

@@ -62,36 +62,37 @@ pub struct Report {
     pub readers: usize,
 }
 
-/// Builds the report. `decisions`: first triage decision time per study; `latency_ms`: for
-/// each study, first decision time − scan published time.
-#[allow(clippy::too_many_arguments)]
-pub fn build(
-    published: usize,
-    worklist_uids: usize,
-    duplicates: usize,
-    latency_ms: &[f64],
-    events: &[ReadEvent],
-    readers: usize,
-    dead_letters: usize,
-    drift_alerts: usize,
-    duration_s: f64,
-) -> Report {
-    let fifo: HashMap<String, i64> = fifo_waits(events, readers).into_iter().collect();
-    let groups: [(&str, Box<dyn Fn(&ReadEvent) -> bool>); 4] = [
-        (
-            "critical finding (ground truth)",
-            Box::new(|e: &ReadEvent| e.critical_truth),
-        ),
-        (
-            "no critical finding",
-            Box::new(|e: &ReadEvent| !e.critical_truth),
-        ),
-        (
-            "triage tier CRITICAL",
-            Box::new(|e: &ReadEvent| e.tier == "CRITICAL"),
-        ),
-        ("all studies", Box::new(|_: &ReadEvent| true)),
-    ];
+/// What a run observed: the report's input.
+#[derive(Debug, Clone, Default)]
+pub struct RunFacts {
+    pub published: usize,
+    /// Studies with at least one triage decision.
+    pub on_worklist: usize,
+    /// Studies read more than once.
+    pub duplicates: usize,
+    /// Per study: first triage decision time − scan published time.
+    pub latency_ms: Vec<f64>,
+    pub events: Vec<ReadEvent>,
+    pub readers: usize,
+    pub dead_letters: usize,
+    pub drift_alerts: usize,
+    pub duration_s: f64,
+}
+
+type Group = (&'static str, fn(&ReadEvent) -> bool);
+
+const GROUPS: [Group; 4] = [
+    ("critical finding (ground truth)", |e| e.critical_truth),
+    ("no critical finding", |e| !e.critical_truth),
+    ("triage tier CRITICAL", |e| e.tier == "CRITICAL"),
+    ("all studies", |_| true),
+];
+
+/// Builds the report.
+pub fn build(facts: &RunFacts) -> Report {
+    let events = &facts.events;
+    let fifo: HashMap<String, i64> = fifo_waits(events, facts.readers).into_iter().collect();
+    let groups = GROUPS;
     let time_to_read = groups
         .iter()
         .map(|(name, f)| {
@@ -113,21 +114,21 @@ pub fn build(
         })
         .collect();
     Report {
-        studies_published: published,
-        studies_on_worklist: worklist_uids,
+        studies_published: facts.published,
+        studies_on_worklist: facts.on_worklist,
         studies_read: events.len(),
-        duplicate_worklist_entries: duplicates,
-        dead_letters,
-        drift_alerts,
-        duration_s,
-        throughput_studies_per_s: if duration_s > 0.0 {
-            worklist_uids as f64 / duration_s
+        duplicate_worklist_entries: facts.duplicates,
+        dead_letters: facts.dead_letters,
+        drift_alerts: facts.drift_alerts,
+        duration_s: facts.duration_s,
+        throughput_studies_per_s: if facts.duration_s > 0.0 {
+            facts.on_worklist as f64 / facts.duration_s
         } else {
             0.0
         },
-        e2e_latency: summarize(latency_ms),
+        e2e_latency: summarize(&facts.latency_ms),
         time_to_read,
-        readers,
+        readers: facts.readers,
     }
 }
 

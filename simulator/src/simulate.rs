@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dataset::open_dataset;
 use crate::readers::{run_readers, ReaderConfig};
-use crate::replay::{publish, select_studies, Arrival};
+use crate::replay::{publish, select_studies, Arrival, Pace};
 use crate::report::{self, Report};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -123,20 +123,17 @@ pub async fn simulate(
         read_stop.clone(),
     ));
     let total = studies.len();
-    let published = publish(
-        &producer,
-        &codec,
-        &studies,
-        cfg.arrival,
-        cfg.rate,
-        cfg.inline_max,
-        cfg.seed,
-        |n| {
-            if n % 50 == 0 || n == total {
-                tracing::info!(published = n, total, "simulation: replay progress");
-            }
-        },
-    )
+    let pace = Pace {
+        arrival: cfg.arrival,
+        rate: cfg.rate,
+        inline_max: cfg.inline_max,
+        seed: cfg.seed,
+    };
+    let published = publish(&producer, &codec, &studies, pace, |n| {
+        if n % 50 == 0 || n == total {
+            tracing::info!(published = n, total, "simulation: replay progress");
+        }
+    })
     .await?;
     let timeout = tokio::time::sleep(Duration::from_secs(cfg.timeout_s));
     tokio::pin!(timeout);
@@ -206,15 +203,15 @@ fn summarise(
         .iter()
         .filter(|e| !seen.insert(e.uid.clone()))
         .count();
-    report::build(
-        published.len(),
+    report::build(&report::RunFacts {
+        published: published.len(),
         on_worklist,
-        dup_reads,
-        &latency,
-        events,
+        duplicates: dup_reads,
+        latency_ms: latency,
+        events: events.to_vec(),
         readers,
-        dlq,
-        drift,
+        dead_letters: dlq,
+        drift_alerts: drift,
         duration_s,
-    )
+    })
 }
