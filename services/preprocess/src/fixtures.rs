@@ -459,6 +459,34 @@ pub mod broken {
         out
     }
 
+    /// A preamble and a file meta group naming `transfer_syntax`, then `data_set` verbatim:
+    /// for hand-crafted headers.
+    pub fn dicom_with_data_set(transfer_syntax: &str, data_set: &[u8]) -> Vec<u8> {
+        let mut uid = transfer_syntax.as_bytes().to_vec();
+        if uid.len() % 2 == 1 {
+            uid.push(0);
+        }
+        let mut out = vec![0u8; 128];
+        out.extend(b"DICM\x02\x00\x00\x00UL\x04\x00");
+        out.extend((8 + uid.len() as u32).to_le_bytes());
+        out.extend(b"\x02\x00\x10\x00UI");
+        out.extend((uid.len() as u16).to_le_bytes());
+        out.extend(uid);
+        out.extend(data_set);
+        out
+    }
+
+    /// A 1 KiB explicit VR little endian file whose first element, Encapsulated Document
+    /// (0042,0011) OB, declares `len` bytes: a crafted header's shape, refused before anything
+    /// allocates `len`.
+    pub fn dicom_claiming_length(len: u32) -> Vec<u8> {
+        let mut element = b"\x42\x00\x11\x00OB\x00\x00".to_vec();
+        element.extend(len.to_le_bytes());
+        let mut out = dicom_with_data_set(ts::EXPLICIT_VR_LE, &element);
+        out.resize(1024, 0);
+        out
+    }
+
     /// A CR file cut in the middle of its pixel data.
     pub fn truncated_dicom() -> Vec<u8> {
         let full = dicom(&DicomSpec::cr(64, 64));

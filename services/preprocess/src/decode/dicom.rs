@@ -1,6 +1,7 @@
 //! DICOM through dicom-object + dicom-pixeldata (pure-Rust codecs only).
 //!
-//! Order matters for safety: the transfer syntax is checked from the file meta group first
+//! Order matters for safety: every declared length is first checked against the file's size
+//! (dicom_lengths), then the transfer syntax is checked from the file meta group
 //! (an unsupported one is named in the error), then only the header up to PixelData is parsed
 //! and Rows × Columns × Samples × BitsAllocated × Frames is checked against the limits, and
 //! only then is the pixel data read and decoded.
@@ -108,6 +109,8 @@ fn open(body: &[u8], until_pixel_data: bool) -> Result<DefaultDicomObject, Decod
 
 pub(super) fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, DecodeError> {
     let body = without_preamble(bytes);
+    // dicom-parser allocates each declared length before reading it: bound them by the file.
+    super::dicom_lengths::check(body)?;
     check_transfer_syntax(body)?;
 
     // Size check on the header alone: nothing of the pixel data is read or allocated yet.

@@ -4,6 +4,7 @@
 //! allocates pixel buffers, so a header claiming 60000×60000 never reaches the allocator.
 
 mod dicom;
+mod dicom_lengths;
 mod error;
 mod raster;
 
