@@ -306,14 +306,8 @@ pub fn dicom(spec: &DicomSpec) -> Vec<u8> {
     let stored = spec.with_pixel_data.then(|| spec.stored_values());
     match spec.transfer_syntax {
         ts::RLE_LOSSLESS => {
-            let mut obj = dataset(spec, None);
             let frame = rle_encode(&stored.unwrap_or_default(), spec.bits_allocated);
-            obj.put(DataElement::new(
-                tags::PIXEL_DATA,
-                VR::OB,
-                PixelFragmentSequence::new(C::<u32>::new(), vec![frame]),
-            ));
-            write(obj, ts::RLE_LOSSLESS)
+            rle_file(spec, frame)
         }
         ts::JPEG_BASELINE => {
             let obj = dataset(spec, stored);
@@ -331,6 +325,17 @@ pub fn dicom(spec: &DicomSpec) -> Vec<u8> {
         }
         other => write(dataset(spec, stored), other),
     }
+}
+
+/// An RLE lossless file per `spec` whose only fragment is `frame`.
+fn rle_file(spec: &DicomSpec, frame: Vec<u8>) -> Vec<u8> {
+    let mut obj = dataset(spec, None);
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        PixelFragmentSequence::new(C::<u32>::new(), vec![frame]),
+    ));
+    write(obj, ts::RLE_LOSSLESS)
 }
 
 /// RLE Lossless (PS3.5 G): one segment per byte plane, most significant first, PackBits
@@ -485,6 +490,30 @@ pub mod broken {
         let mut out = dicom_with_data_set(ts::EXPLICIT_VR_LE, &element);
         out.resize(1024, 0);
         out
+    }
+
+    /// A small RLE lossless CR whose frame header claims `segments` segments (at most 15 are
+    /// allowed; dicom-rs allocates one slot per claimed segment).
+    pub fn rle_claiming_segments(segments: u32) -> Vec<u8> {
+        let spec = DicomSpec::cr(32, 32).transfer_syntax(ts::RLE_LOSSLESS);
+        let mut frame = rle_encode(&spec.stored_values(), spec.bits_allocated);
+        frame[..4].copy_from_slice(&segments.to_le_bytes());
+        rle_file(&spec, frame)
+    }
+
+    /// A small CR whose header says BitsStored `bits_stored` (HighBit one less) with 16
+    /// allocated; the pixel data is the usual 12-bit phantom.
+    pub fn dicom_with_bits_stored(bits_stored: u16) -> Vec<u8> {
+        let spec = DicomSpec::cr(32, 32);
+        let mut obj = dataset(&spec, Some(spec.stored_values()));
+        put(&mut obj, tags::BITS_STORED, VR::US, bits_stored);
+        put(
+            &mut obj,
+            tags::HIGH_BIT,
+            VR::US,
+            bits_stored.saturating_sub(1),
+        );
+        write(obj, ts::EXPLICIT_VR_LE)
     }
 
     /// A CR file cut in the middle of its pixel data.

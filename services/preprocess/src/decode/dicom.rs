@@ -107,6 +107,82 @@ fn open(body: &[u8], until_pixel_data: bool) -> Result<DefaultDicomObject, Decod
     opts.from_reader(body).map_err(read_err)
 }
 
+/// dicom-pixeldata builds a lookup table of 2^BitsStored entries (and panics above 32 bits),
+/// and decodes only 8- and 16-bit samples: refuse anything else before it gets there.
+fn check_pixel_description(
+    bits_allocated: u32,
+    bits_stored: u32,
+    high_bit: u32,
+    samples: u32,
+) -> Result<(), DecodeError> {
+    let bad = |what: String| Err(DecodeError::BadPixelDescription(what));
+    match bits_allocated {
+        8 | 16 => {}
+        1 | 32 => {
+            return Err(DecodeError::Unsupported(format!(
+                "BitsAllocated {bits_allocated}"
+            )))
+        }
+        _ => return bad(format!("BitsAllocated {bits_allocated}, must be 8 or 16")),
+    }
+    if bits_stored == 0 || bits_stored > bits_allocated.min(16) {
+        return bad(format!(
+            "BitsStored {bits_stored} with BitsAllocated {bits_allocated}"
+        ));
+    }
+    // DICOM says HighBit = BitsStored - 1; some older archives write BitsAllocated - 1.
+    // dicom-pixeldata ignores HighBit, so accept both ends of that range, nothing outside it.
+    if high_bit + 1 < bits_stored || high_bit >= bits_allocated {
+        return bad(format!(
+            "HighBit {high_bit} with BitsStored {bits_stored} and BitsAllocated {bits_allocated}"
+        ));
+    }
+    if !matches!(samples, 1 | 3) {
+        return bad(format!("SamplesPerPixel {samples}, must be 1 or 3"));
+    }
+    Ok(())
+}
+
+const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+
+/// PS3.5 G.5: an RLE frame starts with a 64-byte header, the number of segments (at most 15)
+/// and their offsets. dicom-rs allocates as many offsets as the first word says and slices the
+/// fragment by them unchecked, so check the header of the first frame's fragment first.
+fn check_rle_header(obj: &DefaultDicomObject) -> Result<(), DecodeError> {
+    let corrupt = |what: String| Err(DecodeError::Corrupt(format!("RLE header: {what}")));
+    let pixel_data = obj
+        .element(tags::PIXEL_DATA)
+        .map_err(|_| DecodeError::NoPixelData)?;
+    let Some(fragment) = pixel_data.value().fragments().and_then(|f| f.first()) else {
+        return corrupt("pixel data is not encapsulated or has no fragments".into());
+    };
+    let Some(header) = fragment.get(..64) else {
+        return corrupt(format!(
+            "fragment of {} bytes, less than 64",
+            fragment.len()
+        ));
+    };
+    let words: Vec<u32> = header
+        .chunks_exact(4)
+        .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+        .collect();
+    let segments = words[0] as usize;
+    if !(1..=15).contains(&segments) {
+        return corrupt(format!("{segments} segments, must be 1 to 15"));
+    }
+    let mut previous = 64;
+    for &offset in &words[1..=segments] {
+        if offset < previous || offset as usize > fragment.len() {
+            return corrupt(format!(
+                "segment offset {offset} outside {previous}..={} of the fragment",
+                fragment.len()
+            ));
+        }
+        previous = offset;
+    }
+    Ok(())
+}
+
 pub(super) fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, DecodeError> {
     let body = without_preamble(bytes);
     // dicom-parser allocates each declared length before reading it: bound them by the file.
@@ -120,11 +196,12 @@ pub(super) fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage
     let bits_allocated = int_attr(&header, tags::BITS_ALLOCATED, "BitsAllocated", None)?;
     let samples = int_attr(&header, tags::SAMPLES_PER_PIXEL, "SamplesPerPixel", Some(1))?;
     let frames = int_attr(&header, tags::NUMBER_OF_FRAMES, "NumberOfFrames", Some(1))?.max(1);
-    if !matches!(bits_allocated, 1 | 8 | 16 | 32) {
-        return Err(DecodeError::Unsupported(format!(
-            "BitsAllocated {bits_allocated}"
-        )));
-    }
+    check_pixel_description(
+        bits_allocated,
+        int_attr(&header, tags::BITS_STORED, "BitsStored", None)?,
+        int_attr(&header, tags::HIGH_BIT, "HighBit", None)?,
+        samples,
+    )?;
     let bytes_per_pixel =
         u64::from(bits_allocated.div_ceil(8)) * u64::from(samples) * u64::from(frames);
     limits.check(u64::from(cols), u64::from(rows), bytes_per_pixel)?;
@@ -139,6 +216,9 @@ pub(super) fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage
     let obj = open(body, false)?;
     if !matches!(obj.element_opt(tags::PIXEL_DATA), Ok(Some(_))) {
         return Err(DecodeError::NoPixelData);
+    }
+    if obj.meta().transfer_syntax() == RLE_LOSSLESS {
+        check_rle_header(&obj)?;
     }
     let pd = obj.decode_pixel_data_frame(0).map_err(pixel_err)?;
     to_display(&pd, view_position)
@@ -317,6 +397,51 @@ mod tests {
         assert_eq!(voi.apply(-10.0), 0.0);
         assert_eq!(voi.apply(5000.0), 1.0);
         assert!((voi.apply(2047.5) - 0.5).abs() < 1e-9);
+    }
+
+    fn reason(bytes: &[u8]) -> &'static str {
+        decode(bytes, &DecodeLimits::default()).map_or_else(|e| e.reason(), |_| "ok")
+    }
+
+    #[test]
+    fn rle_headers_are_checked_before_dicom_rs_reads_them() {
+        use crate::fixtures::{broken, dicom, ts, DicomSpec};
+        let good = DicomSpec::cr(32, 32).transfer_syntax(ts::RLE_LOSSLESS);
+        assert_eq!(reason(&dicom(&good)), "ok");
+        // 2 segments: the 16-bit phantom's two byte planes.
+        assert_eq!(reason(&broken::rle_claiming_segments(2)), "ok");
+        for n in [0, 16, 1 << 31, u32::MAX] {
+            assert_eq!(
+                reason(&broken::rle_claiming_segments(n)),
+                "decode.corrupt",
+                "{n}"
+            );
+        }
+    }
+
+    #[test]
+    fn impossible_bit_depths_are_refused_before_the_lut() {
+        use crate::fixtures::broken::dicom_with_bits_stored;
+        assert_eq!(reason(&dicom_with_bits_stored(12)), "ok");
+        for bits in [0, 17, 33, 40] {
+            assert_eq!(
+                reason(&dicom_with_bits_stored(bits)),
+                "decode.bad_pixel_description",
+                "BitsStored {bits}"
+            );
+        }
+        // HighBit below BitsStored - 1 or past BitsAllocated - 1 is refused; BitsAllocated - 1
+        // (older archives) is accepted.
+        let err = check_pixel_description(16, 12, 10, 1).unwrap_err();
+        assert_eq!(err.reason(), "decode.bad_pixel_description");
+        let err = check_pixel_description(16, 12, 16, 1).unwrap_err();
+        assert_eq!(err.reason(), "decode.bad_pixel_description");
+        assert!(check_pixel_description(16, 12, 15, 1).is_ok());
+        let err = check_pixel_description(16, 12, 11, 4).unwrap_err();
+        assert_eq!(err.reason(), "decode.bad_pixel_description");
+        let err = check_pixel_description(12, 12, 11, 1).unwrap_err();
+        assert_eq!(err.reason(), "decode.bad_pixel_description");
+        assert!(check_pixel_description(8, 8, 7, 3).is_ok());
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub enum DecodeError {
     NoPixelData,
     #[error("unsupported image: {0}")]
     Unsupported(String),
+    /// The image pixel module contradicts itself or DICOM (e.g. BitsStored > BitsAllocated).
+    #[error("bad pixel description: {0}")]
+    BadPixelDescription(String),
     #[error("the decoder panicked: {0}")]
     Panicked(String),
 }
@@ -37,6 +40,7 @@ impl DecodeError {
             DecodeError::UnsupportedTransferSyntax { .. } => "decode.unsupported_transfer_syntax",
             DecodeError::NoPixelData => "decode.no_pixel_data",
             DecodeError::Unsupported(_) => "decode.unsupported",
+            DecodeError::BadPixelDescription(_) => "decode.bad_pixel_description",
             DecodeError::Panicked(_) => "decode.panic",
         }
     }
