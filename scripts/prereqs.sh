@@ -12,6 +12,7 @@ export CXRFLOW_TOOLS="$TOOLS"
 # browser test.
 need=()
 command -v unzip >/dev/null || need+=(unzip)
+dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev pkg-config)
 python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)

@@ -234,3 +234,15 @@ fn main() -> anyhow::Result<()> {
         dispatch(cli.command).await
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_subcommand_parses_its_flags_consistently() {
+        // clap checks every subcommand's arguments (unique ids, valid defaults) here, the
+        // same checks that would otherwise panic on `cxrflow <cmd> --help` at run time.
+        super::Cli::command().debug_assert();
+    }
+}

@@ -95,6 +95,7 @@ pub struct Config {
     pub mmd_permutations: usize,
     /// Bootstrap replicates of the reference (unified-score calibration).
     #[arg(
+        id = "drift_bootstrap",
         long = "drift-bootstrap",
         env = "CXRFLOW_DRIFT_BOOTSTRAP",
         default_value_t = 100
