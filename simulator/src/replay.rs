@@ -38,6 +38,9 @@ pub struct ReplayStudy {
     pub image: PathBuf,
     pub site: String,
     pub priority: OrderPriority,
+    /// Where a by-reference image is exposed under a pseudonymous name (a PACS export folder),
+    /// so the URI on the topic carries no dataset path with its patient id.
+    pub staging: PathBuf,
 }
 
 impl ReplayStudy {
@@ -108,13 +111,36 @@ pub fn select_studies(
                 } else {
                     OrderPriority::Routine
                 },
+                staging: ds.parent.join(".replay-staging"),
                 row,
             }
         })
         .collect()
 }
 
-/// The scan event a gateway would publish for `s`.
+/// Where `s`'s image is staged: named after its (derived, pseudonymous) SOP instance UID.
+fn staged_path(s: &ReplayStudy) -> PathBuf {
+    s.staging.join(format!(
+        "{}.png",
+        derived_uid(&format!("sop/{}", s.row.path))
+    ))
+}
+
+/// Exposes `s`'s image in its staging folder under the SOP-derived name (hard link, or a copy
+/// across file systems) and returns that path.
+pub fn stage_image(s: &ReplayStudy) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(&s.staging)?;
+    let staged = staged_path(s);
+    if !staged.exists() {
+        if std::fs::hard_link(&s.image, &staged).is_err() {
+            std::fs::copy(&s.image, &staged)?;
+        }
+    }
+    Ok(staged)
+}
+
+/// The scan event a gateway would publish for `s`. A by-reference image must have been staged
+/// ([`stage_image`]): the URI names the staged file, never the dataset path.
 pub fn scan_event(s: &ReplayStudy, image: Option<Vec<u8>>, size: u64, secret: &str) -> ScanEvent {
     let now = now_millis();
     let view = match (s.row.view, s.row.projection) {
@@ -150,7 +176,7 @@ pub fn scan_event(s: &ReplayStudy, image: Option<Vec<u8>>, size: u64, secret: &s
         },
         media_type: "image/png".into(),
         image_inline: image,
-        image_uri: (!inline).then(|| format!("file://{}", s.image.display())),
+        image_uri: (!inline).then(|| format!("file://{}", staged_path(s).display())),
         image_sha256: None,
         image_size_bytes: Some(size as i64),
     }
@@ -228,6 +254,10 @@ pub async fn publish(
                 source: e,
             })?)
         } else {
+            stage_image(s).map_err(|e| ReplayError::Image {
+                path: s.image.clone(),
+                source: e,
+            })?;
             None
         };
         let ev = scan_event(s, inline, meta.len(), &secret);
