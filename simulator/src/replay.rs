@@ -131,10 +131,8 @@ fn staged_path(s: &ReplayStudy) -> PathBuf {
 pub fn stage_image(s: &ReplayStudy) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(&s.staging)?;
     let staged = staged_path(s);
-    if !staged.exists() {
-        if std::fs::hard_link(&s.image, &staged).is_err() {
-            std::fs::copy(&s.image, &staged)?;
-        }
+    if !staged.exists() && std::fs::hard_link(&s.image, &staged).is_err() {
+        std::fs::copy(&s.image, &staged)?;
     }
     Ok(staged)
 }
