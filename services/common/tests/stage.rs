@@ -274,7 +274,6 @@ async fn unfinished_record_is_redelivered_and_finished_ones_are_committed() {
     .await;
     let first_offsets: Vec<i64> = first.seen.lock().unwrap().iter().map(|x| x.1).collect();
     let min_first = *first_offsets.iter().min().unwrap();
-    let redelivered: Vec<i64> = second.seen.lock().unwrap().iter().map(|x| x.1).collect();
     eventually(
         Duration::from_secs(30),
         "both records behind the commit point re-received",
