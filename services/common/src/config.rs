@@ -21,7 +21,7 @@ pub struct KafkaArgs {
     /// Extra librdkafka properties, `key=value`, repeatable (TLS, SASL, tuning):
     /// e.g. `--kafka-prop security.protocol=SASL_SSL --kafka-prop sasl.mechanism=SCRAM-SHA-512`.
     /// In the environment: comma-separated.
-    #[arg(long = "kafka-prop", env = "CXRFLOW_KAFKA_PROPS", value_delimiter = ',', value_parser = parse_prop)]
+    #[arg(long = "kafka-prop", env = "CXRFLOW_KAFKA_PROPS", value_delimiter = ',', value_parser = parse_key_value)]
     pub props: Vec<(String, String)>,
 
     /// Confluent-API schema registry URL (Confluent or Karapace). Empty: the static registry
@@ -58,7 +58,8 @@ pub struct KafkaArgs {
     pub max_prefetch_kib: u64,
 }
 
-fn parse_prop(s: &str) -> Result<(String, String), String> {
+/// Parses one `key=value` flag value (librdkafka properties, object-store options).
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
         .split_once('=')
         .ok_or_else(|| format!("expected key=value, got {s:?}"))?;
@@ -195,8 +196,11 @@ mod tests {
 
     #[test]
     fn props_parse_and_secrets_are_masked() {
-        assert_eq!(parse_prop("a.b=c=d").unwrap(), ("a.b".into(), "c=d".into()));
-        assert!(parse_prop("novalue").is_err());
+        assert_eq!(
+            parse_key_value("a.b=c=d").unwrap(),
+            ("a.b".into(), "c=d".into())
+        );
+        assert!(parse_key_value("novalue").is_err());
         let mut k = KafkaArgs::for_bootstrap("h:1");
         k.props = vec![
             ("sasl.password".into(), "hunter2".into()),

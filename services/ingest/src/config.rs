@@ -24,7 +24,7 @@ pub struct Config {
 
     /// Blob store options, `key=value`, repeatable (`aws_endpoint=http://…`, `aws_allow_http=true`,
     /// `aws_region=…`); over the usual `AWS_*` environment. In the environment: comma-separated.
-    #[arg(long = "blob-store-option", env = "CXRFLOW_BLOB_STORE_OPTIONS", value_delimiter = ',', value_parser = parse_kv)]
+    #[arg(long = "blob-store-option", env = "CXRFLOW_BLOB_STORE_OPTIONS", value_delimiter = ',', value_parser = cxrflow_common::config::parse_key_value)]
     pub blob_store_options: Vec<(String, String)>,
 
     /// SQLite database of ingested SOP instance UIDs (deduplication across restarts).
@@ -60,22 +60,12 @@ pub struct Config {
     pub fetch_timeout_ms: u64,
 
     /// S3 options for `s3://` image URIs, `key=value`, repeatable, over the `AWS_*` environment.
-    #[arg(long = "ingest-s3-option", env = "CXRFLOW_INGEST_S3_OPTIONS", value_delimiter = ',', value_parser = parse_kv)]
+    #[arg(long = "ingest-s3-option", env = "CXRFLOW_INGEST_S3_OPTIONS", value_delimiter = ',', value_parser = cxrflow_common::config::parse_key_value)]
     pub s3_options: Vec<(String, String)>,
 
     /// When set, `file://` image URIs must point inside this directory.
     #[arg(long = "ingest-file-root", env = "CXRFLOW_INGEST_FILE_ROOT")]
     pub file_root: Option<PathBuf>,
-}
-
-fn parse_kv(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s
-        .split_once('=')
-        .ok_or_else(|| format!("expected key=value, got {s:?}"))?;
-    if k.trim().is_empty() {
-        return Err(format!("empty key in {s:?}"));
-    }
-    Ok((k.trim().to_string(), v.to_string()))
 }
 
 fn is_secret(key: &str) -> bool {

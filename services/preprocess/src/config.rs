@@ -25,7 +25,7 @@ pub struct Config {
 
     /// Blob store options, `key=value`, repeatable (`aws_endpoint=http://…`, `aws_allow_http=true`);
     /// over the usual `AWS_*` environment. In the environment: comma-separated.
-    #[arg(long = "blob-store-option", env = "CXRFLOW_BLOB_STORE_OPTIONS", value_delimiter = ',', value_parser = parse_kv)]
+    #[arg(long = "blob-store-option", env = "CXRFLOW_BLOB_STORE_OPTIONS", value_delimiter = ',', value_parser = cxrflow_common::config::parse_key_value)]
     pub blob_store_options: Vec<(String, String)>,
 
     /// Preprocessing profile: the tensor the serving model's manifest asks for.
@@ -55,16 +55,6 @@ pub struct Config {
         default_value_t = 512
     )]
     pub max_alloc_mib: u64,
-}
-
-fn parse_kv(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s
-        .split_once('=')
-        .ok_or_else(|| format!("expected key=value, got {s:?}"))?;
-    if k.trim().is_empty() {
-        return Err(format!("empty key in {s:?}"));
-    }
-    Ok((k.trim().to_string(), v.to_string()))
 }
 
 fn mask(opts: &[(String, String)]) -> String {
