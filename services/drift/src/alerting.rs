@@ -36,6 +36,9 @@ pub struct EvaluationContext {
     pub model_name: String,
     pub model_version: String,
     pub site_id: Option<String>,
+    /// The site a per-site detector watches (`None`: all traffic of the model version). Part
+    /// of the alert id, so a site's alert never collides with the all-traffic one.
+    pub scope: Option<String>,
     pub reference_window: DriftWindow,
     pub detection_window: DriftWindow,
     /// Event time of the evaluation (end of the detection window).
@@ -94,10 +97,15 @@ impl AlertBook {
                         *n += 1;
                         if *n >= raise_after.max(1) {
                             self.pending.remove(&key);
+                            let scope = ctx
+                                .scope
+                                .as_deref()
+                                .map(|s| format!("/site:{s}"))
+                                .unwrap_or_default();
                             let alert_id = uuid::Uuid::new_v5(
                                 &uuid::Uuid::NAMESPACE_OID,
                                 format!(
-                                    "cxrflow-drift/{}/{}/{}/{}/{}",
+                                    "cxrflow-drift/{}/{}/{}/{}/{}{scope}",
                                     ctx.model_name,
                                     ctx.model_version,
                                     r.channel.as_str(),
@@ -204,6 +212,7 @@ mod tests {
             model_name: "m".into(),
             model_version: "1".into(),
             site_id: None,
+            scope: None,
             reference_window: w.clone(),
             detection_window: w,
             at,

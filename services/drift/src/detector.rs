@@ -58,6 +58,11 @@ pub struct DetectorConfig {
     pub raise_after: u32,
     pub performance: PerformanceConfig,
     pub seed: u64,
+    /// Also run one detector per site (own reference: the site's first `reference_size`
+    /// studies), so a drift confined to one site is not diluted by the others' traffic.
+    pub per_site: bool,
+    /// Most sites watched per model version (bounded memory; later sites are only counted).
+    pub max_sites: usize,
 }
 
 impl Default for DetectorConfig {
@@ -87,6 +92,8 @@ impl Default for DetectorConfig {
             raise_after: 1,
             performance: PerformanceConfig::default(),
             seed: 0x5eed,
+            per_site: true,
+            max_sites: 16,
         }
     }
 }
@@ -209,6 +216,8 @@ pub struct Observed {
 #[derive(Debug, Clone)]
 pub struct ModelDetector {
     pub key: ModelKey,
+    /// The one site this detector watches; `None` for all traffic of the model version.
+    pub site: Option<String>,
     cfg: DetectorConfig,
     collecting: Vec<Observation>,
     reference: Option<Reference>,
@@ -222,8 +231,14 @@ pub struct ModelDetector {
 
 impl ModelDetector {
     pub fn new(key: ModelKey, cfg: DetectorConfig) -> Self {
+        Self::scoped(key, None, cfg)
+    }
+
+    /// A detector of one site's traffic of the model version (`None`: all traffic).
+    pub fn scoped(key: ModelKey, site: Option<String>, cfg: DetectorConfig) -> Self {
         ModelDetector {
             key,
+            site,
             performance: PerformanceTracker::new(cfg.performance.clone()),
             rng: StdRng::seed_from_u64(cfg.seed),
             cfg,
@@ -324,7 +339,8 @@ impl ModelDetector {
             let ctx = EvaluationContext {
                 model_name: self.key.name.clone(),
                 model_version: self.key.version.clone(),
-                site_id: None,
+                site_id: self.site.clone(),
+                scope: self.site.clone(),
                 reference_window: rw,
                 detection_window: dw,
                 at,
@@ -345,7 +361,8 @@ impl ModelDetector {
         EvaluationContext {
             model_name: self.key.name.clone(),
             model_version: self.key.version.clone(),
-            site_id: single,
+            site_id: self.site.clone().or(single),
+            scope: self.site.clone(),
             reference_window: self.reference.as_ref().map(|r| r.window.clone()).unwrap_or(
                 DriftWindow {
                     start: 0,
@@ -556,6 +573,7 @@ fn feature_reading(
 pub struct DriftDetector {
     cfg: DetectorConfig,
     models: HashMap<ModelKey, ModelDetector>,
+    sites: HashMap<(ModelKey, String), ModelDetector>,
 }
 
 impl DriftDetector {
@@ -563,6 +581,7 @@ impl DriftDetector {
         DriftDetector {
             cfg,
             models: HashMap::new(),
+            sites: HashMap::new(),
         }
     }
 
@@ -588,6 +607,34 @@ impl DriftDetector {
 
     pub fn observe(&mut self, key: &ModelKey, obs: Observation) -> Observed {
         self.model(key).observe(obs)
+    }
+
+    /// The detector of one site's traffic of `key`, created on first sight; `None` when
+    /// per-site detection is off or `max_sites` sites of this model version are watched.
+    pub fn site(&mut self, key: &ModelKey, site: &str) -> Option<&mut ModelDetector> {
+        if !self.cfg.per_site {
+            return None;
+        }
+        let id = (key.clone(), site.to_string());
+        if !self.sites.contains_key(&id) {
+            let watched = self.sites.keys().filter(|(k, _)| k == key).count();
+            if watched >= self.cfg.max_sites {
+                return None;
+            }
+            let d = ModelDetector::scoped(key.clone(), Some(site.to_string()), self.cfg.clone());
+            self.sites.insert(id.clone(), d);
+        }
+        self.sites.get_mut(&id)
+    }
+
+    pub fn has_site(&self, key: &ModelKey, site: &str) -> bool {
+        self.sites.contains_key(&(key.clone(), site.to_string()))
+    }
+
+    /// Feeds a study to the detector of its site (if it has one and per-site detection is on).
+    pub fn observe_site(&mut self, key: &ModelKey, obs: Observation) -> Option<Observed> {
+        let site = obs.site.clone()?;
+        Some(self.site(key, &site)?.observe(obs))
     }
 
     pub fn observe_labeled(&mut self, key: &ModelKey, l: LabeledObservation) -> Observed {

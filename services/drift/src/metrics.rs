@@ -85,6 +85,15 @@ impl DriftMetrics {
         }]);
     }
 
+    /// A study's site has no detector of its own (the per-site limit is reached): it still
+    /// counts in the all-traffic detector.
+    pub fn site_not_watched(&self) {
+        self.excluded(&[Exclusion {
+            feature: "site_detector",
+            reason: "max_sites_reached",
+        }]);
+    }
+
     pub fn evaluated(&self, name: &str, version: &str, score: Option<f64>) {
         self.evaluations
             .get_or_create(&Self::model(name, version))
@@ -104,8 +113,8 @@ impl DriftMetrics {
     pub fn alert(&self, a: &DriftAlert) {
         tracing::warn!(alert_id = %a.alert_id, state = ?a.state, channel = %a.channel, signal = %a.signal,
             statistic = %a.statistic, value = a.value, p_value = ?a.p_value, threshold = a.threshold,
-            model = %a.model_name, model_version = %a.model_version, action = ?a.action, severity = ?a.severity,
-            "drift alert");
+            model = %a.model_name, model_version = %a.model_version, site = a.site_id.as_deref().unwrap_or("-"),
+            action = ?a.action, severity = ?a.severity, "drift alert");
         self.alerts
             .get_or_create(&vec![
                 ("channel", a.channel.clone()),

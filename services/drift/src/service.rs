@@ -142,6 +142,22 @@ pub struct Config {
         default_value_t = 0x5eed
     )]
     pub seed: u64,
+    /// Also watch each site separately (its own reference window), so a drift at one site is
+    /// not diluted by the others' traffic.
+    #[arg(
+        long = "drift-per-site",
+        env = "CXRFLOW_DRIFT_PER_SITE",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub per_site: bool,
+    /// Most sites watched separately per model version (bounded memory).
+    #[arg(
+        long = "drift-max-sites",
+        env = "CXRFLOW_DRIFT_MAX_SITES",
+        default_value_t = 16
+    )]
+    pub max_sites: usize,
     /// Studies held while waiting for the other half (image statistics or prediction).
     #[arg(
         long = "drift-join-capacity",
@@ -174,6 +190,8 @@ impl Config {
             perf_reference_size: d.performance.reference_size,
             perf_window_size: d.performance.window_size,
             seed: d.seed,
+            per_site: d.per_site,
+            max_sites: d.max_sites,
             join_capacity: 20_000,
         }
     }
@@ -216,6 +234,8 @@ impl Config {
             score_retrain: self.score_retrain,
             cooldown_ms: self.cooldown_ms,
             seed: self.seed,
+            per_site: self.per_site,
+            max_sites: self.max_sites,
             ..DetectorConfig::default()
         };
         d.min_feature_n = d.min_feature_n.min(self.window_size / 2).max(2);
@@ -278,7 +298,7 @@ pub struct Engine {
     waiting: Bounded<Vec<(ModelKey, Observation)>>,
     /// (study, model) pairs already observed, and labeled studies already observed.
     seen: Bounded<()>,
-    epochs: HashMap<ModelKey, i64>,
+    epochs: HashMap<(ModelKey, Option<String>), i64>,
 }
 
 impl Engine {
@@ -299,24 +319,42 @@ impl Engine {
         }
     }
 
-    /// Makes sure the detector of `key` exists, restored from the store, and follows resets.
-    fn prepare(&mut self, key: &ModelKey) -> Result<(), StoreError> {
+    /// Makes sure the detector of `key` (of one site's traffic when `site` is given) exists,
+    /// restored from the store, and follows resets of the model version. `false` when there
+    /// is no such detector (per-site detection off, or the site limit reached).
+    fn prepare(&mut self, key: &ModelKey, site: Option<&str>) -> Result<bool, StoreError> {
         let epoch = self.store.reference_epoch(key)?;
-        let known = self.epochs.get(key).copied();
-        if !self.detector.has_model(key) || known != Some(epoch) {
-            let reference = self.store.load_reference(key)?;
-            let n = reference.len();
-            let m = self.detector.model(key);
-            m.reset_reference();
-            m.restore_reference(reference);
-            if known.is_some() {
-                tracing::info!(model = %key.name, version = %key.version, epoch, "reference reset; collecting a new one");
-            } else if n > 0 {
-                tracing::info!(model = %key.name, version = %key.version, studies = n, "reference restored");
-            }
-            self.epochs.insert(key.clone(), epoch);
+        let id = (key.clone(), site.map(str::to_string));
+        let known = self.epochs.get(&id).copied();
+        let exists = match site {
+            None => self.detector.has_model(key),
+            Some(s) => self.detector.has_site(key, s),
+        };
+        if exists && known == Some(epoch) {
+            return Ok(true);
         }
-        Ok(())
+        let reference = self.store.load_reference(key, site)?;
+        let n = reference.len();
+        let m = match site {
+            None => self.detector.model(key),
+            Some(s) => match self.detector.site(key, s) {
+                Some(m) => m,
+                None => {
+                    self.metrics.site_not_watched();
+                    return Ok(false);
+                }
+            },
+        };
+        m.reset_reference();
+        m.restore_reference(reference);
+        let scope = site.unwrap_or("all");
+        if known.is_some() {
+            tracing::info!(model = %key.name, version = %key.version, scope, epoch, "reference reset; collecting a new one");
+        } else if n > 0 {
+            tracing::info!(model = %key.name, version = %key.version, scope, studies = n, "reference restored");
+        }
+        self.epochs.insert(id, epoch);
+        Ok(true)
     }
 
     fn observe(&mut self, key: ModelKey, obs: Observation) -> Result<Vec<DriftAlert>, StoreError> {
@@ -324,28 +362,47 @@ impl Engine {
         if self.seen.get(&seen_key).is_some() {
             return Ok(vec![]);
         }
-        self.prepare(&key)?;
+        self.prepare(&key, None)?;
+        let site = obs.site.clone();
+        let site_obs = site.as_ref().map(|_| obs.clone());
         let seq = self.detector.model(&key).collecting_len();
         let out = self.detector.observe(&key, obs);
+        let mut alerts = self.after(&key, None, out, seq)?;
+        // The same study also feeds its site's own detector.
+        if let (Some(site), Some(o)) = (site, site_obs) {
+            if self.prepare(&key, Some(&site))? {
+                if let Some(m) = self.detector.site(&key, &site) {
+                    let seq = m.collecting_len();
+                    let out = m.observe(o);
+                    alerts.extend(self.after(&key, Some(&site), out, seq)?);
+                }
+            }
+        }
         self.seen.insert(seen_key, ());
-        self.after(&key, out, seq)
+        Ok(alerts)
     }
 
     fn after(
         &mut self,
         key: &ModelKey,
+        site: Option<&str>,
         out: Observed,
         seq: usize,
     ) -> Result<Vec<DriftAlert>, StoreError> {
         if let Some(o) = &out.reference_added {
-            self.store.add_reference(key, seq, o)?;
-            self.metrics.reference(&key.name, &key.version, seq + 1);
+            self.store.add_reference(key, site, seq, o)?;
+            if site.is_none() {
+                self.metrics.reference(&key.name, &key.version, seq + 1);
+            }
             if out.reference_completed {
-                tracing::info!(model = %key.name, version = %key.version, studies = seq + 1, "reference window complete");
+                let scope = site.unwrap_or("all");
+                tracing::info!(model = %key.name, version = %key.version, scope, studies = seq + 1, "reference window complete");
             }
         }
         if let Some(e) = &out.evaluation {
-            self.metrics.evaluated(&key.name, &key.version, e.score);
+            if site.is_none() {
+                self.metrics.evaluated(&key.name, &key.version, e.score);
+            }
         }
         for a in &out.alerts {
             self.metrics.alert(a);
@@ -412,9 +469,9 @@ impl Engine {
             return Ok(vec![]);
         }
         self.seen.insert(seen_key, ());
-        self.prepare(&key)?;
+        self.prepare(&key, None)?;
         let out = self.detector.observe_labeled(&key, obs);
-        self.after(&key, out, 0)
+        self.after(&key, None, out, 0)
     }
 }
 

@@ -51,9 +51,10 @@ impl DriftStore {
             "PRAGMA journal_mode=WAL;
              PRAGMA busy_timeout=5000;
              CREATE TABLE IF NOT EXISTS reference_study (
-                 model_name TEXT NOT NULL, model_version TEXT NOT NULL, seq INTEGER NOT NULL,
+                 model_name TEXT NOT NULL, model_version TEXT NOT NULL,
+                 scope TEXT NOT NULL DEFAULT '', seq INTEGER NOT NULL,
                  study_uid TEXT NOT NULL, observation TEXT NOT NULL,
-                 PRIMARY KEY (model_name, model_version, seq));
+                 PRIMARY KEY (model_name, model_version, scope, seq));
              CREATE TABLE IF NOT EXISTS reference_epoch (
                  model_name TEXT NOT NULL, model_version TEXT NOT NULL, epoch INTEGER NOT NULL,
                  PRIMARY KEY (model_name, model_version));
@@ -61,7 +62,40 @@ impl DriftStore {
                  alert_id TEXT PRIMARY KEY, model_name TEXT NOT NULL, model_version TEXT NOT NULL,
                  triggered_at INTEGER NOT NULL, outcome TEXT NOT NULL);",
         )?;
+        s.migrate_scope()?;
         Ok(s)
+    }
+
+    /// Stores written before per-site detection have no `scope` column: their rows are the
+    /// all-traffic references (scope `''`). Rebuilt once, in one transaction.
+    fn migrate_scope(&self) -> Result<(), StoreError> {
+        let has_scope: bool = self
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('reference_study') WHERE name='scope'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(|e| self.err(e))?
+            > 0;
+        if has_scope {
+            return Ok(());
+        }
+        tracing::info!(path = %self.path, "adding per-site scope to the drift reference store");
+        self.exec(
+            "BEGIN;
+             ALTER TABLE reference_study RENAME TO reference_study_unscoped;
+             CREATE TABLE reference_study (
+                 model_name TEXT NOT NULL, model_version TEXT NOT NULL,
+                 scope TEXT NOT NULL DEFAULT '', seq INTEGER NOT NULL,
+                 study_uid TEXT NOT NULL, observation TEXT NOT NULL,
+                 PRIMARY KEY (model_name, model_version, scope, seq));
+             INSERT INTO reference_study (model_name, model_version, scope, seq, study_uid, observation)
+                 SELECT model_name, model_version, '', seq, study_uid, observation
+                 FROM reference_study_unscoped;
+             DROP TABLE reference_study_unscoped;
+             COMMIT;",
+        )
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {
@@ -75,14 +109,21 @@ impl DriftStore {
         self.conn.execute_batch(sql).map_err(|e| self.err(e))
     }
 
-    /// The persisted reference studies of a model version, in order.
-    pub fn load_reference(&self, key: &ModelKey) -> Result<Vec<Observation>, StoreError> {
+    /// The persisted reference studies of a model version (of one site's detector when `site`
+    /// is given), in order.
+    pub fn load_reference(
+        &self,
+        key: &ModelKey,
+        site: Option<&str>,
+    ) -> Result<Vec<Observation>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT observation FROM reference_study WHERE model_name=?1 AND model_version=?2 ORDER BY seq")
+            .prepare("SELECT observation FROM reference_study WHERE model_name=?1 AND model_version=?2 AND scope=?3 ORDER BY seq")
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map(params![key.name, key.version], |r| r.get::<_, String>(0))
+            .query_map(params![key.name, key.version, site.unwrap_or("")], |r| {
+                r.get::<_, String>(0)
+            })
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for r in rows {
@@ -95,14 +136,15 @@ impl DriftStore {
     pub fn add_reference(
         &self,
         key: &ModelKey,
+        site: Option<&str>,
         seq: usize,
         obs: &Observation,
     ) -> Result<(), StoreError> {
         let json = serde_json::to_string(obs)?;
         self.conn
             .execute(
-                "INSERT OR REPLACE INTO reference_study (model_name, model_version, seq, study_uid, observation) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![key.name, key.version, seq as i64, obs.study_uid, json],
+                "INSERT OR REPLACE INTO reference_study (model_name, model_version, scope, seq, study_uid, observation) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![key.name, key.version, site.unwrap_or(""), seq as i64, obs.study_uid, json],
             )
             .map_err(|e| self.err(e))?;
         Ok(())
@@ -239,20 +281,68 @@ mod tests {
             continuous: vec![Some(1.5), None],
             ..Default::default()
         };
-        s.add_reference(&key, 0, &o).unwrap();
+        s.add_reference(&key, None, 0, &o).unwrap();
         o.study_uid = "u2".into();
-        s.add_reference(&key, 1, &o).unwrap();
-        s.add_reference(&key, 1, &o).unwrap();
-        let back = s.load_reference(&key).unwrap();
+        s.add_reference(&key, None, 1, &o).unwrap();
+        s.add_reference(&key, None, 1, &o).unwrap();
+        s.add_reference(&key, Some("site-b"), 0, &o).unwrap();
+        let back = s.load_reference(&key, None).unwrap();
         assert_eq!(back.len(), 2);
         assert_eq!(back[1], o);
+        assert_eq!(s.load_reference(&key, Some("site-b")).unwrap(), vec![o]);
         assert_eq!(s.reference_epoch(&key).unwrap(), 0);
-        assert_eq!(reset_reference(&db, "m", None).unwrap(), 2);
-        assert!(s.load_reference(&key).unwrap().is_empty());
+        // A reset replaces every scope's reference of the version.
+        assert_eq!(reset_reference(&db, "m", None).unwrap(), 3);
+        assert!(s.load_reference(&key, None).unwrap().is_empty());
+        assert!(s.load_reference(&key, Some("site-b")).unwrap().is_empty());
         assert_eq!(s.reference_epoch(&key).unwrap(), 1);
         assert!(!s.was_triggered("a").unwrap());
         s.record_trigger("a", "m", "1", 10, "triggered").unwrap();
         assert!(s.was_triggered("a").unwrap());
         assert_eq!(s.last_trigger("m", "1").unwrap(), Some(10));
+    }
+
+    #[test]
+    fn a_store_without_scopes_is_migrated_keeping_its_reference() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("old.db");
+        {
+            let c = Connection::open(&db).unwrap();
+            c.execute_batch(
+                "CREATE TABLE reference_study (
+                     model_name TEXT NOT NULL, model_version TEXT NOT NULL, seq INTEGER NOT NULL,
+                     study_uid TEXT NOT NULL, observation TEXT NOT NULL,
+                     PRIMARY KEY (model_name, model_version, seq));",
+            )
+            .unwrap();
+            let o = serde_json::to_string(&Observation {
+                study_uid: "old".into(),
+                ..Default::default()
+            })
+            .unwrap();
+            c.execute(
+                "INSERT INTO reference_study VALUES ('m', '1', 0, 'old', ?1)",
+                params![o],
+            )
+            .unwrap();
+        }
+        let s = DriftStore::open(&db).unwrap();
+        let key = ModelKey {
+            name: "m".into(),
+            version: "1".into(),
+        };
+        let back = s.load_reference(&key, None).unwrap();
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].study_uid, "old");
+        // Opening again is a no-op.
+        drop(s);
+        assert_eq!(
+            DriftStore::open(&db)
+                .unwrap()
+                .load_reference(&key, None)
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }

@@ -191,3 +191,75 @@ fn performance_drop_raises_a_retrain_alert() {
     assert_eq!(a.action, RecommendedAction::Retrain);
     assert!(a.value < 0.0);
 }
+
+/// A drift confined to one site (a fifth of the traffic): that site's own detector, with its
+/// own reference, names it; its alerts have ids of their own, and it is quiet before the onset.
+#[test]
+fn a_drift_at_one_site_is_caught_by_that_sites_detector() {
+    use cxrflow_drift::detector::DriftDetector;
+    let mut det = DriftDetector::new(DetectorConfig {
+        max_sites: 3,
+        ..small()
+    });
+    let key = key();
+    let mut quiet = StudyGenerator::new(7, Scenario::NoDrift, 0);
+    let mut shifted = StudyGenerator::new(8, Scenario::IntensityShift, 0);
+    let (onset, total) = (2000, 3200);
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    let mut s3_after_onset = 0;
+    let mut first_s3_alert_at = None;
+    for i in 0..total {
+        let mut s = quiet.next_study();
+        if s.site == "S3" && i >= onset {
+            let uid = s.uid.clone();
+            s = loop {
+                let t = shifted.next_study();
+                if t.site == "S3" {
+                    break t;
+                }
+            };
+            s.uid = uid;
+            s3_after_onset += 1;
+        }
+        let o = s.observation();
+        let mut alerts = det.observe(&key, o.clone()).alerts;
+        alerts.extend(
+            det.observe_site(&key, o)
+                .map(|x| x.alerts)
+                .unwrap_or_default(),
+        );
+        if i < onset {
+            before.extend(alerts);
+        } else {
+            if first_s3_alert_at.is_none()
+                && alerts.iter().any(|a| a.site_id.as_deref() == Some("S3"))
+            {
+                first_s3_alert_at = Some(s3_after_onset);
+            }
+            after.extend(alerts);
+        }
+    }
+    // (The all-traffic detector's false-alarm rate is the no-drift test's business; these small
+    // debug settings are not the calibrated defaults.)
+    let site_false: Vec<_> = before.iter().filter(|a| a.site_id.is_some()).collect();
+    assert!(
+        site_false.is_empty(),
+        "site false alarms before the onset: {site_false:#?}"
+    );
+    let at = first_s3_alert_at.unwrap_or_else(|| panic!("no S3 alert: {after:#?}"));
+    assert!(at <= 250, "S3 drift found only after {at} S3 studies");
+    // Alerts of the site detectors name only S3; ids never repeat across scopes.
+    let mut ids = std::collections::HashSet::new();
+    for a in after.iter().filter(|a| a.state == AlertState::Raised) {
+        assert!(ids.insert(a.alert_id.clone()), "duplicate alert id {a:#?}");
+    }
+    assert!(
+        after
+            .iter()
+            .filter_map(|a| a.site_id.as_deref())
+            .all(|s| s == "S3"),
+        "{after:#?}"
+    );
+    // Three sites watched, the limit: a fourth gets no detector of its own.
+    assert!(det.site(&key, "S9").is_none());
+}

@@ -69,7 +69,10 @@ async fn intensity_shift_midway_produces_a_drift_alert() {
         Duration::from_secs(60),
         "reference window persisted",
         || {
-            let n = store.load_reference(&key).map(|r| r.len()).unwrap_or(0);
+            let n = store
+                .load_reference(&key, None)
+                .map(|r| r.len())
+                .unwrap_or(0);
             async move { n >= 100 }
         },
     )
