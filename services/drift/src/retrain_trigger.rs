@@ -4,6 +4,14 @@
 //! variables, the whole alert as JSON in `CXRFLOW_ALERT_JSON`) and/or POSTs the alert JSON to a
 //! webhook, at most once per model version per debounce interval.
 //!
+//! With `--trigger-export-store`, each trigger first exports the labeled examples of the alert's
+//! model version (labeled since the detection window opened, or all of them) as the feedback
+//! service's CheXpert-style CSV, by running `cxrflow feedback export` (the same binary by
+//! default): the drift crate does not read the feedback store itself, services meet only on
+//! topics and on documented commands. The command gets the file in `CXRFLOW_EXPORT_CSV` (and
+//! `CXRFLOW_EXPORT_ROWS`); the webhook gets a `multipart/form-data` body with the `alert` (JSON)
+//! and the `export` (text/csv) instead of the bare alert JSON.
+//!
 //! Delivery guarantee: **at-least-once** consumption, **at-most-once per alert** action: every
 //! alert id acted on (or debounced) is recorded in SQLite before the offset is stored, so a
 //! redelivered alert — after a crash or restart — never triggers twice. The catch: a crash
@@ -45,6 +53,28 @@ pub struct TriggerConfig {
     /// Least time between two triggers for one model version (alert time), ms.
     #[arg(long = "trigger-debounce-ms", env = "CXRFLOW_TRIGGER_DEBOUNCE_MS", default_value_t = 6 * 3_600_000)]
     pub debounce_ms: i64,
+    /// Feedback store to export the labeled examples from (e.g. `sqlite://.cxrflow/feedback.db`);
+    /// unset: no export.
+    #[arg(long = "trigger-export-store", env = "CXRFLOW_TRIGGER_EXPORT_STORE")]
+    pub export_store: Option<String>,
+    /// Directory of the exports (`<alert id>.csv`).
+    #[arg(
+        long = "trigger-export-dir",
+        env = "CXRFLOW_TRIGGER_EXPORT_DIR",
+        default_value = ".cxrflow/retrain-exports"
+    )]
+    pub export_dir: PathBuf,
+    /// Which labeled examples: those labeled since the alert's detection window opened
+    /// (`window`), or every one of the model version (`all`).
+    #[arg(
+        long = "trigger-export-since",
+        env = "CXRFLOW_TRIGGER_EXPORT_SINCE",
+        default_value = "window"
+    )]
+    pub export_since: ExportSince,
+    /// The `cxrflow` binary that runs `feedback export`; default: this binary.
+    #[arg(long = "trigger-export-bin", env = "CXRFLOW_TRIGGER_EXPORT_BIN")]
+    pub export_bin: Option<PathBuf>,
     /// Time limit of the command or webhook call, ms.
     #[arg(
         long = "trigger-timeout-ms",
@@ -64,8 +94,28 @@ impl TriggerConfig {
             webhook: None,
             debounce_ms: 6 * 3_600_000,
             timeout_ms: 600_000,
+            export_store: None,
+            export_dir: PathBuf::from(".cxrflow/retrain-exports"),
+            export_since: ExportSince::Window,
+            export_bin: None,
         }
     }
+}
+
+/// Which labeled examples a trigger exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportSince {
+    /// Labeled at or after the start of the alert's detection window.
+    Window,
+    /// Every labeled example of the model version.
+    All,
+}
+
+/// A finished export: the CSV file and its data rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Export {
+    pub path: PathBuf,
+    pub rows: usize,
 }
 
 /// The environment a trigger command gets.
@@ -169,11 +219,62 @@ struct TriggerProcessor {
 }
 
 impl TriggerProcessor {
+    /// Runs `cxrflow feedback export` for the alert's model version into `<alert id>.csv`.
+    async fn export(&self, a: &DriftAlert, store: &str) -> Result<Export, StageError> {
+        let err = |m: String| StageError::transient("trigger.export", m);
+        let limit = Duration::from_millis(self.cfg.timeout_ms);
+        std::fs::create_dir_all(&self.cfg.export_dir)
+            .map_err(|e| err(format!("{}: {e}", self.cfg.export_dir.display())))?;
+        let path = self.cfg.export_dir.join(format!("{}.csv", a.alert_id));
+        let bin = match &self.cfg.export_bin {
+            Some(b) => b.clone(),
+            None => std::env::current_exe().map_err(|e| err(e.to_string()))?,
+        };
+        let since = match self.cfg.export_since {
+            ExportSince::Window => a.detection_window.start.max(0),
+            ExportSince::All => 0,
+        };
+        let mut c = tokio::process::Command::new(&bin);
+        c.args(["feedback", "export", "--store", store, "--model-version"])
+            .arg(&a.model_version)
+            .arg("--since")
+            .arg(since.to_string())
+            .arg("--output")
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let out = tokio::time::timeout(limit, c.output())
+            .await
+            .map_err(|_| err(format!("export timed out after {limit:?}")))?
+            .map_err(|e| err(format!("{}: {e}", bin.display())))?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let tail: String = stderr.lines().rev().take(3).collect::<Vec<_>>().join(" | ");
+            return Err(err(format!(
+                "feedback export exited with {}: {tail}",
+                out.status
+            )));
+        }
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| err(format!("{}: {e}", path.display())))?;
+        let rows = text.lines().count().saturating_sub(1);
+        tracing::info!(alert_id = %a.alert_id, version = %a.model_version, rows, path = %path.display(), "labeled examples exported for retraining");
+        Ok(Export { path, rows })
+    }
+
     async fn act(&self, a: &DriftAlert) -> Result<(), StageError> {
         let limit = Duration::from_millis(self.cfg.timeout_ms);
+        let export = match &self.cfg.export_store {
+            Some(store) => Some(self.export(a, store).await?),
+            None => None,
+        };
         if let Some(cmd) = &self.cfg.command {
             let mut c = tokio::process::Command::new("sh");
             c.arg("-c").arg(cmd).envs(alert_env(a)).kill_on_drop(true);
+            if let Some(e) = &export {
+                c.env("CXRFLOW_EXPORT_CSV", &e.path)
+                    .env("CXRFLOW_EXPORT_ROWS", e.rows.to_string());
+            }
             let status = tokio::time::timeout(limit, c.status())
                 .await
                 .map_err(|_| {
@@ -191,11 +292,39 @@ impl TriggerProcessor {
             }
         }
         if let Some(url) = &self.cfg.webhook {
-            let resp = self
-                .http
-                .post(url)
-                .timeout(limit)
-                .json(a)
+            let req = self.http.post(url).timeout(limit);
+            let req = match &export {
+                None => req.json(a),
+                Some(e) => {
+                    let csv = std::fs::read(&e.path).map_err(|err| {
+                        StageError::transient(
+                            "trigger.export",
+                            format!("{}: {err}", e.path.display()),
+                        )
+                    })?;
+                    let json = serde_json::to_vec(a)
+                        .map_err(|err| StageError::transient("trigger.webhook", err.to_string()))?;
+                    let part = |bytes: Vec<u8>, name: String, mime: &str| {
+                        reqwest::multipart::Part::bytes(bytes)
+                            .file_name(name)
+                            .mime_str(mime)
+                            .map_err(|err| {
+                                StageError::transient("trigger.webhook", err.to_string())
+                            })
+                    };
+                    let form = reqwest::multipart::Form::new()
+                        .part(
+                            "alert",
+                            part(json, format!("{}.json", a.alert_id), "application/json")?,
+                        )
+                        .part(
+                            "export",
+                            part(csv, format!("{}.csv", a.alert_id), "text/csv")?,
+                        );
+                    req.multipart(form)
+                }
+            };
+            let resp = req
                 .send()
                 .await
                 .map_err(|e| StageError::transient("trigger.webhook", e.to_string()))?;
