@@ -56,7 +56,21 @@ pub struct KafkaArgs {
         default_value_t = 16_384
     )]
     pub max_prefetch_kib: u64,
+
+    /// Largest record payload cxrflow produces, in bytes: librdkafka's `message.max.bytes` on
+    /// every producer, and `max.message.bytes` on the topics cxrflow creates, both with
+    /// [`DEAD_LETTER_HEADROOM`] on top, so any record a service could consume can also be
+    /// dead-lettered whole (the envelope adds the reason and the headers).
+    #[arg(
+        long = "kafka-max-message-bytes",
+        env = "CXRFLOW_KAFKA_MAX_MESSAGE_BYTES",
+        default_value_t = 8 * 1024 * 1024
+    )]
+    pub max_message_bytes: u64,
 }
+
+/// Room for a dead-letter envelope around the largest record (reason, error text, headers).
+pub const DEAD_LETTER_HEADROOM: u64 = 64 * 1024;
 
 /// Parses one `key=value` flag value (librdkafka properties, object-store options).
 pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -84,6 +98,7 @@ impl KafkaArgs {
             topic_prefix: String::new(),
             session_timeout_ms: 30_000,
             max_prefetch_kib: 16_384,
+            max_message_bytes: 8 * 1024 * 1024,
         }
     }
 
@@ -97,6 +112,11 @@ impl KafkaArgs {
         physical
             .strip_prefix(self.topic_prefix.as_str())
             .unwrap_or(physical)
+    }
+
+    /// `message.max.bytes` / `max.message.bytes`: the record limit plus the dead-letter headroom.
+    pub fn message_limit_bytes(&self) -> u64 {
+        self.max_message_bytes + DEAD_LETTER_HEADROOM
     }
 
     pub fn session_timeout(&self) -> Duration {
@@ -127,7 +147,7 @@ impl KafkaArgs {
             })
             .collect();
         format!(
-            "bootstrap={} schema_registry={} topic_prefix={:?} session_timeout_ms={} props=[{}]",
+            "bootstrap={} schema_registry={} topic_prefix={:?} session_timeout_ms={} max_message_bytes={} props=[{}]",
             self.bootstrap,
             if self.schema_registry.is_empty() {
                 "static"
@@ -136,6 +156,7 @@ impl KafkaArgs {
             },
             self.topic_prefix,
             self.session_timeout_ms,
+            self.max_message_bytes,
             props.join(", ")
         )
     }

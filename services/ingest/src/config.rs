@@ -40,7 +40,9 @@ pub struct Config {
     pub max_image_bytes: u64,
 
     /// Largest image accepted inline in a scan event, in bytes (never above the image limit).
-    #[arg(long = "ingest-max-inline-bytes", env = "CXRFLOW_INGEST_MAX_INLINE_BYTES", default_value_t = 64 * MIB)]
+    /// Inline images ride in Kafka records: keep this well under the record limit
+    /// (`--kafka-max-message-bytes`, 8 MiB); larger images go by reference (`file://`, `s3://`).
+    #[arg(long = "ingest-max-inline-bytes", env = "CXRFLOW_INGEST_MAX_INLINE_BYTES", default_value_t = 4 * MIB)]
     pub max_inline_bytes: u64,
 
     /// Connect timeout for HTTP(S) image URLs, in milliseconds.
@@ -97,7 +99,7 @@ impl Config {
             blob_store_options: vec![],
             ingest_db: PathBuf::from(".cxrflow/ingest.db"),
             max_image_bytes: 64 * MIB,
-            max_inline_bytes: 64 * MIB,
+            max_inline_bytes: 4 * MIB,
             connect_timeout_ms: 5_000,
             fetch_timeout_ms: 60_000,
             s3_options: vec![],

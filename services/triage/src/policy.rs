@@ -217,8 +217,15 @@ impl TriagePolicy {
             .findings
             .iter()
             .any(|f| above(f) && f.finding != "No Finding" && self.weight(&f.finding) > 0.0);
+        let invalid_output =
+            p.findings.is_empty() || p.findings.iter().any(|f| !f.probability.is_finite());
         let by_findings = if !p.assessable {
             reasons.push("not assessable by the model (lateral or unreadable image)".to_string());
+            TriageTier::NotAssessable
+        } else if invalid_output {
+            // A NaN is not a zero: never let a broken output rank a study as routine. The study
+            // stays on the worklist, unranked by the model, for a person to read.
+            reasons.push("model output invalid (missing or non-finite probabilities)".to_string());
             TriageTier::NotAssessable
         } else if !critical_hits.is_empty() {
             for f in &critical_hits {
@@ -315,6 +322,28 @@ mod tests {
             predicted_at: 2_000,
             embedding: None,
         }
+    }
+
+    #[test]
+    fn a_nan_output_is_not_assessable_never_routine() {
+        let pol = TriagePolicy::default();
+        let a = pol.assess(&prediction(
+            &[("Pneumothorax", f64::NAN, true), ("Edema", 0.1, false)],
+            OrderPriority::Routine,
+        ));
+        assert_eq!(a.tier, TriageTier::NotAssessable);
+        assert!(a.reasons[0].contains("invalid"), "{:?}", a.reasons);
+        assert!(a.score.is_finite());
+        // A STAT order still lifts it to CRITICAL.
+        let stat = pol.assess(&prediction(
+            &[("Pneumothorax", f64::INFINITY, true)],
+            OrderPriority::Stat,
+        ));
+        assert_eq!(stat.tier, TriageTier::Critical);
+        assert_eq!(
+            pol.assess(&prediction(&[], OrderPriority::Routine)).tier,
+            TriageTier::NotAssessable
+        );
     }
 
     #[test]

@@ -30,11 +30,13 @@ pub async fn ensure_topics(
 ) -> Result<(), AdminError> {
     let admin: AdminClient<DefaultClientContext> = kafka.client_config().create()?;
     let names: Vec<String> = logical.iter().map(|t| kafka.topic(t)).collect();
+    let max_message = kafka.message_limit_bytes().to_string();
     let new: Vec<NewTopic<'_>> = names
         .iter()
         .zip(logical)
         .map(|(name, logical)| {
-            let t = NewTopic::new(name, partitions, TopicReplication::Fixed(replication));
+            let t = NewTopic::new(name, partitions, TopicReplication::Fixed(replication))
+                .set("max.message.bytes", &max_message);
             if topics::COMPACTED.contains(logical) {
                 t.set("cleanup.policy", "compact")
             } else {

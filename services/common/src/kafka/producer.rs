@@ -38,7 +38,8 @@ impl Producer {
             .set("acks", "all")
             .set("compression.type", "lz4")
             .set("linger.ms", "5")
-            .set("message.timeout.ms", "120000");
+            .set("message.timeout.ms", "120000")
+            .set("message.max.bytes", kafka.message_limit_bytes().to_string());
         // Pass-through properties win over our defaults.
         for (k, v) in &kafka.props {
             cfg.set(k, v);
