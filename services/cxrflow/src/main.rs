@@ -119,8 +119,32 @@ struct RolloutArgs {
     reason: String,
 }
 
+#[derive(Debug, Args)]
+struct StageArgs {
+    #[command(flatten)]
+    kafka: cxrflow_common::KafkaArgs,
+    /// The candidate's version directory (`<models-dir>/<name>/<version>`, with its manifest).
+    #[arg(long)]
+    model_dir: std::path::PathBuf,
+    /// `canary` serves a fraction of studies (chosen by study UID); `shadow` scores beside
+    /// production and is never used by triage.
+    #[arg(long, value_enum)]
+    role: cxrflow_inference::CandidateRole,
+    /// Canary: fraction of studies served. Shadow: fraction of studies scored.
+    #[arg(long, default_value_t = 0.1)]
+    fraction: f64,
+    /// Who decided (operator pseudonym).
+    #[arg(long, env = "USER", default_value = "operator")]
+    by: String,
+    /// Why (kept in the audit trail).
+    #[arg(long, default_value = "")]
+    reason: String,
+}
+
 #[derive(Debug, Subcommand)]
 enum ModelCmd {
+    /// Stage a candidate version as canary or shadow beside production.
+    Stage(StageArgs),
     /// Make a version the production model.
     Promote(RolloutArgs),
     /// Withdraw a version (canary or shadow) or go back from it.
@@ -176,25 +200,37 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Model { cmd } => {
-            let (a, decision) = match cmd {
+            let decision = match cmd {
+                ModelCmd::Stage(a) => {
+                    cxrflow_inference::stage_model_dir(
+                        &a.kafka,
+                        &a.model_dir,
+                        a.role,
+                        a.fraction,
+                        &a.by,
+                        &a.reason,
+                    )
+                    .await?
+                }
                 ModelCmd::Promote(a) => {
-                    let d = cxrflow_inference::rollout::promote(
+                    cxrflow_inference::rollout::promote(
                         &a.kafka, &a.model, &a.version, &a.by, &a.reason,
                     )
-                    .await?;
-                    (a, d)
+                    .await?
                 }
                 ModelCmd::Rollback(a) => {
-                    let d = cxrflow_inference::rollout::rollback(
+                    cxrflow_inference::rollout::rollback(
                         &a.kafka, &a.model, &a.version, &a.by, &a.reason,
                     )
-                    .await?;
-                    (a, d)
+                    .await?
                 }
             };
             println!(
                 "{}: production {} (revision {}), candidates {:?}",
-                a.model, decision.production_version, decision.revision, decision.candidates
+                decision.model_name,
+                decision.production_version,
+                decision.revision,
+                decision.candidates
             );
             Ok(())
         }

@@ -80,6 +80,27 @@ pub struct FindingSpec {
     pub critical: bool,
 }
 
+/// The precision of the graph's weights and arithmetic. Inputs and outputs stay float32 either
+/// way: an fp16 variant is converted with its I/O kept in float32 (onnxconverter-common's
+/// `convert_float_to_float16(model, keep_io_types=True)`), so preprocessing, batching and the
+/// NaN check are the same for both; ONNX Runtime runs fp16 arithmetic fast on CUDA only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    Fp16,
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::Fp32 => "fp32",
+            Precision::Fp16 => "fp16",
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     pub name: String,
@@ -91,6 +112,9 @@ pub struct Manifest {
     pub normalization: Normalization,
     pub outputs: OutputNames,
     pub activation: Activation,
+    /// `fp32` (default when absent) or `fp16`.
+    #[serde(default)]
+    pub precision: Precision,
     pub findings: Vec<FindingSpec>,
     #[serde(default)]
     pub training: serde_json::Value,
@@ -144,7 +168,8 @@ impl Manifest {
         }
         if i.dtype != "float32" {
             problems.push(format!(
-                "input.dtype {:?} unsupported (float32 only)",
+                "input.dtype {:?} unsupported (float32 only; an fp16 model keeps float32 inputs \
+                 and outputs: convert it with keep_io_types and declare \"precision\": \"fp16\")",
                 i.dtype
             ));
         }

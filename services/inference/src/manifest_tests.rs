@@ -110,3 +110,19 @@ fn the_shipped_manifests_validate_when_present() {
         }
     }
 }
+
+#[test]
+fn precision_defaults_to_fp32_and_fp16_keeps_float32_io() {
+    let m = good();
+    let mut json = serde_json::to_value(&m).unwrap();
+    json.as_object_mut().unwrap().remove("precision");
+    let parsed: Manifest = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(parsed.precision, Precision::Fp32, "absent: fp32");
+    json["precision"] = "fp16".into();
+    let fp16: Manifest = serde_json::from_value(json).unwrap();
+    assert_eq!(fp16.precision, Precision::Fp16);
+    assert!(fp16.validate().is_ok());
+    let mut f16_io = fp16.clone();
+    f16_io.input.dtype = "float16".into();
+    assert!(problems(&f16_io).contains("keep_io_types"));
+}

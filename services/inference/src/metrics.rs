@@ -18,6 +18,8 @@ pub struct InferenceMetrics {
     pub nan_outputs: Family<Labels, Counter>,
     pub model_loads: Family<Labels, Counter>,
     pub rollouts: Family<Labels, Counter>,
+    pub auto_rollbacks: Family<Labels, Counter>,
+    pub drift_alerts: Family<Labels, Counter>,
 }
 
 impl Default for InferenceMetrics {
@@ -30,6 +32,8 @@ impl Default for InferenceMetrics {
             nan_outputs: Family::default(),
             model_loads: Family::default(),
             rollouts: Family::default(),
+            auto_rollbacks: Family::default(),
+            drift_alerts: Family::default(),
         }
     }
 }
@@ -73,6 +77,16 @@ impl InferenceMetrics {
             "Rollout decisions applied, by who decided",
             self.rollouts.clone(),
         );
+        r.register(
+            "auto_rollbacks",
+            "Candidates withdrawn by an automatic rollback rule, by rule and outcome",
+            self.auto_rollbacks.clone(),
+        );
+        r.register(
+            "drift_alerts",
+            "Drift alerts read from cxr.drift.v1, by what the rollback rule did with them",
+            self.drift_alerts.clone(),
+        );
     }
 
     pub fn batch(&self, size: usize, seconds: f64) {
@@ -91,8 +105,22 @@ impl InferenceMetrics {
     }
 
     /// A model version was loaded and proven to run on `provider`.
-    pub fn model_loaded(&self, model: &str, version: &str, provider: &str, device: &str) {
-        tracing::info!(model, version, provider, device, "model version loaded");
+    pub fn model_loaded(
+        &self,
+        model: &str,
+        version: &str,
+        provider: &str,
+        device: &str,
+        precision: &str,
+    ) {
+        tracing::info!(
+            model,
+            version,
+            provider,
+            device,
+            precision,
+            "model version loaded"
+        );
         self.model_loads
             .get_or_create(&vec![("outcome", "ok".into())])
             .inc();
@@ -151,6 +179,28 @@ impl InferenceMetrics {
         };
         self.rollouts
             .get_or_create(&vec![("decided_by", by.into())])
+            .inc();
+    }
+
+    /// An automatic rule tripped for candidate `version`; `outcome` is `published`, `duplicate`
+    /// (already withdrawn elsewhere) or `unpublished` (withdrawn here only).
+    pub fn auto_rollback(&self, version: &str, rule: &str, outcome: &str, reason: &str) {
+        tracing::warn!(
+            version,
+            rule,
+            outcome,
+            reason,
+            "automatic rollback of a candidate"
+        );
+        self.auto_rollbacks
+            .get_or_create(&vec![("rule", rule.into()), ("outcome", outcome.into())])
+            .inc();
+    }
+
+    /// A drift alert was read; `effect` is `rollback` or `ignored`.
+    pub fn drift_alert(&self, effect: &str) {
+        self.drift_alerts
+            .get_or_create(&vec![("effect", effect.into())])
             .inc();
     }
 }

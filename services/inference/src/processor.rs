@@ -8,28 +8,34 @@
 //! (`inference.tensor_size`), a NaN/Inf output (`inference.nan_output`, only that record: the
 //! rest of its batch succeeds). A failed model call is transient (retried, not committed).
 
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use cxrflow_common::kafka::stage::{Inbound, Outbound, Processor, StageError};
 use cxrflow_common::time::now_millis;
-use cxrflow_common::KafkaArgs;
-use cxrflow_contracts::{
-    Codec, FindingScore, ModelRole, ModelRollout, Prediction, PreprocessedImage,
-};
+use cxrflow_contracts::{Codec, FindingScore, ModelRole, Prediction, PreprocessedImage};
 
+use crate::auto_rollback::{AutoRollback, Outcome};
 use crate::batcher::BatchInfo;
 use crate::metrics::InferenceMetrics;
 use crate::registry::{LoadedModel, ModelRegistry, Row};
-use crate::rollout::{self, CanaryGuard, AUTO_ROLLBACK};
+use crate::rollout;
 
 pub struct InferenceProcessor {
     pub codec: Arc<Codec>,
     pub registry: Arc<ModelRegistry>,
     pub metrics: InferenceMetrics,
-    pub guard: Mutex<CanaryGuard>,
-    /// Where automatic rollbacks are published.
-    pub kafka: KafkaArgs,
+    /// The candidates' automatic rollback rules, fed with every candidate outcome.
+    pub auto: Arc<AutoRollback>,
+}
+
+type Scored = Result<Result<Prediction, String>, StageError>;
+
+fn outcome(s: &Scored) -> Outcome {
+    match s {
+        Ok(Ok(p)) => Outcome::Served(Duration::from_secs_f64(p.inference_ms.max(0.0) / 1e3)),
+        _ => Outcome::Failed,
+    }
 }
 
 fn role_name(r: ModelRole) -> &'static str {
@@ -64,7 +70,7 @@ impl InferenceProcessor {
         img: &PreprocessedImage,
         model: &Arc<LoadedModel>,
         role: ModelRole,
-    ) -> Result<Result<Prediction, String>, StageError> {
+    ) -> Scored {
         let started = Instant::now();
         let (row, info): (Row, BatchInfo) = model
             .batcher
@@ -110,51 +116,6 @@ impl InferenceProcessor {
         self.metrics
             .predicted(model.name(), model.version(), role_name(role));
         Ok(Ok(p))
-    }
-
-    /// Feeds the canary's automatic rollback rule; publishes the withdrawal when it trips.
-    fn canary_outcome(&self, version: &str, revision: i64, bad: bool) {
-        let tripped = self.guard.lock().unwrap_or_else(|e| e.into_inner()).record(
-            version,
-            bad,
-            Instant::now(),
-        );
-        if !tripped {
-            return;
-        }
-        let serving = self.registry.serving();
-        let rollout = ModelRollout {
-            model_name: self.registry.name().to_string(),
-            revision: revision + 1,
-            production_version: serving.production.version().to_string(),
-            candidates: Vec::new(),
-            decided_by: AUTO_ROLLBACK.into(),
-            reason: format!("canary {version}: NaN/error rate above the bound over the window"),
-            decided_at: now_millis(),
-        };
-        tracing::warn!(model = %rollout.model_name, version, "canary error rate above the bound: rolling back");
-        let (kafka, codec, registry) = (
-            self.kafka.clone(),
-            self.codec.clone(),
-            self.registry.clone(),
-        );
-        tokio::spawn(async move {
-            // Keep the shadow if there is one; only the canary is withdrawn.
-            let mut rollout = rollout;
-            if let Some((s, f)) = &registry.serving().shadow {
-                rollout
-                    .candidates
-                    .push(cxrflow_contracts::CandidateVersion {
-                        version: s.version().to_string(),
-                        role: ModelRole::Shadow,
-                        fraction: *f,
-                    });
-            }
-            registry.apply(&rollout).await;
-            if let Err(e) = rollout::publish(&kafka, &codec, &rollout).await {
-                tracing::error!(error = %e, "auto-rollback applied locally but not published");
-            }
-        });
     }
 }
 
@@ -226,14 +187,13 @@ impl Processor for InferenceProcessor {
                     self.score(&img, &model, role),
                     self.score(&img, s, ModelRole::Shadow)
                 );
+                self.auto
+                    .observe(ModelRole::Shadow, s.version(), outcome(&b));
                 (a, Some(b))
             }
             None => (self.score(&img, &model, role).await, None),
         };
-        if role == ModelRole::Canary {
-            let bad = !matches!(main, Ok(Ok(_)));
-            self.canary_outcome(model.version(), serving.revision, bad);
-        }
+        self.auto.observe(role, model.version(), outcome(&main));
         let main = match main? {
             Ok(p) => p,
             Err(e) => return Err(StageError::poison("inference.nan_output", e).for_study(&uid)),

@@ -13,61 +13,10 @@ use cxrflow_contracts::{ModelRole, ModelRollout};
 use tokio_util::sync::CancellationToken;
 
 use crate::batcher::{BatchObserver, BatchPolicy, Batcher, RunFn};
-use crate::embedding;
 use crate::manifest::{self, ModelDir};
 use crate::metrics::InferenceMetrics;
+pub use crate::serving::{LoadedModel, Row, Serving};
 use crate::session::{ModelSession, SessionOptions};
-
-/// One image's model output.
-#[derive(Debug, Clone)]
-pub struct Row {
-    pub probabilities: [f32; 14],
-    pub features: Option<Vec<f32>>,
-}
-
-/// A loaded model version: its session (with the proven provider) and its batcher.
-pub struct LoadedModel {
-    pub session: Arc<ModelSession>,
-    pub batcher: Batcher<Vec<u8>, Row>,
-    /// Projection of `features` to the 16-dim embedding, when the model has features.
-    projection: Mutex<Option<(usize, Arc<Vec<f32>>)>>,
-}
-
-impl LoadedModel {
-    pub fn name(&self) -> &str {
-        &self.session.model.manifest.name
-    }
-    pub fn version(&self) -> &str {
-        &self.session.model.manifest.version
-    }
-
-    /// The embedding of one features row.
-    pub fn embed(&self, features: &[f32]) -> Vec<f32> {
-        let d = features.len();
-        let m = {
-            let mut p = self.projection.lock().unwrap_or_else(|e| e.into_inner());
-            match &*p {
-                Some((pd, m)) if *pd == d => m.clone(),
-                _ => {
-                    let m = Arc::new(embedding::projection(d));
-                    *p = Some((d, m.clone()));
-                    m
-                }
-            }
-        };
-        embedding::project(&m, features)
-    }
-}
-
-/// Which versions serve now.
-#[derive(Clone)]
-pub struct Serving {
-    /// Revision of the rollout record applied (0: none, the directory decides).
-    pub revision: i64,
-    pub production: Arc<LoadedModel>,
-    pub canary: Option<(Arc<LoadedModel>, f64)>,
-    pub shadow: Option<(Arc<LoadedModel>, f64)>,
-}
 
 /// Loads model versions from the models directory (each once) and remembers them.
 struct Loader {
@@ -120,11 +69,10 @@ fn load_blocking(
             })
             .collect())
     });
-    Ok(LoadedModel {
+    Ok(LoadedModel::new(
         session,
-        batcher: Batcher::spawn(policy, run, observe),
-        projection: Mutex::new(None),
-    })
+        Batcher::spawn(policy, run, observe),
+    ))
 }
 
 impl Loader {
@@ -159,6 +107,7 @@ impl Loader {
             &version,
             &model.session.provider,
             &self.opts.device.to_string(),
+            &model.session.model.manifest.precision.to_string(),
         );
         self.loaded
             .lock()
@@ -204,6 +153,7 @@ impl ModelRegistry {
                 production,
                 canary: None,
                 shadow: None,
+                staged_at: HashMap::new(),
             })),
         }))
     }
@@ -226,12 +176,13 @@ impl ModelRegistry {
     }
 
     fn swap(&self, next: Serving) {
-        let keep: Vec<String> = std::iter::once(&next.production)
-            .chain(next.canary.as_ref().map(|c| &c.0))
-            .chain(next.shadow.as_ref().map(|c| &c.0))
-            .map(|m| m.version().to_string())
-            .collect();
+        let keep: Vec<String> = next.versions().into_iter().map(String::from).collect();
         *self.serving.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        self.unload_except(&keep);
+    }
+
+    /// Drops the loaded versions not in `keep` (they go away with their last in-flight record).
+    fn unload_except(&self, keep: &[String]) {
         let mut loaded = self.loader.loaded.lock().unwrap_or_else(|e| e.into_inner());
         let gone: Vec<String> = loaded
             .keys()
@@ -263,11 +214,26 @@ impl ModelRegistry {
         };
         let mut canary = None;
         let mut shadow = None;
+        let mut staged_at = HashMap::new();
         for c in &r.candidates {
             match self.load_version(&c.version).await {
                 Ok(m) => match c.role {
-                    ModelRole::Canary => canary = Some((m, c.fraction)),
-                    ModelRole::Shadow => shadow = Some((m, c.fraction)),
+                    ModelRole::Canary | ModelRole::Shadow => {
+                        // A candidate kept across decisions keeps the time it was staged.
+                        let kept = cur
+                            .candidates()
+                            .into_iter()
+                            .find(|k| k.version == c.version && k.role == c.role);
+                        staged_at.insert(
+                            c.version.clone(),
+                            kept.map_or(r.decided_at, |k| k.staged_at),
+                        );
+                        if c.role == ModelRole::Canary {
+                            canary = Some((m, c.fraction));
+                        } else {
+                            shadow = Some((m, c.fraction));
+                        }
+                    }
                     ModelRole::Production => {}
                 },
                 Err(e) => {
@@ -280,18 +246,58 @@ impl ModelRegistry {
             .iter()
             .map(|c| format!("{}:{:?}:{}", c.version, c.role, c.fraction))
             .collect();
-        self.loader.metrics.rollout_applied(
-            &r.decided_by,
-            r.revision,
-            production.version(),
-            &cands.join(","),
-        );
-        self.swap(Serving {
+        let next = Serving {
             revision: r.revision,
             production,
             canary,
             shadow,
-        });
+            staged_at,
+        };
+        let keep: Vec<String> = next.versions().into_iter().map(String::from).collect();
+        {
+            // Loading took time: a newer decision applied meanwhile wins.
+            let mut serving = self.serving.write().unwrap_or_else(|e| e.into_inner());
+            if serving.revision >= r.revision {
+                return false;
+            }
+            *serving = Arc::new(next);
+        }
+        self.unload_except(&keep);
+        self.loader.metrics.rollout_applied(
+            &r.decided_by,
+            r.revision,
+            &r.production_version,
+            &cands.join(","),
+        );
+        true
+    }
+
+    /// Stops serving candidate `version` on this replica at once, keeping the revision, so the
+    /// decision published for it (or any later one) still applies. False if it was not serving.
+    pub fn withdraw_local(&self, version: &str) -> bool {
+        // Under the write lock: a decision applied meanwhile is never overwritten by a stale set.
+        let mut serving = self.serving.write().unwrap_or_else(|e| e.into_inner());
+        let cur = serving.clone();
+        let not = |c: &Option<(Arc<LoadedModel>, f64)>| {
+            c.as_ref().filter(|(m, _)| m.version() != version).cloned()
+        };
+        let (canary, shadow) = (not(&cur.canary), not(&cur.shadow));
+        if canary.is_some() == cur.canary.is_some() && shadow.is_some() == cur.shadow.is_some() {
+            return false;
+        }
+        let mut staged_at = cur.staged_at.clone();
+        staged_at.remove(version);
+        let next = Serving {
+            revision: cur.revision,
+            production: cur.production.clone(),
+            canary,
+            shadow,
+            staged_at,
+        };
+        let keep: Vec<String> = next.versions().into_iter().map(String::from).collect();
+        *serving = Arc::new(next);
+        drop(serving);
+        self.unload_except(&keep);
         true
     }
 
@@ -318,6 +324,7 @@ impl ModelRegistry {
                         production: m,
                         canary: None,
                         shadow: None,
+                        staged_at: HashMap::new(),
                     });
                 }
                 Some(newest)

@@ -8,7 +8,8 @@
 //! always falls into the same bucket, so it never flips between versions across replicas,
 //! replays or restarts.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,9 @@ use cxrflow_contracts::{topics, CandidateVersion, Codec, ModelRole, ModelRollout
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
+
+use crate::manifest::{ManifestError, ModelDir};
+pub use crate::rules::CanaryGuard;
 
 /// `decided_by` of rollouts published by the automatic canary rule.
 pub const AUTO_ROLLBACK: &str = "auto-rollback";
@@ -30,6 +34,8 @@ pub enum RolloutError {
     Produce(#[from] cxrflow_common::kafka::ProduceError),
     #[error("codec: {0}")]
     Codec(#[from] cxrflow_contracts::CodecError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
     #[error("{0}")]
     Invalid(String),
 }
@@ -258,54 +264,57 @@ pub async fn stage_candidate(
     .await
 }
 
-/// The automatic rollback rule of a canary: over a sliding window, the share of the canary's
-/// records that failed (NaN output or error) must stay at or below `max_bad_rate` once at least
-/// `min_samples` records were seen.
-#[derive(Debug)]
-pub struct CanaryGuard {
-    pub window: Duration,
-    pub max_bad_rate: f64,
-    pub min_samples: usize,
-    version: String,
-    events: VecDeque<(Instant, bool)>,
-    tripped: bool,
+/// The role of a staged candidate (the CLI's `--role canary|shadow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CandidateRole {
+    /// Serves `fraction` of studies (by study UID hash) instead of production.
+    Canary,
+    /// Scores `fraction` of studies beside production, published with role SHADOW only.
+    Shadow,
 }
 
-impl CanaryGuard {
-    pub fn new(window: Duration, max_bad_rate: f64, min_samples: usize) -> Self {
-        CanaryGuard {
-            window,
-            max_bad_rate,
-            min_samples,
-            version: String::new(),
-            events: VecDeque::new(),
-            tripped: false,
+impl From<CandidateRole> for ModelRole {
+    fn from(r: CandidateRole) -> ModelRole {
+        match r {
+            CandidateRole::Canary => ModelRole::Canary,
+            CandidateRole::Shadow => ModelRole::Shadow,
         }
     }
+}
 
-    /// Records one canary outcome; returns true once (per version) when the rule trips.
-    pub fn record(&mut self, version: &str, bad: bool, now: Instant) -> bool {
-        if self.version != version {
-            self.version = version.to_string();
-            self.events.clear();
-            self.tripped = false;
-        }
-        self.events.push_back((now, bad));
-        while self
-            .events
-            .front()
-            .is_some_and(|(t, _)| now.duration_since(*t) > self.window)
-        {
-            self.events.pop_front();
-        }
-        let n = self.events.len();
-        let bad_n = self.events.iter().filter(|(_, b)| *b).count();
-        if !self.tripped && n >= self.min_samples && bad_n as f64 / n as f64 > self.max_bad_rate {
-            self.tripped = true;
-            return true;
-        }
-        false
+/// Stages the model version in `model_dir` as a candidate: reads and validates its manifest
+/// (name and version come from there) and publishes the decision with [`stage_candidate`].
+/// The directory must follow the replicas' layout, `<models-dir>/<name>/<version>/`, so every
+/// replica finds the version under its own `--models-dir`.
+pub async fn stage_model_dir(
+    kafka: &KafkaArgs,
+    model_dir: &Path,
+    role: CandidateRole,
+    fraction: f64,
+    by: &str,
+    reason: &str,
+) -> Result<ModelRollout, RolloutError> {
+    let dir = ModelDir::load(model_dir)?;
+    let (name, version) = (&dir.manifest.name, &dir.manifest.version);
+    let abs = std::fs::canonicalize(model_dir).unwrap_or_else(|_| model_dir.to_path_buf());
+    let tail: Vec<String> = abs
+        .components()
+        .rev()
+        .take(2)
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if tail != [version.as_str(), name.as_str()] {
+        return Err(RolloutError::Invalid(format!(
+            "{} holds {name}/{version} but replicas load <models-dir>/{name}/{version}/: move it there first",
+            model_dir.display()
+        )));
     }
+    let candidate = CandidateVersion {
+        version: version.clone(),
+        role: role.into(),
+        fraction,
+    };
+    stage_candidate(kafka, name, candidate, by, reason).await
 }
 
 #[cfg(test)]
@@ -344,18 +353,33 @@ mod tests {
         }
     }
 
-    #[test]
-    fn guard_trips_once_above_the_bound() {
-        let mut g = CanaryGuard::new(Duration::from_secs(60), 0.2, 10);
-        let t = Instant::now();
-        for _ in 0..9 {
-            assert!(!g.record("2", true, t), "not before min_samples");
-        }
-        assert!(g.record("2", true, t));
-        assert!(!g.record("2", true, t), "trips once");
-        assert!(!g.record("3", false, t), "a new version starts clean");
-        for _ in 0..20 {
-            assert!(!g.record("3", false, t));
-        }
+    #[tokio::test]
+    async fn staging_a_directory_outside_the_replicas_layout_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = crate::testmodel::TestModel::default()
+            .write_dir(root.path(), "m", "2.0.0", "gray224-v1")
+            .unwrap();
+        // Filed under another model's name: replicas of `m` would never find it.
+        let moved = root.path().join("other").join("2.0.0");
+        std::fs::create_dir_all(moved.parent().unwrap()).unwrap();
+        std::fs::rename(&dir, &moved).unwrap();
+        // Refused before any broker is contacted.
+        let kafka = KafkaArgs::for_bootstrap("127.0.0.1:1");
+        let err = stage_model_dir(&kafka, &moved, CandidateRole::Canary, 0.1, "ops", "")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("<models-dir>/m/2.0.0/"), "{err}");
+        let err = stage_model_dir(
+            &kafka,
+            &root.path().join("none"),
+            CandidateRole::Shadow,
+            1.0,
+            "ops",
+            "",
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, RolloutError::Manifest(_)), "{err}");
+        assert_eq!(ModelRole::from(CandidateRole::Shadow), ModelRole::Shadow);
     }
 }

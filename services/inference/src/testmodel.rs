@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 
 use crate::manifest::{
-    Activation, FindingSpec, InputSpec, Manifest, Normalization, OutputNames, PreprocessingSpec,
+    Activation, FindingSpec, InputSpec, Manifest, Normalization, OutputNames, Precision,
+    PreprocessingSpec,
 };
 
 #[derive(Clone, PartialEq, Message)]
@@ -303,6 +304,7 @@ impl TestModel {
                 features: Some("features".into()),
             },
             activation: Activation::None,
+            precision: Precision::Fp32,
             findings: cxrflow_contracts::FINDINGS
                 .iter()
                 .map(|f| FindingSpec {

@@ -9,27 +9,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{image, produce, require_ort};
-use cxrflow_common::ServiceArgs;
+use common::{config, image, produce, require_ort};
 use cxrflow_contracts::*;
 use cxrflow_inference::manifest::ModelDir;
+use cxrflow_inference::rollout;
 use cxrflow_inference::session::{Device, ModelSession, SessionOptions, CPU_PROVIDER};
 use cxrflow_inference::testmodel::TestModel;
-use cxrflow_inference::{rollout, Config};
 use cxrflow_testkit::{read_records, Broker};
 use tokio_util::sync::CancellationToken;
-
-fn config(kafka: cxrflow_common::KafkaArgs, models: &std::path::Path, model: &str) -> Config {
-    let mut cfg = Config::defaults(kafka, ServiceArgs::local());
-    cfg.models_dir = models.to_path_buf();
-    cfg.model = model.into();
-    cfg.max_wait_ms = 50;
-    cfg.max_batch = 8;
-    cfg.reload_interval_ms = 0;
-    cfg.intra_op_threads = 1;
-    cfg.service.drain_timeout_ms = 5_000;
-    cfg
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn predictions_flow_and_poison_records_are_dead_lettered() {

@@ -5,8 +5,34 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use cxrflow_common::kafka::Producer;
-use cxrflow_common::KafkaArgs;
+use cxrflow_common::{KafkaArgs, ServiceArgs};
 use cxrflow_contracts::*;
+use cxrflow_inference::Config;
+
+/// The service's configuration for a test: small batches, one intra-op thread, no directory
+/// polling, a short drain.
+pub fn config(kafka: KafkaArgs, models: &std::path::Path, model: &str) -> Config {
+    let mut cfg = Config::defaults(kafka, ServiceArgs::local());
+    cfg.models_dir = models.to_path_buf();
+    cfg.model = model.into();
+    cfg.max_wait_ms = 50;
+    cfg.max_batch = 8;
+    cfg.reload_interval_ms = 0;
+    cfg.intra_op_threads = 1;
+    cfg.service.drain_timeout_ms = 5_000;
+    cfg
+}
+
+/// Models `name` at `versions`, each with its own bias (version i scores `bias = i`).
+pub fn write_versions(root: &std::path::Path, name: &str, versions: &[&str]) {
+    for (i, v) in versions.iter().enumerate() {
+        let m = cxrflow_inference::testmodel::TestModel {
+            bias: [i as f32; 14],
+            ..Default::default()
+        };
+        m.write_dir(root, name, v, "gray224-v1").unwrap();
+    }
+}
 
 /// The ONNX Runtime library, or a panic telling how to install it.
 pub fn require_ort() -> PathBuf {
