@@ -7,6 +7,11 @@
 //! a finding-specific, spatially located way (uncertain findings fainter). The rows keep the
 //! real prevalences, co-occurrences, patients, views, ages and sexes; only the pixels are made
 //! up. Everything is deterministic from the seed.
+//!
+//! `cxrflow sim replay` is [`simulate::simulate`]: it plays PACS gateways ([`replay`]: arrival
+//! processes, sites, drift scenarios injected at a change point) and radiologists
+//! ([`readers`]) against a running stack, samples consumer lag ([`lag`]) and writes the
+//! [`report`] (JSON and an HTML page with inline SVG charts).
 
 mod anatomy;
 mod canvas;
@@ -14,8 +19,10 @@ pub mod dataset;
 mod devices;
 pub mod findings;
 pub mod labels;
+pub mod lag;
 mod lungs;
 pub mod masks;
+mod progress;
 pub mod readers;
 pub mod render;
 pub mod replay;
@@ -34,5 +41,6 @@ pub use dataset::{
 pub use labels::{Finding, LabelState, Labels, Projection, Sex, ViewKind};
 pub use masks::{LungMaskLibrary, MaskError};
 pub use render::{Drift, ImageSpec, PixelFormat, Radiograph, Renderer};
+pub use replay::{Arrival, ArrivalConfig, ArrivalProcess, DriftPlan, DriftScenario};
 pub use split::{group_studies, pick_studies, PatientSplitter, Split, SplitFractions, Study};
 pub use synth::{synthesize, SimError, SplitCounts, SplitSummary, SynthConfig, SynthSummary};

@@ -4,6 +4,7 @@
 //! seeded log-normal, so the FIFO counterfactual in the report uses the very same durations.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -97,6 +98,67 @@ fn report(
     }
 }
 
+/// The studies published so far, shared by the gateway (which adds them as it publishes) and
+/// the readers (who read until every published study is read and publishing is over).
+#[derive(Debug, Clone, Default)]
+pub struct Traffic {
+    studies: Arc<Mutex<HashMap<String, ReplayStudy>>>,
+    done: Arc<AtomicBool>,
+    reads: Arc<AtomicUsize>,
+}
+
+impl Traffic {
+    /// Traffic that is already complete: exactly `studies`.
+    pub fn of(studies: impl IntoIterator<Item = ReplayStudy>) -> Self {
+        let t = Traffic::default();
+        for s in studies {
+            t.add(s);
+        }
+        t.finish();
+        t
+    }
+
+    pub fn add(&self, study: ReplayStudy) {
+        self.lock().insert(study.uid.clone(), study);
+    }
+
+    /// No more studies will be added.
+    pub fn finish(&self) {
+        self.done.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.done.load(Ordering::SeqCst)
+    }
+
+    pub fn published(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Studies read so far.
+    pub fn reads(&self) -> usize {
+        self.reads.load(Ordering::SeqCst)
+    }
+
+    /// Every study published so far, by UID.
+    pub fn snapshot(&self) -> HashMap<String, ReplayStudy> {
+        self.lock().clone()
+    }
+
+    fn get(&self, uid: &str) -> Option<ReplayStudy> {
+        self.lock().get(uid).cloned()
+    }
+
+    fn contains(&self, uid: &str) -> bool {
+        self.lock().contains_key(uid)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ReplayStudy>> {
+        // A reader that panicked cannot leave the map half-updated (single inserts).
+        self.studies.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 #[derive(Default)]
 struct Board {
     claimed: HashSet<String>,
@@ -108,6 +170,19 @@ struct Board {
 pub async fn run_readers(
     cfg: ReaderConfig,
     studies: Arc<HashMap<String, ReplayStudy>>,
+    producer: Producer,
+    codec: Arc<Codec>,
+    shutdown: CancellationToken,
+) -> Vec<ReadEvent> {
+    let traffic = Traffic::of(studies.values().cloned());
+    read_traffic(cfg, traffic, producer, codec, shutdown).await
+}
+
+/// Runs the readers until every study of `studies` was read (once publishing is over) or
+/// `shutdown`.
+pub async fn read_traffic(
+    cfg: ReaderConfig,
+    studies: Traffic,
     producer: Producer,
     codec: Arc<Codec>,
     shutdown: CancellationToken,
@@ -128,7 +203,8 @@ pub async fn run_readers(
         tasks.spawn(async move {
             let url = format!("{}/worklist?limit=200", cfg.triage_url);
             while !shutdown.is_cancelled() {
-                if board.lock().expect("board").events.len() >= studies.len() {
+                let finished = studies.is_finished();
+                if finished && board.lock().expect("board").events.len() >= studies.published() {
                     break;
                 }
                 let list: Vec<WorklistEntry> = match http.get(&url).send().await {
@@ -145,7 +221,7 @@ pub async fn run_readers(
                         .iter()
                         .find(|e| {
                             e.status != "READ"
-                                && studies.contains_key(&e.study_uid)
+                                && studies.contains(&e.study_uid)
                                 && !b.claimed.contains(&e.study_uid)
                         })
                         .cloned();
@@ -161,12 +237,14 @@ pub async fn run_readers(
                     }
                     continue;
                 };
-                let study = &studies[&entry.study_uid];
+                let Some(study) = studies.get(&entry.study_uid) else {
+                    continue;
+                };
                 let d = read_duration(&cfg, &study.uid);
                 let start = now_millis();
                 tokio::time::sleep(d).await;
                 let end = now_millis();
-                let rep = report(study, reader, start, end, &entry.tier);
+                let rep = report(&study, reader, start, end, &entry.tier);
                 if let Err(e) = producer.send(&codec, &rep, &BTreeMap::new()).await {
                     tracing::warn!(error = %e, "reader could not publish a report; will re-read");
                     board.lock().expect("board").claimed.remove(&study.uid);
@@ -183,6 +261,7 @@ pub async fn run_readers(
                     read_ended_at: end,
                     read_ms: d.as_millis() as u64,
                 });
+                studies.reads.fetch_add(1, Ordering::SeqCst);
             }
         });
     }

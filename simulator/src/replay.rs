@@ -1,23 +1,40 @@
 //! Replay: publishes held-out CheXpert studies as a PACS gateway would (`cxr.scan.v1`).
 //!
-//! One image per study is sent (the first frontal view, else the first image), so a study is
-//! one worklist entry; images travel inline when small, else by `file://` reference. UIDs are
-//! derived from the dataset path (`2.25.<uuid-as-integer>`, the DICOM UUID-derived form) and
-//! the patient becomes a keyed pseudonym, so nothing of the source identifiers travels.
+//! One image per study is sent (the first frontal view, else the first image, unless a drift
+//! scenario says otherwise), so a study is one worklist entry; images travel inline when small,
+//! else by `file://` reference. UIDs are derived from the dataset path (`2.25.<uuid-as-integer>`,
+//! the DICOM UUID-derived form) and the patient becomes a keyed pseudonym, so nothing of the
+//! source identifiers travels.
+//!
+//! [`arrival`] says when studies arrive, [`scenario`] which studies are drawn (and what changes
+//! at the change point), [`pixels`] transforms images for the intensity scenario, and
+//! [`publish_traffic`] paces and sends them.
 
-use std::collections::BTreeMap;
+pub mod arrival;
+pub mod pixels;
+mod population;
+mod publish;
+pub mod scenario;
+mod sites;
+
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
-use cxrflow_common::kafka::Producer;
 use cxrflow_common::time::now_millis;
-use cxrflow_contracts::{Codec, OrderPriority, ScanEvent, StudyContext};
+use cxrflow_contracts::{OrderPriority, ScanEvent, StudyContext};
 use rand::{Rng, SeedableRng};
-use rand_distr::{Distribution, Exp};
 use sha2::{Digest, Sha256};
+
+pub use arrival::{Arrival, ArrivalConfig, ArrivalError, ArrivalProcess};
+pub use population::PopulationMix;
+pub use publish::{
+    publish, publish_traffic, ChangePoint, Pace, Published, ReplayError, ReplayOutcome, TrafficPace,
+};
+pub use scenario::{DriftPlan, DriftScenario, StudyPool, INTENSITY_SHIFT};
+pub use sites::SiteMix;
 
 use crate::dataset::{ChexpertDataset, ChexpertRow};
 use crate::labels::{Finding, LabelState, Projection, Sex, ViewKind};
+use crate::render::Drift;
 
 /// Findings a reader must not wait for (the triage defaults' critical set).
 pub const CRITICAL: [Finding; 7] = [
@@ -41,6 +58,12 @@ pub struct ReplayStudy {
     /// Where a by-reference image is exposed under a pseudonymous name (a PACS export folder),
     /// so the URI on the topic carries no dataset path with its patient id.
     pub staging: PathBuf,
+    /// Sent after the drift plan's change point.
+    pub after_change: bool,
+    /// Drawn from the scenario (its sub-population, or its pixel change).
+    pub drifted: bool,
+    /// The pixel change to apply before sending (intensity scenario).
+    pub intensity: Option<Drift>,
 }
 
 impl ReplayStudy {
@@ -66,7 +89,119 @@ pub fn pseudonym(secret: &str, id: &str) -> String {
     format!("pt-{}", hex::encode(&d[..8]))
 }
 
-/// Picks `n` studies from the dataset's `table` (e.g. `heldout.csv`), deterministically.
+/// The rows of the dataset's `table` (e.g. `heldout.csv`), or all rows when there is none.
+pub fn table_rows(ds: &ChexpertDataset, table: &str) -> Vec<ChexpertRow> {
+    ds.tables
+        .iter()
+        .find(|(name, _)| name == table)
+        .map(|(_, t)| t.rows.clone())
+        .unwrap_or_else(|| ds.all_rows().rows)
+}
+
+/// Draws the studies the traffic is made of: the natural mix, and after the change point what
+/// the [`DriftPlan`] says; each study at most once, deterministically for a seed (and the same
+/// sequence of change decisions).
+#[derive(Debug, Clone)]
+pub struct StudySource {
+    pool: StudyPool,
+    sites: SiteMix,
+    plan: DriftPlan,
+    rng: rand::rngs::StdRng,
+    parent: PathBuf,
+    staging: PathBuf,
+    /// Draws the scenario wanted but its sub-population had run out (natural ones sent).
+    pub shortfall: usize,
+}
+
+impl StudySource {
+    /// Studies of the dataset's `table`.
+    pub fn new(
+        ds: &ChexpertDataset,
+        table: &str,
+        seed: u64,
+        sites: SiteMix,
+        plan: DriftPlan,
+    ) -> Self {
+        Self::from_rows(table_rows(ds, table), ds.parent.clone(), seed, sites, plan)
+    }
+
+    /// Studies of `rows`, whose paths are relative to `parent`.
+    pub fn from_rows(
+        rows: Vec<ChexpertRow>,
+        parent: PathBuf,
+        seed: u64,
+        sites: SiteMix,
+        plan: DriftPlan,
+    ) -> Self {
+        StudySource {
+            pool: StudyPool::new(rows, seed),
+            sites,
+            plan,
+            rng: rand::rngs::StdRng::seed_from_u64(seed ^ 0x517e),
+            staging: parent.join(".replay-staging"),
+            parent,
+            shortfall: 0,
+        }
+    }
+
+    pub fn plan(&self) -> &DriftPlan {
+        &self.plan
+    }
+
+    pub fn sites(&self) -> &SiteMix {
+        &self.sites
+    }
+
+    /// Studies in the dataset table (drawn or not).
+    pub fn available(&self) -> usize {
+        self.pool.len()
+    }
+
+    /// The next study; `changed`: it comes after the change point. `None` when the natural
+    /// mix is exhausted.
+    pub fn next(&mut self, changed: bool) -> Option<ReplayStudy> {
+        let site = self.sites.draw(&mut self.rng).to_string();
+        let stat = self.rng.random_bool(0.03);
+        let applies = match self.plan.scenario {
+            DriftScenario::None => false,
+            DriftScenario::SiteDemographics => site == self.sites.drifting_site(),
+            _ => true,
+        };
+        let affected = changed && applies && self.rng.random::<f64>() < self.plan.fraction;
+        let (row, drifted, intensity) = match (affected, self.plan.scenario) {
+            (false, _) => (self.pool.next_natural()?, false, None),
+            (true, DriftScenario::IntensityShift) => {
+                (self.pool.next_natural()?, true, Some(self.plan.intensity))
+            }
+            (true, _) => match self.pool.next_drifted(&self.plan) {
+                Some(r) => (r, true, None),
+                None => {
+                    let row = self.pool.next_natural()?;
+                    self.shortfall += 1;
+                    (row, false, None)
+                }
+            },
+        };
+        Some(ReplayStudy {
+            uid: derived_uid(&format!("study/{}/{}", row.patient.0, row.study)),
+            image: self.parent.join(&row.path).with_extension("png"),
+            site,
+            priority: if stat {
+                OrderPriority::Stat
+            } else {
+                OrderPriority::Routine
+            },
+            staging: self.staging.clone(),
+            after_change: changed,
+            drifted,
+            intensity,
+            row,
+        })
+    }
+}
+
+/// Picks `n` studies of the natural mix from the dataset's `table`, deterministically, spread
+/// round-robin over `sites`.
 pub fn select_studies(
     ds: &ChexpertDataset,
     table: &str,
@@ -74,56 +209,27 @@ pub fn select_studies(
     seed: u64,
     sites: &[String],
 ) -> Vec<ReplayStudy> {
-    let rows = ds
-        .tables
-        .iter()
-        .find(|(name, _)| name == table)
-        .map(|(_, t)| t.rows.clone())
-        .unwrap_or_else(|| ds.all_rows().rows);
-    let mut by_study: BTreeMap<_, Vec<ChexpertRow>> = BTreeMap::new();
-    for r in rows {
-        by_study.entry(r.study_key()).or_default().push(r);
-    }
-    let mut studies: Vec<ChexpertRow> = by_study
-        .into_values()
-        .filter_map(|rows| {
-            rows.iter()
-                .find(|r| r.view == ViewKind::Frontal)
-                .or(rows.first())
-                .cloned()
-        })
-        .collect();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    // Fisher–Yates via rand's shuffle keeps the choice reproducible for a seed.
-    rand::seq::SliceRandom::shuffle(studies.as_mut_slice(), &mut rng);
-    studies
-        .into_iter()
-        .take(n)
+    let mut source = StudySource::new(ds, table, seed, SiteMix::new(1, &[]), DriftPlan::default());
+    (0..n)
+        .map_while(|_| source.next(false))
         .enumerate()
-        .map(|(i, row)| {
-            let stat = rng.random_bool(0.03);
-            ReplayStudy {
-                uid: derived_uid(&format!("study/{}/{}", row.patient.0, row.study)),
-                image: ds.parent.join(&row.path).with_extension("png"),
-                site: sites[i % sites.len().max(1)].clone(),
-                priority: if stat {
-                    OrderPriority::Stat
-                } else {
-                    OrderPriority::Routine
-                },
-                staging: ds.parent.join(".replay-staging"),
-                row,
+        .map(|(i, mut s)| {
+            if let Some(site) = sites.get(i % sites.len().max(1)) {
+                s.site = site.clone();
             }
+            s
         })
         .collect()
 }
 
-/// Where `s`'s image is staged: named after its (derived, pseudonymous) SOP instance UID.
+/// Where `s`'s image is staged: named after its (derived, pseudonymous) SOP instance UID; a
+/// pixel-shifted image under its own name, so the dataset's file is never overwritten.
 fn staged_path(s: &ReplayStudy) -> PathBuf {
-    s.staging.join(format!(
-        "{}.png",
-        derived_uid(&format!("sop/{}", s.row.path))
-    ))
+    let sop = derived_uid(&format!("sop/{}", s.row.path));
+    match s.intensity {
+        None => s.staging.join(format!("{sop}.png")),
+        Some(_) => s.staging.join(format!("{sop}.shifted.png")),
+    }
 }
 
 /// Exposes `s`'s image in its staging folder under the SOP-derived name (hard link, or a copy
@@ -137,18 +243,33 @@ pub fn stage_image(s: &ReplayStudy) -> std::io::Result<PathBuf> {
     Ok(staged)
 }
 
-/// The scan event a gateway would publish for `s`. A by-reference image must have been staged
-/// ([`stage_image`]): the URI names the staged file, never the dataset path.
-pub fn scan_event(s: &ReplayStudy, image: Option<Vec<u8>>, size: u64, secret: &str) -> ScanEvent {
-    let now = now_millis();
-    let view = match (s.row.view, s.row.projection) {
+/// Exposes transformed image `bytes` of `s` in its staging folder (written aside and renamed,
+/// so a reader never sees half a file) and returns that path.
+pub fn stage_bytes(s: &ReplayStudy, bytes: &[u8]) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(&s.staging)?;
+    let staged = staged_path(s);
+    let tmp = staged.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, &staged)?;
+    Ok(staged)
+}
+
+/// The view position a gateway would put in the DICOM header.
+pub fn view_position(row: &ChexpertRow) -> &'static str {
+    match (row.view, row.projection) {
         (ViewKind::Lateral, _) => "LL",
         (_, Some(Projection::Ap)) => "AP",
         (_, Some(Projection::Pa)) => "PA",
         (_, Some(Projection::Ll)) => "LL",
         (_, Some(Projection::Rl)) => "RL",
         (ViewKind::Frontal, None) => "PA",
-    };
+    }
+}
+
+/// The scan event a gateway would publish for `s`. A by-reference image must have been staged
+/// ([`stage_image`]): the URI names the staged file, never the dataset path.
+pub fn scan_event(s: &ReplayStudy, image: Option<Vec<u8>>, size: u64, secret: &str) -> ScanEvent {
+    let now = now_millis();
     let sex = match s.row.sex {
         Sex::Male => Some("M".to_string()),
         Sex::Female => Some("F".to_string()),
@@ -165,7 +286,7 @@ pub fn scan_event(s: &ReplayStudy, image: Option<Vec<u8>>, size: u64, secret: &s
             accession_number: None,
             patient_ref: pseudonym(secret, &s.row.patient.0),
             modality: "CR".into(),
-            view_position: Some(view.into()),
+            view_position: Some(view_position(&s.row).into()),
             patient_age_years: s.row.age.map(|a| a as i32),
             patient_sex: sex,
             acquired_at: now,
@@ -180,99 +301,6 @@ pub fn scan_event(s: &ReplayStudy, image: Option<Vec<u8>>, size: u64, secret: &s
     }
 }
 
-/// How studies arrive.
-#[derive(Debug, Clone, Copy, PartialEq, clap::ValueEnum)]
-pub enum Arrival {
-    /// Evenly spaced at the rate.
-    Constant,
-    /// A Poisson process at the rate (exponential gaps).
-    Poisson,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReplayError {
-    #[error("reading {path}: {source}")]
-    Image {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Produce(#[from] cxrflow_common::kafka::ProduceError),
-}
-
-/// One published study.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Published {
-    pub uid: String,
-    pub published_at: i64,
-}
-
-/// How a replay paces and sends its studies.
-#[derive(Debug, Clone, Copy)]
-pub struct Pace {
-    pub arrival: Arrival,
-    /// Studies per second.
-    pub rate: f64,
-    /// Images up to this many bytes ride inline; larger ones by `file://` reference.
-    pub inline_max: u64,
-    pub seed: u64,
-}
-
-/// Publishes `studies` as `pace` says.
-pub async fn publish(
-    producer: &Producer,
-    codec: &Codec,
-    studies: &[ReplayStudy],
-    pace: Pace,
-    mut progress: impl FnMut(usize),
-) -> Result<Vec<Published>, ReplayError> {
-    let Pace {
-        arrival,
-        rate,
-        inline_max,
-        seed,
-    } = pace;
-    let secret = format!("sim-{seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed);
-    let gap = Exp::new(rate.max(1e-6)).expect("positive rate");
-    let start = Instant::now();
-    let mut due = 0.0f64;
-    let mut out = Vec::with_capacity(studies.len());
-    for (i, s) in studies.iter().enumerate() {
-        let wait = Duration::from_secs_f64(due).saturating_sub(start.elapsed());
-        tokio::time::sleep(wait).await;
-        let meta = std::fs::metadata(&s.image).map_err(|e| ReplayError::Image {
-            path: s.image.clone(),
-            source: e,
-        })?;
-        let inline = if meta.len() <= inline_max {
-            Some(std::fs::read(&s.image).map_err(|e| ReplayError::Image {
-                path: s.image.clone(),
-                source: e,
-            })?)
-        } else {
-            stage_image(s).map_err(|e| ReplayError::Image {
-                path: s.image.clone(),
-                source: e,
-            })?;
-            None
-        };
-        let ev = scan_event(s, inline, meta.len(), &secret);
-        producer.send(codec, &ev, &BTreeMap::new()).await?;
-        out.push(Published {
-            uid: s.uid.clone(),
-            published_at: ev.study.published_at,
-        });
-        progress(i + 1);
-        due += match arrival {
-            Arrival::Constant => 1.0 / rate.max(1e-6),
-            Arrival::Poisson => gap.sample(&mut rng),
-        };
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,6 +313,120 @@ mod tests {
         assert!(u[5..].bytes().all(|b| b.is_ascii_digit()));
         assert!(!u[5..].starts_with('0') || u.len() == 6);
         assert_ne!(u, derived_uid("study/patient00001/2"));
+    }
+
+    fn rows() -> Vec<ChexpertRow> {
+        let mut rows = Vec::new();
+        for p in 0u32..120 {
+            let path =
+                |v: &str| format!("CheXpert-v1.0-small/heldout/patient{p:05}/study1/{v}.png");
+            let base = ChexpertRow {
+                path: path("view1_frontal"),
+                patient: crate::dataset::PatientId(format!("patient{p:05}")),
+                study: 1,
+                sex: if p.is_multiple_of(2) {
+                    Sex::Female
+                } else {
+                    Sex::Male
+                },
+                age: Some(30 + p % 60),
+                view: ViewKind::Frontal,
+                projection: Some(if p.is_multiple_of(3) {
+                    Projection::Ap
+                } else {
+                    Projection::Pa
+                }),
+                labels: crate::labels::Labels::default(),
+            };
+            rows.push(ChexpertRow {
+                path: path("view2_lateral"),
+                view: ViewKind::Lateral,
+                projection: None,
+                ..base.clone()
+            });
+            rows.push(base);
+        }
+        rows
+    }
+
+    fn source(plan: DriftPlan) -> StudySource {
+        StudySource::from_rows(
+            rows(),
+            PathBuf::from("/data"),
+            4,
+            SiteMix::new(2, &[]),
+            plan,
+        )
+    }
+
+    #[test]
+    fn studies_switch_at_the_change_point_and_never_repeat() {
+        let mut src = source(DriftPlan::after(DriftScenario::PortableAp, 20));
+        let mut seen = std::collections::HashSet::new();
+        let mut sent = Vec::new();
+        while let Some(s) = src.next(src.plan().changed(sent.len(), 0.0)) {
+            assert!(seen.insert(s.uid.clone()), "a study is sent once");
+            sent.push(s);
+        }
+        assert_eq!(sent.len(), 120);
+        assert!(sent[..20].iter().all(|s| !s.after_change && !s.drifted));
+        // 40 AP studies exist: those left after the change come first, then the natural mix
+        // fills in and the shortfall is counted.
+        let ap_before = sent[..20]
+            .iter()
+            .filter(|s| view_position(&s.row) == "AP")
+            .count();
+        let left = 40 - ap_before;
+        assert!(sent[20..20 + left]
+            .iter()
+            .all(|s| s.drifted && view_position(&s.row) == "AP"));
+        assert!(sent[20 + left..].iter().all(|s| !s.drifted));
+        assert_eq!(src.shortfall, 100 - left);
+        assert!(sent.iter().all(|s| s.row.view == ViewKind::Frontal));
+    }
+
+    #[test]
+    fn lateral_leak_sends_laterals_and_intensity_shift_marks_pixels() {
+        let mut src = source(DriftPlan::after(DriftScenario::LateralLeak, 0));
+        let s = src.next(true).unwrap();
+        assert_eq!(
+            (s.row.view, view_position(&s.row)),
+            (ViewKind::Lateral, "LL")
+        );
+        let mut src = source(DriftPlan::after(DriftScenario::IntensityShift, 0));
+        let s = src.next(true).unwrap();
+        assert_eq!(s.intensity, Some(INTENSITY_SHIFT));
+        assert!(s.drifted && s.row.view == ViewKind::Frontal);
+        assert!(staged_path(&s).to_string_lossy().ends_with(".shifted.png"));
+        assert!(src.next(false).unwrap().intensity.is_none());
+    }
+
+    #[test]
+    fn site_demographics_change_only_the_drifting_site() {
+        let mut src = source(DriftPlan::after(DriftScenario::SiteDemographics, 0));
+        let sent: Vec<ReplayStudy> = std::iter::from_fn(|| src.next(true)).take(30).collect();
+        for s in &sent {
+            if s.drifted {
+                assert_eq!(s.site, "site-02");
+                assert!(s.row.sex == Sex::Female && s.row.age.unwrap() >= 70);
+            } else {
+                assert!(s.site == "site-01" || src.shortfall > 0);
+            }
+        }
+        assert!(sent.iter().any(|s| s.drifted));
+    }
+
+    #[test]
+    fn drift_fraction_mixes_natural_studies_in() {
+        let plan = DriftPlan {
+            fraction: 0.5,
+            ..DriftPlan::after(DriftScenario::IntensityShift, 0)
+        };
+        let mut src = source(plan);
+        let shifted = std::iter::from_fn(|| src.next(true))
+            .filter(|s| s.intensity.is_some())
+            .count();
+        assert!((40..=80).contains(&shifted), "{shifted} of 120 shifted");
     }
 
     #[test]

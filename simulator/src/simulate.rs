@@ -1,21 +1,27 @@
-//! A whole simulated run against a live stack: replay studies as a gateway, read them as
-//! radiologists from the triage worklist, then summarise what a hospital would measure.
+//! A whole simulated run against a live stack: replay studies as a gateway (arrival process,
+//! sites, optional drift scenario), read them as radiologists from the triage worklist while
+//! sampling consumer lag, then summarise what a hospital would measure.
 
-use std::collections::{HashMap, HashSet};
+mod readback;
+
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cxrflow_common::kafka::snapshot::read_to_end;
 use cxrflow_common::kafka::Producer;
 use cxrflow_common::registry::codec_for;
 use cxrflow_common::KafkaArgs;
-use cxrflow_contracts::{topics, Codec, TriageDecision};
 use tokio_util::sync::CancellationToken;
 
 use crate::dataset::open_dataset;
-use crate::readers::{run_readers, ReaderConfig};
-use crate::replay::{publish, select_studies, Arrival, Pace};
+use crate::labels::Finding;
+use crate::lag::{spawn_sampler, LatestLag};
+use crate::readers::{read_traffic, ReaderConfig, Traffic};
+use crate::replay::scenario::parse_finding;
+use crate::replay::{
+    publish_traffic, Arrival, ArrivalConfig, ArrivalProcess, DriftPlan, DriftScenario, SiteMix,
+    StudySource, TrafficPace, INTENSITY_SHIFT,
+};
 use crate::report::{self, Report};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -24,27 +30,75 @@ pub struct SimConfig {
     #[arg(long, env = "CXRFLOW_SIM_DATASET")]
     pub dataset: PathBuf,
     /// Which label file to replay (held-out patients only by default).
-    #[arg(long, default_value = "heldout.csv")]
+    #[arg(long, env = "CXRFLOW_SIM_TABLE", default_value = "heldout.csv")]
     pub table: String,
-    /// Number of studies to replay.
-    #[arg(long, default_value_t = 300)]
+    /// Number of studies to replay (0: no count limit; the duration or the table ends the run).
+    #[arg(long, env = "CXRFLOW_SIM_STUDIES", default_value_t = 300)]
     pub studies: usize,
-    /// Arrival rate, studies per second.
-    #[arg(long, default_value_t = 8.0)]
+    /// Stop publishing after this many seconds (whichever of count and duration comes first).
+    #[arg(long, env = "CXRFLOW_SIM_DURATION_S")]
+    pub duration_s: Option<f64>,
+    /// Target mean arrival rate, studies per second (every arrival shape averages to it).
+    #[arg(long, env = "CXRFLOW_SIM_RATE", default_value_t = 8.0)]
     pub rate: f64,
-    #[arg(long, value_enum, default_value = "poisson")]
+    /// Arrival process.
+    #[arg(
+        long,
+        env = "CXRFLOW_SIM_ARRIVAL",
+        value_enum,
+        default_value = "poisson"
+    )]
     pub arrival: Arrival,
+    /// Diurnal arrivals: length of one compressed day, seconds.
+    #[arg(long, env = "CXRFLOW_SIM_DAY_S", default_value_t = 120.0)]
+    pub day_s: f64,
+    /// Diurnal arrivals: relative swing of the rate around its mean (0..=1).
+    #[arg(long, env = "CXRFLOW_SIM_DIURNAL_AMPLITUDE", default_value_t = 0.8)]
+    pub diurnal_amplitude: f64,
+    /// Burst arrivals: a burst every this many seconds.
+    #[arg(long, env = "CXRFLOW_SIM_BURST_EVERY_S", default_value_t = 30.0)]
+    pub burst_every_s: f64,
+    /// Burst arrivals: how long a burst lasts, seconds.
+    #[arg(long, env = "CXRFLOW_SIM_BURST_LEN_S", default_value_t = 5.0)]
+    pub burst_len_s: f64,
+    /// Burst arrivals: rate during a burst as a multiple of the base rate.
+    #[arg(long, env = "CXRFLOW_SIM_BURST_FACTOR", default_value_t = 5.0)]
+    pub burst_factor: f64,
     /// Images up to this size travel inline; larger ones by file:// reference.
-    #[arg(long, default_value_t = 256 * 1024)]
+    #[arg(long, env = "CXRFLOW_SIM_INLINE_MAX", default_value_t = 256 * 1024)]
     pub inline_max: u64,
-    /// Number of sites the studies are spread over.
-    #[arg(long, default_value_t = 2)]
+    /// Number of sites the studies are spread over (`site-01` …).
+    #[arg(long, env = "CXRFLOW_SIM_SITES", default_value_t = 2)]
     pub sites: usize,
+    /// Relative traffic of each site, comma-separated (missing ones weigh 1): e.g. `3,1`.
+    #[arg(long, env = "CXRFLOW_SIM_SITE_WEIGHTS", value_delimiter = ',')]
+    pub site_weights: Vec<f64>,
+    /// Drift scenario to inject.
+    #[arg(
+        long,
+        env = "CXRFLOW_SIM_DRIFT_SCENARIO",
+        value_enum,
+        default_value = "none"
+    )]
+    pub drift_scenario: DriftScenario,
+    /// Inject the drift once this many studies were published (default: half of --studies,
+    /// unless --drift-after-s is given).
+    #[arg(long, env = "CXRFLOW_SIM_DRIFT_AFTER_STUDIES")]
+    pub drift_after_studies: Option<usize>,
+    /// Inject the drift this many seconds into the replay (whichever comes first).
+    #[arg(long, env = "CXRFLOW_SIM_DRIFT_AFTER_S")]
+    pub drift_after_s: Option<f64>,
+    /// Share of the studies after the change that the scenario affects (0..=1).
+    #[arg(long, env = "CXRFLOW_SIM_DRIFT_FRACTION", default_value_t = 1.0)]
+    pub drift_fraction: f64,
+    /// The finding whose positives the prevalence-rise scenario oversamples.
+    #[arg(long, env = "CXRFLOW_SIM_DRIFT_FINDING", value_parser = parse_finding, default_value = "Pneumothorax")]
+    pub drift_finding: Finding,
     /// Simulated radiologists.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, env = "CXRFLOW_SIM_READERS", default_value_t = 2)]
     pub readers: usize,
     /// Median read time per study, milliseconds (log-normal).
-    #[arg(long, default_value_t = 350)]
+    #[arg(long, env = "CXRFLOW_SIM_MEDIAN_READ_MS", default_value_t = 350)]
     pub median_read_ms: u64,
     /// Base URL of the triage service's HTTP endpoint.
     #[arg(
@@ -53,14 +107,89 @@ pub struct SimConfig {
         default_value = "http://127.0.0.1:8084"
     )]
     pub triage_url: String,
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, env = "CXRFLOW_SIM_SEED", default_value_t = 7)]
     pub seed: u64,
     /// Where report.json and report.html go.
-    #[arg(long, default_value = ".cxrflow/report")]
+    #[arg(
+        long,
+        env = "CXRFLOW_SIM_REPORT_DIR",
+        default_value = ".cxrflow/report"
+    )]
     pub report_dir: PathBuf,
     /// Give up waiting for reads after this long.
-    #[arg(long, default_value_t = 900)]
+    #[arg(long, env = "CXRFLOW_SIM_TIMEOUT_S", default_value_t = 900)]
     pub timeout_s: u64,
+    /// Sample the services' consumer lag this often, milliseconds (0: off).
+    #[arg(long, env = "CXRFLOW_SIM_LAG_INTERVAL_MS", default_value_t = 1000)]
+    pub lag_interval_ms: u64,
+    /// The services' consumer groups are `<prefix><service>`.
+    #[arg(long, env = "CXRFLOW_SIM_LAG_GROUP_PREFIX", default_value = "cxrflow-")]
+    pub lag_group_prefix: String,
+}
+
+impl Default for SimConfig {
+    /// The command line's defaults (a test checks they agree), with an empty dataset path.
+    fn default() -> Self {
+        SimConfig {
+            dataset: PathBuf::new(),
+            table: "heldout.csv".into(),
+            studies: 300,
+            duration_s: None,
+            rate: 8.0,
+            arrival: Arrival::Poisson,
+            day_s: 120.0,
+            diurnal_amplitude: 0.8,
+            burst_every_s: 30.0,
+            burst_len_s: 5.0,
+            burst_factor: 5.0,
+            inline_max: 256 * 1024,
+            sites: 2,
+            site_weights: Vec::new(),
+            drift_scenario: DriftScenario::None,
+            drift_after_studies: None,
+            drift_after_s: None,
+            drift_fraction: 1.0,
+            drift_finding: Finding::Pneumothorax,
+            readers: 2,
+            median_read_ms: 350,
+            triage_url: "http://127.0.0.1:8084".into(),
+            seed: 7,
+            report_dir: PathBuf::from(".cxrflow/report"),
+            timeout_s: 900,
+            lag_interval_ms: 1000,
+            lag_group_prefix: "cxrflow-".into(),
+        }
+    }
+}
+
+impl SimConfig {
+    pub fn arrival_config(&self) -> ArrivalConfig {
+        ArrivalConfig {
+            kind: self.arrival,
+            rate: self.rate,
+            day_s: self.day_s,
+            diurnal_amplitude: self.diurnal_amplitude,
+            burst_every_s: self.burst_every_s,
+            burst_len_s: self.burst_len_s,
+            burst_factor: self.burst_factor,
+        }
+    }
+
+    /// The drift plan: without a change point given, the change comes after half the studies.
+    pub fn drift_plan(&self) -> DriftPlan {
+        let after_studies = match (self.drift_after_studies, self.drift_after_s) {
+            (None, None) => Some(self.studies / 2),
+            (n, _) => n,
+        };
+        DriftPlan {
+            scenario: self.drift_scenario,
+            after_studies,
+            after_s: self.drift_after_s,
+            fraction: self.drift_fraction.clamp(0.0, 1.0),
+            finding: self.drift_finding,
+            intensity: INTENSITY_SHIFT,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,10 +206,6 @@ pub enum SimRunError {
     Io(#[from] std::io::Error),
 }
 
-fn count(kafka: &KafkaArgs, topic: &str) -> Vec<cxrflow_common::kafka::snapshot::SnapshotRecord> {
-    read_to_end(kafka, topic, Duration::from_secs(60)).unwrap_or_default()
-}
-
 /// Runs the simulation and writes the report.
 pub async fn simulate(
     kafka: &KafkaArgs,
@@ -88,53 +213,87 @@ pub async fn simulate(
     shutdown: CancellationToken,
 ) -> Result<Report, SimRunError> {
     let ds = open_dataset(&cfg.dataset)?;
-    let sites: Vec<String> = (1..=cfg.sites.max(1))
-        .map(|i| format!("site-{i:02}"))
-        .collect();
-    let studies = select_studies(&ds, &cfg.table, cfg.studies, cfg.seed, &sites);
-    if studies.is_empty() {
+    let plan = cfg.drift_plan();
+    let sites = SiteMix::new(cfg.sites, &cfg.site_weights);
+    let mut source = StudySource::new(&ds, &cfg.table, cfg.seed, sites, plan);
+    if source.available() == 0 {
         return Err(SimRunError::Empty(ds.dir.display().to_string()));
     }
+    let arrival = cfg.arrival_config();
+    ArrivalProcess::new(arrival, cfg.seed).map_err(|e| SimRunError::Setup(e.to_string()))?;
     let (codec, _) = codec_for(kafka)
         .await
         .map_err(|e| SimRunError::Setup(e.to_string()))?;
     let producer = Producer::new(kafka).map_err(|e| SimRunError::Setup(e.to_string()))?;
-    let by_uid: Arc<HashMap<_, _>> =
-        Arc::new(studies.iter().map(|s| (s.uid.clone(), s.clone())).collect());
+    let planned = match cfg.studies {
+        0 => source.available(),
+        n => n.min(source.available()),
+    };
     tracing::info!(
-        studies = studies.len(),
+        planned,
         rate = cfg.rate,
+        arrival = ?cfg.arrival,
+        duration_s = ?cfg.duration_s,
+        sites = cfg.sites,
         readers = cfg.readers,
+        drift = %plan.scenario,
+        drift_after_studies = ?plan.after_studies,
+        drift_after_s = ?plan.after_s,
         "simulation: replaying"
     );
     let started = Instant::now();
-    let reader_cfg = ReaderConfig {
-        readers: cfg.readers,
-        median_read: Duration::from_millis(cfg.median_read_ms),
-        triage_url: cfg.triage_url.trim_end_matches('/').to_string(),
-        seed: cfg.seed,
-    };
+    let traffic = Traffic::default();
     let read_stop = shutdown.child_token();
-    let readers = tokio::spawn(run_readers(
-        reader_cfg,
-        by_uid.clone(),
+    let readers = tokio::spawn(read_traffic(
+        ReaderConfig {
+            readers: cfg.readers,
+            median_read: Duration::from_millis(cfg.median_read_ms),
+            triage_url: cfg.triage_url.trim_end_matches('/').to_string(),
+            seed: cfg.seed,
+        },
+        traffic.clone(),
         producer.clone(),
         codec.clone(),
         read_stop.clone(),
     ));
-    let total = studies.len();
-    let pace = Pace {
-        arrival: cfg.arrival,
-        rate: cfg.rate,
+    let watch_stop = CancellationToken::new();
+    let latest: LatestLag = Arc::new(Mutex::new(None));
+    let lag = (cfg.lag_interval_ms > 0).then(|| {
+        spawn_sampler(
+            kafka.clone(),
+            cfg.lag_group_prefix.clone(),
+            Duration::from_millis(cfg.lag_interval_ms),
+            watch_stop.clone(),
+            latest.clone(),
+        )
+    });
+    let progress =
+        crate::progress::spawn(traffic.clone(), planned, latest.clone(), watch_stop.clone());
+    let pace = TrafficPace {
+        arrival,
         inline_max: cfg.inline_max,
         seed: cfg.seed,
+        max_studies: cfg.studies,
+        duration: cfg.duration_s.map(Duration::from_secs_f64),
     };
-    let published = publish(&producer, &codec, &studies, pace, |n| {
-        if n % 50 == 0 || n == total {
-            tracing::info!(published = n, total, "simulation: replay progress");
-        }
+    let outcome = publish_traffic(&producer, &codec, &mut source, pace, &shutdown, |s, _| {
+        traffic.add(s.clone())
     })
-    .await?;
+    .await;
+    traffic.finish();
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            read_stop.cancel();
+            watch_stop.cancel();
+            return Err(e.into());
+        }
+    };
+    tracing::info!(
+        published = outcome.published.len(),
+        change_at = ?outcome.change.map(|c| c.index),
+        "simulation: replay done; waiting for reads"
+    );
     let timeout = tokio::time::sleep(Duration::from_secs(cfg.timeout_s));
     tokio::pin!(timeout);
     let mut readers = readers;
@@ -146,72 +305,79 @@ pub async fn simulate(
             readers.await.unwrap_or_default()
         }
     };
+    watch_stop.cancel();
+    let lag = match lag {
+        Some(h) => h.await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let _ = progress.await;
     let duration_s = started.elapsed().as_secs_f64();
-    let (k, c, readers) = (kafka.clone(), codec.clone(), cfg.readers.max(1));
-    let report = tokio::task::spawn_blocking(move || {
-        summarise(&k, &c, &published, &events, readers, duration_s)
-    })
-    .await
-    .map_err(|e| SimRunError::Setup(e.to_string()))?;
+    let input = readback::RunInput {
+        kafka: kafka.clone(),
+        codec: codec.clone(),
+        traffic,
+        outcome,
+        events,
+        lag,
+        readers: cfg.readers.max(1),
+        duration_s,
+        arrival,
+        plan,
+    };
+    let report = tokio::task::spawn_blocking(move || readback::summarise(input))
+        .await
+        .map_err(|e| SimRunError::Setup(e.to_string()))?;
     report::write(&report, &cfg.report_dir)?;
     Ok(report)
 }
 
-fn summarise(
-    kafka: &KafkaArgs,
-    codec: &Codec,
-    published: &[crate::replay::Published],
-    events: &[crate::readers::ReadEvent],
-    readers: usize,
-    duration_s: f64,
-) -> Report {
-    let published_at: HashMap<&str, i64> = published
-        .iter()
-        .map(|p| (p.uid.as_str(), p.published_at))
-        .collect();
-    let mut first_decision: HashMap<String, i64> = HashMap::new();
-    let mut decisions_by_uid: HashMap<String, HashSet<i64>> = HashMap::new();
-    for r in count(kafka, topics::TRIAGE) {
-        let Some(d) = r
-            .payload
-            .and_then(|p| codec.decode::<TriageDecision>(&p).ok())
-        else {
-            continue;
-        };
-        let uid = d.study.study_instance_uid.clone();
-        decisions_by_uid
-            .entry(uid.clone())
-            .or_default()
-            .insert(d.version);
-        let e = first_decision.entry(uid).or_insert(d.decided_at);
-        *e = (*e).min(d.decided_at);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sim: SimConfig,
     }
-    let latency: Vec<f64> = first_decision
-        .iter()
-        .filter_map(|(uid, at)| published_at.get(uid.as_str()).map(|p| (at - p) as f64))
-        .collect();
-    let on_worklist = first_decision
-        .keys()
-        .filter(|u| published_at.contains_key(u.as_str()))
-        .count();
-    let dlq = count(kafka, topics::DLQ).len();
-    let drift = count(kafka, topics::DRIFT).len();
-    // Each study has one worklist entry by construction (compacted, keyed by study); a reader
-    // reading the same study twice would be the visible duplicate.
-    let mut seen = HashSet::new();
-    let dup_reads = events
-        .iter()
-        .filter(|e| !seen.insert(e.uid.clone()))
-        .count();
-    report::build(&report::RunFacts {
-        published: published.len(),
-        on_worklist,
-        duplicates: dup_reads,
-        latency_ms: latency,
-        events: events.to_vec(),
-        readers,
-        dead_letters: dlq,
-        drift_alerts: drift,
-        duration_s,
-    })
+
+    #[test]
+    fn default_matches_the_command_line_defaults() {
+        let parsed = Cli::try_parse_from(["sim", "--dataset", "d"]).unwrap().sim;
+        let default = SimConfig {
+            dataset: "d".into(),
+            ..SimConfig::default()
+        };
+        assert_eq!(format!("{parsed:?}"), format!("{default:?}"));
+    }
+
+    #[test]
+    fn drift_flags_parse() {
+        let c = Cli::try_parse_from([
+            "sim",
+            "--dataset",
+            "d",
+            "--drift-scenario",
+            "prevalence-rise",
+            "--drift-after-studies",
+            "40",
+            "--drift-finding",
+            "pleural-effusion",
+            "--arrival",
+            "bursts",
+            "--site-weights",
+            "3,1",
+        ])
+        .unwrap()
+        .sim;
+        let plan = c.drift_plan();
+        assert_eq!(plan.scenario, DriftScenario::PrevalenceRise);
+        assert_eq!(plan.after_studies, Some(40));
+        assert_eq!(plan.finding, Finding::PleuralEffusion);
+        assert_eq!(c.arrival, Arrival::Bursts);
+        assert_eq!(c.site_weights, vec![3.0, 1.0]);
+        // Without a change point the drift comes halfway.
+        assert_eq!(SimConfig::default().drift_plan().after_studies, Some(150));
+    }
 }

@@ -78,6 +78,7 @@ async fn every_study_reaches_the_worklist_once_and_critical_ones_are_read_sooner
             seed: 11,
             report_dir: dir.path().join("report"),
             timeout_s: 240,
+            ..SimConfig::default()
         },
     };
     tokio::time::timeout(Duration::from_secs(400), up(args, CancellationToken::new()))

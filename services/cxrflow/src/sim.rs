@@ -15,7 +15,7 @@ pub enum SimCmd {
     /// Synthesize images for real CheXpert label rows (patient-level train/valid/held-out split).
     Synth(SynthArgs),
     /// Replay a dataset's held-out studies against a running stack and write the report.
-    Replay(ReplayArgs),
+    Replay(Box<ReplayArgs>),
 }
 
 #[derive(Debug, Args)]
