@@ -21,38 +21,12 @@ use std::time::{Duration, Instant};
 use cxrflow_common::kafka::Producer;
 use cxrflow_contracts::{topics, WorklistStatus};
 use cxrflow_sim::readers::{run_readers, ReadEvent, ReaderConfig};
-use cxrflow_sim::replay::{publish, Arrival, Pace, Published, ReplayStudy};
+use cxrflow_sim::replay::ReplayStudy;
 use cxrflow_testkit::eventually;
 use rand::{Rng, SeedableRng};
 use support::{Pipeline, Service, WorklistHistory};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-
-/// Publishes `studies` at `rate` per second in the background, as a PACS gateway would.
-fn start_replay(
-    p: &Pipeline,
-    studies: &[ReplayStudy],
-    rate: f64,
-    inline_max: u64,
-    seed: u64,
-) -> JoinHandle<Vec<Published>> {
-    let producer = Producer::new(&p.kafka).expect("producer");
-    let codec = p.codec.clone();
-    let studies = studies.to_vec();
-    tokio::spawn(async move {
-        let pace = Pace {
-            arrival: Arrival::Constant,
-            rate,
-            inline_max,
-            seed,
-        };
-        let out = publish(&producer, &codec, &studies, pace, |_| {})
-            .await
-            .expect("replay publishes every study");
-        producer.flush(Duration::from_secs(30));
-        out
-    })
-}
 
 /// Simulated radiologists reading from the live worklist until every study is read.
 fn start_readers(
@@ -186,21 +160,6 @@ async fn wait_all_read(
     }
 }
 
-/// How much longer each killed service stays down (`CXRFLOW_CRASH_EXTRA_DOWNTIME_MS`).
-///
-/// Default: past the 6 s consumer session timeout. tansu 0.6.0 (the embedded broker) has a
-/// group-coordination bug: a member that rejoins while the SIGKILLed one is still within its
-/// session can be handed an empty assignment for good (JoinGroup names the dead member leader,
-/// the follower syncs empty assignments, then the leader expires; generation stays with no
-/// partitions). Apache Kafka rebalances that case; with the embedded broker a restarted service
-/// must wait for the dead member's session to end. Set 0 to reproduce the broker bug.
-fn extra_downtime_ms() -> u64 {
-    std::env::var("CXRFLOW_CRASH_EXTRA_DOWNTIME_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(6_500)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killing_each_service_in_turn_loses_nothing_and_shows_nothing_twice() {
     let _turn = support::exclusive();
@@ -213,7 +172,7 @@ async fn killing_each_service_in_turn_loses_nothing_and_shows_nothing_twice() {
     let readers = start_readers(&p, &studies, seed, stop.clone());
     let watch_stop = CancellationToken::new();
     let watcher = watch_worklist(&p, watch_stop.clone());
-    let replay = start_replay(&p, &studies, 10.0, 256 * 1024, seed);
+    let replay = support::start_replay(&p, &studies, 10.0, 256 * 1024, seed);
 
     // Each service in turn: killed at a seeded random point, restarted 0.2–1.5 s later,
     // while the replay and the readers go on.
@@ -222,7 +181,7 @@ async fn killing_each_service_in_turn_loses_nothing_and_shows_nothing_twice() {
     for s in Service::ALL {
         tokio::time::sleep(Duration::from_millis(rng.random_range(800..2200))).await;
         p.kill(s);
-        let down = rng.random_range(200..1500) + extra_downtime_ms();
+        let down = rng.random_range(200..1500) + support::extra_downtime_ms();
         kills.push(format!(
             "{} killed at {:.1}s, down {down} ms",
             s.name(),
@@ -375,7 +334,7 @@ async fn a_broker_restart_mid_stream_loses_nothing() {
     let n = 80;
     let seed = 33;
     let studies = support::studies(&p.dataset, n, seed);
-    let replay = start_replay(&p, &studies, 10.0, 256 * 1024, seed);
+    let replay = support::start_replay(&p, &studies, 10.0, 256 * 1024, seed);
 
     tokio::time::sleep(Duration::from_secs(3)).await;
     let t = Instant::now();
@@ -508,7 +467,7 @@ async fn no_raw_patient_id_reaches_a_topic_or_a_log() {
     let stop = CancellationToken::new();
     let readers = start_readers(&p, &studies, seed, stop.clone());
     // Some images inline, some by reference (the median image is ~77 kB): both paths run.
-    let replay = start_replay(&p, &studies, 10.0, 75_000, seed);
+    let replay = support::start_replay(&p, &studies, 10.0, 75_000, seed);
     replay.await.expect("replay task");
     wait_all_read(&p, readers, &stop, n, Duration::from_secs(120)).await;
     eventually(

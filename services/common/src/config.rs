@@ -60,17 +60,23 @@ pub struct KafkaArgs {
     /// Largest record payload cxrflow produces, in bytes: librdkafka's `message.max.bytes` on
     /// every producer, and `max.message.bytes` on the topics cxrflow creates, both with
     /// [`DEAD_LETTER_HEADROOM`] on top, so any record a service could consume can also be
-    /// dead-lettered whole (the envelope adds the reason and the headers).
+    /// dead-lettered whole (the envelope adds the reason and the headers). The default keeps
+    /// record + headroom at 5 MiB, the most the embedded broker (tansu 0.6.0) returns in one
+    /// fetch: a larger record would be stored but never delivered. On a Kafka cluster it may be
+    /// raised together with the brokers' `message.max.bytes` / `replica.fetch.max.bytes`.
     #[arg(
         long = "kafka-max-message-bytes",
         env = "CXRFLOW_KAFKA_MAX_MESSAGE_BYTES",
-        default_value_t = 8 * 1024 * 1024
+        default_value_t = DEFAULT_MAX_MESSAGE_BYTES
     )]
     pub max_message_bytes: u64,
 }
 
 /// Room for a dead-letter envelope around the largest record (reason, error text, headers).
 pub const DEAD_LETTER_HEADROOM: u64 = 64 * 1024;
+
+/// Default record limit: with the headroom, exactly the 5 MiB tansu 0.6.0 serves per fetch.
+pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 5 * 1024 * 1024 - DEAD_LETTER_HEADROOM;
 
 /// Parses one `key=value` flag value (librdkafka properties, object-store options).
 pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -98,7 +104,7 @@ impl KafkaArgs {
             topic_prefix: String::new(),
             session_timeout_ms: 30_000,
             max_prefetch_kib: 16_384,
-            max_message_bytes: 8 * 1024 * 1024,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 
@@ -112,6 +118,21 @@ impl KafkaArgs {
         physical
             .strip_prefix(self.topic_prefix.as_str())
             .unwrap_or(physical)
+    }
+
+    /// A consumer's config: [`KafkaArgs::client_config`] plus a per-partition fetch size that
+    /// holds one record of the record limit. A broker that does not return an oversized first
+    /// batch anyway (KIP-74) would otherwise stall the partition behind it forever.
+    pub fn consumer_config(&self) -> ClientConfig {
+        let mut c = self.client_config();
+        c.set(
+            "max.partition.fetch.bytes",
+            self.message_limit_bytes().to_string(),
+        );
+        for (k, v) in &self.props {
+            c.set(k, v);
+        }
+        c
     }
 
     /// `message.max.bytes` / `max.message.bytes`: the record limit plus the dead-letter headroom.

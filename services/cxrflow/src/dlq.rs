@@ -42,7 +42,7 @@ pub struct ReplayArgs {
 pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let (codec, _) = codec_for(&args.kafka).await?;
     let producer = Producer::new(&args.kafka)?;
-    let mut cc = args.kafka.client_config();
+    let mut cc = args.kafka.consumer_config();
     cc.set("group.id", &args.group_id)
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false");

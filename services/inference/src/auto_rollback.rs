@@ -211,7 +211,7 @@ pub async fn follow_drift(
     auto: Arc<AutoRollback>,
     shutdown: CancellationToken,
 ) {
-    let mut cc = kafka.client_config();
+    let mut cc = kafka.consumer_config();
     cc.set(
         "group.id",
         format!("cxrflow-inference-drift-{:016x}", crate::rand_id()),

@@ -49,7 +49,7 @@ async fn follow_rollouts(
     registry: Arc<ModelRegistry>,
     shutdown: CancellationToken,
 ) {
-    let mut cc = kafka.client_config();
+    let mut cc = kafka.consumer_config();
     cc.set(
         "group.id",
         format!("cxrflow-inference-models-{:016x}", rand_id()),

@@ -62,7 +62,7 @@ pub fn read_latest_blocking(
     kafka: &KafkaArgs,
     codec: &Codec,
 ) -> Result<HashMap<String, ModelRollout>, RolloutError> {
-    let mut cc = kafka.client_config();
+    let mut cc = kafka.consumer_config();
     cc.set(
         "group.id",
         format!("cxrflow-models-reader-{}", std::process::id()),

@@ -41,7 +41,7 @@ pub struct Config {
 
     /// Largest image accepted inline in a scan event, in bytes (never above the image limit).
     /// Inline images ride in Kafka records: keep this well under the record limit
-    /// (`--kafka-max-message-bytes`, 8 MiB); larger images go by reference (`file://`, `s3://`).
+    /// (`--kafka-max-message-bytes`, 5 MiB less 64 KiB); larger images go by reference (`file://`, `s3://`).
     #[arg(long = "ingest-max-inline-bytes", env = "CXRFLOW_INGEST_MAX_INLINE_BYTES", default_value_t = 4 * MIB)]
     pub max_inline_bytes: u64,
 

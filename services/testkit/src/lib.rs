@@ -122,7 +122,7 @@ pub async fn read_topic(
     enough: impl Fn(&[RawRecord]) -> bool,
 ) -> Vec<RawRecord> {
     use rdkafka::message::Headers;
-    let mut cc = kafka.client_config();
+    let mut cc = kafka.consumer_config();
     cc.set("group.id", format!("reader-{:08x}", rand::random::<u32>()))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false");

@@ -56,7 +56,7 @@ pub fn rebuild(
         topic: topic.clone(),
         source,
     };
-    let mut cc = kafka.client_config();
+    let mut cc = kafka.consumer_config();
     cc.set(
         "group.id",
         format!("cxrflow-triage-rebuild-{}", uuid::Uuid::new_v4()),

@@ -17,11 +17,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cxrflow_common::kafka::snapshot::{read_to_end, SnapshotRecord};
+use cxrflow_common::kafka::Producer;
 use cxrflow_common::KafkaArgs;
 use cxrflow_contracts::{topics, Codec, LabeledExample, TriageDecision, WorklistStatus};
 use cxrflow_sim::dataset::open_dataset;
-use cxrflow_sim::replay::{select_studies, ReplayStudy};
+use cxrflow_sim::replay::{publish, select_studies, Arrival, Pace, Published, ReplayStudy};
 use cxrflow_testkit::{free_port, Broker};
+use tokio::task::JoinHandle;
 
 /// Consumer session of every service process: short, so a killed member leaves its group soon.
 pub const SESSION_TIMEOUT_MS: u64 = 6_000;
@@ -116,6 +118,8 @@ pub struct Pipeline {
     /// (service, how it ended) for every process that ended without the test killing it.
     pub unexpected_exits: Vec<(Service, String)>,
     pub starts: BTreeMap<Service, usize>,
+    /// Flags added to a service's command line at its next start (a configuration fix).
+    pub extra_args: HashMap<Service, Vec<String>>,
 }
 
 impl Pipeline {
@@ -145,6 +149,7 @@ impl Pipeline {
             children: HashMap::new(),
             unexpected_exits: Vec::new(),
             starts: BTreeMap::new(),
+            extra_args: HashMap::new(),
         };
         for s in Service::ALL {
             p.spawn(s);
@@ -222,7 +227,18 @@ impl Pipeline {
             ],
         };
         a.extend(extra);
+        a.extend(self.extra_args.get(&s).cloned().unwrap_or_default());
         a
+    }
+
+    /// The OS process id of a running service.
+    pub fn pid(&self, s: Service) -> Option<u32> {
+        self.children.get(&s).map(Child::id)
+    }
+
+    /// The `cxrflow` binary the services run (for one-off commands such as `dlq replay`).
+    pub fn bin(&self) -> &Path {
+        &self.bin
     }
 
     /// Starts `s` (again), its output appended to its log file.
@@ -474,4 +490,45 @@ where
             Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
         }
     }
+}
+
+/// Publishes `studies` at `rate` per second in the background, as a PACS gateway would.
+pub fn start_replay(
+    p: &Pipeline,
+    studies: &[ReplayStudy],
+    rate: f64,
+    inline_max: u64,
+    seed: u64,
+) -> JoinHandle<Vec<Published>> {
+    let producer = Producer::new(&p.kafka).expect("producer");
+    let codec = p.codec.clone();
+    let studies = studies.to_vec();
+    tokio::spawn(async move {
+        let pace = Pace {
+            arrival: Arrival::Constant,
+            rate,
+            inline_max,
+            seed,
+        };
+        let out = publish(&producer, &codec, &studies, pace, |_| {})
+            .await
+            .expect("replay publishes every study");
+        producer.flush(Duration::from_secs(30));
+        out
+    })
+}
+
+/// How much longer each killed service stays down (`CXRFLOW_CRASH_EXTRA_DOWNTIME_MS`).
+///
+/// Default: past the 6 s consumer session timeout. tansu 0.6.0 (the embedded broker) has a
+/// group-coordination bug: a member that rejoins while the SIGKILLed one is still within its
+/// session can be handed an empty assignment for good (JoinGroup names the dead member leader,
+/// the follower syncs empty assignments, then the leader expires; generation stays with no
+/// partitions). Apache Kafka rebalances that case; with the embedded broker a restarted service
+/// must wait for the dead member's session to end. Set 0 to reproduce the broker bug.
+pub fn extra_downtime_ms() -> u64 {
+    std::env::var("CXRFLOW_CRASH_EXTRA_DOWNTIME_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6_500)
 }

@@ -36,7 +36,7 @@ pub fn read_to_end(
     timeout: Duration,
 ) -> Result<Vec<SnapshotRecord>, SnapshotError> {
     let physical = kafka.topic(topic);
-    let mut cc = kafka.client_config();
+    let mut cc = kafka.consumer_config();
     cc.set("group.id", "cxrflow-snapshot")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false");

@@ -386,7 +386,7 @@ pub async fn run_stage<P: Processor>(
         });
     }
     let finalizer = Arc::new(Mutex::new(Finalizer::default()));
-    let mut cc = kafka.client_config();
+    let mut cc = kafka.consumer_config();
     cc.set("group.id", &cfg.group_id)
         .set("enable.auto.commit", "true")
         .set("enable.auto.offset.store", "false")
