@@ -9,13 +9,14 @@ TOOLS="${CXRFLOW_TOOLS:-$HOME/.cache/cxrflow/tools}"
 export CXRFLOW_TOOLS="$TOOLS"
 
 # Debian packages: unzip and venv for the wheels, Chromium + ChromeDriver for the worklist page's
-# browser test.
+# browser test, DCMTK (echoscu, storescu) as a third-party DICOM client for the gateway's tests.
 need=()
 command -v unzip >/dev/null || need+=(unzip)
 dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev pkg-config)
 python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
+command -v storescu >/dev/null || need+=(dcmtk)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

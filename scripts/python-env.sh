@@ -4,7 +4,8 @@
 #   $CXRFLOW_TOOLS/venv      (CXRFLOW_TOOLS defaults to ~/.cache/cxrflow/tools)
 #
 # with the pinned packages of scripts/requirements-models.txt (numpy, onnx, onnxruntime, pillow,
-# scikit-learn and their dependencies; no torch). Idempotent: a stamp file in the venv holds a
+# scikit-learn and their dependencies; no torch) and of scripts/requirements-tests.txt (pynetdicom,
+# a third-party DICOM client for the gateway's tests). Idempotent: a stamp file in the venv holds a
 # sha256 of the requirements and the base interpreter's version; when it matches, nothing is done.
 # Prints (last line of stdout) the venv's python executable.
 #
@@ -16,13 +17,14 @@ PYTHON="${PYTHON:-python3}"
 TOOLS="${CXRFLOW_TOOLS:-$HOME/.cache/cxrflow/tools}"
 venv="$TOOLS/venv"
 req="$here/requirements-models.txt"
+req_tests="$here/requirements-tests.txt"
 stamp="$venv/.cxrflow-requirements.sha256"
 
 pyver="$("$PYTHON" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')"
-want="$({ cat "$req"; echo "python $pyver"; } | sha256sum | cut -d' ' -f1)"
+want="$({ cat "$req" "$req_tests"; echo "python $pyver"; } | sha256sum | cut -d' ' -f1)"
 
 if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
-   && "$venv/bin/python" -c 'import numpy, onnx, onnxruntime, PIL, sklearn' 2>/dev/null; then
+   && "$venv/bin/python" -c 'import numpy, onnx, onnxruntime, PIL, sklearn, pynetdicom' 2>/dev/null; then
   echo "python env up to date: $venv" >&2
   echo "$venv/bin/python"
   exit 0
@@ -41,7 +43,7 @@ if [ ! -x "$venv/bin/python" ]; then
   "$PYTHON" -m venv "$venv"
 fi
 rm -f "$stamp"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --only-binary=:all: -r "$req" >&2
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --only-binary=:all: -r "$req" -r "$req_tests" >&2
 "$venv/bin/python" -c 'import numpy, onnx, onnxruntime, PIL, sklearn; print("numpy", numpy.__version__, "onnx", onnx.__version__, "onnxruntime", onnxruntime.__version__, "scikit-learn", sklearn.__version__)' >&2
 echo "$want" > "$stamp"
 echo "python env ready: $venv" >&2

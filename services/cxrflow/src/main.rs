@@ -33,6 +33,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 #[allow(clippy::large_enum_variant)]
 enum Command {
+    /// DICOM C-STORE SCP and STOW-RS → cxr.scan.v1: store the file once, pseudonymise the
+    /// patient, publish a scan event, answer success only once Kafka has it.
+    Gateway(Box<cxrflow_gateway::Config>),
     /// cxr.scan.v1 → cxr.ingested.v1: validate, fetch, store once, dedup.
     Ingest(cxrflow_ingest::Config),
     /// cxr.ingested.v1 → cxr.preprocessed.v1: decode, gate, resize, statistics.
@@ -172,6 +175,7 @@ enum DlqCmd {
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Gateway(cfg) => cxrflow_gateway::run(*cfg, shutdown::on_signal()).await,
         Command::Ingest(cfg) => cxrflow_ingest::run(cfg, shutdown::on_signal()).await,
         Command::Preprocess(cfg) => cxrflow_preprocess::run(cfg, shutdown::on_signal()).await,
         Command::Inference(cfg) => cxrflow_inference::run(cfg, shutdown::on_signal()).await,
