@@ -1,0 +1,151 @@
+//! The bench's command line: what to run, for how long, against which model and dataset.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Serialize;
+
+use crate::schedule::Arrivals;
+
+fn home() -> PathBuf {
+    PathBuf::from(std::env::var("HOME").unwrap_or_default())
+}
+
+/// cxrflow performance bench: pipeline efficiency against the best bare ONNX Runtime layout,
+/// a FastAPI baseline at equal load and in an overload burst, latency at 50%/90% of capacity,
+/// peak RSS per service. Writes one JSON file and prints a markdown table.
+#[derive(Debug, Clone, Parser, Serialize)]
+#[command(name = "cxrflow-bench")]
+pub struct Args {
+    /// A short run (a few minutes): fewer layouts, shorter runs, a 15 s burst.
+    #[arg(long)]
+    pub quick: bool,
+    /// Where the JSON goes.
+    #[arg(long, default_value = "target/bench/pipeline.json")]
+    pub out: PathBuf,
+    /// Dataset root (holds `CheXpert-v1.0-small/`; `cxrflow sim synth` or
+    /// scripts/make-test-data.sh makes one).
+    #[arg(long, env = "CXRFLOW_DATASET_ROOT")]
+    pub dataset: PathBuf,
+    /// Model directories root.
+    #[arg(long, env = "CXRFLOW_MODELS_DIR")]
+    pub models_dir: Option<PathBuf>,
+    /// Model, `name` (newest version) or `name/version` (scripts/make-models.sh makes it).
+    #[arg(long, default_value = "densenet121-synthetic")]
+    pub model: String,
+    /// The umbrella binary; default target/release/cxrflow, else target/debug/cxrflow.
+    #[arg(long, env = "CXRFLOW_BENCH_BIN")]
+    pub cxrflow_bin: Option<PathBuf>,
+    /// Python of the FastAPI baseline's venv (bench/python-env.sh makes it).
+    #[arg(long, env = "CXRFLOW_BENCH_PYTHON")]
+    pub python: Option<PathBuf>,
+    /// uvicorn worker processes of the baseline (1: the common prototype).
+    #[arg(long, default_value_t = 1)]
+    pub fastapi_workers: usize,
+    /// Length of each steady open-loop run, seconds (default 60, quick 20).
+    #[arg(long)]
+    pub run_s: Option<u64>,
+    /// Length of the overload burst at twice the capacity, seconds (default 60, quick 15).
+    #[arg(long)]
+    pub burst_s: Option<u64>,
+    /// Client deadline per FastAPI request, seconds.
+    #[arg(long, default_value_t = 30)]
+    pub client_timeout_s: u64,
+    #[arg(long, value_enum, default_value = "poisson")]
+    pub arrivals: Arrivals,
+    /// Partitions per topic.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    /// Override the inference layout taken from the best bare layout: intra-op threads.
+    #[arg(long)]
+    pub inference_threads: Option<usize>,
+    /// Override: largest micro-batch.
+    #[arg(long)]
+    pub inference_batch: Option<usize>,
+    /// Override: inference processes (one session each).
+    #[arg(long)]
+    pub inference_replicas: Option<usize>,
+    /// Longest a record waits for its micro-batch to fill, ms.
+    #[arg(long, default_value_t = 5)]
+    pub max_wait_ms: u64,
+    /// `RUST_LOG` of the services.
+    #[arg(long, default_value = "warn")]
+    pub service_log: String,
+    /// Skip the FastAPI baseline.
+    #[arg(long)]
+    pub skip_fastapi: bool,
+    /// Skip the pipeline (bare ORT and FastAPI only).
+    #[arg(long)]
+    pub skip_pipeline: bool,
+    /// Scratch directory for the stack's broker, blobs and stores (removed afterwards).
+    #[arg(long, default_value = "target/bench/scratch")]
+    pub scratch: PathBuf,
+}
+
+impl Args {
+    pub fn models_dir(&self) -> PathBuf {
+        self.models_dir
+            .clone()
+            .unwrap_or_else(|| home().join(".cache/cxrflow/data/models"))
+    }
+
+    pub fn cxrflow_bin(&self) -> PathBuf {
+        self.cxrflow_bin.clone().unwrap_or_else(|| {
+            let release = PathBuf::from("target/release/cxrflow");
+            if release.exists() {
+                release
+            } else {
+                PathBuf::from("target/debug/cxrflow")
+            }
+        })
+    }
+
+    pub fn python(&self) -> PathBuf {
+        self.python.clone().unwrap_or_else(|| {
+            let tools = std::env::var("CXRFLOW_TOOLS")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| home().join(".cache/cxrflow/tools"));
+            tools.join("bench-venv/bin/python")
+        })
+    }
+
+    pub fn run_len(&self) -> Duration {
+        Duration::from_secs(self.run_s.unwrap_or(if self.quick { 20 } else { 60 }))
+    }
+
+    pub fn burst_len(&self) -> Duration {
+        Duration::from_secs(self.burst_s.unwrap_or(if self.quick { 15 } else { 60 }))
+    }
+
+    /// Seconds of work the capacity floods aim at.
+    pub fn flood_len(&self) -> Duration {
+        Duration::from_secs(if self.quick { 20 } else { 60 })
+    }
+
+    /// Time per bare ORT layout.
+    pub fn bare_len(&self) -> Duration {
+        Duration::from_secs(if self.quick { 3 } else { 8 })
+    }
+
+    pub fn bare_batches(&self) -> Vec<usize> {
+        if self.quick {
+            vec![1, 8]
+        } else {
+            vec![1, 4, 8, 16]
+        }
+    }
+
+    /// Closed-loop concurrencies tried for the FastAPI baseline's capacity.
+    pub fn fastapi_concurrency(&self) -> Vec<usize> {
+        if self.quick {
+            vec![2]
+        } else {
+            vec![1, 2, 4]
+        }
+    }
+
+    pub fn client_timeout(&self) -> Duration {
+        Duration::from_secs(self.client_timeout_s)
+    }
+}

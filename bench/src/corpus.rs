@@ -1,0 +1,178 @@
+//! The images both designs are sent: frontal studies of the replay dataset's held-out table
+//! (`heldout.csv`, CheXpert format), read into memory once, each marked critical when its
+//! ground-truth labels hold a positive finding that the model manifest lists as critical.
+//! Sends cycle through them under fresh UIDs, so the ingest ledger sees every send as a new
+//! study. (The CSV is read here rather than through the simulator crate, whose replay API is
+//! the simulator's own business.)
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use cxrflow_common::time::now_millis;
+use cxrflow_contracts::{OrderPriority, ScanEvent, StudyContext};
+use cxrflow_inference::manifest::Manifest;
+use sha2::{Digest, Sha256};
+
+/// One study as the bench sends it.
+pub struct Image {
+    pub png: Arc<Vec<u8>>,
+    pub critical: bool,
+    pub view: String,
+    pub sex: Option<String>,
+    pub age: Option<i32>,
+}
+
+pub struct Corpus {
+    pub images: Vec<Image>,
+    /// The manifest's critical findings.
+    pub critical_findings: Vec<String>,
+    /// Distinguishes this run's study UIDs from any earlier run's.
+    pub run_tag: String,
+}
+
+/// A DICOM UID derived from a name (`2.25.` + a 128-bit hash as a decimal integer).
+pub fn derived_uid(name: &str) -> String {
+    let d = Sha256::digest(name.as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    format!("2.25.{}", u128::from_be_bytes(b))
+}
+
+/// The directory holding `CheXpert-v1.0-small/` (the row paths are relative to it).
+fn dataset_parent(root: &Path) -> PathBuf {
+    if root.join("heldout.csv").is_file() {
+        root.parent()
+            .map_or_else(|| root.to_path_buf(), Path::to_path_buf)
+    } else {
+        root.to_path_buf()
+    }
+}
+
+impl Corpus {
+    /// Up to `max` frontal studies of the held-out table under `root`.
+    pub fn load(root: &Path, manifest: &Manifest, max: usize) -> anyhow::Result<Corpus> {
+        let parent = dataset_parent(root);
+        let table = ["CheXpert-v1.0-small", "CheXpert-v1.0"]
+            .iter()
+            .map(|d| parent.join(d).join("heldout.csv"))
+            .find(|p| p.is_file())
+            .with_context(|| {
+                format!(
+                    "no CheXpert-v1.0(-small)/heldout.csv under {} (`cxrflow sim synth` or \
+                     scripts/make-test-data.sh makes a dataset)",
+                    root.display()
+                )
+            })?;
+        let critical_findings: Vec<String> = manifest
+            .findings
+            .iter()
+            .filter(|f| f.critical)
+            .map(|f| f.name.clone())
+            .collect();
+        let mut csv = csv::Reader::from_path(&table)?;
+        let headers = csv.headers()?.clone();
+        let col = |name: &str| headers.iter().position(|h| h == name);
+        let (path_c, view_c) = (col("Path"), col("Frontal/Lateral"));
+        let (ap_c, sex_c, age_c) = (col("AP/PA"), col("Sex"), col("Age"));
+        let critical_c: Vec<usize> = critical_findings.iter().filter_map(|f| col(f)).collect();
+        let mut images = Vec::new();
+        for row in csv.records() {
+            if images.len() >= max {
+                break;
+            }
+            let row = row?;
+            let cell = |c: Option<usize>| c.and_then(|c| row.get(c)).unwrap_or("").trim();
+            if cell(view_c) != "Frontal" {
+                continue; // the frontal gate skips inference for laterals: not a fair load
+            }
+            let file = parent.join(cell(path_c)).with_extension("png");
+            let png =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let critical = critical_c
+                .iter()
+                .any(|c| row.get(*c).and_then(|v| v.trim().parse::<f64>().ok()) == Some(1.0));
+            let sex = match cell(sex_c) {
+                "Male" => Some("M".to_string()),
+                "Female" => Some("F".to_string()),
+                _ => None,
+            };
+            images.push(Image {
+                png: Arc::new(png),
+                critical,
+                view: if cell(ap_c) == "AP" { "AP" } else { "PA" }.into(),
+                sex,
+                age: cell(age_c).parse().ok(),
+            });
+        }
+        anyhow::ensure!(
+            !images.is_empty(),
+            "no frontal studies in {}",
+            table.display()
+        );
+        Ok(Corpus {
+            images,
+            critical_findings,
+            run_tag: format!("{:08x}", rand::random::<u32>()),
+        })
+    }
+
+    /// The image of send number `i`.
+    pub fn image(&self, i: usize) -> &Image {
+        &self.images[i % self.images.len()]
+    }
+
+    /// Share of the corpus that is critical.
+    pub fn critical_share(&self) -> f64 {
+        self.images.iter().filter(|i| i.critical).count() as f64 / self.images.len() as f64
+    }
+
+    /// The study UID of send `i` in `phase`.
+    pub fn uid(&self, phase: &str, i: usize) -> String {
+        derived_uid(&format!("bench/{}/{phase}/{i}/study", self.run_tag))
+    }
+
+    /// The scan event a PACS gateway would publish for send `i` of `phase`: the image inline,
+    /// UIDs unique to this run, phase and send, `published_at` = now.
+    pub fn scan_event(&self, phase: &str, i: usize) -> ScanEvent {
+        let img = self.image(i);
+        let base = format!("bench/{}/{phase}/{i}", self.run_tag);
+        let now = now_millis();
+        ScanEvent {
+            event_id: derived_uid(&format!("{base}/event")),
+            study: StudyContext {
+                site_id: format!("site-{:02}", 1 + i % 2),
+                study_instance_uid: self.uid(phase, i),
+                series_instance_uid: derived_uid(&format!("{base}/series")),
+                sop_instance_uid: derived_uid(&format!("{base}/sop")),
+                accession_number: None,
+                patient_ref: format!("pt-bench-{:06}", i % self.images.len()),
+                modality: "CR".into(),
+                view_position: Some(img.view.clone()),
+                patient_age_years: img.age,
+                patient_sex: img.sex.clone(),
+                acquired_at: now,
+                published_at: now,
+                priority_hint: OrderPriority::Routine,
+            },
+            media_type: "image/png".into(),
+            image_inline: Some(img.png.as_ref().clone()),
+            image_uri: None,
+            image_sha256: None,
+            image_size_bytes: Some(img.png.len() as i64),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_uids_follow_the_dicom_grammar() {
+        let u = derived_uid("bench/x/0/study");
+        assert!(u.len() <= 64 && u.starts_with("2.25."));
+        assert!(u[5..].bytes().all(|b| b.is_ascii_digit()));
+        assert_ne!(u, derived_uid("bench/x/1/study"));
+    }
+}

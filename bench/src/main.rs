@@ -1,0 +1,235 @@
+//! `cxrflow-bench`: the performance half of the reliability and performance suites. Measures,
+//! in one run on one machine: the best bare ONNX Runtime throughput of the serving model (a
+//! small layout search), the whole pipeline's throughput against it (every service its own
+//! process, the embedded broker), a Python FastAPI + onnxruntime baseline at equal load and in
+//! an overload burst, latency at 50% and 90% of capacity, and peak RSS per service. Writes one
+//! JSON file and prints a markdown table. `scripts/bench.sh` builds and runs it.
+
+mod bare;
+mod baseline;
+mod cli;
+mod corpus;
+mod fastapi;
+mod load;
+mod pipeline;
+mod pipeline_suite;
+mod procfs;
+mod report;
+mod schedule;
+mod stack;
+mod stats;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use cxrflow_common::time::now_millis;
+use cxrflow_inference::manifest::resolve;
+
+use crate::cli::Args;
+use crate::corpus::Corpus;
+use crate::report::{DatasetFacts, Report};
+use crate::stack::{InferenceLayout, StackConfig};
+
+/// What the figures say about where time goes, in words.
+fn notes(r: &Report) -> Vec<String> {
+    let mut out = vec![
+        "Services run as separate processes (`cxrflow <service>`, as deployed), not as tasks of \
+         `cxrflow up`; peak RSS is each process's VmHWM."
+            .to_string(),
+    ];
+    let best_trial = &r.bare_onnxruntime.best;
+    let best = &best_trial.layout;
+    if let (Some(busy), Some(own)) = (best_trial.machine_busy, best_trial.own_cpu_share) {
+        if busy - own > 0.15 {
+            out.push(format!(
+                "Other processes used about {:.0}% of the machine during the best bare run \
+                 (busy {:.0}%, bare ORT {:.0}%): wall-clock throughputs are noisy on a shared \
+                 machine; the CPU-time figures are not.",
+                (busy - own) * 100.0,
+                busy * 100.0,
+                own * 100.0
+            ));
+        }
+    }
+    if let Some(p) = &r.pipeline {
+        let i = &p.stack.inference;
+        out.push(format!(
+            "Inference layout in the pipeline: {} replica(s) × {} intra-op thread(s), max batch {} \
+             (best bare: {} session(s) × {} thread(s), batch {}); mean micro-batch during the \
+             flood {}.",
+            i.replicas,
+            i.intra_op_threads,
+            i.max_batch,
+            best.sessions,
+            best.intra_op_threads,
+            best.batch,
+            p.capacity_batches
+                .mean_batch
+                .map_or("unknown".into(), |b| format!("{b:.1}"))
+        ));
+        let st = &p.at_50_stages;
+        let ms = |v: Option<f64>| v.map_or("unknown".into(), |x| format!("{x:.0} ms"));
+        out.push(format!(
+            "Latency at 50% load, p50: scan published → prediction {} (mean {} of it in the inference batcher), \
+             prediction → triage decision {}.",
+            ms(st.publish_to_prediction_ms.p50),
+            ms(st.mean_inference_ms),
+            ms(st.prediction_to_decision_ms.p50)
+        ));
+        let total: f64 = p.cpu.iter().map(|c| c.cpu_ms_per_study).sum();
+        if total > 0.0 {
+            let mut parts: Vec<_> = p.cpu.iter().collect();
+            parts.sort_by(|a, b| b.cpu_ms_per_study.total_cmp(&a.cpu_ms_per_study));
+            let split: Vec<String> = parts
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} {:.0} ms ({:.0}%)",
+                        c.process,
+                        c.cpu_ms_per_study,
+                        100.0 * c.cpu_ms_per_study / total
+                    )
+                })
+                .collect();
+            let pct = |v: Option<f64>| v.map_or("unknown".into(), |b| format!("{:.0}%", b * 100.0));
+            out.push(format!(
+                "CPU per study during the flood: {total:.0} ms in all: {}. Machine busy {}, of \
+                 which the pipeline and this bench {}.",
+                split.join(", "),
+                pct(p.machine_busy),
+                pct(p.own_cpu_share)
+            ));
+        }
+        if p.burst_worklist.is_some() {
+            out.push(
+                "Critical = a positive ground-truth label among the manifest's critical findings. \
+                 Studies move through the pipeline in arrival order, so their time to a triage \
+                 decision does not depend on it; the worklist then orders by the model's \
+                 predictions, so the critical studies' worklist position measures the model \
+                 (a model with synthetic weights puts them at about 50%)."
+                    .to_string(),
+            );
+        }
+        if r.pipeline_efficiency.is_some_and(|e| e < 0.9) {
+            out.push(format!(
+                "Efficiency is below 0.90. On a CPU-bound machine the ceiling is the CPU-time \
+                 ratio ({}): bare ORT spends {} CPU-ms per image, and every CPU-ms the other \
+                 processes spend per study (above: broker, preprocess, …) comes out of the same \
+                 {} CPUs.",
+                r.pipeline_cpu_efficiency
+                    .map_or("unknown".into(), |e| format!("{e:.2}")),
+                best_trial
+                    .cpu_ms_per_image
+                    .map_or("unknown".into(), |c| format!("{c:.0}")),
+                r.machine.cpus
+            ));
+        }
+    }
+    out
+}
+
+/// The inference layout: the best bare layout, unless overridden.
+fn layout(args: &Args, best: &bare::Layout) -> InferenceLayout {
+    InferenceLayout {
+        replicas: args.inference_replicas.unwrap_or(best.sessions),
+        intra_op_threads: args.inference_threads.unwrap_or(best.intra_op_threads),
+        max_batch: args.inference_batch.unwrap_or(best.batch),
+        max_wait_ms: args.max_wait_ms,
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let machine = procfs::machine();
+    eprintln!(
+        "machine: {} × {} CPUs, {:.1} GiB, ONNX Runtime {}",
+        machine.cpu_model, machine.cpus, machine.memory_gib, machine.onnxruntime_version
+    );
+    let model = resolve(&args.models_dir(), &args.model)
+        .with_context(|| format!("model {} (scripts/make-models.sh makes it)", args.model))?;
+    let spec = format!("{}/{}", model.manifest.name, model.manifest.version);
+    let corpus = Arc::new(Corpus::load(
+        &args.dataset,
+        &model.manifest,
+        if args.quick { 200 } else { 400 },
+    )?);
+    eprintln!(
+        "dataset: {} frontal held-out studies, {:.0}% critical ({})",
+        corpus.images.len(),
+        corpus.critical_share() * 100.0,
+        corpus.critical_findings.join(", ")
+    );
+
+    eprintln!("bare ONNX Runtime layout search ({spec})");
+    let cpus = machine.cpus;
+    let (m, batches, len) = (model.clone(), args.bare_batches(), args.bare_len());
+    let search =
+        tokio::task::spawn_blocking(move || bare::search(&m, cpus, &batches, len)).await??;
+    let best = search.best.clone();
+    eprintln!(
+        "best bare: {:?}: {:.2} images/s",
+        best.layout, best.images_per_s
+    );
+
+    let fastapi = if args.skip_fastapi {
+        None
+    } else {
+        eprintln!("FastAPI baseline");
+        Some(baseline::run(&args, &corpus, &model.dir).await?)
+    };
+    let pipeline = if args.skip_pipeline {
+        None
+    } else {
+        eprintln!("cxrflow pipeline");
+        let cfg = StackConfig {
+            bin: args.cxrflow_bin(),
+            models_dir: args.models_dir(),
+            model: spec.clone(),
+            inference: layout(&args, &best.layout),
+            partitions: args.partitions,
+            log_filter: args.service_log.clone(),
+        };
+        let equal = fastapi
+            .as_ref()
+            .map(|f| f.at_90.offered_per_s.unwrap_or(0.0));
+        Some(pipeline_suite::run(&args, cpus, &corpus, cfg, best.images_per_s, equal).await?)
+    };
+
+    let mut report = Report {
+        generated_at_ms: now_millis(),
+        mode: if args.quick { "quick" } else { "full" },
+        machine,
+        model: spec,
+        dataset: DatasetFacts {
+            root: args.dataset.display().to_string(),
+            images: corpus.images.len(),
+            critical_share: corpus.critical_share(),
+            critical_findings: corpus.critical_findings.clone(),
+        },
+        config: args.clone(),
+        pipeline_efficiency: pipeline
+            .as_ref()
+            .map(|p| p.capacity_per_s / best.images_per_s),
+        pipeline_cpu_efficiency: pipeline.as_ref().and_then(|p| {
+            let total: f64 = p.cpu.iter().map(|c| c.cpu_ms_per_study).sum();
+            best.cpu_ms_per_image
+                .filter(|_| total > 0.0)
+                .map(|b| b / total)
+        }),
+        bare_onnxruntime: search,
+        pipeline,
+        fastapi,
+        notes: vec![],
+    };
+    report.notes = notes(&report);
+    if let Some(d) = args.out.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    std::fs::write(&args.out, serde_json::to_vec_pretty(&report)?)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!("{}", report::markdown(&report));
+    eprintln!("written to {}", args.out.display());
+    Ok(())
+}

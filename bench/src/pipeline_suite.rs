@@ -1,0 +1,235 @@
+//! The pipeline's measurements, on one stack: capacity (a flood of studies, steady drain rate)
+//! with the CPU time each process spent on it, latency open-loop at 50% and 90% of capacity
+//! and at the baseline's load, peak RSS per service at steady load, then an overload burst at
+//! twice the capacity with the critical studies' latency and worklist standing.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cxrflow_common::kafka::Producer;
+use cxrflow_common::registry::codec_for;
+use serde::Serialize;
+
+use crate::cli::Args;
+use crate::corpus::Corpus;
+use crate::load::LoadResult;
+use crate::pipeline::{worklist_standing, BatchFacts, Driver, Observer, WorklistStanding};
+use crate::procfs::{busy_share, cpu_seconds, machine_ticks, memory, Memory};
+use crate::schedule::offsets;
+use crate::stack::{Stack, StackConfig};
+
+/// CPU seconds one process spent during the capacity flood.
+#[derive(Debug, Clone, Serialize)]
+pub struct CpuShare {
+    pub process: String,
+    pub cpu_s: f64,
+    pub cpu_ms_per_study: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessMemory {
+    pub process: String,
+    #[serde(flatten)]
+    pub memory: Memory,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineReport {
+    pub stack: StackConfig,
+    pub capacity: LoadResult,
+    /// Steady drain rate of the flood: the pipeline's maximum sustained throughput.
+    pub capacity_per_s: f64,
+    pub capacity_batches: BatchFacts,
+    /// Where the CPU went during the flood (services, broker, this bench).
+    pub cpu: Vec<CpuShare>,
+    /// Busy share of the whole machine's CPU during the flood.
+    pub machine_busy: Option<f64>,
+    /// Share of the machine's CPU the pipeline's processes (and this bench) used during the
+    /// flood; the rest of `machine_busy` was someone else.
+    pub own_cpu_share: Option<f64>,
+    pub at_50: LoadResult,
+    /// Where the latency goes at 50% load.
+    pub at_50_stages: BatchFacts,
+    pub at_90: LoadResult,
+    /// At the baseline's 90% load (the same offered load as `fastapi.at_90`).
+    pub equal_load: Option<LoadResult>,
+    pub burst: LoadResult,
+    pub burst_worklist: Option<WorklistStanding>,
+    pub dead_letters: usize,
+    pub memory_steady: Vec<ProcessMemory>,
+    pub memory_after_burst: Vec<ProcessMemory>,
+}
+
+fn memories(stack: &Stack) -> Vec<ProcessMemory> {
+    stack
+        .pids()
+        .into_iter()
+        .filter_map(|(process, pid)| memory(pid).map(|memory| ProcessMemory { process, memory }))
+        .collect()
+}
+
+fn cpu_snapshot(stack: &Stack) -> Vec<(String, Option<f64>)> {
+    let mut v: Vec<(String, Option<f64>)> = stack
+        .pids()
+        .into_iter()
+        .map(|(n, p)| (n, cpu_seconds(&p.to_string())))
+        .collect();
+    v.push((
+        "bench (load generator + observer)".into(),
+        cpu_seconds("self"),
+    ));
+    v
+}
+
+pub async fn run(
+    args: &Args,
+    cpus: usize,
+    corpus: &Arc<Corpus>,
+    cfg: StackConfig,
+    bare_best: f64,
+    equal_rate: Option<f64>,
+) -> anyhow::Result<PipelineReport> {
+    eprintln!(
+        "starting the stack: {} ({:?})",
+        cfg.bin.display(),
+        cfg.inference
+    );
+    let stack = Stack::start(&cfg, &args.scratch).await?;
+    let (codec, _) = codec_for(&stack.kafka).await?;
+    let driver = Driver {
+        producer: Producer::new(&stack.kafka)?,
+        codec: codec.clone(),
+        corpus: corpus.clone(),
+        observer: Observer::start(&stack.kafka, codec)?,
+    };
+    let patience = Duration::from_secs(60);
+    let wait = Duration::from_secs(600);
+    let zero = |n: usize| vec![Duration::ZERO; n];
+
+    // Warm-up: consumers joined, sessions' arenas grown, caches filled.
+    let warm = (cfg.inference.max_batch * cfg.inference.replicas * 2).max(8);
+    let (w, _) = driver
+        .run("warm-up", None, &zero(warm), patience, wait)
+        .await;
+    anyhow::ensure!(
+        w.completed == w.sent,
+        "warm-up: only {} of {} studies reached the worklist",
+        w.completed,
+        w.sent
+    );
+
+    let n = ((bare_best * args.flood_len().as_secs_f64()) as usize).max(60);
+    eprintln!("  flood: {n} studies at once");
+    let (cpu0, ticks0, t0) = (
+        cpu_snapshot(&stack),
+        machine_ticks(),
+        std::time::Instant::now(),
+    );
+    let (capacity, capacity_batches) = driver.run("capacity", None, &zero(n), patience, wait).await;
+    let (cpu1, ticks1, flood_s) = (
+        cpu_snapshot(&stack),
+        machine_ticks(),
+        t0.elapsed().as_secs_f64(),
+    );
+    let capacity_per_s = capacity
+        .steady_per_s
+        .or(capacity.achieved_per_s)
+        .ok_or_else(|| anyhow::anyhow!("the pipeline completed too few studies: {capacity:?}"))?;
+    eprintln!(
+        "  capacity {capacity_per_s:.2} studies/s (bare best {bare_best:.2}: {:.3}), batches {capacity_batches:?}",
+        capacity_per_s / bare_best
+    );
+    let done = capacity.completed.max(1) as f64;
+    let cpu: Vec<CpuShare> = cpu0
+        .iter()
+        .zip(&cpu1)
+        .filter_map(|((name, a), (_, b))| {
+            let s = (*b)? - (*a)?;
+            Some(CpuShare {
+                process: name.clone(),
+                cpu_s: s,
+                cpu_ms_per_study: s * 1e3 / done,
+            })
+        })
+        .collect();
+    for c in &cpu {
+        eprintln!(
+            "    cpu {:<36} {:>8.1} s  {:>7.1} ms/study",
+            c.process, c.cpu_s, c.cpu_ms_per_study
+        );
+    }
+
+    let mut steady = Vec::new();
+    let mut stages = Vec::new();
+    for (share, phase) in [(0.5, "cxrflow 50%"), (0.9, "cxrflow 90%")] {
+        let rate = capacity_per_s * share;
+        let o = offsets(args.arrivals, rate, args.run_len(), 11);
+        let (r, st) = driver.run(phase, Some(rate), &o, patience, wait).await;
+        stages.push(st);
+        eprintln!(
+            "  {phase} ({rate:.2}/s): p50 {:?} ms, p99 {:?} ms, lost {}",
+            r.latency_ms.p50, r.latency_ms.p99, r.lost
+        );
+        steady.push(r);
+    }
+    let equal_load = match equal_rate {
+        Some(rate) => {
+            let o = offsets(args.arrivals, rate, args.run_len(), 11);
+            let (r, _) = driver
+                .run("cxrflow at baseline 90%", Some(rate), &o, patience, wait)
+                .await;
+            eprintln!(
+                "  at the baseline's load ({rate:.2}/s): p50 {:?} ms, p99 {:?} ms",
+                r.latency_ms.p50, r.latency_ms.p99
+            );
+            Some(r)
+        }
+        None => None,
+    };
+    let memory_steady = memories(&stack);
+
+    let rate = capacity_per_s * 2.0;
+    let o = offsets(args.arrivals, rate, args.burst_len(), 13);
+    eprintln!("  burst: {} studies at {rate:.2}/s", o.len());
+    let burst_wait = args.burst_len() * 3 + Duration::from_secs(120);
+    let (burst, _) = driver
+        .run("burst", Some(rate), &o, patience, burst_wait)
+        .await;
+    eprintln!(
+        "  burst: {} decided, {} lost, drain {:?} s",
+        burst.completed, burst.lost, burst.drain_s
+    );
+    let phase_uids: HashSet<String> = (0..o.len()).map(|i| corpus.uid("burst", i)).collect();
+    let critical: HashSet<String> = (0..o.len())
+        .filter(|i| corpus.image(*i).critical)
+        .map(|i| corpus.uid("burst", i))
+        .collect();
+    let burst_worklist = match stack.triage_url() {
+        Some(url) => worklist_standing(&url, &critical, &phase_uids).await.ok(),
+        None => None,
+    };
+    let memory_after_burst = memories(&stack);
+    let own_cpu_share = Some(cpu.iter().map(|c| c.cpu_s).sum::<f64>() / (flood_s * cpus as f64));
+    let dead_letters = driver.observer.lock().dead_letters;
+    drop(driver);
+    stack.stop().await;
+    Ok(PipelineReport {
+        stack: cfg,
+        capacity,
+        capacity_per_s,
+        capacity_batches,
+        cpu,
+        machine_busy: busy_share(ticks0, ticks1),
+        own_cpu_share,
+        at_90: steady.pop().expect("two steady runs"),
+        at_50: steady.pop().expect("two steady runs"),
+        at_50_stages: stages.swap_remove(0),
+        equal_load,
+        burst,
+        burst_worklist,
+        dead_letters,
+        memory_steady,
+        memory_after_burst,
+    })
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Runs cxrflow's performance bench (bench/, issue 10's performance part) and writes
+# target/bench/pipeline.json plus a markdown table on stdout:
+#
+#   scripts/bench.sh --quick        # a few minutes: fewer layouts, 20 s runs, 15 s burst
+#   scripts/bench.sh                # full: 60 s runs, a 60 s overload burst
+#   scripts/bench.sh --burst-s 30   # any cxrflow-bench flag passes through (--help lists them)
+#
+# Builds the umbrella binary and the bench in release, prepares the FastAPI baseline's venv
+# (bench/python-env.sh, from PyPI), the ONNX Runtime library, the broker, the DenseNet-121 model
+# and the replay dataset when they are missing, then runs target/release/cxrflow-bench.
+# Run it on an otherwise idle machine: every figure is wall-clock throughput or latency.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+cd "$root"
+
+# shellcheck source=scripts/env.sh
+. "$here/env.sh"
+[ -f "${ORT_DYLIB_PATH:-}" ] || ORT_DYLIB_PATH="$("$here/install-onnxruntime.sh" | tail -n1)"
+export ORT_DYLIB_PATH
+command -v tansu >/dev/null 2>&1 || [ -x "$CXRFLOW_TOOLS/bin/tansu" ] || "$here/install-broker.sh" >&2
+
+data_env="$CXRFLOW_DATA/test-data.env"
+if [ -z "${CXRFLOW_DATASET_ROOT:-}" ]; then
+  [ -f "$data_env" ] || "$here/make-test-data.sh" >&2
+  # shellcheck disable=SC1090
+  . "$data_env"
+fi
+export CXRFLOW_MODELS_DIR="${CXRFLOW_MODELS_DIR:-$CXRFLOW_DATA/models}"
+if ! ls "$CXRFLOW_MODELS_DIR"/densenet121-synthetic/*/manifest.json >/dev/null 2>&1; then
+  "$here/make-models.sh" >&2
+fi
+
+python="$("$root/bench/python-env.sh" | tail -n1)"
+
+cargo build --release -p cxrflow -p cxrflow-bench >&2
+
+exec "$root/target/release/cxrflow-bench" \
+  --cxrflow-bin "$root/target/release/cxrflow" \
+  --python "$python" \
+  --dataset "$CXRFLOW_DATASET_ROOT" \
+  --models-dir "$CXRFLOW_MODELS_DIR" \
+  "$@"
