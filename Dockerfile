@@ -68,7 +68,9 @@ ENV ORT_DYLIB_PATH=/opt/onnxruntime/libonnxruntime.so.${ORT_VERSION} \
     CXRFLOW_LOG_FORMAT=json
 WORKDIR /var/lib/cxrflow
 USER 10001:10001
-EXPOSE 8080
+# 8080: every service's HTTP (/metrics, /healthz, /readyz; the gateway's STOW-RS); 11112: the
+# gateway's DICOM listener (it binds it with CXRFLOW_GATEWAY_DICOM_LISTEN=0.0.0.0:11112)
+EXPOSE 8080 11112
 ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/cxrflow"]
 CMD ["--help"]
 
@@ -90,6 +92,8 @@ ENV ORT_DYLIB_PATH=/opt/onnxruntime/libonnxruntime.so.${ORT_VERSION} \
     CXRFLOW_LOG_FORMAT=json
 WORKDIR /var/lib/cxrflow
 USER 10001:10001
-EXPOSE 8080
+# 8080: every service's HTTP (/metrics, /healthz, /readyz; the gateway's STOW-RS); 11112: the
+# gateway's DICOM listener (it binds it with CXRFLOW_GATEWAY_DICOM_LISTEN=0.0.0.0:11112)
+EXPOSE 8080 11112
 ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/cxrflow"]
 CMD ["--help"]

@@ -114,9 +114,15 @@ check "helm template (default values)" "$HELM" template cxrflow "$chart" --names
 cp "$work/out" "$work/default.yaml"
 check "helm template (GPU values)" "$HELM" template cxrflow "$chart" --namespace cxrflow -f "$chart/ci/gpu-values.yaml"
 cp "$work/out" "$work/gpu.yaml"
+check "helm lint (DICOM gateway values)" "$HELM" lint "$chart" -f "$chart/ci/gateway-values.yaml"
+check "helm template (DICOM gateway values)" "$HELM" template cxrflow "$chart" --namespace cxrflow -f "$chart/ci/gateway-values.yaml"
+cp "$work/out" "$work/gateway.yaml"
+check "gateway render has the gateway Deployment and its DICOM Service port" grep -q "port: 11112" "$work/gateway.yaml"
+refute "an enabled gateway without a pseudonym key does not render (negative control)" "$HELM" template cxrflow "$chart" --namespace cxrflow --set services.gateway.enabled=true
 for v in $K8S_VERSIONS; do
   check "kubernetes-validate --strict, default render, Kubernetes $v" "$VENV/bin/kubernetes-validate" --strict --quiet -k "$v" "$work/default.yaml"
   check "kubernetes-validate --strict, GPU render, Kubernetes $v" "$VENV/bin/kubernetes-validate" --strict --quiet -k "$v" "$work/gpu.yaml"
+  check "kubernetes-validate --strict, gateway render, Kubernetes $v" "$VENV/bin/kubernetes-validate" --strict --quiet -k "$v" "$work/gateway.yaml"
 done
 check "renders have the expected objects" "$PY" - "$work/default.yaml" "$work/gpu.yaml" <<'PY'
 import sys, yaml

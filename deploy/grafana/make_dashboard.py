@@ -8,7 +8,10 @@ against the metrics the services register (deploy/check-metric-names.py).
 import json
 import os
 
-SERVICES = ["ingest", "preprocess", "inference", "triage", "feedback", "drift", "retrain_trigger"]
+# Every service started with the stage runtime (Host::start) exports the stage metrics. The gateway
+# consumes no topic: its consumed/lag/dead-letter/processing series stay empty; its own panels are
+# in the "DICOM gateway" row.
+SERVICES = ["gateway", "ingest", "preprocess", "inference", "triage", "feedback", "drift", "retrain_trigger"]
 DS = {"type": "prometheus", "uid": "${datasource}"}
 RI = "$__rate_interval"
 
@@ -184,6 +187,31 @@ panels.append(timeseries("Execution provider per loaded model version",
 panels.append(timeseries("Rollout decisions applied",
                          [(f"sum by (decided_by) (increase(cxrflow_inference_rollout_decisions_total[{RI}]))", "{{decided_by}}")],
                          12, y, w=12))
+y += 8
+panels.append(row("DICOM gateway", y)); y += 1
+panels.append(timeseries("Gateway: instances received and published / s by protocol",
+                         [(f"sum by (protocol) (rate(cxrflow_gateway_instances_received_total[{RI}]))", "received {{protocol}}"),
+                          (f"sum by (protocol) (rate(cxrflow_gateway_instances_published_total[{RI}]))", "published {{protocol}}")],
+                         0, y, w=8, unit="reqps",
+                         description="Published = stored and the scan event acknowledged by Kafka (the sender was told success)"))
+panels.append(timeseries("Gateway: receipt to Kafka ack",
+                         quantiles("cxrflow_gateway_receipt_to_ack_seconds", "", by="protocol"), 8, y, w=8, unit="s"))
+panels.append(timeseries("Gateway: refusals / s by reason",
+                         [(f"sum by (reason) (rate(cxrflow_gateway_rejected_total[{RI}]))", "{{reason}}")],
+                         16, y, w=8, unit="reqps", stack=True,
+                         description="Connections, associations, contexts, requests and instances refused or failed"))
+y += 8
+panels.append(timeseries("Gateway: DICOM associations",
+                         [("sum(cxrflow_gateway_associations_active)", "open"),
+                          (f"sum(rate(cxrflow_gateway_associations_total[{RI}])) * 60", "established / min")],
+                         0, y, w=8))
+panels.append(timeseries("Gateway: bytes received / s by protocol",
+                         [(f"sum by (protocol) (rate(cxrflow_gateway_received_bytes_total[{RI}]))", "{{protocol}}")],
+                         8, y, w=8, unit="Bps"))
+panels.append(timeseries("Gateway: presentation contexts refused and producer rebuilds",
+                         [(f"sum by (reason) (rate(cxrflow_gateway_presentation_contexts_refused_total[{RI}]))", "contexts {{reason}}"),
+                          (f"sum(increase(cxrflow_gateway_producer_rebuilds_total[{RI}]))", "producer rebuilds")],
+                         16, y, w=8))
 y += 8
 
 dashboard = {

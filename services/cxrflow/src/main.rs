@@ -264,7 +264,22 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
     }
 }
 
+/// Orchestrators often render an unset optional setting as an empty variable
+/// (`CXRFLOW_KAFKA_PROPS=""` from a Helm value or `${VAR:-}` in compose); to cxrflow an empty
+/// `CXRFLOW_…` variable means "not set", as an absent one does, instead of an empty list item
+/// that fails to parse. Runs before any thread exists.
+fn unset_empty_settings() {
+    let empty: Vec<std::ffi::OsString> = std::env::vars_os()
+        .filter(|(k, v)| v.is_empty() && k.to_string_lossy().starts_with("CXRFLOW_"))
+        .map(|(k, _)| k)
+        .collect();
+    for k in empty {
+        std::env::remove_var(k);
+    }
+}
+
 fn main() -> anyhow::Result<()> {
+    unset_empty_settings();
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -284,5 +299,16 @@ mod tests {
         // clap checks every subcommand's arguments (unique ids, valid defaults) here, the
         // same checks that would otherwise panic on `cxrflow <cmd> --help` at run time.
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn an_empty_setting_is_an_unset_one() {
+        use clap::Parser;
+        std::env::set_var("CXRFLOW_KAFKA_PROPS", "");
+        std::env::set_var("CXRFLOW_BLOB_STORE_OPTIONS", "");
+        assert!(super::Cli::try_parse_from(["cxrflow", "preprocess"]).is_err());
+        super::unset_empty_settings();
+        let cli = super::Cli::try_parse_from(["cxrflow", "preprocess"]);
+        assert!(cli.is_ok(), "{:?}", cli.err());
     }
 }
