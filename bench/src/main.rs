@@ -4,11 +4,14 @@
 //! process, the embedded broker), a Python FastAPI + onnxruntime baseline at equal load and in
 //! an overload burst, latency at 50% and 90% of capacity, and peak RSS per service. Writes one
 //! JSON file and prints a markdown table. `scripts/bench.sh` builds and runs it.
+//! `cxrflow-bench drift` runs the drift benchmark instead ([`drift`]).
 
 mod bare;
 mod baseline;
 mod cli;
 mod corpus;
+mod drift;
+mod drift_report;
 mod fastapi;
 mod load;
 mod pipeline;
@@ -141,6 +144,10 @@ fn layout(args: &Args, best: &bare::Layout) -> InferenceLayout {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // `cxrflow-bench drift …`: the drift benchmark, its own flags.
+    if std::env::args().nth(1).as_deref() == Some("drift") {
+        return drift::run(drift::DriftArgs::parse_from(std::env::args().skip(1))).await;
+    }
     let args = Args::parse();
     let machine = procfs::machine();
     eprintln!(
