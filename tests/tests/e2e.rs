@@ -64,6 +64,8 @@ async fn every_study_reaches_the_worklist_once_and_critical_ones_are_read_sooner
         ui_token: String::new(),
         keep_running: false,
         no_replay: false,
+        gateway_dicom_port: cxrflow_testkit::free_port(),
+        gateway_pseudonym_key: None,
         sim: SimConfig {
             dataset,
             table: "heldout.csv".into(),

@@ -32,7 +32,7 @@ pub struct UpArgs {
     #[arg(long, default_value_t = 4)]
     pub partitions: i32,
     /// First HTTP port; services get consecutive ports in the order
-    /// ingest, preprocess, inference, triage, feedback, drift.
+    /// ingest, preprocess, inference, triage, feedback, drift, gateway.
     #[arg(long, default_value_t = 8080)]
     pub http_base_port: u16,
     /// Model directory root (docs/model-manifest.md).
@@ -50,6 +50,14 @@ pub struct UpArgs {
     /// Skip the replay: just run the stack.
     #[arg(long)]
     pub no_replay: bool,
+    /// Port of the embedded DICOM gateway (C-STORE SCP, AE title CXRFLOW, on loopback; STOW-RS
+    /// on the HTTP port after drift's); 0: no gateway.
+    #[arg(long, env = "CXRFLOW_UP_GATEWAY_DICOM_PORT", default_value_t = 11112)]
+    pub gateway_dicom_port: u16,
+    /// The gateway's pseudonymisation key; unset: a random key generated once and kept in
+    /// `<data-dir>/gateway-pseudonym.key` (so pseudonyms stay stable across runs).
+    #[arg(long, env = "CXRFLOW_GATEWAY_PSEUDONYM_KEY", hide_env_values = true)]
+    pub gateway_pseudonym_key: Option<String>,
     #[command(flatten)]
     pub sim: SimConfig,
 }
@@ -57,6 +65,30 @@ pub struct UpArgs {
 fn abs(p: &Path) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
     Ok(std::fs::canonicalize(p)?)
+}
+
+/// The embedded gateway's key: the configured one, else one generated once for this data dir.
+fn gateway_key(data: &Path, configured: Option<&str>) -> anyhow::Result<String> {
+    if let Some(k) = configured.filter(|k| !k.is_empty()) {
+        return Ok(k.to_string());
+    }
+    let path = data.join("gateway-pseudonym.key");
+    if let Ok(k) = std::fs::read_to_string(&path) {
+        let k = k.trim().to_string();
+        if !k.is_empty() {
+            return Ok(k);
+        }
+    }
+    let key = hex::encode(rand::random::<[u8; 32]>());
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    use std::io::Write;
+    opts.open(&path)
+        .and_then(|mut f| f.write_all(key.as_bytes()))
+        .with_context(|| format!("writing the gateway key {}", path.display()))?;
+    Ok(key)
 }
 
 fn svc(port: u16, service: &str) -> ServiceArgs {
@@ -114,7 +146,9 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     let mut ingest = cxrflow_ingest::Config::defaults(kafka.clone(), svc(base, "ingest"));
     ingest.blob_store = Some(blobs.clone());
     ingest.ingest_db = data.join("ingest.db");
-    ingest.file_root = Some(dataset.clone());
+    // file:// images from the replay's dataset and from the embedded gateway's store.
+    let dicom = abs(&data.join("dicom"))?;
+    ingest.file_roots = vec![dataset.clone(), dicom.clone()];
     let t = services.clone();
     tasks.spawn(async move { ("ingest", cxrflow_ingest::run(ingest, t).await) });
 
@@ -149,7 +183,7 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     let t = services.clone();
     tasks.spawn(async move { ("drift", cxrflow_drift::run(drift, t).await) });
 
-    let names = [
+    let mut names = vec![
         "ingest",
         "preprocess",
         "inference",
@@ -157,6 +191,16 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
         "feedback",
         "drift",
     ];
+    if args.gateway_dicom_port != 0 {
+        let mut gateway =
+            cxrflow_gateway::Config::defaults(kafka.clone(), svc(base + 6, "gateway"));
+        gateway.dicom_listen = SocketAddr::from(([127, 0, 0, 1], args.gateway_dicom_port));
+        gateway.blob_store = Some(format!("file://{}", dicom.display()));
+        gateway.pseudonym_key = Some(gateway_key(&data, args.gateway_pseudonym_key.as_deref())?);
+        let t = services.clone();
+        tasks.spawn(async move { ("gateway", cxrflow_gateway::run(gateway, t).await) });
+        names.push("gateway");
+    }
     for (i, name) in names.iter().enumerate() {
         tokio::select! {
             r = wait_ready(name, base + i as u16, Duration::from_secs(120)) => r?,
@@ -166,7 +210,14 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
             }
         }
     }
-    println!("cxrflow is up: broker {bootstrap}; worklist http://127.0.0.1:{}/ ; metrics on ports {base}..{}", base + 3, base + 5);
+    println!("cxrflow is up: broker {bootstrap}; worklist http://127.0.0.1:{}/ ; metrics on ports {base}..{}", base + 3, base + names.len() as u16 - 1);
+    if args.gateway_dicom_port != 0 {
+        println!(
+            "DICOM gateway: AE CXRFLOW on 127.0.0.1:{} (C-STORE, C-ECHO); STOW-RS http://127.0.0.1:{}/studies",
+            args.gateway_dicom_port,
+            base + 6
+        );
+    }
 
     let outcome = if args.no_replay {
         Ok(())

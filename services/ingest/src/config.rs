@@ -65,9 +65,14 @@ pub struct Config {
     #[arg(long = "ingest-s3-option", env = "CXRFLOW_INGEST_S3_OPTIONS", value_delimiter = ',', value_parser = cxrflow_common::config::parse_key_value)]
     pub s3_options: Vec<(String, String)>,
 
-    /// When set, `file://` image URIs must point inside this directory.
-    #[arg(long = "ingest-file-root", env = "CXRFLOW_INGEST_FILE_ROOT")]
-    pub file_root: Option<PathBuf>,
+    /// When set, `file://` image URIs must point inside one of these directories (repeatable;
+    /// comma-separated in the environment).
+    #[arg(
+        long = "ingest-file-root",
+        env = "CXRFLOW_INGEST_FILE_ROOT",
+        value_delimiter = ','
+    )]
+    pub file_roots: Vec<PathBuf>,
 }
 
 fn is_secret(key: &str) -> bool {
@@ -103,7 +108,7 @@ impl Config {
             connect_timeout_ms: 5_000,
             fetch_timeout_ms: 60_000,
             s3_options: vec![],
-            file_root: None,
+            file_roots: vec![],
         }
     }
 
@@ -131,14 +136,14 @@ impl Config {
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
             total_timeout: Duration::from_millis(self.fetch_timeout_ms),
             s3_options: self.s3_options.clone(),
-            file_root: self.file_root.clone(),
+            file_roots: self.file_roots.clone(),
         }
     }
 
     /// The effective ingest settings as a person should see them at start: secrets masked.
     pub fn describe(&self) -> String {
         format!(
-            "blob_store={} blob_store_options=[{}] ingest_db={} max_image_bytes={} max_inline_bytes={} connect_timeout_ms={} fetch_timeout_ms={} s3_options=[{}] file_root={}",
+            "blob_store={} blob_store_options=[{}] ingest_db={} max_image_bytes={} max_inline_bytes={} connect_timeout_ms={} fetch_timeout_ms={} s3_options=[{}] file_roots=[{}]",
             self.blob_store_url(),
             mask(&self.blob_store_options),
             self.ingest_db.display(),
@@ -147,7 +152,15 @@ impl Config {
             self.connect_timeout_ms,
             self.fetch_timeout_ms,
             mask(&self.s3_options),
-            self.file_root.as_ref().map_or("(any)".to_string(), |p| p.display().to_string()),
+            if self.file_roots.is_empty() {
+                "(any)".to_string()
+            } else {
+                self.file_roots
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
         )
     }
 }

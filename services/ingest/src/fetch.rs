@@ -31,13 +31,13 @@ pub struct FetchSettings {
     /// `object_store` S3 options (`aws_endpoint=…`) applied over `AmazonS3Builder::from_env()`.
     pub s3_options: Vec<(String, String)>,
     /// When set, `file://` images must lie under this directory.
-    pub file_root: Option<PathBuf>,
+    pub file_roots: Vec<PathBuf>,
 }
 
 /// Reads images from files, HTTP(S) and S3.
 pub struct Fetcher {
     settings: FetchSettings,
-    file_root: Option<PathBuf>,
+    file_roots: Vec<PathBuf>,
     http: reqwest::Client,
     s3: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
 }
@@ -67,23 +67,23 @@ impl Fetcher {
             .timeout(settings.total_timeout)
             .user_agent(concat!("cxrflow-ingest/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let file_root =
-            match &settings.file_root {
-                Some(p) => Some(std::fs::canonicalize(p).map_err(|source| {
-                    FetcherSetupError::FileRoot {
-                        path: p.clone(),
-                        source,
-                    }
-                })?),
-                None => None,
-            };
+        let file_roots = settings
+            .file_roots
+            .iter()
+            .map(|p| {
+                std::fs::canonicalize(p).map_err(|source| FetcherSetupError::FileRoot {
+                    path: p.clone(),
+                    source,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         for (k, _) in &settings.s3_options {
             k.parse::<object_store::aws::AmazonS3ConfigKey>()
                 .map_err(|e| FetcherSetupError::S3Option(k.clone(), e.to_string()))?;
         }
         Ok(Fetcher {
             settings,
-            file_root,
+            file_roots,
             http,
             s3: Mutex::default(),
         })
@@ -103,13 +103,16 @@ impl Fetcher {
             },
         };
         let real = tokio::fs::canonicalize(path).await.map_err(io_err)?;
-        if let Some(root) = &self.file_root {
-            if !real.starts_with(root) {
-                return Err(IngestError::UriForbidden {
-                    uri: shown,
-                    root: root.display().to_string(),
-                });
-            }
+        if !self.file_roots.is_empty() && !self.file_roots.iter().any(|r| real.starts_with(r)) {
+            return Err(IngestError::UriForbidden {
+                uri: shown,
+                root: self
+                    .file_roots
+                    .iter()
+                    .map(|r| r.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
         }
         let meta = tokio::fs::metadata(&real).await.map_err(io_err)?;
         if !meta.is_file() {
