@@ -11,19 +11,22 @@
 //! hygiene ([`alerting`]). The core ([`detector`]) does no I/O; [`service`] puts it on Kafka.
 
 pub mod alerting;
+pub mod config;
 pub mod detector;
 pub mod metrics;
 pub mod mmd;
 pub mod observation;
 pub mod performance;
 pub mod reference;
+pub mod retrain_export;
 pub mod retrain_trigger;
 pub mod service;
 pub mod stats;
 pub mod store;
 pub mod synthetic;
 
+pub use config::Config;
 pub use detector::{DetectorConfig, DriftDetector, ModelDetector, ModelKey};
 pub use retrain_trigger::{run_retrain_trigger, TriggerConfig};
-pub use service::{run, Config, Engine};
+pub use service::{run, Engine};
 pub use store::reset_reference;

@@ -28,6 +28,8 @@ use cxrflow_common::{KafkaArgs, Outbound, Processor, ServiceArgs, StageError};
 use cxrflow_contracts::{topics, AlertState, Codec, DriftAlert, RecommendedAction};
 use tokio_util::sync::CancellationToken;
 
+use crate::retrain_export::export;
+pub use crate::retrain_export::{Export, ExportSince};
 use crate::store::DriftStore;
 
 /// `cxrflow retrain-trigger` settings.
@@ -100,22 +102,6 @@ impl TriggerConfig {
             export_bin: None,
         }
     }
-}
-
-/// Which labeled examples a trigger exports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ExportSince {
-    /// Labeled at or after the start of the alert's detection window.
-    Window,
-    /// Every labeled example of the model version.
-    All,
-}
-
-/// A finished export: the CSV file and its data rows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Export {
-    pub path: PathBuf,
-    pub rows: usize,
 }
 
 /// The environment a trigger command gets.
@@ -219,53 +205,10 @@ struct TriggerProcessor {
 }
 
 impl TriggerProcessor {
-    /// Runs `cxrflow feedback export` for the alert's model version into `<alert id>.csv`.
-    async fn export(&self, a: &DriftAlert, store: &str) -> Result<Export, StageError> {
-        let err = |m: String| StageError::transient("trigger.export", m);
-        let limit = Duration::from_millis(self.cfg.timeout_ms);
-        std::fs::create_dir_all(&self.cfg.export_dir)
-            .map_err(|e| err(format!("{}: {e}", self.cfg.export_dir.display())))?;
-        let path = self.cfg.export_dir.join(format!("{}.csv", a.alert_id));
-        let bin = match &self.cfg.export_bin {
-            Some(b) => b.clone(),
-            None => std::env::current_exe().map_err(|e| err(e.to_string()))?,
-        };
-        let since = match self.cfg.export_since {
-            ExportSince::Window => a.detection_window.start.max(0),
-            ExportSince::All => 0,
-        };
-        let mut c = tokio::process::Command::new(&bin);
-        c.args(["feedback", "export", "--store", store, "--model-version"])
-            .arg(&a.model_version)
-            .arg("--since")
-            .arg(since.to_string())
-            .arg("--output")
-            .arg(&path)
-            .stdout(std::process::Stdio::null())
-            .kill_on_drop(true);
-        let out = tokio::time::timeout(limit, c.output())
-            .await
-            .map_err(|_| err(format!("export timed out after {limit:?}")))?
-            .map_err(|e| err(format!("{}: {e}", bin.display())))?;
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let tail: String = stderr.lines().rev().take(3).collect::<Vec<_>>().join(" | ");
-            return Err(err(format!(
-                "feedback export exited with {}: {tail}",
-                out.status
-            )));
-        }
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| err(format!("{}: {e}", path.display())))?;
-        let rows = text.lines().count().saturating_sub(1);
-        tracing::info!(alert_id = %a.alert_id, version = %a.model_version, rows, path = %path.display(), "labeled examples exported for retraining");
-        Ok(Export { path, rows })
-    }
-
     async fn act(&self, a: &DriftAlert) -> Result<(), StageError> {
         let limit = Duration::from_millis(self.cfg.timeout_ms);
         let export = match &self.cfg.export_store {
-            Some(store) => Some(self.export(a, store).await?),
+            Some(store) => Some(export(&self.cfg, a, store).await?),
             None => None,
         };
         if let Some(cmd) = &self.cfg.command {
