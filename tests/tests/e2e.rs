@@ -25,18 +25,18 @@ fn required_env(name: &str) -> PathBuf {
     }))
 }
 
-/// A base port with six consecutive free ports after it.
+/// A base port with seven consecutive free ports after it (six services and the gateway).
 fn free_port_block() -> u16 {
     for _ in 0..200 {
         let base = 20_000 + (std::process::id() as u16 % 97) * 300 + (rand_u16() % 250);
-        let held: Vec<_> = (0..6)
+        let held: Vec<_> = (0..7)
             .filter_map(|i| TcpListener::bind(("127.0.0.1", base + i)).ok())
             .collect();
-        if held.len() == 6 {
+        if held.len() == 7 {
             return base;
         }
     }
-    panic!("no block of six free loopback ports");
+    panic!("no block of seven free loopback ports");
 }
 
 fn rand_u16() -> u16 {
@@ -149,4 +149,88 @@ async fn every_study_reaches_the_worklist_once_and_critical_ones_are_read_sooner
         ai < fifo,
         "critical studies: AI triage mean wait {ai:.0} ms should beat FIFO {fifo:.0} ms"
     );
+}
+
+/// A hospital's way in: DCMTK's `storescu` sends a CR file to the embedded stack's DICOM gateway
+/// and the study appears on the worklist (gateway → ingest → preprocess → inference → triage).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dicom_store_into_the_embedded_stack_reaches_the_worklist() {
+    use cxrflow_preprocess::fixtures::{dicom, DicomSpec};
+    let dataset = required_env("CXRFLOW_DATASET_ROOT");
+    let models = required_env("CXRFLOW_MODELS_DIR");
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let base = free_port_block();
+    let dicom_port = cxrflow_testkit::free_port();
+    let args = UpArgs {
+        data_dir: dir.path().join("stack"),
+        bootstrap: Some(broker.bootstrap()),
+        broker_port: 0,
+        partitions: 2,
+        http_base_port: base,
+        models_dir: models,
+        model: "cxr-small".into(),
+        ui_token: String::new(),
+        keep_running: true,
+        no_replay: true,
+        gateway_dicom_port: dicom_port,
+        gateway_pseudonym_key: None,
+        sim: SimConfig {
+            dataset,
+            ..SimConfig::default()
+        },
+    };
+    let shutdown = CancellationToken::new();
+    let stack = tokio::spawn(up(args, shutdown.clone()));
+    let http = reqwest::Client::new();
+    let gateway_ready = format!("http://127.0.0.1:{}/readyz", base + 6);
+    cxrflow_testkit::eventually(Duration::from_secs(120), "the embedded stack is up", || {
+        let (http, url) = (&http, &gateway_ready);
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
+    })
+    .await;
+
+    let file = dir.path().join("cr.dcm");
+    std::fs::write(&file, dicom(&DicomSpec::cr(400, 480))).unwrap();
+    let out = tokio::process::Command::new("storescu")
+        .args(["-aec", "CXRFLOW", "127.0.0.1", &dicom_port.to_string()])
+        .arg(&file)
+        .output()
+        .await
+        .expect("storescu (Debian package dcmtk, installed by scripts/prereqs.sh) runs");
+    assert!(
+        out.status.success(),
+        "storescu failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let worklist = format!("http://127.0.0.1:{}/worklist", base + 3);
+    cxrflow_testkit::eventually(
+        Duration::from_secs(120),
+        "the stored study on the worklist",
+        || {
+            let (http, url) = (&http, &worklist);
+            async move {
+                let Ok(r) = http.get(url).send().await else {
+                    return false;
+                };
+                let v: serde_json::Value = r.json().await.unwrap_or_default();
+                v["items"]
+                    .as_array()
+                    .is_some_and(|items| items.iter().any(|i| i["study_uid"] == "2.25.42"))
+            }
+        },
+    )
+    .await;
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(60), stack)
+        .await
+        .expect("the stack stops")
+        .expect("up task")
+        .expect("up ends cleanly");
 }
