@@ -183,17 +183,21 @@ impl Worklist {
             if cur.status == WorklistStatus::Read {
                 return Err(Ignored::AlreadyRead);
             }
+            // Older (or same-instant) predictions lose: the newest one decides, whatever order
+            // re-deliveries come in.
+            if e.basis_predicted_at.is_some_and(|at| p.predicted_at <= at) {
+                return Err(Ignored::Stale);
+            }
             let same = cur.model_name == d.model_name
                 && cur.model_version == d.model_version
                 && cur.score.to_bits() == d.score.to_bits()
                 && cur.top_findings == d.top_findings;
-            if same {
+            // A newer prediction saying the same thing still becomes the basis (a new version
+            // with the same content), or an older, different prediction delivered after it
+            // would win. Without a basis to compare with (a worklist rebuilt from the topic)
+            // the same content is a duplicate.
+            if same && e.basis_predicted_at.is_none() {
                 return Err(Ignored::Duplicate);
-            }
-            // Older (or same-instant, different) predictions lose: the newest one decides,
-            // whatever order re-deliveries come in.
-            if e.basis_predicted_at.is_some_and(|at| p.predicted_at <= at) {
-                return Err(Ignored::Stale);
             }
             d.version = cur.version + 1;
             if cur.escalations > 0 {
