@@ -89,9 +89,31 @@ pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
     Ok((k.trim().to_string(), v.to_string()))
 }
 
-fn is_secret(key: &str) -> bool {
+/// Whether a `key=value` setting's value must not be printed: passwords, secrets, tokens,
+/// access key ids and keys (librdkafka's `ssl.key.password`, object-store `aws_secret_access_key`,
+/// `aws_access_key_id`, `sasl.password`, …).
+pub fn is_secret(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    k.contains("password") || k.contains("secret") || k.ends_with(".key") || k.contains("token")
+    k.contains("password")
+        || k.contains("secret")
+        || k.contains("token")
+        || k.contains("key_id")
+        || k.ends_with("key")
+}
+
+/// `key=value, …` of a list of settings, with the values of secret ones masked.
+pub fn mask_options(options: &[(String, String)]) -> String {
+    options
+        .iter()
+        .map(|(k, v)| {
+            if is_secret(k) {
+                format!("{k}=****")
+            } else {
+                format!("{k}={v}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl KafkaArgs {
@@ -156,17 +178,6 @@ impl KafkaArgs {
 
     /// The effective configuration as a person should see it at start: secrets masked.
     pub fn describe(&self) -> String {
-        let props: Vec<String> = self
-            .props
-            .iter()
-            .map(|(k, v)| {
-                if is_secret(k) {
-                    format!("{k}=****")
-                } else {
-                    format!("{k}={v}")
-                }
-            })
-            .collect();
         format!(
             "bootstrap={} schema_registry={} topic_prefix={:?} session_timeout_ms={} max_message_bytes={} props=[{}]",
             self.bootstrap,
@@ -178,7 +189,7 @@ impl KafkaArgs {
             self.topic_prefix,
             self.session_timeout_ms,
             self.max_message_bytes,
-            props.join(", ")
+            mask_options(&self.props)
         )
     }
 }

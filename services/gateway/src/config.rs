@@ -1,6 +1,7 @@
 //! The gateway's configuration: the shared Kafka and service settings plus its own flags, each
 //! with a `CXRFLOW_GATEWAY_…` environment variable and a default that suits the embedded stack.
 
+use cxrflow_common::config::mask_options;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -269,23 +270,7 @@ impl Config {
             (_, true) => "(insecure development key)",
             _ => "(unset)",
         };
-        let options = self
-            .blob_store_options
-            .iter()
-            .map(|(k, v)| {
-                let l = k.to_ascii_lowercase();
-                if l.contains("secret")
-                    || l.contains("token")
-                    || l.contains("password")
-                    || l.contains("key_id")
-                {
-                    format!("{k}=****")
-                } else {
-                    format!("{k}={v}")
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
+        let options = mask_options(&self.blob_store_options);
         format!(
             "dicom_listen={} ae_title={} calling_aes=[{}] max_pdu={} association_timeout_ms={} idle_timeout_ms={} max_associations={} max_instance_bytes={} stow_max_body_bytes={} blob_store={} blob_store_options=[{}] pseudonym_key={} site_id={}",
             self.dicom_listen,

@@ -16,8 +16,6 @@ use std::time::{Duration, Instant};
 
 use cxrflow_common::KafkaArgs;
 use cxrflow_contracts::{topics, Codec, DriftAlert, ModelRole, ModelRollout};
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::InferenceMetrics;
@@ -211,36 +209,18 @@ pub async fn follow_drift(
     auto: Arc<AutoRollback>,
     shutdown: CancellationToken,
 ) {
-    let mut cc = kafka.consumer_config();
-    cc.set(
-        "group.id",
-        format!("cxrflow-inference-drift-{:016x}", crate::rand_id()),
-    )
-    .set("enable.auto.commit", "false")
-    .set("auto.offset.reset", "earliest");
-    let consumer: StreamConsumer = match cc.create() {
-        Ok(c) => c,
-        Err(e) => return tracing::error!(error = %e, "cannot follow the drift topic"),
-    };
-    if let Err(e) = consumer.subscribe(&[&kafka.topic(topics::DRIFT)]) {
-        return tracing::error!(error = %e, "cannot subscribe to the drift topic");
-    }
-    loop {
-        let m = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            m = consumer.recv() => m,
-        };
-        match m {
-            Ok(m) => {
-                let Some(p) = m.payload() else { continue };
-                match codec.decode::<DriftAlert>(p) {
-                    Ok(a) => {
-                        auto.on_drift_alert(&a).await;
-                    }
-                    Err(e) => tracing::warn!(error = %e, "undecodable drift alert ignored"),
-                }
+    crate::follow::follow(
+        kafka,
+        &codec,
+        topics::DRIFT,
+        "cxrflow-inference-drift",
+        shutdown,
+        |a: DriftAlert| {
+            let auto = auto.clone();
+            async move {
+                auto.on_drift_alert(&a).await;
             }
-            Err(e) => tracing::debug!(error = %e, "drift topic consumer"),
-        }
-    }
+        },
+    )
+    .await
 }

@@ -12,6 +12,7 @@ pub mod auto_rollback;
 pub mod batcher;
 mod config;
 pub mod embedding;
+mod follow;
 pub mod manifest;
 pub mod metrics;
 pub mod processor;
@@ -27,8 +28,6 @@ use std::time::Duration;
 
 use cxrflow_common::KafkaArgs;
 use cxrflow_contracts::{topics, Codec, ModelRollout};
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
 use tokio_util::sync::CancellationToken;
 
 pub use auto_rollback::AutoRollback;
@@ -49,38 +48,20 @@ async fn follow_rollouts(
     registry: Arc<ModelRegistry>,
     shutdown: CancellationToken,
 ) {
-    let mut cc = kafka.consumer_config();
-    cc.set(
-        "group.id",
-        format!("cxrflow-inference-models-{:016x}", rand_id()),
-    )
-    .set("enable.auto.commit", "false")
-    .set("auto.offset.reset", "earliest");
-    let consumer: StreamConsumer = match cc.create() {
-        Ok(c) => c,
-        Err(e) => return tracing::error!(error = %e, "cannot follow the models topic"),
-    };
-    if let Err(e) = consumer.subscribe(&[&kafka.topic(topics::MODELS)]) {
-        return tracing::error!(error = %e, "cannot subscribe to the models topic");
-    }
-    loop {
-        let m = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            m = consumer.recv() => m,
-        };
-        match m {
-            Ok(m) => {
-                let Some(p) = m.payload() else { continue };
-                match codec.decode::<ModelRollout>(p) {
-                    Ok(r) => {
-                        registry.apply(&r).await;
-                    }
-                    Err(e) => tracing::warn!(error = %e, "undecodable rollout record ignored"),
-                }
+    follow::follow(
+        kafka,
+        &codec,
+        topics::MODELS,
+        "cxrflow-inference-models",
+        shutdown,
+        |r: ModelRollout| {
+            let registry = registry.clone();
+            async move {
+                registry.apply(&r).await;
             }
-            Err(e) => tracing::debug!(error = %e, "models topic consumer"),
-        }
-    }
+        },
+    )
+    .await
 }
 
 pub(crate) fn rand_id() -> u64 {

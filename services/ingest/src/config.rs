@@ -1,6 +1,7 @@
 //! Ingest's configuration: the shared Kafka and service settings plus its own flags, each with a
 //! `CXRFLOW_…` environment variable and a default that suits the embedded stack.
 
+use cxrflow_common::config::mask_options;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -75,25 +76,6 @@ pub struct Config {
     pub file_roots: Vec<PathBuf>,
 }
 
-fn is_secret(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    k.contains("secret") || k.contains("token") || k.contains("password") || k.contains("key_id")
-}
-
-fn mask(options: &[(String, String)]) -> String {
-    options
-        .iter()
-        .map(|(k, v)| {
-            if is_secret(k) {
-                format!("{k}=****")
-            } else {
-                format!("{k}={v}")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 impl Config {
     /// All ingest settings at their defaults.
     pub fn defaults(kafka: KafkaArgs, service: ServiceArgs) -> Self {
@@ -145,13 +127,13 @@ impl Config {
         format!(
             "blob_store={} blob_store_options=[{}] ingest_db={} max_image_bytes={} max_inline_bytes={} connect_timeout_ms={} fetch_timeout_ms={} s3_options=[{}] file_roots=[{}]",
             self.blob_store_url(),
-            mask(&self.blob_store_options),
+            mask_options(&self.blob_store_options),
             self.ingest_db.display(),
             self.max_image_bytes,
             self.max_inline_bytes,
             self.connect_timeout_ms,
             self.fetch_timeout_ms,
-            mask(&self.s3_options),
+            mask_options(&self.s3_options),
             if self.file_roots.is_empty() {
                 "(any)".to_string()
             } else {

@@ -3,6 +3,7 @@
 //! flags carry a `preprocess-` prefix so `cxrflow up` can flatten every service's flags into
 //! one command line; `--blob-store` is shared with ingest on purpose (one store).
 
+use cxrflow_common::config::mask_options;
 use std::path::PathBuf;
 
 use cxrflow_common::{KafkaArgs, ServiceArgs};
@@ -57,24 +58,6 @@ pub struct Config {
     pub max_alloc_mib: u64,
 }
 
-fn mask(opts: &[(String, String)]) -> String {
-    opts.iter()
-        .map(|(k, v)| {
-            let l = k.to_ascii_lowercase();
-            if l.contains("secret")
-                || l.contains("password")
-                || l.contains("token")
-                || l.ends_with("key")
-            {
-                format!("{k}=****")
-            } else {
-                format!("{k}={v}")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 impl Config {
     /// All preprocess settings at their defaults.
     pub fn defaults(kafka: KafkaArgs, service: ServiceArgs) -> Self {
@@ -114,7 +97,7 @@ impl Config {
         format!(
             "blob_store={} blob_store_options=[{}] profile={} max_width={} max_height={} max_alloc_mib={}",
             self.blob_store_url(),
-            mask(&self.blob_store_options),
+            mask_options(&self.blob_store_options),
             self.profile,
             self.max_width,
             self.max_height,
