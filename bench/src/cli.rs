@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Serialize;
 
+use crate::corpus::ScanImages;
 use crate::schedule::Arrivals;
 
 fn home() -> PathBuf {
@@ -54,8 +55,13 @@ pub struct Args {
     pub client_timeout_s: u64,
     #[arg(long, value_enum, default_value = "poisson")]
     pub arrivals: Arrivals,
-    /// Partitions per topic.
-    #[arg(long, default_value_t = 4)]
+    /// How the scan events carry their images: `reference` (a file:// URI, as cxrflow's DICOM
+    /// gateway publishes them) or `inline` (the PNG bytes in the event).
+    #[arg(long, value_enum, default_value = "reference")]
+    pub scan_images: ScanImages,
+    /// Partitions per topic (at least the inference replicas; every partition is one more
+    /// poll per fetch wait for the embedded broker).
+    #[arg(long, default_value_t = 2)]
     pub partitions: i32,
     /// Override the inference layout taken from the best bare layout: intra-op threads.
     #[arg(long)]

@@ -14,9 +14,23 @@ use cxrflow_contracts::{OrderPriority, ScanEvent, StudyContext};
 use cxrflow_inference::manifest::Manifest;
 use sha2::{Digest, Sha256};
 
+/// How a scan event carries its image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ScanImages {
+    /// A `file://` URI of the image on disk, as cxrflow's DICOM gateway publishes it after
+    /// writing the file, or a PACS gateway pointing at its export share: the image never rides
+    /// on Kafka (ARCHITECTURE: "large images never ride on Kafka").
+    Reference,
+    /// The PNG bytes inside the event (a gateway that cannot share files).
+    Inline,
+}
+
 /// One study as the bench sends it.
 pub struct Image {
     pub png: Arc<Vec<u8>>,
+    /// The image file (absolute), for events that carry a reference.
+    pub path: PathBuf,
     pub critical: bool,
     pub view: String,
     pub sex: Option<String>,
@@ -29,6 +43,8 @@ pub struct Corpus {
     pub critical_findings: Vec<String>,
     /// Distinguishes this run's study UIDs from any earlier run's.
     pub run_tag: String,
+    /// The dataset directory the images' files lie under.
+    root: PathBuf,
 }
 
 /// A DICOM UID derived from a name (`2.25.` + a 128-bit hash as a decimal integer).
@@ -86,7 +102,7 @@ impl Corpus {
             if cell(view_c) != "Frontal" {
                 continue; // the frontal gate skips inference for laterals: not a fair load
             }
-            let file = parent.join(cell(path_c)).with_extension("png");
+            let file = std::path::absolute(parent.join(cell(path_c)).with_extension("png"))?;
             let png =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let critical = critical_c
@@ -99,6 +115,7 @@ impl Corpus {
             };
             images.push(Image {
                 png: Arc::new(png),
+                path: file,
                 critical,
                 view: if cell(ap_c) == "AP" { "AP" } else { "PA" }.into(),
                 sex,
@@ -112,6 +129,7 @@ impl Corpus {
         );
         Ok(Corpus {
             images,
+            root: std::path::absolute(&parent)?,
             critical_findings,
             run_tag: format!("{:08x}", rand::random::<u32>()),
         })
@@ -132,9 +150,14 @@ impl Corpus {
         derived_uid(&format!("bench/{}/{phase}/{i}/study", self.run_tag))
     }
 
-    /// The scan event a PACS gateway would publish for send `i` of `phase`: the image inline,
-    /// UIDs unique to this run, phase and send, `published_at` = now.
-    pub fn scan_event(&self, phase: &str, i: usize) -> ScanEvent {
+    /// The directory every image file lies under (ingest must be allowed to read it).
+    pub fn image_root(&self) -> PathBuf {
+        self.root.clone()
+    }
+
+    /// The scan event a PACS gateway would publish for send `i` of `phase`: the image inline or
+    /// by reference, UIDs unique to this run, phase and send, `published_at` = now.
+    pub fn scan_event(&self, phase: &str, i: usize, images: ScanImages) -> ScanEvent {
         let img = self.image(i);
         let base = format!("bench/{}/{phase}/{i}", self.run_tag);
         let now = now_millis();
@@ -156,8 +179,9 @@ impl Corpus {
                 priority_hint: OrderPriority::Routine,
             },
             media_type: "image/png".into(),
-            image_inline: Some(img.png.as_ref().clone()),
-            image_uri: None,
+            image_inline: (images == ScanImages::Inline).then(|| img.png.as_ref().clone()),
+            image_uri: (images == ScanImages::Reference)
+                .then(|| format!("file://{}", img.path.display())),
             image_sha256: None,
             image_size_bytes: Some(img.png.len() as i64),
         }

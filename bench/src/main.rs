@@ -190,12 +190,15 @@ async fn main() -> anyhow::Result<()> {
         None
     } else {
         eprintln!("cxrflow pipeline");
+        let inference = layout(&args, &best.layout);
         let cfg = StackConfig {
             bin: args.cxrflow_bin(),
             models_dir: args.models_dir(),
             model: spec.clone(),
-            inference: layout(&args, &best.layout),
-            partitions: args.partitions,
+            inference,
+            // Every replica needs a partition of its own or it idles.
+            partitions: args.partitions.max(inference.replicas as i32),
+            ingest_file_roots: vec![corpus.image_root()],
             log_filter: args.service_log.clone(),
         };
         let equal = fastapi

@@ -18,7 +18,7 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::corpus::Corpus;
+use crate::corpus::{Corpus, ScanImages};
 use crate::load::{LoadResult, Outcome};
 use crate::schedule::drive;
 use crate::stats::Summary;
@@ -127,6 +127,7 @@ pub struct Driver {
     pub codec: Arc<Codec>,
     pub corpus: Arc<Corpus>,
     pub observer: Observer,
+    pub scan_images: ScanImages,
 }
 
 impl Driver {
@@ -146,7 +147,9 @@ impl Driver {
             codec,
             corpus,
             observer,
+            scan_images,
         } = self;
+        let scan_images = *scan_images;
         let start = Instant::now();
         let tasks = drive(start, offsets, |i, _due| {
             let (producer, codec, corpus, phase) = (
@@ -156,7 +159,7 @@ impl Driver {
                 phase.to_string(),
             );
             async move {
-                let ev = corpus.scan_event(&phase, i);
+                let ev = corpus.scan_event(&phase, i, scan_images);
                 let ok = producer
                     .send(&codec, &ev, &Default::default())
                     .await

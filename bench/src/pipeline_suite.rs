@@ -102,6 +102,7 @@ pub async fn run(
         codec: codec.clone(),
         corpus: corpus.clone(),
         observer: Observer::start(&stack.kafka, codec)?,
+        scan_images: args.scan_images,
     };
     let patience = Duration::from_secs(60);
     let wait = Duration::from_secs(600);

@@ -32,6 +32,8 @@ pub struct StackConfig {
     pub model: String,
     pub inference: InferenceLayout,
     pub partitions: i32,
+    /// Directories ingest may read `file://` images from.
+    pub ingest_file_roots: Vec<PathBuf>,
     /// `RUST_LOG` of the services.
     pub log_filter: String,
 }
@@ -78,12 +80,19 @@ pub async fn wait_http_ok(url: &str, timeout: Duration) -> anyhow::Result<()> {
 fn service_args(cfg: &StackConfig, name: &str, dir: &Path, blobs: &str) -> Vec<String> {
     let d = |f: &str| dir.join(f).display().to_string();
     let v: Vec<String> = match name {
-        "ingest" => vec![
-            "--blob-store".into(),
-            blobs.into(),
-            "--ingest-db".into(),
-            d("ingest.db"),
-        ],
+        "ingest" => {
+            let mut v = vec![
+                "--blob-store".into(),
+                blobs.into(),
+                "--ingest-db".into(),
+                d("ingest.db"),
+            ];
+            for root in &cfg.ingest_file_roots {
+                v.push("--ingest-file-root".into());
+                v.push(root.display().to_string());
+            }
+            v
+        }
         "preprocess" => vec!["--blob-store".into(), blobs.into()],
         "triage" => vec![
             "--blob-store".into(),

@@ -70,6 +70,35 @@ pub struct KafkaArgs {
         default_value_t = DEFAULT_MAX_MESSAGE_BYTES
     )]
     pub max_message_bytes: u64,
+
+    /// How long the broker may hold a consumer's fetch open (librdkafka `fetch.wait.max.ms`).
+    /// Unset: 100 ms for a stage on a study's way to the worklist (ingest, preprocess, inference,
+    /// triage) and 1000 ms for consumers off that path (feedback, drift, control-topic
+    /// followers). Each hop can add up to this much latency (the embedded broker, tansu 0.6.0,
+    /// answers a fetch only when the wait is over, records or not), and every wait ends in a
+    /// poll the broker pays for: on the embedded broker, polling was half its CPU at 30
+    /// studies/s until the off-path consumers waited longer (README, benchmarks).
+    #[arg(long = "kafka-fetch-wait-ms", env = "CXRFLOW_KAFKA_FETCH_WAIT_MS")]
+    pub fetch_wait_ms: Option<u64>,
+}
+
+/// How soon a consumer must see a new record; sets its fetch wait (see
+/// [`KafkaArgs::fetch_wait_ms`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Urgency {
+    /// On a study's way to the worklist: every wait is latency a radiologist may see.
+    StudyPath,
+    /// Off that path (feedback joins, drift windows, control topics): seconds do not matter.
+    Background,
+}
+
+impl Urgency {
+    pub fn default_fetch_wait(self) -> Duration {
+        match self {
+            Urgency::StudyPath => Duration::from_millis(100),
+            Urgency::Background => Duration::from_millis(240),
+        }
+    }
 }
 
 /// Room for a dead-letter envelope around the largest record (reason, error text, headers).
@@ -127,7 +156,15 @@ impl KafkaArgs {
             session_timeout_ms: 30_000,
             max_prefetch_kib: 16_384,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            fetch_wait_ms: None,
         }
+    }
+
+    /// The fetch wait of a consumer of the given urgency: the flag when set, else the default.
+    pub fn fetch_wait(&self, urgency: Urgency) -> Duration {
+        self.fetch_wait_ms
+            .map(Duration::from_millis)
+            .unwrap_or_else(|| urgency.default_fetch_wait())
     }
 
     /// The full name of a logical topic (`cxr.scan.v1` → `<prefix>cxr.scan.v1`).

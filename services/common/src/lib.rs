@@ -15,7 +15,7 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod time;
 
-pub use config::{KafkaArgs, ServiceArgs};
+pub use config::{KafkaArgs, ServiceArgs, Urgency};
 pub use kafka::stage::{
     run_stage, Inbound, Outbound, Processor, StageConfig, StageDeps, StageError,
 };

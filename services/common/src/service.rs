@@ -10,7 +10,7 @@ use cxrflow_contracts::Codec;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{KafkaArgs, ServiceArgs};
+use crate::config::{KafkaArgs, ServiceArgs, Urgency};
 use crate::http::{self, Readiness};
 use crate::kafka::stage::{StageConfig, StageDeps};
 use crate::kafka::Producer;
@@ -75,14 +75,25 @@ impl Host {
         &self.deps.codec
     }
 
-    /// The stage configuration for consuming `topics` with this service's settings.
+    /// The stage configuration for consuming `topics` on a study's way to the worklist.
     pub fn stage(&self, topics: Vec<&'static str>) -> StageConfig {
+        self.stage_with(topics, Urgency::StudyPath)
+    }
+
+    /// The stage configuration for a consumer off the study path (feedback, drift): it polls
+    /// the broker less often.
+    pub fn background_stage(&self, topics: Vec<&'static str>) -> StageConfig {
+        self.stage_with(topics, Urgency::Background)
+    }
+
+    fn stage_with(&self, topics: Vec<&'static str>, urgency: Urgency) -> StageConfig {
         StageConfig {
             service: self.service,
             group_id: self.svc.group_id(self.service),
             topics,
             max_in_flight: self.svc.max_in_flight,
             drain_timeout: self.svc.drain_timeout(),
+            fetch_wait: self.kafka.fetch_wait(urgency),
         }
     }
 }

@@ -348,7 +348,7 @@ pub async fn run_retrain_trigger(
         http: reqwest::Client::new(),
         cfg: cfg.clone(),
     });
-    let mut stage = host.stage(vec![topics::DRIFT]);
+    let mut stage = host.background_stage(vec![topics::DRIFT]);
     // Actions are serialised so debouncing sees the previous trigger.
     stage.max_in_flight = 1;
     cxrflow_common::run_stage(

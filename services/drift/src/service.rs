@@ -318,7 +318,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     });
     cxrflow_common::run_stage(
         &cfg.kafka,
-        host.stage(vec![
+        host.background_stage(vec![
             topics::PREPROCESSED,
             topics::PREDICTIONS,
             topics::LABELED,

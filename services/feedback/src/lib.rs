@@ -130,7 +130,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     host.ready.set_ready(true);
     let result = cxrflow_common::run_stage(
         &cfg.kafka,
-        host.stage(vec![topics::FEEDBACK, topics::PREDICTIONS]),
+        host.background_stage(vec![topics::FEEDBACK, topics::PREDICTIONS]),
         processor,
         host.deps.clone(),
         shutdown.clone(),

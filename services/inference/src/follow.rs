@@ -27,7 +27,14 @@ pub async fn follow<T, F, Fut>(
     let mut cc = kafka.consumer_config();
     cc.set("group.id", format!("{group}-{:016x}", crate::rand_id()))
         .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest");
+        .set("auto.offset.reset", "earliest")
+        .set(
+            "fetch.wait.max.ms",
+            kafka
+                .fetch_wait(cxrflow_common::Urgency::Background)
+                .as_millis()
+                .to_string(),
+        );
     let consumer: StreamConsumer = match cc.create() {
         Ok(c) => c,
         Err(e) => return tracing::error!(error = %e, topic = logical, "cannot follow the topic"),

@@ -113,8 +113,12 @@ pub struct RawRecord {
     pub headers: Vec<(String, String)>,
 }
 
-/// Reads a logical topic from the beginning with a throwaway group until `enough` says the
-/// records collected so far suffice, or `timeout` passes (then returns what it has).
+/// Reads a logical topic from the beginning until `enough` says the records collected so far
+/// suffice, or `timeout` passes (then returns what it has).
+///
+/// The reader assigns itself every partition directly instead of joining a consumer group: a
+/// test reader needs no coordination, and a group join is one more broker round trip that the
+/// embedded broker occasionally answers slowly under a fully parallel suite.
 pub async fn read_topic(
     kafka: &KafkaArgs,
     logical: &str,
@@ -127,11 +131,13 @@ pub async fn read_topic(
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false");
     let consumer: StreamConsumer = cc.create().expect("reader consumer");
-    consumer
-        .subscribe(&[&kafka.topic(logical)])
-        .expect("subscribe");
     let end = Instant::now() + timeout;
+    let topic = kafka.topic(logical);
     let mut out = Vec::new();
+    if !assign_all_from_beginning(&consumer, &topic, end).await {
+        tracing::warn!(topic, "reader: the topic has no partitions");
+        return out;
+    }
     while !enough(&out) {
         let left = end.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -163,6 +169,37 @@ pub async fn read_topic(
         }
     }
     out
+}
+
+/// Assigns every partition of `topic` at its first offset, retrying the metadata request until
+/// the topic shows partitions; false when `end` passed first (the topic does not exist).
+async fn assign_all_from_beginning(consumer: &StreamConsumer, topic: &str, end: Instant) -> bool {
+    use rdkafka::{Offset, TopicPartitionList};
+    loop {
+        let partitions = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .ok()
+            .and_then(|md| {
+                md.topics()
+                    .iter()
+                    .find(|t| t.name() == topic && t.error().is_none())
+                    .map(|t| t.partitions().iter().map(|p| p.id()).collect::<Vec<_>>())
+            })
+            .unwrap_or_default();
+        if !partitions.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for p in partitions {
+                tpl.add_partition_offset(topic, p, Offset::Beginning)
+                    .expect("partition offset");
+            }
+            consumer.assign(&tpl).expect("assign");
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Reads and decodes `n` records of type `T` (or what arrives before `timeout`).

@@ -166,6 +166,8 @@ pub struct StageConfig {
     pub topics: Vec<&'static str>,
     pub max_in_flight: usize,
     pub drain_timeout: Duration,
+    /// librdkafka `fetch.wait.max.ms` ([`crate::config::KafkaArgs::fetch_wait`]).
+    pub fetch_wait: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -398,9 +400,7 @@ pub async fn run_stage<P: Processor>(
             kafka.max_prefetch_kib.to_string(),
         )
         .set("statistics.interval.ms", "5000")
-        // Each hop of the pipeline otherwise waits up to librdkafka's 500 ms fetch long-poll
-        // when a partition is idle; 100 ms keeps end-to-end latency low at little cost.
-        .set("fetch.wait.max.ms", "100");
+        .set("fetch.wait.max.ms", cfg.fetch_wait.as_millis().to_string());
     for (k, v) in &kafka.props {
         cc.set(k, v);
     }

@@ -90,6 +90,29 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("records serialise to JSON")
 }
 
+/// How long an opener or writer waits for another connection's lock.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Opens the file, sets WAL and the busy timeout, and applies the migrations not yet applied.
+fn open_and_migrate(path: &Path) -> rusqlite::Result<Connection> {
+    let mut conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    // The version is read inside a write-locked transaction: two processes opening a fresh
+    // store at once (the service and `cxrflow feedback export`, say) would otherwise both see
+    // version 0 and the second would fail on "table already exists". IMMEDIATE takes the
+    // write lock first; the other waits, then finds the migrations applied.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let applied: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, m) in MIGRATIONS.iter().enumerate().skip(applied.max(0) as usize) {
+        tx.execute_batch(m)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+    }
+    tx.commit()?;
+    Ok(conn)
+}
+
 impl SqliteStore {
     /// Opens (creating directories and file as needed) and migrates the store at `path`.
     pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
@@ -103,24 +126,21 @@ impl SqliteStore {
                     detail: format!("cannot create {}: {x}", dir.display()),
                 })?;
             }
-            let mut conn = Connection::open(&p).map_err(&e)?;
-            conn.pragma_update(None, "journal_mode", "WAL")
-                .map_err(&e)?;
-            conn.pragma_update(None, "synchronous", "FULL")
-                .map_err(&e)?;
-            conn.busy_timeout(std::time::Duration::from_secs(5))
-                .map_err(&e)?;
-            let applied: i64 = conn
-                .pragma_query_value(None, "user_version", |r| r.get(0))
-                .map_err(&e)?;
-            let tx = conn.transaction().map_err(&e)?;
-            for (i, m) in MIGRATIONS.iter().enumerate().skip(applied.max(0) as usize) {
-                tx.execute_batch(m).map_err(&e)?;
-                tx.pragma_update(None, "user_version", (i + 1) as i64)
-                    .map_err(&e)?;
+            // A fresh file is switched to WAL under an exclusive lock, and SQLite does not call
+            // the busy handler for every lock a concurrent opener meets there: retry the whole
+            // open on "database is locked" for as long as the busy timeout would have waited.
+            let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+            loop {
+                match open_and_migrate(&p) {
+                    Err(rusqlite::Error::SqliteFailure(f, _))
+                        if f.code == rusqlite::ErrorCode::DatabaseBusy
+                            && std::time::Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                    r => break r.map_err(&e),
+                }
             }
-            tx.commit().map_err(&e)?;
-            Ok(conn)
         })
         .await
         .map_err(|j| StoreError::Sqlite {

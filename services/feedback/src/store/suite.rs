@@ -205,6 +205,28 @@ async fn sqlite_store_passes_the_suite() {
     assert!(!again.labeled_since("v1", 0).await.unwrap().is_empty());
 }
 
+/// Regression: the service and a second process (a test's reader, `cxrflow feedback export`)
+/// opening a fresh store at the same moment both saw schema version 0 and the slower one failed
+/// with "table predictions already exists".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_processes_opening_a_fresh_store_at_once_all_succeed() {
+    for round in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("feedback.db");
+        let opens: Vec<_> = (0..8)
+            .map(|_| {
+                let p = path.clone();
+                tokio::spawn(async move { SqliteStore::open(&p).await })
+            })
+            .collect();
+        for o in opens {
+            if let Err(e) = o.await.unwrap() {
+                panic!("round {round}: a concurrent open failed: {e}");
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn scylla_store_passes_the_suite() {
     let Ok(uri) = std::env::var("CXRFLOW_SCYLLA_URI") else {
