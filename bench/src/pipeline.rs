@@ -72,10 +72,16 @@ impl Observer {
                     }
                 } else if m.topic() == pred {
                     if let Ok(d) = codec.decode::<Prediction>(p) {
-                        seen.predicted.insert(
-                            d.study.study_instance_uid,
-                            (d.batch_size, d.inference_ms, d.predicted_at),
-                        );
+                        // The first prediction, like the first decision: a prediction
+                        // re-delivered after a rebalance (at-least-once) is not a new one.
+                        let e = seen.predicted.entry(d.study.study_instance_uid).or_insert((
+                            d.batch_size,
+                            d.inference_ms,
+                            d.predicted_at,
+                        ));
+                        if d.predicted_at < e.2 {
+                            *e = (d.batch_size, d.inference_ms, d.predicted_at);
+                        }
                     }
                 } else if codec.decode::<DeadLetter>(p).is_ok() {
                     seen.dead_letters += 1;

@@ -73,11 +73,11 @@ pub struct KafkaArgs {
 
     /// How long the broker may hold a consumer's fetch open (librdkafka `fetch.wait.max.ms`).
     /// Unset: 100 ms for a stage on a study's way to the worklist (ingest, preprocess, inference,
-    /// triage) and 1000 ms for consumers off that path (feedback, drift, control-topic
+    /// triage) and 240 ms for consumers off that path (feedback, drift, control-topic
     /// followers). Each hop can add up to this much latency (the embedded broker, tansu 0.6.0,
-    /// answers a fetch only when the wait is over, records or not), and every wait ends in a
-    /// poll the broker pays for: on the embedded broker, polling was half its CPU at 30
-    /// studies/s until the off-path consumers waited longer (README, benchmarks).
+    /// answers a fetch only when the wait is over, records or not), and every wait ends in
+    /// storage reads the broker pays for: one pass per wait below 250 ms, about five per wait
+    /// above, so 240 ms is the cheapest wait short of several seconds (README, Kafka features).
     #[arg(long = "kafka-fetch-wait-ms", env = "CXRFLOW_KAFKA_FETCH_WAIT_MS")]
     pub fetch_wait_ms: Option<u64>,
 }
@@ -283,6 +283,18 @@ impl ServiceArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fetch_wait_follows_urgency_unless_set() {
+        let mut k = KafkaArgs::for_bootstrap("h:1");
+        assert_eq!(k.fetch_wait(Urgency::StudyPath), Duration::from_millis(100));
+        assert_eq!(
+            k.fetch_wait(Urgency::Background),
+            Duration::from_millis(240)
+        );
+        k.fetch_wait_ms = Some(50);
+        assert_eq!(k.fetch_wait(Urgency::Background), Duration::from_millis(50));
+    }
 
     #[test]
     fn props_parse_and_secrets_are_masked() {
