@@ -5,46 +5,11 @@
 #
 # with the pinned packages of scripts/requirements-models.txt (numpy, onnx, onnxruntime, pillow,
 # scikit-learn and their dependencies; no torch) and of scripts/requirements-tests.txt (pynetdicom,
-# a third-party DICOM client for the gateway's tests). Idempotent: a stamp file in the venv holds a
-# sha256 of the requirements and the base interpreter's version; when it matches, nothing is done.
+# a third-party DICOM client for the gateway's tests), through scripts/venv.sh (idempotent).
 # Prints (last line of stdout) the venv's python executable.
 #
 # PYTHON=python3.12 scripts/python-env.sh picks another base interpreter (3.10 or newer).
 set -euo pipefail
-
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-PYTHON="${PYTHON:-python3}"
-TOOLS="${CXRFLOW_TOOLS:-$HOME/.cache/cxrflow/tools}"
-venv="$TOOLS/venv"
-req="$here/requirements-models.txt"
-req_tests="$here/requirements-tests.txt"
-stamp="$venv/.cxrflow-requirements.sha256"
-
-pyver="$("$PYTHON" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')"
-want="$({ cat "$req" "$req_tests"; echo "python $pyver"; } | sha256sum | cut -d' ' -f1)"
-
-if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
-   && "$venv/bin/python" -c 'import numpy, onnx, onnxruntime, PIL, sklearn, pynetdicom' 2>/dev/null; then
-  echo "python env up to date: $venv" >&2
-  echo "$venv/bin/python"
-  exit 0
-fi
-
-# A venv made from another interpreter version cannot be upgraded in place: start over.
-if [ -x "$venv/bin/python" ] && \
-   [ "$("$venv/bin/python" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null || true)" != "$pyver" ]; then
-  echo "recreating $venv (interpreter changed)" >&2
-  rm -rf "$venv"
-fi
-if [ ! -x "$venv/bin/python" ]; then
-  echo "creating $venv with $("$PYTHON" --version 2>&1)" >&2
-  mkdir -p "$TOOLS"
-  rm -rf "$venv"
-  "$PYTHON" -m venv "$venv"
-fi
-rm -f "$stamp"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --only-binary=:all: -r "$req" -r "$req_tests" >&2
-"$venv/bin/python" -c 'import numpy, onnx, onnxruntime, PIL, sklearn; print("numpy", numpy.__version__, "onnx", onnx.__version__, "onnxruntime", onnxruntime.__version__, "scikit-learn", sklearn.__version__)' >&2
-echo "$want" > "$stamp"
-echo "python env ready: $venv" >&2
-echo "$venv/bin/python"
+exec "$here/venv.sh" venv 'import numpy, onnx, onnxruntime, PIL, sklearn, pynetdicom' \
+  "$here/requirements-models.txt" "$here/requirements-tests.txt"
