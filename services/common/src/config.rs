@@ -180,13 +180,23 @@ impl KafkaArgs {
     }
 
     /// A consumer's config: [`KafkaArgs::client_config`] plus a per-partition fetch size that
-    /// holds one record of the record limit. A broker that does not return an oversized first
-    /// batch anyway (KIP-74) would otherwise stall the partition behind it forever.
+    /// holds one record of the record limit (a broker that does not return an oversized first
+    /// batch anyway, KIP-74, would otherwise stall the partition behind it forever) and the
+    /// study path's fetch wait. Pass-through properties win.
     pub fn consumer_config(&self) -> ClientConfig {
+        self.consumer_config_for(Urgency::StudyPath)
+    }
+
+    /// [`KafkaArgs::consumer_config`] with the fetch wait of `urgency`.
+    pub fn consumer_config_for(&self, urgency: Urgency) -> ClientConfig {
         let mut c = self.client_config();
         c.set(
             "max.partition.fetch.bytes",
             self.message_limit_bytes().to_string(),
+        )
+        .set(
+            "fetch.wait.max.ms",
+            self.fetch_wait(urgency).as_millis().to_string(),
         );
         for (k, v) in &self.props {
             c.set(k, v);

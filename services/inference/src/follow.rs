@@ -24,17 +24,10 @@ pub async fn follow<T, F, Fut>(
     F: FnMut(T) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let mut cc = kafka.consumer_config();
+    let mut cc = kafka.consumer_config_for(cxrflow_common::Urgency::Background);
     cc.set("group.id", format!("{group}-{:016x}", crate::rand_id()))
         .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set(
-            "fetch.wait.max.ms",
-            kafka
-                .fetch_wait(cxrflow_common::Urgency::Background)
-                .as_millis()
-                .to_string(),
-        );
+        .set("auto.offset.reset", "earliest");
     let consumer: StreamConsumer = match cc.create() {
         Ok(c) => c,
         Err(e) => return tracing::error!(error = %e, topic = logical, "cannot follow the topic"),
