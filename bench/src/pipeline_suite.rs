@@ -27,6 +27,14 @@ pub struct CpuShare {
     pub cpu_ms_per_study: f64,
 }
 
+/// CPU one process used while the stack had nothing to do (polling, timers).
+#[derive(Debug, Clone, Serialize)]
+pub struct IdleCpu {
+    pub process: String,
+    /// CPU seconds per second: 0.19 = 19 % of one core.
+    pub cores: f64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ProcessMemory {
     pub process: String,
@@ -43,6 +51,8 @@ pub struct PipelineReport {
     pub capacity_batches: BatchFacts,
     /// Where the CPU went during the flood (services, broker, this bench).
     pub cpu: Vec<CpuShare>,
+    /// What each process costs with no study in flight (after the warm-up, before the flood).
+    pub idle_cpu: Vec<IdleCpu>,
     /// Busy share of the whole machine's CPU during the flood.
     pub machine_busy: Option<f64>,
     /// Share of the machine's CPU the pipeline's processes (and this bench) used during the
@@ -118,6 +128,30 @@ pub async fn run(
         "warm-up: only {} of {} studies reached the worklist",
         w.completed,
         w.sent
+    );
+
+    // Idle: every study of the warm-up decided, nothing sent for a while.
+    let idle_len = Duration::from_secs(if args.quick { 5 } else { 15 });
+    let (before, t) = (cpu_snapshot(&stack), std::time::Instant::now());
+    tokio::time::sleep(idle_len).await;
+    let (after, idle_s) = (cpu_snapshot(&stack), t.elapsed().as_secs_f64());
+    let idle_cpu: Vec<IdleCpu> = before
+        .iter()
+        .zip(&after)
+        .filter_map(|((name, a), (_, b))| {
+            Some(IdleCpu {
+                process: name.clone(),
+                cores: ((*b)? - (*a)?) / idle_s,
+            })
+        })
+        .collect();
+    eprintln!(
+        "  idle for {idle_len:?}: {}",
+        idle_cpu
+            .iter()
+            .map(|c| format!("{} {:.0}%", c.process, c.cores * 100.0))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
 
     let n = ((bare_best * args.flood_len().as_secs_f64()) as usize).max(60);
@@ -221,6 +255,7 @@ pub async fn run(
         capacity_per_s,
         capacity_batches,
         cpu,
+        idle_cpu,
         machine_busy: busy_share(ticks0, ticks1),
         own_cpu_share,
         at_90: steady.pop().expect("two steady runs"),

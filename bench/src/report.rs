@@ -190,6 +190,26 @@ pub fn markdown(r: &Report) -> String {
         }),
         fa.map_or_else(none, |x| f(x.memory_steady.map(|m| m.peak_rss_mib), 0)),
     );
+    row(
+        &mut out,
+        "CPU with nothing to do (% of one core)",
+        p.map_or_else(none, |p| {
+            let each: Vec<String> = p
+                .idle_cpu
+                .iter()
+                .filter(|c| !c.process.starts_with("bench"))
+                .map(|c| format!("{} {:.0}", c.process, c.cores * 100.0))
+                .collect();
+            let all: f64 = p
+                .idle_cpu
+                .iter()
+                .filter(|c| !c.process.starts_with("bench"))
+                .map(|c| c.cores)
+                .sum();
+            format!("{:.0} in all: {}", all * 100.0, each.join(", "))
+        }),
+        "–".into(),
+    );
     for n in &r.notes {
         out.push_str(&format!("\n- {n}"));
     }
