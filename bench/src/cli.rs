@@ -9,6 +9,19 @@ use serde::Serialize;
 use crate::corpus::ScanImages;
 use crate::schedule::Arrivals;
 
+/// The umbrella binary: `explicit`, else target/release/cxrflow when built, else
+/// target/debug/cxrflow (both benches' `--cxrflow-bin` default).
+pub fn cxrflow_bin_or_default(explicit: Option<&PathBuf>) -> PathBuf {
+    explicit.cloned().unwrap_or_else(|| {
+        let release = PathBuf::from("target/release/cxrflow");
+        if release.exists() {
+            release
+        } else {
+            PathBuf::from("target/debug/cxrflow")
+        }
+    })
+}
+
 fn home() -> PathBuf {
     PathBuf::from(std::env::var("HOME").unwrap_or_default())
 }
@@ -97,14 +110,7 @@ impl Args {
     }
 
     pub fn cxrflow_bin(&self) -> PathBuf {
-        self.cxrflow_bin.clone().unwrap_or_else(|| {
-            let release = PathBuf::from("target/release/cxrflow");
-            if release.exists() {
-                release
-            } else {
-                PathBuf::from("target/debug/cxrflow")
-            }
-        })
+        cxrflow_bin_or_default(self.cxrflow_bin.as_ref())
     }
 
     pub fn python(&self) -> PathBuf {

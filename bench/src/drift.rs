@@ -143,14 +143,7 @@ impl DriftArgs {
     }
 
     fn bin(&self) -> PathBuf {
-        self.cxrflow_bin.clone().unwrap_or_else(|| {
-            let release = PathBuf::from("target/release/cxrflow");
-            if release.exists() {
-                release
-            } else {
-                PathBuf::from("target/debug/cxrflow")
-            }
-        })
+        crate::cli::cxrflow_bin_or_default(self.cxrflow_bin.as_ref())
     }
 
     fn models_dir(&self) -> PathBuf {

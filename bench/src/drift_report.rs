@@ -1,6 +1,7 @@
 //! What the drift bench reads back from each run's `report.json` (the simulator's report, only
 //! the fields it needs), what it keeps per scenario, and the markdown table for the README.
 
+use cxrflow_sim::replay::PopulationMix;
 use serde::{Deserialize, Serialize};
 
 /// The parts of the simulator's `Report` the bench reads; unknown fields are ignored.
@@ -38,18 +39,6 @@ pub struct DriftPart {
 pub struct ChangeMark {
     pub index: usize,
     pub t_s: f64,
-}
-
-/// The traffic's make-up on one side of the change point (the simulator's `PopulationMix`).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-pub struct PopulationMix {
-    pub studies: usize,
-    pub ap_fraction: f64,
-    pub lateral_fraction: f64,
-    pub female_fraction: f64,
-    pub mean_age: f64,
-    pub finding_prevalence: f64,
-    pub intensity_shifted: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -1,13 +1,13 @@
 //! Who was sent: the shares of views, sexes, ages and positives in a stretch of traffic, so a
 //! report shows what a drift scenario actually changed.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::dataset::ChexpertRow;
 use crate::labels::{Finding, LabelState, Projection, Sex, ViewKind};
 
 /// The share of a population with an attribute, for the before/after comparison in the report.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PopulationMix {
     pub studies: usize,
     pub ap_fraction: f64,
