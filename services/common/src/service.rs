@@ -93,7 +93,7 @@ impl Host {
             topics,
             max_in_flight: self.svc.max_in_flight,
             drain_timeout: self.svc.drain_timeout(),
-            fetch_wait: self.kafka.fetch_wait(urgency),
+            urgency,
         }
     }
 }

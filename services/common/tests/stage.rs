@@ -90,7 +90,7 @@ fn cfg(group: &str, drain: Duration) -> StageConfig {
         topics: vec![topics::SCAN],
         max_in_flight: 8,
         drain_timeout: drain,
-        fetch_wait: Duration::from_millis(100),
+        urgency: cxrflow_common::Urgency::StudyPath,
     }
 }
 

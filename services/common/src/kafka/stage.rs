@@ -33,7 +33,7 @@ use tracing::Instrument;
 
 use super::finalizer::Finalizer;
 use super::producer::Producer;
-use crate::config::KafkaArgs;
+use crate::config::{KafkaArgs, Urgency};
 use crate::metrics::StageMetrics;
 use crate::registry::{learn_schema, RestRegistry};
 use crate::telemetry::{adopt_parent, outbound_traceparent, TRACEPARENT};
@@ -166,8 +166,9 @@ pub struct StageConfig {
     pub topics: Vec<&'static str>,
     pub max_in_flight: usize,
     pub drain_timeout: Duration,
-    /// librdkafka `fetch.wait.max.ms` ([`crate::config::KafkaArgs::fetch_wait`]).
-    pub fetch_wait: Duration,
+    /// How soon the stage must see a new record: its fetch wait
+    /// ([`crate::config::KafkaArgs::fetch_wait`]).
+    pub urgency: Urgency,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -388,7 +389,7 @@ pub async fn run_stage<P: Processor>(
         });
     }
     let finalizer = Arc::new(Mutex::new(Finalizer::default()));
-    let mut cc = kafka.consumer_config();
+    let mut cc = kafka.consumer_config_for(cfg.urgency);
     cc.set("group.id", &cfg.group_id)
         .set("enable.auto.commit", "true")
         .set("enable.auto.offset.store", "false")
@@ -399,8 +400,7 @@ pub async fn run_stage<P: Processor>(
             "queued.max.messages.kbytes",
             kafka.max_prefetch_kib.to_string(),
         )
-        .set("statistics.interval.ms", "5000")
-        .set("fetch.wait.max.ms", cfg.fetch_wait.as_millis().to_string());
+        .set("statistics.interval.ms", "5000");
     for (k, v) in &kafka.props {
         cc.set(k, v);
     }
