@@ -12,7 +12,7 @@ use cxrflow_contracts::*;
 use cxrflow_feedback::fixtures::{prediction, report};
 use cxrflow_feedback::store::ReportState;
 use cxrflow_feedback::{run, Config, SqliteStore, StudyStore};
-use cxrflow_testkit::{eventually, free_port, read_records, read_topic, Broker};
+use cxrflow_testkit::{eventually, free_port, read_records, read_topic, scrape_metric, Broker};
 use tokio_util::sync::CancellationToken;
 
 struct Running {
@@ -77,19 +77,6 @@ impl Running {
     async fn labeled(&self, at_least: usize) -> Vec<LabeledExample> {
         read_records(&self.kafka, &self.codec, at_least, Duration::from_secs(30)).await
     }
-}
-
-/// The value of the first sample line starting with `name_and_labels` on `http`/metrics.
-async fn metric(http: &str, name_and_labels: &str) -> f64 {
-    let Ok(resp) = reqwest::get(format!("{http}/metrics")).await else {
-        return 0.0;
-    };
-    let body = resp.text().await.unwrap_or_default();
-    body.lines()
-        .find(|l| l.starts_with(name_and_labels))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 impl Running {
@@ -171,11 +158,12 @@ async fn both_orders_join_once_duplicates_emit_nothing_and_corrections_supersede
         || {
             let http = s.http.clone();
             async move {
-                metric(
+                scrape_metric(
                     &http,
                     "cxrflow_feedback_reports_total{outcome=\"duplicate\"}",
                 )
                 .await
+                .unwrap_or(0.0)
                     >= 1.0
             }
         },

@@ -103,6 +103,24 @@ where
     panic!("timed out after {timeout:?} waiting for: {what}");
 }
 
+/// The value of one series (exact name plus labels, e.g. `x_total{kind="a"}`) on
+/// `<base>/metrics`, e.g. `base` = `http://127.0.0.1:8080`; None when the endpoint does not
+/// answer or the series is absent.
+pub async fn scrape_metric(base: &str, series: &str) -> Option<f64> {
+    let body = reqwest::get(format!("{base}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    body.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// A raw record read back from a topic.
 #[derive(Debug, Clone)]
 pub struct RawRecord {

@@ -90,18 +90,7 @@ impl Running {
 }
 
 pub async fn metric(port: u16, series: &str) -> Option<f64> {
-    let body = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    body.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.strip_prefix(' '))
-        })
-        .and_then(|v| v.trim().parse().ok())
+    cxrflow_testkit::scrape_metric(&format!("http://127.0.0.1:{port}"), series).await
 }
 
 fn http_service() -> ServiceArgs {

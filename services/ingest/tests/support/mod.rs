@@ -45,18 +45,7 @@ impl Running {
 
     /// The value of a metric line (exact name plus labels) on `/metrics`, if present.
     pub async fn metric(&self, series: &str) -> Option<f64> {
-        let body = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.http))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        body.lines()
-            .find_map(|l| {
-                l.strip_prefix(series)
-                    .and_then(|rest| rest.strip_prefix(' '))
-            })
-            .and_then(|v| v.trim().parse().ok())
+        cxrflow_testkit::scrape_metric(&format!("http://127.0.0.1:{}", self.http), series).await
     }
 }
 
