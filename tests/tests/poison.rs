@@ -213,7 +213,7 @@ fn corpus(codec: &Codec) -> Vec<Poison> {
             logical: topics::PREPROCESSED,
             key: key(10),
             bytes: garbage("preprocessed"),
-            expect: vec![("inference", "codec."), ("drift", "codec.")],
+            expect: vec![("inference", "codec.")],
             failed_on: None,
         },
         Poison {
@@ -280,6 +280,7 @@ fn nan_prediction(n: u32, p: f64) -> Prediction {
         inference_ms: 1.0,
         predicted_at: now_ms(),
         embedding: None,
+        input_stats: None,
     }
 }
 

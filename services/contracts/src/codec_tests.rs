@@ -142,9 +142,12 @@ proptest! {
     }
 
     #[test]
-    fn prediction(study in study(), findings in finding_scores(), role in role(), emb in proptest::option::of(proptest::collection::vec(-10f32..10.0, 0..32)), at in ts()) {
+    fn prediction(study in study(), findings in finding_scores(), role in role(), emb in proptest::option::of(proptest::collection::vec(-10f32..10.0, 0..32)), at in ts(),
+                  m in proptest::option::of(prob())) {
+        let input_stats = m.map(|m| ImageStats { mean: m, std: m / 2.0, p01: 0.0, p05: 0.1, p50: m, p95: 0.9, p99: 1.0, histogram: vec![3; 32],
+            original_width: 640, original_height: 512, bits_stored: 8, photometric: "MONOCHROME2".into() });
         round_trip(&codec(), &Prediction { study, blob_uri: "s3://b/k".into(), model_name: "m".into(), model_version: "1".into(), model_role: role,
-            execution_provider: "CPUExecutionProvider".into(), assessable: true, findings, batch_size: 8, inference_ms: 3.0, predicted_at: at, embedding: emb });
+            execution_provider: "CPUExecutionProvider".into(), assessable: true, findings, batch_size: 8, inference_ms: 3.0, predicted_at: at, embedding: emb, input_stats });
     }
 
     #[test]
@@ -213,12 +216,49 @@ fn sample_study() -> StudyContext {
 }
 
 #[test]
-fn version_one_prediction_decodes_with_version_two() {
-    // A record written before the `embedding` field existed, with the version-1 schema and id.
+fn earlier_prediction_versions_decode_with_the_current_one() {
+    // Records written before a field existed, each with its own version's schema and id: version 1
+    // had neither `embedding` nor `input_stats`, version 2 no `input_stats`.
     let c = codec();
-    let v1_id = StaticRegistry::historical_id(topics::PREDICTIONS, 1).unwrap();
-    let v1 = Schema::parse_str(topics::HISTORY[0].2).unwrap();
-    let old = Prediction {
+    let current_id = Codec::schema_id(&c.encode(&sample_prediction()).unwrap()).unwrap();
+    for (version, missing) in [
+        (1, &["embedding", "input_stats"][..]),
+        (2, &["input_stats"][..]),
+    ] {
+        let id = StaticRegistry::historical_id(topics::PREDICTIONS, version).unwrap();
+        assert_ne!(id, current_id, "version {version} has its own id");
+        let text = topics::HISTORY
+            .iter()
+            .find(|(t, v, _)| *t == topics::PREDICTIONS && *v == version)
+            .unwrap()
+            .2;
+        let schema = Schema::parse_str(text).unwrap();
+        let mut old = sample_prediction();
+        if version < 2 {
+            old.embedding = None;
+        }
+        old.input_stats = None;
+        let mut value = apache_avro::to_value(&old).unwrap();
+        if let apache_avro::types::Value::Record(fields) = &mut value {
+            fields.retain(|(name, _)| !missing.contains(&name.as_str()));
+        }
+        let body = apache_avro::to_avro_datum(&schema, value.resolve(&schema).unwrap()).unwrap();
+        let decoded: Prediction = c.decode(&frame(id, &body)).unwrap();
+        assert_eq!(decoded, old, "version {version}");
+    }
+}
+
+#[test]
+fn input_stats_round_trip_on_the_current_version() {
+    let c = codec();
+    let p = sample_prediction();
+    assert!(p.input_stats.is_some());
+    let back: Prediction = c.decode(&c.encode(&p).unwrap()).unwrap();
+    assert_eq!(back, p);
+}
+
+fn sample_prediction() -> Prediction {
+    Prediction {
         study: sample_study(),
         blob_uri: "file:///x".into(),
         model_name: "m".into(),
@@ -230,19 +270,22 @@ fn version_one_prediction_decodes_with_version_two() {
         batch_size: 1,
         inference_ms: 1.0,
         predicted_at: 3,
-        embedding: None,
-    };
-    let mut value = apache_avro::to_value(&old).unwrap();
-    if let apache_avro::types::Value::Record(fields) = &mut value {
-        fields.retain(|(name, _)| name != "embedding");
+        embedding: Some(vec![0.25, -1.0]),
+        input_stats: Some(ImageStats {
+            mean: 0.5,
+            std: 0.2,
+            p01: 0.01,
+            p05: 0.05,
+            p50: 0.5,
+            p95: 0.95,
+            p99: 0.99,
+            histogram: vec![1; 32],
+            original_width: 2048,
+            original_height: 2500,
+            bits_stored: 12,
+            photometric: "MONOCHROME2".into(),
+        }),
     }
-    let body = apache_avro::to_avro_datum(&v1, value.resolve(&v1).unwrap()).unwrap();
-    let bytes = frame(v1_id, &body);
-    let decoded: Prediction = c.decode(&bytes).unwrap();
-    assert_eq!(decoded, old);
-    // and the current writer really is a different schema id
-    let current = c.encode(&old).unwrap();
-    assert_ne!(Codec::schema_id(&current).unwrap(), v1_id);
 }
 
 #[test]

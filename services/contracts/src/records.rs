@@ -131,6 +131,10 @@ pub struct Prediction {
     /// Added in schema version 2; absent (None) in version-1 records.
     #[serde(default)]
     pub embedding: Option<Vec<f32>>,
+    /// The statistics of the image the prediction was made from (its preprocessed record's
+    /// `stats`), for drift's input channel. Added in schema version 3; None in older records.
+    #[serde(default)]
+    pub input_stats: Option<ImageStats>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -127,10 +127,14 @@ mod tests {
         let (scan_id, _) = reg.writer(crate::topics::SCAN).unwrap();
         assert_eq!(scan_id, SchemaId(101));
         let (pred_id, _) = reg.writer(crate::topics::PREDICTIONS).unwrap();
-        assert_eq!(pred_id, SchemaId(402), "predictions is at version 2");
+        assert_eq!(pred_id, SchemaId(403), "predictions is at version 3");
         assert!(
             reg.by_id(SchemaId(401)).is_some(),
             "version 1 stays readable"
+        );
+        assert!(
+            reg.by_id(SchemaId(402)).is_some(),
+            "version 2 stays readable"
         );
     }
 

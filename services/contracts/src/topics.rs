@@ -42,11 +42,18 @@ pub const SCHEMAS: &[(&str, &str)] = &[
 
 /// Earlier schema versions still readable by the current ones: (topic, version, schema text).
 /// Their ids in the static registry are fixed too, so old records in a topic keep decoding.
-pub const HISTORY: &[(&str, u32, &str)] = &[(
-    PREDICTIONS,
-    1,
-    include_str!("../../../schemas/history/cxr.predictions.v1.1.avsc"),
-)];
+pub const HISTORY: &[(&str, u32, &str)] = &[
+    (
+        PREDICTIONS,
+        1,
+        include_str!("../../../schemas/history/cxr.predictions.v1.1.avsc"),
+    ),
+    (
+        PREDICTIONS,
+        2,
+        include_str!("../../../schemas/history/cxr.predictions.v1.2.avsc"),
+    ),
+];
 
 /// Topics whose records are keyed by study UID and should be compacted (the worklist, model control).
 pub const COMPACTED: &[&str] = &[TRIAGE, MODELS];

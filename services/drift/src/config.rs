@@ -144,13 +144,16 @@ pub struct Config {
         default_value_t = 16
     )]
     pub max_sites: usize,
-    /// Studies held while waiting for the other half (image statistics or prediction).
+    /// Studies (per model version) and labeled reports remembered so that a replayed record
+    /// is not counted twice (bounded memory; the oldest are forgotten first). Was
+    /// `--drift-join-capacity` while drift joined the preprocessed stream (then a quarter).
     #[arg(
-        long = "drift-join-capacity",
-        env = "CXRFLOW_DRIFT_JOIN_CAPACITY",
-        default_value_t = 20_000
+        long = "drift-dedup-capacity",
+        alias = "drift-join-capacity",
+        env = "CXRFLOW_DRIFT_DEDUP_CAPACITY",
+        default_value_t = 80_000
     )]
-    pub join_capacity: usize,
+    pub dedup_capacity: usize,
 }
 
 impl Config {
@@ -178,7 +181,7 @@ impl Config {
             seed: d.seed,
             per_site: d.per_site,
             max_sites: d.max_sites,
-            join_capacity: 20_000,
+            dedup_capacity: 80_000,
         }
     }
 

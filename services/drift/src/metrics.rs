@@ -77,14 +77,6 @@ impl DriftMetrics {
         }
     }
 
-    /// A study could not be joined or attributed; counted like an exclusion.
-    pub fn unjoined(&self, what: &'static str) {
-        self.excluded(&[Exclusion {
-            feature: "study",
-            reason: what,
-        }]);
-    }
-
     /// A study's site has no detector of its own (the per-site limit is reached): it still
     /// counts in the all-traffic detector.
     pub fn site_not_watched(&self) {

@@ -5,7 +5,7 @@
 //! reported as an [`Exclusion`], which the service turns into a metric.
 
 use cxrflow_contracts::{
-    LabelState, LabeledExample, Prediction, PreprocessedImage, StudyContext, FINDINGS,
+    ImageStats, LabelState, LabeledExample, Prediction, StudyContext, FINDINGS,
 };
 use serde::{Deserialize, Serialize};
 
@@ -184,18 +184,18 @@ impl Observation {
         };
     }
 
-    /// The features a preprocessed image carries: image statistics and metadata.
-    pub fn from_preprocessed(p: &PreprocessedImage) -> (Self, Vec<Exclusion>) {
-        let mut ex = Vec::new();
-        let mut o = Observation::empty(&p.study);
-        o.metadata(&p.study, &mut ex);
-        let s = &p.stats;
-        let values = [s.mean, s.std, s.p05, s.p50, s.p95];
-        // A stats block of zeros with no histogram is how an upstream stage that could not
-        // compute statistics fills the (required) field.
-        let missing = s.histogram.is_empty() && values.iter().all(|v| *v == 0.0);
-        for (i, v) in values.into_iter().enumerate() {
-            o.continuous[i] = if missing {
+    /// The image statistics (input channel). A prediction written before schema version 3
+    /// carries none; an upstream stage that could not compute them fills the block with zeros
+    /// and no histogram. Either way the statistics are excluded as missing.
+    fn image_stats(&mut self, stats: Option<&ImageStats>, ex: &mut Vec<Exclusion>) {
+        let values = stats.map(|s| [s.mean, s.std, s.p05, s.p50, s.p95]);
+        let missing = match (stats, values) {
+            (Some(s), Some(v)) => s.histogram.is_empty() && v.iter().all(|v| *v == 0.0),
+            _ => true,
+        };
+        for i in 0..STAT_FEATURES.len() {
+            let v = values.map_or(f64::NAN, |v| v[i]);
+            self.continuous[i] = if missing {
                 ex.push(Exclusion::new(STAT_FEATURES[i], "missing"));
                 None
             } else if !v.is_finite() || (i == 1 && v < 0.0) {
@@ -205,14 +205,15 @@ impl Observation {
                 Some(v)
             };
         }
-        (o, ex)
     }
 
-    /// The features a prediction carries: finding probabilities, embedding, and metadata.
+    /// The features of one study, all from its prediction: image statistics (carried over
+    /// from the preprocessed record), metadata, finding probabilities and embedding.
     pub fn from_prediction(p: &Prediction) -> (Self, Vec<Exclusion>) {
         let mut ex = Vec::new();
         let mut o = Observation::empty(&p.study);
         o.metadata(&p.study, &mut ex);
+        o.image_stats(p.input_stats.as_ref(), &mut ex);
         for f in &p.findings {
             match FINDINGS.iter().position(|n| *n == f.finding) {
                 None => ex.push(Exclusion::new("probability", "unknown_finding")),
@@ -230,28 +231,6 @@ impl Observation {
             }
         }
         (o, ex)
-    }
-
-    /// Combines the halves of one study (preprocessed image and prediction): each feature from
-    /// whichever half has it, the image statistics from `self`.
-    pub fn merge(mut self, other: Observation) -> Self {
-        for (a, b) in self.continuous.iter_mut().zip(other.continuous) {
-            if a.is_none() {
-                *a = b;
-            }
-        }
-        for (a, b) in self.categorical.iter_mut().zip(other.categorical) {
-            if a.is_none() {
-                *a = b;
-            }
-        }
-        if self.embedding.is_none() {
-            self.embedding = other.embedding;
-        }
-        if self.site.is_none() {
-            self.site = other.site;
-        }
-        self
     }
 }
 

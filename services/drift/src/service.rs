@@ -1,6 +1,7 @@
-//! The drift service on the stage runtime: consumes `cxr.preprocessed.v1`, `cxr.predictions.v1`
-//! and `cxr.labeled.v1`, joins a study's image statistics with its prediction, feeds the
-//! detector, and publishes alerts on `cxr.drift.v1`.
+//! The drift service on the stage runtime: consumes `cxr.predictions.v1` (which carries each
+//! study's image statistics, metadata, probabilities and embedding, so no join with the
+//! preprocessed tensors is needed) and `cxr.labeled.v1`, feeds the detector, and publishes
+//! alerts on `cxr.drift.v1`.
 //!
 //! Delivery guarantee: **at-least-once** (the stage runtime's): an input offset is stored only
 //! after the alerts its record produced are acknowledged. The catch: the detector's windows
@@ -12,7 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use cxrflow_common::{Outbound, Processor, StageError};
-use cxrflow_contracts::{topics, Codec, DriftAlert, LabeledExample, Prediction, PreprocessedImage};
+use cxrflow_contracts::{topics, Codec, DriftAlert, LabeledExample, Prediction};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -52,25 +53,18 @@ impl<V> Bounded<V> {
         None
     }
 
-    fn remove(&mut self, k: &str) -> Option<V> {
-        self.map.remove(k)
-    }
-
     fn get(&self, k: &str) -> Option<&V> {
         self.map.get(k)
     }
 }
 
-/// The service's state: joiner, detectors and store, behind one lock.
+/// The service's state: detectors and store, behind one lock.
 pub struct Engine {
     detector: DriftDetector,
     store: DriftStore,
     metrics: DriftMetrics,
-    /// Image-statistics halves by study UID (kept after a join: shadow/canary versions join too).
-    images: Bounded<Observation>,
-    /// Prediction halves waiting for their image statistics.
-    waiting: Bounded<Vec<(ModelKey, Observation)>>,
-    /// (study, model) pairs already observed, and labeled studies already observed.
+    /// (study, model) pairs already observed, and labeled studies already observed: a replayed
+    /// record is not counted twice.
     seen: Bounded<()>,
     epochs: HashMap<(ModelKey, Option<String>), i64>,
 }
@@ -80,15 +74,13 @@ impl Engine {
         cfg: DetectorConfig,
         store: DriftStore,
         metrics: DriftMetrics,
-        join_capacity: usize,
+        dedup_capacity: usize,
     ) -> Self {
         Engine {
             detector: DriftDetector::new(cfg),
             store,
             metrics,
-            images: Bounded::new(join_capacity),
-            waiting: Bounded::new(join_capacity),
-            seen: Bounded::new(join_capacity * 4),
+            seen: Bounded::new(dedup_capacity),
             epochs: HashMap::new(),
         }
     }
@@ -184,47 +176,15 @@ impl Engine {
         Ok(out.alerts)
     }
 
-    /// A preprocessed image arrived.
-    pub fn on_image(&mut self, p: &PreprocessedImage) -> Result<Vec<DriftAlert>, StoreError> {
-        let (obs, ex) = Observation::from_preprocessed(p);
-        self.metrics.excluded(&ex);
-        let uid = obs.study_uid.clone();
-        let mut alerts = Vec::new();
-        for (key, half) in self.waiting.remove(&uid).unwrap_or_default() {
-            alerts.extend(self.observe(key, obs.clone().merge(half))?);
-        }
-        if self.images.insert(uid, obs).is_some() {
-            // An image whose prediction never came (e.g. not assessable, never inferred).
-            self.metrics.unjoined("image_without_prediction");
-        }
-        Ok(alerts)
-    }
-
     /// A prediction arrived.
     pub fn on_prediction(&mut self, p: &Prediction) -> Result<Vec<DriftAlert>, StoreError> {
-        let (half, ex) = Observation::from_prediction(p);
+        let (obs, ex) = Observation::from_prediction(p);
         self.metrics.excluded(&ex);
         let key = ModelKey {
             name: p.model_name.clone(),
             version: p.model_version.clone(),
         };
-        if let Some(img) = self.images.get(&half.study_uid) {
-            let obs = img.clone().merge(half);
-            return self.observe(key, obs);
-        }
-        let uid = half.study_uid.clone();
-        let mut list = self.waiting.remove(&uid).unwrap_or_default();
-        list.push((key, half));
-        if let Some((_, evicted)) = self.waiting.insert(uid, list) {
-            // Its image statistics never came: observe what it has (outputs, embedding, metadata).
-            let mut alerts = Vec::new();
-            for (k, o) in evicted {
-                self.metrics.unjoined("prediction_without_image");
-                alerts.extend(self.observe(k, o)?);
-            }
-            return Ok(alerts);
-        }
-        Ok(vec![])
+        self.observe(key, obs)
     }
 
     /// A labeled example arrived.
@@ -257,12 +217,10 @@ struct DriftProcessor {
 impl Processor for DriftProcessor {
     async fn process(&self, msg: &cxrflow_common::Inbound) -> Result<Vec<Outbound>, StageError> {
         enum Rec {
-            Image(Box<PreprocessedImage>),
             Prediction(Box<Prediction>),
             Labeled(Box<LabeledExample>),
         }
         let rec = match msg.logical.as_str() {
-            topics::PREPROCESSED => Rec::Image(Box::new(msg.decode(&self.codec)?)),
             topics::PREDICTIONS => Rec::Prediction(Box::new(msg.decode(&self.codec)?)),
             topics::LABELED => Rec::Labeled(Box::new(msg.decode(&self.codec)?)),
             other => {
@@ -279,7 +237,6 @@ impl Processor for DriftProcessor {
                 .lock()
                 .map_err(|_| StageError::transient("drift.engine", "engine lock poisoned"))?;
             match rec {
-                Rec::Image(p) => e.on_image(&p),
                 Rec::Prediction(p) => e.on_prediction(&p),
                 Rec::Labeled(l) => e.on_labeled(&l),
             }
@@ -310,7 +267,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     )
     .await?;
     let metrics = metrics.unwrap_or_default();
-    let engine = Engine::new(detector, store, metrics, cfg.join_capacity);
+    let engine = Engine::new(detector, store, metrics, cfg.dedup_capacity);
     host.ready.set_ready(true);
     let processor = Arc::new(DriftProcessor {
         codec: host.codec().clone(),
@@ -318,11 +275,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     });
     cxrflow_common::run_stage(
         &cfg.kafka,
-        host.background_stage(vec![
-            topics::PREPROCESSED,
-            topics::PREDICTIONS,
-            topics::LABELED,
-        ]),
+        host.background_stage(vec![topics::PREDICTIONS, topics::LABELED]),
         processor,
         host.deps.clone(),
         shutdown.clone(),

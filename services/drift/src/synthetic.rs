@@ -8,7 +8,7 @@
 
 use cxrflow_contracts::{
     FindingLabel, FindingScore, ImageStats, LabelState, LabeledExample, ModelRole, OrderPriority,
-    Prediction, PreprocessedImage, StudyContext, FINDINGS,
+    Prediction, StudyContext, FINDINGS,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -289,36 +289,22 @@ impl SyntheticStudy {
         }
     }
 
-    pub fn preprocessed(&self) -> PreprocessedImage {
+    /// The image statistics preprocess computes and inference carries onto the prediction.
+    pub fn image_stats(&self) -> ImageStats {
         let [mean, std, p05, p50, p95] = self.stats;
-        PreprocessedImage {
-            study: self.context(),
-            blob_uri: format!("file:///blobs/{}", self.uid),
-            sha256: "0".repeat(64),
-            profile_id: "densenet121-224-v1".into(),
-            width: 224,
-            height: 224,
-            channels: 1,
-            pixels: vec![],
-            frontal: self.view != "LATERAL",
-            assessable: true,
-            not_assessable_reason: None,
-            stats: ImageStats {
-                mean,
-                std,
-                p01: p05 * 0.5,
-                p05,
-                p50,
-                p95,
-                p99: (p95 + 10.0).min(255.0),
-                histogram: vec![1; 16],
-                original_width: 2048,
-                original_height: 2048,
-                bits_stored: 12,
-                photometric: "MONOCHROME2".into(),
-            },
-            preprocessed_at: self.at,
-            preprocess_ms: 5.0,
+        ImageStats {
+            mean,
+            std,
+            p01: p05 * 0.5,
+            p05,
+            p50,
+            p95,
+            p99: (p95 + 10.0).min(255.0),
+            histogram: vec![1; 16],
+            original_width: 2048,
+            original_height: 2048,
+            bits_stored: 12,
+            photometric: "MONOCHROME2".into(),
         }
     }
 
@@ -336,6 +322,7 @@ impl SyntheticStudy {
             inference_ms: 10.0,
             predicted_at: self.at,
             embedding: Some(self.embedding.clone()),
+            input_stats: Some(self.image_stats()),
         }
     }
 
@@ -381,11 +368,9 @@ impl SyntheticStudy {
         }
     }
 
-    /// The study as the detector sees it (what the service builds from the two records).
+    /// The study as the detector sees it (what the service builds from its prediction).
     pub fn observation(&self) -> Observation {
-        let (a, _) = Observation::from_preprocessed(&self.preprocessed());
-        let (b, _) = Observation::from_prediction(&self.prediction("m", "1"));
-        a.merge(b)
+        Observation::from_prediction(&self.prediction("m", "1")).0
     }
 
     pub fn labeled_observation(&self) -> LabeledObservation {

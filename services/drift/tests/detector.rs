@@ -141,12 +141,13 @@ fn nan_and_missing_inputs_are_excluded_not_fatal() {
 
     // From records: NaN statistics, an unknown view, an out-of-range age.
     let s = StudyGenerator::new(1, Scenario::NoDrift, 0).next_study();
-    let mut img = s.preprocessed();
-    img.stats.mean = f64::NAN;
-    img.stats.p95 = f64::INFINITY;
-    img.study.view_position = Some("OBLIQUE".into());
-    img.study.patient_age_years = Some(400);
-    let (o, ex) = Observation::from_preprocessed(&img);
+    let mut p = s.prediction("m", "1");
+    let stats = p.input_stats.as_mut().unwrap();
+    stats.mean = f64::NAN;
+    stats.p95 = f64::INFINITY;
+    p.study.view_position = Some("OBLIQUE".into());
+    p.study.patient_age_years = Some(400);
+    let (o, ex) = Observation::from_prediction(&p);
     assert_eq!(o.continuous[0], None);
     assert_eq!(o.continuous[4], None);
     assert!(o.continuous[1].is_some());
@@ -162,6 +163,15 @@ fn nan_and_missing_inputs_are_excluded_not_fatal() {
     let (o, ex) = Observation::from_prediction(&p);
     assert!(o.embedding.is_none());
     assert_eq!(ex.len(), 2);
+    // A prediction from an inference older than schema version 3 carries no image statistics:
+    // the input features are excluded as missing, the rest of the study still counts.
+    let mut p = s.prediction("m", "1");
+    p.input_stats = None;
+    let (o, ex) = Observation::from_prediction(&p);
+    assert!(o.continuous[..AGE_INDEX].iter().all(Option::is_none));
+    assert!(o.continuous[AGE_INDEX..].iter().all(Option::is_some));
+    assert_eq!(ex.len(), 5);
+    assert!(ex.iter().all(|e| e.reason == "missing"));
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! The drift service against a real broker: preprocessed images and predictions whose image
-//! intensity shifts midway produce a DriftAlert on `cxr.drift.v1`.
+//! The drift service against a real broker: predictions whose image intensity (the input
+//! statistics they carry) shifts midway produce a DriftAlert on `cxr.drift.v1`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -40,20 +40,13 @@ async fn intensity_shift_midway_produces_a_drift_alert() {
         let codec = &codec;
         let headers = &headers;
         async move {
-            let mut img = s.preprocessed();
-            img.stats.mean += shift;
-            img.stats.p05 += shift;
-            img.stats.p50 += shift;
-            img.stats.p95 += shift;
-            producer.send(codec, &img, headers).await.unwrap();
-            producer
-                .send(
-                    codec,
-                    &s.prediction("chexpert-densenet121", "1.0.0"),
-                    headers,
-                )
-                .await
-                .unwrap();
+            let mut p = s.prediction("chexpert-densenet121", "1.0.0");
+            let stats = p.input_stats.as_mut().unwrap();
+            stats.mean += shift;
+            stats.p05 += shift;
+            stats.p50 += shift;
+            stats.p95 += shift;
+            producer.send(codec, &p, headers).await.unwrap();
         }
     };
     // Reference first, so that no shifted study can land in it whatever the partition order.

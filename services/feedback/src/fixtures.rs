@@ -43,6 +43,7 @@ pub fn prediction(uid: &str, version: &str, role: ModelRole, p: f64) -> Predicti
         inference_ms: 3.0,
         predicted_at: 1_700_000_001_000,
         embedding: None,
+        input_stats: None,
     }
 }
 

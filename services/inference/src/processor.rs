@@ -60,6 +60,8 @@ fn prediction(img: &PreprocessedImage, model: &LoadedModel, role: ModelRole) -> 
         inference_ms: 0.0,
         predicted_at: now_millis(),
         embedding: None,
+        // Drift's input channel reads the image statistics from here, not from the tensors.
+        input_stats: Some(img.stats.clone()),
     }
 }
 

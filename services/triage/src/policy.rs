@@ -321,6 +321,7 @@ mod tests {
             inference_ms: 1.0,
             predicted_at: 2_000,
             embedding: None,
+            input_stats: None,
         }
     }
 

@@ -62,6 +62,7 @@ fn prediction(
         inference_ms: 3.0,
         predicted_at: T0 + 1_000,
         embedding: None,
+        input_stats: None,
     }
 }
 

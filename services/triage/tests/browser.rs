@@ -69,6 +69,7 @@ fn prediction(uid: &str, finding: &str, p: f64, critical: bool, blob_uri: &str) 
         inference_ms: 3.0,
         predicted_at: T0 + 1_000,
         embedding: None,
+        input_stats: None,
     }
 }
 

@@ -85,6 +85,7 @@ fn arb_prediction() -> impl Strategy<Value = Prediction> {
                 inference_ms: 1.0,
                 predicted_at: T0 + pred,
                 embedding: None,
+                input_stats: None,
             },
         )
 }
@@ -291,6 +292,7 @@ fn a_critical_study_reads_before_a_routine_one_and_escalation_lifts_the_routine_
         inference_ms: 1.0,
         predicted_at: T0,
         embedding: None,
+        input_stats: None,
     };
     deliver(&mut wl, &routine, T0);
     let mut critical = routine.clone();
