@@ -72,9 +72,9 @@ pub struct Args {
     /// gateway publishes them) or `inline` (the PNG bytes in the event).
     #[arg(long, value_enum, default_value = "reference")]
     pub scan_images: ScanImages,
-    /// Partitions per topic (at least the inference replicas; every partition is one more
-    /// poll per fetch wait for the embedded broker).
-    #[arg(long, default_value_t = 2)]
+    /// Partitions per topic (raised to the inference replicas; every partition is one more
+    /// poll per fetch wait for the embedded broker, so one is cheapest for one replica).
+    #[arg(long, default_value_t = 1)]
     pub partitions: i32,
     /// Override the inference layout taken from the best bare layout: intra-op threads.
     #[arg(long)]
@@ -82,9 +82,13 @@ pub struct Args {
     /// Override: largest micro-batch.
     #[arg(long)]
     pub inference_batch: Option<usize>,
-    /// Override: inference processes (one session each).
+    /// Inference processes (default 1; each needs a partition of its own).
     #[arg(long)]
     pub inference_replicas: Option<usize>,
+    /// Override: sessions per inference process (default: the best bare layout's sessions,
+    /// divided among the processes).
+    #[arg(long)]
+    pub inference_sessions: Option<usize>,
     /// Longest a record waits for its micro-batch to fill, ms.
     #[arg(long, default_value_t = 5)]
     pub max_wait_ms: u64,

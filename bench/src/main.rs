@@ -58,10 +58,11 @@ fn notes(r: &Report) -> Vec<String> {
     if let Some(p) = &r.pipeline {
         let i = &p.stack.inference;
         out.push(format!(
-            "Inference layout in the pipeline: {} replica(s) × {} intra-op thread(s), max batch {} \
-             (best bare: {} session(s) × {} thread(s), batch {}); mean micro-batch during the \
-             flood {}.",
+            "Inference layout in the pipeline: {} process(es) × {} session(s) × {} intra-op \
+             thread(s), max batch {} (best bare: {} session(s) × {} thread(s), batch {}); mean \
+             micro-batch during the flood {}.",
             i.replicas,
+            i.sessions,
             i.intra_op_threads,
             i.max_batch,
             best.sessions,
@@ -134,8 +135,15 @@ fn notes(r: &Report) -> Vec<String> {
 
 /// The inference layout: the best bare layout, unless overridden.
 fn layout(args: &Args, best: &bare::Layout) -> InferenceLayout {
+    let replicas = args.inference_replicas.unwrap_or(1).max(1);
     InferenceLayout {
-        replicas: args.inference_replicas.unwrap_or(best.sessions),
+        replicas,
+        // The bare search's sessions, spread over the processes (one process by default: the
+        // same layout as the bare measurement, and one partition per topic suffices).
+        sessions: args
+            .inference_sessions
+            .unwrap_or_else(|| best.sessions.div_ceil(replicas))
+            .max(1),
         intra_op_threads: args.inference_threads.unwrap_or(best.intra_op_threads),
         max_batch: args.inference_batch.unwrap_or(best.batch),
         max_wait_ms: args.max_wait_ms,

@@ -119,7 +119,8 @@ pub async fn run(
     let zero = |n: usize| vec![Duration::ZERO; n];
 
     // Warm-up: consumers joined, sessions' arenas grown, caches filled.
-    let warm = (cfg.inference.max_batch * cfg.inference.replicas * 2).max(8);
+    let warm =
+        (cfg.inference.max_batch * cfg.inference.replicas * cfg.inference.sessions * 2).max(8);
     let (w, _) = driver
         .run("warm-up", None, &zero(warm), patience, wait)
         .await;

@@ -17,8 +17,10 @@ use serde::Serialize;
 /// How the inference service is laid out (matched to the best bare ORT layout).
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct InferenceLayout {
-    /// Inference processes in one consumer group (the bare search's "sessions").
+    /// Inference processes in one consumer group.
     pub replicas: usize,
+    /// Sessions per process (the bare search's concurrent sessions, in one process as there).
+    pub sessions: usize,
     pub intra_op_threads: usize,
     pub max_batch: usize,
     pub max_wait_ms: u64,
@@ -111,6 +113,8 @@ fn service_args(cfg: &StackConfig, name: &str, dir: &Path, blobs: &str) -> Vec<S
                 cfg.model.clone(),
                 "--intra-op-threads".into(),
                 i.intra_op_threads.to_string(),
+                "--sessions".into(),
+                i.sessions.to_string(),
                 "--max-batch".into(),
                 i.max_batch.to_string(),
                 "--max-wait-ms".into(),

@@ -311,4 +311,21 @@ mod tests {
         let cli = super::Cli::try_parse_from(["cxrflow", "preprocess"]);
         assert!(cli.is_ok(), "{:?}", cli.err());
     }
+
+    #[test]
+    fn inference_sessions_are_bounded_and_the_old_drift_flag_still_parses() {
+        use clap::Parser;
+        let parse = |args: &[&str]| super::Cli::try_parse_from(args).map(|c| c.command);
+        match parse(&["cxrflow", "inference", "--sessions", "2"]) {
+            Ok(super::Command::Inference(c)) => assert_eq!(c.sessions, 2),
+            other => panic!("{:?}", other.err()),
+        }
+        assert!(parse(&["cxrflow", "inference", "--sessions", "0"]).is_err());
+        // `--drift-join-capacity` was renamed when drift stopped joining the preprocessed
+        // stream; deployments that set it keep working.
+        match parse(&["cxrflow", "drift", "--drift-join-capacity", "5"]) {
+            Ok(super::Command::Drift(c)) => assert_eq!(c.dedup_capacity, 5),
+            other => panic!("{:?}", other.err()),
+        }
+    }
 }

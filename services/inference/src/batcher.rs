@@ -1,15 +1,16 @@
 //! The micro-batcher (Triton's dynamic batcher in miniature). The stage runtime hands
 //! processors one record at a time, up to `max_in_flight` concurrently, across partitions;
-//! each `submit` puts its input and a reply channel on a bounded queue. One task takes the
-//! first waiting input, gathers more until `max_batch` or `max_wait` has passed, runs one model
-//! call on a blocking thread and answers every caller with its own row. While a batch runs the
-//! next one queues up, so under load batches fill without waiting; when the queue is full,
-//! `submit` waits (backpressure, never unbounded memory).
+//! each `submit` puts its input and a reply channel on a bounded queue. One task waits for a
+//! free model instance (`concurrency` of them: the model's sessions), takes the first waiting
+//! input, gathers more until `max_batch` or `max_wait` has passed, runs one model call on a
+//! blocking thread and answers every caller with its own row. While every instance is busy
+//! the next inputs queue up, so under load batches fill without waiting; when the queue is
+//! full, `submit` waits (backpressure, never unbounded memory).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 /// What a caller learns about the batch its input ran in.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -58,9 +59,15 @@ impl<I, O> Clone for Batcher<I, O> {
 }
 
 impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
-    pub fn spawn(policy: BatchPolicy, run: RunFn<I, O>, observe: BatchObserver) -> Self {
+    /// Starts the batcher; up to `concurrency` batches run at once (0 counts as 1).
+    pub fn spawn(
+        policy: BatchPolicy,
+        concurrency: usize,
+        run: RunFn<I, O>,
+        observe: BatchObserver,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(policy.queue.max(1));
-        tokio::spawn(batch_loop(rx, policy, run, observe));
+        tokio::spawn(batch_loop(rx, policy, concurrency.max(1), run, observe));
         Batcher { tx }
     }
 
@@ -78,11 +85,19 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
 async fn batch_loop<I: Send + 'static, O: Send + 'static>(
     mut rx: mpsc::Receiver<(I, Reply<O>)>,
     policy: BatchPolicy,
+    concurrency: usize,
     run: RunFn<I, O>,
     observe: BatchObserver,
 ) {
     let max = policy.max_batch.max(1);
-    while let Some(first) = rx.recv().await {
+    let instances = Arc::new(Semaphore::new(concurrency));
+    let mut running = tokio::task::JoinSet::new();
+    loop {
+        // A free instance first: while all are busy, inputs accumulate into the next batch.
+        let Ok(permit) = instances.clone().acquire_owned().await else {
+            break;
+        };
+        let Some(first) = rx.recv().await else { break };
         let mut jobs = vec![first];
         let deadline = tokio::time::Instant::now() + policy.max_wait;
         while jobs.len() < max {
@@ -100,41 +115,57 @@ async fn batch_loop<I: Send + 'static, O: Send + 'static>(
                 _ => break,
             }
         }
-        let (inputs, replies): (Vec<I>, Vec<Reply<O>>) = jobs.into_iter().unzip();
-        let size = inputs.len();
-        let f = run.clone();
-        let started = Instant::now();
-        let result = tokio::task::spawn_blocking(move || f(inputs)).await;
-        let secs = started.elapsed().as_secs_f64();
-        observe(size, secs);
-        let info = BatchInfo {
-            size,
-            run_seconds: secs,
-        };
-        match result {
-            Ok(Ok(outputs)) if outputs.len() == size => {
-                for (reply, out) in replies.into_iter().zip(outputs) {
-                    let _ = reply.send(Ok((out, info)));
-                }
+        let (f, observe) = (run.clone(), observe.clone());
+        running.spawn(async move {
+            run_batch(jobs, f, observe).await;
+            drop(permit);
+        });
+        // Reap finished batches so the set does not grow.
+        while running.try_join_next().is_some() {}
+    }
+    // Every handle is gone: the running batches still answer their callers.
+    while running.join_next().await.is_some() {}
+}
+
+/// Runs one batch on a blocking thread and answers every caller.
+async fn run_batch<I: Send + 'static, O: Send + 'static>(
+    jobs: Vec<(I, Reply<O>)>,
+    run: RunFn<I, O>,
+    observe: BatchObserver,
+) {
+    let (inputs, replies): (Vec<I>, Vec<Reply<O>>) = jobs.into_iter().unzip();
+    let size = inputs.len();
+    let started = Instant::now();
+    let result = tokio::task::spawn_blocking(move || run(inputs)).await;
+    let secs = started.elapsed().as_secs_f64();
+    observe(size, secs);
+    let info = BatchInfo {
+        size,
+        run_seconds: secs,
+    };
+    match result {
+        Ok(Ok(outputs)) if outputs.len() == size => {
+            for (reply, out) in replies.into_iter().zip(outputs) {
+                let _ = reply.send(Ok((out, info)));
             }
-            Ok(Ok(outputs)) => {
-                let e = BatchError::Run(format!(
-                    "model returned {} rows for a batch of {size}",
-                    outputs.len()
-                ));
-                for reply in replies {
-                    let _ = reply.send(Err(e.clone()));
-                }
+        }
+        Ok(Ok(outputs)) => {
+            let e = BatchError::Run(format!(
+                "model returned {} rows for a batch of {size}",
+                outputs.len()
+            ));
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
             }
-            Ok(Err(e)) => {
-                for reply in replies {
-                    let _ = reply.send(Err(BatchError::Run(e.clone())));
-                }
+        }
+        Ok(Err(e)) => {
+            for reply in replies {
+                let _ = reply.send(Err(BatchError::Run(e.clone())));
             }
-            Err(join) => {
-                for reply in replies {
-                    let _ = reply.send(Err(BatchError::Run(format!("model run panicked: {join}"))));
-                }
+        }
+        Err(join) => {
+            for reply in replies {
+                let _ = reply.send(Err(BatchError::Run(format!("model run panicked: {join}"))));
             }
         }
     }
@@ -146,11 +177,16 @@ mod tests {
     use proptest::prelude::*;
     use std::sync::Mutex;
 
-    fn doubling(sizes: Arc<Mutex<Vec<usize>>>, policy: BatchPolicy) -> Batcher<u64, u64> {
+    fn doubling(
+        sizes: Arc<Mutex<Vec<usize>>>,
+        policy: BatchPolicy,
+        concurrency: usize,
+    ) -> Batcher<u64, u64> {
         let run: RunFn<u64, u64> =
             Arc::new(|xs: Vec<u64>| Ok(xs.into_iter().map(|x| x * 2 + 1).collect()));
         Batcher::spawn(
             policy,
+            concurrency,
             run,
             Arc::new(move |n, _| sizes.lock().unwrap().push(n)),
         )
@@ -160,7 +196,7 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(24))]
         /// Shuffled concurrent callers each get their own row back, and no batch exceeds max_batch.
         #[test]
-        fn every_caller_gets_its_own_row(mut xs in proptest::collection::vec(0u64..1_000_000, 1..200), max_batch in 1usize..40, seed in any::<u64>()) {
+        fn every_caller_gets_its_own_row(mut xs in proptest::collection::vec(0u64..1_000_000, 1..200), max_batch in 1usize..40, seed in any::<u64>(), concurrency in 1usize..4) {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
             // Deterministic shuffle by seed.
             let mut s = seed | 1;
@@ -170,7 +206,7 @@ mod tests {
             }
             let sizes = Arc::new(Mutex::new(Vec::new()));
             rt.block_on(async {
-                let b = doubling(sizes.clone(), BatchPolicy { max_batch, max_wait: Duration::from_millis(2), queue: 16 });
+                let b = doubling(sizes.clone(), BatchPolicy { max_batch, max_wait: Duration::from_millis(2), queue: 16 }, concurrency);
                 let handles: Vec<_> = xs.iter().map(|&x| {
                     let b = b.clone();
                     tokio::spawn(async move { (x, b.submit(x).await) })
@@ -199,6 +235,7 @@ mod tests {
                 max_wait: Duration::from_millis(200),
                 queue: 64,
             },
+            1,
         );
         let hs: Vec<_> = (0..8u64)
             .map(|x| {
@@ -222,6 +259,7 @@ mod tests {
                 max_wait: Duration::from_millis(5),
                 queue: 4,
             },
+            2,
             failing,
             Arc::new(|_, _| {}),
         );
@@ -229,5 +267,48 @@ mod tests {
             b.submit(1).await,
             Err(BatchError::Run("device lost".into()))
         );
+    }
+
+    /// Batches running at once with `concurrency` instances: each run waits (up to `hold`) for
+    /// a second one to overlap it, and the most seen at once is returned.
+    async fn most_at_once(concurrency: usize, hold: Duration) -> usize {
+        use std::sync::Condvar;
+        let state = Arc::new((Mutex::new((0usize, 0usize)), Condvar::new()));
+        let s = state.clone();
+        let run: RunFn<u64, u64> = Arc::new(move |xs: Vec<u64>| {
+            let (lock, cv) = &*s;
+            let mut g = lock.lock().unwrap();
+            g.0 += 1;
+            g.1 = g.1.max(g.0);
+            cv.notify_all();
+            let (mut g, _) = cv.wait_timeout_while(g, hold, |g| g.0 < 2).unwrap();
+            g.0 -= 1;
+            Ok(xs)
+        });
+        let policy = BatchPolicy {
+            max_batch: 1,
+            max_wait: Duration::from_millis(1),
+            queue: 8,
+        };
+        let b = Batcher::spawn(policy, concurrency, run, Arc::new(|_, _| {}));
+        let hs: Vec<_> = (0..4u64)
+            .map(|x| {
+                let b = b.clone();
+                tokio::spawn(async move { b.submit(x).await })
+            })
+            .collect();
+        for (x, h) in hs.into_iter().enumerate() {
+            assert_eq!(h.await.unwrap().unwrap().0, x as u64);
+        }
+        let most = state.0.lock().unwrap().1;
+        most
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_run_concurrently_up_to_the_instances() {
+        // Two instances: the first two batches overlap (each waits for the other, bounded).
+        assert_eq!(most_at_once(2, Duration::from_secs(10)).await, 2);
+        // One instance: never two at once, whatever the wait.
+        assert_eq!(most_at_once(1, Duration::from_millis(100)).await, 1);
     }
 }

@@ -61,6 +61,19 @@ pub struct Config {
     )]
     pub intra_op_threads: usize,
 
+    /// Sessions per loaded model version: up to this many batches run at once, each on its
+    /// own session with `--intra-op-threads` threads. On a CPU machine shared with the broker
+    /// and the other services, N sessions × 1 thread usually beats 1 session × N threads (the
+    /// bench's layout search measures both); one process with N sessions needs one partition,
+    /// N processes need N.
+    #[arg(
+        long = "sessions",
+        env = "CXRFLOW_INFERENCE_SESSIONS",
+        default_value_t = 1,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64)
+    )]
+    pub sessions: usize,
+
     /// CUDA EP device memory limit in MiB (0: no limit).
     #[arg(
         long = "cuda-mem-limit-mib",
@@ -198,6 +211,7 @@ impl Config {
             device: Device::Cpu,
             allow_cpu_fallback: false,
             intra_op_threads: 0,
+            sessions: 1,
             cuda_mem_limit_mib: 0,
             cuda_arena_same_as_requested: false,
             cudnn_conv_algo_search: "heuristic".into(),
@@ -220,6 +234,7 @@ impl Config {
         session::SessionOptions {
             device: self.device,
             intra_op_threads: self.intra_op_threads,
+            sessions: self.sessions,
             allow_cpu_fallback: self.allow_cpu_fallback,
             cuda_mem_limit_mib: self.cuda_mem_limit_mib,
             cuda_arena_same_as_requested: self.cuda_arena_same_as_requested,

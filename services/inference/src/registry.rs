@@ -69,9 +69,11 @@ fn load_blocking(
             })
             .collect())
     });
+    // As many batches at once as the model has sessions.
+    let concurrency = session.sessions();
     Ok(LoadedModel::new(
         session,
-        Batcher::spawn(policy, run, observe),
+        Batcher::spawn(policy, concurrency, run, observe),
     ))
 }
 

@@ -9,15 +9,17 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock, TryLockError};
 
 use ort::environment::Environment;
 use ort::ep::cuda::ConvAlgorithmSearch;
 use ort::ep::{ArenaExtendStrategy, ExecutionProvider, CUDA};
+use ort::session::builder::SessionBuilder;
 use ort::session::Session;
 use ort::value::Tensor;
 
-use crate::manifest::{Activation, ModelDir};
+use crate::manifest::{Activation, Manifest, ModelDir};
 
 pub const CPU_PROVIDER: &str = "CPUExecutionProvider";
 pub const CUDA_PROVIDER: &str = "CUDAExecutionProvider";
@@ -77,6 +79,9 @@ pub struct SessionOptions {
     pub device: Device,
     /// Intra-op threads; 0 lets ONNX Runtime choose (one per physical core).
     pub intra_op_threads: usize,
+    /// Sessions of the model, each running one batch at a time: up to this many batches run
+    /// at once (each with its own `intra_op_threads`). 0 counts as 1.
+    pub sessions: usize,
     pub allow_cpu_fallback: bool,
     /// CUDA EP: device memory limit in MiB (0: unlimited).
     pub cuda_mem_limit_mib: usize,
@@ -91,6 +96,7 @@ impl Default for SessionOptions {
         SessionOptions {
             device: Device::Cpu,
             intra_op_threads: 0,
+            sessions: 1,
             allow_cpu_fallback: false,
             cuda_mem_limit_mib: 0,
             cuda_arena_same_as_requested: false,
@@ -178,11 +184,19 @@ pub struct BatchOutput {
     pub features: Option<(usize, Vec<f32>)>,
 }
 
-/// A loaded model: its manifest, its session and the provider proven to run it.
+/// A loaded model: its manifest, its sessions and the provider proven to run it.
+///
+/// ONNX Runtime's `Run` needs the session exclusively (through `ort`), so concurrent batches
+/// need sessions of their own: [`ModelSession::run`] takes whichever is free. With one
+/// intra-op thread each, N sessions run N batches on N cores — on a small CPU machine this
+/// beats one session with N threads (the bench's layout search), and it is the same layout
+/// in one process as in the bare-runtime measurement.
 pub struct ModelSession {
     pub model: ModelDir,
     pub provider: String,
-    session: Mutex<Session>,
+    sessions: Vec<Mutex<Session>>,
+    /// Round-robin start for [`ModelSession::run`]'s search for a free session.
+    next: AtomicUsize,
 }
 
 impl std::fmt::Debug for ModelSession {
@@ -254,60 +268,26 @@ impl ModelSession {
     ) -> Result<ModelSession, SessionError> {
         let env = environment(ort_dylib)?;
         let label = format!("{}/{}", model.manifest.name, model.manifest.version);
-        let mut builder = Session::builder(env).map_err(ort_err)?;
-        if opts.intra_op_threads > 0 {
-            builder = builder
-                .with_intra_threads(opts.intra_op_threads)
-                .map_err(ort_err)?;
-        }
-        let mut cuda_requested = false;
-        if let Device::Cuda(id) = opts.device {
-            let cuda_missing = |detail: String| SessionError::CudaUnavailable {
-                device: opts.device.to_string(),
-                detail,
-            };
-            let available = CUDA::is_available().unwrap_or(false);
-            let registered = if available {
-                builder
-                    .with_execution_providers([cuda_ep(opts, id)])
-                    .map_err(|e| e.to_string())
-            } else {
-                Err("the loaded ONNX Runtime has no CUDAExecutionProvider (CPU-only build: install the onnxruntime-gpu library)".to_string())
-            };
-            match registered {
-                Ok(b) => {
-                    builder = b;
-                    cuda_requested = true;
-                }
-                Err(detail) if opts.allow_cpu_fallback => {
-                    tracing::warn!(model = %label, device = %opts.device, %detail, "CUDA requested but unavailable: running on the CPU (--allow-cpu-fallback)");
-                    builder = Session::builder(env).map_err(ort_err)?;
-                    if opts.intra_op_threads > 0 {
-                        builder = builder
-                            .with_intra_threads(opts.intra_op_threads)
-                            .map_err(ort_err)?;
-                    }
-                }
-                Err(detail) => return Err(cuda_missing(detail)),
-            }
-        }
+        let (builder, cuda_requested) = session_builder(env, opts, &label)?;
         let prefix = std::env::temp_dir().join(format!(
             "cxrflow-ort-profile-{}-{}",
             std::process::id(),
             unique()
         ));
-        builder = builder.with_profiling(&prefix).map_err(ort_err)?;
-        let session =
-            builder
-                .commit_from_file(model.model_path())
+        let builder = builder.with_profiling(&prefix).map_err(ort_err)?;
+        let commit = |mut b: SessionBuilder| {
+            b.commit_from_file(model.model_path())
                 .map_err(|e| SessionError::Model {
                     model: label.clone(),
                     detail: e.to_string(),
-                })?;
-        let me = ModelSession {
-            model,
+                })
+        };
+        let session = commit(builder)?;
+        let mut me = ModelSession {
+            model: model.clone(),
             provider: String::new(),
-            session: Mutex::new(session),
+            sessions: vec![Mutex::new(session)],
+            next: AtomicUsize::new(0),
         };
         me.check_io()?;
         let zeros = vec![0u8; me.model.manifest.input_len()];
@@ -336,12 +316,48 @@ impl ModelSession {
                 });
             }
         }
-        tracing::info!(model = %label, provider = %provider, nodes = ?counts, device = %opts.device, "model session ready");
-        Ok(ModelSession { provider, ..me })
+        // The other sessions: built the same way (the provider is proven on the first), each
+        // warmed up with one run so that the first studies do not pay for it.
+        for _ in 1..opts.sessions.max(1) {
+            let (builder, _) = session_builder(env, opts, &label)?;
+            let mut s = commit(builder)?;
+            run_on(&mut s, &me.model.manifest, &[zeros.as_slice()]).map_err(|e| {
+                SessionError::Model {
+                    model: label.clone(),
+                    detail: format!("first run of another session failed: {e}"),
+                }
+            })?;
+            me.sessions.push(Mutex::new(s));
+        }
+        tracing::info!(model = %label, provider = %provider, nodes = ?counts, device = %opts.device, sessions = me.sessions.len(), "model session ready");
+        me.provider = provider;
+        Ok(me)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Session> {
-        self.session.lock().unwrap_or_else(|p| p.into_inner())
+    /// How many batches can run at once.
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The first session (the profiled one; every session has the same inputs and outputs).
+    fn lock(&self) -> MutexGuard<'_, Session> {
+        self.sessions[0].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A free session if there is one (searching round-robin), else the next one's turn.
+    fn free_session(&self) -> MutexGuard<'_, Session> {
+        let n = self.sessions.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for i in 0..n {
+            match self.sessions[(start + i) % n].try_lock() {
+                Ok(g) => return g,
+                Err(TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        self.sessions[start % n]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn check_io(&self) -> Result<(), SessionError> {
@@ -370,71 +386,121 @@ impl ModelSession {
     }
 
     /// Runs one batch of 8-bit images (each exactly `input_len` bytes), normalized per the
-    /// manifest. Blocking: call from a blocking thread.
+    /// manifest, on a free session. Blocking: call from a blocking thread.
     pub fn run(&self, images: &[&[u8]]) -> Result<BatchOutput, SessionError> {
-        let m = &self.model.manifest;
-        let len = m.input_len();
-        let n = images.len();
-        let (scale, offset) = (m.normalization.scale, m.normalization.offset);
-        let mut data = Vec::with_capacity(n * len);
-        for img in images {
-            if img.len() != len {
-                return Err(ort_err(format!(
-                    "image has {} values, model wants {len}",
-                    img.len()
-                )));
-            }
-            data.extend(img.iter().map(|&p| p as f32 * scale + offset));
+        let mut session = self.free_session();
+        run_on(&mut session, &self.model.manifest, images)
+    }
+}
+
+/// A session builder with the requested threads and provider; `true` when CUDA is registered.
+fn session_builder(
+    env: &'static Environment,
+    opts: &SessionOptions,
+    label: &str,
+) -> Result<(SessionBuilder, bool), SessionError> {
+    let with_threads = |mut b: SessionBuilder| -> Result<SessionBuilder, SessionError> {
+        if opts.intra_op_threads > 0 {
+            b = b
+                .with_intra_threads(opts.intra_op_threads)
+                .map_err(ort_err)?;
         }
-        let shape = [
-            n as i64,
-            m.input.channels as i64,
-            m.input.height as i64,
-            m.input.width as i64,
-        ];
-        let tensor = Tensor::from_array((shape, data)).map_err(ort_err)?;
-        let mut session = self.lock();
-        let outputs = session
-            .run(ort::inputs![m.input.name.as_str() => tensor])
-            .map_err(ort_err)?;
-        let (pshape, probs) = outputs[m.outputs.probabilities.as_str()]
-            .try_extract_tensor::<f32>()
-            .map_err(ort_err)?;
-        if pshape.len() != 2 || pshape[0] as usize != n || pshape[1] != 14 {
+        Ok(b)
+    };
+    let builder = with_threads(Session::builder(env).map_err(ort_err)?)?;
+    let Device::Cuda(id) = opts.device else {
+        return Ok((builder, false));
+    };
+    let available = CUDA::is_available().unwrap_or(false);
+    let registered = if available {
+        builder
+            .with_execution_providers([cuda_ep(opts, id)])
+            .map_err(|e| e.to_string())
+    } else {
+        Err("the loaded ONNX Runtime has no CUDAExecutionProvider (CPU-only build: install the onnxruntime-gpu library)".to_string())
+    };
+    match registered {
+        Ok(b) => Ok((b, true)),
+        Err(detail) if opts.allow_cpu_fallback => {
+            tracing::warn!(model = %label, device = %opts.device, %detail, "CUDA requested but unavailable: running on the CPU (--allow-cpu-fallback)");
+            Ok((
+                with_threads(Session::builder(env).map_err(ort_err)?)?,
+                false,
+            ))
+        }
+        Err(detail) => Err(SessionError::CudaUnavailable {
+            device: opts.device.to_string(),
+            detail,
+        }),
+    }
+}
+
+/// Runs one batch on `session` (see [`ModelSession::run`]).
+fn run_on(
+    session: &mut Session,
+    m: &Manifest,
+    images: &[&[u8]],
+) -> Result<BatchOutput, SessionError> {
+    let len = m.input_len();
+    let n = images.len();
+    let (scale, offset) = (m.normalization.scale, m.normalization.offset);
+    let mut data = Vec::with_capacity(n * len);
+    for img in images {
+        if img.len() != len {
             return Err(ort_err(format!(
-                "probabilities output has shape {pshape:?}, expected [{n}, 14]"
+                "image has {} values, model wants {len}",
+                img.len()
             )));
         }
-        let sigmoid = m.activation == Activation::Sigmoid;
-        let probabilities = probs
-            .chunks_exact(14)
-            .map(|row| {
-                let mut r = [0f32; 14];
-                for (o, &v) in r.iter_mut().zip(row) {
-                    *o = if sigmoid { 1.0 / (1.0 + (-v).exp()) } else { v };
-                }
-                r
-            })
-            .collect();
-        let features = match &m.outputs.features {
-            Some(name) => {
-                let (fshape, f) = outputs[name.as_str()]
-                    .try_extract_tensor::<f32>()
-                    .map_err(ort_err)?;
-                if fshape.len() != 2 || fshape[0] as usize != n {
-                    return Err(ort_err(format!(
-                        "features output has shape {fshape:?}, expected [{n}, D]"
-                    )));
-                }
-                Some((fshape[1] as usize, f.to_vec()))
-            }
-            None => None,
-        };
-        Ok(BatchOutput {
-            probabilities,
-            features,
-        })
+        data.extend(img.iter().map(|&p| p as f32 * scale + offset));
     }
+    let shape = [
+        n as i64,
+        m.input.channels as i64,
+        m.input.height as i64,
+        m.input.width as i64,
+    ];
+    let tensor = Tensor::from_array((shape, data)).map_err(ort_err)?;
+    let outputs = session
+        .run(ort::inputs![m.input.name.as_str() => tensor])
+        .map_err(ort_err)?;
+    let (pshape, probs) = outputs[m.outputs.probabilities.as_str()]
+        .try_extract_tensor::<f32>()
+        .map_err(ort_err)?;
+    if pshape.len() != 2 || pshape[0] as usize != n || pshape[1] != 14 {
+        return Err(ort_err(format!(
+            "probabilities output has shape {pshape:?}, expected [{n}, 14]"
+        )));
+    }
+    let sigmoid = m.activation == Activation::Sigmoid;
+    let probabilities = probs
+        .chunks_exact(14)
+        .map(|row| {
+            let mut r = [0f32; 14];
+            for (o, &v) in r.iter_mut().zip(row) {
+                *o = if sigmoid { 1.0 / (1.0 + (-v).exp()) } else { v };
+            }
+            r
+        })
+        .collect();
+    let features = match &m.outputs.features {
+        Some(name) => {
+            let (fshape, f) = outputs[name.as_str()]
+                .try_extract_tensor::<f32>()
+                .map_err(ort_err)?;
+            if fshape.len() != 2 || fshape[0] as usize != n {
+                return Err(ort_err(format!(
+                    "features output has shape {fshape:?}, expected [{n}, D]"
+                )));
+            }
+            Some((fshape[1] as usize, f.to_vec()))
+        }
+        None => None,
+    };
+    Ok(BatchOutput {
+        probabilities,
+        features,
+    })
 }
 
 fn unique() -> u64 {

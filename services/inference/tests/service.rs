@@ -49,10 +49,10 @@ async fn predictions_flow_and_poison_records_are_dead_lettered() {
     produce(&kafka, &codec, &records).await;
 
     let shutdown = CancellationToken::new();
-    let svc = tokio::spawn(cxrflow_inference::run(
-        config(kafka.clone(), models.path(), "test-nan"),
-        shutdown.clone(),
-    ));
+    // Two sessions: batches run on either, concurrently; each caller still gets its own row.
+    let mut cfg = config(kafka.clone(), models.path(), "test-nan");
+    cfg.sessions = 2;
+    let svc = tokio::spawn(cxrflow_inference::run(cfg, shutdown.clone()));
 
     let preds: Vec<Prediction> = read_records(&kafka, &codec, 7, Duration::from_secs(60)).await;
     let dlq: Vec<DeadLetter> = read_records(&kafka, &codec, 3, Duration::from_secs(30)).await;
@@ -91,6 +91,8 @@ async fn predictions_flow_and_poison_records_are_dead_lettered() {
             );
         }
         assert_eq!(p.embedding.as_ref().map(Vec::len), Some(16));
+        // The image statistics ride along for drift (schema version 3).
+        assert_eq!(p.input_stats.as_ref(), Some(&image(uid, *pixel).stats));
     }
     let lateral = by_uid["1.2.9.lateral"];
     assert!(!lateral.assessable && lateral.findings.is_empty() && lateral.embedding.is_none());
@@ -259,4 +261,47 @@ fn cuda_request_fails_clearly_on_a_cpu_runtime_and_warns_with_the_fallback_flag(
     };
     let s = ModelSession::load(ModelDir::load(&dir).unwrap(), &fallback, None).unwrap();
     assert_eq!(s.provider, CPU_PROVIDER);
+}
+
+#[test]
+fn several_sessions_answer_concurrent_threads_like_one() {
+    require_ort();
+    let models = tempfile::tempdir().unwrap();
+    let spec = TestModel::default();
+    let dir = spec
+        .write_dir(models.path(), "m", "1.0.0", "gray224-v1")
+        .unwrap();
+    let opts = SessionOptions {
+        intra_op_threads: 1,
+        sessions: 3,
+        ..SessionOptions::default()
+    };
+    let s = Arc::new(ModelSession::load(ModelDir::load(&dir).unwrap(), &opts, None).unwrap());
+    assert_eq!(s.sessions(), 3);
+    assert_eq!(s.provider, CPU_PROVIDER);
+    let threads: Vec<_> = (0..6u8)
+        .map(|t| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                (0..10u8)
+                    .map(|i| {
+                        let pixel = 10 + t * 30 + i;
+                        let img = vec![pixel; 224 * 224];
+                        (pixel, s.run(&[img.as_slice()]).unwrap().probabilities[0])
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for t in threads {
+        for (pixel, probs) in t.join().unwrap() {
+            let want = spec.expected(TestModel::pooled(pixel));
+            for k in 0..14 {
+                assert!(
+                    (probs[k] - want[k]).abs() < 1e-4,
+                    "pixel {pixel}, finding {k}"
+                );
+            }
+        }
+    }
 }
