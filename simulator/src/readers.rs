@@ -54,6 +54,10 @@ pub struct ReadEvent {
     pub read_started_at: i64,
     pub read_ended_at: i64,
     pub read_ms: u64,
+    /// How long the read kept its reader from the next study: the read itself plus publishing
+    /// the report (the broker's acknowledgement). The FIFO counterfactual occupies its readers
+    /// as long, so that both orders pay the same per-read overhead.
+    pub busy_ms: u64,
 }
 
 /// The read duration of a study: deterministic per (seed, uid).
@@ -250,6 +254,7 @@ pub async fn read_traffic(
                     board.lock().expect("board").claimed.remove(&study.uid);
                     continue;
                 }
+                let freed = now_millis();
                 let mut b = board.lock().expect("board");
                 let available_at = b.available.get(&study.uid).copied().unwrap_or(start);
                 b.events.push(ReadEvent {
@@ -260,6 +265,7 @@ pub async fn read_traffic(
                     read_started_at: start,
                     read_ended_at: end,
                     read_ms: d.as_millis() as u64,
+                    busy_ms: (freed - start).max(0) as u64,
                 });
                 studies.reads.fetch_add(1, Ordering::SeqCst);
             }
@@ -270,8 +276,9 @@ pub async fn read_traffic(
     b.events.clone()
 }
 
-/// The FIFO counterfactual: the same studies, availability times and read durations, read in
-/// arrival order by the same number of readers. Returns (uid, wait ms).
+/// The FIFO counterfactual: the same studies, availability times and reader occupancy (read
+/// plus report, [`ReadEvent::busy_ms`]), read in arrival order by the same number of readers.
+/// Returns (uid, wait ms).
 pub fn fifo_waits(events: &[ReadEvent], readers: usize) -> Vec<(String, i64)> {
     let mut order: Vec<&ReadEvent> = events.iter().collect();
     order.sort_by_key(|e| (e.available_at, e.uid.clone()));
@@ -286,7 +293,7 @@ pub fn fifo_waits(events: &[ReadEvent], readers: usize) -> Vec<(String, i64)> {
                 .min_by_key(|(_, t)| *t)
                 .expect("at least one reader");
             let start = t.max(e.available_at);
-            free_at[slot] = start + e.read_ms as i64;
+            free_at[slot] = start + e.busy_ms.max(e.read_ms) as i64;
             (e.uid.clone(), start - e.available_at)
         })
         .collect()
@@ -305,6 +312,7 @@ mod tests {
             read_started_at: 0,
             read_ended_at: 0,
             read_ms: ms,
+            busy_ms: ms,
         }
     }
 
@@ -317,6 +325,20 @@ mod tests {
         assert_eq!(w["a"], 0);
         assert_eq!(w["b"], 90);
         assert_eq!(w["c"], 180);
+    }
+
+    #[test]
+    fn fifo_readers_are_busy_for_the_read_and_its_report() {
+        // Reads of 100 ms whose reports took 50 ms more to be acknowledged: the counterfactual
+        // readers are not free any sooner than the real ones were.
+        let slow = |uid: &str, at| ReadEvent {
+            busy_ms: 150,
+            ..ev(uid, at, 100)
+        };
+        let w: BTreeMap<String, i64> = fifo_waits(&[slow("a", 0), slow("b", 10)], 1)
+            .into_iter()
+            .collect();
+        assert_eq!(w["b"], 140);
     }
 
     #[test]

@@ -270,6 +270,7 @@ mod tests {
                 read_started_at: p.published_at + 400,
                 read_ended_at: p.published_at + 700,
                 read_ms: 300,
+                busy_ms: 320,
             })
             .collect();
         let scored = events
