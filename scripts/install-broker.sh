@@ -5,7 +5,7 @@ set -euo pipefail
 TANSU_VERSION="${TANSU_VERSION:-0.6.0}"
 TOOLS="${CXRFLOW_TOOLS:-$HOME/.cache/cxrflow/tools}"
 mkdir -p "$TOOLS"
-if [ -x "$TOOLS/bin/tansu" ] && "$TOOLS/bin/tansu" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+if [ -x "$TOOLS/bin/tansu" ] && "$TOOLS/bin/tansu" --version 2>/dev/null | grep "$TANSU_VERSION" >/dev/null; then
   echo "tansu $TANSU_VERSION already installed at $TOOLS/bin/tansu"
   exit 0
 fi

@@ -49,7 +49,9 @@ mkdir -p "$TOOLS/bin"
 if ! command -v promtool >/dev/null; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
-    apt-cache policy prometheus | grep -q 'Candidate: [0-9]' || { echo "Debian has no prometheus package here" >&2; exit 1; }
+    # grep reads the whole listing (not -q): under pipefail an early exit would SIGPIPE
+    # apt-cache and fail the check although the package is there.
+    apt-cache policy prometheus | grep 'Candidate: [0-9]' >/dev/null || { echo "Debian has no prometheus package here" >&2; exit 1; }
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
     # the package starts a server on a systemd machine; this one only needs promtool
   else
