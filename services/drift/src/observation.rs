@@ -188,21 +188,21 @@ impl Observation {
     /// carries none; an upstream stage that could not compute them fills the block with zeros
     /// and no histogram. Either way the statistics are excluded as missing.
     fn image_stats(&mut self, stats: Option<&ImageStats>, ex: &mut Vec<Exclusion>) {
-        let values = stats.map(|s| [s.mean, s.std, s.p05, s.p50, s.p95]);
-        let missing = match (stats, values) {
-            (Some(s), Some(v)) => s.histogram.is_empty() && v.iter().all(|v| *v == 0.0),
-            _ => true,
-        };
+        let values = stats
+            .map(|s| (s, [s.mean, s.std, s.p05, s.p50, s.p95]))
+            .filter(|(s, v)| !(s.histogram.is_empty() && v.iter().all(|v| *v == 0.0)))
+            .map(|(_, v)| v);
         for i in 0..STAT_FEATURES.len() {
-            let v = values.map_or(f64::NAN, |v| v[i]);
-            self.continuous[i] = if missing {
-                ex.push(Exclusion::new(STAT_FEATURES[i], "missing"));
-                None
-            } else if !v.is_finite() || (i == 1 && v < 0.0) {
-                ex.push(Exclusion::new(STAT_FEATURES[i], "non_finite"));
-                None
-            } else {
-                Some(v)
+            self.continuous[i] = match values.map(|v| v[i]) {
+                None => {
+                    ex.push(Exclusion::new(STAT_FEATURES[i], "missing"));
+                    None
+                }
+                Some(v) if !v.is_finite() || (i == 1 && v < 0.0) => {
+                    ex.push(Exclusion::new(STAT_FEATURES[i], "non_finite"));
+                    None
+                }
+                Some(v) => Some(v),
             };
         }
     }

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 
 /// What a caller learns about the batch its input ran in.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -90,13 +90,13 @@ async fn batch_loop<I: Send + 'static, O: Send + 'static>(
     observe: BatchObserver,
 ) {
     let max = policy.max_batch.max(1);
-    let instances = Arc::new(Semaphore::new(concurrency));
+    // The batches running now, one per busy instance.
     let mut running = tokio::task::JoinSet::new();
     loop {
         // A free instance first: while all are busy, inputs accumulate into the next batch.
-        let Ok(permit) = instances.clone().acquire_owned().await else {
-            break;
-        };
+        while running.len() >= concurrency {
+            running.join_next().await;
+        }
         let Some(first) = rx.recv().await else { break };
         let mut jobs = vec![first];
         let deadline = tokio::time::Instant::now() + policy.max_wait;
@@ -115,13 +115,7 @@ async fn batch_loop<I: Send + 'static, O: Send + 'static>(
                 _ => break,
             }
         }
-        let (f, observe) = (run.clone(), observe.clone());
-        running.spawn(async move {
-            run_batch(jobs, f, observe).await;
-            drop(permit);
-        });
-        // Reap finished batches so the set does not grow.
-        while running.try_join_next().is_some() {}
+        running.spawn(run_batch(jobs, run.clone(), observe.clone()));
     }
     // Every handle is gone: the running batches still answer their callers.
     while running.join_next().await.is_some() {}

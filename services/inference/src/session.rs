@@ -275,16 +275,16 @@ impl ModelSession {
             unique()
         ));
         let builder = builder.with_profiling(&prefix).map_err(ort_err)?;
+        let path = model.model_path();
         let commit = |mut b: SessionBuilder| {
-            b.commit_from_file(model.model_path())
-                .map_err(|e| SessionError::Model {
-                    model: label.clone(),
-                    detail: e.to_string(),
-                })
+            b.commit_from_file(&path).map_err(|e| SessionError::Model {
+                model: label.clone(),
+                detail: e.to_string(),
+            })
         };
         let session = commit(builder)?;
         let mut me = ModelSession {
-            model: model.clone(),
+            model,
             provider: String::new(),
             sessions: vec![Mutex::new(session)],
             next: AtomicUsize::new(0),
