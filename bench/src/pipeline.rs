@@ -11,7 +11,7 @@ use std::time::Duration;
 use cxrflow_common::kafka::Producer;
 use cxrflow_common::time::now_millis;
 use cxrflow_common::KafkaArgs;
-use cxrflow_contracts::{topics, Codec, DeadLetter, Prediction, TriageDecision};
+use cxrflow_contracts::{topics, Codec, DeadLetter, Prediction, TriageDecision, TriageTier};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use serde::Serialize;
@@ -63,7 +63,12 @@ impl Observer {
                 let Some(p) = m.payload() else { continue };
                 let mut seen = s.lock().unwrap_or_else(|e| e.into_inner());
                 if m.topic() == tri {
-                    if let Ok(d) = codec.decode::<TriageDecision>(p) {
+                    // The AI's decision, not the AI_PENDING entry the scan event made.
+                    if let Some(d) = codec
+                        .decode::<TriageDecision>(p)
+                        .ok()
+                        .filter(|d| d.tier != TriageTier::AiPending)
+                    {
                         let e = seen
                             .decided
                             .entry(d.study.study_instance_uid)

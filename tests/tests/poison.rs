@@ -131,6 +131,7 @@ fn corpus(codec: &Codec) -> Vec<Poison> {
         },
         preprocessed_at: now_ms(),
         preprocess_ms: 1.0,
+        not_assessable_code: None,
     };
     let key = |n: u32| study(n).study_instance_uid;
     vec![
@@ -281,6 +282,9 @@ fn nan_prediction(n: u32, p: f64) -> Prediction {
         predicted_at: now_ms(),
         embedding: None,
         input_stats: None,
+        not_assessable_reason: None,
+        not_assessable_code: None,
+        ood_distance: None,
     }
 }
 

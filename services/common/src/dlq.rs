@@ -2,12 +2,36 @@
 
 use std::collections::BTreeMap;
 
-use cxrflow_contracts::DeadLetter;
+use cxrflow_contracts::{topics, DeadLetter};
 
 use crate::kafka::stage::Inbound;
 use crate::time::now_millis;
 
-/// Builds the dead letter for `msg`.
+/// Topics keyed by study UID: their record key names the study even when the record itself
+/// cannot be read.
+const STUDY_KEYED: &[&str] = &[
+    topics::SCAN,
+    topics::INGESTED,
+    topics::PREPROCESSED,
+    topics::PREDICTIONS,
+    topics::TRIAGE,
+    topics::FEEDBACK,
+    topics::LABELED,
+];
+
+/// The study a record names by its key, on a study-keyed topic (a plausible UID only: short,
+/// printable, no spaces).
+fn study_of_key(msg: &Inbound) -> Option<String> {
+    if !STUDY_KEYED.contains(&msg.logical.as_str()) {
+        return None;
+    }
+    let key = msg.key_str()?;
+    let plausible = !key.is_empty() && key.len() <= 64 && key.chars().all(|c| c.is_ascii_graphic());
+    plausible.then_some(key)
+}
+
+/// Builds the dead letter for `msg`. The study is the processor's (it read the record), else
+/// the record key's on a study-keyed topic, so triage can list the study as not assessable.
 pub fn dead_letter(
     stage: &str,
     msg: &Inbound,
@@ -15,6 +39,7 @@ pub fn dead_letter(
     error: &str,
     study: Option<String>,
 ) -> DeadLetter {
+    let study = study.or_else(|| study_of_key(msg));
     let replay_count = msg
         .headers
         .get("cxrflow-replay-count")

@@ -138,22 +138,27 @@ proptest! {
         let stats = ImageStats { mean: m, std: m / 2.0, p01: 0.0, p05: 0.1, p50: m, p95: 0.9, p99: 1.0, histogram: hist,
             original_width: w, original_height: w + 1, bits_stored: 12, photometric: "MONOCHROME1".into() };
         round_trip(&codec(), &PreprocessedImage { study, blob_uri: "file:///b".into(), sha256: "ab".into(), profile_id: "gray224-v1".into(),
-            width: 224, height: 224, channels: 1, pixels, frontal, assessable: frontal, not_assessable_reason: reason, stats, preprocessed_at: at, preprocess_ms: 1.5 });
+            width: 224, height: 224, channels: 1, pixels, frontal, assessable: frontal, not_assessable_reason: reason.clone(), stats, preprocessed_at: at, preprocess_ms: 1.5,
+            not_assessable_code: reason.map(|_| "eligibility.modality".into()) });
     }
 
     #[test]
     fn prediction(study in study(), findings in finding_scores(), role in role(), emb in proptest::option::of(proptest::collection::vec(-10f32..10.0, 0..32)), at in ts(),
-                  m in proptest::option::of(prob())) {
+                  m in proptest::option::of(prob()), reason in proptest::option::of(text()), ood in proptest::option::of(0.0f64..10.0)) {
         let input_stats = m.map(|m| ImageStats { mean: m, std: m / 2.0, p01: 0.0, p05: 0.1, p50: m, p95: 0.9, p99: 1.0, histogram: vec![3; 32],
             original_width: 640, original_height: 512, bits_stored: 8, photometric: "MONOCHROME2".into() });
         round_trip(&codec(), &Prediction { study, blob_uri: "s3://b/k".into(), model_name: "m".into(), model_version: "1".into(), model_role: role,
-            execution_provider: "CPUExecutionProvider".into(), assessable: true, findings, batch_size: 8, inference_ms: 3.0, predicted_at: at, embedding: emb, input_stats });
+            execution_provider: "CPUExecutionProvider".into(), assessable: true, findings, batch_size: 8, inference_ms: 3.0, predicted_at: at, embedding: emb, input_stats,
+            not_assessable_code: reason.as_ref().map(|_| "ood.distance".into()), not_assessable_reason: reason, ood_distance: ood });
     }
 
     #[test]
-    fn triage(study in study(), findings in finding_scores(), v in 0i64..1000, reasons in proptest::collection::vec(text(), 0..3), at in ts()) {
-        round_trip(&codec(), &TriageDecision { study, version: v, status: WorklistStatus::Escalated, tier: TriageTier::NotAssessable, score: 0.3,
-            deadline: at, top_findings: findings, model_name: Some("m".into()), model_version: None, reasons, escalations: 2, blob_uri: "b".into(), decided_at: at });
+    fn triage(study in study(), findings in finding_scores(), v in 0i64..1000, reasons in proptest::collection::vec(text(), 0..3), at in ts(),
+              pending in any::<bool>(), why in proptest::option::of(text())) {
+        let tier = if pending { TriageTier::AiPending } else { TriageTier::NotAssessable };
+        round_trip(&codec(), &TriageDecision { study, version: v, status: WorklistStatus::Escalated, tier, score: 0.3,
+            deadline: at, top_findings: findings, model_name: Some("m".into()), model_version: None, reasons, escalations: 2, blob_uri: "b".into(), decided_at: at,
+            not_assessable_code: why.as_ref().map(|_| "decode.truncated_image".into()), not_assessable_reason: why });
     }
 
     #[test]
@@ -221,9 +226,11 @@ fn earlier_prediction_versions_decode_with_the_current_one() {
     // had neither `embedding` nor `input_stats`, version 2 no `input_stats`.
     let c = codec();
     let current_id = Codec::schema_id(&c.encode(&sample_prediction()).unwrap()).unwrap();
+    const V4: [&str; 3] = ["not_assessable_reason", "not_assessable_code", "ood_distance"];
     for (version, missing) in [
         (1, &["embedding", "input_stats"][..]),
         (2, &["input_stats"][..]),
+        (3, &[][..]),
     ] {
         let id = StaticRegistry::historical_id(topics::PREDICTIONS, version).unwrap();
         assert_ne!(id, current_id, "version {version} has its own id");
@@ -237,15 +244,85 @@ fn earlier_prediction_versions_decode_with_the_current_one() {
         if version < 2 {
             old.embedding = None;
         }
-        old.input_stats = None;
+        if version < 3 {
+            old.input_stats = None;
+        }
+        old.ood_distance = None;
         let mut value = apache_avro::to_value(&old).unwrap();
         if let apache_avro::types::Value::Record(fields) = &mut value {
-            fields.retain(|(name, _)| !missing.contains(&name.as_str()));
+            fields.retain(|(name, _)| {
+                !missing.contains(&name.as_str()) && !V4.contains(&name.as_str())
+            });
         }
         let body = apache_avro::to_avro_datum(&schema, value.resolve(&schema).unwrap()).unwrap();
         let decoded: Prediction = c.decode(&frame(id, &body)).unwrap();
         assert_eq!(decoded, old, "version {version}");
     }
+}
+
+/// Encodes `rec` with an earlier schema version of its topic (fields the old schema lacks
+/// dropped), framed with that version's id.
+fn encode_with_history<T: AvroRecord + serde::Serialize>(rec: &T, version: u32) -> Vec<u8> {
+    let id = StaticRegistry::historical_id(T::TOPIC, version).unwrap();
+    let text = topics::HISTORY
+        .iter()
+        .find(|(t, v, _)| *t == T::TOPIC && *v == version)
+        .unwrap()
+        .2;
+    let schema = Schema::parse_str(text).unwrap();
+    let known: Vec<String> = match &schema {
+        Schema::Record(r) => r.fields.iter().map(|f| f.name.clone()).collect(),
+        _ => unreachable!("every topic schema is a record"),
+    };
+    let mut value = apache_avro::to_value(rec).unwrap();
+    if let apache_avro::types::Value::Record(fields) = &mut value {
+        fields.retain(|(name, _)| known.contains(name));
+    }
+    let body = apache_avro::to_avro_datum(&schema, value.resolve(&schema).unwrap()).unwrap();
+    frame(id, &body)
+}
+
+#[test]
+fn version_one_worklist_and_preprocessed_records_decode_with_the_current_ones() {
+    let c = codec();
+    let old = TriageDecision {
+        study: sample_study(),
+        version: 3,
+        status: WorklistStatus::Open,
+        tier: TriageTier::Critical,
+        score: 0.9,
+        deadline: 10,
+        top_findings: vec![],
+        model_name: Some("m".into()),
+        model_version: Some("1".into()),
+        reasons: vec!["critical finding".into()],
+        escalations: 0,
+        blob_uri: "b".into(),
+        decided_at: 5,
+        not_assessable_reason: None,
+        not_assessable_code: None,
+    };
+    let decoded: TriageDecision = c.decode(&encode_with_history(&old, 1)).unwrap();
+    assert_eq!(decoded, old);
+    let old = PreprocessedImage {
+        study: sample_study(),
+        blob_uri: "file:///b".into(),
+        sha256: "ab".into(),
+        profile_id: "gray224-v1".into(),
+        width: 224,
+        height: 224,
+        channels: 1,
+        pixels: vec![7; 16],
+        frontal: false,
+        assessable: false,
+        not_assessable_reason: Some("lateral view".into()),
+        stats: sample_prediction().input_stats.unwrap(),
+        preprocessed_at: 4,
+        preprocess_ms: 2.0,
+        not_assessable_code: None,
+    };
+    let decoded: PreprocessedImage = c.decode(&encode_with_history(&old, 1)).unwrap();
+    assert_eq!(decoded, old);
 }
 
 #[test]
@@ -285,6 +362,9 @@ fn sample_prediction() -> Prediction {
             bits_stored: 12,
             photometric: "MONOCHROME2".into(),
         }),
+        not_assessable_reason: None,
+        not_assessable_code: None,
+        ood_distance: Some(0.4),
     }
 }
 

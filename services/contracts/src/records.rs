@@ -96,6 +96,10 @@ pub struct PreprocessedImage {
     pub stats: ImageStats,
     pub preprocessed_at: EpochMillis,
     pub preprocess_ms: f64,
+    /// Machine-readable code behind `assessable == false` (`view.lateral`,
+    /// `eligibility.modality`, ...). Added in schema version 2.
+    #[serde(default)]
+    pub not_assessable_code: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -135,6 +139,16 @@ pub struct Prediction {
     /// `stats`), for drift's input channel. Added in schema version 3; None in older records.
     #[serde(default)]
     pub input_stats: Option<ImageStats>,
+    /// Why `assessable` is false, in words a radiologist reads. Added in schema version 4.
+    #[serde(default)]
+    pub not_assessable_reason: Option<String>,
+    /// Machine-readable code behind `assessable == false`. Added in schema version 4.
+    #[serde(default)]
+    pub not_assessable_code: Option<String>,
+    /// Distance from the model's training reference in units of its calibrated threshold
+    /// (above 1: out of distribution). Added in schema version 4.
+    #[serde(default)]
+    pub ood_distance: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -144,6 +158,8 @@ pub enum TriageTier {
     Urgent,
     Routine,
     NotAssessable,
+    /// Scanned, AI result not in yet (schema version 2).
+    AiPending,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -169,6 +185,12 @@ pub struct TriageDecision {
     pub escalations: i32,
     pub blob_uri: String,
     pub decided_at: EpochMillis,
+    /// Why the AI does not rank this study (tier NOT_ASSESSABLE). Added in schema version 2.
+    #[serde(default)]
+    pub not_assessable_reason: Option<String>,
+    /// Machine-readable code behind NOT_ASSESSABLE. Added in schema version 2.
+    #[serde(default)]
+    pub not_assessable_code: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -53,6 +53,21 @@ pub const HISTORY: &[(&str, u32, &str)] = &[
         2,
         include_str!("../../../schemas/history/cxr.predictions.v1.2.avsc"),
     ),
+    (
+        PREDICTIONS,
+        3,
+        include_str!("../../../schemas/history/cxr.predictions.v1.3.avsc"),
+    ),
+    (
+        PREPROCESSED,
+        1,
+        include_str!("../../../schemas/history/cxr.preprocessed.v1.1.avsc"),
+    ),
+    (
+        TRIAGE,
+        1,
+        include_str!("../../../schemas/history/cxr.triage.v1.1.avsc"),
+    ),
 ];
 
 /// Topics whose records are keyed by study UID and should be compacted (the worklist, model control).

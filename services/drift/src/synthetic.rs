@@ -323,6 +323,9 @@ impl SyntheticStudy {
             predicted_at: self.at,
             embedding: Some(self.embedding.clone()),
             input_stats: Some(self.image_stats()),
+            not_assessable_reason: None,
+            not_assessable_code: None,
+            ood_distance: None,
         }
     }
 

@@ -44,6 +44,9 @@ pub fn prediction(uid: &str, version: &str, role: ModelRole, p: f64) -> Predicti
         predicted_at: 1_700_000_001_000,
         embedding: None,
         input_stats: None,
+        not_assessable_reason: None,
+        not_assessable_code: None,
+        ood_distance: None,
     }
 }
 

@@ -5,8 +5,10 @@
 //! The catch: a replay re-scores a study and publishes a second, identical-keyed Prediction;
 //! consumers are idempotent by study key. Poison: a profile id other than the model's
 //! (`inference.profile_mismatch`), a tensor whose size is not the model's
-//! (`inference.tensor_size`), a NaN/Inf output (`inference.nan_output`, only that record: the
-//! rest of its batch succeeds). A failed model call is transient (retried, not committed).
+//! (`inference.tensor_size`). A NaN/Inf output is not poison but a fact about the study: it is
+//! published as a not-assessable prediction (`model.invalid_output`, counted and logged), so
+//! triage lists the study for a person instead of losing it; the rest of its batch succeeds.
+//! A failed model call is transient (retried, not committed).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,8 +62,12 @@ fn prediction(img: &PreprocessedImage, model: &LoadedModel, role: ModelRole) -> 
         inference_ms: 0.0,
         predicted_at: now_millis(),
         embedding: None,
-        // Drift's input channel reads the image statistics from here, not from the tensors.
-        input_stats: Some(img.stats.clone()),
+        // Drift's input channel reads the image statistics from here, not from the tensors. An
+        // image refused before decoding has none.
+        input_stats: (!img.pixels.is_empty()).then(|| img.stats.clone()),
+        not_assessable_reason: None,
+        not_assessable_code: None,
+        ood_distance: None,
     }
 }
 
@@ -144,10 +150,10 @@ impl Processor for InferenceProcessor {
         if !img.assessable {
             self.metrics
                 .predicted(prod.name(), prod.version(), "PRODUCTION");
-            return Ok(vec![Outbound::record(
-                &self.codec,
-                &prediction(&img, prod, ModelRole::Production),
-            )?]);
+            let mut p = prediction(&img, prod, ModelRole::Production);
+            p.not_assessable_reason = img.not_assessable_reason.clone();
+            p.not_assessable_code = img.not_assessable_code.clone();
+            return Ok(vec![Outbound::record(&self.codec, &p)?]);
         }
         let want = manifest.input_len();
         let dims_ok = (img.width, img.height, img.channels)
@@ -198,7 +204,14 @@ impl Processor for InferenceProcessor {
         self.auto.observe(role, model.version(), outcome(&main));
         let main = match main? {
             Ok(p) => p,
-            Err(e) => return Err(StageError::poison("inference.nan_output", e).for_study(&uid)),
+            Err(e) => {
+                // Published, not dropped: the study stays on the worklist, unranked, with why.
+                tracing::warn!(study = %uid, error = %e, "model output not finite: published as not assessable");
+                let mut p = prediction(&img, &model, role);
+                p.not_assessable_code = Some("model.invalid_output".into());
+                p.not_assessable_reason = Some("model output invalid (non-finite probabilities)".into());
+                p
+            }
         };
         let mut out = vec![Outbound::record(&self.codec, &main)?];
         match shadow {

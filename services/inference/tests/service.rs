@@ -54,15 +54,15 @@ async fn predictions_flow_and_poison_records_are_dead_lettered() {
     cfg.sessions = 2;
     let svc = tokio::spawn(cxrflow_inference::run(cfg, shutdown.clone()));
 
-    let preds: Vec<Prediction> = read_records(&kafka, &codec, 7, Duration::from_secs(60)).await;
-    let dlq: Vec<DeadLetter> = read_records(&kafka, &codec, 3, Duration::from_secs(30)).await;
+    let preds: Vec<Prediction> = read_records(&kafka, &codec, 8, Duration::from_secs(60)).await;
+    let dlq: Vec<DeadLetter> = read_records(&kafka, &codec, 2, Duration::from_secs(30)).await;
     shutdown.cancel();
     svc.await.unwrap().unwrap();
 
     assert_eq!(
         preds.len(),
-        7,
-        "six scored + one not assessable: {preds:#?}"
+        8,
+        "six scored + one lateral + one NaN output, both not assessable: {preds:#?}"
     );
     let by_uid: HashMap<&str, &Prediction> = preds
         .iter()
@@ -96,20 +96,16 @@ async fn predictions_flow_and_poison_records_are_dead_lettered() {
     }
     let lateral = by_uid["1.2.9.lateral"];
     assert!(!lateral.assessable && lateral.findings.is_empty() && lateral.embedding.is_none());
+    assert_eq!(lateral.not_assessable_reason.as_deref(), Some("lateral view"));
+    // A NaN output is a fact about the study, not a lost record: published as not assessable
+    // with the reason, never with a score.
+    let nan = by_uid["1.2.9.nan"];
+    assert!(!nan.assessable && nan.findings.is_empty(), "{nan:#?}");
+    assert_eq!(nan.not_assessable_code.as_deref(), Some("model.invalid_output"));
     let reasons: HashMap<&str, &DeadLetter> = dlq.iter().map(|d| (d.reason.as_str(), d)).collect();
     assert_eq!(
         reasons.keys().copied().collect::<HashSet<_>>(),
-        HashSet::from([
-            "inference.nan_output",
-            "inference.tensor_size",
-            "inference.profile_mismatch"
-        ])
-    );
-    assert_eq!(
-        reasons["inference.nan_output"]
-            .study_instance_uid
-            .as_deref(),
-        Some("1.2.9.nan")
+        HashSet::from(["inference.tensor_size", "inference.profile_mismatch"])
     );
     assert_eq!(
         reasons["inference.profile_mismatch"]

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use cxrflow_common::{KafkaArgs, ServiceArgs};
 
 use crate::decode::DecodeLimits;
+use crate::eligibility::EligibilityRules;
 use crate::profile::Profile;
 
 pub const MIB: u64 = 1024 * 1024;
@@ -56,6 +57,15 @@ pub struct Config {
         default_value_t = 512
     )]
     pub max_alloc_mib: u64,
+
+    /// Modalities the model may score (a DICOM header naming another is not assessable).
+    #[arg(
+        long = "preprocess-modalities",
+        env = "CXRFLOW_PREPROCESS_MODALITIES",
+        value_delimiter = ',',
+        default_value = "CR,DX"
+    )]
+    pub modalities: Vec<String>,
 }
 
 impl Config {
@@ -70,6 +80,19 @@ impl Config {
             max_width: 8192,
             max_height: 8192,
             max_alloc_mib: 512,
+            modalities: vec!["CR".into(), "DX".into()],
+        }
+    }
+
+    /// The eligibility gate's rules.
+    pub fn eligibility(&self) -> EligibilityRules {
+        EligibilityRules {
+            modalities: self
+                .modalities
+                .iter()
+                .map(|m| m.trim().to_ascii_uppercase())
+                .filter(|m| !m.is_empty())
+                .collect(),
         }
     }
 
@@ -95,13 +118,14 @@ impl Config {
     /// The effective preprocess settings as a person should see them at start: secrets masked.
     pub fn describe(&self) -> String {
         format!(
-            "blob_store={} blob_store_options=[{}] profile={} max_width={} max_height={} max_alloc_mib={}",
+            "blob_store={} blob_store_options=[{}] profile={} max_width={} max_height={} max_alloc_mib={} modalities={}",
             self.blob_store_url(),
             mask_options(&self.blob_store_options),
             self.profile,
             self.max_width,
             self.max_height,
-            self.max_alloc_mib
+            self.max_alloc_mib,
+            self.modalities.join(",")
         )
     }
 }
@@ -139,5 +163,6 @@ mod tests {
         assert_eq!(d.limits(), DecodeLimits::default());
         assert_eq!(d.profile.id(), "gray224-v1");
         assert!(d.blob_store_url().ends_with("/.cxrflow/blobs"));
+        assert_eq!(d.eligibility(), EligibilityRules::default());
     }
 }

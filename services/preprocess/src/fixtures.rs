@@ -217,10 +217,13 @@ fn put(obj: &mut InMemDicomObject, tag: dicom_core::Tag, vr: VR, value: impl Int
 
 fn dataset(spec: &DicomSpec, stored: Option<Vec<u32>>) -> InMemDicomObject {
     let mut obj = InMemDicomObject::new_empty();
-    let sop_class = if spec.modality == "DX" {
-        DX_STORAGE
-    } else {
-        CR_STORAGE
+    // The storage class each modality's objects are written with (MR and CT for the
+    // eligibility gate's tests).
+    let sop_class = match spec.modality {
+        "DX" => DX_STORAGE,
+        "MR" => "1.2.840.10008.5.1.4.1.1.4",
+        "CT" => "1.2.840.10008.5.1.4.1.1.2",
+        _ => CR_STORAGE,
     };
     put(&mut obj, tags::SOP_CLASS_UID, VR::UI, sop_class);
     put(

@@ -26,10 +26,11 @@ impl View {
         }
     }
 
-    /// Picks the record's view position when it has one, the file's otherwise.
+    /// Picks the file's own view position when it has a usable one (the header wins over what
+    /// the scan event claims), the record's otherwise.
     pub fn of(record: Option<&str>, file: Option<&str>) -> View {
-        match View::classify(record) {
-            View::Unknown => View::classify(file),
+        match View::classify(file) {
+            View::Unknown => View::classify(record),
             known => known,
         }
     }
@@ -41,6 +42,8 @@ pub struct GateDecision {
     pub frontal: bool,
     pub assessable: bool,
     pub not_assessable_reason: Option<String>,
+    /// Stable code behind `assessable == false` (`view.lateral`).
+    pub not_assessable_code: Option<String>,
 }
 
 impl From<View> for GateDecision {
@@ -50,11 +53,13 @@ impl From<View> for GateDecision {
                 frontal: false,
                 assessable: false,
                 not_assessable_reason: Some("lateral view".into()),
+                not_assessable_code: Some("view.lateral".into()),
             },
             View::Frontal | View::Unknown => GateDecision {
                 frontal: true,
                 assessable: true,
                 not_assessable_reason: None,
+                not_assessable_code: None,
             },
         }
     }
@@ -84,9 +89,11 @@ mod tests {
     }
 
     #[test]
-    fn record_wins_over_file_unless_it_says_nothing() {
-        assert_eq!(View::of(Some("PA"), Some("LL")), View::Frontal);
+    fn the_file_wins_over_the_record_unless_it_says_nothing() {
+        assert_eq!(View::of(Some("PA"), Some("LL")), View::Lateral);
+        assert_eq!(View::of(Some("LL"), Some("PA")), View::Frontal);
         assert_eq!(View::of(None, Some("LL")), View::Lateral);
+        assert_eq!(View::of(Some("LL"), Some("??")), View::Lateral);
         assert_eq!(View::of(Some("??"), Some("RL")), View::Lateral);
         assert_eq!(View::of(None, None), View::Unknown);
     }

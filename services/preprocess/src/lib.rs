@@ -1,11 +1,13 @@
 //! cxrflow's preprocess stage (`cxr.ingested.v1` → `cxr.preprocessed.v1`): reads each ingested
 //! image from the blob store, decodes it (PNG, JPEG, DICOM with MONOCHROME1, rescale and VOI),
-//! gates lateral views as not assessable, letterboxes it into the serving model's 8-bit
+//! gates ineligible DICOM objects (by their own header: not CR/DX, not a radiograph SOP class,
+//! not chest, colour, multi-frame, derived) and lateral views as not assessable, letterboxes it into the serving model's 8-bit
 //! grayscale profile and computes image statistics for drift. Owns the decoders' safety limits
 //! and the image fixtures (`fixtures`) that tests and the simulator generate images with.
 
 pub mod config;
 pub mod decode;
+pub mod eligibility;
 pub mod fixtures;
 pub mod gate;
 pub mod metrics;
@@ -52,6 +54,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         blobs,
         profile: cfg.profile,
         limits: cfg.limits(),
+        eligibility: cfg.eligibility(),
         metrics: metrics.unwrap_or_default(),
     });
     host.ready.set_ready(true);

@@ -16,6 +16,8 @@ pub struct PreprocessMetrics {
     lateral: Counter,
     view_unknown: Counter,
     panics: Counter,
+    ineligible: Family<Labels, Counter>,
+    disagreements: Family<Labels, Counter>,
 }
 
 impl Default for PreprocessMetrics {
@@ -28,6 +30,8 @@ impl Default for PreprocessMetrics {
             lateral: Counter::default(),
             view_unknown: Counter::default(),
             panics: Counter::default(),
+            ineligible: Family::default(),
+            disagreements: Family::default(),
         }
     }
 }
@@ -62,7 +66,34 @@ impl PreprocessMetrics {
             "Decoder panics caught and dead-lettered (a bug in a decoder, never a crash)",
             m.panics.clone(),
         );
+        r.register(
+            "ineligible_images",
+            "Images their own DICOM header makes ineligible for the model, marked not assessable, by reason code",
+            m.ineligible.clone(),
+        );
+        r.register(
+            "header_disagreements",
+            "Images whose DICOM header contradicts the scan event (the header wins), by attribute",
+            m.disagreements.clone(),
+        );
         m
+    }
+
+    /// An image its own header makes ineligible: it flows on as not assessable.
+    pub fn ineligible(&self, study: &str, code: &'static str, reason: &str) {
+        tracing::info!(study, code, reason, "ineligible image: marked not assessable");
+        self.ineligible
+            .get_or_create(&vec![("reason", code.to_string())])
+            .inc();
+    }
+
+    /// The header says otherwise than the scan event about `attribute` (bounded: modality,
+    /// view_position).
+    pub fn disagreement(&self, study: &str, attribute: &'static str, event: &str, header: &str) {
+        tracing::warn!(study, attribute, event, header, "DICOM header contradicts the scan event; the header wins");
+        self.disagreements
+            .get_or_create(&vec![("attribute", attribute.to_string())])
+            .inc();
     }
 
     pub fn decoded(&self, container: &str, photometric: &str, bits_stored: u16, seconds: f64) {

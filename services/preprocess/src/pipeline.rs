@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use cxrflow_contracts::ImageStats;
 
-use crate::decode::{decode, Container, DecodeError, DecodeLimits};
+use crate::decode::{decode, decode_eligible, Container, DecodeError, DecodeLimits, Decoded, DecodedImage};
+use crate::eligibility::{DicomHeader, EligibilityRules, Ineligible};
 use crate::profile::Profile;
 use crate::stats::image_stats;
 
@@ -25,8 +26,21 @@ pub struct Prepared {
     pub bits_stored: u16,
     /// Decode + statistics + resize, in seconds.
     pub seconds: f64,
+    /// The DICOM header's eligibility attributes (None for PNG/JPEG).
+    pub header: Option<DicomHeader>,
 }
 
+/// A prepared image, or one its own DICOM header makes ineligible (not decoded).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Gated {
+    Prepared(Box<Prepared>),
+    Ineligible {
+        header: DicomHeader,
+        why: Ineligible,
+    },
+}
+
+/// Decode → statistics → tensor, without the eligibility gate (benches, tools).
 pub fn prepare(
     bytes: &[u8],
     limits: &DecodeLimits,
@@ -34,6 +48,25 @@ pub fn prepare(
 ) -> Result<Prepared, DecodeError> {
     let start = Instant::now();
     let img = decode(bytes, limits)?;
+    finish(img, profile, start)
+}
+
+/// [`prepare`] behind the eligibility gate: a DICOM object its header makes ineligible is not
+/// decoded at all.
+pub fn prepare_gated(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    profile: Profile,
+    rules: &EligibilityRules,
+) -> Result<Gated, DecodeError> {
+    let start = Instant::now();
+    match decode_eligible(bytes, limits, rules)? {
+        Decoded::Image(img) => Ok(Gated::Prepared(Box::new(finish(img, profile, start)?))),
+        Decoded::Ineligible { header, why } => Ok(Gated::Ineligible { header, why }),
+    }
+}
+
+fn finish(img: DecodedImage, profile: Profile, start: Instant) -> Result<Prepared, DecodeError> {
     let stats = image_stats(&img);
     let tensor = profile
         .render(&img)
@@ -47,6 +80,7 @@ pub fn prepare(
         photometric: img.photometric,
         bits_stored: img.bits_stored,
         seconds: start.elapsed().as_secs_f64(),
+        header: img.header,
     })
 }
 
@@ -55,8 +89,9 @@ pub fn prepare_guarded(
     bytes: &[u8],
     limits: &DecodeLimits,
     profile: Profile,
-) -> Result<Prepared, DecodeError> {
-    catch_unwind(AssertUnwindSafe(|| prepare(bytes, limits, profile)))
+    rules: &EligibilityRules,
+) -> Result<Gated, DecodeError> {
+    catch_unwind(AssertUnwindSafe(|| prepare_gated(bytes, limits, profile, rules)))
         .unwrap_or_else(|payload| Err(DecodeError::Panicked(panic_message(payload.as_ref()))))
 }
 

@@ -12,13 +12,14 @@ use std::time::Instant;
 use cxrflow_common::blob::{sha256_hex, BlobError, BlobStore};
 use cxrflow_common::time::now_millis;
 use cxrflow_common::{Inbound, Outbound, Processor, StageError};
-use cxrflow_contracts::{Codec, IngestedImage, PreprocessedImage};
+use cxrflow_contracts::{Codec, ImageStats, IngestedImage, PreprocessedImage, StudyContext};
 use tracing::Instrument;
 
 use crate::decode::{DecodeError, DecodeLimits};
+use crate::eligibility::{DicomHeader, EligibilityRules};
 use crate::gate::{GateDecision, View};
 use crate::metrics::PreprocessMetrics;
-use crate::pipeline::{panic_message, prepare_guarded, Prepared};
+use crate::pipeline::{panic_message, prepare_guarded, Gated, Prepared};
 use crate::profile::Profile;
 
 pub struct Preprocessor {
@@ -26,6 +27,7 @@ pub struct Preprocessor {
     pub blobs: BlobStore,
     pub profile: Profile,
     pub limits: DecodeLimits,
+    pub eligibility: EligibilityRules,
     pub metrics: PreprocessMetrics,
 }
 
@@ -49,18 +51,58 @@ impl Preprocessor {
         let uid = rec.study.study_instance_uid.clone();
         let start = Instant::now();
         let bytes = self.blobs.get(&rec.blob_uri).await.map_err(blob_error)?;
-        let (limits, profile, expected) =
-            (self.limits, self.profile, rec.sha256.to_ascii_lowercase());
+        let (limits, profile, expected, rules) = (
+            self.limits,
+            self.profile,
+            rec.sha256.to_ascii_lowercase(),
+            self.eligibility.clone(),
+        );
         let joined = tokio::task::spawn_blocking(move || {
             let found = sha256_hex(&bytes);
             if !expected.is_empty() && found != expected {
                 return Err(Failure::Checksum { expected, found });
             }
-            prepare_guarded(&bytes, &limits, profile).map_err(Failure::Decode)
+            prepare_guarded(&bytes, &limits, profile, &rules).map_err(Failure::Decode)
         })
         .await;
         let prepared: Prepared = match joined {
-            Ok(Ok(p)) => p,
+            Ok(Ok(Gated::Prepared(p))) => *p,
+            Ok(Ok(Gated::Ineligible { header, why })) => {
+                self.metrics.ineligible(&uid, why.code, &why.reason);
+                let mut study = rec.study;
+                self.header_wins(&mut study, &header);
+                // Not decoded: no tensor and no statistics (drift must not learn from them).
+                return Ok(PreprocessedImage {
+                    study,
+                    blob_uri: rec.blob_uri,
+                    sha256: rec.sha256,
+                    profile_id: profile.id().to_string(),
+                    width: 0,
+                    height: 0,
+                    channels: profile.channels() as i32,
+                    pixels: vec![],
+                    frontal: false,
+                    assessable: false,
+                    not_assessable_reason: Some(why.reason),
+                    stats: ImageStats {
+                        mean: 0.0,
+                        std: 0.0,
+                        p01: 0.0,
+                        p05: 0.0,
+                        p50: 0.0,
+                        p95: 0.0,
+                        p99: 0.0,
+                        histogram: vec![],
+                        original_width: 0,
+                        original_height: 0,
+                        bits_stored: 0,
+                        photometric: header.photometric.unwrap_or_default(),
+                    },
+                    preprocessed_at: now_millis(),
+                    preprocess_ms: start.elapsed().as_secs_f64() * 1000.0,
+                    not_assessable_code: Some(why.code.to_string()),
+                });
+            }
             Ok(Err(Failure::Checksum { expected, found })) => {
                 return Err(StageError::poison(
                     "blob.sha256_mismatch",
@@ -104,6 +146,9 @@ impl Preprocessor {
         }
         let gate = GateDecision::from(view);
         let mut study = rec.study;
+        if let Some(header) = &prepared.header {
+            self.header_wins(&mut study, header);
+        }
         if study
             .view_position
             .as_deref()
@@ -127,7 +172,32 @@ impl Preprocessor {
             stats: prepared.stats,
             preprocessed_at: now_millis(),
             preprocess_ms: start.elapsed().as_secs_f64() * 1000.0,
+            not_assessable_code: gate.not_assessable_code,
         })
+    }
+
+    /// The DICOM header wins over what the scan event claims: its modality and view position
+    /// replace the event's, and each disagreement is counted and logged.
+    fn header_wins(&self, study: &mut StudyContext, header: &DicomHeader) {
+        let uid = study.study_instance_uid.clone();
+        if let Some(m) = header.modality.as_deref().map(str::to_ascii_uppercase) {
+            if !study.modality.trim().eq_ignore_ascii_case(&m) {
+                self.metrics
+                    .disagreement(&uid, "modality", study.modality.trim(), &m);
+                study.modality = m;
+            }
+        }
+        if let (Some(event), Some(file)) = (
+            study.view_position.as_deref().map(str::trim),
+            header.view_position.as_deref().map(str::trim),
+        ) {
+            let (e, f) = (View::classify(Some(event)), View::classify(Some(file)));
+            if e != f && f != View::Unknown {
+                self.metrics
+                    .disagreement(&uid, "view_position", event, file);
+                study.view_position = Some(file.to_ascii_uppercase());
+            }
+        }
     }
 }
 

@@ -157,6 +157,7 @@ mod tests {
             photometric: "MONOCHROME2".into(),
             view_position: None,
             container: Container::Png,
+            header: None,
         };
         for p in Profile::ALL {
             let t = p.render(&img).unwrap();

@@ -76,6 +76,7 @@ mod tests {
             photometric: "MONOCHROME1".into(),
             view_position: None,
             container: Container::Dicom,
+            header: None,
         }
     }
 

@@ -25,12 +25,14 @@ use cxrflow_common::kafka::Producer;
 use cxrflow_common::telemetry::{outbound_traceparent, TRACEPARENT};
 use cxrflow_common::{Inbound, Outbound, Processor, StageError};
 use cxrflow_contracts::{
-    topics, AvroRecord, Codec, EpochMillis, Prediction, RadiologistReport, TriageDecision,
+    topics, AvroRecord, Codec, DeadLetter, EpochMillis, IngestedImage, Prediction,
+    PreprocessedImage, RadiologistReport, ScanEvent, StudyContext, TriageDecision,
 };
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
+use crate::intake::{DeadLetterOutcome, Unrankable};
 use crate::metrics::TriageMetrics;
 use crate::worklist::{OrderingMode, ReportOutcome, Worklist};
 
@@ -51,6 +53,11 @@ pub struct EngineSettings {
     /// How long a tombstoned study stays closed to late re-deliveries.
     pub closed_memory_ms: i64,
     pub ordering: OrderingMode,
+    /// How long a study may stay AI_PENDING before it is NOT_ASSESSABLE ("AI result overdue").
+    pub overdue_ms: i64,
+    /// How long a dead letter without context waits for its study's scan event before the
+    /// study goes on the worklist with what the dead letter knows.
+    pub dead_letter_wait_ms: i64,
 }
 
 pub struct Engine {
@@ -181,6 +188,54 @@ impl Engine {
         .map(drop)
     }
 
+    /// A scan event: the study goes on the worklist as AI_PENDING (once).
+    pub async fn on_scan(
+        &self,
+        scan: &ScanEvent,
+        headers: &BTreeMap<String, String>,
+    ) -> Result<(), ProduceError> {
+        let metrics = self.metrics.clone();
+        self.change(&scan.study.study_instance_uid, headers, |wl, now| {
+            match wl.on_scan(scan, now) {
+                Ok(d) => Some((d, None)),
+                Err(why) => {
+                    metrics.ignored(why.label());
+                    None
+                }
+            }
+        })
+        .await
+        .map(drop)
+    }
+
+    /// A dead letter from the study path that names a study: the study becomes (or appears
+    /// as) NOT_ASSESSABLE with the reason, unless the AI already ranked it.
+    pub async fn on_dead_letter(
+        &self,
+        u: Unrankable,
+        headers: &BTreeMap<String, String>,
+    ) -> Result<(), ProduceError> {
+        let uid = u.study_uid.clone();
+        let metrics = self.metrics.clone();
+        self.change(&uid, headers, |wl, now| match wl.on_dead_letter(&u, now) {
+            DeadLetterOutcome::Decide(d) => {
+                metrics.dead_letter_read("not_assessable");
+                Some((*d, None))
+            }
+            DeadLetterOutcome::Wait => {
+                metrics.dead_letter_read("waiting_for_scan");
+                wl.remember_dead_letter(u, now);
+                None
+            }
+            DeadLetterOutcome::Ignored(why) => {
+                metrics.dead_letter_read(why);
+                None
+            }
+        })
+        .await
+        .map(drop)
+    }
+
     pub async fn on_report(
         &self,
         r: RadiologistReport,
@@ -206,7 +261,7 @@ impl Engine {
     /// unmatched reports. Failures are logged and retried on the next tick.
     pub async fn tick(&self) {
         let now = self.now();
-        let (escalations, tombstones) = {
+        let (escalations, tombstones, overdue, orphans) = {
             let mut wl = self.worklist();
             let unmatched = wl.expire(
                 now,
@@ -217,9 +272,41 @@ impl Engine {
             (
                 wl.escalations_due(now),
                 wl.tombstones_due(now, self.settings.read_retention_ms),
+                wl.overdue(now, self.settings.overdue_ms),
+                wl.orphaned_dead_letters(now, self.settings.dead_letter_wait_ms),
             )
         };
         let none = BTreeMap::new();
+        // The watchdog first: a study whose AI result never came is told apart from one that
+        // is merely waiting, before anything else changes its place.
+        let bound = self.settings.overdue_ms;
+        for uid in overdue {
+            let r = self
+                .change(&uid, &none, |wl, now| {
+                    wl.overdue_decision(&uid, now, bound).map(|d| (d, None))
+                })
+                .await;
+            match r {
+                Ok(Some(_)) => self.metrics.overdue(&uid, bound),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "overdue decision not published; retrying next tick"),
+            }
+        }
+        let wait = self.settings.dead_letter_wait_ms;
+        for d in orphans {
+            let uid = d.study.study_instance_uid.clone();
+            let r = self
+                .change(&uid, &none, |wl, now| {
+                    wl.orphaned_dead_letters(now, wait)
+                        .into_iter()
+                        .find(|o| o.study.study_instance_uid == uid)
+                        .map(|d| (d, None))
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "dead-letter study not published; retrying next tick");
+            }
+        }
         for d in escalations {
             let uid = d.study.study_instance_uid.clone();
             let r = self
@@ -277,7 +364,22 @@ impl Engine {
     }
 }
 
-/// The stage processor: predictions and reports in, decisions published by the engine.
+/// The study context of a study-path record, if its bytes decode.
+fn study_context(codec: &Codec, topic: &str, bytes: &[u8]) -> Option<StudyContext> {
+    match topic {
+        topics::SCAN => codec.decode::<ScanEvent>(bytes).ok().map(|r| r.study),
+        topics::INGESTED => codec.decode::<IngestedImage>(bytes).ok().map(|r| r.study),
+        topics::PREPROCESSED => codec
+            .decode::<PreprocessedImage>(bytes)
+            .ok()
+            .map(|r| r.study),
+        topics::PREDICTIONS => codec.decode::<Prediction>(bytes).ok().map(|r| r.study),
+        _ => None,
+    }
+}
+
+/// The stage processor: scan events, dead letters, predictions and reports in, decisions
+/// published by the engine.
 pub struct TriageProcessor {
     pub engine: Arc<Engine>,
 }
@@ -308,6 +410,35 @@ impl Processor for TriageProcessor {
                     .on_report(r, &headers)
                     .await
                     .map_err(transient)?;
+            }
+            topics::SCAN => {
+                let scan: ScanEvent = msg.decode(codec)?;
+                let uid = scan.study.study_instance_uid.clone();
+                self.engine
+                    .on_scan(&scan, &headers)
+                    .await
+                    .map_err(|e| transient(e).for_study(&uid))?;
+            }
+            topics::DLQ => {
+                // A dead letter we cannot read is counted, never dead-lettered again (that
+                // would feed this very topic).
+                let Some(dl) = msg.payload.as_deref().and_then(|p| codec.decode::<DeadLetter>(p).ok())
+                else {
+                    self.engine.metrics().dead_letter_read("unreadable");
+                    return Ok(vec![]);
+                };
+                let kafka = self.engine.producer().kafka();
+                let source = kafka.logical(&dl.source_topic).to_string();
+                match Unrankable::from_dead_letter(&dl, &source, |topic, bytes| {
+                    study_context(codec, topic, bytes)
+                }) {
+                    Some(u) => self
+                        .engine
+                        .on_dead_letter(u, &headers)
+                        .await
+                        .map_err(transient)?,
+                    None => self.engine.metrics().dead_letter_read("not_a_study"),
+                }
             }
             other => {
                 return Err(StageError::poison(

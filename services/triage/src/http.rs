@@ -59,6 +59,11 @@ pub struct WorklistItem {
     pub version: i64,
     pub model_version: Option<String>,
     pub reasons: Vec<String>,
+    /// Why the AI does not rank this study (AI_PENDING has none yet).
+    #[serde(default)]
+    pub not_assessable_reason: Option<String>,
+    #[serde(default)]
+    pub not_assessable_code: Option<String>,
 }
 
 impl WorklistItem {
@@ -80,7 +85,35 @@ impl WorklistItem {
             version: d.version,
             model_version: d.model_version.clone(),
             reasons: d.reasons.clone(),
+            not_assessable_reason: d.not_assessable_reason.clone(),
+            not_assessable_code: d.not_assessable_code.clone(),
         }
+    }
+}
+
+/// Open studies per tier, for the page's header.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TierCounts {
+    pub critical: i64,
+    pub urgent: i64,
+    pub routine: i64,
+    pub not_assessable: i64,
+    pub ai_pending: i64,
+}
+
+impl TierCounts {
+    fn of(counts: &[(TriageTier, i64)]) -> Self {
+        let mut c = TierCounts::default();
+        for (t, n) in counts {
+            *match t {
+                TriageTier::Critical => &mut c.critical,
+                TriageTier::Urgent => &mut c.urgent,
+                TriageTier::Routine => &mut c.routine,
+                TriageTier::NotAssessable => &mut c.not_assessable,
+                TriageTier::AiPending => &mut c.ai_pending,
+            } += n;
+        }
+        c
     }
 }
 
@@ -90,12 +123,30 @@ pub struct WorklistView {
     pub now: EpochMillis,
     pub ordering: String,
     pub items: Vec<WorklistItem>,
+    /// Open studies per tier on the whole worklist (whatever the filter).
+    #[serde(default)]
+    pub counts: TierCounts,
 }
 
 #[derive(Debug, Deserialize)]
 struct WorklistQuery {
     site: Option<String>,
     limit: Option<usize>,
+    /// `unranked`: only studies the AI does not rank (AI_PENDING, NOT_ASSESSABLE); or one tier
+    /// name (`CRITICAL`, `AI_PENDING`, ...).
+    only: Option<String>,
+}
+
+/// Whether `d` passes the `only` filter.
+fn shown(d: &TriageDecision, only: Option<&str>) -> bool {
+    match only.map(str::trim).filter(|o| !o.is_empty()) {
+        None => true,
+        Some(o) if o.eq_ignore_ascii_case("unranked") => !crate::policy::ai_ranked(d.tier),
+        Some(o) => serde_json::to_value(d.tier)
+            .ok()
+            .and_then(|v| v.as_str().map(|t| t.eq_ignore_ascii_case(o)))
+            .unwrap_or(false),
+    }
 }
 
 /// The body of `POST /studies/{uid}/report`.
@@ -132,14 +183,17 @@ async fn worklist(State(s): State<WebState>, Query(q): Query<WorklistQuery>) -> 
     };
     let now = engine.now();
     let mode = engine.settings.ordering;
-    let items: Vec<WorklistItem> = {
+    let (items, counts): (Vec<WorklistItem>, TierCounts) = {
         let wl = engine.worklist();
-        wl.ordered(q.site.as_deref(), mode)
+        let items = wl
+            .ordered(q.site.as_deref(), mode)
             .into_iter()
-            .take(q.limit.unwrap_or(usize::MAX))
             .enumerate()
+            .filter(|(_, e)| shown(&e.decision, q.only.as_deref()))
+            .take(q.limit.unwrap_or(usize::MAX))
             .map(|(i, e)| WorklistItem::of(i + 1, &e.decision, now))
-            .collect()
+            .collect();
+        (items, TierCounts::of(&wl.open_by_tier()))
     };
     let ordering = match mode {
         OrderingMode::PerSite => "per-site",
@@ -149,6 +203,7 @@ async fn worklist(State(s): State<WebState>, Query(q): Query<WorklistQuery>) -> 
         now,
         ordering: ordering.into(),
         items,
+        counts,
     })
     .into_response()
 }
@@ -245,6 +300,9 @@ async fn thumbnail(State(s): State<WebState>, Path(uid): Path<String>) -> Respon
     else {
         return (StatusCode::NOT_FOUND, "study not on the worklist").into_response();
     };
+    if uri.is_empty() {
+        return (StatusCode::NOT_FOUND, "no stored image for this study yet").into_response();
+    }
     let Some(blobs) = s.blobs.clone() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "no blob store configured").into_response();
     };

@@ -1,6 +1,8 @@
-//! cxrflow's triage service: consumes `cxr.predictions.v1` (PRODUCTION and CANARY roles; SHADOW
-//! predictions are ignored) and `cxr.feedback.v1`, and maintains the radiologists' worklist on
-//! `cxr.triage.v1` (compacted, key = study UID). It owns the ordering policy ([`policy`]), the
+//! cxrflow's triage service: consumes `cxr.scan.v1` (every study goes on the worklist as
+//! AI_PENDING), `cxr.dlq.v1` (a study-path failure makes its study NOT_ASSESSABLE),
+//! `cxr.predictions.v1` (PRODUCTION and CANARY roles re-rank; SHADOW predictions are ignored)
+//! and `cxr.feedback.v1`, and maintains the radiologists' worklist on `cxr.triage.v1`
+//! (compacted, key = study UID). The AI only reorders: see [`intake`]. It owns the ordering policy ([`policy`]), the
 //! worklist state ([`worklist`]), its rebuild from the topic ([`rebuild`]), the escalation tick
 //! ([`engine`]) and the worklist page and API ([`http`]).
 //!
@@ -9,6 +11,7 @@
 pub mod clock;
 pub mod engine;
 pub mod http;
+pub mod intake;
 pub mod metrics;
 pub mod policy;
 pub mod rebuild;
@@ -99,6 +102,16 @@ pub struct Config {
     #[arg(long = "blob-store", env = "CXRFLOW_BLOB_STORE", default_value = "")]
     pub blob_store: String,
 
+    /// How long a study may wait for its AI result (AI_PENDING) before it is marked
+    /// NOT_ASSESSABLE ("AI result overdue"); the prediction still re-ranks it if it comes.
+    #[arg(long = "ai-overdue", env = "CXRFLOW_TRIAGE_AI_OVERDUE", default_value = "5m", value_parser = parse_duration_ms)]
+    pub ai_overdue_ms: i64,
+
+    /// How long a dead letter that names an unknown study (and carries no readable record)
+    /// waits for the study's scan event before the study is listed from the dead letter alone.
+    #[arg(long = "dead-letter-wait", env = "CXRFLOW_TRIAGE_DEAD_LETTER_WAIT", default_value = "60s", value_parser = parse_duration_ms)]
+    pub dead_letter_wait_ms: i64,
+
     /// Upper bound on the start-up rebuild of the worklist from `cxr.triage.v1`.
     #[arg(long = "rebuild-timeout", env = "CXRFLOW_TRIAGE_REBUILD_TIMEOUT", default_value = "120s", value_parser = parse_duration_ms)]
     pub rebuild_timeout_ms: i64,
@@ -119,6 +132,8 @@ impl Config {
             ordering: OrderingMode::PerSite,
             ui_token: String::new(),
             blob_store: String::new(),
+            ai_overdue_ms: 300_000,
+            dead_letter_wait_ms: 60_000,
             rebuild_timeout_ms: 120_000,
         }
     }
@@ -211,6 +226,8 @@ pub async fn run_observed(
             pending_feedback_ms: cfg.pending_feedback_ms,
             closed_memory_ms: 24 * 3_600_000,
             ordering: cfg.ordering,
+            overdue_ms: cfg.ai_overdue_ms.max(1),
+            dead_letter_wait_ms: cfg.dead_letter_wait_ms.max(0),
         },
     ));
     let _ = slot.set(engine.clone());
@@ -250,7 +267,15 @@ pub async fn run_observed(
     });
     let stage = run_stage(
         &cfg.kafka,
-        host.stage(vec![topics::PREDICTIONS, topics::FEEDBACK]),
+        // Scan events put every study on the worklist (AI_PENDING) before any AI result, and
+        // dead letters of the study path mark the ones the AI will not rank: the worklist is
+        // complete whatever fails downstream.
+        host.stage(vec![
+            topics::SCAN,
+            topics::DLQ,
+            topics::PREDICTIONS,
+            topics::FEEDBACK,
+        ]),
         processor,
         host.deps.clone(),
         shutdown.clone(),

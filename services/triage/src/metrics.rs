@@ -14,8 +14,29 @@ fn tier_label(t: TriageTier) -> String {
         TriageTier::Urgent => "URGENT",
         TriageTier::Routine => "ROUTINE",
         TriageTier::NotAssessable => "NOT_ASSESSABLE",
+        TriageTier::AiPending => "AI_PENDING",
     }
     .to_string()
+}
+
+/// The bounded cause label of a NOT_ASSESSABLE code: its first part, from a known set.
+fn cause_label(code: Option<&str>) -> String {
+    const KNOWN: &[&str] = &[
+        "ai",
+        "blob",
+        "codec",
+        "decode",
+        "eligibility",
+        "inference",
+        "ingest",
+        "integrity",
+        "model",
+        "ood",
+        "triage",
+        "view",
+    ];
+    let area = code.and_then(|c| c.split('.').next()).unwrap_or("");
+    if KNOWN.contains(&area) { area } else { "other" }.to_string()
 }
 
 fn status_label(s: WorklistStatus) -> String {
@@ -42,6 +63,9 @@ pub struct TriageMetrics {
     ignored: Family<Labels, Counter>,
     unmatched_feedback: Counter,
     reports_submitted: Counter,
+    unranked: Family<Labels, Counter>,
+    overdue: Counter,
+    dead_letters: Family<Labels, Counter>,
 }
 
 impl Default for TriageMetrics {
@@ -55,6 +79,9 @@ impl Default for TriageMetrics {
             ignored: Family::default(),
             unmatched_feedback: Counter::default(),
             reports_submitted: Counter::default(),
+            unranked: Family::default(),
+            overdue: Counter::default(),
+            dead_letters: Family::default(),
         }
     }
 }
@@ -102,6 +129,21 @@ impl TriageMetrics {
             "Reports submitted through the worklist page",
             self.reports_submitted.clone(),
         );
+        r.register(
+            "studies_unranked",
+            "Studies that became NOT_ASSESSABLE (the AI may not rank them), by cause",
+            self.unranked.clone(),
+        );
+        r.register(
+            "ai_overdue",
+            "Studies still waiting for their AI result past the overdue bound",
+            self.overdue.clone(),
+        );
+        r.register(
+            "dead_letters_read",
+            "Dead letters read from the study path, by what they did to their study",
+            self.dead_letters.clone(),
+        );
     }
 
     pub fn set_open(&self, counts: &[(TriageTier, i64)]) {
@@ -121,6 +163,15 @@ impl TriageMetrics {
         if d.escalations > prev_escalations {
             tracing::info!(tier = ?d.tier, escalations = d.escalations, reason = d.reasons.last().map(String::as_str).unwrap_or(""), "study escalated");
             self.escalations.inc();
+        }
+        if d.tier == TriageTier::NotAssessable
+            && previous.is_none_or(|p| p.tier != TriageTier::NotAssessable)
+        {
+            tracing::info!(study = %d.study.study_instance_uid, code = d.not_assessable_code.as_deref().unwrap_or(""),
+                reason = d.not_assessable_reason.as_deref().unwrap_or(""), "study not assessable by the AI");
+            self.unranked
+                .get_or_create(&vec![("cause", cause_label(d.not_assessable_code.as_deref()))])
+                .inc();
         }
         if d.status == WorklistStatus::Read
             && previous.is_none_or(|p| p.status != WorklistStatus::Read)
@@ -151,6 +202,19 @@ impl TriageMetrics {
             );
             self.unmatched_feedback.inc_by(n as u64);
         }
+    }
+
+    /// A study's AI result did not come within the bound.
+    pub fn overdue(&self, uid: &str, bound_ms: i64) {
+        tracing::warn!(study = %uid, bound_ms, "AI result overdue: study marked NOT_ASSESSABLE");
+        self.overdue.inc();
+    }
+
+    /// A dead letter from the study path was read; `outcome` is what it did (bounded).
+    pub fn dead_letter_read(&self, outcome: &'static str) {
+        self.dead_letters
+            .get_or_create(&vec![("outcome", outcome.to_string())])
+            .inc();
     }
 
     pub fn report_submitted(&self) {

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use cxrflow_contracts::{EpochMillis, FindingScore, OrderPriority, Prediction, TriageTier};
+use cxrflow_contracts::{
+    EpochMillis, FindingScore, OrderPriority, Prediction, StudyContext, TriageDecision, TriageTier,
+};
 
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 60 * MINUTE;
@@ -23,7 +25,8 @@ impl PerTier {
         match tier {
             TriageTier::Critical => self.critical,
             TriageTier::Urgent => self.urgent,
-            TriageTier::Routine => self.routine,
+            // A study waiting for its AI result is a routine study until it has one.
+            TriageTier::Routine | TriageTier::AiPending => self.routine,
             TriageTier::NotAssessable => self.not_assessable,
         }
     }
@@ -138,14 +141,56 @@ pub struct Assessment {
     pub deadline: EpochMillis,
     pub top_findings: Vec<FindingScore>,
     pub reasons: Vec<String>,
+    /// Why the AI does not rank it (code, words), when the tier is NOT_ASSESSABLE.
+    pub unranked: Option<Unranked>,
 }
 
-/// Urgency rank: lower reads sooner. ROUTINE and NOT_ASSESSABLE share a rank.
+/// Why the AI does not rank a study: a stable code and the words the worklist shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unranked {
+    pub code: String,
+    pub reason: String,
+}
+
+impl Unranked {
+    pub fn new(code: impl Into<String>, reason: impl Into<String>) -> Self {
+        Unranked {
+            code: code.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Urgency rank: lower reads sooner. ROUTINE, NOT_ASSESSABLE and AI_PENDING share a rank.
 pub fn rank(tier: TriageTier) -> u8 {
     match tier {
         TriageTier::Critical => 0,
         TriageTier::Urgent => 1,
-        TriageTier::Routine | TriageTier::NotAssessable => 2,
+        TriageTier::Routine | TriageTier::NotAssessable | TriageTier::AiPending => 2,
+    }
+}
+
+/// Whether the AI ranks a study in this tier (AI_PENDING and NOT_ASSESSABLE it does not).
+pub fn ai_ranked(tier: TriageTier) -> bool {
+    !matches!(tier, TriageTier::AiPending | TriageTier::NotAssessable)
+}
+
+/// The tier an order priority alone implies: what a worklist without AI would go by.
+pub fn order_tier(hint: OrderPriority) -> TriageTier {
+    match hint {
+        OrderPriority::Stat => TriageTier::Critical,
+        OrderPriority::Urgent => TriageTier::Urgent,
+        OrderPriority::Routine => TriageTier::Routine,
+    }
+}
+
+/// The rank a decision is read at: its tier's, except that a study the AI does not rank goes by
+/// its order priority (a STAT order the model could not score is still read first).
+pub fn reading_rank(d: &TriageDecision) -> u8 {
+    if ai_ranked(d.tier) {
+        rank(d.tier)
+    } else {
+        rank(d.tier).min(rank(order_tier(d.study.priority_hint)))
     }
 }
 
@@ -162,7 +207,9 @@ pub fn more_urgent(a: TriageTier, b: TriageTier) -> TriageTier {
 pub fn escalated(tier: TriageTier) -> TriageTier {
     match tier {
         TriageTier::Critical | TriageTier::Urgent => TriageTier::Critical,
-        TriageTier::Routine | TriageTier::NotAssessable => TriageTier::Urgent,
+        TriageTier::Routine | TriageTier::NotAssessable | TriageTier::AiPending => {
+            TriageTier::Urgent
+        }
     }
 }
 
@@ -219,13 +266,25 @@ impl TriagePolicy {
             .any(|f| above(f) && f.finding != "No Finding" && self.weight(&f.finding) > 0.0);
         let invalid_output =
             p.findings.is_empty() || p.findings.iter().any(|f| !f.probability.is_finite());
+        let mut unranked = None;
         let by_findings = if !p.assessable {
-            reasons.push("not assessable by the model (lateral or unreadable image)".to_string());
+            let why = Unranked::new(
+                p.not_assessable_code
+                    .clone()
+                    .unwrap_or_else(|| "model.not_assessable".to_string()),
+                not_assessable_reason(p),
+            );
+            reasons.push(format!("not assessable by the model: {}", why.reason));
+            unranked = Some(why);
             TriageTier::NotAssessable
         } else if invalid_output {
             // A NaN is not a zero: never let a broken output rank a study as routine. The study
             // stays on the worklist, unranked by the model, for a person to read.
             reasons.push("model output invalid (missing or non-finite probabilities)".to_string());
+            unranked = Some(Unranked::new(
+                "model.invalid_output",
+                "model output invalid (missing or non-finite probabilities)",
+            ));
             TriageTier::NotAssessable
         } else if !critical_hits.is_empty() {
             for f in &critical_hits {
@@ -243,6 +302,14 @@ impl TriagePolicy {
             TriageTier::Routine
         };
         let tier = match p.study.priority_hint {
+            // The AI does not rank it: the tier says so, and the order priority alone places it
+            // (reading_rank, unranked_deadline), as a worklist without AI would.
+            _ if !ai_ranked(by_findings) => {
+                if p.study.priority_hint != OrderPriority::Routine {
+                    reasons.push(format!("{:?} order", p.study.priority_hint).to_uppercase());
+                }
+                by_findings
+            }
             OrderPriority::Stat => {
                 if by_findings != TriageTier::Critical {
                     reasons.push("STAT order".to_string());
@@ -265,18 +332,47 @@ impl TriagePolicy {
                 .total_cmp(&self.contribution(a))
                 .then_with(|| a.finding.cmp(&b.finding))
         });
+        let deadline = if ai_ranked(tier) {
+            p.study.acquired_at.saturating_add(self.sla_ms.get(tier))
+        } else {
+            self.unranked_deadline(&p.study, tier)
+        };
         Assessment {
             tier,
-            score: if score.is_finite() { score } else { 0.0 },
-            deadline: p.study.acquired_at.saturating_add(self.sla_ms.get(tier)),
+            // The score of a study the AI may not rank is kept out of the ordering entirely.
+            score: if score.is_finite() && ai_ranked(tier) {
+                score
+            } else {
+                0.0
+            },
+            deadline,
             top_findings: top.into_iter().take(self.top_findings).cloned().collect(),
             reasons,
+            unranked,
         }
     }
 
     /// The wait cap of a tier.
     pub fn cap(&self, tier: TriageTier) -> i64 {
         self.wait_cap_ms.get(tier)
+    }
+
+    /// The reading deadline of a study the AI does not rank (AI_PENDING, NOT_ASSESSABLE): its
+    /// order priority's deadline for STAT and URGENT orders, its own tier's otherwise.
+    pub fn unranked_deadline(&self, study: &StudyContext, tier: TriageTier) -> EpochMillis {
+        let by = match study.priority_hint {
+            OrderPriority::Routine => tier,
+            hint => order_tier(hint),
+        };
+        study.acquired_at.saturating_add(self.sla_ms.get(by))
+    }
+}
+
+/// Why a prediction is not assessable, in words (older records carry no reason).
+pub fn not_assessable_reason(p: &Prediction) -> String {
+    match &p.not_assessable_reason {
+        Some(r) if !r.trim().is_empty() => r.clone(),
+        _ => "lateral or unreadable image".to_string(),
     }
 }
 
@@ -322,6 +418,9 @@ mod tests {
             predicted_at: 2_000,
             embedding: None,
             input_stats: None,
+            not_assessable_reason: None,
+            not_assessable_code: None,
+            ood_distance: None,
         }
     }
 
@@ -335,12 +434,14 @@ mod tests {
         assert_eq!(a.tier, TriageTier::NotAssessable);
         assert!(a.reasons[0].contains("invalid"), "{:?}", a.reasons);
         assert!(a.score.is_finite());
-        // A STAT order still lifts it to CRITICAL.
+        // A STAT order still places it first (by the order alone), and says why it is unranked.
         let stat = pol.assess(&prediction(
             &[("Pneumothorax", f64::INFINITY, true)],
             OrderPriority::Stat,
         ));
-        assert_eq!(stat.tier, TriageTier::Critical);
+        assert_eq!(stat.tier, TriageTier::NotAssessable);
+        assert_eq!(stat.deadline, 1_000 + 30 * MINUTE, "the STAT order's deadline");
+        assert_eq!(stat.score, 0.0);
         assert_eq!(
             pol.assess(&prediction(&[], OrderPriority::Routine)).tier,
             TriageTier::NotAssessable

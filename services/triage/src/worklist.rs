@@ -12,7 +12,8 @@ use cxrflow_contracts::{
     WorklistStatus,
 };
 
-use crate::policy::{escalated, more_urgent, rank, TriagePolicy};
+use crate::intake::Unrankable;
+use crate::policy::{escalated, more_urgent, reading_rank, TriagePolicy};
 
 /// How studies of several sites are ordered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -102,7 +103,7 @@ pub fn reading_order(a: &TriageDecision, b: &TriageDecision, mode: OrderingMode)
         OrderingMode::PerSite => a.study.site_id.cmp(&b.study.site_id),
         OrderingMode::Pooled => Ordering::Equal,
     };
-    let class = |d: &TriageDecision| u8::from(rank(d.tier) >= 2);
+    let class = |d: &TriageDecision| u8::from(reading_rank(d) >= 2);
     site.then_with(|| class(a).cmp(&class(b)))
         .then_with(|| a.deadline.cmp(&b.deadline))
         .then_with(|| b.score.total_cmp(&a.score))
@@ -112,11 +113,14 @@ pub fn reading_order(a: &TriageDecision, b: &TriageDecision, mode: OrderingMode)
 #[derive(Debug, Clone)]
 pub struct Worklist {
     policy: TriagePolicy,
-    entries: HashMap<String, Entry>,
+    pub(crate) entries: HashMap<String, Entry>,
     /// Reports that arrived before their study's prediction, with when they arrived.
     pending_reports: HashMap<String, (RadiologistReport, EpochMillis)>,
+    /// Dead letters naming a study whose scan event has not come yet (and that carried no
+    /// context of their own), with when they arrived.
+    pub(crate) pending_dead_letters: HashMap<String, (Unrankable, EpochMillis)>,
     /// Studies removed (tombstoned), with when: a late re-delivery must not reopen them.
-    closed: HashMap<String, EpochMillis>,
+    pub(crate) closed: HashMap<String, EpochMillis>,
 }
 
 impl Worklist {
@@ -125,6 +129,7 @@ impl Worklist {
             policy,
             entries: HashMap::new(),
             pending_reports: HashMap::new(),
+            pending_dead_letters: HashMap::new(),
             closed: HashMap::new(),
         }
     }
@@ -177,6 +182,8 @@ impl Worklist {
             escalations: 0,
             blob_uri: p.blob_uri.clone(),
             decided_at: now,
+            not_assessable_reason: a.unranked.as_ref().map(|u| u.reason.clone()),
+            not_assessable_code: a.unranked.map(|u| u.code),
         };
         if let Some(e) = self.entries.get(uid) {
             let cur = &e.decision;
@@ -213,10 +220,12 @@ impl Worklist {
                         .cloned(),
                 );
             }
-            d.reasons.push(format!(
-                "updated by model {}@{}",
-                p.model_name, p.model_version
-            ));
+            if cur.model_name.is_some() {
+                d.reasons.push(format!(
+                    "updated by model {}@{}",
+                    p.model_name, p.model_version
+                ));
+            }
         }
         if let Some((r, _)) = self.pending_reports.get(uid) {
             d.status = WorklistStatus::Read;
@@ -257,6 +266,7 @@ impl Worklist {
             None => basis_predicted_at,
         };
         self.pending_reports.remove(&uid);
+        self.pending_dead_letters.remove(&uid);
         self.closed.remove(&uid);
         let entry = Entry {
             escalated_at: escalated_at(&d),
@@ -327,6 +337,9 @@ impl Worklist {
         let before = self.pending_reports.len();
         self.pending_reports
             .retain(|_, (_, at)| now - *at < pending_ttl_ms);
+        // Published by then as orphans (Worklist::orphaned_dead_letters), unless closed.
+        self.pending_dead_letters
+            .retain(|_, (_, at)| now - *at < closed_ttl_ms);
         self.closed.retain(|_, at| now - *at < closed_ttl_ms);
         before - self.pending_reports.len()
     }
@@ -344,12 +357,13 @@ impl Worklist {
     }
 
     /// Open studies per tier (ROUTINE, URGENT, … with zero counts included).
-    pub fn open_by_tier(&self) -> [(TriageTier, i64); 4] {
+    pub fn open_by_tier(&self) -> [(TriageTier, i64); 5] {
         let mut c = [
             (TriageTier::Critical, 0),
             (TriageTier::Urgent, 0),
             (TriageTier::Routine, 0),
             (TriageTier::NotAssessable, 0),
+            (TriageTier::AiPending, 0),
         ];
         for e in self.entries.values().filter(|e| e.is_open()) {
             if let Some(slot) = c.iter_mut().find(|(t, _)| *t == e.decision.tier) {

@@ -63,6 +63,9 @@ fn prediction(
         predicted_at: T0 + 1_000,
         embedding: None,
         input_stats: None,
+        not_assessable_reason: None,
+        not_assessable_code: None,
+        ood_distance: None,
     }
 }
 

@@ -70,6 +70,9 @@ fn prediction(uid: &str, finding: &str, p: f64, critical: bool, blob_uri: &str) 
         predicted_at: T0 + 1_000,
         embedding: None,
         input_stats: None,
+        not_assessable_reason: None,
+        not_assessable_code: None,
+        ood_distance: None,
     }
 }
 

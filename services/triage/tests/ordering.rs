@@ -86,6 +86,9 @@ fn arb_prediction() -> impl Strategy<Value = Prediction> {
                 predicted_at: T0 + pred,
                 embedding: None,
                 input_stats: None,
+                not_assessable_reason: None,
+                not_assessable_code: None,
+                ood_distance: None,
             },
         )
 }
@@ -293,6 +296,9 @@ fn a_critical_study_reads_before_a_routine_one_and_escalation_lifts_the_routine_
         predicted_at: T0,
         embedding: None,
         input_stats: None,
+        not_assessable_reason: None,
+        not_assessable_code: None,
+        ood_distance: None,
     };
     deliver(&mut wl, &routine, T0);
     let mut critical = routine.clone();

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use cxrflow_common::kafka::snapshot::{read_to_end, SnapshotRecord};
 use cxrflow_common::KafkaArgs;
-use cxrflow_contracts::{topics, Codec, DriftAlert, ModelRole, Prediction, TriageDecision};
+use cxrflow_contracts::{
+    topics, Codec, DriftAlert, ModelRole, Prediction, TriageDecision, TriageTier,
+};
 
 use crate::labels::LabelState;
 use crate::lag::LagPoint;
@@ -113,6 +115,11 @@ pub(super) fn summarise(input: RunInput) -> Report {
         else {
             continue;
         };
+        // End-to-end latency runs to the AI's decision; the AI_PENDING entry a scan event puts
+        // on the worklist comes first and is not it.
+        if d.tier == TriageTier::AiPending {
+            continue;
+        }
         let e = first_decision
             .entry(d.study.study_instance_uid)
             .or_insert(d.decided_at);

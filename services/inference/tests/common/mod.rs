@@ -92,6 +92,7 @@ pub fn image(uid: &str, pixel: u8) -> PreprocessedImage {
         },
         preprocessed_at: 3,
         preprocess_ms: 1.0,
+        not_assessable_code: None,
     }
 }
 

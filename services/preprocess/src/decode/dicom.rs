@@ -17,7 +17,8 @@ use dicom_object::{DefaultDicomObject, FileMetaTable, OpenFileOptions};
 use dicom_pixeldata::{DecodedPixelData, PixelDecoder, VoiLutFunction, WindowLevel};
 use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
 
-use super::{unit_to_u16, Container, DecodeError, DecodeLimits, DecodedImage};
+use super::{unit_to_u16, Container, DecodeError, DecodeLimits, Decoded, DecodedImage};
+use crate::eligibility::{DicomHeader, EligibilityRules};
 
 /// Transfer syntaxes this build decodes (UID, name). Everything else is refused by name.
 pub const SUPPORTED_TRANSFER_SYNTAXES: &[(&str, &str)] = &[
@@ -183,14 +184,70 @@ fn check_rle_header(obj: &DefaultDicomObject) -> Result<(), DecodeError> {
     Ok(())
 }
 
-pub(super) fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, DecodeError> {
+fn text_attr(obj: &DefaultDicomObject, tag: Tag) -> Option<String> {
+    obj.element_opt(tag)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_str().ok().map(|s| s.trim().to_string()))
+        .filter(|s| !s.is_empty())
+}
+
+/// The attributes eligibility is decided on, as the header states them.
+fn eligibility_header(obj: &DefaultDicomObject) -> DicomHeader {
+    let sop_class_uid = text_attr(obj, tags::SOP_CLASS_UID)
+        .or_else(|| Some(obj.meta().media_storage_sop_class_uid().to_string()))
+        .map(|u| u.trim_end_matches('\0').trim().to_string())
+        .filter(|u| !u.is_empty());
+    let image_type = obj
+        .element_opt(tags::IMAGE_TYPE)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_multi_str().ok().map(|v| v.to_vec()))
+        .unwrap_or_default();
+    DicomHeader {
+        modality: text_attr(obj, tags::MODALITY),
+        sop_class_uid,
+        body_part: text_attr(obj, tags::BODY_PART_EXAMINED),
+        image_type,
+        frames: int_attr(obj, tags::NUMBER_OF_FRAMES, "NumberOfFrames", Some(1))
+            .unwrap_or(1)
+            .max(1),
+        samples_per_pixel: int_attr(obj, tags::SAMPLES_PER_PIXEL, "SamplesPerPixel", Some(1))
+            .unwrap_or(1)
+            .min(u32::from(u16::MAX)) as u16,
+        photometric: text_attr(obj, tags::PHOTOMETRIC_INTERPRETATION),
+        view_position: text_attr(obj, tags::VIEW_POSITION),
+    }
+}
+
+/// Decodes a DICOM file; with `rules`, an image its own header makes ineligible is refused
+/// before its pixel data is read (an MR slice is "not a chest radiograph", whatever its
+/// transfer syntax or bit depth).
+pub(super) fn decode(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    rules: Option<&EligibilityRules>,
+) -> Result<Decoded, DecodeError> {
     let body = without_preamble(bytes);
     // dicom-parser allocates each declared length before reading it: bound them by the file.
     super::dicom_lengths::check(body)?;
-    check_transfer_syntax(body)?;
+    let syntax = check_transfer_syntax(body);
 
     // Size check on the header alone: nothing of the pixel data is read or allocated yet.
-    let header = open(body, true)?;
+    let header = match open(body, true) {
+        Ok(h) => h,
+        Err(e) => return Err(syntax.err().unwrap_or(e)),
+    };
+    let eligibility = eligibility_header(&header);
+    if let Some(rules) = rules {
+        if let Err(why) = rules.check(&eligibility) {
+            return Ok(Decoded::Ineligible {
+                header: eligibility,
+                why,
+            });
+        }
+    }
+    syntax?;
     let rows = int_attr(&header, tags::ROWS, "Rows", None)?;
     let cols = int_attr(&header, tags::COLUMNS, "Columns", None)?;
     let bits_allocated = int_attr(&header, tags::BITS_ALLOCATED, "BitsAllocated", None)?;
@@ -221,7 +278,9 @@ pub(super) fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage
         check_rle_header(&obj)?;
     }
     let pd = obj.decode_pixel_data_frame(0).map_err(pixel_err)?;
-    to_display(&pd, view_position)
+    let mut img = to_display(&pd, view_position)?;
+    img.header = Some(eligibility);
+    Ok(Decoded::Image(img))
 }
 
 fn to_display(
@@ -273,6 +332,7 @@ fn to_display(
         photometric,
         view_position,
         container: Container::Dicom,
+        header: None,
     })
 }
 
@@ -400,7 +460,7 @@ mod tests {
     }
 
     fn reason(bytes: &[u8]) -> &'static str {
-        decode(bytes, &DecodeLimits::default()).map_or_else(|e| e.reason(), |_| "ok")
+        decode(bytes, &DecodeLimits::default(), None).map_or_else(|e| e.reason(), |_| "ok")
     }
 
     #[test]

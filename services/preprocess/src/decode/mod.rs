@@ -11,6 +11,8 @@ mod raster;
 pub use dicom::SUPPORTED_TRANSFER_SYNTAXES;
 pub use error::DecodeError;
 
+use crate::eligibility::{DicomHeader, EligibilityRules, Ineligible};
+
 /// How large an image may be before it is refused (decompression bombs, absurd headers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeLimits {
@@ -109,13 +111,41 @@ pub struct DecodedImage {
     /// DICOM ViewPosition (0018,5101) when the file carries one.
     pub view_position: Option<String>,
     pub container: Container,
+    /// What a DICOM file's header says about eligibility (None for PNG/JPEG).
+    pub header: Option<DicomHeader>,
 }
 
-/// Decodes any supported container.
+/// A decoded image, or a DICOM object its own header makes ineligible (pixels not read).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    Image(DecodedImage),
+    Ineligible {
+        header: DicomHeader,
+        why: Ineligible,
+    },
+}
+
+/// Decodes any supported container, without the eligibility gate.
 pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, DecodeError> {
     match Container::sniff(bytes)? {
         c @ (Container::Png | Container::Jpeg) => raster::decode(bytes, c, limits),
-        Container::Dicom => dicom::decode(bytes, limits),
+        Container::Dicom => match dicom::decode(bytes, limits, None)? {
+            Decoded::Image(img) => Ok(img),
+            Decoded::Ineligible { why, .. } => Err(DecodeError::Unsupported(why.to_string())),
+        },
+    }
+}
+
+/// Decodes any supported container, refusing a DICOM object its header makes ineligible
+/// before its pixels are read. PNG/JPEG carry no header and always decode.
+pub fn decode_eligible(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    rules: &EligibilityRules,
+) -> Result<Decoded, DecodeError> {
+    match Container::sniff(bytes)? {
+        c @ (Container::Png | Container::Jpeg) => raster::decode(bytes, c, limits).map(Decoded::Image),
+        Container::Dicom => dicom::decode(bytes, limits, Some(rules)),
     }
 }
 

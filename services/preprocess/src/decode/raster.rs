@@ -16,11 +16,42 @@ fn map_image_error(e: ImageError) -> DecodeError {
     }
 }
 
+/// Refuses a PNG or JPEG whose stream stops before its end marker. Decoders fill in what is
+/// missing of a cut-off image (grey or repeated rows) and report success: a model must never
+/// score that remainder.
+fn check_complete(bytes: &[u8], container: Container) -> Result<(), DecodeError> {
+    match container {
+        Container::Jpeg => {
+            // Some writers pad after EOI with zeros; nothing else may follow it.
+            let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+            if !bytes[..end].ends_with(&[0xFF, 0xD9]) {
+                return Err(DecodeError::Truncated(format!(
+                    "JPEG stream of {} bytes ends without its end-of-image marker (FFD9): truncated JPEG",
+                    bytes.len()
+                )));
+            }
+        }
+        Container::Png => {
+            // The IEND chunk: length 0, type, CRC; the last chunk of every complete PNG.
+            let complete = bytes.len() >= 12 && &bytes[bytes.len() - 8..bytes.len() - 4] == b"IEND";
+            if !complete {
+                return Err(DecodeError::Truncated(format!(
+                    "PNG stream of {} bytes ends without its IEND chunk: truncated PNG",
+                    bytes.len()
+                )));
+            }
+        }
+        Container::Dicom => {}
+    }
+    Ok(())
+}
+
 pub(super) fn decode(
     bytes: &[u8],
     container: Container,
     limits: &DecodeLimits,
 ) -> Result<DecodedImage, DecodeError> {
+    check_complete(bytes, container)?;
     let format = match container {
         Container::Png => ImageFormat::Png,
         Container::Jpeg => ImageFormat::Jpeg,
@@ -57,6 +88,7 @@ pub(super) fn decode(
         photometric: photometric.to_string(),
         view_position: None,
         container,
+        header: None,
     })
 }
 

@@ -1,0 +1,255 @@
+//! The eligibility gate: the model was trained on frontal chest radiographs (CR/DX), so a DICOM
+//! object that says, in its own header, that it is something else — an MR or CT slice, a
+//! secondary capture, a colour or multi-frame object, a derived image, another body part — is
+//! never scored as if it were one. It flows on as not assessable with the reason, and triage
+//! lists it for a person without a score. The header wins over what the scan event claims; a
+//! disagreement is counted. PNG/JPEG have no header and pass to the next gate (out of
+//! distribution, in inference).
+
+use std::fmt;
+
+/// The attributes of a DICOM header that decide eligibility.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DicomHeader {
+    /// Modality (0008,0060).
+    pub modality: Option<String>,
+    /// SOP Class UID (0008,0016), else the file meta's Media Storage SOP Class UID.
+    pub sop_class_uid: Option<String>,
+    /// Body Part Examined (0018,0015).
+    pub body_part: Option<String>,
+    /// Image Type (0008,0008) values.
+    pub image_type: Vec<String>,
+    /// Number of Frames (0028,0008), 1 when absent.
+    pub frames: u32,
+    /// Samples per Pixel (0028,0002).
+    pub samples_per_pixel: u16,
+    /// Photometric Interpretation (0028,0004).
+    pub photometric: Option<String>,
+    /// View Position (0018,5101).
+    pub view_position: Option<String>,
+}
+
+/// Radiograph SOP classes: CR, and DX for presentation and for processing.
+pub const RADIOGRAPH_SOP_CLASSES: &[(&str, &str)] = &[
+    ("1.2.840.10008.5.1.4.1.1.1", "Computed Radiography Image Storage"),
+    (
+        "1.2.840.10008.5.1.4.1.1.1.1",
+        "Digital X-Ray Image Storage - For Presentation",
+    ),
+    (
+        "1.2.840.10008.5.1.4.1.1.1.1.1",
+        "Digital X-Ray Image Storage - For Processing",
+    ),
+];
+
+/// Names of SOP classes a refusal may mention (a few common ones; others print as UIDs).
+const KNOWN_SOP_CLASSES: &[(&str, &str)] = &[
+    ("1.2.840.10008.5.1.4.1.1.2", "CT Image Storage"),
+    ("1.2.840.10008.5.1.4.1.1.4", "MR Image Storage"),
+    ("1.2.840.10008.5.1.4.1.1.7", "Secondary Capture Image Storage"),
+    ("1.2.840.10008.5.1.4.1.1.6.1", "Ultrasound Image Storage"),
+    (
+        "1.2.840.10008.5.1.4.1.1.1.2",
+        "Digital Mammography X-Ray Image Storage - For Presentation",
+    ),
+    ("1.2.840.10008.5.1.4.1.1.12.1", "X-Ray Angiographic Image Storage"),
+];
+
+/// Body parts that mean a chest radiograph (DICOM PS3.16 CID 4031 uses CHEST; some modalities
+/// write THORAX).
+const CHEST: &[&str] = &["CHEST", "THORAX"];
+
+/// What the gate accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EligibilityRules {
+    /// Accepted modalities (upper case).
+    pub modalities: Vec<String>,
+}
+
+impl Default for EligibilityRules {
+    fn default() -> Self {
+        EligibilityRules {
+            modalities: vec!["CR".into(), "DX".into()],
+        }
+    }
+}
+
+/// Why an image may not be scored: a stable code and the words a radiologist reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ineligible {
+    pub code: &'static str,
+    pub reason: String,
+}
+
+impl fmt::Display for Ineligible {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.reason, self.code)
+    }
+}
+
+fn ineligible(code: &'static str, reason: String) -> Result<(), Ineligible> {
+    Err(Ineligible { code, reason })
+}
+
+fn sop_class_name(uid: &str) -> String {
+    RADIOGRAPH_SOP_CLASSES
+        .iter()
+        .chain(KNOWN_SOP_CLASSES)
+        .find(|(u, _)| *u == uid)
+        .map(|(_, n)| n.to_string())
+        .unwrap_or_else(|| uid.to_string())
+}
+
+impl EligibilityRules {
+    /// Checks a header; the first rule it fails is the reason.
+    pub fn check(&self, h: &DicomHeader) -> Result<(), Ineligible> {
+        match h.modality.as_deref().map(str::to_ascii_uppercase) {
+            None => {
+                return ineligible(
+                    "eligibility.modality",
+                    "not a chest radiograph: the DICOM header has no Modality".into(),
+                )
+            }
+            Some(m) if !self.modalities.contains(&m) => {
+                return ineligible(
+                    "eligibility.modality",
+                    format!("not a chest radiograph: Modality {m}"),
+                )
+            }
+            Some(_) => {}
+        }
+        if let Some(uid) = h.sop_class_uid.as_deref() {
+            if !RADIOGRAPH_SOP_CLASSES.iter().any(|(u, _)| *u == uid) {
+                return ineligible(
+                    "eligibility.sop_class",
+                    format!("not a radiograph: SOP class {}", sop_class_name(uid)),
+                );
+            }
+        }
+        if let Some(part) = h
+            .body_part
+            .as_deref()
+            .map(|p| p.trim().to_ascii_uppercase())
+            .filter(|p| !p.is_empty())
+        {
+            if !CHEST.contains(&part.as_str()) {
+                return ineligible(
+                    "eligibility.body_part",
+                    format!("not a chest radiograph: Body Part Examined {part}"),
+                );
+            }
+        }
+        if h.frames > 1 {
+            return ineligible(
+                "eligibility.multiframe",
+                format!("multi-frame object ({} frames), not a single radiograph", h.frames),
+            );
+        }
+        let photometric = h.photometric.as_deref().unwrap_or("").trim();
+        if h.samples_per_pixel != 1 || !photometric.starts_with("MONOCHROME") {
+            return ineligible(
+                "eligibility.colour",
+                format!(
+                    "colour image ({} samples per pixel, {}), not a radiograph",
+                    h.samples_per_pixel,
+                    if photometric.is_empty() { "no photometric interpretation" } else { photometric }
+                ),
+            );
+        }
+        let value = |i: usize| {
+            h.image_type
+                .get(i)
+                .map(|v| v.trim().to_ascii_uppercase())
+                .unwrap_or_default()
+        };
+        if value(0) == "DERIVED" || value(1) == "SECONDARY" {
+            return ineligible(
+                "eligibility.derived",
+                format!(
+                    "derived or secondary image (Image Type {}), not an original radiograph",
+                    h.image_type.join("\\")
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chest_cr() -> DicomHeader {
+        DicomHeader {
+            modality: Some("CR".into()),
+            sop_class_uid: Some("1.2.840.10008.5.1.4.1.1.1".into()),
+            body_part: Some("CHEST".into()),
+            image_type: vec!["ORIGINAL".into(), "PRIMARY".into()],
+            frames: 1,
+            samples_per_pixel: 1,
+            photometric: Some("MONOCHROME1".into()),
+            view_position: Some("PA".into()),
+        }
+    }
+
+    fn code(h: &DicomHeader) -> Option<&'static str> {
+        EligibilityRules::default().check(h).err().map(|e| e.code)
+    }
+
+    #[test]
+    fn a_chest_cr_or_dx_passes() {
+        assert_eq!(code(&chest_cr()), None);
+        let mut dx = chest_cr();
+        dx.modality = Some("dx".into());
+        dx.sop_class_uid = Some("1.2.840.10008.5.1.4.1.1.1.1".into());
+        dx.body_part = None;
+        dx.image_type = vec![];
+        assert_eq!(code(&dx), None, "body part and image type are optional");
+    }
+
+    #[test]
+    fn each_rule_names_its_reason() {
+        let mut mr = chest_cr();
+        mr.modality = Some("MR".into());
+        let e = EligibilityRules::default().check(&mr).unwrap_err();
+        assert_eq!(e.code, "eligibility.modality");
+        assert_eq!(e.reason, "not a chest radiograph: Modality MR");
+
+        let mut sc = chest_cr();
+        sc.sop_class_uid = Some("1.2.840.10008.5.1.4.1.1.7".into());
+        let e = EligibilityRules::default().check(&sc).unwrap_err();
+        assert_eq!(e.code, "eligibility.sop_class");
+        assert!(e.reason.contains("Secondary Capture"), "{e}");
+
+        let mut abdomen = chest_cr();
+        abdomen.body_part = Some("ABDOMEN".into());
+        assert_eq!(code(&abdomen), Some("eligibility.body_part"));
+
+        let mut multi = chest_cr();
+        multi.frames = 3;
+        assert_eq!(code(&multi), Some("eligibility.multiframe"));
+
+        let mut rgb = chest_cr();
+        rgb.samples_per_pixel = 3;
+        rgb.photometric = Some("RGB".into());
+        assert_eq!(code(&rgb), Some("eligibility.colour"));
+
+        let mut derived = chest_cr();
+        derived.image_type = vec!["DERIVED".into(), "PRIMARY".into()];
+        assert_eq!(code(&derived), Some("eligibility.derived"));
+        derived.image_type = vec!["ORIGINAL".into(), "SECONDARY".into()];
+        assert_eq!(code(&derived), Some("eligibility.derived"));
+
+        let mut none = chest_cr();
+        none.modality = None;
+        assert_eq!(code(&none), Some("eligibility.modality"));
+    }
+
+    #[test]
+    fn a_configured_modality_list_is_honoured() {
+        let rules = EligibilityRules {
+            modalities: vec!["DX".into()],
+        };
+        assert!(rules.check(&chest_cr()).is_err(), "CR not in the list");
+    }
+}
