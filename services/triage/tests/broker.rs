@@ -454,3 +454,209 @@ async fn svc_final_rebuild(kafka: &KafkaArgs, blob_url: &str, clock: &ManualCloc
     svc.stop().await;
     wl
 }
+
+fn scan_event(uid: &str, hint: OrderPriority) -> ScanEvent {
+    let p = prediction(uid, "Cardiomegaly", 0.1, false, hint, "");
+    ScanEvent {
+        event_id: format!("event-{uid}"),
+        study: p.study,
+        media_type: "image/jpeg".into(),
+        image_inline: None,
+        image_uri: Some(format!("file:///incoming/{uid}.jpg")),
+        image_sha256: None,
+        image_size_bytes: None,
+    }
+}
+
+/// The worklist is complete: a scan event lists its study as AI_PENDING at once, a dead letter
+/// from the study path turns it NOT_ASSESSABLE with the reason (even for a study whose scan
+/// event never reached triage: the dead letter's own record names it), a study whose AI result
+/// never comes is marked overdue by the watchdog, and a late prediction still ranks it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scans_put_studies_on_the_worklist_and_failures_leave_them_there_with_the_reason() {
+    let broker = Broker::start();
+    let kafka = broker.stack().await;
+    let codec = Codec::with_static_registry().unwrap();
+    let producer = Producer::new(&kafka).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let blob_url = format!("file://{}", dir.path().join("blobs").display());
+    let clock = ManualClock::at(T0 + 60_000);
+    let svc = Service::start(&kafka, &blob_url, &clock).await;
+
+    let (pending, broken, stat) = ("2.1.pending", "2.2.broken", "2.3.stat");
+    send(
+        &producer,
+        &codec,
+        &[
+            scan_event(pending, OrderPriority::Routine),
+            scan_event(broken, OrderPriority::Routine),
+            scan_event(stat, OrderPriority::Stat),
+            scan_event(pending, OrderPriority::Routine), // a resend adds nothing
+        ],
+    )
+    .await;
+    let started = std::time::Instant::now();
+    eventually(
+        Duration::from_secs(20),
+        "three AI_PENDING studies",
+        || async { svc.worklist().await.counts.ai_pending == 3 },
+    )
+    .await;
+    let listed_in = started.elapsed();
+    let view = svc.worklist().await;
+    let order: Vec<&str> = view.items.iter().map(|i| i.study_uid.as_str()).collect();
+    assert_eq!(
+        order,
+        [stat, pending, broken],
+        "by order priority, then acquisition"
+    );
+    assert!(view
+        .items
+        .iter()
+        .all(|i| i.tier == TriageTier::AiPending && i.score == 0.0));
+
+    // Preprocess could not decode one image; a preprocessed record the scan never announced
+    // (another producer) is dead-lettered by inference.
+    let dl = |uid: &str,
+              stage: &str,
+              topic: &str,
+              reason: &str,
+              error: &str,
+              payload: Option<Vec<u8>>| DeadLetter {
+        stage: stage.into(),
+        reason: reason.into(),
+        error: error.into(),
+        source_topic: kafka.topic(topic),
+        source_partition: 0,
+        source_offset: 3,
+        key: Some(uid.as_bytes().to_vec()),
+        payload,
+        headers: BTreeMap::new(),
+        study_instance_uid: Some(uid.into()),
+        failed_at: T0,
+        replay_count: 0,
+    };
+    let mut foreign = scan_event("2.4.foreign", OrderPriority::Urgent);
+    foreign.study.acquired_at = T0 - 60_000;
+    let foreign_ingested = codec
+        .encode(&IngestedImage {
+            event_id: "x".into(),
+            study: foreign.study.clone(),
+            blob_uri: "file:///b".into(),
+            sha256: "00".into(),
+            size_bytes: 1,
+            media_type: "image/jpeg".into(),
+            ingested_at: T0,
+        })
+        .unwrap();
+    send(
+        &producer,
+        &codec,
+        &[
+            dl(broken, "preprocess", topics::INGESTED, "decode.truncated",
+               "file:///blobs/ab (image/jpeg): image is truncated: JPEG stream of 900 bytes ends without its end-of-image marker (FFD9): truncated JPEG", None),
+            dl("2.4.foreign", "preprocess", topics::INGESTED, "decode.corrupt", "bad", Some(foreign_ingested)),
+            // Off the study path: a report's dead letter changes nothing.
+            dl(pending, "feedback", topics::FEEDBACK, "feedback.unknown_study", "x", None),
+        ],
+    )
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "two NOT_ASSESSABLE studies",
+        || async { svc.worklist().await.counts.not_assessable == 2 },
+    )
+    .await;
+    let view = svc.worklist().await;
+    let item = |uid: &str| {
+        view.items
+            .iter()
+            .find(|i| i.study_uid == uid)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(item(broken).tier, TriageTier::NotAssessable);
+    assert_eq!(
+        item(broken).not_assessable_reason.as_deref(),
+        Some("image could not be decoded: image is truncated: JPEG stream of 900 bytes ends without its end-of-image marker (FFD9): truncated JPEG")
+    );
+    let foreign_item = item("2.4.foreign");
+    assert_eq!(
+        foreign_item.site_id, "site-a",
+        "context from the dead letter's own record"
+    );
+    assert_eq!(foreign_item.priority_hint, OrderPriority::Urgent);
+    assert_eq!(item(pending).tier, TriageTier::AiPending);
+    let unranked: WorklistView = svc
+        .http
+        .get(svc.url("/worklist?only=NOT_ASSESSABLE"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(unranked.items.len(), 2, "the filter");
+
+    // Five minutes without an AI result: overdue, NOT_ASSESSABLE, counted.
+    clock.advance(5 * 60_000);
+    eventually(
+        Duration::from_secs(20),
+        "the watchdog marks the pending studies",
+        || async { svc.worklist().await.counts.ai_pending == 0 },
+    )
+    .await;
+    let view = svc.worklist().await;
+    let p = view.items.iter().find(|i| i.study_uid == pending).unwrap();
+    assert_eq!(p.tier, TriageTier::NotAssessable);
+    assert_eq!(p.not_assessable_code.as_deref(), Some("ai.overdue"));
+    let metrics = svc
+        .http
+        .get(svc.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("cxrflow_triage_ai_overdue_total 2"),
+        "{metrics}"
+    );
+
+    // The prediction, late, still ranks it.
+    let mut late = prediction(
+        pending,
+        "Pneumothorax",
+        0.97,
+        true,
+        OrderPriority::Routine,
+        "",
+    );
+    late.predicted_at = T0 + 7 * 60_000;
+    send(&producer, &codec, &[late]).await;
+    eventually(
+        Duration::from_secs(20),
+        "the late prediction ranks the study",
+        || async {
+            svc.worklist()
+                .await
+                .items
+                .first()
+                .map(|i| i.study_uid.clone())
+                == Some(pending.to_string())
+        },
+    )
+    .await;
+    let first = svc.worklist().await.items[0].clone();
+    assert_eq!(
+        (first.tier, first.not_assessable_reason),
+        (TriageTier::Critical, None)
+    );
+    assert_eq!(svc.worklist().await.items.len(), 4, "each study once");
+    svc.stop().await;
+    assert!(
+        listed_in < Duration::from_secs(5),
+        "listed {listed_in:?} after the scans (the fetch wait and the tick bound it)"
+    );
+}

@@ -1,0 +1,225 @@
+//! The eligibility and integrity gates on files other programs wrote: DCMTK's `img2dcm` and
+//! `dcmodify` make secondary-capture, MR, colour, derived, multi-frame-claiming and non-chest
+//! objects; Pillow writes the JPEG that is then cut off half-way. Each is refused with its own
+//! code and words, and a proper CR that DCMTK touched still goes through.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use cxrflow_preprocess::decode::DecodeLimits;
+use cxrflow_preprocess::eligibility::EligibilityRules;
+use cxrflow_preprocess::fixtures::{self, DicomSpec};
+use cxrflow_preprocess::pipeline::{prepare_gated, Gated};
+use cxrflow_preprocess::Profile;
+
+fn run(mut cmd: Command) {
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!("{cmd:?} cannot run (DCMTK and the tools venv come from scripts/prereqs.sh): {e}")
+    });
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn img2dcm(jpeg: &Path, out: &Path, keys: &[&str]) {
+    let mut c = Command::new("img2dcm");
+    c.args(["-i", "JPEG"]).arg(jpeg).arg(out);
+    for k in keys {
+        c.args(["-k", k]);
+    }
+    run(c);
+}
+
+fn dcmodify(file: &Path, changes: &[&str]) {
+    let mut c = Command::new("dcmodify");
+    c.args(["-nb", "-ie"]);
+    for m in changes {
+        c.args(["-i", m]);
+    }
+    c.arg(file);
+    run(c);
+}
+
+/// What the gate makes of `file`: `Ok(())` when it is prepared, else the code.
+fn gate(file: &Path) -> Result<(), (String, String)> {
+    let bytes = std::fs::read(file).unwrap();
+    match prepare_gated(
+        &bytes,
+        &DecodeLimits::default(),
+        Profile::Gray224V1,
+        &EligibilityRules::default(),
+    ) {
+        Ok(Gated::Prepared(_)) => Ok(()),
+        Ok(Gated::Ineligible { why, .. }) => Err((why.code.to_string(), why.reason)),
+        Err(e) => Err((e.reason().to_string(), e.to_string())),
+    }
+}
+
+fn python() -> PathBuf {
+    let tools = std::env::var("CXRFLOW_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/cxrflow/tools")
+        });
+    tools.join("venv/bin/python")
+}
+
+#[test]
+fn dcmtk_objects_that_are_not_chest_radiographs_are_refused_by_their_own_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let gray = dir.path().join("gray.jpg");
+    std::fs::write(&gray, fixtures::jpeg_gray8(256, 256)).unwrap();
+    let rgb = dir.path().join("rgb.jpg");
+    std::fs::write(&rgb, fixtures::jpeg_rgb8(256, 256)).unwrap();
+
+    // img2dcm's default: a Secondary Capture object without a Modality.
+    let sc = dir.path().join("sc.dcm");
+    img2dcm(&gray, &sc, &[]);
+    let (code, words) = gate(&sc).unwrap_err();
+    assert_eq!(code, "eligibility.modality", "{words}");
+    assert_eq!(
+        words,
+        "not a chest radiograph: the DICOM header has no Modality"
+    );
+    let ot = dir.path().join("ot.dcm");
+    img2dcm(&gray, &ot, &["Modality=OT"]);
+    assert_eq!(
+        gate(&ot).unwrap_err().1,
+        "not a chest radiograph: Modality OT"
+    );
+
+    // Claiming CR does not make a secondary capture a radiograph.
+    let sc_cr = dir.path().join("sc-cr.dcm");
+    img2dcm(&gray, &sc_cr, &["Modality=CR", "BodyPartExamined=CHEST"]);
+    let (code, words) = gate(&sc_cr).unwrap_err();
+    assert_eq!(code, "eligibility.sop_class", "{words}");
+    assert!(words.contains("Secondary Capture Image Storage"), "{words}");
+
+    // An MR slice.
+    let mr = dir.path().join("mr.dcm");
+    img2dcm(&gray, &mr, &[]);
+    dcmodify(
+        &mr,
+        &[
+            "(0008,0060)=MR",
+            // dcmodify updates the meta header's SOP class from this.
+            "(0008,0016)=1.2.840.10008.5.1.4.1.1.4",
+        ],
+    );
+    assert_eq!(
+        gate(&mr).unwrap_err().1,
+        "not a chest radiograph: Modality MR"
+    );
+
+    // A colour JPEG wrapped as a CR object (img2dcm keeps YBR_FULL_422).
+    let colour = dir.path().join("colour.dcm");
+    img2dcm(&rgb, &colour, &["Modality=CR"]);
+    dcmodify(&colour, &["(0008,0016)=1.2.840.10008.5.1.4.1.1.1"]);
+    let (code, words) = gate(&colour).unwrap_err();
+    assert_eq!(code, "eligibility.colour", "{words}");
+
+    // A real CR (cxrflow's phantom) that DCMTK edits into another body part, a derived image,
+    // a multi-frame claim.
+    for (change, want) in [
+        ("(0018,0015)=ABDOMEN", "eligibility.body_part"),
+        ("(0008,0008)=DERIVED\\PRIMARY", "eligibility.derived"),
+        ("(0008,0008)=ORIGINAL\\SECONDARY", "eligibility.derived"),
+    ] {
+        let f = dir.path().join("cr.dcm");
+        std::fs::write(&f, fixtures::dicom(&DicomSpec::cr(300, 360))).unwrap();
+        dcmodify(&f, &[change]);
+        assert_eq!(gate(&f).unwrap_err().0, want, "{change}");
+    }
+    // A CR DCMTK touched without changing what it is still goes through.
+    let f = dir.path().join("cr-ok.dcm");
+    std::fs::write(&f, fixtures::dicom(&DicomSpec::cr(300, 360))).unwrap();
+    dcmodify(
+        &f,
+        &["(0008,0008)=ORIGINAL\\PRIMARY", "(0018,1000)=DEVICE-7"],
+    );
+    assert_eq!(gate(&f), Ok(()));
+}
+
+#[test]
+fn pydicom_objects_an_other_toolkit_writes_are_judged_by_their_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = r#"
+import sys
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+def write(path, modality, sop_class, frames=1, body="CHEST"):
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = modality
+    ds.BodyPartExamined = body
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = 128, 128
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    px = (np.arange(128 * 128 * frames, dtype=np.uint16) % 4096).reshape(frames, 128, 128)
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    ds.PixelData = px.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+out = sys.argv[1]
+write(out + "/ct.dcm", "CT", "1.2.840.10008.5.1.4.1.1.2")
+write(out + "/cr-multi.dcm", "CR", "1.2.840.10008.5.1.4.1.1.1", frames=3)
+write(out + "/dx-knee.dcm", "DX", "1.2.840.10008.5.1.4.1.1.1.1", body="KNEE")
+write(out + "/dx-chest.dcm", "DX", "1.2.840.10008.5.1.4.1.1.1.1")
+"#;
+    let mut c = Command::new(python());
+    c.args(["-c", script]).arg(dir.path());
+    run(c);
+    let at = |f: &str| dir.path().join(f);
+    assert_eq!(gate(&at("ct.dcm")).unwrap_err().0, "eligibility.modality");
+    assert_eq!(
+        gate(&at("cr-multi.dcm")).unwrap_err().0,
+        "eligibility.multiframe"
+    );
+    assert_eq!(
+        gate(&at("dx-knee.dcm")).unwrap_err().1,
+        "not a chest radiograph: Body Part Examined KNEE"
+    );
+    assert_eq!(gate(&at("dx-chest.dcm")), Ok(()));
+}
+
+#[test]
+fn a_jpeg_or_png_cut_off_half_way_is_never_scored() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = r#"
+import sys
+from PIL import Image
+img = Image.radial_gradient("L").resize((512, 512))
+img.save(sys.argv[1] + "/pil.jpg", quality=90)
+img.save(sys.argv[1] + "/pil.png")
+"#;
+    let mut c = Command::new(python());
+    c.args(["-c", script]).arg(dir.path());
+    run(c);
+    for name in ["pil.jpg", "pil.png"] {
+        let whole = std::fs::read(dir.path().join(name)).unwrap();
+        let f = dir.path().join(format!("whole-{name}"));
+        std::fs::write(&f, &whole).unwrap();
+        assert_eq!(gate(&f), Ok(()), "{name} whole");
+        for cut in [whole.len() / 2, whole.len() - 2] {
+            std::fs::write(&f, &whole[..cut]).unwrap();
+            let (code, words) = gate(&f).unwrap_err();
+            assert_eq!(code, "decode.truncated", "{name} cut at {cut}: {words}");
+        }
+    }
+}
