@@ -7,6 +7,12 @@
 //! triage never removes a study); every good study reaches the worklist once; no service dies.
 //! Then the fix-and-replay path: ingest restarted with a larger inline limit and
 //! `cxrflow dlq replay --reason ingest.too_large` brings the 5 MB study onto the worklist.
+//!
+//! The worklist invariant over the same run: every study the study path names — by its scan
+//! event, by a record's key, by a record a stage could not process — is on the worklist exactly
+//! once, and the AI ranks it only when every gate passed (good frontal studies); non-chest DICOM
+//! sent as CR, truncated images, NaN outputs and unreadable records all stay listed as
+//! NOT_ASSESSABLE with the reason.
 
 mod support;
 
@@ -17,7 +23,7 @@ use cxrflow_common::kafka::Producer;
 use cxrflow_common::ServiceArgs;
 use cxrflow_contracts::{
     topics, Codec, DeadLetter, FindingScore, ModelRole, OrderPriority, Prediction,
-    PreprocessedImage, ScanEvent, StudyContext, TriageTier, FINDINGS,
+    PreprocessedImage, ScanEvent, StudyContext, TriageDecision, TriageTier, FINDINGS,
 };
 use cxrflow_preprocess::fixtures::{self, broken, DicomSpec};
 use support::{until, Pipeline, Service};
@@ -184,6 +190,17 @@ fn corpus(codec: &Codec) -> Vec<Poison> {
             failed_on: Some(topics::INGESTED),
         },
         Poison {
+            what: "a JPEG cut off half-way",
+            logical: topics::SCAN,
+            key: key(16),
+            bytes: enc(&|| {
+                let jpeg = fixtures::jpeg_gray8(320, 390);
+                codec.encode(&scan(16, "image/jpeg", jpeg[..jpeg.len() / 2].to_vec()))
+            }),
+            expect: vec![("preprocess", "decode.truncated")],
+            failed_on: Some(topics::INGESTED),
+        },
+        Poison {
             what: "decompression bomb",
             logical: topics::SCAN,
             key: key(6),
@@ -256,6 +273,30 @@ fn corpus(codec: &Codec) -> Vec<Poison> {
     ]
 }
 
+/// Images that decode but that the model may not score: DICOM objects whose own header says
+/// they are not chest radiographs, sent as scan events claiming CR. (uid, scan, expected code)
+fn ineligible(codec: &Codec) -> Vec<(String, Vec<u8>, &'static str)> {
+    let mr = DicomSpec {
+        modality: "MR",
+        ..DicomSpec::cr(256, 256)
+    };
+    let ct = DicomSpec {
+        modality: "CT",
+        ..DicomSpec::cr(256, 256)
+    };
+    [(17, mr), (18, ct)]
+        .into_iter()
+        .map(|(n, spec)| {
+            let s = scan(n, "application/dicom", fixtures::dicom(&spec));
+            (
+                s.study.study_instance_uid.clone(),
+                codec.encode(&s).expect("scan encodes"),
+                "eligibility.modality",
+            )
+        })
+        .collect()
+}
+
 /// A prediction whose model output is NaN (a foreign or broken producer; inference itself
 /// dead-letters NaN outputs).
 fn nan_prediction(n: u32, p: f64) -> Prediction {
@@ -291,6 +332,9 @@ fn nan_prediction(n: u32, p: f64) -> Prediction {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn poison_on_every_topic_is_dead_lettered_while_good_studies_flow() {
     let _turn = support::exclusive();
+    // Studies known only from a dead letter (their scan event unreadable) are listed after this
+    // wait; the default of a minute would only make the test longer.
+    std::env::set_var("CXRFLOW_TRIAGE_DEAD_LETTER_WAIT", "3s");
     let mut p = Pipeline::start().await;
     let codec = p.codec.clone();
 
@@ -328,6 +372,18 @@ async fn poison_on_every_topic_is_dead_lettered_while_good_studies_flow() {
             )
             .await
             .unwrap_or_else(|e| panic!("producing {} ({} bytes): {e}", x.what, x.bytes.len()));
+    }
+    let unranked = ineligible(&codec);
+    for (uid, bytes, _) in &unranked {
+        producer
+            .send_raw(
+                &p.kafka.topic(topics::SCAN),
+                uid.as_bytes(),
+                Some(bytes),
+                &BTreeMap::new(),
+            )
+            .await
+            .expect("producing a non-chest scan");
     }
     // Garbage on the control topic: inference ignores it with a warning and keeps serving.
     producer
@@ -466,6 +522,111 @@ async fn poison_on_every_topic_is_dead_lettered_while_good_studies_flow() {
         .map(|d| d.tier);
     assert_eq!(nan_tier, Some(TriageTier::NotAssessable));
 
+    // The invariant: every study the study path named is listed exactly once, ranked by the AI
+    // only when every gate passed.
+    const STUDY_PATH: [&str; 4] = [
+        topics::SCAN,
+        topics::INGESTED,
+        topics::PREPROCESSED,
+        topics::PREDICTIONS,
+    ];
+    let mut unassessable: BTreeMap<String, String> = poison
+        .iter()
+        .filter(|x| STUDY_PATH.contains(&x.logical))
+        .map(|x| (x.key.clone(), x.what.to_string()))
+        .collect();
+    unassessable.insert(nan_uid.clone(), "NaN output".into());
+    for (uid, _, code) in &unranked {
+        unassessable.insert(uid.clone(), (*code).to_string());
+    }
+    let finals: BTreeMap<String, TriageDecision> = until(
+        Duration::from_secs(180),
+        "every named study listed, none still AI_PENDING",
+        || {
+            let p = &p;
+            let unassessable = &unassessable;
+            let good = &good;
+            async move {
+                let mut latest: BTreeMap<String, TriageDecision> = BTreeMap::new();
+                for d in p.decisions().await {
+                    let uid = d.study.study_instance_uid.clone();
+                    if latest.get(&uid).is_none_or(|l| l.version < d.version) {
+                        latest.insert(uid, d);
+                    }
+                }
+                let missing: Vec<&String> = unassessable
+                    .keys()
+                    .chain(good.iter())
+                    .filter(|u| {
+                        latest
+                            .get(*u)
+                            .is_none_or(|d| d.tier == TriageTier::AiPending)
+                    })
+                    .collect();
+                if missing.is_empty() {
+                    Ok(latest)
+                } else {
+                    Err(format!("not listed or still pending: {missing:?}"))
+                }
+            }
+        },
+    )
+    .await;
+    let h = support::WorklistHistory::of(&p.decisions().await);
+    for (uid, what) in &unassessable {
+        assert_eq!(h.opened.get(uid), Some(&1), "{what}: listed once");
+        let d = &finals[uid];
+        assert_eq!(d.tier, TriageTier::NotAssessable, "{what}: {d:?}");
+        assert!(
+            d.not_assessable_reason
+                .as_deref()
+                .is_some_and(|r| !r.is_empty()),
+            "{what}: a reason a person reads"
+        );
+        assert_eq!(d.score, 0.0, "{what}: never ranked by a score");
+    }
+    for (uid, _, code) in &unranked {
+        assert_eq!(
+            finals[uid].not_assessable_code.as_deref(),
+            Some(*code),
+            "{uid}"
+        );
+        assert!(finals[uid]
+            .not_assessable_reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("not a chest radiograph: Modality ")));
+    }
+    let mut ranked = 0;
+    for uid in &good {
+        let d = &finals[uid];
+        if d.tier == TriageTier::NotAssessable {
+            // Only a gate may leave a good study unranked: its lateral view.
+            assert_eq!(
+                d.not_assessable_code.as_deref(),
+                Some("view.lateral"),
+                "{uid}: {d:?}"
+            );
+        } else {
+            ranked += 1;
+        }
+    }
+    assert!(ranked > 0, "the good frontal studies are ranked");
+    for d in finals.values() {
+        let gated = matches!(d.tier, TriageTier::NotAssessable | TriageTier::AiPending);
+        assert_eq!(
+            gated,
+            d.not_assessable_reason.is_some() || d.tier == TriageTier::AiPending,
+            "{d:?}"
+        );
+    }
+    eprintln!(
+        "worklist invariant: {} good studies ({} ranked, {} lateral), {} studies the AI may not rank, each listed once",
+        good.len(),
+        ranked,
+        good.len() - ranked,
+        unassessable.len()
+    );
+
     p.check_alive();
     assert!(
         p.unexpected_exits.is_empty(),
@@ -516,10 +677,22 @@ async fn poison_on_every_topic_is_dead_lettered_while_good_studies_flow() {
             let p = &p;
             let big_uid = &big_uid;
             async move {
-                let h = support::WorklistHistory::of(&p.decisions().await);
-                match h.opened.get(big_uid) {
-                    Some(1) => Ok(()),
-                    other => Err(format!("opened {other:?}")),
+                // Listed since its scan (NOT_ASSESSABLE while its image was refused), opened
+                // once, and now ranked by the AI.
+                let decisions = p.decisions().await;
+                let h = support::WorklistHistory::of(&decisions);
+                let last = decisions
+                    .iter()
+                    .filter(|d| &d.study.study_instance_uid == big_uid)
+                    .max_by_key(|d| d.version)
+                    .map(|d| d.tier);
+                match (h.opened.get(big_uid), last) {
+                    (Some(1), Some(t))
+                        if t != TriageTier::NotAssessable && t != TriageTier::AiPending =>
+                    {
+                        Ok(())
+                    }
+                    other => Err(format!("opened, last tier: {other:?}")),
                 }
             }
         },
