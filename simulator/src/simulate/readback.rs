@@ -108,6 +108,8 @@ pub(super) fn summarise(input: RunInput) -> Report {
         .map(|p| (p.uid.as_str(), p.published_at))
         .collect();
     let mut first_decision: HashMap<String, i64> = HashMap::new();
+    // Every study with any entry: a study is on the worklist from its scan (AI_PENDING).
+    let mut listed: HashSet<String> = HashSet::new();
     for r in records(&kafka, topics::TRIAGE) {
         let Some(d) = r
             .payload
@@ -115,8 +117,12 @@ pub(super) fn summarise(input: RunInput) -> Report {
         else {
             continue;
         };
+        if published_at.contains_key(d.study.study_instance_uid.as_str()) {
+            listed.insert(d.study.study_instance_uid.clone());
+        }
         // End-to-end latency runs to the AI's decision; the AI_PENDING entry a scan event puts
-        // on the worklist comes first and is not it.
+        // on the worklist comes first and is not it (a study read before its AI result came
+        // has no such decision, and no latency sample).
         if d.tier == TriageTier::AiPending {
             continue;
         }
@@ -179,7 +185,7 @@ pub(super) fn summarise(input: RunInput) -> Report {
         .count();
     report::build(&report::RunFacts {
         published: outcome.published.len(),
-        on_worklist: decisions.len(),
+        on_worklist: listed.len(),
         duplicates: dup_reads,
         latency_ms: latency,
         events,
