@@ -80,6 +80,14 @@ pub struct KafkaArgs {
     /// above, so 240 ms is the cheapest wait short of several seconds (README, Kafka features).
     #[arg(long = "kafka-fetch-wait-ms", env = "CXRFLOW_KAFKA_FETCH_WAIT_MS")]
     pub fetch_wait_ms: Option<u64>,
+
+    /// How long a stage may hold no partitions while its topics have records past the group's
+    /// committed offsets (and nobody commits) before it rejoins its group; further recoveries
+    /// wait twice as long each (rejoin, recreate the consumer, exit non-zero). `/healthz` fails
+    /// after twice this much work without progress. Unset: the session timeout plus 5 s (a
+    /// member that replaced a dead one waits out the dead one's session, then a rebalance).
+    #[arg(long = "consumer-stall-ms", env = "CXRFLOW_CONSUMER_STALL_MS")]
+    pub consumer_stall_ms: Option<u64>,
 }
 
 /// How soon a consumer must see a new record; sets its fetch wait (see
@@ -157,7 +165,15 @@ impl KafkaArgs {
             max_prefetch_kib: 16_384,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             fetch_wait_ms: None,
+            consumer_stall_ms: None,
         }
+    }
+
+    /// See [`KafkaArgs::consumer_stall_ms`].
+    pub fn consumer_stall(&self) -> Duration {
+        self.consumer_stall_ms
+            .map(Duration::from_millis)
+            .unwrap_or_else(|| self.session_timeout() + Duration::from_secs(5))
     }
 
     /// The fetch wait of a consumer of the given urgency: the flag when set, else the default.
@@ -226,7 +242,7 @@ impl KafkaArgs {
     /// The effective configuration as a person should see it at start: secrets masked.
     pub fn describe(&self) -> String {
         format!(
-            "bootstrap={} schema_registry={} topic_prefix={:?} session_timeout_ms={} max_message_bytes={} props=[{}]",
+            "bootstrap={} schema_registry={} topic_prefix={:?} session_timeout_ms={} consumer_stall_ms={} max_message_bytes={} props=[{}]",
             self.bootstrap,
             if self.schema_registry.is_empty() {
                 "static"
@@ -235,6 +251,7 @@ impl KafkaArgs {
             },
             self.topic_prefix,
             self.session_timeout_ms,
+            self.consumer_stall().as_millis(),
             self.max_message_bytes,
             mask_options(&self.props)
         )

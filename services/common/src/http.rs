@@ -1,4 +1,5 @@
 //! The HTTP endpoint every service serves: `/metrics`, `/healthz`, `/readyz`, plus its own routes.
+//! `/healthz` and `/readyz` answer from the consumer loops too ([`crate::health`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +12,8 @@ use axum::routing::get;
 use axum::Router;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
+
+use crate::health::Health;
 
 /// Readiness flag a service flips once it can serve (e.g. triage after rebuilding its worklist).
 #[derive(Clone, Default)]
@@ -29,6 +32,7 @@ impl Readiness {
 struct HttpState {
     registry: Arc<Registry>,
     ready: Readiness,
+    health: Health,
 }
 
 async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
@@ -41,11 +45,28 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
     )
 }
 
+/// Ready: the service says so and every stage has held a partition.
 async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
-    if s.ready.is_ready() {
-        (StatusCode::OK, "ready")
-    } else {
+    if !s.ready.is_ready() {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    } else if !s.health.assigned_once() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no partition assigned yet",
+        )
+    } else {
+        (StatusCode::OK, "ready")
+    }
+}
+
+/// Live: no consumer loop has had work without progress past its bound.
+async fn healthz(State(s): State<HttpState>) -> impl IntoResponse {
+    match s.health.live() {
+        Ok(()) => (StatusCode::OK, "ok".to_string()),
+        Err(stalled) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("stalled: {stalled}"),
+        ),
     }
 }
 
@@ -54,13 +75,18 @@ pub async fn serve(
     addr: SocketAddr,
     registry: Arc<Registry>,
     ready: Readiness,
+    health: Health,
     routes: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let state = HttpState { registry, ready };
+    let state = HttpState {
+        registry,
+        ready,
+        health,
+    };
     let app = Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state)
         .merge(routes);

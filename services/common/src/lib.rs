@@ -6,6 +6,7 @@ pub mod blob;
 pub mod broker;
 pub mod config;
 pub mod dlq;
+pub mod health;
 pub mod http;
 pub mod kafka;
 pub mod metrics;

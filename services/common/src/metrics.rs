@@ -20,6 +20,9 @@ pub struct StageMetrics {
     processing_seconds: Histogram,
     pub(crate) consumer_lag: Family<Labels, Gauge>,
     in_flight: Gauge,
+    assigned_partitions: Gauge,
+    unowned_records: Gauge,
+    consumer_recoveries: Family<Labels, Counter>,
 }
 
 impl StageMetrics {
@@ -33,6 +36,9 @@ impl StageMetrics {
             processing_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 18)),
             consumer_lag: Family::default(),
             in_flight: Gauge::default(),
+            assigned_partitions: Gauge::default(),
+            unowned_records: Gauge::default(),
+            consumer_recoveries: Family::default(),
         };
         let r = registry.sub_registry_with_prefix(format!("cxrflow_{service}"));
         r.register(
@@ -70,6 +76,21 @@ impl StageMetrics {
             "Records being processed now",
             m.in_flight.clone(),
         );
+        r.register(
+            "assigned_partitions",
+            "Partitions this instance's consumer holds now",
+            m.assigned_partitions.clone(),
+        );
+        r.register(
+            "unowned_records",
+            "Records past the group's committed offsets while this instance holds no partitions (probed only then; 0 while it holds some)",
+            m.unowned_records.clone(),
+        );
+        r.register(
+            "consumer_recoveries",
+            "Ownership watchdog actions (rejoin, recreate, give_up) after holding no partitions while records waited",
+            m.consumer_recoveries.clone(),
+        );
         m
     }
 
@@ -95,6 +116,46 @@ impl StageMetrics {
 
     pub fn in_flight(&self) -> &Gauge {
         &self.in_flight
+    }
+
+    pub fn assigned_partitions(&self) -> &Gauge {
+        &self.assigned_partitions
+    }
+
+    pub fn unowned_records(&self) -> &Gauge {
+        &self.unowned_records
+    }
+
+    /// The ownership watchdog acts: the consumer held no partitions for `stalled_for` while
+    /// `pending` records waited and nobody committed.
+    pub fn consumer_recovery(
+        &self,
+        action: &'static str,
+        group: &str,
+        pending: i64,
+        stalled_for: std::time::Duration,
+        attempt: usize,
+    ) {
+        tracing::warn!(
+            service = self.service,
+            group,
+            action,
+            pending,
+            stalled_ms = stalled_for.as_millis() as u64,
+            attempt,
+            "consumer holds no partitions while records wait; recovering"
+        );
+        self.consumer_recoveries
+            .get_or_create(&vec![("action", action.to_string())])
+            .inc();
+    }
+
+    /// A revoked partition's lag is no longer this instance's to report.
+    pub fn forget_lag(&self, topic: &str, partition: i32) {
+        self.consumer_lag.remove(&vec![
+            ("topic", topic.to_string()),
+            ("partition", partition.to_string()),
+        ]);
     }
 
     /// A record went to the dead-letter topic.

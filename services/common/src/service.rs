@@ -11,6 +11,7 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{KafkaArgs, ServiceArgs, Urgency};
+use crate::health::Health;
 use crate::http::{self, Readiness};
 use crate::kafka::stage::{StageConfig, StageDeps};
 use crate::kafka::Producer;
@@ -47,10 +48,12 @@ impl Host {
         let metrics = StageMetrics::register(&mut reg, service);
         register(&mut reg);
         let ready = Readiness::default();
+        let health = Health::default();
         let (http_addr, http_task) = http::serve(
             svc.http,
             Arc::new(reg),
             ready.clone(),
+            health.clone(),
             routes,
             shutdown.clone(),
         )
@@ -64,6 +67,7 @@ impl Host {
                 codec,
                 registry,
                 metrics,
+                health,
             },
             ready,
             http_addr,

@@ -80,6 +80,7 @@ fn deps(kafka: &KafkaArgs, codec: &Arc<Codec>) -> StageDeps {
         codec: codec.clone(),
         registry: None,
         metrics: StageMetrics::register(&mut reg, "test"),
+        health: Default::default(),
     }
 }
 
@@ -315,4 +316,208 @@ async fn drain_longer_than_session_timeout_is_rejected() {
     )
     .await;
     assert!(r.is_err());
+}
+
+/// Echo, except that a study UID ending in ".panic" makes the processor panic.
+struct Panicky(Echo);
+
+impl Processor for Panicky {
+    async fn process(&self, msg: &Inbound) -> Result<Vec<Outbound>, StageError> {
+        if msg.key_str().is_some_and(|k| k.ends_with(".panic")) {
+            panic!("boom on {}", msg.offset);
+        }
+        self.0.process(msg).await
+    }
+}
+
+/// The group's committed offset of every partition of `logical` (-1: none).
+fn committed(kafka: &KafkaArgs, group: &str, logical: &str) -> Vec<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let mut cc = kafka.client_config();
+    cc.set("group.id", group);
+    let c: BaseConsumer = cc.create().unwrap();
+    let topic = kafka.topic(logical);
+    let md = c
+        .fetch_metadata(Some(&topic), Duration::from_secs(10))
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in md.topics()[0].partitions() {
+        tpl.add_partition(&topic, p.id());
+    }
+    c.committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap()
+        .elements()
+        .iter()
+        .map(|e| e.offset().to_raw().unwrap_or(-1))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_processor_panic_dead_letters_the_record_and_commits_go_on() {
+    let broker = Broker::start();
+    let kafka = broker.stack().await;
+    let codec = Arc::new(Codec::with_static_registry().unwrap());
+    // Keyed by study: the records spread over the partitions, so the committed offsets must
+    // add up to all three once the partition with the panicked record moved past it.
+    let uids = ["1.6.1", "1.6.2.panic", "1.6.3"].map(String::from);
+    produce_scans(&kafka, &codec, &uids).await;
+    let shutdown = CancellationToken::new();
+    let processor = Arc::new(Panicky(Echo {
+        codec: codec.clone(),
+        seen: Mutex::default(),
+        calls: AtomicUsize::new(0),
+    }));
+    let (k, d, s) = (kafka.clone(), deps(&kafka, &codec), shutdown.clone());
+    let stage = tokio::spawn(async move {
+        run_stage(&k, cfg("g-panic", Duration::from_secs(2)), processor, d, s).await
+    });
+    let dlq: Vec<DeadLetter> = read_records(&kafka, &codec, 1, Duration::from_secs(30)).await;
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(dlq[0].reason, "test.panic");
+    assert!(dlq[0].error.contains("boom on"), "{}", dlq[0].error);
+    assert_eq!(dlq[0].study_instance_uid.as_deref(), Some("1.6.2.panic"));
+    let out = read_topic(&kafka, topics::INGESTED, Duration::from_secs(30), |r| {
+        r.len() >= 2
+    })
+    .await;
+    assert_eq!(out.len(), 2, "the records around the panic still flow");
+    // The partition's offset passes the panicked record: commits are not stalled behind it.
+    eventually(
+        Duration::from_secs(20),
+        "committed offsets past all three records",
+        || {
+            let k = kafka.clone();
+            async move {
+                let c = tokio::task::spawn_blocking(move || committed(&k, "g-panic", topics::SCAN))
+                    .await
+                    .unwrap();
+                c.iter().map(|o| o.max(&0)).sum::<i64>() == 3
+            }
+        },
+    )
+    .await;
+    shutdown.cancel();
+    stage.await.unwrap().unwrap();
+}
+
+/// Env var that turns the helper below into a group member a test can SIGKILL.
+const MEMBER_ENV: &str = "CXRFLOW_TEST_KILLABLE_MEMBER";
+
+/// Not a test on its own: with `CXRFLOW_TEST_KILLABLE_MEMBER=<bootstrap>,<topic>,<group>`
+/// it joins the group, prints ASSIGNED once it holds a partition and keeps consuming until it
+/// is killed (run as a child process by the rejoin test). Without it, it returns at once.
+#[test]
+fn killable_group_member() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use std::io::Write;
+    let Ok(spec) = std::env::var(MEMBER_ENV) else {
+        return;
+    };
+    let parts: Vec<&str> = spec.split(',').collect();
+    let mut kafka = KafkaArgs::for_bootstrap(parts[0]);
+    kafka.session_timeout_ms = 6_000;
+    let mut cc = kafka.consumer_config();
+    cc.set("group.id", parts[2])
+        .set("session.timeout.ms", "6000")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "latest");
+    let c: BaseConsumer = cc.create().unwrap();
+    c.subscribe(&[parts[1]]).unwrap();
+    let mut said = false;
+    loop {
+        let _ = c.poll(Duration::from_millis(100));
+        if !said && c.assignment().map(|a| a.count() > 0).unwrap_or(false) {
+            println!("ASSIGNED");
+            std::io::stdout().flush().unwrap();
+            said = true;
+        }
+    }
+}
+
+/// A stage that replaces a SIGKILLed member of its group right away (the dead member still
+/// within its session) ends up holding the partitions and consuming every record: on the
+/// embedded broker the group may first settle with nothing assigned to anybody, and the
+/// ownership watchdog rejoins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_replacing_a_killed_one_at_once_gets_the_partitions() {
+    use std::io::BufRead;
+    let broker = Broker::start();
+    let mut kafka = broker.stack().await;
+    kafka.session_timeout_ms = 6_000;
+    let codec = Arc::new(Codec::with_static_registry().unwrap());
+    let group = "g-replace";
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["killable_group_member", "--exact", "--nocapture"])
+        .env(
+            MEMBER_ENV,
+            format!("{},{},{group}", kafka.bootstrap, kafka.topic(topics::SCAN)),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let assigned = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l.contains("ASSIGNED"))
+    });
+    let assigned = tokio::time::timeout(Duration::from_secs(30), assigned).await;
+    child.kill().unwrap(); // SIGKILL: no LeaveGroup, the member stays until its session ends
+    child.wait().unwrap();
+    assert!(
+        matches!(assigned, Ok(Ok(true))),
+        "the member to kill joined"
+    );
+
+    // Join 3 s after the kill (a restarted process's start-up): tansu 0.6.0 pauses a follower's
+    // JoinGroup 3 s, the dead leader's 6 s session ends in between, and the follower's empty
+    // SyncGroup forms the group with nothing assigned. Measured without the watchdog: 4 of 4
+    // runs stuck for good when joining 3–4 s after the kill; 0–2 s after, 6 of 6 got the
+    // partitions after 6.5 s.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let uids: Vec<String> = (0..6).map(|i| format!("1.7.{i}")).collect();
+    produce_scans(&kafka, &codec, &uids).await;
+    let shutdown = CancellationToken::new();
+    let echo = Arc::new(Echo {
+        codec: codec.clone(),
+        seen: Mutex::default(),
+        calls: AtomicUsize::new(0),
+    });
+    let mut reg = prometheus_client::registry::Registry::default();
+    let mut d = deps(&kafka, &codec);
+    d.metrics = StageMetrics::register(&mut reg, "test");
+    let health = d.health.clone();
+    let (k, s, e) = (kafka.clone(), shutdown.clone(), echo.clone());
+    let started = std::time::Instant::now();
+    let stage =
+        tokio::spawn(
+            async move { run_stage(&k, cfg(group, Duration::from_secs(2)), e, d, s).await },
+        );
+    let out = read_topic(&kafka, topics::INGESTED, Duration::from_secs(90), |r| {
+        r.len() >= uids.len()
+    })
+    .await;
+    let took = started.elapsed();
+    let metrics = cxrflow_common::metrics::render(&reg);
+    let recoveries: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("cxrflow_test_consumer_recoveries_total"))
+        .collect();
+    eprintln!("replacement consumed everything after {took:?}; recoveries: {recoveries:?}");
+    assert!(
+        out.len() >= uids.len(),
+        "every record consumed: {} of {}",
+        out.len(),
+        uids.len()
+    );
+    assert!(
+        recoveries.iter().any(|l| l.contains("rejoin")),
+        "the embedded broker settled the group with nothing assigned and the watchdog rejoined"
+    );
+    assert!(health.assigned_once(), "ready once it held a partition");
+    assert!(health.live().is_ok());
+    shutdown.cancel();
+    stage.await.unwrap().unwrap();
 }

@@ -9,22 +9,28 @@
 //!
 //! Errors are classified by the processor: *poison* records go to `cxr.dlq.v1` with their
 //! original bytes and the stage moves on; *transient* failures are retried with capped,
-//! jittered exponential backoff and never committed. In-flight work is bounded by
-//! `max_in_flight` (backpressure) and librdkafka's prefetch by `queued.max.messages.kbytes`.
-//! On shutdown the stage stops fetching, drains in-flight records within `drain_timeout`
-//! (shorter than the session timeout, checked at start), stores what finished, commits
-//! synchronously and flushes the producer.
+//! jittered exponential backoff and never committed; a processor that panics on a record has
+//! the record dead-lettered (`<service>.panic`) like poison, so its partition's commits go on.
+//! In-flight work is bounded by `max_in_flight` (backpressure) and librdkafka's prefetch by
+//! `queued.max.messages.kbytes`. On shutdown the stage stops fetching, drains in-flight records
+//! within `drain_timeout` (shorter than the session timeout, checked at start), stores what
+//! finished, commits synchronously and flushes the producer. A stage that holds no partitions
+//! while its topics have records nobody consumes rejoins its group ([`super::ownership`]).
 
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use cxrflow_contracts::{AvroRecord, Codec, CodecError};
+use futures::FutureExt;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientContext, Statistics};
 use tokio::task::JoinSet;
@@ -32,8 +38,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::finalizer::Finalizer;
+use super::ownership::{probe_unowned, Recovery, Unowned, Watchdog};
 use super::producer::Producer;
 use crate::config::{KafkaArgs, Urgency};
+use crate::health::{Health, StageProbe};
 use crate::metrics::StageMetrics;
 use crate::registry::{learn_schema, RestRegistry};
 use crate::telemetry::{adopt_parent, outbound_traceparent, TRACEPARENT};
@@ -177,18 +185,40 @@ pub enum StageRunError {
     DrainTooLong { drain: Duration, session: Duration },
     #[error("consumer: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("group {group}: held no partitions while {pending} records waited, through every recovery (rejoin, new consumer) for {waited:?}; exiting so the supervisor restarts the service")]
+    Unowned {
+        group: String,
+        pending: i64,
+        waited: Duration,
+    },
+    #[error("a record task of {service} panicked outside its processor: {error}")]
+    TaskPanicked {
+        service: &'static str,
+        error: String,
+    },
 }
 
 struct StageContext {
     finalizer: Arc<Mutex<Finalizer>>,
     metrics: StageMetrics,
+    probe: Arc<StageProbe>,
+}
+
+impl StageContext {
+    fn held(&self, consumer: &BaseConsumer<Self>) {
+        let held = consumer.assignment().map(|t| t.count()).unwrap_or(0) as i64;
+        self.probe.set_assigned(held);
+        self.metrics.assigned_partitions().set(held);
+    }
 }
 
 impl ClientContext for StageContext {
     fn stats(&self, stats: Statistics) {
+        let mut lag = 0;
         for (topic, t) in stats.topics {
             for (partition, p) in t.partitions {
                 if partition >= 0 && p.consumer_lag >= 0 {
+                    lag += p.consumer_lag;
                     self.metrics
                         .consumer_lag
                         .get_or_create(&vec![
@@ -198,6 +228,10 @@ impl ClientContext for StageContext {
                         .set(p.consumer_lag);
                 }
             }
+        }
+        // While nothing is held, the ownership watchdog says whether there is work.
+        if self.probe.assigned() > 0 {
+            self.probe.set_work(lag > 0);
         }
     }
 }
@@ -213,8 +247,20 @@ impl ConsumerContext for StageContext {
                     "partition revoked"
                 );
                 f.revoke(e.topic(), e.partition());
+                self.metrics.forget_lag(e.topic(), e.partition());
             }
         }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            tracing::info!(
+                service = self.metrics.service(),
+                partitions = tpl.count(),
+                "partitions assigned"
+            );
+        }
+        self.held(consumer);
     }
 }
 
@@ -265,6 +311,8 @@ pub struct StageDeps {
     /// The remote schema registry, when configured (unknown ids are fetched from it).
     pub registry: Option<RestRegistry>,
     pub metrics: StageMetrics,
+    /// What `/healthz` and `/readyz` read; each stage registers itself.
+    pub health: Health,
 }
 
 struct Shared<P> {
@@ -275,6 +323,26 @@ struct Shared<P> {
     metrics: StageMetrics,
     service: &'static str,
     shutdown: CancellationToken,
+    probe: Arc<StageProbe>,
+}
+
+/// A processor that panicked on a record: the record is poison (it would panic again on every
+/// redelivery), so it is dead-lettered with the panic message rather than lost with its task,
+/// which would leave its offset unfinished and stall the partition's commits for good.
+fn panicked(service: &str, msg: &Inbound, panic: &(dyn Any + Send)) -> StageError {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic with a non-string payload".to_string());
+    let err = StageError::poison(
+        format!("{service}.panic"),
+        format!("processor panicked: {text}"),
+    );
+    match msg.key_str() {
+        Some(uid) => err.for_study(&uid),
+        None => err,
+    }
 }
 
 /// Processes one record to the end. Returns false when it was abandoned by shutdown (not done:
@@ -290,6 +358,7 @@ async fn handle<P: Processor>(s: Arc<Shared<P>>, msg: Inbound) -> bool {
             if let Some(p) = msg.payload.as_deref() {
                 if let Err(e) = learn_schema(&s.codec, s.registry.as_ref(), p).await {
                     attempt += 1;
+                    s.probe.progress();
                     s.metrics
                         .transient("schema_registry", &e.to_string(), attempt);
                     let delay = backoff.next().unwrap_or(Duration::from_secs(30));
@@ -299,7 +368,11 @@ async fn handle<P: Processor>(s: Arc<Shared<P>>, msg: Inbound) -> bool {
                     continue;
                 }
             }
-            match s.processor.process(&msg).await {
+            let processed = AssertUnwindSafe(s.processor.process(&msg))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| Err(panicked(s.service, &msg, panic.as_ref())));
+            match processed {
                 Ok(outs) => break outs,
                 Err(StageError::Poison {
                     reason,
@@ -325,6 +398,7 @@ async fn handle<P: Processor>(s: Arc<Shared<P>>, msg: Inbound) -> bool {
                 }
                 Err(StageError::Transient { kind, error }) => {
                     attempt += 1;
+                    s.probe.progress();
                     s.metrics.transient(&kind, &error, attempt);
                 }
             }
@@ -353,6 +427,7 @@ async fn handle<P: Processor>(s: Arc<Shared<P>>, msg: Inbound) -> bool {
                     }
                     Err(e) => {
                         attempt += 1;
+                        s.probe.progress();
                         s.metrics.transient("produce", &e.to_string(), attempt);
                         let delay = backoff.next().unwrap_or(Duration::from_secs(30));
                         if sleep_or_cancel(delay, &s.shutdown).await {
@@ -368,7 +443,44 @@ async fn handle<P: Processor>(s: Arc<Shared<P>>, msg: Inbound) -> bool {
     fut.instrument(span).await
 }
 
-/// Runs a stage until `shutdown`. See the module documentation for the delivery guarantee.
+type StageConsumer = StreamConsumer<StageContext>;
+
+/// A finished record: store its offset when every earlier one of its partition is done too.
+fn store(
+    consumer: &StageConsumer,
+    finalizer: &Mutex<Finalizer>,
+    metrics: &StageMetrics,
+    (topic, partition, offset, done): (String, i32, i64, bool),
+) {
+    metrics.in_flight().dec();
+    if !done {
+        return;
+    }
+    let next = finalizer
+        .lock()
+        .expect("finalizer lock")
+        .complete(&topic, partition, offset);
+    if let Some(next) = next {
+        if let Err(e) = consumer.store_offset(&topic, partition, next - 1) {
+            tracing::debug!(topic, partition, error = %e, "offset not stored (partition no longer assigned)");
+        }
+    }
+}
+
+/// A record task ended: its outcome, or the reason the stage must stop (a panic outside the
+/// processor is a bug in the runtime; its offset would never complete).
+fn joined(
+    service: &'static str,
+    r: Result<(String, i32, i64, bool), tokio::task::JoinError>,
+) -> Result<(String, i32, i64, bool), StageRunError> {
+    r.map_err(|e| StageRunError::TaskPanicked {
+        service,
+        error: e.to_string(),
+    })
+}
+
+/// Runs a stage until `shutdown`. See the module documentation for the delivery guarantee, and
+/// [`super::ownership`] for what it does when it holds no partitions while records wait.
 pub async fn run_stage<P: Processor>(
     kafka: &KafkaArgs,
     cfg: StageConfig,
@@ -381,6 +493,7 @@ pub async fn run_stage<P: Processor>(
         codec,
         registry,
         metrics,
+        health,
     } = deps;
     if cfg.drain_timeout >= kafka.session_timeout() {
         return Err(StageRunError::DrainTooLong {
@@ -388,6 +501,8 @@ pub async fn run_stage<P: Processor>(
             session: kafka.session_timeout(),
         });
     }
+    let stall = kafka.consumer_stall();
+    let probe = health.register(&cfg.group_id, stall * 2);
     let finalizer = Arc::new(Mutex::new(Finalizer::default()));
     let mut cc = kafka.consumer_config_for(cfg.urgency);
     cc.set("group.id", &cfg.group_id)
@@ -404,14 +519,19 @@ pub async fn run_stage<P: Processor>(
     for (k, v) in &kafka.props {
         cc.set(k, v);
     }
-    let consumer: StreamConsumer<StageContext> = cc.create_with_context(StageContext {
-        finalizer: finalizer.clone(),
-        metrics: metrics.clone(),
-    })?;
     let physical: Vec<String> = cfg.topics.iter().map(|t| kafka.topic(t)).collect();
     let refs: Vec<&str> = physical.iter().map(String::as_str).collect();
-    consumer.subscribe(&refs)?;
-    tracing::info!(service = cfg.service, group = %cfg.group_id, topics = ?physical, max_in_flight = cfg.max_in_flight, "stage started");
+    let new_consumer = || -> Result<Arc<StageConsumer>, StageRunError> {
+        let c: StageConsumer = cc.create_with_context(StageContext {
+            finalizer: finalizer.clone(),
+            metrics: metrics.clone(),
+            probe: probe.probe(),
+        })?;
+        c.subscribe(&refs)?;
+        Ok(Arc::new(c))
+    };
+    let mut consumer = new_consumer()?;
+    tracing::info!(service = cfg.service, group = %cfg.group_id, topics = ?physical, max_in_flight = cfg.max_in_flight, stall_ms = stall.as_millis() as u64, "stage started");
 
     let shared = Arc::new(Shared {
         processor,
@@ -421,36 +541,93 @@ pub async fn run_stage<P: Processor>(
         metrics: metrics.clone(),
         service: cfg.service,
         shutdown: shutdown.clone(),
+        probe: probe.probe(),
     });
     let mut tasks: JoinSet<(String, i32, i64, bool)> = JoinSet::new();
-    let store = |topic: &str, partition: i32, offset: i64, done: bool| {
-        metrics.in_flight().dec();
-        if !done {
-            return;
-        }
-        let next = finalizer
-            .lock()
-            .expect("finalizer lock")
-            .complete(topic, partition, offset);
-        if let Some(next) = next {
-            if let Err(e) = consumer.store_offset(topic, partition, next - 1) {
-                tracing::debug!(topic, partition, error = %e, "offset not stored (partition no longer assigned)");
-            }
-        }
-    };
+    let mut watchdog = Watchdog::new(stall);
+    let mut tick = tokio::time::interval(WATCHDOG_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut unowned_probe: Option<tokio::task::JoinHandle<Result<Unowned, KafkaError>>> = None;
+    let mut failure: Option<StageRunError> = None;
 
     loop {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                if let Ok((t, p, o, done)) = joined { store(&t, p, o, done); }
+            Some(r) = tasks.join_next(), if !tasks.is_empty() => {
+                match joined(cfg.service, r) {
+                    Ok(done) => {
+                        probe.progress();
+                        store(&consumer, &finalizer, &metrics, done);
+                    }
+                    Err(e) => { failure = Some(e); break; }
+                }
+            }
+            r = async { unowned_probe.as_mut().expect("guarded").await }, if unowned_probe.is_some() => {
+                unowned_probe = None;
+                let unowned = match r {
+                    Ok(Ok(u)) => u,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "ownership probe failed (broker unavailable?)");
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "ownership probe task ended");
+                        continue;
+                    }
+                };
+                if held(&consumer) > 0 {
+                    continue; // assigned while the probe ran
+                }
+                metrics.unowned_records().set(unowned.pending);
+                let since = watchdog.stalled_since();
+                let action = watchdog.observe(Instant::now(), &unowned);
+                probe.set_work(watchdog.stalled_since().is_some());
+                let Some(action) = action else { continue };
+                let stalled_for = since.map(|t| t.elapsed()).unwrap_or_default();
+                metrics.consumer_recovery(action.label(), &cfg.group_id, unowned.pending, stalled_for, watchdog.attempts());
+                match action {
+                    Recovery::Rejoin => {
+                        consumer.unsubscribe();
+                        consumer.subscribe(&refs)?;
+                    }
+                    Recovery::Recreate => {
+                        consumer.unsubscribe();
+                        let old = std::mem::replace(&mut consumer, new_consumer()?);
+                        // Closing a consumer waits on the broker: off the runtime's threads.
+                        tokio::task::spawn_blocking(move || drop(old));
+                    }
+                    Recovery::GiveUp => {
+                        failure = Some(StageRunError::Unowned {
+                            group: cfg.group_id.clone(),
+                            pending: unowned.pending,
+                            waited: stalled_for,
+                        });
+                        break;
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                let n = held(&consumer);
+                probe.set_assigned(n);
+                metrics.assigned_partitions().set(n);
+                if n > 0 {
+                    watchdog.assigned();
+                    metrics.unowned_records().set(0);
+                } else if unowned_probe.is_none() {
+                    let c = consumer.clone();
+                    let topics = physical.clone();
+                    unowned_probe = Some(tokio::task::spawn_blocking(move || {
+                        probe_unowned(c.as_ref(), &topics, PROBE_TIMEOUT)
+                    }));
+                }
             }
             msg = consumer.recv(), if tasks.len() < cfg.max_in_flight => {
                 match msg {
                     Ok(m) => {
                         let inbound = detach(&m, kafka);
                         drop(m);
+                        probe.progress();
                         metrics.consumed(&inbound.logical);
                         metrics.in_flight().inc();
                         finalizer.lock().expect("finalizer lock").begin(&inbound.topic, inbound.partition, inbound.offset);
@@ -472,9 +649,9 @@ pub async fn run_stage<P: Processor>(
 
     // Drain: finish in-flight records within the bound; abandoned ones stay uncommitted.
     let drained = tokio::time::timeout(cfg.drain_timeout, async {
-        while let Some(joined) = tasks.join_next().await {
-            if let Ok((t, p, o, done)) = joined {
-                store(&t, p, o, done);
+        while let Some(r) = tasks.join_next().await {
+            if let Ok(done) = joined(cfg.service, r) {
+                store(&consumer, &finalizer, &metrics, done);
             }
         }
     })
@@ -493,5 +670,19 @@ pub async fn run_stage<P: Processor>(
         Err(e) => tracing::debug!(error = %e, "final commit (nothing to commit or no assignment)"),
     }
     consumer.unsubscribe();
-    Ok(())
+    metrics.assigned_partitions().set(0);
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// How often the stage looks at what it holds (and, holding nothing, probes the group).
+const WATCHDOG_TICK: Duration = Duration::from_secs(1);
+/// Bound on each broker round trip of the ownership probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Partitions the consumer holds now (a local lookup, no broker round trip).
+fn held(consumer: &StageConsumer) -> i64 {
+    consumer.assignment().map(|t| t.count()).unwrap_or(0) as i64
 }
