@@ -115,19 +115,38 @@ async fn wait_ready(name: &str, port: u16, timeout: Duration) -> anyhow::Result<
     anyhow::bail!("{name} not ready on {url} after {timeout:?}")
 }
 
+/// Resolves when the embedded broker has ended (never without one): the stack cannot work on.
+async fn broker_exit(broker: Option<&EmbeddedBroker>) -> anyhow::Error {
+    let Some(b) = broker else {
+        return std::future::pending().await;
+    };
+    loop {
+        if let Some(status) = b.exited() {
+            return anyhow::anyhow!(
+                "the embedded broker ended ({status}); see {}",
+                b.log_path().display()
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let data = abs(&args.data_dir)?;
-    let _broker;
+    // The embedded broker dies with this process (however it ends) and `up` refuses to start
+    // when its own broker cannot serve (port taken, storage in use, broker exited at start).
+    let mut broker = None;
     let bootstrap = match &args.bootstrap {
         Some(b) => b.clone(),
         None => {
             let dir = data.join("broker");
             let b =
                 tokio::task::spawn_blocking(move || EmbeddedBroker::start(&dir, args.broker_port))
-                    .await??;
+                    .await?
+                    .context("the embedded broker did not start")?;
             let addr = b.bootstrap();
             tracing::info!(bootstrap = %addr, "embedded broker started (sqlite storage under {})", data.join("broker").display());
-            _broker = b;
+            broker = Some(b);
             addr
         }
     };
@@ -239,12 +258,22 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
                 let (svc, r) = done?;
                 Err(anyhow::anyhow!("{svc} stopped during the run: {:?}", r.err()))
             }
+            e = broker_exit(broker.as_ref()) => Err(e),
         }
     };
-    if args.keep_running && outcome.is_ok() {
+    let outcome = if args.keep_running && outcome.is_ok() {
         println!("--keep-running: stack stays up; Ctrl-C to stop");
-        shutdown.cancelled().await;
-    }
+        tokio::select! {
+            _ = shutdown.cancelled() => Ok(()),
+            Some(done) = tasks.join_next() => {
+                let (svc, r) = done?;
+                Err(anyhow::anyhow!("{svc} stopped: {:?}", r.err()))
+            }
+            e = broker_exit(broker.as_ref()) => Err(e),
+        }
+    } else {
+        outcome
+    };
     services.cancel();
     while let Some(done) = tasks.join_next().await {
         if let Ok((svc, Err(e))) = done {
