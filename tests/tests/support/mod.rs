@@ -520,15 +520,15 @@ pub fn start_replay(
 
 /// How much longer each killed service stays down (`CXRFLOW_CRASH_EXTRA_DOWNTIME_MS`).
 ///
-/// Default: past the 6 s consumer session timeout. tansu 0.6.0 (the embedded broker) has a
-/// group-coordination bug: a member that rejoins while the SIGKILLed one is still within its
-/// session can be handed an empty assignment for good (JoinGroup names the dead member leader,
-/// the follower syncs empty assignments, then the leader expires; generation stays with no
-/// partitions). Apache Kafka rebalances that case; with the embedded broker a restarted service
-/// must wait for the dead member's session to end. Set 0 to reproduce the broker bug.
+/// Default 0: a killed service is started again at once, as an orchestrator would. With the
+/// embedded broker (tansu 0.6.0) the replacement may then join while its SIGKILLed predecessor
+/// still leads the group, and the group can settle with nothing assigned to anybody
+/// (services/common/src/kafka/ownership.rs explains the coordinator's path); the stage's
+/// ownership watchdog rejoins after `--consumer-stall-ms`. Set it above the session timeout to
+/// test restarts that never meet the dead member.
 pub fn extra_downtime_ms() -> u64 {
     std::env::var("CXRFLOW_CRASH_EXTRA_DOWNTIME_MS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(6_500)
+        .unwrap_or(0)
 }
