@@ -22,6 +22,12 @@ if [ ! -f "$ds/.complete" ]; then
   touch "$ds/.complete"
 fi
 CXRFLOW_DATASET="$ds/CheXpert-v1.0-small" "$here/make-models.sh" >/dev/null
+# The out-of-distribution gate's reference for the fitted model, calibrated on the validation
+# split (again whenever make-models.sh rewrote the manifest).
+small="$CXRFLOW_DATA/models/cxr-small/${CXRFLOW_SMALL_MODEL_VERSION:-1.0.0}"
+if ! grep -q '"ood"' "$small/manifest.json"; then
+  "$bin" model calibrate-ood --model-dir "$small" --dataset "$ds" --split valid >/dev/null
+fi
 cat > "$CXRFLOW_DATA/test-data.env" <<ENV
 export CXRFLOW_DATASET_ROOT="$ds"
 export CXRFLOW_MODELS_DIR="$CXRFLOW_DATA/models"

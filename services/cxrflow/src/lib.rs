@@ -3,5 +3,6 @@
 //! A library too, so the end-to-end tests run the very same `up`.
 
 pub mod dlq;
+pub mod ood;
 pub mod sim;
 pub mod up;

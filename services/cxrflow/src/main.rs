@@ -152,6 +152,12 @@ enum ModelCmd {
     Promote(RolloutArgs),
     /// Withdraw a version (canary or shadow) or go back from it.
     Rollback(RolloutArgs),
+    /// Fit the out-of-distribution gate's reference on a dataset split (default: valid) and
+    /// write it into the version's manifest.
+    CalibrateOod(cxrflow::ood::CalibrateArgs),
+    /// Measure the OOD and eligibility gates: a corpus of images the model must refuse
+    /// against a held-out chest split that must pass; JSON report.
+    OodEval(cxrflow::ood::EvalArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -203,6 +209,12 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Model {
+            cmd: ModelCmd::CalibrateOod(a),
+        } => tokio::task::spawn_blocking(move || cxrflow::ood::calibrate(&a)).await?,
+        Command::Model {
+            cmd: ModelCmd::OodEval(a),
+        } => tokio::task::spawn_blocking(move || cxrflow::ood::evaluate(&a)).await?,
         Command::Model { cmd } => {
             let decision = match cmd {
                 ModelCmd::Stage(a) => {
@@ -227,6 +239,9 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                         &a.kafka, &a.model, &a.version, &a.by, &a.reason,
                     )
                     .await?
+                }
+                ModelCmd::CalibrateOod(_) | ModelCmd::OodEval(_) => {
+                    unreachable!("handled above")
                 }
             };
             println!(

@@ -49,6 +49,12 @@ pub struct UpArgs {
     /// Keep the stack running after the report (Ctrl-C stops it).
     #[arg(long)]
     pub keep_running: bool,
+    /// Consumer session timeout of every service. A `cxrflow up` killed and started again at
+    /// once meets its dead predecessor's group members until their sessions end; the stages'
+    /// ownership watchdog acts after the session plus 5 s (`--consumer-stall-ms` of the
+    /// services). Each service's shutdown drain is kept under half of it.
+    #[arg(long, env = "CXRFLOW_SESSION_TIMEOUT_MS", default_value_t = 30_000)]
+    pub session_timeout_ms: u64,
     /// Skip the replay: just run the stack.
     #[arg(long)]
     pub no_replay: bool,
@@ -93,10 +99,11 @@ fn gateway_key(data: &Path, configured: Option<&str>) -> anyhow::Result<String> 
     Ok(key)
 }
 
-fn svc(port: u16, service: &str) -> ServiceArgs {
+fn svc(port: u16, service: &str, kafka: &KafkaArgs) -> ServiceArgs {
     let mut s = ServiceArgs::local();
     s.http = SocketAddr::from(([127, 0, 0, 1], port));
     s.group_id = Some(format!("cxrflow-{service}"));
+    s.drain_timeout_ms = s.drain_timeout_ms.min(kafka.session_timeout_ms / 2);
     s
 }
 
@@ -150,7 +157,8 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
             addr
         }
     };
-    let kafka = KafkaArgs::for_bootstrap(&bootstrap);
+    let mut kafka = KafkaArgs::for_bootstrap(&bootstrap);
+    kafka.session_timeout_ms = args.session_timeout_ms;
     ensure_topics(&kafka, &all_topics(), args.partitions, 1).await?;
     let blobs = format!("file://{}", abs(&data.join("blobs"))?.display());
     let dataset = std::fs::canonicalize(&args.sim.dataset).with_context(|| {
@@ -164,7 +172,7 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     let services = CancellationToken::new();
     let mut tasks: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
 
-    let mut ingest = cxrflow_ingest::Config::defaults(kafka.clone(), svc(base, "ingest"));
+    let mut ingest = cxrflow_ingest::Config::defaults(kafka.clone(), svc(base, "ingest", &kafka));
     ingest.blob_store = Some(blobs.clone());
     ingest.ingest_db = data.join("ingest.db");
     // file:// images from the replay's dataset and from the embedded gateway's store.
@@ -174,19 +182,19 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     tasks.spawn(async move { ("ingest", cxrflow_ingest::run(ingest, t).await) });
 
     let mut preprocess =
-        cxrflow_preprocess::Config::defaults(kafka.clone(), svc(base + 1, "preprocess"));
+        cxrflow_preprocess::Config::defaults(kafka.clone(), svc(base + 1, "preprocess", &kafka));
     preprocess.blob_store = Some(blobs.clone());
     let t = services.clone();
     tasks.spawn(async move { ("preprocess", cxrflow_preprocess::run(preprocess, t).await) });
 
     let mut inference =
-        cxrflow_inference::Config::defaults(kafka.clone(), svc(base + 2, "inference"));
+        cxrflow_inference::Config::defaults(kafka.clone(), svc(base + 2, "inference", &kafka));
     inference.models_dir = args.models_dir.clone();
     inference.model = args.model.clone();
     let t = services.clone();
     tasks.spawn(async move { ("inference", cxrflow_inference::run(inference, t).await) });
 
-    let mut triage = cxrflow_triage::Config::defaults(kafka.clone(), svc(base + 3, "triage"));
+    let mut triage = cxrflow_triage::Config::defaults(kafka.clone(), svc(base + 3, "triage", &kafka));
     triage.blob_store = blobs.clone();
     triage.ui_token = args.ui_token.clone();
     // One pooled list: the simulated readers serve every site (teleradiology).
@@ -194,12 +202,12 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     let t = services.clone();
     tasks.spawn(async move { ("triage", cxrflow_triage::run(triage, t).await) });
 
-    let mut feedback = cxrflow_feedback::Config::defaults(kafka.clone(), svc(base + 4, "feedback"));
+    let mut feedback = cxrflow_feedback::Config::defaults(kafka.clone(), svc(base + 4, "feedback", &kafka));
     feedback.store = cxrflow_feedback::StoreUri::Sqlite(data.join("feedback.db"));
     let t = services.clone();
     tasks.spawn(async move { ("feedback", cxrflow_feedback::run(feedback, t).await) });
 
-    let mut drift = cxrflow_drift::Config::defaults(kafka.clone(), svc(base + 5, "drift"));
+    let mut drift = cxrflow_drift::Config::defaults(kafka.clone(), svc(base + 5, "drift", &kafka));
     drift.drift_db = data.join("drift.db");
     let t = services.clone();
     tasks.spawn(async move { ("drift", cxrflow_drift::run(drift, t).await) });
@@ -214,7 +222,7 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     ];
     if args.gateway_dicom_port != 0 {
         let mut gateway =
-            cxrflow_gateway::Config::defaults(kafka.clone(), svc(base + 6, "gateway"));
+            cxrflow_gateway::Config::defaults(kafka.clone(), svc(base + 6, "gateway", &kafka));
         gateway.dicom_listen = SocketAddr::from(([127, 0, 0, 1], args.gateway_dicom_port));
         gateway.blob_store = Some(format!("file://{}", dicom.display()));
         gateway.pseudonym_key = Some(gateway_key(&data, args.gateway_pseudonym_key.as_deref())?);

@@ -15,6 +15,7 @@ pub mod embedding;
 mod follow;
 pub mod manifest;
 pub mod metrics;
+pub mod ood;
 pub mod processor;
 pub mod registry;
 pub mod rollout;

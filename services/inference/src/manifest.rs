@@ -118,6 +118,10 @@ pub struct Manifest {
     pub findings: Vec<FindingSpec>,
     #[serde(default)]
     pub training: serde_json::Value,
+    /// The out-of-distribution reference (`cxrflow model calibrate-ood`); without it the OOD
+    /// gate is off for this version (logged at load).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ood: Option<crate::ood::OodReference>,
 }
 
 fn default_file() -> String {
@@ -207,6 +211,11 @@ impl Manifest {
                 "file {:?} must name a file inside the model directory",
                 self.file
             ));
+        }
+        if let Some(r) = &self.ood {
+            if let Err(e) = r.validate() {
+                problems.push(e);
+            }
         }
         if problems.is_empty() {
             Ok(())

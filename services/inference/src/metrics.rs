@@ -16,6 +16,7 @@ pub struct InferenceMetrics {
     pub predictions: Family<Labels, Counter>,
     pub provider_info: Family<Labels, Gauge>,
     pub nan_outputs: Family<Labels, Counter>,
+    pub out_of_distribution: Family<Labels, Counter>,
     pub model_loads: Family<Labels, Counter>,
     pub rollouts: Family<Labels, Counter>,
     pub auto_rollbacks: Family<Labels, Counter>,
@@ -30,6 +31,7 @@ impl Default for InferenceMetrics {
             predictions: Family::default(),
             provider_info: Family::default(),
             nan_outputs: Family::default(),
+            out_of_distribution: Family::default(),
             model_loads: Family::default(),
             rollouts: Family::default(),
             auto_rollbacks: Family::default(),
@@ -66,6 +68,11 @@ impl InferenceMetrics {
             "nan_outputs",
             "Images whose model output was NaN or infinite, by version",
             self.nan_outputs.clone(),
+        );
+        r.register(
+            "out_of_distribution_images",
+            "Images unlike the model's training data (OOD gate), published not assessable, by version",
+            self.out_of_distribution.clone(),
         );
         r.register(
             "model_loads",
@@ -154,6 +161,20 @@ impl InferenceMetrics {
     pub fn nan_output(&self, model: &str, version: &str, study: &str) {
         tracing::warn!(model, version, study, "model output is NaN or infinite");
         self.nan_outputs
+            .get_or_create(&vec![("model", model.into()), ("version", version.into())])
+            .inc();
+    }
+
+    /// An image failed the OOD gate: its scores are kept for audit, never used for ranking.
+    pub fn out_of_distribution(&self, model: &str, version: &str, study: &str, relative: f64) {
+        tracing::info!(
+            model,
+            version,
+            study,
+            relative,
+            "image unlike the training data: published not assessable"
+        );
+        self.out_of_distribution
             .get_or_create(&vec![("model", model.into()), ("version", version.into())])
             .inc();
     }

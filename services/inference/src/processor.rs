@@ -121,6 +121,24 @@ impl InferenceProcessor {
             .as_deref()
             .filter(|f| f.iter().all(|x| x.is_finite()))
             .map(|f| model.embed(f));
+        // The OOD gate: a score is trusted only for an image like the training data. The
+        // scores stay on the record for audit; triage does not rank a non-assessable one.
+        if let Some(reference) = &manifest.ood {
+            let relative = crate::ood::features(&img.stats, p.embedding.as_deref())
+                .and_then(|x| reference.relative(&x));
+            p.ood_distance = relative;
+            if let Some(rel) = relative.filter(|r| *r > 1.0) {
+                self.metrics.out_of_distribution(
+                    model.name(),
+                    model.version(),
+                    &img.study.study_instance_uid,
+                    rel,
+                );
+                p.assessable = false;
+                p.not_assessable_code = Some(crate::ood::CODE.into());
+                p.not_assessable_reason = Some(crate::ood::reason(rel));
+            }
+        }
         self.metrics
             .predicted(model.name(), model.version(), role_name(role));
         Ok(Ok(p))
@@ -209,7 +227,8 @@ impl Processor for InferenceProcessor {
                 tracing::warn!(study = %uid, error = %e, "model output not finite: published as not assessable");
                 let mut p = prediction(&img, &model, role);
                 p.not_assessable_code = Some("model.invalid_output".into());
-                p.not_assessable_reason = Some("model output invalid (non-finite probabilities)".into());
+                p.not_assessable_reason =
+                    Some("model output invalid (non-finite probabilities)".into());
                 p
             }
         };

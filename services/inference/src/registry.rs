@@ -111,6 +111,12 @@ impl Loader {
             &self.opts.device.to_string(),
             &model.session.model.manifest.precision.to_string(),
         );
+        match &model.session.model.manifest.ood {
+            Some(r) => tracing::info!(model = %self.name, %version, threshold = r.threshold,
+                calibrated_on = %r.calibrated_on, images = r.images, "OOD gate on"),
+            None => tracing::warn!(model = %self.name, %version,
+                "OOD gate off: the manifest has no reference (cxrflow model calibrate-ood); every decodable eligible image is scored"),
+        }
         self.loaded
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -314,6 +314,7 @@ impl TestModel {
                 })
                 .collect(),
             training: serde_json::json!({"dataset": "none: cxrflow test model"}),
+            ood: None,
         }
     }
 

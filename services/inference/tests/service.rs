@@ -96,12 +96,18 @@ async fn predictions_flow_and_poison_records_are_dead_lettered() {
     }
     let lateral = by_uid["1.2.9.lateral"];
     assert!(!lateral.assessable && lateral.findings.is_empty() && lateral.embedding.is_none());
-    assert_eq!(lateral.not_assessable_reason.as_deref(), Some("lateral view"));
+    assert_eq!(
+        lateral.not_assessable_reason.as_deref(),
+        Some("lateral view")
+    );
     // A NaN output is a fact about the study, not a lost record: published as not assessable
     // with the reason, never with a score.
     let nan = by_uid["1.2.9.nan"];
     assert!(!nan.assessable && nan.findings.is_empty(), "{nan:#?}");
-    assert_eq!(nan.not_assessable_code.as_deref(), Some("model.invalid_output"));
+    assert_eq!(
+        nan.not_assessable_code.as_deref(),
+        Some("model.invalid_output")
+    );
     let reasons: HashMap<&str, &DeadLetter> = dlq.iter().map(|d| (d.reason.as_str(), d)).collect();
     assert_eq!(
         reasons.keys().copied().collect::<HashSet<_>>(),

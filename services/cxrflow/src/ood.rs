@@ -1,0 +1,306 @@
+//! `cxrflow model calibrate-ood` and `cxrflow model ood-eval`: the out-of-distribution gate's
+//! reference, fitted on a dataset split's frontal images with the same decoder, eligibility
+//! gate, preprocessing and model session the services run, written into the model manifest;
+//! and its measurement on a corpus of images the model has no business scoring (each
+//! sub-directory one kind: photographs, other modalities, corrupted chest images) against a
+//! held-out chest split.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use cxrflow_inference::embedding;
+use cxrflow_inference::manifest::ModelDir;
+use cxrflow_inference::ood::{features, OodReference};
+use cxrflow_inference::session::{ModelSession, SessionOptions};
+use cxrflow_preprocess::decode::DecodeLimits;
+use cxrflow_preprocess::eligibility::EligibilityRules;
+use cxrflow_preprocess::pipeline::{prepare_gated, Gated};
+use cxrflow_preprocess::Profile;
+use cxrflow_sim::dataset::open_dataset;
+use cxrflow_sim::labels::ViewKind;
+use serde::Serialize;
+
+#[derive(Debug, clap::Args)]
+pub struct CalibrateArgs {
+    /// The model version directory (`<models-dir>/<name>/<version>`); its manifest gains the
+    /// `ood` reference.
+    #[arg(long)]
+    pub model_dir: PathBuf,
+    /// A CheXpert-format dataset (the directory holding `CheXpert-v1.0-small/`, or it).
+    #[arg(long)]
+    pub dataset: PathBuf,
+    /// The label file's split to calibrate on.
+    #[arg(long, default_value = "valid")]
+    pub split: String,
+    /// The percentile of the calibration images' own distances the threshold is set at.
+    #[arg(long, default_value_t = 99.5)]
+    pub percentile: f64,
+    /// Print the reference instead of writing it into the manifest.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    /// The model version directory, with an `ood` reference in its manifest.
+    #[arg(long)]
+    pub model_dir: PathBuf,
+    /// The dataset whose held-out split must pass.
+    #[arg(long)]
+    pub dataset: PathBuf,
+    #[arg(long, default_value = "heldout")]
+    pub split: String,
+    /// A directory of images the model must refuse, one sub-directory per kind.
+    #[arg(long)]
+    pub corpus: PathBuf,
+    /// Where to write the JSON report.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// What the gates make of one file.
+#[derive(Debug, Clone, PartialEq)]
+enum Verdict {
+    /// Refused before scoring (eligibility or decoding), with the code.
+    Refused(String),
+    /// Scored; the features for the OOD gate.
+    Features(Vec<f64>),
+}
+
+struct Judge {
+    session: ModelSession,
+    profile: Profile,
+    rules: EligibilityRules,
+    limits: DecodeLimits,
+}
+
+impl Judge {
+    fn open(model_dir: &Path) -> anyhow::Result<Judge> {
+        let model = ModelDir::load(model_dir)?;
+        let id = &model.manifest.preprocessing.profile_id;
+        let profile: Profile = id.parse().map_err(|e| {
+            anyhow::anyhow!("preprocessing profile {id:?} unknown to this build: {e}")
+        })?;
+        let opts = SessionOptions {
+            intra_op_threads: 1,
+            ..SessionOptions::default()
+        };
+        Ok(Judge {
+            session: ModelSession::load(model, &opts, None)?,
+            profile,
+            rules: EligibilityRules::default(),
+            limits: DecodeLimits::default(),
+        })
+    }
+
+    fn judge(&self, bytes: &[u8]) -> anyhow::Result<Verdict> {
+        let prepared = match prepare_gated(bytes, &self.limits, self.profile, &self.rules) {
+            Ok(Gated::Prepared(p)) => p,
+            Ok(Gated::Ineligible { why, .. }) => return Ok(Verdict::Refused(why.code.into())),
+            Err(e) => return Ok(Verdict::Refused(e.reason().into())),
+        };
+        let out = self.session.run(&[prepared.tensor.as_slice()])?;
+        let embedding = out.features.map(|(d, f)| {
+            let f = &f[..d];
+            embedding::project(&embedding::projection(d), f)
+        });
+        if out.probabilities[0].iter().any(|p| !p.is_finite()) {
+            return Ok(Verdict::Refused("model.invalid_output".into()));
+        }
+        Ok(match features(&prepared.stats, embedding.as_deref()) {
+            Some(x) => Verdict::Features(x),
+            None => Verdict::Refused("ood.no_features".into()),
+        })
+    }
+
+    fn embedding_dims(&self) -> usize {
+        if self.session.model.manifest.outputs.features.is_some() {
+            embedding::EMBEDDING_DIMS
+        } else {
+            0
+        }
+    }
+}
+
+/// The frontal images of a split (`valid` → `valid.csv`).
+fn frontal_images(dataset: &Path, split: &str) -> anyhow::Result<Vec<PathBuf>> {
+    let ds = open_dataset(dataset)?;
+    let file = format!("{split}.csv");
+    let Some((_, table)) = ds.tables.iter().find(|(n, _)| *n == file) else {
+        bail!("{} has no {file}", ds.dir.display());
+    };
+    Ok(table
+        .rows
+        .iter()
+        .filter(|r| r.view == ViewKind::Frontal)
+        .map(|r| r.image_path(&ds.parent))
+        .collect())
+}
+
+pub fn calibrate(a: &CalibrateArgs) -> anyhow::Result<()> {
+    let judge = Judge::open(&a.model_dir)?;
+    let images = frontal_images(&a.dataset, &a.split)?;
+    let mut samples = Vec::new();
+    let mut refused: BTreeMap<String, usize> = BTreeMap::new();
+    for path in &images {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        match judge.judge(&bytes)? {
+            Verdict::Features(x) => samples.push(x),
+            Verdict::Refused(code) => *refused.entry(code).or_default() += 1,
+        }
+    }
+    let reference = OodReference::fit(
+        &samples,
+        judge.embedding_dims(),
+        a.percentile,
+        &format!("{} split of {}", a.split, a.dataset.display()),
+    )?;
+    eprintln!(
+        "OOD reference: {} {} images ({} refused before scoring: {refused:?}), threshold {:.3} at the {}th percentile",
+        samples.len(),
+        a.split,
+        images.len() - samples.len(),
+        reference.threshold,
+        a.percentile
+    );
+    if a.dry_run {
+        println!("{}", serde_json::to_string_pretty(&reference)?);
+        return Ok(());
+    }
+    let path = a.model_dir.join("manifest.json");
+    let text = std::fs::read_to_string(&path)?;
+    let mut manifest: serde_json::Value = serde_json::from_str(&text)?;
+    manifest["ood"] = serde_json::to_value(&reference)?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(&manifest)? + "\n")?;
+    std::fs::rename(&tmp, &path)?;
+    ModelDir::load(&a.model_dir).context("the calibrated manifest must load")?;
+    eprintln!("written into {}", path.display());
+    Ok(())
+}
+
+#[derive(Debug, Default, Serialize)]
+struct KindReport {
+    images: usize,
+    refused: usize,
+    /// How each was refused (code → count); `passed` for those that were not.
+    by: BTreeMap<String, usize>,
+}
+
+impl KindReport {
+    fn add(&mut self, verdict: &Verdict, reference: &OodReference) -> Option<f64> {
+        self.images += 1;
+        let (code, rel) = match verdict {
+            Verdict::Refused(code) => (code.clone(), None),
+            Verdict::Features(x) => match reference.relative(x) {
+                Some(r) if r > 1.0 => ("ood.distance".to_string(), Some(r)),
+                r => ("passed".to_string(), r),
+            },
+        };
+        if code != "passed" {
+            self.refused += 1;
+        }
+        *self.by.entry(code).or_default() += 1;
+        rel
+    }
+
+    fn fraction(&self) -> f64 {
+        if self.images == 0 {
+            0.0
+        } else {
+            self.refused as f64 / self.images as f64
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct EvalReport {
+    model: String,
+    threshold: f64,
+    calibrated_on: String,
+    heldout: KindReport,
+    heldout_wrongly_refused: f64,
+    corpus: BTreeMap<String, KindReport>,
+    corpus_refused: f64,
+    /// Refused by the OOD gate alone (images with no header to judge them by).
+    corpus_refused_by_ood: usize,
+}
+
+fn files_under(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let p = e?.path();
+        if p.is_dir() {
+            v.extend(files_under(&p)?);
+        } else if p.is_file() {
+            v.push(p);
+        }
+    }
+    v.sort();
+    Ok(v)
+}
+
+pub fn evaluate(a: &EvalArgs) -> anyhow::Result<()> {
+    let judge = Judge::open(&a.model_dir)?;
+    let manifest = &judge.session.model.manifest;
+    let Some(reference) = manifest.ood.clone() else {
+        bail!(
+            "{} has no OOD reference: run `cxrflow model calibrate-ood` first",
+            a.model_dir.display()
+        );
+    };
+    let mut heldout = KindReport::default();
+    for path in frontal_images(&a.dataset, &a.split)? {
+        heldout.add(&judge.judge(&std::fs::read(&path)?)?, &reference);
+    }
+    let mut corpus: BTreeMap<String, KindReport> = BTreeMap::new();
+    for kind in std::fs::read_dir(&a.corpus)? {
+        let kind = kind?.path();
+        if !kind.is_dir() {
+            continue;
+        }
+        let name = kind
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        let report = corpus.entry(name).or_default();
+        for f in files_under(&kind)? {
+            report.add(&judge.judge(&std::fs::read(&f)?)?, &reference);
+        }
+    }
+    let (images, refused) = corpus
+        .values()
+        .fold((0, 0), |(i, r), k| (i + k.images, r + k.refused));
+    let report = EvalReport {
+        model: format!("{}/{}", manifest.name, manifest.version),
+        threshold: reference.threshold,
+        calibrated_on: reference.calibrated_on.clone(),
+        heldout_wrongly_refused: heldout.fraction(),
+        heldout,
+        corpus_refused: if images == 0 {
+            0.0
+        } else {
+            refused as f64 / images as f64
+        },
+        corpus_refused_by_ood: corpus
+            .values()
+            .map(|k| k.by.get("ood.distance").copied().unwrap_or(0))
+            .sum(),
+        corpus,
+    };
+    let json = serde_json::to_string_pretty(&report)?;
+    if let Some(out) = &a.out {
+        std::fs::write(out, &json)?;
+    }
+    println!("{json}");
+    eprintln!(
+        "non-chest/corrupted images refused: {refused} of {images} ({:.1} %); held-out chest studies wrongly refused: {} of {} ({:.2} %)",
+        100.0 * report.corpus_refused,
+        report.heldout.refused,
+        report.heldout.images,
+        100.0 * report.heldout_wrongly_refused
+    );
+    Ok(())
+}
