@@ -226,7 +226,11 @@ fn earlier_prediction_versions_decode_with_the_current_one() {
     // had neither `embedding` nor `input_stats`, version 2 no `input_stats`.
     let c = codec();
     let current_id = Codec::schema_id(&c.encode(&sample_prediction()).unwrap()).unwrap();
-    const V4: [&str; 3] = ["not_assessable_reason", "not_assessable_code", "ood_distance"];
+    const V4: [&str; 3] = [
+        "not_assessable_reason",
+        "not_assessable_code",
+        "ood_distance",
+    ];
     for (version, missing) in [
         (1, &["embedding", "input_stats"][..]),
         (2, &["input_stats"][..]),

@@ -31,7 +31,10 @@ pub struct DicomHeader {
 
 /// Radiograph SOP classes: CR, and DX for presentation and for processing.
 pub const RADIOGRAPH_SOP_CLASSES: &[(&str, &str)] = &[
-    ("1.2.840.10008.5.1.4.1.1.1", "Computed Radiography Image Storage"),
+    (
+        "1.2.840.10008.5.1.4.1.1.1",
+        "Computed Radiography Image Storage",
+    ),
     (
         "1.2.840.10008.5.1.4.1.1.1.1",
         "Digital X-Ray Image Storage - For Presentation",
@@ -46,13 +49,19 @@ pub const RADIOGRAPH_SOP_CLASSES: &[(&str, &str)] = &[
 const KNOWN_SOP_CLASSES: &[(&str, &str)] = &[
     ("1.2.840.10008.5.1.4.1.1.2", "CT Image Storage"),
     ("1.2.840.10008.5.1.4.1.1.4", "MR Image Storage"),
-    ("1.2.840.10008.5.1.4.1.1.7", "Secondary Capture Image Storage"),
+    (
+        "1.2.840.10008.5.1.4.1.1.7",
+        "Secondary Capture Image Storage",
+    ),
     ("1.2.840.10008.5.1.4.1.1.6.1", "Ultrasound Image Storage"),
     (
         "1.2.840.10008.5.1.4.1.1.1.2",
         "Digital Mammography X-Ray Image Storage - For Presentation",
     ),
-    ("1.2.840.10008.5.1.4.1.1.12.1", "X-Ray Angiographic Image Storage"),
+    (
+        "1.2.840.10008.5.1.4.1.1.12.1",
+        "X-Ray Angiographic Image Storage",
+    ),
 ];
 
 /// Body parts that mean a chest radiograph (DICOM PS3.16 CID 4031 uses CHEST; some modalities
@@ -142,7 +151,10 @@ impl EligibilityRules {
         if h.frames > 1 {
             return ineligible(
                 "eligibility.multiframe",
-                format!("multi-frame object ({} frames), not a single radiograph", h.frames),
+                format!(
+                    "multi-frame object ({} frames), not a single radiograph",
+                    h.frames
+                ),
             );
         }
         let photometric = h.photometric.as_deref().unwrap_or("").trim();
@@ -152,7 +164,11 @@ impl EligibilityRules {
                 format!(
                     "colour image ({} samples per pixel, {}), not a radiograph",
                     h.samples_per_pixel,
-                    if photometric.is_empty() { "no photometric interpretation" } else { photometric }
+                    if photometric.is_empty() {
+                        "no photometric interpretation"
+                    } else {
+                        photometric
+                    }
                 ),
             );
         }

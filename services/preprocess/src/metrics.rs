@@ -81,7 +81,12 @@ impl PreprocessMetrics {
 
     /// An image its own header makes ineligible: it flows on as not assessable.
     pub fn ineligible(&self, study: &str, code: &'static str, reason: &str) {
-        tracing::info!(study, code, reason, "ineligible image: marked not assessable");
+        tracing::info!(
+            study,
+            code,
+            reason,
+            "ineligible image: marked not assessable"
+        );
         self.ineligible
             .get_or_create(&vec![("reason", code.to_string())])
             .inc();
@@ -90,7 +95,13 @@ impl PreprocessMetrics {
     /// The header says otherwise than the scan event about `attribute` (bounded: modality,
     /// view_position).
     pub fn disagreement(&self, study: &str, attribute: &'static str, event: &str, header: &str) {
-        tracing::warn!(study, attribute, event, header, "DICOM header contradicts the scan event; the header wins");
+        tracing::warn!(
+            study,
+            attribute,
+            event,
+            header,
+            "DICOM header contradicts the scan event; the header wins"
+        );
         self.disagreements
             .get_or_create(&vec![("attribute", attribute.to_string())])
             .inc();

@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use cxrflow_contracts::ImageStats;
 
-use crate::decode::{decode, decode_eligible, Container, DecodeError, DecodeLimits, Decoded, DecodedImage};
+use crate::decode::{
+    decode, decode_eligible, Container, DecodeError, DecodeLimits, Decoded, DecodedImage,
+};
 use crate::eligibility::{DicomHeader, EligibilityRules, Ineligible};
 use crate::profile::Profile;
 use crate::stats::image_stats;
@@ -91,8 +93,10 @@ pub fn prepare_guarded(
     profile: Profile,
     rules: &EligibilityRules,
 ) -> Result<Gated, DecodeError> {
-    catch_unwind(AssertUnwindSafe(|| prepare_gated(bytes, limits, profile, rules)))
-        .unwrap_or_else(|payload| Err(DecodeError::Panicked(panic_message(payload.as_ref()))))
+    catch_unwind(AssertUnwindSafe(|| {
+        prepare_gated(bytes, limits, profile, rules)
+    }))
+    .unwrap_or_else(|payload| Err(DecodeError::Panicked(panic_message(payload.as_ref()))))
 }
 
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

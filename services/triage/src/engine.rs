@@ -195,15 +195,17 @@ impl Engine {
         headers: &BTreeMap<String, String>,
     ) -> Result<(), ProduceError> {
         let metrics = self.metrics.clone();
-        self.change(&scan.study.study_instance_uid, headers, |wl, now| {
-            match wl.on_scan(scan, now) {
+        self.change(
+            &scan.study.study_instance_uid,
+            headers,
+            |wl, now| match wl.on_scan(scan, now) {
                 Ok(d) => Some((d, None)),
                 Err(why) => {
                     metrics.ignored(why.label());
                     None
                 }
-            }
-        })
+            },
+        )
         .await
         .map(drop)
     }
@@ -289,7 +291,9 @@ impl Engine {
             match r {
                 Ok(Some(_)) => self.metrics.overdue(&uid, bound),
                 Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "overdue decision not published; retrying next tick"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "overdue decision not published; retrying next tick")
+                }
             }
         }
         let wait = self.settings.dead_letter_wait_ms;
@@ -422,7 +426,10 @@ impl Processor for TriageProcessor {
             topics::DLQ => {
                 // A dead letter we cannot read is counted, never dead-lettered again (that
                 // would feed this very topic).
-                let Some(dl) = msg.payload.as_deref().and_then(|p| codec.decode::<DeadLetter>(p).ok())
+                let Some(dl) = msg
+                    .payload
+                    .as_deref()
+                    .and_then(|p| codec.decode::<DeadLetter>(p).ok())
                 else {
                     self.engine.metrics().dead_letter_read("unreadable");
                     return Ok(vec![]);

@@ -148,7 +148,12 @@ pub(crate) fn unranked_decision(
 
 /// `cur` turned NOT_ASSESSABLE for `why`, keeping what a person already saw (escalations, a
 /// STAT order's place).
-fn demoted(wl: &Worklist, cur: &TriageDecision, why: &Unranked, now: EpochMillis) -> TriageDecision {
+fn demoted(
+    wl: &Worklist,
+    cur: &TriageDecision,
+    why: &Unranked,
+    now: EpochMillis,
+) -> TriageDecision {
     let mut d = unranked_decision(
         wl,
         cur.study.clone(),
@@ -273,8 +278,9 @@ impl Worklist {
                     String::new(),
                     now,
                 );
-                d.reasons
-                    .push("study known only from a dead letter (its scan event was unreadable)".into());
+                d.reasons.push(
+                    "study known only from a dead letter (its scan event was unreadable)".into(),
+                );
                 d
             })
             .collect();

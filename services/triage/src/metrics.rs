@@ -170,7 +170,10 @@ impl TriageMetrics {
             tracing::info!(study = %d.study.study_instance_uid, code = d.not_assessable_code.as_deref().unwrap_or(""),
                 reason = d.not_assessable_reason.as_deref().unwrap_or(""), "study not assessable by the AI");
             self.unranked
-                .get_or_create(&vec![("cause", cause_label(d.not_assessable_code.as_deref()))])
+                .get_or_create(&vec![(
+                    "cause",
+                    cause_label(d.not_assessable_code.as_deref()),
+                )])
                 .inc();
         }
         if d.status == WorklistStatus::Read

@@ -440,7 +440,11 @@ mod tests {
             OrderPriority::Stat,
         ));
         assert_eq!(stat.tier, TriageTier::NotAssessable);
-        assert_eq!(stat.deadline, 1_000 + 30 * MINUTE, "the STAT order's deadline");
+        assert_eq!(
+            stat.deadline,
+            1_000 + 30 * MINUTE,
+            "the STAT order's deadline"
+        );
         assert_eq!(stat.score, 0.0);
         assert_eq!(
             pol.assess(&prediction(&[], OrderPriority::Routine)).tier,

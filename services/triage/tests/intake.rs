@@ -127,13 +127,17 @@ fn apply(wl: &mut Worklist, e: &Event, hint: OrderPriority, now: i64) {
                 wl.apply(d, None);
             }
         }
-        Event::DeadLetter(n) => match wl.on_dead_letter(&dead_letter(*n, "decode.truncated"), now) {
-            DeadLetterOutcome::Decide(d) => {
-                wl.apply(*d, None);
+        Event::DeadLetter(n) => {
+            match wl.on_dead_letter(&dead_letter(*n, "decode.truncated"), now) {
+                DeadLetterOutcome::Decide(d) => {
+                    wl.apply(*d, None);
+                }
+                DeadLetterOutcome::Wait => {
+                    wl.remember_dead_letter(dead_letter(*n, "decode.truncated"), now)
+                }
+                DeadLetterOutcome::Ignored(_) => {}
             }
-            DeadLetterOutcome::Wait => wl.remember_dead_letter(dead_letter(*n, "decode.truncated"), now),
-            DeadLetterOutcome::Ignored(_) => {}
-        },
+        }
         Event::Predict(n, k, at) => {
             let p = prediction(*n, hint, *k, *at);
             if let Ok(d) = wl.on_prediction(&p, now) {
@@ -171,7 +175,12 @@ fn events_of(studies: &[Plan]) -> Vec<Event> {
 /// A plan of studies and its events in any order the topics' partitions may interleave them.
 fn arb_run() -> impl Strategy<Value = (Vec<Plan>, Vec<Event>)> {
     prop::collection::vec(
-        (arb_kind(), prop::option::of(arb_kind()), any::<bool>(), any::<bool>()),
+        (
+            arb_kind(),
+            prop::option::of(arb_kind()),
+            any::<bool>(),
+            any::<bool>(),
+        ),
         1..12,
     )
     .prop_flat_map(|studies| {
@@ -217,7 +226,11 @@ proptest! {
 #[test]
 fn a_scan_lists_the_study_as_ai_pending_by_order_priority_and_acquisition_time() {
     let mut wl = Worklist::new(TriagePolicy::default());
-    for (n, hint) in [(1, OrderPriority::Routine), (2, OrderPriority::Stat), (3, OrderPriority::Routine)] {
+    for (n, hint) in [
+        (1, OrderPriority::Routine),
+        (2, OrderPriority::Stat),
+        (3, OrderPriority::Routine),
+    ] {
         let d = wl.on_scan(&scan(n, hint), T0).unwrap();
         assert_eq!(d.tier, TriageTier::AiPending);
         assert_eq!(d.score, 0.0);
@@ -229,8 +242,15 @@ fn a_scan_lists_the_study_as_ai_pending_by_order_priority_and_acquisition_time()
         .iter()
         .map(|e| e.decision.study.study_instance_uid.clone())
         .collect();
-    assert_eq!(order, ["1.2.826.2", "1.2.826.1", "1.2.826.3"], "STAT first, then by acquisition");
-    assert!(wl.on_scan(&scan(1, OrderPriority::Routine), T0).is_err(), "a re-delivered scan adds nothing");
+    assert_eq!(
+        order,
+        ["1.2.826.2", "1.2.826.1", "1.2.826.3"],
+        "STAT first, then by acquisition"
+    );
+    assert!(
+        wl.on_scan(&scan(1, OrderPriority::Routine), T0).is_err(),
+        "a re-delivered scan adds nothing"
+    );
 
     // The prediction re-ranks it: a critical finding moves study 3 above study 1.
     let p = prediction(3, OrderPriority::Routine, Kind::Critical, T0 + 500);
@@ -245,7 +265,9 @@ fn a_scan_lists_the_study_as_ai_pending_by_order_priority_and_acquisition_time()
 fn a_dead_letter_makes_a_pending_study_not_assessable_with_words_and_a_code() {
     let mut wl = Worklist::new(TriagePolicy::default());
     wl.apply(wl.on_scan(&scan(1, OrderPriority::Stat), T0).unwrap(), None);
-    let DeadLetterOutcome::Decide(d) = wl.on_dead_letter(&dead_letter(1, "decode.truncated"), T0 + 5) else {
+    let DeadLetterOutcome::Decide(d) =
+        wl.on_dead_letter(&dead_letter(1, "decode.truncated"), T0 + 5)
+    else {
         panic!("a pending study is decided")
     };
     assert_eq!(d.tier, TriageTier::NotAssessable);
@@ -254,7 +276,11 @@ fn a_dead_letter_makes_a_pending_study_not_assessable_with_words_and_a_code() {
         d.not_assessable_reason.as_deref(),
         Some("image could not be decoded: image is truncated: JPEG stream ends early")
     );
-    assert_eq!(d.deadline, T0 + MIN + 30 * MIN, "a STAT order keeps its deadline");
+    assert_eq!(
+        d.deadline,
+        T0 + MIN + 30 * MIN,
+        "a STAT order keeps its deadline"
+    );
     wl.apply(*d, None);
     let e = wl.ordered(None, OrderingMode::Pooled)[0];
     assert_eq!(e.decision.study.study_instance_uid, "1.2.826.1");
@@ -274,15 +300,27 @@ fn a_dead_letter_before_its_scan_waits_and_one_without_any_scan_is_listed_after_
     let u = dead_letter(1, "ingest.fetch_not_found");
     assert_eq!(wl.on_dead_letter(&u, T0), DeadLetterOutcome::Wait);
     wl.remember_dead_letter(u, T0);
-    let d = wl.on_scan(&scan(1, OrderPriority::Routine), T0 + 1).unwrap();
-    assert_eq!(d.tier, TriageTier::NotAssessable, "the early dead letter decides at the scan");
-    assert_eq!(d.not_assessable_reason.as_deref(), Some("image could not be retrieved"));
+    let d = wl
+        .on_scan(&scan(1, OrderPriority::Routine), T0 + 1)
+        .unwrap();
+    assert_eq!(
+        d.tier,
+        TriageTier::NotAssessable,
+        "the early dead letter decides at the scan"
+    );
+    assert_eq!(
+        d.not_assessable_reason.as_deref(),
+        Some("image could not be retrieved")
+    );
     wl.apply(d, None);
     assert!(wl.orphaned_dead_letters(T0 + 10 * MIN, MIN).is_empty());
 
     let u = dead_letter(7, "codec.corrupt");
     wl.remember_dead_letter(u, T0);
-    assert!(wl.orphaned_dead_letters(T0 + 30_000, MIN).is_empty(), "still waiting");
+    assert!(
+        wl.orphaned_dead_letters(T0 + 30_000, MIN).is_empty(),
+        "still waiting"
+    );
     let orphans = wl.orphaned_dead_letters(T0 + MIN, MIN);
     assert_eq!(orphans.len(), 1);
     assert_eq!(orphans[0].tier, TriageTier::NotAssessable);
@@ -292,13 +330,23 @@ fn a_dead_letter_before_its_scan_waits_and_one_without_any_scan_is_listed_after_
 #[test]
 fn a_pending_study_becomes_overdue_and_a_late_prediction_still_ranks_it() {
     let mut wl = Worklist::new(TriagePolicy::default());
-    wl.apply(wl.on_scan(&scan(1, OrderPriority::Routine), T0).unwrap(), None);
+    wl.apply(
+        wl.on_scan(&scan(1, OrderPriority::Routine), T0).unwrap(),
+        None,
+    );
     assert!(wl.overdue(T0 + 4 * MIN, 5 * MIN).is_empty());
     assert_eq!(wl.overdue(T0 + 5 * MIN, 5 * MIN), ["1.2.826.1"]);
-    let d = wl.overdue_decision("1.2.826.1", T0 + 5 * MIN, 5 * MIN).unwrap();
+    let d = wl
+        .overdue_decision("1.2.826.1", T0 + 5 * MIN, 5 * MIN)
+        .unwrap();
     assert_eq!(d.not_assessable_code.as_deref(), Some(OVERDUE_CODE));
-    assert!(d.not_assessable_reason.unwrap().starts_with("AI result overdue"));
-    let d = wl.overdue_decision("1.2.826.1", T0 + 5 * MIN, 5 * MIN).unwrap();
+    assert!(d
+        .not_assessable_reason
+        .unwrap()
+        .starts_with("AI result overdue"));
+    let d = wl
+        .overdue_decision("1.2.826.1", T0 + 5 * MIN, 5 * MIN)
+        .unwrap();
     wl.apply(d, None);
     assert!(wl.overdue(T0 + 9 * MIN, 5 * MIN).is_empty(), "once");
 
@@ -336,10 +384,18 @@ fn reasons_read_as_words() {
         describe("decode.unsupported_transfer_syntax", "x"),
         "image could not be decoded: unsupported DICOM transfer syntax"
     );
-    assert_eq!(describe("inference.tensor_size", "x"), "model could not score the image");
-    assert_eq!(describe("blob.not_found", "x"), "image could not be retrieved");
-    assert!(describe("ingest.modality_unsupported", "modality MR is not CR or DX")
-        .starts_with("not a chest radiograph"));
+    assert_eq!(
+        describe("inference.tensor_size", "x"),
+        "model could not score the image"
+    );
+    assert_eq!(
+        describe("blob.not_found", "x"),
+        "image could not be retrieved"
+    );
+    assert!(
+        describe("ingest.modality_unsupported", "modality MR is not CR or DX")
+            .starts_with("not a chest radiograph")
+    );
 }
 
 #[test]
@@ -355,5 +411,8 @@ fn an_unranked_study_is_ordered_like_its_order_priority_never_by_its_score() {
     let a = &wl.get("1.2.826.0").unwrap().decision;
     let b = &wl.get("1.2.826.1").unwrap().decision;
     assert_eq!(a.tier, TriageTier::NotAssessable);
-    assert_eq!(reading_order(a, b, OrderingMode::Pooled), std::cmp::Ordering::Less);
+    assert_eq!(
+        reading_order(a, b, OrderingMode::Pooled),
+        std::cmp::Ordering::Less
+    );
 }

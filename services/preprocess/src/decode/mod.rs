@@ -144,7 +144,9 @@ pub fn decode_eligible(
     rules: &EligibilityRules,
 ) -> Result<Decoded, DecodeError> {
     match Container::sniff(bytes)? {
-        c @ (Container::Png | Container::Jpeg) => raster::decode(bytes, c, limits).map(Decoded::Image),
+        c @ (Container::Png | Container::Jpeg) => {
+            raster::decode(bytes, c, limits).map(Decoded::Image)
+        }
         Container::Dicom => dicom::decode(bytes, limits, Some(rules)),
     }
 }
