@@ -35,6 +35,7 @@ const T0: i64 = 1_700_000_000_000;
 const TOKEN: &str = "browser-test-token";
 const ROUTINE: &str = "1.2.840.9.routine";
 const CRITICAL: &str = "1.2.840.9.critical";
+const BROKEN: &str = "1.2.840.9.broken";
 
 fn prediction(uid: &str, finding: &str, p: f64, critical: bool, blob_uri: &str) -> Prediction {
     Prediction {
@@ -318,6 +319,78 @@ async fn the_worklist_page_orders_updates_live_and_closes_a_reported_study() {
         )
         .await;
         page.screenshot("-read").await;
+
+        // A study the AI may not rank: listed as soon as it is scanned (AI_PENDING), then
+        // NOT_ASSESSABLE with the reason in words when preprocessing dead-letters its image;
+        // the header counts it and the filter shows it alone.
+        let scan = ScanEvent {
+            event_id: "e-broken".into(),
+            study: prediction(BROKEN, "Cardiomegaly", 0.1, false, "").study,
+            media_type: "image/jpeg".into(),
+            image_inline: None,
+            image_uri: Some("file:///incoming/broken.jpg".into()),
+            image_sha256: None,
+            image_size_bytes: None,
+        };
+        producer
+            .send(&codec, &scan, &Default::default())
+            .await
+            .expect("produce scan");
+        let rows = page
+            .rows_until("the scanned study, AI pending", |r| {
+                r.iter().any(|row| row.0 == BROKEN && row.1 == "AI_PENDING")
+            })
+            .await;
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        page.text_until("the pending count", "count-AI_PENDING", |t| t.ends_with(" 1"))
+            .await;
+        let dead = DeadLetter {
+            stage: "preprocess".into(),
+            reason: "decode.truncated".into(),
+            error: "file:///blobs/x (image/jpeg): image is truncated: truncated JPEG".into(),
+            source_topic: kafka.topic(topics::INGESTED),
+            source_partition: 0,
+            source_offset: 1,
+            key: Some(BROKEN.as_bytes().to_vec()),
+            payload: None,
+            headers: Default::default(),
+            study_instance_uid: Some(BROKEN.into()),
+            failed_at: T0,
+            replay_count: 0,
+        };
+        producer
+            .send(&codec, &dead, &Default::default())
+            .await
+            .expect("produce dead letter");
+        page.rows_until("the study not assessable", |r| {
+            r.iter()
+                .any(|row| row.0 == BROKEN && row.1 == "NOT_ASSESSABLE")
+        })
+        .await;
+        page.until(
+            "the reason on its row",
+            &format!(
+                "return document.querySelector(\"tr.study[data-uid='{BROKEN}'] .why\")?.textContent ?? null;"
+            ),
+            |v| v.as_str() == Some("image could not be decoded: image is truncated: truncated JPEG"),
+        )
+        .await;
+        page.text_until("the not-assessable count", "count-NOT_ASSESSABLE", |t| {
+            t.ends_with(" 1")
+        })
+        .await;
+        browser
+            .find(Locator::Id("only"))
+            .await
+            .unwrap()
+            .select_by_value("unranked")
+            .await
+            .unwrap();
+        let rows = page
+            .rows_until("the filter", |r| uids(r) == [BROKEN])
+            .await;
+        assert_eq!(rows[0].1, "NOT_ASSESSABLE");
+        page.screenshot("-not-assessable").await;
 
         let severe = driver.severe_console_entries(&browser).await;
         assert!(severe.is_empty(), "the page logged errors: {severe:#?}");
