@@ -300,9 +300,30 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let _guard = telemetry::init("cxrflow", cli.log_format, Some(&cli.otlp_endpoint))?;
+        let _guard = telemetry::init(
+            service_name(&cli.command),
+            cli.log_format,
+            Some(&cli.otlp_endpoint),
+        )?;
         dispatch(cli.command).await
     })
+}
+
+/// The `service.name` a process reports in traces: one per service, so a study's trace shows
+/// which service each span came from (the embedded stack is one process: `cxrflow-up`).
+fn service_name(command: &Command) -> &'static str {
+    match command {
+        Command::Gateway(_) => "cxrflow-gateway",
+        Command::Ingest(_) => "cxrflow-ingest",
+        Command::Preprocess(_) => "cxrflow-preprocess",
+        Command::Inference(_) => "cxrflow-inference",
+        Command::Triage(_) => "cxrflow-triage",
+        Command::Feedback(_) => "cxrflow-feedback",
+        Command::Drift(_) => "cxrflow-drift",
+        Command::RetrainTrigger(_) => "cxrflow-retrain-trigger",
+        Command::Up(_) => "cxrflow-up",
+        _ => "cxrflow",
+    }
 }
 
 #[cfg(test)]

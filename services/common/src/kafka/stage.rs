@@ -348,7 +348,7 @@ fn panicked(service: &str, msg: &Inbound, panic: &(dyn Any + Send)) -> StageErro
 /// Processes one record to the end. Returns false when it was abandoned by shutdown (not done:
 /// its offset must not be stored).
 async fn handle<P: Processor>(s: Arc<Shared<P>>, msg: Inbound) -> bool {
-    let span = tracing::info_span!("record", service = s.service, topic = %msg.logical, partition = msg.partition, offset = msg.offset);
+    let span = tracing::info_span!("record", service = s.service, topic = %msg.logical, partition = msg.partition, offset = msg.offset, trace_id = tracing::field::Empty);
     adopt_parent(&span, &msg.headers);
     let fut = async {
         let start = Instant::now();
@@ -438,6 +438,7 @@ async fn handle<P: Processor>(s: Arc<Shared<P>>, msg: Inbound) -> bool {
             }
         }
         s.metrics.processed(start.elapsed().as_secs_f64());
+        tracing::debug!(elapsed_ms = start.elapsed().as_millis() as u64, "record processed");
         true
     };
     fut.instrument(span).await
