@@ -33,6 +33,27 @@ pub struct KafkaArgs {
     )]
     pub schema_registry: String,
 
+    /// Credentials for the schema registry: `basic:<user>:<password>` (Confluent Cloud API
+    /// keys, Karapace with basic auth) or `bearer:<token>` (an OAuth/OIDC access token). Masked
+    /// in every log line.
+    #[arg(
+        long = "schema-registry-auth",
+        env = "CXRFLOW_SCHEMA_REGISTRY_AUTH",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub schema_registry_auth: String,
+
+    /// Look each schema up in the registry instead of registering it: for deployments where
+    /// schemas are registered by a release pipeline and services hold read-only credentials.
+    /// A schema that is not registered stops the service at start, naming the subject.
+    #[arg(
+        long = "schema-registry-read-only",
+        env = "CXRFLOW_SCHEMA_REGISTRY_READ_ONLY",
+        default_value_t = false
+    )]
+    pub schema_registry_read_only: bool,
+
     /// Prefix added to every topic name (several stacks on one cluster, or test isolation).
     #[arg(
         long = "topic-prefix",
@@ -160,6 +181,8 @@ impl KafkaArgs {
             bootstrap: bootstrap.into(),
             props: vec![],
             schema_registry: String::new(),
+            schema_registry_auth: String::new(),
+            schema_registry_read_only: false,
             topic_prefix: String::new(),
             session_timeout_ms: 30_000,
             max_prefetch_kib: 16_384,
@@ -242,12 +265,22 @@ impl KafkaArgs {
     /// The effective configuration as a person should see it at start: secrets masked.
     pub fn describe(&self) -> String {
         format!(
-            "bootstrap={} schema_registry={} topic_prefix={:?} session_timeout_ms={} consumer_stall_ms={} max_message_bytes={} props=[{}]",
+            "bootstrap={} schema_registry={}{}{} topic_prefix={:?} session_timeout_ms={} consumer_stall_ms={} max_message_bytes={} props=[{}]",
             self.bootstrap,
             if self.schema_registry.is_empty() {
                 "static"
             } else {
                 &self.schema_registry
+            },
+            match self.schema_registry_auth.split_once(':') {
+                Some((kind, _)) => format!(" (auth {kind}:***)"),
+                None if self.schema_registry_auth.is_empty() => String::new(),
+                None => " (auth ***)".to_string(),
+            },
+            if self.schema_registry_read_only {
+                " read-only"
+            } else {
+                ""
             },
             self.topic_prefix,
             self.session_timeout_ms,

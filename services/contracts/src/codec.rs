@@ -123,6 +123,15 @@ impl Codec {
             .insert(topic.to_string(), (id, schema));
     }
 
+    /// The id records of `topic` are written with, once a registry named it.
+    pub fn writer_id(&self, topic: &str) -> Option<SchemaId> {
+        self.writers
+            .read()
+            .expect("codec lock poisoned")
+            .get(topic)
+            .map(|(id, _)| *id)
+    }
+
     pub fn insert_schema(&self, id: SchemaId, schema: Arc<Schema>) {
         self.schemas
             .write()
