@@ -438,7 +438,10 @@ async fn handle<P: Processor>(s: Arc<Shared<P>>, msg: Inbound) -> bool {
             }
         }
         s.metrics.processed(start.elapsed().as_secs_f64());
-        tracing::debug!(elapsed_ms = start.elapsed().as_millis() as u64, "record processed");
+        tracing::debug!(
+            elapsed_ms = start.elapsed().as_millis() as u64,
+            "record processed"
+        );
         true
     };
     fut.instrument(span).await
