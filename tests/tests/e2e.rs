@@ -64,6 +64,7 @@ async fn every_study_reaches_the_worklist_once_and_critical_ones_are_read_sooner
         ui_token: String::new(),
         keep_running: false,
         no_replay: false,
+        session_timeout_ms: 30_000,
         gateway_dicom_port: cxrflow_testkit::free_port(),
         gateway_pseudonym_key: None,
         sim: SimConfig {
@@ -173,6 +174,7 @@ async fn a_dicom_store_into_the_embedded_stack_reaches_the_worklist() {
         ui_token: String::new(),
         keep_running: true,
         no_replay: true,
+        session_timeout_ms: 30_000,
         gateway_dicom_port: dicom_port,
         gateway_pseudonym_key: None,
         sim: SimConfig {

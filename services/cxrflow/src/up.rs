@@ -194,7 +194,8 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     let t = services.clone();
     tasks.spawn(async move { ("inference", cxrflow_inference::run(inference, t).await) });
 
-    let mut triage = cxrflow_triage::Config::defaults(kafka.clone(), svc(base + 3, "triage", &kafka));
+    let mut triage =
+        cxrflow_triage::Config::defaults(kafka.clone(), svc(base + 3, "triage", &kafka));
     triage.blob_store = blobs.clone();
     triage.ui_token = args.ui_token.clone();
     // One pooled list: the simulated readers serve every site (teleradiology).
@@ -202,7 +203,8 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     let t = services.clone();
     tasks.spawn(async move { ("triage", cxrflow_triage::run(triage, t).await) });
 
-    let mut feedback = cxrflow_feedback::Config::defaults(kafka.clone(), svc(base + 4, "feedback", &kafka));
+    let mut feedback =
+        cxrflow_feedback::Config::defaults(kafka.clone(), svc(base + 4, "feedback", &kafka));
     feedback.store = cxrflow_feedback::StoreUri::Sqlite(data.join("feedback.db"));
     let t = services.clone();
     tasks.spawn(async move { ("feedback", cxrflow_feedback::run(feedback, t).await) });
