@@ -29,14 +29,7 @@ impl Drop for Receiver {
     }
 }
 
-fn python() -> PathBuf {
-    let tools = std::env::var("CXRFLOW_TOOLS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/cxrflow/tools")
-        });
-    tools.join("venv/bin/python")
-}
+use cxrflow_testkit::tools_python as python;
 
 fn start_receiver(port: u16) -> Receiver {
     let dir = tempfile::tempdir().unwrap();
@@ -136,7 +129,10 @@ async fn one_study_is_one_trace_across_every_service_process() {
         },
     )
     .await;
-    eprintln!("one trace across the services {:?} after the start", started.elapsed());
+    eprintln!(
+        "one trace across the services {:?} after the start",
+        started.elapsed()
+    );
     let names: BTreeSet<String> = spans(&receiver)
         .into_iter()
         .filter(|s| s.trace_id == trace)

@@ -300,12 +300,8 @@ fn ineligible(codec: &Codec) -> Vec<(String, Vec<u8>, &'static str)> {
 /// A photograph from another project's sample data (scikit-image's astronaut, installed by
 /// scripts/prereqs.sh into the tools venv): no header to refuse it by, so only the OOD gate can.
 fn photograph() -> Vec<u8> {
-    let tools = std::env::var("CXRFLOW_TOOLS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| {
-            std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/cxrflow/tools")
-        });
-    let lib = tools.join("venv/lib");
+    let venv = cxrflow_testkit::tools_python();
+    let lib = venv.parent().and_then(|b| b.parent()).unwrap().join("lib");
     let path = std::fs::read_dir(&lib)
         .unwrap_or_else(|e| {
             panic!(

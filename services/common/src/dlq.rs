@@ -77,3 +77,55 @@ pub fn replay_headers(dl: &DeadLetter) -> BTreeMap<String, String> {
     );
     h
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inbound(logical: &str, key: Option<&[u8]>) -> Inbound {
+        Inbound {
+            topic: format!("prefix.{logical}"),
+            logical: logical.to_string(),
+            partition: 0,
+            offset: 9,
+            key: key.map(<[u8]>::to_vec),
+            payload: Some(b"garbage".to_vec()),
+            headers: BTreeMap::new(),
+            timestamp_ms: None,
+        }
+    }
+
+    #[test]
+    fn an_unreadable_record_names_its_study_by_its_key_on_study_keyed_topics() {
+        let dl = dead_letter(
+            "ingest",
+            &inbound(topics::SCAN, Some(b"1.2.3")),
+            "codec.corrupt",
+            "x",
+            None,
+        );
+        assert_eq!(dl.study_instance_uid.as_deref(), Some("1.2.3"));
+        let dl = dead_letter(
+            "ingest",
+            &inbound(topics::SCAN, Some(b"1.2.3")),
+            "r",
+            "x",
+            Some("9.9".into()),
+        );
+        assert_eq!(
+            dl.study_instance_uid.as_deref(),
+            Some("9.9"),
+            "the processor's study wins"
+        );
+        // Not a study key: the drift topic is keyed by alert id; no key; an implausible key.
+        for (topic, key) in [
+            (topics::DRIFT, Some(&b"alert-1"[..])),
+            (topics::SCAN, None),
+            (topics::SCAN, Some(&b"has space"[..])),
+            (topics::SCAN, Some(&[0xff, 0xfe][..])),
+        ] {
+            let dl = dead_letter("s", &inbound(topic, key), "r", "x", None);
+            assert_eq!(dl.study_instance_uid, None, "{topic} {key:?}");
+        }
+    }
+}

@@ -127,6 +127,21 @@ impl RestRegistry {
         }
     }
 
+    /// POSTs `{"schema": schema}` to `url` with the credentials.
+    async fn post_schema(
+        &self,
+        url: String,
+        schema: &str,
+    ) -> Result<reqwest::Response, RegistryError> {
+        self.auth
+            .apply(self.http.post(url))
+            .header("content-type", CONTENT_TYPE)
+            .json(&serde_json::json!({ "schema": schema }))
+            .send()
+            .await
+            .map_err(remote)
+    }
+
     /// The id under which `schema` is registered for `<topic>-value`, without registering it;
     /// `None` when it is not.
     pub async fn lookup(
@@ -135,14 +150,7 @@ impl RestRegistry {
         schema: &str,
     ) -> Result<Option<SchemaId>, RegistryError> {
         let url = format!("{}/subjects/{}-value", self.base, topic);
-        let resp = self
-            .auth
-            .apply(self.http.post(url))
-            .header("content-type", CONTENT_TYPE)
-            .json(&serde_json::json!({ "schema": schema }))
-            .send()
-            .await
-            .map_err(remote)?;
+        let resp = self.post_schema(url, schema).await?;
         if resp.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -157,14 +165,7 @@ impl RestRegistry {
     /// Registers `schema` under `<topic>-value`; returns its id (existing id if already there).
     pub async fn register(&self, topic: &str, schema: &str) -> Result<SchemaId, RegistryError> {
         let url = format!("{}/subjects/{}-value/versions", self.base, topic);
-        let resp = self
-            .auth
-            .apply(self.http.post(url))
-            .header("content-type", CONTENT_TYPE)
-            .json(&serde_json::json!({ "schema": schema }))
-            .send()
-            .await
-            .map_err(remote)?;
+        let resp = self.post_schema(url, schema).await?;
         if resp.status() == reqwest::StatusCode::CONFLICT {
             return Err(RegistryError::Incompatible {
                 subject: format!("{topic}-value"),
@@ -185,14 +186,7 @@ impl RestRegistry {
             "{}/compatibility/subjects/{}-value/versions/latest",
             self.base, topic
         );
-        let resp = self
-            .auth
-            .apply(self.http.post(url))
-            .header("content-type", CONTENT_TYPE)
-            .json(&serde_json::json!({ "schema": schema }))
-            .send()
-            .await
-            .map_err(remote)?;
+        let resp = self.post_schema(url, schema).await?;
         if resp.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(true); // nothing registered yet
         }

@@ -142,6 +142,20 @@ pub fn record_trace_id(span: &tracing::Span) {
     }
 }
 
+/// The `traceparent` to put on records produced within `span`; falls back to the inbound one
+/// when no tracer is installed, so the context still travels.
+pub fn outbound_traceparent(
+    span: &tracing::Span,
+    inbound: &BTreeMap<String, String>,
+) -> Option<String> {
+    let mut carrier: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let cx = span.context();
+    TraceContextPropagator::new().inject_context(&cx, &mut carrier);
+    carrier
+        .remove(TRACEPARENT)
+        .or_else(|| inbound.get(TRACEPARENT).cloned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,18 +185,4 @@ mod tests {
             "the flag wins"
         );
     }
-}
-
-/// The `traceparent` to put on records produced within `span`; falls back to the inbound one
-/// when no tracer is installed, so the context still travels.
-pub fn outbound_traceparent(
-    span: &tracing::Span,
-    inbound: &BTreeMap<String, String>,
-) -> Option<String> {
-    let mut carrier: std::collections::HashMap<String, String> = std::collections::HashMap::new();
-    let cx = span.context();
-    TraceContextPropagator::new().inject_context(&cx, &mut carrier);
-    carrier
-        .remove(TRACEPARENT)
-        .or_else(|| inbound.get(TRACEPARENT).cloned())
 }

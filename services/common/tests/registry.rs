@@ -46,7 +46,10 @@ fn error(status: StatusCode, code: u32, message: &str) -> Response {
         .into_response()
 }
 
-fn check(reg: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+/// A refused request's response (boxed: a `Response` is large).
+type Refusal = Box<Response>;
+
+fn check(reg: &Shared, headers: &HeaderMap) -> Result<(), Refusal> {
     let mut r = reg.lock().unwrap();
     r.requests += 1;
     let given = headers
@@ -56,15 +59,29 @@ fn check(reg: &Shared, headers: &HeaderMap) -> Result<(), Response> {
     if r.accept.is_empty() || r.accept.contains(&given) {
         Ok(())
     } else {
-        Err(error(StatusCode::UNAUTHORIZED, 40101, "Unauthorized"))
+        Err(Box::new(error(
+            StatusCode::UNAUTHORIZED,
+            40101,
+            "Unauthorized",
+        )))
     }
 }
 
-fn parse(body: &Value) -> Result<(String, Schema), Response> {
+fn parse(body: &Value) -> Result<(String, Schema), Refusal> {
     let text = body["schema"].as_str().unwrap_or_default().to_string();
-    Schema::parse_str(&text)
-        .map(|s| (text, s))
-        .map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, 42201, &e.to_string()))
+    Schema::parse_str(&text).map(|s| (text, s)).map_err(|e| {
+        Box::new(error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            42201,
+            &e.to_string(),
+        ))
+    })
+}
+
+/// Authenticates a request and parses the schema in its body.
+fn admit(reg: &Shared, headers: &HeaderMap, body: &Value) -> Result<(String, Schema), Refusal> {
+    check(reg, headers)?;
+    parse(body)
 }
 
 fn canonical(s: &Schema) -> String {
@@ -77,12 +94,9 @@ async fn register(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    if let Err(r) = check(&reg, &headers) {
-        return r;
-    }
-    let (text, schema) = match parse(&body) {
+    let (text, schema) = match admit(&reg, &headers, &body) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let mut r = reg.lock().unwrap();
     let versions = r.subjects.get(&subject).cloned().unwrap_or_default();
@@ -115,12 +129,9 @@ async fn lookup(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    if let Err(r) = check(&reg, &headers) {
-        return r;
-    }
-    let (_, schema) = match parse(&body) {
+    let (_, schema) = match admit(&reg, &headers, &body) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let r = reg.lock().unwrap();
     let Some(versions) = r.subjects.get(&subject) else {
@@ -141,7 +152,7 @@ async fn lookup(
 
 async fn by_id(State(reg): State<Shared>, Path(id): Path<u32>, headers: HeaderMap) -> Response {
     if let Err(r) = check(&reg, &headers) {
-        return r;
+        return *r;
     }
     let r = reg.lock().unwrap();
     match r.schemas.get((id as usize).wrapping_sub(1)) {
@@ -156,12 +167,9 @@ async fn compatibility(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    if let Err(r) = check(&reg, &headers) {
-        return r;
-    }
-    let (_, schema) = match parse(&body) {
+    let (_, schema) = match admit(&reg, &headers, &body) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let r = reg.lock().unwrap();
     let Some((latest, _)) = r.subjects.get(&subject).and_then(|v| v.last()) else {

@@ -3,7 +3,7 @@
 //! objects; Pillow writes the JPEG that is then cut off half-way. Each is refused with its own
 //! code and words, and a proper CR that DCMTK touched still goes through.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use cxrflow_preprocess::decode::DecodeLimits;
@@ -58,14 +58,7 @@ fn gate(file: &Path) -> Result<(), (String, String)> {
     }
 }
 
-fn python() -> PathBuf {
-    let tools = std::env::var("CXRFLOW_TOOLS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/cxrflow/tools")
-        });
-    tools.join("venv/bin/python")
-}
+use cxrflow_testkit::tools_python as python;
 
 #[test]
 fn dcmtk_objects_that_are_not_chest_radiographs_are_refused_by_their_own_header() {

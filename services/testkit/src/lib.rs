@@ -21,6 +21,19 @@ pub fn free_port() -> u16 {
 }
 
 /// Logs for tests (once per process); `RUST_LOG` controls the level.
+/// The tools venv's Python (`$CXRFLOW_TOOLS/venv`, made by scripts/prereqs.sh): Pillow,
+/// pydicom, scikit-image, opentelemetry-proto for tests that need another toolkit's files or
+/// peers.
+pub fn tools_python() -> std::path::PathBuf {
+    let tools = std::env::var("CXRFLOW_TOOLS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".cache/cxrflow/tools")
+        });
+    tools.join("venv/bin/python")
+}
+
 pub fn init_logs() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(

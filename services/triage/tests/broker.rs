@@ -107,12 +107,27 @@ impl Service {
     }
 
     async fn worklist(&self) -> WorklistView {
+        self.view("/worklist").await
+    }
+
+    async fn view(&self, path: &str) -> WorklistView {
         self.http
-            .get(self.url("/worklist"))
+            .get(self.url(path))
             .send()
             .await
             .unwrap()
             .json()
+            .await
+            .unwrap()
+    }
+
+    async fn text(&self, path: &str) -> String {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
             .await
             .unwrap()
     }
@@ -335,15 +350,7 @@ async fn predictions_become_a_critical_first_worklist_that_escalates_and_closes(
         .any(|r| r.payload.is_none() && r.key.as_deref() == Some(b"1.2.critical".as_slice()))
     })
     .await;
-    let metrics = svc
-        .http
-        .get(svc.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = svc.text("/metrics").await;
     assert!(
         metrics.contains("cxrflow_triage_escalations_total"),
         "{metrics}"
@@ -587,15 +594,7 @@ async fn scans_put_studies_on_the_worklist_and_failures_leave_them_there_with_th
     );
     assert_eq!(foreign_item.priority_hint, OrderPriority::Urgent);
     assert_eq!(item(pending).tier, TriageTier::AiPending);
-    let unranked: WorklistView = svc
-        .http
-        .get(svc.url("/worklist?only=NOT_ASSESSABLE"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let unranked = svc.view("/worklist?only=NOT_ASSESSABLE").await;
     assert_eq!(unranked.items.len(), 2, "the filter");
 
     // Five minutes without an AI result: overdue, NOT_ASSESSABLE, counted.
@@ -610,15 +609,7 @@ async fn scans_put_studies_on_the_worklist_and_failures_leave_them_there_with_th
     let p = view.items.iter().find(|i| i.study_uid == pending).unwrap();
     assert_eq!(p.tier, TriageTier::NotAssessable);
     assert_eq!(p.not_assessable_code.as_deref(), Some("ai.overdue"));
-    let metrics = svc
-        .http
-        .get(svc.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = svc.text("/metrics").await;
     assert!(
         metrics.contains("cxrflow_triage_ai_overdue_total 2"),
         "{metrics}"
