@@ -69,15 +69,6 @@ fn int_attr(
     }
 }
 
-/// The part of the file after the optional 128-byte preamble, starting at `DICM`.
-fn without_preamble(bytes: &[u8]) -> &[u8] {
-    if bytes.get(128..132) == Some(b"DICM") {
-        &bytes[128..]
-    } else {
-        bytes
-    }
-}
-
 fn check_transfer_syntax(body: &[u8]) -> Result<(), DecodeError> {
     let meta =
         FileMetaTable::from_reader(body).map_err(|e| match DecodeError::from_decoder(&e) {
@@ -228,7 +219,9 @@ pub(super) fn decode(
     limits: &DecodeLimits,
     rules: Option<&EligibilityRules>,
 ) -> Result<Decoded, DecodeError> {
-    let body = without_preamble(bytes);
+    // Any accepted shape (no preamble, no magic, no group length, no meta at all) made Part 10.
+    let body = super::part10::normalize(bytes)?;
+    let body = &body[..];
     // dicom-parser allocates each declared length before reading it: bound them by the file.
     super::dicom_lengths::check(body)?;
     let syntax = check_transfer_syntax(body);

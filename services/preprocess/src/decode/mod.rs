@@ -6,6 +6,7 @@
 mod dicom;
 mod dicom_lengths;
 mod error;
+mod part10;
 mod raster;
 
 pub use dicom::SUPPORTED_TRANSFER_SYNTAXES;
@@ -85,7 +86,11 @@ impl Container {
             Ok(Container::Png)
         } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
             Ok(Container::Jpeg)
-        } else if bytes.get(128..132) == Some(b"DICM") || bytes.starts_with(b"DICM") {
+        } else if bytes.get(128..132) == Some(b"DICM")
+            || bytes.starts_with(b"DICM")
+            || part10::looks_like_bare_dicom(bytes)
+        {
+            // Some producers omit the preamble, the magic, or the whole meta group.
             Ok(Container::Dicom)
         } else {
             let head: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();

@@ -1,0 +1,254 @@
+//! Brings the DICOM byte streams found in the wild to one shape before anything parses them:
+//! `DICM`, a file meta group that opens with its group length, then the data set. Accepted:
+//! a Part 10 file with or without its 128-byte preamble; a meta group without the `DICM` magic
+//! (pydicom writes one when told to keep a file "like the original"); a meta group without its
+//! group length element (older routers); and a bare data set without any meta information
+//! (older modalities, `dcmconv -F`), whose transfer syntax is implicit VR little endian — the
+//! standard's default — unless its first element carries an explicit VR. The length pre-scan
+//! (`dicom_lengths`) then runs on the result, so a hostile declared length is refused as before.
+
+use std::borrow::Cow;
+
+use super::DecodeError::{self, Corrupt};
+
+const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
+const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
+
+/// Whether `bytes` look like DICOM without the `DICM` magic: a meta group or a data set whose
+/// first element is in the identifying group (0008), little endian.
+pub(super) fn looks_like_bare_dicom(bytes: &[u8]) -> bool {
+    matches!(bytes.get(0..2), Some([0x02, 0x00]) | Some([0x08, 0x00]))
+        && bytes.len() >= 8
+        && u16::from_le_bytes([bytes[2], bytes[3]]) < 0x0100
+}
+
+/// Whether the two bytes are a VR code (an explicit VR data set).
+fn is_vr(b: &[u8]) -> bool {
+    b.len() == 2
+        && b.iter().all(u8::is_ascii_uppercase)
+        && dicom_core::VR::from_binary([b[0], b[1]]).is_some()
+}
+
+fn le16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn le32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// One explicit VR little endian element header at `at`: (group, element, value offset, length).
+fn explicit_header(b: &[u8], at: usize) -> Option<(u16, u16, usize, usize)> {
+    let (group, element) = (le16(b, at)?, le16(b, at + 2)?);
+    let vr = b.get(at + 4..at + 6)?;
+    // VRs with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2).
+    let long = matches!(
+        vr,
+        b"OB"
+            | b"OD"
+            | b"OF"
+            | b"OL"
+            | b"OV"
+            | b"OW"
+            | b"SQ"
+            | b"SV"
+            | b"UC"
+            | b"UN"
+            | b"UR"
+            | b"UT"
+            | b"UV"
+    );
+    if long {
+        Some((group, element, at + 12, le32(b, at + 8)? as usize))
+    } else {
+        Some((group, element, at + 8, le16(b, at + 6)? as usize))
+    }
+}
+
+fn element(tag: (u16, u16), vr: &[u8; 2], value: &[u8]) -> Vec<u8> {
+    let mut v = value.to_vec();
+    if v.len() % 2 == 1 {
+        v.push(if vr == b"UI" { 0 } else { b' ' });
+    }
+    let mut out = Vec::with_capacity(12 + v.len());
+    out.extend(tag.0.to_le_bytes());
+    out.extend(tag.1.to_le_bytes());
+    out.extend(vr);
+    if vr == b"OB" {
+        out.extend([0, 0]);
+        out.extend((v.len() as u32).to_le_bytes());
+    } else {
+        out.extend((v.len() as u16).to_le_bytes());
+    }
+    out.extend(v);
+    out
+}
+
+/// `DICM` + a meta group built from `elements` (group length first) + `rest`.
+fn with_meta(elements: &[u8], rest: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + 12 + elements.len() + rest.len());
+    out.extend(b"DICM");
+    out.extend(element((0x0002, 0x0000), b"UL", &[0; 4])[..8].iter());
+    out.extend((elements.len() as u32).to_le_bytes());
+    out.extend(elements);
+    out.extend(rest);
+    out
+}
+
+/// The value of top-level element `tag` of a bare data set (the first few elements only).
+fn dataset_value(b: &[u8], explicit: bool, tag: (u16, u16)) -> Option<&[u8]> {
+    let mut at = 0;
+    for _ in 0..64 {
+        let (group, elem) = (le16(b, at)?, le16(b, at + 2)?);
+        let (start, len) = if explicit {
+            let (_, _, s, l) = explicit_header(b, at)?;
+            (s, l)
+        } else {
+            (at + 8, le32(b, at + 4)? as usize)
+        };
+        if len == u32::MAX as usize || (group, elem) > tag {
+            return None;
+        }
+        let value = b.get(start..start.checked_add(len)?)?;
+        if (group, elem) == tag {
+            return Some(value);
+        }
+        at = start + len;
+    }
+    None
+}
+
+fn uid(value: &[u8]) -> Vec<u8> {
+    let s = String::from_utf8_lossy(value);
+    s.trim_end_matches(['\0', ' ']).as_bytes().to_vec()
+}
+
+/// The Part 10 body (from `DICM` on, meta group with its group length) of any accepted shape.
+pub(super) fn normalize(bytes: &[u8]) -> Result<Cow<'_, [u8]>, DecodeError> {
+    let body: Cow<'_, [u8]> = if bytes.get(128..132) == Some(b"DICM") {
+        Cow::Borrowed(&bytes[128..])
+    } else if bytes.starts_with(b"DICM") {
+        Cow::Borrowed(bytes)
+    } else if bytes.starts_with(&[0x02, 0x00]) {
+        // A meta group without the magic.
+        let mut v = b"DICM".to_vec();
+        v.extend(bytes);
+        Cow::Owned(v)
+    } else if looks_like_bare_dicom(bytes) {
+        return bare_data_set(bytes).map(Cow::Owned);
+    } else {
+        return Ok(Cow::Borrowed(bytes));
+    };
+    with_group_length(body)
+}
+
+/// Inserts the meta group's length when the group opens without it.
+fn with_group_length(body: Cow<'_, [u8]>) -> Result<Cow<'_, [u8]>, DecodeError> {
+    match (le16(&body, 4), le16(&body, 6)) {
+        (Some(0x0002), Some(0x0000)) | (None, _) | (_, None) => return Ok(body),
+        (Some(0x0002), _) => {}
+        _ => return Ok(body),
+    }
+    let mut at = 4;
+    while le16(&body, at) == Some(0x0002) {
+        let (_, _, start, len) = explicit_header(&body, at).ok_or_else(|| {
+            Corrupt("file meta group without its length ends inside an element header".into())
+        })?;
+        at = start
+            .checked_add(len)
+            .filter(|end| *end <= body.len())
+            .ok_or_else(|| {
+                DecodeError::Truncated(format!(
+                    "file meta element at {at} declares {len} bytes past the end of the file"
+                ))
+            })?;
+    }
+    Ok(Cow::Owned(with_meta(&body[4..at], &body[at..])))
+}
+
+/// A data set without any meta information: implicit VR little endian unless its first
+/// element names a VR; the SOP class and instance UIDs of the meta group come from it.
+fn bare_data_set(b: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    let explicit = is_vr(b.get(4..6).unwrap_or_default());
+    let need = |tag: (u16, u16), name: &str| {
+        dataset_value(b, explicit, tag).map(uid).ok_or_else(|| {
+            Corrupt(format!(
+                "a data set without file meta information and without its {name}"
+            ))
+        })
+    };
+    let class = need((0x0008, 0x0016), "SOP Class UID (0008,0016)")?;
+    let instance = need((0x0008, 0x0018), "SOP Instance UID (0008,0018)")?;
+    let syntax = if explicit { EXPLICIT_LE } else { IMPLICIT_LE };
+    let mut meta = element((0x0002, 0x0001), b"OB", &[0, 1]);
+    meta.extend(element((0x0002, 0x0002), b"UI", &class));
+    meta.extend(element((0x0002, 0x0003), b"UI", &instance));
+    meta.extend(element((0x0002, 0x0010), b"UI", syntax.as_bytes()));
+    Ok(with_meta(&meta, b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn implicit(tag: (u16, u16), value: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend(tag.0.to_le_bytes());
+        out.extend(tag.1.to_le_bytes());
+        out.extend((value.len() as u32).to_le_bytes());
+        out.extend(value);
+        out
+    }
+
+    #[test]
+    fn a_bare_implicit_data_set_gets_a_meta_group_from_its_own_uids() {
+        let mut ds = implicit((0x0008, 0x0016), b"1.2.840.10008.5.1.4.1.1.1\0");
+        ds.extend(implicit((0x0008, 0x0018), b"1.2.3.4"));
+        ds.extend(implicit((0x0008, 0x0060), b"CR"));
+        assert!(looks_like_bare_dicom(&ds));
+        let body = normalize(&ds).unwrap();
+        assert!(body.starts_with(b"DICM"));
+        assert_eq!(le16(&body, 4), Some(0x0002));
+        assert_eq!(le16(&body, 6), Some(0x0000), "group length first");
+        let len = le32(&body, 12).unwrap() as usize;
+        assert!(body.ends_with(&ds), "the data set follows unchanged");
+        assert_eq!(16 + len + ds.len(), body.len());
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            text.contains("1.2.840.10008.1.2\0"),
+            "implicit VR little endian"
+        );
+    }
+
+    #[test]
+    fn a_bare_data_set_without_its_uids_is_refused_by_name() {
+        let ds = implicit((0x0008, 0x0060), b"CR");
+        let err = normalize(&ds).unwrap_err();
+        assert!(err.to_string().contains("SOP Class UID"), "{err}");
+    }
+
+    #[test]
+    fn a_meta_group_without_its_length_gets_one_and_a_hostile_length_is_refused() {
+        let mut meta = element((0x0002, 0x0001), b"OB", &[0, 1]);
+        meta.extend(element((0x0002, 0x0010), b"UI", EXPLICIT_LE.as_bytes()));
+        let mut file = b"DICM".to_vec();
+        file.extend(&meta);
+        file.extend(element((0x0008, 0x0060), b"CS", b"CR"));
+        let body = normalize(&file).unwrap();
+        assert_eq!((le16(&body, 4), le16(&body, 6)), (Some(2), Some(0)));
+        assert_eq!(le32(&body, 12), Some(meta.len() as u32));
+
+        let mut hostile = b"DICM".to_vec();
+        hostile.extend([0x02, 0x00, 0x10, 0x00, b'U', b'I', 0xff, 0xff]);
+        assert!(matches!(
+            normalize(&hostile),
+            Err(DecodeError::Truncated(_))
+        ));
+    }
+
+    #[test]
+    fn other_bytes_pass_through_untouched() {
+        assert!(!looks_like_bare_dicom(b"\x89PNG\r\n\x1a\n"));
+        assert!(matches!(normalize(b"hello"), Ok(Cow::Borrowed(_))));
+    }
+}
