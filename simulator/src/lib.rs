@@ -24,6 +24,7 @@ mod lungs;
 pub mod masks;
 mod progress;
 pub mod readers;
+pub mod reading_room;
 pub mod render;
 pub mod replay;
 pub mod report;

@@ -1,0 +1,211 @@
+//! Where the studies' ground truth and model scores come from: a synthetic pool with a stated
+//! AUROC (binormal, equal variance), or an oracle whose score is the ground truth. Each pool
+//! study becomes a `cxr.predictions.v1` [`Prediction`] that triage's own policy tiers.
+//!
+//! Next step: a pool read from predictions exported from a pipeline run (JSON lines of
+//! `Prediction`) joined to the dataset's label file (`critical_truth` as in `replay`).
+
+use cxrflow_contracts::{FindingScore, ModelRole, OrderPriority, Prediction, StudyContext};
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
+
+use super::profile::Arrival;
+
+/// The finding the synthetic model reports: any critical finding (the replay's critical set).
+pub const CRITICAL_FINDING: &str = "Critical finding (any)";
+/// The synthetic model's operating threshold on its probability.
+pub const THRESHOLD: f64 = 0.5;
+
+/// How pool studies are scored.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ScoreModel {
+    /// Score = ground truth.
+    Oracle,
+    /// Scores of critical studies ~ N(d', 1), of the rest ~ N(0, 1), with
+    /// d' = √2·Φ⁻¹(auroc); thresholded at d'/2 (sensitivity = specificity = Φ(d'/2)).
+    Binormal { auroc: f64 },
+}
+
+/// One study of the pool: its ground truth and its model probability.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PoolStudy {
+    pub critical: bool,
+    pub probability: f64,
+}
+
+/// Φ⁻¹ (Acklam's rational approximation, relative error below 1.2e-9).
+pub fn inverse_normal_cdf(p: f64) -> f64 {
+    const A: [f64; 6] = [
+        -3.969683028665376e1,
+        2.209460984245205e2,
+        -2.759285104469687e2,
+        1.383_577_518_672_69e2,
+        -3.066479806614716e1,
+        2.506628277459239,
+    ];
+    const B: [f64; 5] = [
+        -5.447609879822406e1,
+        1.615858368580409e2,
+        -1.556989798598866e2,
+        6.680131188771972e1,
+        -1.328068155288572e1,
+    ];
+    const C: [f64; 6] = [
+        -7.784894002430293e-3,
+        -3.223964580411365e-1,
+        -2.400758277161838,
+        -2.549732539343734,
+        4.374664141464968,
+        2.938163982698783,
+    ];
+    const D: [f64; 4] = [
+        7.784695709041462e-3,
+        3.224671290700398e-1,
+        2.445134137142996,
+        3.754408661907416,
+    ];
+    let p = p.clamp(1e-12, 1.0 - 1e-12);
+    let lo = 0.02425;
+    if p < lo {
+        let q = (-2.0 * p.ln()).sqrt();
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+    } else if p <= 1.0 - lo {
+        let q = p - 0.5;
+        let r = q * q;
+        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
+            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
+    } else {
+        -inverse_normal_cdf(1.0 - p)
+    }
+}
+
+/// A pool of `n` studies, a `prevalence` share of them critical, scored by `model`.
+pub fn synthetic_pool(n: usize, prevalence: f64, model: ScoreModel, seed: u64) -> Vec<PoolStudy> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5c0e_5000);
+    // Exactly round(n·prevalence) critical studies, spread evenly, so small pools keep the share.
+    let k = (n as f64 * prevalence.clamp(0.0, 1.0)).round() as usize;
+    (0..n)
+        .map(|i| {
+            let critical = (i * k) / n.max(1) != ((i + 1) * k) / n.max(1);
+            let probability = match model {
+                ScoreModel::Oracle => f64::from(u8::from(critical)),
+                ScoreModel::Binormal { auroc } => {
+                    let d = std::f64::consts::SQRT_2 * inverse_normal_cdf(auroc.clamp(0.5, 0.999));
+                    let z: f64 = StandardNormal.sample(&mut rng);
+                    let x = z + if critical { d } else { 0.0 } - d / 2.0;
+                    // Logistic of a monotone transform: AUROC unchanged, THRESHOLD at x = 0.
+                    1.0 / (1.0 + (-1.7 * x).exp())
+                }
+            };
+            PoolStudy {
+                critical,
+                probability,
+            }
+        })
+        .collect()
+}
+
+/// The empirical AUROC of a pool (Mann–Whitney; ties count half).
+pub fn empirical_auroc(pool: &[PoolStudy]) -> Option<f64> {
+    let mut v: Vec<(f64, bool)> = pool.iter().map(|s| (s.probability, s.critical)).collect();
+    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let pos = v.iter().filter(|s| s.1).count() as f64;
+    let neg = v.len() as f64 - pos;
+    if pos == 0.0 || neg == 0.0 {
+        return None;
+    }
+    // Average ranks over ties.
+    let mut rank_sum = 0.0;
+    let mut i = 0;
+    while i < v.len() {
+        let mut j = i;
+        while j + 1 < v.len() && v[j + 1].0 == v[i].0 {
+            j += 1;
+        }
+        let avg = (i + j) as f64 / 2.0 + 1.0;
+        rank_sum += v[i..=j].iter().filter(|s| s.1).count() as f64 * avg;
+        i = j + 1;
+    }
+    Some((rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg))
+}
+
+/// The study UID of an arrival (unique per arrival, even when it shows a pool study again).
+pub fn study_uid(a: &Arrival) -> String {
+    format!("2.25.{}.{:08}", a.site, a.id)
+}
+
+/// The prediction an arrival gets: the pool study's probability for the critical finding,
+/// made at acquisition (the pipeline's seconds of latency are below this clock's resolution
+/// of interest). `assessable = false` hands the study to the order-priority path of triage's
+/// policy (what a worklist without AI does); `hint` is the order priority the worklist sees.
+pub fn prediction(
+    a: &Arrival,
+    site: &str,
+    study: &PoolStudy,
+    assessable: bool,
+    hint: OrderPriority,
+) -> Prediction {
+    let uid = study_uid(a);
+    Prediction {
+        study: StudyContext {
+            site_id: site.to_string(),
+            series_instance_uid: format!("{uid}.1"),
+            sop_instance_uid: format!("{uid}.1.1"),
+            study_instance_uid: uid,
+            accession_number: None,
+            patient_ref: format!("pt-{}", a.study),
+            modality: "CR".into(),
+            view_position: Some("AP".into()),
+            patient_age_years: None,
+            patient_sex: None,
+            acquired_at: a.at,
+            published_at: a.at,
+            priority_hint: hint,
+        },
+        blob_uri: String::new(),
+        model_name: "reading-room-synthetic".into(),
+        model_version: "1".into(),
+        model_role: ModelRole::Production,
+        execution_provider: "none".into(),
+        assessable,
+        findings: vec![FindingScore {
+            finding: CRITICAL_FINDING.into(),
+            probability: study.probability,
+            threshold: THRESHOLD,
+            critical: true,
+        }],
+        batch_size: 1,
+        inference_ms: 0.0,
+        predicted_at: a.at,
+        embedding: None,
+        input_stats: None,
+        not_assessable_reason: (!assessable).then(|| "policy without AI".to_string()),
+        not_assessable_code: (!assessable).then(|| "sim.no_ai".to_string()),
+        ood_distance: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inverse_cdf_matches_known_quantiles() {
+        assert!(inverse_normal_cdf(0.5).abs() < 1e-9);
+        assert!((inverse_normal_cdf(0.975) - 1.959964).abs() < 1e-5);
+        assert!((inverse_normal_cdf(0.01) + 2.326348).abs() < 1e-5);
+    }
+
+    #[test]
+    fn the_pool_has_the_stated_auroc_and_prevalence() {
+        let pool = synthetic_pool(20_000, 0.15, ScoreModel::Binormal { auroc: 0.85 }, 3);
+        let pos = pool.iter().filter(|s| s.critical).count();
+        assert_eq!(pos, 3000);
+        let auc = empirical_auroc(&pool).unwrap();
+        assert!((auc - 0.85).abs() < 0.015, "{auc}");
+        let oracle = synthetic_pool(100, 0.2, ScoreModel::Oracle, 3);
+        assert_eq!(empirical_auroc(&oracle), Some(1.0));
+    }
+}
