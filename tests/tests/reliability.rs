@@ -15,6 +15,7 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -567,4 +568,273 @@ fn the_patient_id_scan_finds_raw_ids_and_passes_pseudonyms() {
     assert_eq!(ids, BTreeSet::from(["patient00042".to_string()]));
     assert!(is_pseudonym("pt-0123456789abcdef"));
     assert!(!is_pseudonym("patient00042"));
+}
+
+/// A test's directory whose `*.log` files are copied to the temp dir when the test fails.
+struct KeepLogsOnPanic(tempfile::TempDir);
+
+impl Drop for KeepLogsOnPanic {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let keep = std::env::temp_dir().join(format!("cxrflow-up-logs-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&keep);
+        for e in std::fs::read_dir(self.0.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.path().extension().is_some_and(|x| x == "log") {
+                let _ = std::fs::copy(e.path(), keep.join(e.file_name()));
+            }
+        }
+        eprintln!("up logs kept in {}", keep.display());
+    }
+}
+
+/// `cxrflow up` as a person runs it, on `data` with the embedded broker on `broker_port`;
+/// stdout and stderr appended to `<data>.log`.
+fn spawn_up(data: &Path, broker_port: u16, http_base: u16, extra: &[&str]) -> UpProcess {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data.with_extension("log"))
+        .expect("up log");
+    std::process::Command::new(support::cxrflow_bin())
+        .args(["up", "--data-dir"])
+        .arg(data)
+        .args(["--broker-port", &broker_port.to_string()])
+        .args(["--http-base-port", &http_base.to_string()])
+        .args(["--gateway-dicom-port", "0", "--session-timeout-ms", "6000"])
+        .arg("--models-dir")
+        .arg(support::required_env("CXRFLOW_MODELS_DIR"))
+        .arg("--dataset")
+        .arg(support::required_env("CXRFLOW_DATASET_ROOT"))
+        .args(["--studies", "40", "--rate", "8"])
+        .args(extra)
+        .env(
+            "RUST_LOG",
+            std::env::var("CXRFLOW_UP_TEST_LOG").unwrap_or("warn,cxrflow_common=info".into()),
+        )
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().expect("up log"))
+        .stderr(log)
+        .spawn()
+        .map(UpProcess)
+        .expect("cxrflow up starts")
+}
+
+/// A `cxrflow up` process, SIGKILLed when dropped (a failing test leaves no stack behind).
+struct UpProcess(std::process::Child);
+
+impl Drop for UpProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until every service of `up` answers ready.
+async fn wait_up(up: &mut UpProcess, http_base: u16, log: &Path) {
+    let http = reqwest::Client::new();
+    support::until(Duration::from_secs(120), "cxrflow up ready", || {
+        let http = &http;
+        let exited = up.0.try_wait().ok().flatten();
+        async move {
+            if let Some(status) = exited {
+                panic!(
+                    "cxrflow up exited ({status}):\n{}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            for i in 0..6 {
+                let url = format!("http://127.0.0.1:{}/readyz", http_base + i);
+                match http.get(&url).send().await {
+                    Ok(r) if r.status().is_success() => {}
+                    other => return Err(format!("{url}: {other:?}")),
+                }
+            }
+            Ok(())
+        }
+    })
+    .await;
+}
+
+/// `cxrflow up` SIGKILLed mid-replay and started again at once on the same data dir
+/// (`--no-replay --keep-running`), at three kill moments: its broker dies with it, and every
+/// scan the replay got onto `cxr.scan.v1` reaches the worklist exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_up_restarted_at_once_puts_every_published_scan_on_the_worklist_once() {
+    let _turn = support::exclusive();
+    let dir = KeepLogsOnPanic(tempfile::tempdir().unwrap());
+    let codec = cxrflow_contracts::Codec::with_static_registry().unwrap();
+    for (round, kill_after_ms) in [500u64, 2_000, 4_000].into_iter().enumerate() {
+        let started = Instant::now();
+        let data = dir.0.path().join(format!("stack-{round}"));
+        let (broker_port, base) = (cxrflow_testkit::free_port(), support::free_port_block(6));
+        let mut first = spawn_up(&data, broker_port, base, &[]);
+        let log = data.with_extension("log");
+        wait_up(&mut first, base, &log).await;
+        let kafka = cxrflow_common::KafkaArgs::for_bootstrap(format!("127.0.0.1:{broker_port}"));
+        let snapshot = |logical: &'static str| {
+            let k = kafka.clone();
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    cxrflow_common::kafka::snapshot::read_to_end(
+                        &k,
+                        logical,
+                        Duration::from_secs(60),
+                    )
+                    .unwrap_or_else(|e| panic!("reading {logical}: {e}"))
+                })
+                .await
+                .unwrap()
+            }
+        };
+        // The kill moment counts from the replay's first scan (opening the dataset comes first).
+        support::until(
+            Duration::from_secs(60),
+            "the replay's first scan",
+            || async {
+                if snapshot(topics::SCAN).await.is_empty() {
+                    Err("no scan yet".to_string())
+                } else {
+                    Ok(())
+                }
+            },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(kill_after_ms)).await;
+        let broker_pid: u32 = std::fs::read_to_string(data.join("broker/tansu.pid"))
+            .expect("the broker's pid file")
+            .trim()
+            .parse()
+            .unwrap();
+        drop(first); // SIGKILL
+        support::until(
+            Duration::from_secs(10),
+            "the broker gone with up",
+            || async {
+                if support::process_alive(broker_pid) {
+                    Err(format!("broker {broker_pid} still runs"))
+                } else {
+                    Ok(())
+                }
+            },
+        )
+        .await;
+
+        let mut second = spawn_up(&data, broker_port, base, &["--no-replay", "--keep-running"]);
+        wait_up(&mut second, base, &log).await;
+        let scans: BTreeSet<String> = snapshot(topics::SCAN)
+            .await
+            .into_iter()
+            .filter_map(|r| r.key.map(|k| String::from_utf8_lossy(&k).into_owned()))
+            .collect();
+        assert!(
+            !scans.is_empty(),
+            "round {round}: the replay published before the kill"
+        );
+        let history = support::until(
+            Duration::from_secs(120),
+            "every published scan on the worklist",
+            || async {
+                let decisions: Vec<cxrflow_contracts::TriageDecision> = snapshot(topics::TRIAGE)
+                    .await
+                    .into_iter()
+                    .filter_map(|r| r.payload)
+                    .map(|p| codec.decode(&p).expect("triage record decodes"))
+                    .collect();
+                let h = WorklistHistory::of(&decisions);
+                let missing: Vec<_> = scans
+                    .iter()
+                    .filter(|u| !h.latest.contains_key(*u))
+                    .collect();
+                if missing.is_empty() {
+                    Ok(h)
+                } else {
+                    let versions: Vec<_> = decisions
+                        .iter()
+                        .map(|d| (d.study.study_instance_uid.clone(), d.version))
+                        .collect();
+                    Err(format!(
+                        "{} of {} scans not on the worklist: {missing:?}; decisions: {versions:?}",
+                        missing.len(),
+                        scans.len()
+                    ))
+                }
+            },
+        )
+        .await;
+        // cxr.triage.v1 is compacted (the broker compacts it, e.g. at its restart), so a study's
+        // first version may be gone: "once" is one history per study (no version published
+        // with two contents) and one entry per study on the live worklist.
+        assert!(
+            history.conflicting_versions.is_empty(),
+            "round {round}: one study version published with two contents: {:?}",
+            history.conflicting_versions
+        );
+        let keys: BTreeSet<_> = history.latest.keys().cloned().collect();
+        assert_eq!(
+            keys, scans,
+            "round {round}: the worklist holds exactly the published scans"
+        );
+        let items: Vec<serde_json::Value> =
+            reqwest::get(format!("http://127.0.0.1:{}/worklist", base + 3))
+                .await
+                .expect("worklist answers")
+                .json::<serde_json::Value>()
+                .await
+                .expect("worklist JSON")["items"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+        let mut listed = HashSet::new();
+        for i in &items {
+            let uid = i["study_uid"].as_str().unwrap_or_default().to_string();
+            assert!(
+                listed.insert(uid.clone()),
+                "round {round}: {uid} listed twice"
+            );
+        }
+        let up_log = std::fs::read_to_string(&log).unwrap_or_default();
+        eprintln!(
+            "round {round}: killed {kill_after_ms} ms after the first scan, {} scans published, all on the worklist once after {:.0}s; watchdog recoveries: {}",
+            scans.len(),
+            started.elapsed().as_secs_f64(),
+            up_log.matches("recovering").count()
+        );
+        drop(second);
+    }
+}
+
+/// `cxrflow up` whose broker port is taken refuses to start and says why.
+#[test]
+fn up_refuses_a_taken_broker_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = std::process::Command::new(support::cxrflow_bin())
+        .args(["up", "--data-dir"])
+        .arg(dir.path())
+        .args([
+            "--broker-port",
+            &port.to_string(),
+            "--gateway-dicom-port",
+            "0",
+        ])
+        .arg("--models-dir")
+        .arg(dir.path())
+        .arg("--dataset")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "up started on a taken port: {text}");
+    assert!(
+        text.contains(&format!("127.0.0.1:{port} is taken")),
+        "{text}"
+    );
 }

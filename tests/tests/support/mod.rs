@@ -532,3 +532,26 @@ pub fn extra_downtime_ms() -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
+
+/// A block of `n` consecutive free loopback ports (services of `cxrflow up` take consecutive
+/// HTTP ports), below the kernel's ephemeral range (32768 on): outgoing connections take those
+/// ports at any moment, between this check and the services' binds.
+pub fn free_port_block(n: u16) -> u16 {
+    for _ in 0..200 {
+        let base = 20_000 + rand::random::<u16>() % 12_000;
+        let held: Vec<_> = (0..n)
+            .filter_map(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).ok())
+            .collect();
+        if held.len() == n as usize {
+            return base;
+        }
+    }
+    panic!("no block of {n} free loopback ports");
+}
+
+/// Whether a process runs (a zombie has closed its port and files: as good as gone).
+pub fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+}

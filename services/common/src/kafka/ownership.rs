@@ -76,6 +76,8 @@ pub struct Watchdog {
     since: Option<(Instant, Committed)>,
     /// Recoveries tried since the consumer last held a partition.
     attempts: usize,
+    /// Whether the consumer has held a partition since it started.
+    held_once: bool,
 }
 
 impl Watchdog {
@@ -86,6 +88,7 @@ impl Watchdog {
             stall,
             since: None,
             attempts: 0,
+            held_once: false,
         }
     }
 
@@ -107,14 +110,18 @@ impl Watchdog {
     pub fn assigned(&mut self) {
         self.since = None;
         self.attempts = 0;
+        self.held_once = true;
     }
 
     /// The consumer holds nothing and the probe says `unowned` at `now`. Returns the recovery
     /// to run now, if any.
     pub fn observe(&mut self, now: Instant, unowned: &Unowned) -> Option<Recovery> {
-        if unowned.pending <= 0 {
-            // Nothing to consume: holding nothing is fine (more replicas than partitions, or
-            // an idle topic). The escalation stays: it resets only on an assignment.
+        // Nothing to consume: holding nothing is fine (more replicas than partitions, or an idle
+        // topic) — once the consumer has held something. A consumer that never held anything
+        // may sit in a group formed with nothing assigned (the next record would wait a whole
+        // stall bound): it rejoins, but never escalates, since an extra replica looks the same.
+        let idle = unowned.pending <= 0;
+        if idle && self.held_once {
             self.since = None;
             return None;
         }
@@ -131,7 +138,11 @@ impl Watchdog {
         if now.duration_since(*since) < self.bound() {
             return None;
         }
-        let step = LADDER[self.attempts.min(LADDER.len() - 1)];
+        let step = if idle {
+            Recovery::Rejoin
+        } else {
+            LADDER[self.attempts.min(LADDER.len() - 1)]
+        };
         self.attempts += 1;
         self.since = Some((now, unowned.committed.clone()));
         Some(step)
@@ -218,10 +229,25 @@ mod tests {
     }
 
     #[test]
+    fn never_holding_anything_rejoins_without_escalating_even_when_idle() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut w = Watchdog::new(s);
+        let idle = unowned(0, 3);
+        assert_eq!(w.observe(t0, &idle), None);
+        let mut t = t0;
+        for _ in 0..6 {
+            t += w.bound();
+            assert_eq!(w.observe(t, &idle), Some(Recovery::Rejoin));
+        }
+    }
+
+    #[test]
     fn no_pending_records_or_moving_commits_is_not_a_stall() {
         let t0 = Instant::now();
         let s = Duration::from_secs(1);
         let mut w = Watchdog::new(s);
+        w.assigned();
         // nothing to consume
         for i in 0..10 {
             assert_eq!(w.observe(t0 + i * s, &unowned(0, 3)), None);

@@ -586,7 +586,7 @@ pub async fn run_stage<P: Processor>(
                 metrics.unowned_records().set(unowned.pending);
                 let since = watchdog.stalled_since();
                 let action = watchdog.observe(Instant::now(), &unowned);
-                probe.set_work(watchdog.stalled_since().is_some());
+                probe.set_work(unowned.pending > 0 && watchdog.stalled_since().is_some());
                 let Some(action) = action else { continue };
                 let stalled_for = since.map(|t| t.elapsed()).unwrap_or_default();
                 metrics.consumer_recovery(action.label(), &cfg.group_id, unowned.pending, stalled_for, watchdog.attempts());
