@@ -1,10 +1,13 @@
-//! `cxrflow sim`: build a synthetic CheXpert-format dataset from the real label file, or replay
-//! a dataset against a running stack (as a PACS gateway, with simulated readers).
+//! `cxrflow sim`: build a synthetic CheXpert-format dataset from the real label file, replay
+//! a dataset against a running stack (as a PACS gateway, with simulated readers), or simulate a
+//! reading room on a simulated clock (no stack).
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use cxrflow_common::KafkaArgs;
+use cxrflow_sim::reading_room::{render_table, simulate_room, RoomConfig};
 use cxrflow_sim::render::ImageSpec;
 use cxrflow_sim::simulate::{simulate, SimConfig};
 use cxrflow_sim::synth::{synthesize, SplitCounts, SynthConfig};
@@ -16,6 +19,18 @@ pub enum SimCmd {
     Synth(SynthArgs),
     /// Replay a dataset's held-out studies against a running stack and write the report.
     Replay(Box<ReplayArgs>),
+    /// Simulate a reading room on a simulated clock: FIFO, order priority and AI tiers (with a
+    /// wait-cap sweep) on the same arrivals and read times; prints a table, writes JSON.
+    ReadingRoom(Box<ReadingRoomArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct ReadingRoomArgs {
+    #[command(flatten)]
+    pub room: RoomConfig,
+    /// Where the JSON report goes.
+    #[arg(long, env = "CXRFLOW_ROOM_OUT")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -76,6 +91,16 @@ pub async fn run(cmd: SimCmd, shutdown: CancellationToken) -> anyhow::Result<()>
         SimCmd::Replay(a) => {
             let report = simulate(&a.kafka, &a.sim, shutdown).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        SimCmd::ReadingRoom(a) => {
+            let ReadingRoomArgs { room, out } = *a;
+            let report = tokio::task::spawn_blocking(move || simulate_room(&room).0).await?;
+            print!("{}", render_table(&report));
+            if let Some(out) = &out {
+                std::fs::write(out, serde_json::to_vec_pretty(&report)?)
+                    .with_context(|| format!("writing {}", out.display()))?;
+            }
             Ok(())
         }
     }

@@ -147,13 +147,15 @@ pub fn run_site(
             run.queue_by_hour.push(wl.len());
             next_sample += HOUR;
         }
+        // Escalations at every event, as triage's tick would (its 10 s are finer than the gaps
+        // between events only when nothing happens, and then nobody looks at the list).
+        for d in wl.escalations_due(t) {
+            wl.apply(d, None);
+        }
         let hour = hour_of_day(t);
         for (r, &shift) in readers.iter().enumerate() {
             if busy_until[r] > t || !site.shifts[shift].covers(hour) || wl.is_empty() {
                 continue;
-            }
-            for d in wl.escalations_due(t) {
-                wl.apply(d, None);
             }
             let Some(top) = wl.ordered(None, OrderingMode::Pooled).first().map(|e| {
                 (
