@@ -261,8 +261,12 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
         }
         tokio::select! {
             r = simulate(&kafka, &sim, shutdown.clone()) => r.map(|report| {
-                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
-                println!("report: {}", sim.report_dir.join("report.html").display());
+                print!("{}", summary(&report));
+                println!(
+                    "report: {} (all figures: {})",
+                    sim.report_dir.join("report.html").display(),
+                    sim.report_dir.join("report.json").display()
+                );
             }).map_err(anyhow::Error::from),
             Some(done) = tasks.join_next() => {
                 let (svc, r) = done?;
@@ -291,4 +295,64 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
         }
     }
     outcome
+}
+
+/// The few lines a person reads at the end of a run; everything else is in the report files.
+pub fn summary(r: &cxrflow_sim::report::Report) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n{} studies published, {} on the worklist, {} read ({} duplicate entries, {} dead letters) in {:.0} s",
+        r.studies_published,
+        r.studies_on_worklist,
+        r.studies_read,
+        r.duplicate_worklist_entries,
+        r.dead_letters,
+        r.duration_s
+    );
+    let l = &r.e2e_latency;
+    let _ = writeln!(
+        out,
+        "scan -> AI decision: p50 {:.0} ms, p99 {:.0} ms ({} studies)",
+        l.p50_ms, l.p99_ms, l.n
+    );
+    for w in &r.time_to_read {
+        let _ = writeln!(
+            out,
+            "wait, {}: mean {:.1} s with AI triage vs {:.1} s in arrival order (max {:.1} vs {:.1} s)",
+            w.group,
+            w.ai_triage.mean_ms / 1e3,
+            w.fifo.mean_ms / 1e3,
+            w.ai_triage.max_ms / 1e3,
+            w.fifo.max_ms / 1e3
+        );
+    }
+    let _ = writeln!(
+        out,
+        "(seconds-scale waits of a live replay: a pipeline check, not a clinical estimate; `cxrflow sim reading-room` simulates days of reading)"
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_summary_is_a_few_lines_not_the_report() {
+        let facts = cxrflow_sim::report::RunFacts {
+            published: 3,
+            on_worklist: 3,
+            latency_ms: vec![300.0, 400.0, 500.0],
+            duration_s: 12.0,
+            ..Default::default()
+        };
+        let text = super::summary(&cxrflow_sim::report::build(&facts));
+        assert!(
+            text.contains("3 studies published, 3 on the worklist"),
+            "{text}"
+        );
+        assert!(text.contains("scan -> AI decision: p50 400 ms"), "{text}");
+        assert!(text.contains("not a clinical estimate"), "{text}");
+        assert!(text.lines().count() < 12, "{text}");
+    }
 }

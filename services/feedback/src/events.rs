@@ -46,7 +46,7 @@ impl FeedbackMetrics {
 
     pub fn labeled(&self, ex: &LabeledExample, outcome: LabeledOutcome) {
         let outcome = format!("{outcome:?}").to_lowercase();
-        tracing::info!(
+        tracing::debug!(
             model_version = %ex.model_version,
             role = role_str(ex.model_role),
             outcome,

@@ -77,7 +77,8 @@ impl IngestMetrics {
         size: u64,
         blob_written: bool,
     ) {
-        tracing::info!(
+        // One line per record: debug (the counter is the run's record).
+        tracing::debug!(
             source = kind,
             sop,
             sha256,

@@ -120,12 +120,12 @@ impl PreprocessMetrics {
     }
 
     pub fn lateral(&self, study: &str) {
-        tracing::info!(study, "lateral view: marked not assessable");
+        tracing::debug!(study, "lateral view: marked not assessable");
         self.lateral.inc();
     }
 
     pub fn view_unknown(&self, study: &str) {
-        tracing::info!(study, "no usable view position: treated as frontal");
+        tracing::debug!(study, "no usable view position: treated as frontal");
         self.view_unknown.inc();
     }
 

@@ -167,7 +167,7 @@ impl TriageMetrics {
         if d.tier == TriageTier::NotAssessable
             && previous.is_none_or(|p| p.tier != TriageTier::NotAssessable)
         {
-            tracing::info!(study = %d.study.study_instance_uid, code = d.not_assessable_code.as_deref().unwrap_or(""),
+            tracing::debug!(study = %d.study.study_instance_uid, code = d.not_assessable_code.as_deref().unwrap_or(""),
                 reason = d.not_assessable_reason.as_deref().unwrap_or(""), "study not assessable by the AI");
             self.unranked
                 .get_or_create(&vec![(
