@@ -5,7 +5,7 @@
 //! Studies arrive over N days at each site ([`profile`]: daily volume, diurnal curve, weekend
 //! factor, STAT/URGENT shares, reader shifts, log-normal read times); each shows a study of a
 //! pool with ground truth and a model score ([`model`]: synthetic with a stated AUROC, or an
-//! oracle); and every policy ([`engine::RoomPolicy`]: FIFO, order priority only, AI tiers
+//! oracle; or [`pool`]: real predictions of a pipeline run joined to the label file); and every policy ([`engine::RoomPolicy`]: FIFO, order priority only, AI tiers
 //! without caps, AI tiers with the triage defaults' wait caps scaled) orders the same arrivals
 //! with the same read durations through triage's own pure policy and worklist code
 //! ([`engine`]). [`outcome`] measures the waits and the cap sweep's Pareto frontier.
@@ -13,8 +13,10 @@
 pub mod engine;
 pub mod model;
 pub mod outcome;
+pub mod pool;
 pub mod profile;
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -25,6 +27,7 @@ use outcome::{compare_with, goal_check, outcome, pareto_frontier, GoalCheck, Par
 use profile::{arrivals, parse_shifts, Arrival, ReadTimes, Shift, SiteProfile, CLOCK_ORIGIN, DAY};
 
 pub use outcome::PolicyOutcome;
+pub use pool::PoolError;
 
 /// The scale factors on the triage defaults' wait caps that the sweep tries.
 pub const DEFAULT_CAP_SCALES: &[f64] = &[0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0];
@@ -85,6 +88,14 @@ pub struct RoomConfig {
     /// replay's CheXpert critical set is far more prevalent in CheXpert itself).
     #[arg(long, env = "CXRFLOW_ROOM_CRITICAL_PREVALENCE", default_value_t = 0.15)]
     pub critical_prevalence: f64,
+    /// A pool of real studies instead of a synthetic one: `cxr.predictions.v1` records as JSON
+    /// lines, exported from a pipeline run (needs --labels; --model and --auroc then unused).
+    #[arg(long, env = "CXRFLOW_ROOM_PREDICTIONS", requires = "labels")]
+    pub predictions: Option<PathBuf>,
+    /// The dataset's label file (CheXpert CSV, optionally gzipped) giving the predictions' ground
+    /// truth.
+    #[arg(long, env = "CXRFLOW_ROOM_LABELS", requires = "predictions")]
+    pub labels: Option<PathBuf>,
     /// Pool size (arrivals sample it with replacement).
     #[arg(long, env = "CXRFLOW_ROOM_POOL", default_value_t = 5000)]
     pub pool: usize,
@@ -118,6 +129,8 @@ impl Default for RoomConfig {
             model: ModelKind::Synthetic,
             auroc: 0.85,
             critical_prevalence: 0.15,
+            predictions: None,
+            labels: None,
             pool: 5000,
             cap_scales: DEFAULT_CAP_SCALES.to_vec(),
         }
@@ -179,6 +192,9 @@ pub struct RoomReport {
     pub sites: Vec<SiteProfile>,
     pub arrivals: usize,
     pub critical_share: f64,
+    /// Studies in the pool, and predictions of the file that named no labelled study.
+    pub pool_studies: usize,
+    pub unmatched_predictions: usize,
     pub pool_auroc: Option<f64>,
     pub outcomes: Vec<PolicyOutcome>,
     pub pareto_frontier: Vec<ParetoPoint>,
@@ -195,16 +211,24 @@ pub struct PolicyReads {
 }
 
 /// Runs every policy of `cfg` on the same arrivals with the same read durations.
-pub fn simulate_room(cfg: &RoomConfig) -> (RoomReport, Vec<PolicyReads>) {
-    let pool = synthetic_pool(
-        cfg.pool.max(1),
-        cfg.critical_prevalence,
-        cfg.score_model(),
-        cfg.seed,
-    );
+pub fn simulate_room(cfg: &RoomConfig) -> Result<(RoomReport, Vec<PolicyReads>), PoolError> {
+    let (pool, unmatched) = match (&cfg.predictions, &cfg.labels) {
+        (Some(p), Some(l)) => pool::pool_from_files(p, l)?,
+        _ => (
+            synthetic_pool(
+                cfg.pool.max(1),
+                cfg.critical_prevalence,
+                cfg.score_model(),
+                cfg.seed,
+            ),
+            0,
+        ),
+    };
     let sites = cfg.site_profiles();
     let arr = arrivals(&sites, cfg.days, pool.len(), &cfg.read_times(), cfg.seed);
-    run_policies(cfg, &sites, &pool, &arr, &cfg.policies())
+    let (mut report, reads) = run_policies(cfg, &sites, &pool, &arr, &cfg.policies());
+    report.unmatched_predictions = unmatched;
+    Ok((report, reads))
 }
 
 /// Runs `policies` on given arrivals (the pool gives each arrival its truth and score).
@@ -263,6 +287,8 @@ pub fn run_policies(
         } else {
             arr.iter().filter(|a| critical(a)).count() as f64 / arr.len() as f64
         },
+        pool_studies: pool.len(),
+        unmatched_predictions: 0,
         pool_auroc: empirical_auroc(pool),
         pareto_frontier: pareto_frontier(&outcomes),
         goal: goal_check(&outcomes, 0.5, 0.1),
@@ -274,13 +300,17 @@ pub fn run_policies(
 
 /// The plain-text summary of a report.
 pub fn render_table(r: &RoomReport) -> String {
+    let model = match &r.config.predictions {
+        Some(p) => format!("predictions of {}", p.display()),
+        None => format!("{:?}", r.config.model),
+    };
     let mut s = format!(
-        "{} arrivals over {} days at {} sites, {:.1}% critical (ground truth), model {:?} (pool AUROC {})\n",
+        "{} arrivals over {} days at {} sites from {} pool studies, {:.1}% critical (ground truth), model {model} (pool AUROC {})\n",
         r.arrivals,
         r.config.days,
         r.sites.len(),
+        r.pool_studies,
         100.0 * r.critical_share,
-        r.config.model,
         r.pool_auroc.map_or("n/a".to_string(), |a| format!("{a:.3}")),
     );
     s.push_str("minutes from acquisition to read finished; gain = 1 - critical mean / FIFO's; max/ff = non-critical max / FIFO's\n");

@@ -52,7 +52,7 @@ fn an_oracle_halves_the_critical_wait_at_high_utilisation() {
         cap_scales: vec![1.0, 4.0],
         ..RoomConfig::default()
     };
-    let (r, _) = simulate_room(&cfg);
+    let (r, _) = simulate_room(&cfg).expect("a synthetic pool");
     let fifo = outcome(&r, "fifo");
     let ai = outcome(&r, "ai_tiers_no_caps");
     assert!(
@@ -85,7 +85,7 @@ fn every_policy_reads_the_same_arrivals_for_the_same_durations() {
         cap_scales: vec![1.0],
         ..RoomConfig::default()
     };
-    let (r, all) = simulate_room(&cfg);
+    let (r, all) = simulate_room(&cfg).expect("a synthetic pool");
     assert_reads_sound(&all, r.arrivals);
     let fifo = &all[0];
     assert_eq!(fifo.policy, RoomPolicy::Fifo);
@@ -116,7 +116,7 @@ fn every_policy_reads_the_same_arrivals_for_the_same_durations() {
 fn a_week_at_two_sites_runs_in_seconds() {
     let started = Instant::now();
     let cfg = RoomConfig::default();
-    let (r, _) = simulate_room(&cfg);
+    let (r, _) = simulate_room(&cfg).expect("a synthetic pool");
     let elapsed = started.elapsed();
     println!("{}", cxrflow_sim::reading_room::render_table(&r));
     assert!(r.arrivals > 1000);
@@ -158,7 +158,7 @@ proptest! {
             pool: 200,
             ..RoomConfig::default()
         };
-        let (r, all) = simulate_room(&cfg);
+        let (r, all) = simulate_room(&cfg).expect("a synthetic pool");
         assert_reads_sound(&all, r.arrivals);
         for o in &r.outcomes {
             prop_assert_eq!(o.unread, 0);
@@ -173,4 +173,124 @@ proptest! {
             }
         }
     }
+}
+
+fn labelled_row(patient: usize, critical: bool) -> cxrflow_sim::ChexpertRow {
+    use cxrflow_sim::{Finding, LabelState, Labels, PatientId, Sex, ViewKind};
+    let mut labels = Labels::default();
+    if critical {
+        labels.set(Finding::Pneumothorax, LabelState::Positive);
+    } else {
+        labels.set(Finding::NoFinding, LabelState::Positive);
+    }
+    let id = PatientId(format!("patient{patient:05}"));
+    cxrflow_sim::ChexpertRow {
+        path: format!(
+            "CheXpert-v1.0-small/valid/{}/study1/view1_frontal.jpg",
+            id.0
+        ),
+        patient: id,
+        study: 1,
+        sex: Sex::Female,
+        age: Some(60),
+        view: ViewKind::Frontal,
+        projection: None,
+        labels,
+    }
+}
+
+fn exported_prediction(patient: usize, probability: f64) -> cxrflow_contracts::Prediction {
+    use cxrflow_contracts::{FindingScore, ModelRole, OrderPriority, Prediction, StudyContext};
+    let uid = cxrflow_sim::replay::derived_uid(&format!("study/patient{patient:05}/1"));
+    Prediction {
+        study: StudyContext {
+            site_id: "pacs-1".into(),
+            study_instance_uid: uid.clone(),
+            series_instance_uid: format!("{uid}.1"),
+            sop_instance_uid: format!("{uid}.1.1"),
+            accession_number: None,
+            patient_ref: "pt-0".into(),
+            modality: "CR".into(),
+            view_position: Some("PA".into()),
+            patient_age_years: None,
+            patient_sex: None,
+            acquired_at: 1,
+            published_at: 1,
+            priority_hint: OrderPriority::Routine,
+        },
+        blob_uri: "file:///x".into(),
+        model_name: "cxr-small".into(),
+        model_version: "1".into(),
+        model_role: ModelRole::Production,
+        execution_provider: "cpu".into(),
+        assessable: true,
+        findings: vec![
+            FindingScore {
+                finding: "Pneumothorax".into(),
+                probability,
+                threshold: 0.4,
+                critical: true,
+            },
+            FindingScore {
+                finding: "Cardiomegaly".into(),
+                probability: 0.1,
+                threshold: 0.5,
+                critical: false,
+            },
+        ],
+        batch_size: 1,
+        inference_ms: 1.0,
+        predicted_at: 2,
+        embedding: None,
+        input_stats: None,
+        not_assessable_reason: None,
+        not_assessable_code: None,
+        ood_distance: None,
+    }
+}
+
+#[test]
+fn a_pool_of_exported_predictions_joins_its_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let labels = dir.path().join("valid.csv");
+    let rows: Vec<_> = (0..40).map(|p| labelled_row(p, p % 5 == 0)).collect();
+    cxrflow_sim::write_label_file(&labels, &rows).unwrap();
+    let predictions = dir.path().join("predictions.jsonl");
+    let mut lines = Vec::new();
+    for p in 0..40 {
+        // A perfect ranker of the critical studies, exported twice (the newer wins).
+        let mut stale = exported_prediction(p, 0.0);
+        stale.predicted_at = 1;
+        lines.push(serde_json::to_string(&stale).unwrap());
+        let score = if p % 5 == 0 { 0.9 } else { 0.05 };
+        lines.push(serde_json::to_string(&exported_prediction(p, score)).unwrap());
+    }
+    let mut shadow = exported_prediction(1, 0.99);
+    shadow.model_role = cxrflow_contracts::ModelRole::Shadow;
+    shadow.predicted_at = 9;
+    lines.push(serde_json::to_string(&shadow).unwrap());
+    lines.push(serde_json::to_string(&exported_prediction(999, 0.5)).unwrap());
+    std::fs::write(&predictions, lines.join("\n")).unwrap();
+
+    let cfg = RoomConfig {
+        predictions: Some(predictions.clone()),
+        labels: Some(labels),
+        cap_scales: vec![],
+        ..RoomConfig::default()
+    };
+    let (r, all) = simulate_room(&cfg).expect("a pool from the files");
+    assert_eq!(r.pool_studies, 40);
+    assert_eq!(r.unmatched_predictions, 1);
+    assert_eq!(r.pool_auroc, Some(1.0));
+    assert!(
+        (r.critical_share - 0.2).abs() < 0.03,
+        "{}",
+        r.critical_share
+    );
+    assert_reads_sound(&all, r.arrivals);
+    assert!(outcome(&r, "ai_tiers_no_caps").critical_mean_gain_vs_fifo >= 0.5);
+
+    std::fs::write(&predictions, "{not json}\n").unwrap();
+    let err = simulate_room(&cfg).unwrap_err().to_string();
+    assert!(err.contains("line 1"), "{err}");
 }

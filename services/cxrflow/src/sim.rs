@@ -95,7 +95,9 @@ pub async fn run(cmd: SimCmd, shutdown: CancellationToken) -> anyhow::Result<()>
         }
         SimCmd::ReadingRoom(a) => {
             let ReadingRoomArgs { room, out } = *a;
-            let report = tokio::task::spawn_blocking(move || simulate_room(&room).0).await?;
+            let report = tokio::task::spawn_blocking(move || simulate_room(&room))
+                .await??
+                .0;
             print!("{}", render_table(&report));
             if let Some(out) = &out {
                 std::fs::write(out, serde_json::to_vec_pretty(&report)?)

@@ -2,8 +2,9 @@
 //! AUROC (binormal, equal variance), or an oracle whose score is the ground truth. Each pool
 //! study becomes a `cxr.predictions.v1` [`Prediction`] that triage's own policy tiers.
 //!
-//! Next step: a pool read from predictions exported from a pipeline run (JSON lines of
-//! `Prediction`) joined to the dataset's label file (`critical_truth` as in `replay`).
+//! A pool of real predictions joined to their labels is [`super::pool`]'s.
+
+use std::sync::Arc;
 
 use cxrflow_contracts::{FindingScore, ModelRole, OrderPriority, Prediction, StudyContext};
 use rand::SeedableRng;
@@ -27,11 +28,15 @@ pub enum ScoreModel {
     Binormal { auroc: f64 },
 }
 
-/// One study of the pool: its ground truth and its model probability.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// One study of the pool: its ground truth and its model probability (for a real prediction,
+/// its critical findings' highest exceedance, 0.5 at the threshold).
+#[derive(Debug, Clone, PartialEq)]
 pub struct PoolStudy {
     pub critical: bool,
     pub probability: f64,
+    /// The real prediction the study came with, whose findings triage then tiers; none for a
+    /// synthetic study (one critical finding with `probability`).
+    pub prediction: Option<Arc<Prediction>>,
 }
 
 /// Φ⁻¹ (Acklam's rational approximation, relative error below 1.2e-9).
@@ -102,6 +107,7 @@ pub fn synthetic_pool(n: usize, prevalence: f64, model: ScoreModel, seed: u64) -
             PoolStudy {
                 critical,
                 probability,
+                prediction: None,
             }
         })
         .collect()
@@ -148,22 +154,39 @@ pub fn prediction(
     hint: OrderPriority,
 ) -> Prediction {
     let uid = study_uid(a);
-    Prediction {
-        study: StudyContext {
-            site_id: site.to_string(),
-            series_instance_uid: format!("{uid}.1"),
-            sop_instance_uid: format!("{uid}.1.1"),
-            study_instance_uid: uid,
-            accession_number: None,
-            patient_ref: format!("pt-{}", a.study),
-            modality: "CR".into(),
-            view_position: Some("AP".into()),
-            patient_age_years: None,
-            patient_sex: None,
-            acquired_at: a.at,
-            published_at: a.at,
-            priority_hint: hint,
-        },
+    let context = StudyContext {
+        site_id: site.to_string(),
+        series_instance_uid: format!("{uid}.1"),
+        sop_instance_uid: format!("{uid}.1.1"),
+        study_instance_uid: uid,
+        accession_number: None,
+        patient_ref: format!("pt-{}", a.study),
+        modality: "CR".into(),
+        view_position: Some("AP".into()),
+        patient_age_years: None,
+        patient_sex: None,
+        acquired_at: a.at,
+        published_at: a.at,
+        priority_hint: hint,
+    };
+    let no_ai = |p: &mut Prediction| {
+        if !assessable {
+            p.assessable = false;
+            p.not_assessable_reason = Some("policy without AI".to_string());
+            p.not_assessable_code = Some("sim.no_ai".to_string());
+        }
+    };
+    if let Some(real) = &study.prediction {
+        // The real record's findings, flags and model, on this arrival's clock and site.
+        let mut p = Prediction::clone(real);
+        p.study = context;
+        p.model_role = ModelRole::Production;
+        p.predicted_at = a.at;
+        no_ai(&mut p);
+        return p;
+    }
+    let mut p = Prediction {
+        study: context,
         blob_uri: String::new(),
         model_name: "reading-room-synthetic".into(),
         model_version: "1".into(),
@@ -181,10 +204,12 @@ pub fn prediction(
         predicted_at: a.at,
         embedding: None,
         input_stats: None,
-        not_assessable_reason: (!assessable).then(|| "policy without AI".to_string()),
-        not_assessable_code: (!assessable).then(|| "sim.no_ai".to_string()),
+        not_assessable_reason: None,
+        not_assessable_code: None,
         ood_distance: None,
-    }
+    };
+    no_ai(&mut p);
+    p
 }
 
 #[cfg(test)]
