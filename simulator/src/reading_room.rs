@@ -102,6 +102,11 @@ pub struct RoomConfig {
     /// Scale factors on the triage defaults' wait caps for the sweep, comma-separated.
     #[arg(long, env = "CXRFLOW_ROOM_CAP_SCALES", value_delimiter = ',', default_values_t = DEFAULT_CAP_SCALES.to_vec())]
     pub cap_scales: Vec<f64>,
+    /// Scale only the ROUTINE and NOT_ASSESSABLE caps in the sweep (CRITICAL and URGENT keep
+    /// the defaults), so a short routine cap lifts a waiting study to URGENT without pushing it
+    /// on to CRITICAL soon after.
+    #[arg(long, env = "CXRFLOW_ROOM_ROUTINE_CAPS_ONLY")]
+    pub routine_caps_only: bool,
 }
 
 /// Reader shifts as a flag value.
@@ -133,6 +138,7 @@ impl Default for RoomConfig {
             labels: None,
             pool: 5000,
             cap_scales: DEFAULT_CAP_SCALES.to_vec(),
+            routine_caps_only: false,
         }
     }
 }
@@ -174,13 +180,15 @@ impl RoomConfig {
         let mut v = vec![
             RoomPolicy::Fifo,
             RoomPolicy::OrderPriority,
-            RoomPolicy::AiTiers { cap_scale: None },
+            RoomPolicy::AiTiers {
+                cap_scale: None,
+                routine_only: false,
+            },
         ];
-        v.extend(
-            self.cap_scales
-                .iter()
-                .map(|&s| RoomPolicy::AiTiers { cap_scale: Some(s) }),
-        );
+        v.extend(self.cap_scales.iter().map(|&s| RoomPolicy::AiTiers {
+            cap_scale: Some(s),
+            routine_only: self.routine_caps_only,
+        }));
         v
     }
 }

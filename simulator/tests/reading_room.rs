@@ -146,6 +146,7 @@ proptest! {
         stat_share in 0.0f64..0.5,
         oracle in any::<bool>(),
         cap_scale in 0.05f64..4.0,
+        routine_caps_only in any::<bool>(),
     ) {
         let cfg = RoomConfig {
             seed,
@@ -155,6 +156,7 @@ proptest! {
             stat_share,
             model: if oracle { ModelKind::Oracle } else { ModelKind::Synthetic },
             cap_scales: vec![cap_scale],
+            routine_caps_only,
             pool: 200,
             ..RoomConfig::default()
         };

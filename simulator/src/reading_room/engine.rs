@@ -23,8 +23,12 @@ pub enum RoomPolicy {
     /// by deadline.
     OrderPriority,
     /// Triage's tiers from the model's scores; `cap_scale` multiplies the triage defaults' wait
-    /// caps (none: no anti-starvation escalation at all).
-    AiTiers { cap_scale: Option<f64> },
+    /// caps (none: no anti-starvation escalation at all), of every tier or, `routine_only`, of
+    /// ROUTINE and NOT_ASSESSABLE alone (CRITICAL and URGENT keep the defaults).
+    AiTiers {
+        cap_scale: Option<f64>,
+        routine_only: bool,
+    },
 }
 
 impl RoomPolicy {
@@ -32,8 +36,17 @@ impl RoomPolicy {
         match self {
             RoomPolicy::Fifo => "fifo".into(),
             RoomPolicy::OrderPriority => "order_priority".into(),
-            RoomPolicy::AiTiers { cap_scale: None } => "ai_tiers_no_caps".into(),
-            RoomPolicy::AiTiers { cap_scale: Some(s) } => format!("ai_tiers_caps_x{s}"),
+            RoomPolicy::AiTiers {
+                cap_scale: None, ..
+            } => "ai_tiers_no_caps".into(),
+            RoomPolicy::AiTiers {
+                cap_scale: Some(s),
+                routine_only: false,
+            } => format!("ai_tiers_caps_x{s}"),
+            RoomPolicy::AiTiers {
+                cap_scale: Some(s),
+                routine_only: true,
+            } => format!("ai_tiers_routine_caps_x{s}"),
         }
     }
 
@@ -42,12 +55,16 @@ impl RoomPolicy {
         let mut p = TriagePolicy::default();
         let never = i64::MAX / 4;
         p.wait_cap_ms = match self {
-            RoomPolicy::AiTiers { cap_scale: Some(s) } => {
+            RoomPolicy::AiTiers {
+                cap_scale: Some(s),
+                routine_only,
+            } => {
                 let c = p.wait_cap_ms;
                 let f = |v: i64| (v as f64 * s.max(0.0)) as i64;
+                let g = |v: i64| if *routine_only { v } else { f(v) };
                 PerTier {
-                    critical: f(c.critical),
-                    urgent: f(c.urgent),
+                    critical: g(c.critical),
+                    urgent: g(c.urgent),
                     routine: f(c.routine),
                     not_assessable: f(c.not_assessable),
                 }

@@ -127,7 +127,9 @@ pub fn pareto_frontier(outcomes: &[PolicyOutcome]) -> Vec<ParetoPoint> {
     let points: Vec<ParetoPoint> = outcomes
         .iter()
         .filter_map(|o| match o.room_policy {
-            RoomPolicy::AiTiers { cap_scale: Some(s) } => Some(ParetoPoint {
+            RoomPolicy::AiTiers {
+                cap_scale: Some(s), ..
+            } => Some(ParetoPoint {
                 cap_scale: s,
                 critical_mean_gain_vs_fifo: o.critical_mean_gain_vs_fifo,
                 non_critical_max_min: o.non_critical.max_min,
@@ -190,7 +192,7 @@ pub fn goal_check(outcomes: &[PolicyOutcome], min_gain: f64, tolerance: f64) -> 
 /// The plain-text table of a run's outcomes.
 pub fn table(outcomes: &[PolicyOutcome]) -> String {
     let mut s = format!(
-        "{:<22} {:>6} {:>8} {:>8} {:>8} {:>6} {:>6} {:>8} {:>8} {:>8} {:>7} {:>7}\n",
+        "{:<28} {:>6} {:>8} {:>8} {:>8} {:>6} {:>6} {:>8} {:>8} {:>8} {:>7} {:>7}\n",
         "policy",
         "util",
         "crit_mn",
@@ -206,7 +208,7 @@ pub fn table(outcomes: &[PolicyOutcome]) -> String {
     );
     for o in outcomes {
         s.push_str(&format!(
-            "{:<22} {:>6.3} {:>8.1} {:>8.1} {:>8.1} {:>6.3} {:>6.3} {:>8.1} {:>8.1} {:>8.1} {:>7.3} {:>7.3}\n",
+            "{:<28} {:>6.3} {:>8.1} {:>8.1} {:>8.1} {:>6.3} {:>6.3} {:>8.1} {:>8.1} {:>8.1} {:>7.3} {:>7.3}\n",
             o.policy,
             o.utilisation,
             o.critical.mean_min,
