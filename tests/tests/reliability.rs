@@ -402,6 +402,86 @@ async fn a_broker_restart_mid_stream_loses_nothing() {
     );
 }
 
+/// A broker that stops answering for twice the consumer session (SIGSTOP: a VM migration, a
+/// disk stall, a partition) and comes back: every group rebalances around members it declared
+/// dead, and each service must end up owning its partitions again and finish the work. Every
+/// study reaches the worklist once, nothing is dead-lettered, no service dies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_paused_past_the_session_timeout_loses_nothing() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let _turn = support::exclusive();
+    let started = Instant::now();
+    let p = Pipeline::start().await;
+    let n = 60;
+    let seed = 35;
+    let studies = support::studies(&p.dataset, n, seed);
+    let replay = support::start_replay(&p, &studies, 10.0, 256 * 1024, seed);
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pid = Pid::from_raw(p.broker.pid() as i32);
+    let pause = Duration::from_millis(2 * support::SESSION_TIMEOUT_MS);
+    kill(pid, Signal::SIGSTOP).expect("SIGSTOP the broker");
+    tokio::time::sleep(pause).await;
+    kill(pid, Signal::SIGCONT).expect("SIGCONT the broker");
+    eprintln!(
+        "broker paused {:.0} s (twice the session), resumed at {:.1} s",
+        pause.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+
+    let published = replay.await.expect("replay task");
+    assert_eq!(published.len(), n);
+    let expected: BTreeSet<String> = studies.iter().map(|s| s.uid.clone()).collect();
+    let http = reqwest::Client::new();
+    // Measured: ~165 s after the resume on this machine (the ownership watchdog's recoveries
+    // back off 11, 22, 44 s ... while tansu settles every group again); 300 s bounds it.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let shown = loop {
+        let shown = p.worklist(&http).await.unwrap_or_default();
+        let on: BTreeSet<_> = shown.iter().map(|(u, _)| u.clone()).collect();
+        if expected.is_subset(&on) {
+            break shown;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "{} of {n} studies on the worklist 300 s after the pause; pipeline:\n{}",
+                expected.intersection(&on).count(),
+                progress(&p).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let mut seen = HashSet::new();
+    let twice: Vec<_> = shown.iter().filter(|(u, _)| !seen.insert(u)).collect();
+    assert!(
+        twice.is_empty(),
+        "GET /worklist shows studies twice: {twice:?}"
+    );
+    let history = WorklistHistory::of(&p.decisions().await);
+    let doubled: BTreeMap<_, _> = history.opened.iter().filter(|(_, c)| **c != 1).collect();
+    assert!(
+        doubled.is_empty(),
+        "studies opened other than once: {doubled:?}"
+    );
+    assert!(
+        p.snapshot(topics::DLQ).await.is_empty(),
+        "good records were dead-lettered:\n{}",
+        progress(&p).await
+    );
+    let mut p = p;
+    p.check_alive();
+    assert!(
+        p.unexpected_exits.is_empty(),
+        "services gave up on a paused broker: {:?}",
+        p.unexpected_exits
+    );
+    eprintln!(
+        "paused-broker test: every study on the worklist {:.0} s after the start",
+        started.elapsed().as_secs_f64()
+    );
+}
+
 /// Every `patient` + digits token in `bytes` (the dataset's raw patient id form, `patient00042`).
 fn raw_patient_ids(bytes: &[u8]) -> BTreeSet<String> {
     const P: &[u8] = b"patient";

@@ -248,6 +248,11 @@ impl EmbeddedBroker {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The broker process's id, while it runs (tests pause it with SIGSTOP).
+    pub fn pid(&self) -> Option<u32> {
+        Some(self.child.as_ref()?.lock().expect("broker child lock").id())
+    }
+
     /// How the broker ended, if it did (it should not while we hold it).
     pub fn exited(&self) -> Option<ExitStatus> {
         let child = self.child.as_ref()?;

@@ -66,6 +66,11 @@ impl Broker {
         self.inner.bootstrap()
     }
 
+    /// The broker process's id (a test pauses it with SIGSTOP, as a VM migration would).
+    pub fn pid(&self) -> u32 {
+        self.inner.pid().expect("the broker runs")
+    }
+
     /// Kills the broker (SIGKILL) without touching its storage.
     pub fn kill(&mut self) {
         self.inner.kill();
