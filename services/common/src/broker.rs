@@ -120,7 +120,7 @@ impl EmbeddedBroker {
             _lock: lock,
         };
         b.kill_leftover();
-        b.spawn()?;
+        b.spawn_when_storage_free()?;
         Ok(b)
     }
 
@@ -160,6 +160,26 @@ impl EmbeddedBroker {
                 .unwrap_or(false)
         {
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// [`Self::spawn`], again when the broker exits at start because its SQLite storage is
+    /// still locked: right after a broker on the same storage was killed, tansu 0.6.0's first
+    /// connections can meet the crash recovery of another and exit with "database is locked"
+    /// (seen in the leftover-broker test, 1 start in ~10). A few tries, then the error.
+    fn spawn_when_storage_free(&mut self) -> Result<(), BrokerError> {
+        let mut tries = 0;
+        loop {
+            match self.spawn() {
+                Err(BrokerError::Exited { log, .. })
+                    if tries < 4 && log.contains("database is locked") =>
+                {
+                    tries += 1;
+                    tracing::warn!(tries, "broker storage still locked at start; trying again");
+                    std::thread::sleep(Duration::from_millis(250 * tries));
+                }
+                r => return r,
+            }
         }
     }
 
@@ -277,7 +297,7 @@ impl EmbeddedBroker {
     /// Kill and start again on the same port and storage.
     pub fn restart(&mut self) -> Result<(), BrokerError> {
         self.kill();
-        self.spawn()
+        self.spawn_when_storage_free()
     }
 }
 

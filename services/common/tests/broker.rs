@@ -153,6 +153,17 @@ fn a_broker_left_over_in_the_data_dir_is_replaced_knowingly() {
         .spawn()
         .unwrap();
     std::fs::write(dir.path().join("tansu.pid"), leftover.id().to_string()).unwrap();
+    // Until it has exec'd, the forked child is still this test binary, which no start would
+    // (or should) kill as a broker.
+    let cmdline = format!("/proc/{}/cmdline", leftover.id());
+    let end = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read(&cmdline)
+        .map(|c| String::from_utf8_lossy(&c).contains("tansu"))
+        .unwrap_or(false)
+    {
+        assert!(Instant::now() < end, "the leftover broker never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let b = EmbeddedBroker::start(dir.path(), free_port()).unwrap();
     let end = Instant::now() + Duration::from_secs(10);
     while leftover.try_wait().unwrap().is_none() {

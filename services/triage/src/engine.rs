@@ -15,7 +15,7 @@
 //! key — the same partitioning as the input topics — and each rebuild only the
 //! `cxr.triage.v1` partitions matching its assigned input partitions (on every assignment).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -69,6 +69,10 @@ pub struct Engine {
     metrics: TriageMetrics,
     events: broadcast::Sender<WorklistEvent>,
     rebuilt: AtomicBool,
+    /// Per study, the highest version whose send failed: the broker may have stored it (its
+    /// acknowledgement lost with a broker restart), so the next decision of that study takes
+    /// a higher version and never publishes a second, different record under the same one.
+    in_doubt: Mutex<HashMap<String, i64>>,
     pub settings: EngineSettings,
 }
 
@@ -90,6 +94,7 @@ impl Engine {
             metrics,
             events: broadcast::channel(1024).0,
             rebuilt: AtomicBool::new(false),
+            in_doubt: Mutex::new(HashMap::new()),
             settings,
         }
     }
@@ -151,10 +156,26 @@ impl Engine {
     ) -> Result<Option<TriageDecision>, ProduceError> {
         let _study = self.stripe(uid).lock().await;
         let now = self.now();
-        let Some((d, basis)) = propose(&mut self.worklist(), now) else {
+        let Some((mut d, basis)) = propose(&mut self.worklist(), now) else {
             return Ok(None);
         };
-        self.producer.send(&self.codec, &d, headers).await?;
+        let doubt = self
+            .in_doubt
+            .lock()
+            .expect("in-doubt lock")
+            .get(uid)
+            .copied();
+        if let Some(v) = doubt.filter(|v| d.version <= *v) {
+            d.version = v + 1;
+        }
+        if let Err(e) = self.producer.send(&self.codec, &d, headers).await {
+            self.in_doubt
+                .lock()
+                .expect("in-doubt lock")
+                .insert(uid.to_string(), d.version);
+            return Err(e);
+        }
+        self.in_doubt.lock().expect("in-doubt lock").remove(uid);
         let previous = {
             let mut wl = self.worklist();
             let previous = wl.get(uid).map(|e| e.decision.clone());

@@ -113,28 +113,10 @@ pub fn synthetic_pool(n: usize, prevalence: f64, model: ScoreModel, seed: u64) -
         .collect()
 }
 
-/// The empirical AUROC of a pool (Mann–Whitney; ties count half).
+/// The empirical AUROC of a pool (Mann–Whitney; ties count half): the report's own.
 pub fn empirical_auroc(pool: &[PoolStudy]) -> Option<f64> {
-    let mut v: Vec<(f64, bool)> = pool.iter().map(|s| (s.probability, s.critical)).collect();
-    v.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let pos = v.iter().filter(|s| s.1).count() as f64;
-    let neg = v.len() as f64 - pos;
-    if pos == 0.0 || neg == 0.0 {
-        return None;
-    }
-    // Average ranks over ties.
-    let mut rank_sum = 0.0;
-    let mut i = 0;
-    while i < v.len() {
-        let mut j = i;
-        while j + 1 < v.len() && v[j + 1].0 == v[i].0 {
-            j += 1;
-        }
-        let avg = (i + j) as f64 / 2.0 + 1.0;
-        rank_sum += v[i..=j].iter().filter(|s| s.1).count() as f64 * avg;
-        i = j + 1;
-    }
-    Some((rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg))
+    let pairs: Vec<(f64, bool)> = pool.iter().map(|s| (s.probability, s.critical)).collect();
+    crate::report::auroc::auroc(&pairs)
 }
 
 /// The study UID of an arrival (unique per arrival, even when it shows a pool study again).

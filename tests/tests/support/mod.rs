@@ -435,7 +435,10 @@ pub fn studies(dataset: &Path, n: usize, seed: u64) -> Vec<ReplayStudy> {
 /// What the triage topic says about each study.
 #[derive(Debug, Default)]
 pub struct WorklistHistory {
-    /// Version-1 ("opened") decisions per study.
+    /// Version-1 ("opened") decisions per study, counted once per distinct content: a decision
+    /// the broker stored but whose acknowledgement was lost (a broker restart) is published
+    /// again, identical — at-least-once, visible in `repeated_versions` — and is not a second
+    /// entry; a different version 1 would be (and lands in `conflicting_versions` too).
     pub opened: BTreeMap<String, usize>,
     /// Latest version and its status per study.
     pub latest: BTreeMap<String, (i64, WorklistStatus)>,
@@ -451,14 +454,15 @@ impl WorklistHistory {
         let mut seen: HashMap<(String, i64), (WorklistStatus, String, u64)> = HashMap::new();
         for d in decisions {
             let uid = d.study.study_instance_uid.clone();
-            if d.version == 1 {
+            let content = (d.status, format!("{:?}", d.tier), d.score.to_bits());
+            let repeat = seen.get(&(uid.clone(), d.version)) == Some(&content);
+            if d.version == 1 && !repeat {
                 *h.opened.entry(uid.clone()).or_default() += 1;
             }
             let latest = h.latest.entry(uid.clone()).or_insert((0, d.status));
             if d.version >= latest.0 {
                 *latest = (d.version, d.status);
             }
-            let content = (d.status, format!("{:?}", d.tier), d.score.to_bits());
             match seen.get(&(uid.clone(), d.version)) {
                 Some(c) if *c == content => h.repeated_versions += 1,
                 Some(_) => {
