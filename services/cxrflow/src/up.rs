@@ -261,6 +261,13 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
         }
         tokio::select! {
             r = simulate(&kafka, &sim, shutdown.clone()) => r.map(|report| {
+                // The clinical question first, on a reading room's time scale, with this run's
+                // model on this run's studies; then the live run as a pipeline check.
+                let (kafka, sim) = (kafka.clone(), sim.clone());
+                match reading_room(&kafka, &sim) {
+                    Ok(table) => print!("{table}"),
+                    Err(e) => println!("reading-room simulation skipped: {e}"),
+                }
                 print!("{}", summary(&report));
                 println!(
                     "report: {} (all figures: {})",
@@ -295,6 +302,59 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
         }
     }
     outcome
+}
+
+/// Runs the reading room on a simulated clock (`cxrflow sim reading-room`'s defaults: 7 days, 2
+/// sites, 85% reader utilisation) with this run's predictions and the replayed table's labels;
+/// writes `reading-room.json` beside the report and returns the table to print.
+fn reading_room(
+    kafka: &cxrflow_common::KafkaArgs,
+    sim: &cxrflow_sim::simulate::SimConfig,
+) -> anyhow::Result<String> {
+    use clap::Parser;
+    use cxrflow_contracts::{topics, Codec, Prediction};
+    use std::io::Write;
+    #[derive(Parser)]
+    struct Defaults {
+        #[command(flatten)]
+        room: cxrflow_sim::reading_room::RoomConfig,
+    }
+    let codec = Codec::with_static_registry()?;
+    let records = cxrflow_common::kafka::snapshot::read_to_end(
+        kafka,
+        topics::PREDICTIONS,
+        std::time::Duration::from_secs(60),
+    )?;
+    std::fs::create_dir_all(&sim.report_dir)?;
+    let predictions = sim.report_dir.join("predictions.jsonl");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&predictions)?);
+    for r in records {
+        if let Some(p) = r.payload.and_then(|b| codec.decode::<Prediction>(&b).ok()) {
+            writeln!(out, "{}", serde_json::to_string(&p)?)?;
+        }
+    }
+    out.flush()?;
+    drop(out);
+    let dataset = cxrflow_sim::dataset::open_dataset(&sim.dataset)?;
+    let mut room = Defaults::try_parse_from(["reading-room"])?.room;
+    room.predictions = Some(predictions);
+    room.labels = Some(dataset.dir.join(&sim.table));
+    let (report, _) = cxrflow_sim::reading_room::simulate_room(&room)?;
+    std::fs::write(
+        sim.report_dir.join("reading-room.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    Ok(format!(
+        "\nReading room on a simulated clock ({} days, {} sites, {:.0}% reader utilisation; this run's model on its {} studies, AUROC {}):\n{}",
+        room.days,
+        room.sites,
+        100.0 * room.utilisation,
+        report.pool_studies,
+        report
+            .pool_auroc
+            .map_or_else(|| "n/a".to_string(), |a| format!("{a:.2}")),
+        cxrflow_sim::reading_room::render_table(&report)
+    ))
 }
 
 /// The few lines a person reads at the end of a run; everything else is in the report files.
