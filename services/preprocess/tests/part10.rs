@@ -90,3 +90,49 @@ fn a_bare_data_set_claiming_a_huge_length_is_refused_before_allocation() {
     let err = decode(&ds, &DecodeLimits::default()).unwrap_err();
     assert_eq!(err.reason(), "decode.truncated", "{err}");
 }
+
+#[test]
+fn a_jpeg2000_codestream_openjpeg_refuses_is_named_as_such() {
+    // Pillow's OpenJPEG encodes the codestream, pydicom encapsulates it; then the SIZ/COD
+    // marker segments are damaged.
+    let dir = tempfile::tempdir().unwrap();
+    let script = r#"
+import sys, io
+import numpy as np
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.uid import generate_uid
+arr = (np.add.outer(np.arange(128), np.arange(128)) % 256).astype(np.uint8)
+buf = io.BytesIO()
+Image.fromarray(arr).save(buf, format="JPEG2000", irreversible=False, no_jp2=True)
+cs = bytearray(buf.getvalue())
+def write(path, codestream):
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.90"
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "CR"
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = ds.Columns = 128
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = encapsulate([bytes(codestream)])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+write(sys.argv[1] + "/j2k-ok.dcm", cs)
+cs[20:60] = b"\xff" * 40
+write(sys.argv[1] + "/j2k-bad.dcm", cs)
+"#;
+    let mut c = Command::new(tools_python());
+    c.args(["-c", script]).arg(dir.path());
+    run(c);
+    assert!(pixels(&dir.path().join("j2k-ok.dcm")).is_ok());
+    let err = pixels(&dir.path().join("j2k-bad.dcm")).unwrap_err();
+    assert!(err.starts_with("decode.jpeg2000 "), "{err}");
+    assert!(err.contains("refused by OpenJPEG"), "{err}");
+}

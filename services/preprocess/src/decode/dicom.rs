@@ -52,7 +52,13 @@ fn read_err(e: dicom_object::ReadError) -> DecodeError {
 }
 
 fn pixel_err(e: dicom_pixeldata::Error) -> DecodeError {
-    DecodeError::from_decoder(&e)
+    match DecodeError::from_decoder(&e) {
+        // openjpeg-sys reports any refusal as a null pointer: say what it means.
+        DecodeError::Corrupt(text) if text.to_ascii_lowercase().contains("openjpeg") => {
+            DecodeError::Jpeg2000(text)
+        }
+        other => other,
+    }
 }
 
 fn int_attr(
@@ -62,10 +68,10 @@ fn int_attr(
     default: Option<u32>,
 ) -> Result<u32, DecodeError> {
     match obj.element_opt(tag) {
-        Ok(Some(e)) => e
-            .to_int::<u32>()
-            .map_err(|err| DecodeError::Corrupt(format!("{name} {tag} is not a number: {err}"))),
-        _ => default.ok_or_else(|| DecodeError::Corrupt(format!("missing {name} {tag}"))),
+        Ok(Some(e)) => e.to_int::<u32>().map_err(|err| {
+            DecodeError::BadAttribute(format!("{name} {tag} is not a number: {err}"))
+        }),
+        _ => default.ok_or_else(|| DecodeError::MissingAttribute(format!("{name} {tag}"))),
     }
 }
 
@@ -454,6 +460,36 @@ mod tests {
 
     fn reason(bytes: &[u8]) -> &'static str {
         decode(bytes, &DecodeLimits::default(), None).map_or_else(|e| e.reason(), |_| "ok")
+    }
+
+    #[test]
+    fn a_missing_or_unreadable_attribute_is_named_not_called_corrupt() {
+        use crate::fixtures::{dicom, DicomSpec};
+        use dicom_object::OpenFileOptions;
+        let edit = |f: &dyn Fn(&mut DefaultDicomObject)| {
+            let bytes = dicom(&DicomSpec::cr(32, 32));
+            let mut obj = OpenFileOptions::new().from_reader(&bytes[128..]).unwrap();
+            f(&mut obj);
+            let mut out = Vec::new();
+            obj.write_all(&mut out).unwrap();
+            out
+        };
+        let no_rows = edit(&|o| {
+            o.remove_element(tags::ROWS);
+        });
+        let e = decode(&no_rows, &DecodeLimits::default(), None).unwrap_err();
+        assert_eq!(e.reason(), "decode.missing_attribute");
+        assert!(e.to_string().contains("Rows"), "{e}");
+        let frames = edit(&|o| {
+            o.put(dicom_core::DataElement::new(
+                tags::NUMBER_OF_FRAMES,
+                dicom_core::VR::IS,
+                dicom_core::PrimitiveValue::from("many"),
+            ));
+        });
+        let e = decode(&frames, &DecodeLimits::default(), None).unwrap_err();
+        assert_eq!(e.reason(), "decode.bad_attribute", "{e}");
+        assert!(e.to_string().contains("NumberOfFrames"), "{e}");
     }
 
     #[test]

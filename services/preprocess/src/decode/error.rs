@@ -26,6 +26,16 @@ pub enum DecodeError {
     BadPixelDescription(String),
     #[error("the decoder panicked: {0}")]
     Panicked(String),
+    /// A Type 1 attribute the pixel module needs is absent (e.g. Rows).
+    #[error("DICOM object has no {0}")]
+    MissingAttribute(String),
+    /// An attribute is there but its value is not what the standard allows (e.g. a
+    /// NumberOfFrames that is not a number).
+    #[error("bad DICOM attribute: {0}")]
+    BadAttribute(String),
+    /// OpenJPEG refused the JPEG 2000 codestream (damaged, or a feature it does not decode).
+    #[error("JPEG 2000 codestream refused by OpenJPEG (damaged or unsupported): {0}")]
+    Jpeg2000(String),
 }
 
 impl DecodeError {
@@ -42,6 +52,9 @@ impl DecodeError {
             DecodeError::Unsupported(_) => "decode.unsupported",
             DecodeError::BadPixelDescription(_) => "decode.bad_pixel_description",
             DecodeError::Panicked(_) => "decode.panic",
+            DecodeError::MissingAttribute(_) => "decode.missing_attribute",
+            DecodeError::BadAttribute(_) => "decode.bad_attribute",
+            DecodeError::Jpeg2000(_) => "decode.jpeg2000",
         }
     }
 
