@@ -152,6 +152,17 @@ fn a_broker_left_over_in_the_data_dir_is_replaced_knowingly() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Whatever the outcome, no broker outlives the test.
+    struct Reap(u32);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0 as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    let _reap = Reap(leftover.id());
     std::fs::write(dir.path().join("tansu.pid"), leftover.id().to_string()).unwrap();
     // Until it has exec'd, the forked child is still this test binary, which no start would
     // (or should) kill as a broker.
