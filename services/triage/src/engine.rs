@@ -322,10 +322,7 @@ impl Engine {
             let uid = d.study.study_instance_uid.clone();
             let r = self
                 .change(&uid, &none, |wl, now| {
-                    wl.orphaned_dead_letters(now, wait)
-                        .into_iter()
-                        .find(|o| o.study.study_instance_uid == uid)
-                        .map(|d| (d, None))
+                    wl.orphan_decision(&uid, now, wait).map(|d| (d, None))
                 })
                 .await;
             if let Err(e) = r {

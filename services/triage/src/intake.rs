@@ -9,8 +9,8 @@ use cxrflow_contracts::{
     WorklistStatus,
 };
 
-use crate::policy::{reading_rank, Unranked};
-use crate::worklist::{Ignored, Worklist};
+use crate::policy::{order_reason, reading_rank, Unranked};
+use crate::worklist::{keep_escalation, Ignored, Worklist};
 
 /// The code and words of an AI result that never came.
 pub const OVERDUE_CODE: &str = "ai.overdue";
@@ -124,9 +124,7 @@ pub(crate) fn unranked_decision(
         (_, Some(w)) => format!("not assessable: {}", w.reason),
         _ => "not assessable".to_string(),
     }];
-    if study.priority_hint != cxrflow_contracts::OrderPriority::Routine {
-        reasons.push(format!("{:?} order", study.priority_hint).to_uppercase());
-    }
+    reasons.extend(order_reason(study.priority_hint));
     TriageDecision {
         study,
         version: 1,
@@ -166,19 +164,12 @@ fn demoted(
     d.status = cur.status;
     if cur.escalations > 0 {
         // An escalation is never undone: keep its tier, deadline and reasons.
-        d.escalations = cur.escalations;
-        d.deadline = d.deadline.min(cur.deadline);
         d.tier = if reading_rank(cur) < reading_rank(&d) {
             cur.tier
         } else {
             d.tier
         };
-        d.reasons.extend(
-            cur.reasons
-                .iter()
-                .filter(|r| r.starts_with("escalation "))
-                .cloned(),
-        );
+        keep_escalation(cur, &mut d);
     }
     d
 }
@@ -248,44 +239,51 @@ impl Worklist {
     /// Dead letters that waited `wait_ms` for their study's scan event in vain: their studies
     /// go on the worklist with what the dead letter knows, never silently dropped.
     pub fn orphaned_dead_letters(&self, now: EpochMillis, wait_ms: i64) -> Vec<TriageDecision> {
-        let mut v: Vec<TriageDecision> = self
-            .pending_dead_letters
-            .values()
-            .filter(|(_, at)| now - *at >= wait_ms)
-            .filter(|(u, _)| !self.entries.contains_key(&u.study_uid))
-            .filter(|(u, _)| !self.closed.contains_key(&u.study_uid))
-            .map(|(u, _)| {
-                let study = StudyContext {
-                    site_id: "unknown".into(),
-                    study_instance_uid: u.study_uid.clone(),
-                    series_instance_uid: String::new(),
-                    sop_instance_uid: String::new(),
-                    accession_number: None,
-                    patient_ref: String::new(),
-                    modality: String::new(),
-                    view_position: None,
-                    patient_age_years: None,
-                    patient_sex: None,
-                    acquired_at: u.failed_at,
-                    published_at: u.failed_at,
-                    priority_hint: Default::default(),
-                };
-                let mut d = unranked_decision(
-                    self,
-                    study,
-                    TriageTier::NotAssessable,
-                    Some(&u.why),
-                    String::new(),
-                    now,
-                );
-                d.reasons.push(
-                    "study known only from a dead letter (its scan event was unreadable)".into(),
-                );
-                d
-            })
-            .collect();
-        v.sort_by(|a, b| a.study.study_instance_uid.cmp(&b.study.study_instance_uid));
-        v
+        let mut uids: Vec<&String> = self.pending_dead_letters.keys().collect();
+        uids.sort();
+        uids.into_iter()
+            .filter_map(|uid| self.orphan_decision(uid, now, wait_ms))
+            .collect()
+    }
+
+    /// The decision listing study `uid` from its dead letter alone, if that waited `wait_ms`
+    /// for the study's scan event in vain.
+    pub fn orphan_decision(
+        &self,
+        uid: &str,
+        now: EpochMillis,
+        wait_ms: i64,
+    ) -> Option<TriageDecision> {
+        let (u, at) = self.pending_dead_letters.get(uid)?;
+        if now - *at < wait_ms || self.entries.contains_key(uid) || self.closed.contains_key(uid) {
+            return None;
+        }
+        let study = StudyContext {
+            site_id: "unknown".into(),
+            study_instance_uid: u.study_uid.clone(),
+            series_instance_uid: String::new(),
+            sop_instance_uid: String::new(),
+            accession_number: None,
+            patient_ref: String::new(),
+            modality: String::new(),
+            view_position: None,
+            patient_age_years: None,
+            patient_sex: None,
+            acquired_at: u.failed_at,
+            published_at: u.failed_at,
+            priority_hint: Default::default(),
+        };
+        let mut d = unranked_decision(
+            self,
+            study,
+            TriageTier::NotAssessable,
+            Some(&u.why),
+            String::new(),
+            now,
+        );
+        d.reasons
+            .push("study known only from a dead letter (its scan event was unreadable)".into());
+        Some(d)
     }
 
     /// Studies still AI_PENDING `bound_ms` after they were put on the worklist.

@@ -184,6 +184,11 @@ pub fn order_tier(hint: OrderPriority) -> TriageTier {
     }
 }
 
+/// The reason a study the AI does not rank is placed by its order ("STAT order"), if any.
+pub fn order_reason(hint: OrderPriority) -> Option<String> {
+    (hint != OrderPriority::Routine).then(|| format!("{hint:?} order").to_uppercase())
+}
+
 /// The rank a decision is read at: its tier's, except that a study the AI does not rank goes by
 /// its order priority (a STAT order the model could not score is still read first).
 pub fn reading_rank(d: &TriageDecision) -> u8 {
@@ -280,11 +285,12 @@ impl TriagePolicy {
         } else if invalid_output {
             // A NaN is not a zero: never let a broken output rank a study as routine. The study
             // stays on the worklist, unranked by the model, for a person to read.
-            reasons.push("model output invalid (missing or non-finite probabilities)".to_string());
-            unranked = Some(Unranked::new(
+            let why = Unranked::new(
                 "model.invalid_output",
                 "model output invalid (missing or non-finite probabilities)",
-            ));
+            );
+            reasons.push(why.reason.clone());
+            unranked = Some(why);
             TriageTier::NotAssessable
         } else if !critical_hits.is_empty() {
             for f in &critical_hits {
@@ -305,9 +311,7 @@ impl TriagePolicy {
             // The AI does not rank it: the tier says so, and the order priority alone places it
             // (reading_rank, unranked_deadline), as a worklist without AI would.
             _ if !ai_ranked(by_findings) => {
-                if p.study.priority_hint != OrderPriority::Routine {
-                    reasons.push(format!("{:?} order", p.study.priority_hint).to_uppercase());
-                }
+                reasons.extend(order_reason(p.study.priority_hint));
                 by_findings
             }
             OrderPriority::Stat => {

@@ -89,6 +89,20 @@ fn escalated_at(d: &TriageDecision) -> Option<EpochMillis> {
         })
 }
 
+/// Carries `cur`'s escalations into its successor `d`: the count, the earlier deadline, the
+/// ESCALATED status and the escalation reasons (the tier is the caller's to choose).
+pub(crate) fn keep_escalation(cur: &TriageDecision, d: &mut TriageDecision) {
+    d.deadline = d.deadline.min(cur.deadline);
+    d.escalations = cur.escalations;
+    d.status = WorklistStatus::Escalated;
+    d.reasons.extend(
+        cur.reasons
+            .iter()
+            .filter(|r| r.starts_with(ESCALATION))
+            .cloned(),
+    );
+}
+
 fn fmt_minutes(ms: i64) -> String {
     let m = ms / 60_000;
     format!("{}h{:02}m", m / 60, m % 60)
@@ -210,15 +224,7 @@ impl Worklist {
             if cur.escalations > 0 {
                 // An escalation is never undone by a new prediction.
                 d.tier = more_urgent(cur.tier, d.tier);
-                d.deadline = d.deadline.min(cur.deadline);
-                d.escalations = cur.escalations;
-                d.status = WorklistStatus::Escalated;
-                d.reasons.extend(
-                    cur.reasons
-                        .iter()
-                        .filter(|r| r.starts_with(ESCALATION))
-                        .cloned(),
-                );
+                keep_escalation(cur, &mut d);
             }
             if cur.model_name.is_some() {
                 d.reasons.push(format!(
