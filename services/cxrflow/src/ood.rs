@@ -70,6 +70,7 @@ enum Verdict {
 
 struct Judge {
     session: ModelSession,
+    embedder: embedding::Embedder,
     profile: Profile,
     rules: EligibilityRules,
     limits: DecodeLimits,
@@ -88,6 +89,7 @@ impl Judge {
         };
         Ok(Judge {
             session: ModelSession::load(model, &opts, None)?,
+            embedder: embedding::Embedder::default(),
             profile,
             rules: EligibilityRules::default(),
             limits: DecodeLimits::default(),
@@ -101,13 +103,10 @@ impl Judge {
             Err(e) => return Ok(Verdict::Refused(e.reason().into())),
         };
         let out = self.session.run(&[prepared.tensor.as_slice()])?;
-        let embedding = out.features.map(|(d, f)| {
-            let f = &f[..d];
-            embedding::project(&embedding::projection(d), f)
-        });
         if out.probabilities[0].iter().any(|p| !p.is_finite()) {
             return Ok(Verdict::Refused("model.invalid_output".into()));
         }
+        let embedding = out.features.map(|(d, f)| self.embedder.embed(&f[..d]));
         Ok(match features(&prepared.stats, embedding.as_deref()) {
             Some(x) => Verdict::Features(x),
             None => Verdict::Refused("ood.no_features".into()),

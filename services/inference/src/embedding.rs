@@ -8,6 +8,8 @@
 //! expectation, Johnson–Lindenstrauss); a model with a different D gets a different matrix,
 //! and its embeddings are not comparable with another model's, by design.
 
+use std::sync::{Arc, Mutex};
+
 /// Length of every embedding.
 pub const EMBEDDING_DIMS: usize = 16;
 /// Seed of the projection (documented above; changing it invalidates drift references).
@@ -48,6 +50,32 @@ pub fn project(matrix: &[f32], features: &[f32]) -> Vec<f32> {
                 .sum()
         })
         .collect()
+}
+
+/// Embeds feature rows, building the projection for their width once and keeping it (a
+/// model's width never changes; another width gets its own matrix).
+#[derive(Debug, Default)]
+pub struct Embedder {
+    projection: Mutex<Option<(usize, Arc<Vec<f32>>)>>,
+}
+
+impl Embedder {
+    /// The embedding of one features row.
+    pub fn embed(&self, features: &[f32]) -> Vec<f32> {
+        let d = features.len();
+        let m = {
+            let mut p = self.projection.lock().unwrap_or_else(|e| e.into_inner());
+            match &*p {
+                Some((pd, m)) if *pd == d => m.clone(),
+                _ => {
+                    let m = Arc::new(projection(d));
+                    *p = Some((d, m.clone()));
+                    m
+                }
+            }
+        };
+        project(&m, features)
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! ([`Serving`]: production, canary, shadow), which [`crate::registry`] swaps atomically.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use cxrflow_contracts::ModelRole;
 
@@ -22,8 +22,8 @@ pub struct Row {
 pub struct LoadedModel {
     pub session: Arc<ModelSession>,
     pub batcher: Batcher<Vec<u8>, Row>,
-    /// Projection of `features` to the 16-dim embedding, when the model has features.
-    projection: Mutex<Option<(usize, Arc<Vec<f32>>)>>,
+    /// Projects `features` to the 16-dim embedding, when the model has features.
+    embedder: embedding::Embedder,
 }
 
 impl LoadedModel {
@@ -31,7 +31,7 @@ impl LoadedModel {
         LoadedModel {
             session,
             batcher,
-            projection: Mutex::new(None),
+            embedder: embedding::Embedder::default(),
         }
     }
 
@@ -44,19 +44,7 @@ impl LoadedModel {
 
     /// The embedding of one features row.
     pub fn embed(&self, features: &[f32]) -> Vec<f32> {
-        let d = features.len();
-        let m = {
-            let mut p = self.projection.lock().unwrap_or_else(|e| e.into_inner());
-            match &*p {
-                Some((pd, m)) if *pd == d => m.clone(),
-                _ => {
-                    let m = Arc::new(embedding::projection(d));
-                    *p = Some((d, m.clone()));
-                    m
-                }
-            }
-        };
-        embedding::project(&m, features)
+        self.embedder.embed(features)
     }
 }
 
