@@ -84,8 +84,16 @@ fn admit(reg: &Shared, headers: &HeaderMap, body: &Value) -> Result<(String, Sch
     parse(body)
 }
 
-fn canonical(s: &Schema) -> String {
-    s.canonical_form()
+/// The registered version (0-based index, (text, id)) whose canonical form is `schema`'s.
+fn find_version<'a>(
+    versions: &'a [(String, u32)],
+    schema: &Schema,
+) -> Option<(usize, &'a (String, u32))> {
+    let want = schema.canonical_form();
+    versions
+        .iter()
+        .enumerate()
+        .find(|(_, (t, _))| Schema::parse_str(t).unwrap().canonical_form() == want)
 }
 
 async fn register(
@@ -100,10 +108,7 @@ async fn register(
     };
     let mut r = reg.lock().unwrap();
     let versions = r.subjects.get(&subject).cloned().unwrap_or_default();
-    if let Some((_, id)) = versions
-        .iter()
-        .find(|(t, _)| canonical(&Schema::parse_str(t).unwrap()) == canonical(&schema))
-    {
+    if let Some((_, (_, id))) = find_version(&versions, &schema) {
         return Json(json!({"id": id})).into_response();
     }
     if let Some((latest, _)) = versions.last() {
@@ -137,11 +142,7 @@ async fn lookup(
     let Some(versions) = r.subjects.get(&subject) else {
         return error(StatusCode::NOT_FOUND, 40401, "Subject not found.");
     };
-    match versions
-        .iter()
-        .enumerate()
-        .find(|(_, (t, _))| canonical(&Schema::parse_str(t).unwrap()) == canonical(&schema))
-    {
+    match find_version(versions, &schema) {
         Some((v, (t, id))) => Json(json!({
             "subject": subject, "id": id, "version": v + 1, "schema": t
         }))
