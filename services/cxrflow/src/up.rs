@@ -263,8 +263,8 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
             r = simulate(&kafka, &sim, shutdown.clone()) => r.map(|report| {
                 // The clinical question first, on a reading room's time scale, with this run's
                 // model on this run's studies; then the live run as a pipeline check.
-                let (kafka, sim) = (kafka.clone(), sim.clone());
-                match reading_room(&kafka, &sim) {
+                // Blocking reads and seconds of simulation: off the async workers.
+                match tokio::task::block_in_place(|| reading_room(&kafka, &sim)) {
                     Ok(table) => print!("{table}"),
                     Err(e) => println!("reading-room simulation skipped: {e}"),
                 }
