@@ -36,14 +36,17 @@ use crate::dataset::{ChexpertDataset, ChexpertRow};
 use crate::labels::{Finding, LabelState, Projection, Sex, ViewKind};
 use crate::render::Drift;
 
-/// Findings a reader must not wait for (the triage defaults' critical set).
-pub const CRITICAL: [Finding; 7] = [
-    Finding::Pneumothorax,
+/// Findings a reader must not wait for: ground truth for the CRITICAL tier
+/// (`cxrflow_contracts::CRITICAL_FINDINGS`, where the choice is argued).
+pub const CRITICAL: [Finding; 1] = [Finding::Pneumothorax];
+
+/// Findings that change the same day's care: ground truth for the URGENT tier
+/// (`cxrflow_contracts::URGENT_FINDINGS`).
+pub const URGENT: [Finding; 5] = [
     Finding::PleuralEffusion,
     Finding::Edema,
     Finding::Consolidation,
     Finding::Pneumonia,
-    Finding::LungLesion,
     Finding::EnlargedCardiomediastinum,
 ];
 
@@ -304,6 +307,13 @@ pub fn scan_event(s: &ReplayStudy, image: Option<Vec<u8>>, size: u64, secret: &s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ground_truth_tiers_are_the_triage_tiers() {
+        let names = |fs: &[Finding]| fs.iter().map(|f| f.column_name()).collect::<Vec<_>>();
+        assert_eq!(names(&CRITICAL), cxrflow_contracts::CRITICAL_FINDINGS);
+        assert_eq!(names(&URGENT), cxrflow_contracts::URGENT_FINDINGS);
+    }
 
     #[test]
     fn derived_uids_follow_the_dicom_grammar() {

@@ -335,6 +335,7 @@ fn nan_prediction(n: u32, p: f64) -> Prediction {
                 probability: if i % 2 == 0 { f64::NAN } else { p },
                 threshold: 0.5,
                 critical: *f == "Pneumothorax",
+                urgent: false,
             })
             .collect(),
         batch_size: 1,

@@ -69,11 +69,14 @@ fn prob() -> impl Strategy<Value = f64> {
 
 fn finding_scores() -> impl Strategy<Value = Vec<FindingScore>> {
     proptest::collection::vec(
-        (text(), prob(), prob(), any::<bool>()).prop_map(|(f, p, t, c)| FindingScore {
-            finding: f,
-            probability: p,
-            threshold: t,
-            critical: c,
+        (text(), prob(), prob(), any::<bool>(), any::<bool>()).prop_map(|(f, p, t, c, u)| {
+            FindingScore {
+                finding: f,
+                probability: p,
+                threshold: t,
+                critical: c,
+                urgent: u,
+            }
         }),
         0..14,
     )
@@ -422,4 +425,59 @@ fn truncated_record_is_corrupt_not_panic() {
         let r = c.decode::<ScanEvent>(&bytes[..cut]);
         assert!(r.is_err(), "cut {cut} of {}: {r:?}", bytes.len());
     }
+}
+
+/// Strips `urgent` from every nested FindingScore of an Avro value (what a writer of the
+/// schemas before tiers produced).
+fn without_urgent(v: &mut apache_avro::types::Value) {
+    use apache_avro::types::Value;
+    match v {
+        Value::Record(fields) => {
+            fields.retain(|(name, _)| name != "urgent");
+            for (_, f) in fields {
+                without_urgent(f);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(without_urgent),
+        Value::Union(_, inner) => without_urgent(inner),
+        _ => {}
+    }
+}
+
+#[test]
+fn records_from_before_tiers_decode_with_no_urgent_finding() {
+    let c = codec();
+    let mut p = sample_prediction();
+    p.findings = ["Pneumothorax", "Edema"]
+        .iter()
+        .map(|f| FindingScore {
+            finding: f.to_string(),
+            probability: 0.7,
+            threshold: 0.5,
+            critical: *f == "Pneumothorax",
+            urgent: *f == "Edema",
+        })
+        .collect();
+    let text = topics::HISTORY
+        .iter()
+        .find(|(t, v, _)| *t == topics::PREDICTIONS && *v == 4)
+        .unwrap()
+        .2;
+    let schema = Schema::parse_str(text).unwrap();
+    let mut value = apache_avro::to_value(&p).unwrap();
+    without_urgent(&mut value);
+    let body = apache_avro::to_avro_datum(&schema, value.resolve(&schema).unwrap()).unwrap();
+    let id = StaticRegistry::historical_id(topics::PREDICTIONS, 4).unwrap();
+    let decoded: Prediction = c.decode(&frame(id, &body)).unwrap();
+    assert!(!decoded.findings.is_empty());
+    assert!(decoded.findings.iter().all(|f| !f.urgent));
+    for f in &mut p.findings {
+        f.urgent = false;
+    }
+    assert_eq!(decoded, p);
+    // The current version carries the flag.
+    let mut q = p.clone();
+    q.findings[1].urgent = true;
+    let back: Prediction = c.decode(&c.encode(&q).unwrap()).unwrap();
+    assert!(back.findings[1].urgent);
 }

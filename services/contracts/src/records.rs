@@ -116,7 +116,12 @@ pub struct FindingScore {
     pub finding: String,
     pub probability: f64,
     pub threshold: f64,
+    /// Of the CRITICAL tier: above its threshold it makes the study CRITICAL.
     pub critical: bool,
+    /// Of the URGENT tier: above its threshold it makes the study URGENT. Added in predictions
+    /// schema version 5 (triage 3, labeled 2); false in older records.
+    #[serde(default)]
+    pub urgent: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

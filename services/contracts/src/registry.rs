@@ -127,7 +127,7 @@ mod tests {
         let (scan_id, _) = reg.writer(crate::topics::SCAN).unwrap();
         assert_eq!(scan_id, SchemaId(101));
         let (pred_id, _) = reg.writer(crate::topics::PREDICTIONS).unwrap();
-        assert_eq!(pred_id, SchemaId(404), "predictions is at version 4");
+        assert_eq!(pred_id, SchemaId(405), "predictions is at version 5");
         assert!(
             reg.by_id(SchemaId(401)).is_some(),
             "version 1 stays readable"

@@ -59,6 +59,11 @@ pub const HISTORY: &[(&str, u32, &str)] = &[
         include_str!("../../../schemas/history/cxr.predictions.v1.3.avsc"),
     ),
     (
+        PREDICTIONS,
+        4,
+        include_str!("../../../schemas/history/cxr.predictions.v1.4.avsc"),
+    ),
+    (
         PREPROCESSED,
         1,
         include_str!("../../../schemas/history/cxr.preprocessed.v1.1.avsc"),
@@ -67,6 +72,16 @@ pub const HISTORY: &[(&str, u32, &str)] = &[
         TRIAGE,
         1,
         include_str!("../../../schemas/history/cxr.triage.v1.1.avsc"),
+    ),
+    (
+        TRIAGE,
+        2,
+        include_str!("../../../schemas/history/cxr.triage.v1.2.avsc"),
+    ),
+    (
+        LABELED,
+        1,
+        include_str!("../../../schemas/history/cxr.labeled.v1.1.avsc"),
     ),
 ];
 

@@ -152,6 +152,10 @@ enum ModelCmd {
     Promote(RolloutArgs),
     /// Withdraw a version (canary or shadow) or go back from it.
     Rollback(RolloutArgs),
+    /// Choose the worklist tiers' thresholds on a labelled split (default: valid) to their
+    /// targets, the CRITICAL tier held to its budget; write them into the version's manifest
+    /// and report tier sizes, sensitivity and PPV.
+    Calibrate(cxrflow::calibrate::CalibrateArgs),
     /// Fit the out-of-distribution gate's reference on a dataset split (default: valid) and
     /// write it into the version's manifest.
     CalibrateOod(cxrflow::ood::CalibrateArgs),
@@ -210,6 +214,9 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Model {
+            cmd: ModelCmd::Calibrate(a),
+        } => tokio::task::spawn_blocking(move || cxrflow::calibrate::calibrate(&a)).await?,
+        Command::Model {
             cmd: ModelCmd::CalibrateOod(a),
         } => tokio::task::spawn_blocking(move || cxrflow::ood::calibrate(&a)).await?,
         Command::Model {
@@ -240,7 +247,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                     )
                     .await?
                 }
-                ModelCmd::CalibrateOod(_) | ModelCmd::OodEval(_) => {
+                ModelCmd::Calibrate(_) | ModelCmd::CalibrateOod(_) | ModelCmd::OodEval(_) => {
                     unreachable!("handled above")
                 }
             };

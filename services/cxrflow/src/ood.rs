@@ -17,7 +17,7 @@ use cxrflow_preprocess::decode::DecodeLimits;
 use cxrflow_preprocess::eligibility::EligibilityRules;
 use cxrflow_preprocess::pipeline::{prepare_gated, Gated};
 use cxrflow_preprocess::Profile;
-use cxrflow_sim::dataset::open_dataset;
+use cxrflow_sim::dataset::{open_dataset, ChexpertRow};
 use cxrflow_sim::labels::ViewKind;
 use serde::Serialize;
 
@@ -68,7 +68,7 @@ enum Verdict {
     Features(Vec<f64>),
 }
 
-struct Judge {
+pub(crate) struct Judge {
     session: ModelSession,
     embedder: embedding::Embedder,
     profile: Profile,
@@ -77,7 +77,7 @@ struct Judge {
 }
 
 impl Judge {
-    fn open(model_dir: &Path) -> anyhow::Result<Judge> {
+    pub(crate) fn open(model_dir: &Path) -> anyhow::Result<Judge> {
         let model = ModelDir::load(model_dir)?;
         let id = &model.manifest.preprocessing.profile_id;
         let profile: Profile = id.parse().map_err(|e| {
@@ -94,6 +94,26 @@ impl Judge {
             rules: EligibilityRules::default(),
             limits: DecodeLimits::default(),
         })
+    }
+
+    /// The model's probabilities for an image, in the manifest's finding order, or the code the
+    /// gates refuse it with (as the services would dead-letter or refuse it).
+    pub(crate) fn probabilities(&self, bytes: &[u8]) -> anyhow::Result<Result<Vec<f64>, String>> {
+        let prepared = match prepare_gated(bytes, &self.limits, self.profile, &self.rules) {
+            Ok(Gated::Prepared(p)) => p,
+            Ok(Gated::Ineligible { why, .. }) => return Ok(Err(why.code.into())),
+            Err(e) => return Ok(Err(e.reason().into())),
+        };
+        let out = self.session.run(&[prepared.tensor.as_slice()])?;
+        let p: Vec<f64> = out.probabilities[0].iter().map(|&p| f64::from(p)).collect();
+        if p.iter().any(|p| !p.is_finite()) {
+            return Ok(Err("model.invalid_output".into()));
+        }
+        Ok(Ok(p))
+    }
+
+    pub(crate) fn manifest(&self) -> &cxrflow_inference::manifest::Manifest {
+        &self.session.model.manifest
     }
 
     fn judge(&self, bytes: &[u8]) -> anyhow::Result<Verdict> {
@@ -122,8 +142,11 @@ impl Judge {
     }
 }
 
-/// The frontal images of a split (`valid` → `valid.csv`).
-fn frontal_images(dataset: &Path, split: &str) -> anyhow::Result<Vec<PathBuf>> {
+/// The frontal images of a split (`valid` → `valid.csv`) with their label rows.
+pub(crate) fn frontal_rows(
+    dataset: &Path,
+    split: &str,
+) -> anyhow::Result<Vec<(PathBuf, ChexpertRow)>> {
     let ds = open_dataset(dataset)?;
     let file = format!("{split}.csv");
     let Some((_, table)) = ds.tables.iter().find(|(n, _)| *n == file) else {
@@ -133,7 +156,14 @@ fn frontal_images(dataset: &Path, split: &str) -> anyhow::Result<Vec<PathBuf>> {
         .rows
         .iter()
         .filter(|r| r.view == ViewKind::Frontal)
-        .map(|r| r.image_path(&ds.parent))
+        .map(|r| (r.image_path(&ds.parent), r.clone()))
+        .collect())
+}
+
+fn frontal_images(dataset: &Path, split: &str) -> anyhow::Result<Vec<PathBuf>> {
+    Ok(frontal_rows(dataset, split)?
+        .into_iter()
+        .map(|(p, _)| p)
         .collect())
 }
 

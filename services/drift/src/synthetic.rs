@@ -338,6 +338,7 @@ impl SyntheticStudy {
                 probability: p,
                 threshold: 0.5,
                 critical: false,
+                urgent: false,
             })
             .collect()
     }

@@ -37,6 +37,7 @@ pub fn prediction(uid: &str, version: &str, role: ModelRole, p: f64) -> Predicti
                 probability: p,
                 threshold: 0.5,
                 critical: false,
+                urgent: false,
             })
             .collect(),
         batch_size: 1,

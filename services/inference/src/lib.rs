@@ -10,6 +10,7 @@
 
 pub mod auto_rollback;
 pub mod batcher;
+pub mod calibration;
 mod config;
 pub mod embedding;
 mod follow;

@@ -72,12 +72,45 @@ pub enum Activation {
     Sigmoid,
 }
 
+/// The worklist tier a finding over its threshold raises a study to (docs/model-manifest.md,
+/// "Tiers"): chosen by clinical meaning, its threshold by `cxrflow model calibrate`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FindingTier {
+    /// Minutes matter (pneumothorax): the study is read first.
+    Critical,
+    /// Hours matter: read before routine work.
+    Urgent,
+    /// Reported with its probability, never raises the study's tier.
+    #[default]
+    None,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FindingSpec {
     pub name: String,
     pub threshold: f64,
+    /// The flag of manifests written before tiers; `tier` wins when present, and calibration
+    /// keeps the two in step so older readers still see the CRITICAL set.
     #[serde(default)]
     pub critical: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<FindingTier>,
+    /// What calibration measured at `threshold` (absent in uncalibrated manifests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operating_point: Option<crate::calibration::OperatingPoint>,
+}
+
+impl FindingSpec {
+    /// The finding's tier: `tier`, or for a manifest from before tiers CRITICAL when flagged
+    /// critical and no tier otherwise (such a model ranks nothing URGENT by its findings).
+    pub fn tier(&self) -> FindingTier {
+        self.tier.unwrap_or(if self.critical {
+            FindingTier::Critical
+        } else {
+            FindingTier::None
+        })
+    }
 }
 
 /// The precision of the graph's weights and arithmetic. Inputs and outputs stay float32 either
@@ -118,6 +151,10 @@ pub struct Manifest {
     pub findings: Vec<FindingSpec>,
     #[serde(default)]
     pub training: serde_json::Value,
+    /// How the thresholds were chosen (`cxrflow model calibrate`): split, targets, and the tier
+    /// sizes, PPV and sensitivity they gave on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<crate::calibration::CalibrationRecord>,
     /// The out-of-distribution reference (`cxrflow model calibrate-ood`); without it the OOD
     /// gate is off for this version (logged at load).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -156,6 +193,16 @@ impl Manifest {
             ));
         }
         for f in &self.findings {
+            if f.tier
+                .is_some_and(|t| (t == FindingTier::Critical) != f.critical)
+            {
+                problems.push(format!(
+                    "{:?} has tier {:?} but critical {} (they must agree)",
+                    f.name,
+                    f.tier(),
+                    f.critical
+                ));
+            }
             if !(0.0..=1.0).contains(&f.threshold) {
                 problems.push(format!(
                     "threshold of {:?} is {} (must be within [0, 1])",

@@ -17,6 +17,8 @@ use cxrflow_common::kafka::stage::{Inbound, Outbound, Processor, StageError};
 use cxrflow_common::time::now_millis;
 use cxrflow_contracts::{Codec, FindingScore, ModelRole, Prediction, PreprocessedImage};
 
+use crate::manifest::FindingTier;
+
 use crate::auto_rollback::{AutoRollback, Outcome};
 use crate::batcher::BatchInfo;
 use crate::metrics::InferenceMetrics;
@@ -111,7 +113,8 @@ impl InferenceProcessor {
                 finding: f.name.clone(),
                 probability: prob as f64,
                 threshold: f.threshold,
-                critical: f.critical,
+                critical: f.tier() == FindingTier::Critical,
+                urgent: f.tier() == FindingTier::Urgent,
             })
             .collect();
         p.batch_size = info.size as i32;

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 
 use crate::manifest::{
-    Activation, FindingSpec, InputSpec, Manifest, Normalization, OutputNames, Precision,
-    PreprocessingSpec,
+    Activation, FindingSpec, FindingTier, InputSpec, Manifest, Normalization, OutputNames,
+    Precision, PreprocessingSpec,
 };
 
 #[derive(Clone, PartialEq, Message)]
@@ -273,7 +273,7 @@ impl TestModel {
     }
 
     /// A manifest for this model (profile `gray224-v1` style id `profile`, ImageNet-style [0,1]
-    /// normalization, activation none, thresholds 0.5, Pneumothorax critical).
+    /// normalization, activation none, thresholds 0.5, the default CRITICAL and URGENT tiers).
     pub fn manifest(&self, name: &str, version: &str, profile: &str) -> Manifest {
         Manifest {
             name: name.into(),
@@ -307,13 +307,25 @@ impl TestModel {
             precision: Precision::Fp32,
             findings: cxrflow_contracts::FINDINGS
                 .iter()
-                .map(|f| FindingSpec {
-                    name: f.to_string(),
-                    threshold: 0.5,
-                    critical: *f == "Pneumothorax",
+                .map(|f| {
+                    let tier = if cxrflow_contracts::CRITICAL_FINDINGS.contains(f) {
+                        FindingTier::Critical
+                    } else if cxrflow_contracts::URGENT_FINDINGS.contains(f) {
+                        FindingTier::Urgent
+                    } else {
+                        FindingTier::None
+                    };
+                    FindingSpec {
+                        name: f.to_string(),
+                        threshold: 0.5,
+                        critical: tier == FindingTier::Critical,
+                        tier: Some(tier),
+                        operating_point: None,
+                    }
                 })
                 .collect(),
             training: serde_json::json!({"dataset": "none: cxrflow test model"}),
+            calibration: None,
             ood: None,
         }
     }

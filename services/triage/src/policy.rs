@@ -265,10 +265,19 @@ impl TriagePolicy {
             .iter()
             .filter(|f| f.critical && above(f))
             .collect();
-        let any_hit = p
+        let urgent_hits: Vec<&FindingScore> = p
             .findings
             .iter()
-            .any(|f| above(f) && f.finding != "No Finding" && self.weight(&f.finding) > 0.0);
+            .filter(|f| f.urgent && !f.critical && above(f))
+            .collect();
+        // Findings over their thresholds that raise no tier (cardiomegaly, support devices...):
+        // said in the reasons, never a reason to read the study sooner.
+        let other_hits: Vec<&str> = p
+            .findings
+            .iter()
+            .filter(|f| !f.critical && !f.urgent && above(f) && f.finding != "No Finding")
+            .map(|f| f.finding.as_str())
+            .collect();
         let invalid_output =
             p.findings.is_empty() || p.findings.iter().any(|f| !f.probability.is_finite());
         let mut unranked = None;
@@ -300,9 +309,20 @@ impl TriagePolicy {
                 ));
             }
             TriageTier::Critical
-        } else if any_hit {
-            reasons.push("finding above its operating threshold".to_string());
+        } else if !urgent_hits.is_empty() {
+            for f in &urgent_hits {
+                reasons.push(format!(
+                    "urgent finding {} {:.2} >= threshold {:.2}",
+                    f.finding, f.probability, f.threshold
+                ));
+            }
             TriageTier::Urgent
+        } else if !other_hits.is_empty() {
+            reasons.push(format!(
+                "no CRITICAL or URGENT finding above its threshold (also above: {})",
+                other_hits.join(", ")
+            ));
+            TriageTier::Routine
         } else {
             reasons.push("no finding above its operating threshold".to_string());
             TriageTier::Routine
@@ -415,6 +435,7 @@ mod tests {
                     probability: *p,
                     threshold: 0.5,
                     critical: *c,
+                    urgent: !*c && cxrflow_contracts::URGENT_FINDINGS.iter().any(|u| u == f),
                 })
                 .collect(),
             batch_size: 1,
@@ -466,10 +487,22 @@ mod tests {
         assert_eq!(crit.tier, TriageTier::Critical);
         assert_eq!(crit.deadline, 1_000 + 30 * MINUTE);
         let urgent = pol.assess(&prediction(
-            &[("Cardiomegaly", 0.7, false)],
+            &[("Edema", 0.7, false)],
             OrderPriority::Routine,
         ));
         assert_eq!(urgent.tier, TriageTier::Urgent);
+        assert!(urgent.reasons[0].starts_with("urgent finding Edema"));
+        // A finding of no tier over its threshold is said, and reads in arrival order.
+        let other = pol.assess(&prediction(
+            &[("Cardiomegaly", 0.7, false)],
+            OrderPriority::Routine,
+        ));
+        assert_eq!(other.tier, TriageTier::Routine);
+        assert!(
+            other.reasons[0].contains("also above: Cardiomegaly"),
+            "{:?}",
+            other.reasons
+        );
         let routine = pol.assess(&prediction(
             &[("Cardiomegaly", 0.2, false)],
             OrderPriority::Routine,

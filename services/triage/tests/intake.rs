@@ -79,6 +79,7 @@ fn prediction(n: u32, hint: OrderPriority, kind: Kind, at: i64) -> Prediction {
                 probability: p,
                 threshold: 0.5,
                 critical: true,
+                urgent: false,
             }]
         } else {
             vec![]

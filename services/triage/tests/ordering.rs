@@ -79,6 +79,7 @@ fn arb_prediction() -> impl Strategy<Value = Prediction> {
                         probability: p,
                         threshold: t,
                         critical: c && f != "No Finding",
+                        urgent: !c && cxrflow_contracts::URGENT_FINDINGS.iter().any(|u| *u == f),
                     })
                     .collect(),
                 batch_size: 1,
@@ -290,6 +291,7 @@ fn a_critical_study_reads_before_a_routine_one_and_escalation_lifts_the_routine_
             probability: 0.1,
             threshold: 0.5,
             critical: false,
+            urgent: false,
         }],
         batch_size: 1,
         inference_ms: 1.0,
@@ -309,6 +311,7 @@ fn a_critical_study_reads_before_a_routine_one_and_escalation_lifts_the_routine_
         probability: 0.9,
         threshold: 0.4,
         critical: true,
+        urgent: false,
     };
     deliver(&mut wl, &critical, T0 + 7 * 60 * MIN);
     let order = |wl: &Worklist| {
