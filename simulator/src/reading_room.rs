@@ -102,11 +102,11 @@ pub struct RoomConfig {
     /// Scale factors on the triage defaults' wait caps for the sweep, comma-separated.
     #[arg(long, env = "CXRFLOW_ROOM_CAP_SCALES", value_delimiter = ',', default_values_t = DEFAULT_CAP_SCALES.to_vec())]
     pub cap_scales: Vec<f64>,
-    /// Scale only the ROUTINE and NOT_ASSESSABLE caps in the sweep (CRITICAL and URGENT keep
-    /// the defaults), so a short routine cap lifts a waiting study to URGENT without pushing it
-    /// on to CRITICAL soon after.
-    #[arg(long, env = "CXRFLOW_ROOM_ROUTINE_CAPS_ONLY")]
-    pub routine_caps_only: bool,
+    /// Scale every tier's cap in the sweep; by default only ROUTINE and NOT_ASSESSABLE are
+    /// scaled (CRITICAL and URGENT keep the defaults: scaling the URGENT cap down lifts the large
+    /// URGENT tier over the critical studies and gives back the gain).
+    #[arg(long, env = "CXRFLOW_ROOM_SCALE_ALL_CAPS")]
+    pub scale_all_caps: bool,
 }
 
 /// Reader shifts as a flag value.
@@ -138,7 +138,7 @@ impl Default for RoomConfig {
             labels: None,
             pool: 5000,
             cap_scales: DEFAULT_CAP_SCALES.to_vec(),
-            routine_caps_only: false,
+            scale_all_caps: false,
         }
     }
 }
@@ -187,7 +187,7 @@ impl RoomConfig {
         ];
         v.extend(self.cap_scales.iter().map(|&s| RoomPolicy::AiTiers {
             cap_scale: Some(s),
-            routine_only: self.routine_caps_only,
+            routine_only: !self.scale_all_caps,
         }));
         v
     }

@@ -146,7 +146,7 @@ proptest! {
         stat_share in 0.0f64..0.5,
         oracle in any::<bool>(),
         cap_scale in 0.05f64..4.0,
-        routine_caps_only in any::<bool>(),
+        scale_all_caps in any::<bool>(),
     ) {
         let cfg = RoomConfig {
             seed,
@@ -156,7 +156,7 @@ proptest! {
             stat_share,
             model: if oracle { ModelKind::Oracle } else { ModelKind::Synthetic },
             cap_scales: vec![cap_scale],
-            routine_caps_only,
+            scale_all_caps,
             pool: 200,
             ..RoomConfig::default()
         };

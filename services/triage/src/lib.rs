@@ -64,7 +64,7 @@ pub struct Config {
     pub sla: String,
 
     /// Longest wait per tier before a study is escalated, overriding the defaults
-    /// (CRITICAL=30m,URGENT=2h,ROUTINE=6h,NOT_ASSESSABLE=6h).
+    /// (CRITICAL=30m,URGENT=2h,ROUTINE=90m,NOT_ASSESSABLE=90m).
     #[arg(long = "wait-cap", env = "CXRFLOW_TRIAGE_WAIT_CAP", default_value = "")]
     pub wait_cap: String,
 

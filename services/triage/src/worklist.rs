@@ -303,7 +303,10 @@ impl Worklist {
         d.escalations += 1;
         d.status = WorklistStatus::Escalated;
         d.tier = escalated(cur.tier);
-        d.deadline = cur.deadline.min(now);
+        // Due since it started waiting: among everything open, a study past its cap is ordered
+        // by how long it has waited (oldest first, as in arrival order), so no stream of newer
+        // CRITICAL or URGENT studies can keep it waiting much past the FIFO worst case.
+        d.deadline = cur.deadline.min(e.wait_since());
         d.decided_at = now;
         d.reasons.push(format!(
             "{ESCALATION}{}: waited {} in {:?} past its cap of {}, now {:?} [at {now}]",

@@ -321,7 +321,8 @@ fn a_critical_study_reads_before_a_routine_one_and_escalation_lifts_the_routine_
             .collect::<Vec<_>>()
     };
     assert_eq!(order(&wl), ["c", "r"]);
-    // Six hours past acquisition the routine study escalates to URGENT, deadline now.
+    // Past its cap the routine study escalates to URGENT, due since it started waiting (its
+    // acquisition): past the cap it is read by age.
     tick(&mut wl, T0 + 6 * 60 * MIN + 1);
     let r = &wl.get("r").unwrap().decision;
     assert_eq!(
@@ -329,7 +330,7 @@ fn a_critical_study_reads_before_a_routine_one_and_escalation_lifts_the_routine_
         (TriageTier::Urgent, WorklistStatus::Escalated, 1)
     );
     assert!(r.reasons.last().unwrap().contains("past its cap"));
-    assert_eq!(r.deadline, T0 + 6 * 60 * MIN + 1);
+    assert_eq!(r.deadline, routine.study.acquired_at);
     // A newer prediction does not undo the escalation.
     routine.predicted_at += 1;
     routine.model_version = "2".into();
