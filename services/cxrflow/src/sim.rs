@@ -31,6 +31,9 @@ pub struct ReadingRoomArgs {
     /// Where the JSON report goes.
     #[arg(long, env = "CXRFLOW_ROOM_OUT")]
     pub out: Option<PathBuf>,
+    /// Where the HTML page with the charts goes.
+    #[arg(long, env = "CXRFLOW_ROOM_HTML")]
+    pub html: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -94,7 +97,7 @@ pub async fn run(cmd: SimCmd, shutdown: CancellationToken) -> anyhow::Result<()>
             Ok(())
         }
         SimCmd::ReadingRoom(a) => {
-            let ReadingRoomArgs { room, out } = *a;
+            let ReadingRoomArgs { room, out, html } = *a;
             let report = tokio::task::spawn_blocking(move || simulate_room(&room))
                 .await??
                 .0;
@@ -102,6 +105,10 @@ pub async fn run(cmd: SimCmd, shutdown: CancellationToken) -> anyhow::Result<()>
             if let Some(out) = &out {
                 std::fs::write(out, serde_json::to_vec_pretty(&report)?)
                     .with_context(|| format!("writing {}", out.display()))?;
+            }
+            if let Some(path) = &html {
+                std::fs::write(path, cxrflow_sim::reading_room::html::render(&report))
+                    .with_context(|| format!("writing {}", path.display()))?;
             }
             Ok(())
         }

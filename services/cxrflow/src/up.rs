@@ -306,7 +306,8 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
 
 /// Runs the reading room on a simulated clock (`cxrflow sim reading-room`'s defaults: 7 days, 2
 /// sites, 85% reader utilisation) with this run's predictions and the replayed table's labels;
-/// writes `reading-room.json` beside the report and returns the table to print.
+/// writes `reading-room.json` and `reading-room.html` beside the report and returns the table
+/// to print.
 fn reading_room(
     kafka: &cxrflow_common::KafkaArgs,
     sim: &cxrflow_sim::simulate::SimConfig,
@@ -343,6 +344,10 @@ fn reading_room(
     std::fs::write(
         sim.report_dir.join("reading-room.json"),
         serde_json::to_string_pretty(&report)?,
+    )?;
+    std::fs::write(
+        sim.report_dir.join("reading-room.html"),
+        cxrflow_sim::reading_room::html::render(&report),
     )?;
     Ok(format!(
         "\nReading room on a simulated clock ({} days, {} sites, {:.0}% reader utilisation; this run's model on its {} studies, AUROC {}):\n{}",

@@ -284,3 +284,55 @@ mod tests {
         assert!(histogram("Empty", &[]).contains("<svg"));
     }
 }
+
+/// A line chart on plain axes (points drawn as circles too), for charts not over the run's time.
+pub fn xy_chart(title: &str, x_desc: &str, y_desc: &str, lines: &[Line]) -> String {
+    let mut svg = String::new();
+    let r = draw_xy_chart(&mut svg, title, x_desc, y_desc, lines);
+    finish(svg, r, title)
+}
+
+fn draw_xy_chart(
+    svg: &mut String,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    lines: &[Line],
+) -> DrawResult {
+    let pts = || lines.iter().flat_map(|l| l.points.iter().copied());
+    let x_min = pts().map(|p| p.0).fold(f64::INFINITY, f64::min).min(0.0);
+    let x_max = pts().map(|p| p.0).fold(1.0f64, f64::max) * 1.05;
+    let y_min = pts().map(|p| p.1).fold(0.0f64, f64::min) * 1.1;
+    let y_max = pts().map(|p| p.1).fold(0.0f64, f64::max).max(1e-9) * 1.1;
+    let root = SVGBackend::with_string(svg, SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 16))
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x_min..x_max, y_min..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .draw()?;
+    for l in lines {
+        let c = l.color;
+        chart
+            .draw_series(LineSeries::new(l.points.iter().copied(), c.stroke_width(2)))?
+            .label(l.name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2)));
+        chart.draw_series(l.points.iter().map(|&p| Circle::new(p, 3, c.filled())))?;
+    }
+    if !lines.is_empty() {
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .position(SeriesLabelPosition::LowerRight)
+            .draw()?;
+    }
+    root.present()?;
+    Ok(())
+}
