@@ -1,6 +1,7 @@
 //! Every transfer syntax preprocess decodes, on files other programs wrote: pydicom writes a
 //! 12-bit CR and an 8-bit image from pixels generated here; DCMTK (`dcmconv`, `dcmcrle`,
-//! `dcmcjpeg`, `dcmcjpls`, `img2dcm`) and pydicom (RLE, deflate) re-encode them. Each must decode
+//! `dcmcjpeg`, `dcmcjpls`, `img2dcm`), pydicom (RLE, deflate) and Pillow's OpenJPEG (JPEG 2000,
+//! wrapped by pydicom) re-encode them. Each must decode
 //! to the original's picture, exactly for lossless codecs and within the codec's declared loss
 //! for lossy ones; damaged or unsupported files must dead-letter with the exact reason.
 //!
@@ -78,6 +79,18 @@ ds.save_as(d + "/pydicom-rle.dcm", enforce_file_format=True)
 ds = pydicom.dcmread(d + "/orig12.dcm")
 ds.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
 ds.save_as(d + "/pydicom-deflate.dcm", enforce_file_format=True)
+# Reversible JPEG 2000 by Pillow's OpenJPEG (16-bit samples), wrapped by pydicom.
+import io
+from PIL import Image
+from pydicom.encaps import encapsulate
+ds = pydicom.dcmread(d + "/orig12.dcm")
+out = io.BytesIO()
+Image.frombytes("I;16", (ds.Columns, ds.Rows), ds.PixelData).save(
+    out, format="JPEG2000", irreversible=False, no_jp2=True)
+ds.PixelData = encapsulate([out.getvalue()])
+ds["PixelData"].VR = "OB"
+ds.file_meta.TransferSyntaxUID = pydicom.uid.JPEG2000Lossless
+ds.save_as(d + "/pillow-j2k.dcm", enforce_file_format=True)
 "#;
 
 fn picture(path: &Path) -> Result<Vec<u16>, String> {
@@ -182,6 +195,7 @@ fn every_codec_decodes_another_programs_file_to_the_original_picture() {
     for (name, uid) in [
         ("pydicom-rle.dcm", "1.2.840.10008.1.2.5"),
         ("pydicom-deflate.dcm", "1.2.840.10008.1.2.1.99"),
+        ("pillow-j2k.dcm", "1.2.840.10008.1.2.4.90"),
     ] {
         let out = f.at(name);
         assert_eq!(transfer_syntax(&out), uid, "{name}");

@@ -82,12 +82,21 @@ impl Handle {
             return Err(self.error());
         }
         let dim = |p| u32::try_from(self.get(p)).unwrap_or(0);
-        Ok(Header {
+        let header = Header {
             width: dim(tj::TJPARAM_TJPARAM_JPEGWIDTH),
             height: dim(tj::TJPARAM_TJPARAM_JPEGHEIGHT),
             precision: dim(tj::TJPARAM_TJPARAM_PRECISION),
             lossless: self.get(tj::TJPARAM_TJPARAM_LOSSLESS) == 1,
-        })
+        };
+        // libjpeg-turbo takes a stream that ends before any frame header for a "tables-only"
+        // stream and reports success with a 0×0 image.
+        if header.width == 0 || header.height == 0 {
+            return Err(DecodeError::CorruptStream {
+                codec: "JPEG",
+                detail: "no frame header (SOF) in the stream".into(),
+            });
+        }
+        Ok(header)
     }
 }
 
@@ -154,4 +163,29 @@ pub(super) fn decode_gray12(
     }
     // 12-bit samples are 0..=4095, so the sign bit of i16 is never set.
     Ok(out.into_iter().map(|s| s.max(0) as u16).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_cut_and_foreign_streams_are_errors_not_crashes() {
+        for bytes in [
+            &b""[..],
+            b"\xff\xd8\xff",
+            b"\xff\xd8\xff\xc1\x00",
+            b"not a jpeg",
+        ] {
+            for e in [
+                header(bytes).unwrap_err(),
+                decode_gray12(bytes, 4, 4).unwrap_err(),
+            ] {
+                assert!(
+                    matches!(e.reason(), "decode.corrupt_stream" | "decode.truncated"),
+                    "{bytes:?}: {e}"
+                );
+            }
+        }
+    }
 }
