@@ -9,7 +9,10 @@ TOOLS="${CXRFLOW_TOOLS:-$HOME/.cache/cxrflow/tools}"
 export CXRFLOW_TOOLS="$TOOLS"
 
 # Debian packages: unzip and venv for the wheels, Chromium + ChromeDriver for the worklist page's
-# browser test, DCMTK (echoscu, storescu) as a third-party DICOM client for the gateway's tests.
+# browser test, DCMTK (echoscu, storescu) as a third-party DICOM client for the gateway's tests
+# and the writer of preprocess's codec test files (dcmcjpeg, dcmcjpls, dcmcrle, dcmconv), cmake
+# and a C++ compiler for the two codecs built from the source their -sys crates bundle: CharLS
+# (JPEG-LS, ~15 s on 2 cores) and libjpeg-turbo 3 (12-bit JPEG, ~45 s on 2 cores).
 need=()
 command -v unzip >/dev/null || need+=(unzip)
 dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev pkg-config)
@@ -17,6 +20,8 @@ python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
 command -v storescu >/dev/null || need+=(dcmtk)
+command -v cmake >/dev/null || need+=(cmake)
+command -v c++ >/dev/null || need+=(g++)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

@@ -1,8 +1,10 @@
 //! cxrflow's contracts: the Avro schemas of every topic, the Rust record types, the Confluent
-//! wire framing and the schema registries. Sans-I/O: nothing here touches a socket or a file,
+//! wire framing, the schema registries and the DICOM transfer syntaxes the gateway and
+//! preprocess agree on. Sans-I/O: nothing here touches a socket or a file,
 //! so every service (and any tool) can depend on it freely.
 
 pub mod codec;
+pub mod dicom;
 pub mod findings;
 pub mod framing;
 pub mod records;

@@ -24,34 +24,16 @@ pub const DX_FOR_PROCESSING: &str = "1.2.840.10008.5.1.4.1.1.1.1.1";
 pub const STORAGE_SOP_CLASSES: &[&str] =
     &[CR_IMAGE_STORAGE, DX_FOR_PRESENTATION, DX_FOR_PROCESSING];
 
-/// Transfer syntaxes accepted, in order of preference: the uncompressed ones, then the
-/// compressed ones preprocess can decode (JPEG baseline/extended/lossless, RLE, JPEG 2000).
-/// JPEG-LS and deflate are left out: preprocess has no decoder for them, so accepting them would
-/// only move the failure downstream, after the sender was told "stored".
-pub const TRANSFER_SYNTAXES: &[&str] = &[
-    "1.2.840.10008.1.2.1",    // Explicit VR Little Endian
-    "1.2.840.10008.1.2",      // Implicit VR Little Endian
-    "1.2.840.10008.1.2.2",    // Explicit VR Big Endian (retired, still sent by old modalities)
-    "1.2.840.10008.1.2.4.70", // JPEG Lossless, first-order prediction
-    "1.2.840.10008.1.2.4.57", // JPEG Lossless, non-hierarchical
-    "1.2.840.10008.1.2.4.50", // JPEG Baseline (8-bit)
-    "1.2.840.10008.1.2.4.51", // JPEG Extended (12-bit)
-    "1.2.840.10008.1.2.5",    // RLE Lossless
-    "1.2.840.10008.1.2.4.90", // JPEG 2000 lossless
-    "1.2.840.10008.1.2.4.91", // JPEG 2000
-];
-
-/// UIDs in DICOM values are padded with NUL (or, wrongly, spaces) to even length.
-pub fn trim_uid(uid: &str) -> &str {
-    uid.trim_matches(|c: char| c == '\0' || c.is_whitespace())
-}
+/// Transfer syntaxes accepted, in order of preference: exactly those preprocess decodes (one
+/// list in the contracts crate). Accepting one it cannot decode would only move the failure
+/// downstream, after the sender was told "stored"; refusing one it decodes loses the image.
+pub use cxrflow_contracts::dicom::{
+    is_decodable_transfer_syntax as is_accepted_transfer_syntax, trim_uid,
+    DECODABLE_TRANSFER_SYNTAXES as TRANSFER_SYNTAXES,
+};
 
 pub fn is_storage_sop_class(uid: &str) -> bool {
     STORAGE_SOP_CLASSES.contains(&trim_uid(uid))
-}
-
-pub fn is_accepted_transfer_syntax(uid: &str) -> bool {
-    TRANSFER_SYNTAXES.contains(&trim_uid(uid))
 }
 
 /// The modality an accepted storage SOP class implies (the IODs fix it: CR or DX).
@@ -333,6 +315,24 @@ mod tests {
         put(&mut o, tags::TIMEZONE_OFFSET_FROM_UTC, VR::SH, "+0100");
         put(&mut o, tags::REQUESTED_PROCEDURE_PRIORITY, VR::SH, "STAT");
         o
+    }
+
+    /// Deflate is on the shared list (preprocess decodes it), so the gateway must read a deflated
+    /// data set's metadata, not refuse it or fail after accepting it.
+    #[test]
+    fn accepts_and_reads_a_deflated_data_set() {
+        use dicom_transfer_syntax_registry::entries::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN as DEFLATED;
+        assert!(is_accepted_transfer_syntax("1.2.840.10008.1.2.1.99\0"));
+        assert!(is_accepted_transfer_syntax("1.2.840.10008.1.2.4.80"));
+        assert!(!is_accepted_transfer_syntax("1.2.840.10008.1.2.4.100"));
+        let mut bytes = Vec::new();
+        dataset()
+            .write_dataset_with_ts(&mut bytes, &DEFLATED.erased())
+            .unwrap();
+        let read = read_dataset(&bytes, "1.2.840.10008.1.2.1.99").unwrap();
+        let m = InstanceMeta::from_dataset(&read).unwrap();
+        assert_eq!(m.study_instance_uid, "1.2.3.4");
+        assert_eq!(m.view_position.as_deref(), Some("PA"));
     }
 
     #[test]

@@ -98,7 +98,7 @@ impl Scp {
         for sop in STORAGE_SOP_CLASSES {
             options = options.with_abstract_syntax(*sop);
         }
-        for ts in TRANSFER_SYNTAXES {
+        for (ts, _) in TRANSFER_SYNTAXES {
             options = options.with_transfer_syntax(*ts);
         }
         Scp {

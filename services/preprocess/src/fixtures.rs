@@ -21,8 +21,8 @@ pub mod ts {
     pub const EXPLICIT_VR_BE: &str = "1.2.840.10008.1.2.2";
     pub const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
     pub const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
-    /// JPEG-LS lossless: real archives use it; this build has no (pure-Rust) codec for it.
-    pub const JPEG_LS_LOSSLESS: &str = "1.2.840.10008.1.2.4.80";
+    /// MPEG2 Main Profile: a real transfer syntax (video) that preprocess refuses by name.
+    pub const MPEG2_MAIN: &str = "1.2.840.10008.1.2.4.100";
 }
 
 /// A synthetic frontal chest film in display orientation (0 = black, 1 = white): dark air

@@ -72,7 +72,7 @@ fn finish(img: DecodedImage, profile: Profile, start: Instant) -> Result<Prepare
     let stats = image_stats(&img);
     let tensor = profile
         .render(&img)
-        .map_err(|e| DecodeError::Corrupt(format!("resize to {profile}: {e}")))?;
+        .map_err(|e| DecodeError::UnsupportedImage(format!("resize to {profile}: {e}")))?;
     Ok(Prepared {
         profile,
         tensor,

@@ -76,7 +76,7 @@ async fn images_flow_and_each_broken_input_is_dead_lettered_with_its_reason() {
         ),
         (
             case("1.2.9.3", broken::wrong_magic(), "image/png", None),
-            "decode.unknown_format",
+            "decode.not_an_image",
         ),
         (
             case(
@@ -94,12 +94,12 @@ async fn images_flow_and_each_broken_input_is_dead_lettered_with_its_reason() {
                 "application/dicom",
                 None,
             ),
-            "decode.no_pixel_data",
+            "decode.not_an_image",
         ),
         (
             case(
                 "1.2.9.6",
-                broken::dicom_with_transfer_syntax(ts::JPEG_LS_LOSSLESS),
+                broken::dicom_with_transfer_syntax(ts::MPEG2_MAIN),
                 "application/dicom",
                 None,
             ),

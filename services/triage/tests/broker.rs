@@ -566,7 +566,7 @@ async fn scans_put_studies_on_the_worklist_and_failures_leave_them_there_with_th
         &[
             dl(broken, "preprocess", topics::INGESTED, "decode.truncated",
                "file:///blobs/ab (image/jpeg): image is truncated: JPEG stream of 900 bytes ends without its end-of-image marker (FFD9): truncated JPEG", None),
-            dl("2.4.foreign", "preprocess", topics::INGESTED, "decode.corrupt", "bad", Some(foreign_ingested)),
+            dl("2.4.foreign", "preprocess", topics::INGESTED, "decode.corrupt_stream", "bad", Some(foreign_ingested)),
             // Off the study path: a report's dead letter changes nothing.
             dl(pending, "feedback", topics::FEEDBACK, "feedback.unknown_study", "x", None),
         ],

@@ -290,7 +290,7 @@ fn a_dead_letter_makes_a_pending_study_not_assessable_with_words_and_a_code() {
     let p = prediction(2, OrderPriority::Routine, Kind::Normal, T0);
     wl.apply(wl.on_prediction(&p, T0).unwrap(), Some(p.predicted_at));
     assert_eq!(
-        wl.on_dead_letter(&dead_letter(2, "decode.corrupt"), T0 + 9),
+        wl.on_dead_letter(&dead_letter(2, "decode.corrupt_stream"), T0 + 9),
         DeadLetterOutcome::Ignored("already_decided")
     );
 }

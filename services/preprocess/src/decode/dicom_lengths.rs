@@ -14,7 +14,7 @@ use dicom_core::{Tag, VR};
 use dicom_dictionary_std::{tags, StandardDataDictionary};
 use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
 
-use super::DecodeError::{self, Corrupt, Truncated};
+use super::DecodeError::{self, Truncated};
 
 const UNDEFINED: u32 = u32::MAX;
 const ITEM: Tag = Tag(0xFFFE, 0xE000);
@@ -39,12 +39,14 @@ pub(super) fn check(body: &[u8]) -> Result<(), DecodeError> {
         syntax: Syntax::ExplicitLe, // the file meta group's, whatever the data set's
     };
     if c.take(4)? != b"DICM" {
-        return Err(Corrupt("no DICM magic before the file meta group".into()));
+        return Err(DecodeError::corrupt_dicom(
+            "no DICM magic before the file meta group",
+        ));
     }
     // As dicom-object reads it: the group length first, then elements until it is used up.
     let (tag, _, len) = c.header()?;
     if tag != tags::FILE_META_INFORMATION_GROUP_LENGTH || len != 4 {
-        return Err(Corrupt(format!(
+        return Err(DecodeError::corrupt_dicom(format!(
             "file meta group opens with {tag}, not its length"
         )));
     }
@@ -91,7 +93,7 @@ fn elements(c: &mut Cursor<'_>, depth: u32) -> Result<(), DecodeError> {
 /// Items of a sequence (pixel fragments when `fragments`) until its delimiter or the end.
 fn items(c: &mut Cursor<'_>, depth: u32, fragments: bool) -> Result<(), DecodeError> {
     if depth > MAX_DEPTH {
-        return Err(Corrupt(format!(
+        return Err(DecodeError::corrupt_dicom(format!(
             "over {MAX_DEPTH} sequences deep at byte {}",
             c.pos
         )));
@@ -107,7 +109,11 @@ fn items(c: &mut Cursor<'_>, depth: u32, fragments: bool) -> Result<(), DecodeEr
             }
             (ITEM, _, UNDEFINED) => elements(c, depth)?,
             (ITEM, _, len) => c.within(ITEM, len, |c| elements(c, depth))?,
-            (tag, _, _) => return Err(Corrupt(format!("{tag} at byte {at}, not an item"))),
+            (tag, _, _) => {
+                return Err(DecodeError::corrupt_dicom(format!(
+                    "{tag} at byte {at}, not an item"
+                )))
+            }
         }
     }
     Ok(())
@@ -202,7 +208,7 @@ impl<'a> Cursor<'a> {
             )));
         }
         if !len.is_multiple_of(unit) {
-            return Err(Corrupt(format!(
+            return Err(DecodeError::corrupt_dicom(format!(
                 "{tag} at byte {at}: {len} bytes, not {unit}-byte units"
             )));
         }
@@ -222,7 +228,7 @@ impl<'a> Cursor<'a> {
         self.pos = start;
         walk(self)?;
         if self.pos != self.end {
-            return Err(Corrupt(format!(
+            return Err(DecodeError::corrupt_dicom(format!(
                 "{tag} at byte {start} ends early, at {}",
                 self.pos
             )));
@@ -426,13 +432,13 @@ mod tests {
                 "item delimiter inside a defined item",
                 le,
                 vec![seq(24), bare(ITEM, 16), item_end.clone(), ob(0)],
-                "decode.corrupt",
+                "decode.corrupt_stream",
             ),
             (
                 "element where an item belongs",
                 le,
                 vec![seq(UNDEFINED), ob(0), seq_end.clone()],
-                "decode.corrupt",
+                "decode.corrupt_stream",
             ),
             (
                 "pixel fragments",
@@ -452,7 +458,12 @@ mod tests {
                 vec![pixels, bare(ITEM, 0), bare(ITEM, GIB3), tail.clone()],
                 "decode.truncated",
             ),
-            ("1000 sequences deep", le, vec![deep], "decode.corrupt"),
+            (
+                "1000 sequences deep",
+                le,
+                vec![deep],
+                "decode.corrupt_stream",
+            ),
             (
                 "3 GiB big endian",
                 ts::EXPLICIT_VR_BE,

@@ -3,14 +3,19 @@
 //! through dicom-rs. Every decoder checks the declared size against [`DecodeLimits`] before it
 //! allocates pixel buffers, so a header claiming 60000×60000 never reaches the allocator.
 
+mod checks;
 mod dicom;
 mod dicom_lengths;
+mod display;
 mod error;
+mod frames;
+mod jpeg12;
 mod part10;
 mod raster;
+mod syntax;
 
-pub use dicom::SUPPORTED_TRANSFER_SYNTAXES;
 pub use error::DecodeError;
+pub use syntax::SUPPORTED_TRANSFER_SYNTAXES;
 
 use crate::eligibility::{DicomHeader, EligibilityRules, Ineligible};
 
@@ -37,8 +42,8 @@ impl DecodeLimits {
     /// Refuses `width`×`height` with `bytes_per_pixel` (per frame × frames) before any decoding.
     pub fn check(&self, width: u64, height: u64, bytes_per_pixel: u64) -> Result<(), DecodeError> {
         if width == 0 || height == 0 {
-            return Err(DecodeError::Corrupt(format!(
-                "image declares {width}×{height} pixels"
+            return Err(DecodeError::InvalidAttribute(format!(
+                "the image declares {width}×{height} pixels (Columns × Rows)"
             )));
         }
         if width > u64::from(self.max_width) || height > u64::from(self.max_height) {
@@ -94,7 +99,7 @@ impl Container {
             Ok(Container::Dicom)
         } else {
             let head: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
-            Err(DecodeError::UnknownFormat(format!(
+            Err(DecodeError::NotAnImage(format!(
                 "no PNG, JPEG or DICOM signature (first bytes {})",
                 head.join(" ")
             )))
@@ -136,7 +141,7 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, Decod
         c @ (Container::Png | Container::Jpeg) => raster::decode(bytes, c, limits),
         Container::Dicom => match dicom::decode(bytes, limits, None)? {
             Decoded::Image(img) => Ok(img),
-            Decoded::Ineligible { why, .. } => Err(DecodeError::Unsupported(why.to_string())),
+            Decoded::Ineligible { why, .. } => Err(DecodeError::UnsupportedImage(why.to_string())),
         },
     }
 }

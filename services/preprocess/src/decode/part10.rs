@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 
-use super::DecodeError::{self, Corrupt};
+use super::DecodeError;
 
 const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
 const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
@@ -152,7 +152,9 @@ fn with_group_length(body: Cow<'_, [u8]>) -> Result<Cow<'_, [u8]>, DecodeError> 
     let mut at = 4;
     while le16(&body, at) == Some(0x0002) {
         let (_, _, start, len) = explicit_header(&body, at).ok_or_else(|| {
-            Corrupt("file meta group without its length ends inside an element header".into())
+            DecodeError::corrupt_dicom(
+                "file meta group without its length ends inside an element header",
+            )
         })?;
         at = start
             .checked_add(len)
@@ -172,7 +174,7 @@ fn bare_data_set(b: &[u8]) -> Result<Vec<u8>, DecodeError> {
     let explicit = is_vr(b.get(4..6).unwrap_or_default());
     let need = |tag: (u16, u16), name: &str| {
         dataset_value(b, explicit, tag).map(uid).ok_or_else(|| {
-            Corrupt(format!(
+            DecodeError::corrupt_dicom(format!(
                 "a data set without file meta information and without its {name}"
             ))
         })

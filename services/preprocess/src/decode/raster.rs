@@ -8,11 +8,11 @@ use image::{ColorType, DynamicImage, ImageDecoder, ImageError, ImageFormat, Imag
 
 use super::{Container, DecodeError, DecodeLimits, DecodedImage};
 
-fn map_image_error(e: ImageError) -> DecodeError {
+fn map_image_error(e: ImageError, codec: &'static str) -> DecodeError {
     match e {
         ImageError::Limits(l) => DecodeError::TooLarge(l.to_string()),
-        ImageError::Unsupported(u) => DecodeError::Unsupported(u.to_string()),
-        other => DecodeError::from_decoder(&other),
+        ImageError::Unsupported(u) => DecodeError::UnsupportedImage(format!("{codec}: {u}")),
+        other => DecodeError::from_decoder(codec, &other),
     }
 }
 
@@ -52,18 +52,18 @@ pub(super) fn decode(
     limits: &DecodeLimits,
 ) -> Result<DecodedImage, DecodeError> {
     check_complete(bytes, container)?;
-    let format = match container {
-        Container::Png => ImageFormat::Png,
-        Container::Jpeg => ImageFormat::Jpeg,
+    let (format, codec) = match container {
+        Container::Png => (ImageFormat::Png, "PNG"),
+        Container::Jpeg => (ImageFormat::Jpeg, "JPEG"),
         Container::Dicom => {
-            return Err(DecodeError::Unsupported(
+            return Err(DecodeError::NotAnImage(
                 "DICOM is not a raster format".into(),
             ))
         }
     };
     let mut decoder = ImageReader::with_format(Cursor::new(bytes), format)
         .into_decoder()
-        .map_err(map_image_error)?;
+        .map_err(|e| map_image_error(e, codec))?;
     let (w, h) = decoder.dimensions();
     let color = decoder.color_type();
     limits.check(
@@ -75,8 +75,10 @@ pub(super) fn decode(
     lim.max_image_width = Some(limits.max_width);
     lim.max_image_height = Some(limits.max_height);
     lim.max_alloc = Some(limits.max_alloc);
-    decoder.set_limits(lim).map_err(map_image_error)?;
-    let img = DynamicImage::from_decoder(decoder).map_err(map_image_error)?;
+    decoder
+        .set_limits(lim)
+        .map_err(|e| map_image_error(e, codec))?;
+    let img = DynamicImage::from_decoder(decoder).map_err(|e| map_image_error(e, codec))?;
     let (bits_stored, photometric) = describe(color);
     let gray = img.into_luma16();
     let (width, height) = gray.dimensions();

@@ -1,0 +1,85 @@
+//! JPEG Extended (1.2.840.10008.1.2.4.51) frames with 12-bit samples (Process 4), which
+//! dicom-rs's JPEG decoder refuses: decoded here by libjpeg-turbo ([`super::jpeg12`]) and put
+//! back as native pixel data, so rescale, VOI and MONOCHROME1 go through the same dicom-pixeldata
+//! path as every other transfer syntax. 8-bit Process 1/2 streams are left to dicom-rs.
+
+use std::borrow::Cow;
+
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::DefaultDicomObject;
+use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
+
+use super::{jpeg12, DecodeError};
+
+/// The compressed bytes of the first frame. One frame: all fragments, in order (a frame may be
+/// split across fragments). Several frames: one fragment each, as PS3.5 A.4 requires when the
+/// offset table is empty; anything else cannot be split without the offset table's help, and
+/// cxrflow decodes single-frame radiographs only, so it is refused by name.
+fn first_frame(obj: &DefaultDicomObject, frames: u32) -> Result<Cow<'_, [u8]>, DecodeError> {
+    let corrupt = |detail: String| DecodeError::CorruptStream {
+        codec: "JPEG",
+        detail,
+    };
+    let element = obj
+        .element(tags::PIXEL_DATA)
+        .map_err(|_| DecodeError::NotAnImage("no pixel data (7FE0,0010)".into()))?;
+    let fragments = element
+        .value()
+        .fragments()
+        .filter(|f| !f.is_empty())
+        .ok_or_else(|| corrupt("pixel data is not encapsulated or has no fragments".into()))?;
+    match (frames, fragments) {
+        (1, [one]) => Ok(Cow::Borrowed(one.as_slice())),
+        (1, many) => Ok(Cow::Owned(many.concat())),
+        (n, [first, ..]) if fragments.len() == n as usize => Ok(Cow::Borrowed(first.as_slice())),
+        (n, _) => Err(corrupt(format!(
+            "{n} frames in {} fragments: cannot tell the first frame's fragments apart",
+            fragments.len()
+        ))),
+    }
+}
+
+/// If `obj` is JPEG Extended with 12-bit samples, replaces its pixel data by its first frame
+/// decoded into native 16-bit samples (explicit VR little endian) and says `true`; leaves an
+/// 8-bit stream alone (`false`). `rows`, `cols` and `bits_allocated` are the header's, already
+/// checked against the limits.
+pub(super) fn decode_12bit(
+    obj: &mut DefaultDicomObject,
+    rows: u32,
+    cols: u32,
+    frames: u32,
+    bits_allocated: u32,
+    samples: u32,
+) -> Result<bool, DecodeError> {
+    let stream = first_frame(obj, frames)?;
+    let header = jpeg12::header(&stream)?;
+    if header.precision != 12 {
+        return Ok(false);
+    }
+    if bits_allocated != 16 {
+        return Err(DecodeError::InvalidAttribute(format!(
+            "BitsAllocated (0028,0100) {bits_allocated} for a 12-bit JPEG stream, must be 16"
+        )));
+    }
+    if samples != 1 {
+        return Err(DecodeError::UnsupportedImage(format!(
+            "12-bit JPEG with {samples} samples per pixel; grayscale only"
+        )));
+    }
+    let pixels = jpeg12::decode_gray12(&stream, cols, rows)?;
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OW,
+        PrimitiveValue::U16(pixels.into()),
+    ));
+    // Only the first frame was decoded; the native object must not claim more.
+    obj.put(DataElement::new(
+        tags::NUMBER_OF_FRAMES,
+        VR::IS,
+        PrimitiveValue::from("1"),
+    ));
+    obj.meta_mut()
+        .set_transfer_syntax(&EXPLICIT_VR_LITTLE_ENDIAN);
+    Ok(true)
+}

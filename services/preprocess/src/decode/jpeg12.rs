@@ -1,0 +1,191 @@
+//! 12-bit JPEG Extended (Process 4, transfer syntax 1.2.840.10008.1.2.4.51 with sample precision
+//! 12) through libjpeg-turbo 3's TurboJPEG API.
+//!
+//! Why not dicom-rs: its JPEG adapter is jpeg-decoder, which stops at "unsupported JPEG feature:
+//! SamplePrecision(12)", and zune-jpeg parses 8-bit only. libjpeg-turbo is the reference
+//! implementation (IJG lineage) that most PACS encoders themselves use; turbojpeg-sys builds the
+//! version it bundles, and its safe `turbojpeg` wrapper has no 12-bit entry point. So this module
+//! is the second place in the workspace allowed `unsafe`: a handful of FFI calls, each with its
+//! invariants written beside it, and nothing else.
+#![allow(unsafe_code)]
+
+use std::ffi::CStr;
+
+use turbojpeg_sys as tj;
+
+use super::DecodeError;
+
+/// What the frame header (SOF) of a JPEG stream says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Header {
+    pub width: u32,
+    pub height: u32,
+    pub precision: u32,
+    pub lossless: bool,
+}
+
+/// A TurboJPEG decompressor handle, destroyed on drop.
+struct Handle(tj::tjhandle);
+
+impl Handle {
+    fn new() -> Result<Handle, DecodeError> {
+        // SAFETY: tj3Init has no preconditions; it returns NULL on failure, checked below.
+        let h = unsafe { tj::tj3Init(tj::TJINIT_TJINIT_DECOMPRESS as i32) };
+        if h.is_null() {
+            // Only an allocation failure makes tj3Init fail: not the image's fault, but there is
+            // no transient retry that would help either, so it is reported as a decoder error.
+            return Err(DecodeError::CorruptStream {
+                codec: "JPEG",
+                detail: "libjpeg-turbo could not create a decompressor".into(),
+            });
+        }
+        Ok(Handle(h))
+    }
+
+    fn get(&self, param: tj::TJPARAM) -> i32 {
+        // SAFETY: self.0 is a live handle (non-null, not yet destroyed); tj3Get only reads it.
+        unsafe { tj::tj3Get(self.0, param as i32) }
+    }
+
+    fn set(&self, param: tj::TJPARAM, value: i32) -> Result<(), DecodeError> {
+        // SAFETY: as in `get`; tj3Set validates `param` and `value` itself.
+        if unsafe { tj::tj3Set(self.0, param as i32, value) } != 0 {
+            return Err(self.error());
+        }
+        Ok(())
+    }
+
+    /// libjpeg-turbo's own words for the last failure, as a corrupt JPEG stream (a truncated
+    /// one when the words say so).
+    fn error(&self) -> DecodeError {
+        // SAFETY: tj3GetErrorStr returns a pointer to a NUL-terminated string owned by the
+        // handle (or a static one), valid until the next call on this handle; it is copied
+        // before any other call is made.
+        let text = unsafe {
+            let p = tj::tj3GetErrorStr(self.0);
+            if p.is_null() {
+                "unknown libjpeg-turbo error".to_string()
+            } else {
+                CStr::from_ptr(p).to_string_lossy().into_owned()
+            }
+        };
+        DecodeError::from_codec("JPEG", text)
+    }
+
+    fn read_header(&self, stream: &[u8]) -> Result<Header, DecodeError> {
+        // SAFETY: `stream` is a live slice; libjpeg-turbo reads at most stream.len() bytes from
+        // it (its source manager is bounded by jpegSize and reports a premature end instead of
+        // reading past it) and keeps no pointer to it after the call returns.
+        let rc =
+            unsafe { tj::tj3DecompressHeader(self.0, stream.as_ptr(), stream.len() as tj::size_t) };
+        if rc != 0 {
+            return Err(self.error());
+        }
+        let dim = |p| u32::try_from(self.get(p)).unwrap_or(0);
+        let header = Header {
+            width: dim(tj::TJPARAM_TJPARAM_JPEGWIDTH),
+            height: dim(tj::TJPARAM_TJPARAM_JPEGHEIGHT),
+            precision: dim(tj::TJPARAM_TJPARAM_PRECISION),
+            lossless: self.get(tj::TJPARAM_TJPARAM_LOSSLESS) == 1,
+        };
+        // libjpeg-turbo takes a stream that ends before any frame header for a "tables-only"
+        // stream and reports success with a 0×0 image.
+        if header.width == 0 || header.height == 0 {
+            return Err(DecodeError::CorruptStream {
+                codec: "JPEG",
+                detail: "no frame header (SOF) in the stream".into(),
+            });
+        }
+        Ok(header)
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // SAFETY: self.0 came from tj3Init, is non-null, and is destroyed exactly once here.
+        unsafe { tj::tj3Destroy(self.0) }
+    }
+}
+
+/// Reads the frame header of a JPEG stream (no pixel is decoded).
+pub(super) fn header(stream: &[u8]) -> Result<Header, DecodeError> {
+    Handle::new()?.read_header(stream)
+}
+
+/// Decodes one 12-bit grayscale JPEG frame into row-major samples (0..=4095). The stream's own
+/// size must be `width`×`height` (what the DICOM header declared, already checked against the
+/// limits), so the buffer allocated here is never larger than the header promised.
+pub(super) fn decode_gray12(
+    stream: &[u8],
+    width: u32,
+    height: u32,
+) -> Result<Vec<u16>, DecodeError> {
+    let handle = Handle::new()?;
+    let h = handle.read_header(stream)?;
+    if h.precision != 12 || h.lossless {
+        return Err(DecodeError::UnsupportedPrecision(format!(
+            "JPEG stream of {}-bit {} samples where 12-bit lossy was expected",
+            h.precision,
+            if h.lossless { "lossless" } else { "lossy" }
+        )));
+    }
+    if (h.width, h.height) != (width, height) {
+        return Err(DecodeError::CorruptStream {
+            codec: "JPEG",
+            detail: format!(
+                "stream is {}×{} but the DICOM header says {width}×{height}",
+                h.width, h.height
+            ),
+        });
+    }
+    // A damaged stream is an error, not a picture libjpeg-turbo patched up with grey blocks.
+    handle.set(tj::TJPARAM_TJPARAM_STOPONWARNING, 1)?;
+    let n = width as usize * height as usize;
+    let mut out = vec![0i16; n];
+    let pitch =
+        i32::try_from(width).map_err(|_| DecodeError::TooLarge(format!("{width} columns")))?;
+    // SAFETY: `out` holds exactly width×height samples and the pitch is `width` samples per
+    // row of one (GRAY) sample per pixel, so libjpeg-turbo writes within it: the stream's size
+    // was checked equal to width×height above, on the same handle, and tj3Decompress12 decodes
+    // the header it has just read again from the same bytes. `stream` is read within its length.
+    let rc = unsafe {
+        tj::tj3Decompress12(
+            handle.0,
+            stream.as_ptr(),
+            stream.len() as tj::size_t,
+            out.as_mut_ptr(),
+            pitch,
+            tj::TJPF_TJPF_GRAY,
+        )
+    };
+    if rc != 0 {
+        return Err(handle.error());
+    }
+    // 12-bit samples are 0..=4095, so the sign bit of i16 is never set.
+    Ok(out.into_iter().map(|s| s.max(0) as u16).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_cut_and_foreign_streams_are_errors_not_crashes() {
+        for bytes in [
+            &b""[..],
+            b"\xff\xd8\xff",
+            b"\xff\xd8\xff\xc1\x00",
+            b"not a jpeg",
+        ] {
+            for e in [
+                header(bytes).unwrap_err(),
+                decode_gray12(bytes, 4, 4).unwrap_err(),
+            ] {
+                assert!(
+                    matches!(e.reason(), "decode.corrupt_stream" | "decode.truncated"),
+                    "{bytes:?}: {e}"
+                );
+            }
+        }
+    }
+}
