@@ -14,25 +14,17 @@ use cxrflow_inference::calibration::{
     choose, fit_budget, measure_tier, CalibrationRecord, OperatingPoint, Sample, ScoredImage,
     Target, TierMeasure,
 };
-use cxrflow_inference::manifest::{FindingTier, ModelDir};
+use cxrflow_inference::manifest::FindingTier;
 use cxrflow_sim::dataset::ChexpertRow;
 use cxrflow_sim::labels::{Finding, LabelState};
 use serde::Serialize;
 
-use crate::ood::{frontal_rows, Judge};
+use crate::ood::{frontal_rows, rewrite_manifest, CalibrationInput, Judge};
 
 #[derive(Debug, clap::Args)]
 pub struct CalibrateArgs {
-    /// The model version directory (`<models-dir>/<name>/<version>`); its manifest gains the
-    /// tiers and thresholds.
-    #[arg(long)]
-    pub model_dir: PathBuf,
-    /// A CheXpert-format dataset (the directory holding `CheXpert-v1.0-small/`, or it).
-    #[arg(long)]
-    pub dataset: PathBuf,
-    /// The labelled split the thresholds are chosen on (never the replayed held-out split).
-    #[arg(long, default_value = "valid")]
-    pub split: String,
+    #[command(flatten)]
+    pub input: CalibrationInput,
     /// A second split measured with the chosen thresholds (empty: none).
     #[arg(long, default_value = "heldout")]
     pub evaluate: String,
@@ -163,7 +155,8 @@ fn tiers_of(
 }
 
 pub fn calibrate(a: &CalibrateArgs) -> anyhow::Result<()> {
-    let judge = Judge::open(&a.model_dir)?;
+    let input = &a.input;
+    let judge = Judge::open(&input.model_dir)?;
     let manifest = judge.manifest().clone();
     let names: Vec<String> = manifest.findings.iter().map(|f| f.name.clone()).collect();
     let findings: Vec<Finding> = names
@@ -214,15 +207,15 @@ pub fn calibrate(a: &CalibrateArgs) -> anyhow::Result<()> {
         }
     };
 
-    let (images, refused) = score_split(&judge, &a.dataset, &a.split, &findings)?;
+    let (images, refused) = score_split(&judge, &input.dataset, &input.split, &findings)?;
     // Tier findings get their target's threshold; the others keep the manifest's (shown on the
     // page, raising nothing) unless a --target names them.
-    let mut thresholds: Vec<f64> = manifest.findings.iter().map(|f| f.threshold).collect();
-    for i in 0..names.len() {
-        if let Some(t) = target_of(i) {
-            thresholds[i] = choose(&column(&images, i), t).0;
-        }
-    }
+    let mut thresholds: Vec<f64> = manifest
+        .findings
+        .iter()
+        .enumerate()
+        .map(|(i, f)| target_of(i).map_or(f.threshold, |t| choose(&column(&images, i), t).0))
+        .collect();
     let critical: Vec<usize> = (0..names.len())
         .filter(|&i| tiers[i] == FindingTier::Critical)
         .collect();
@@ -235,7 +228,7 @@ pub fn calibrate(a: &CalibrateArgs) -> anyhow::Result<()> {
     let evaluation = if a.evaluate.is_empty() {
         None
     } else {
-        Some(score_split(&judge, &a.dataset, &a.evaluate, &findings)?)
+        Some(score_split(&judge, &input.dataset, &a.evaluate, &findings)?)
     };
     let mut rows = Vec::new();
     for i in 0..names.len() {
@@ -252,7 +245,7 @@ pub fn calibrate(a: &CalibrateArgs) -> anyhow::Result<()> {
     }
     let report = Report {
         model: format!("{}/{}", manifest.name, manifest.version),
-        split: a.split.clone(),
+        split: input.split.clone(),
         images: images.len(),
         refused,
         evaluate_split: evaluation.as_ref().map(|_| a.evaluate.clone()),
@@ -274,7 +267,7 @@ pub fn calibrate(a: &CalibrateArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let record = CalibrationRecord {
-        split: format!("{} split of {}", a.split, a.dataset.display()),
+        split: format!("{} split of {}", input.split, input.dataset.display()),
         images: report.images,
         critical_budget: a.critical_budget,
         targets: (0..names.len())
@@ -292,25 +285,19 @@ fn write_manifest(
     report: &Report,
     record: CalibrationRecord,
 ) -> anyhow::Result<()> {
-    let path = a.model_dir.join("manifest.json");
-    let text = std::fs::read_to_string(&path)?;
-    let mut manifest: serde_json::Value = serde_json::from_str(&text)?;
-    let Some(specs) = manifest["findings"].as_array_mut() else {
-        bail!("{} has no findings array", path.display());
-    };
-    for (spec, row) in specs.iter_mut().zip(&report.findings) {
-        spec["threshold"] = serde_json::json!(row.threshold);
-        spec["tier"] = serde_json::to_value(row.tier)?;
-        spec["critical"] = serde_json::json!(row.tier == FindingTier::Critical);
-        spec["operating_point"] = serde_json::to_value(&row.calibration)?;
-    }
-    manifest["calibration"] = serde_json::to_value(&record)?;
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(&manifest)? + "\n")?;
-    std::fs::rename(&tmp, &path)?;
-    ModelDir::load(&a.model_dir).context("the calibrated manifest must load")?;
-    eprintln!("written into {}", path.display());
-    Ok(())
+    rewrite_manifest(&a.input.model_dir, |manifest| {
+        let Some(specs) = manifest["findings"].as_array_mut() else {
+            bail!("the manifest has no findings array");
+        };
+        for (spec, row) in specs.iter_mut().zip(&report.findings) {
+            spec["threshold"] = serde_json::json!(row.threshold);
+            spec["tier"] = serde_json::to_value(row.tier)?;
+            spec["critical"] = serde_json::json!(row.tier == FindingTier::Critical);
+            spec["operating_point"] = serde_json::to_value(&row.calibration)?;
+        }
+        manifest["calibration"] = serde_json::to_value(&record)?;
+        Ok(())
+    })
 }
 
 fn pct(v: Option<f64>) -> String {

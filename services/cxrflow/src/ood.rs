@@ -21,18 +21,44 @@ use cxrflow_sim::dataset::{open_dataset, ChexpertRow};
 use cxrflow_sim::labels::ViewKind;
 use serde::Serialize;
 
+/// What a calibration command reads: a model version and a labelled dataset split.
 #[derive(Debug, clap::Args)]
-pub struct CalibrateArgs {
-    /// The model version directory (`<models-dir>/<name>/<version>`); its manifest gains the
-    /// `ood` reference.
+pub struct CalibrationInput {
+    /// The model version directory (`<models-dir>/<name>/<version>`); its manifest gains what
+    /// the calibration chose.
     #[arg(long)]
     pub model_dir: PathBuf,
     /// A CheXpert-format dataset (the directory holding `CheXpert-v1.0-small/`, or it).
     #[arg(long)]
     pub dataset: PathBuf,
-    /// The label file's split to calibrate on.
+    /// The label file's split to calibrate on (never the held-out split the replay plays).
     #[arg(long, default_value = "valid")]
     pub split: String,
+}
+
+/// Rewrites `<model_dir>/manifest.json` with `edit` (atomically: a temporary file renamed over
+/// it) and checks that the result still loads.
+pub(crate) fn rewrite_manifest(
+    model_dir: &Path,
+    edit: impl FnOnce(&mut serde_json::Value) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let path = model_dir.join("manifest.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut manifest: serde_json::Value = serde_json::from_str(&text)?;
+    edit(&mut manifest)?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(&manifest)? + "\n")?;
+    std::fs::rename(&tmp, &path)?;
+    ModelDir::load(model_dir).context("the calibrated manifest must load")?;
+    eprintln!("written into {}", path.display());
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CalibrateArgs {
+    #[command(flatten)]
+    pub input: CalibrationInput,
     /// The percentile of the calibration images' own distances the threshold is set at.
     #[arg(long, default_value_t = 99.5)]
     pub percentile: f64,
@@ -167,7 +193,8 @@ fn frontal_images(dataset: &Path, split: &str) -> anyhow::Result<Vec<PathBuf>> {
         .collect())
 }
 
-pub fn calibrate(a: &CalibrateArgs) -> anyhow::Result<()> {
+pub fn calibrate(args: &CalibrateArgs) -> anyhow::Result<()> {
+    let a = &args.input;
     let judge = Judge::open(&a.model_dir)?;
     let images = frontal_images(&a.dataset, &a.split)?;
     let mut samples = Vec::new();
@@ -182,7 +209,7 @@ pub fn calibrate(a: &CalibrateArgs) -> anyhow::Result<()> {
     let reference = OodReference::fit(
         &samples,
         judge.embedding_dims(),
-        a.percentile,
+        args.percentile,
         &format!("{} split of {}", a.split, a.dataset.display()),
     )?;
     eprintln!(
@@ -191,22 +218,16 @@ pub fn calibrate(a: &CalibrateArgs) -> anyhow::Result<()> {
         a.split,
         images.len() - samples.len(),
         reference.threshold,
-        a.percentile
+        args.percentile
     );
-    if a.dry_run {
+    if args.dry_run {
         println!("{}", serde_json::to_string_pretty(&reference)?);
         return Ok(());
     }
-    let path = a.model_dir.join("manifest.json");
-    let text = std::fs::read_to_string(&path)?;
-    let mut manifest: serde_json::Value = serde_json::from_str(&text)?;
-    manifest["ood"] = serde_json::to_value(&reference)?;
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(&manifest)? + "\n")?;
-    std::fs::rename(&tmp, &path)?;
-    ModelDir::load(&a.model_dir).context("the calibrated manifest must load")?;
-    eprintln!("written into {}", path.display());
-    Ok(())
+    rewrite_manifest(&a.model_dir, |manifest| {
+        manifest["ood"] = serde_json::to_value(&reference)?;
+        Ok(())
+    })
 }
 
 #[derive(Debug, Default, Serialize)]

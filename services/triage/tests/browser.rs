@@ -65,10 +65,7 @@ fn prediction(uid: &str, finding: &str, p: f64, critical: bool, blob_uri: &str) 
             probability: p,
             threshold: 0.5,
             critical,
-            urgent: !critical
-                && cxrflow_contracts::URGENT_FINDINGS
-                    .iter()
-                    .any(|u| *u == finding),
+            urgent: !critical && cxrflow_contracts::URGENT_FINDINGS.contains(&finding),
         }],
         batch_size: 1,
         inference_ms: 3.0,

@@ -79,7 +79,7 @@ fn arb_prediction() -> impl Strategy<Value = Prediction> {
                         probability: p,
                         threshold: t,
                         critical: c && f != "No Finding",
-                        urgent: !c && cxrflow_contracts::URGENT_FINDINGS.iter().any(|u| *u == f),
+                        urgent: !c && cxrflow_contracts::URGENT_FINDINGS.contains(&f),
                     })
                     .collect(),
                 batch_size: 1,

@@ -65,14 +65,28 @@ pub fn html_escape(s: &str) -> String {
 /// A line chart over time (seconds) with the drift markers.
 pub fn time_chart(title: &str, y_desc: &str, lines: &[Line], markers: &Markers) -> String {
     let mut svg = String::new();
-    let r = draw_time_chart(&mut svg, title, y_desc, lines, markers);
+    let axes = Axes {
+        x_desc: "seconds since the first study",
+        y_desc,
+        dots: false,
+        legend: SeriesLabelPosition::UpperLeft,
+    };
+    let r = draw_chart(&mut svg, title, &axes, lines, markers);
     finish(svg, r, title)
 }
 
-fn draw_time_chart(
+/// How a line chart labels its axes, and whether it marks each point.
+struct Axes<'a> {
+    x_desc: &'a str,
+    y_desc: &'a str,
+    dots: bool,
+    legend: SeriesLabelPosition,
+}
+
+fn draw_chart(
     svg: &mut String,
     title: &str,
-    y_desc: &str,
+    axes: &Axes,
     lines: &[Line],
     markers: &Markers,
 ) -> DrawResult {
@@ -88,6 +102,12 @@ fn draw_time_chart(
         .fold(0.0f64, f64::max)
         .max(1e-9)
         * 1.1;
+    // Below zero only when a value is (a policy that loses to FIFO).
+    let y_min = lines
+        .iter()
+        .flat_map(|l| l.points.iter().map(|p| p.1))
+        .fold(0.0f64, f64::min)
+        * 1.1;
     let root = SVGBackend::with_string(svg, SIZE).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
@@ -95,11 +115,11 @@ fn draw_time_chart(
         .margin(10)
         .x_label_area_size(35)
         .y_label_area_size(60)
-        .build_cartesian_2d(0f64..x_max, 0f64..y_max)?;
+        .build_cartesian_2d(0f64..x_max, y_min..y_max)?;
     chart
         .configure_mesh()
-        .x_desc("seconds since the first study")
-        .y_desc(y_desc)
+        .x_desc(axes.x_desc)
+        .y_desc(axes.y_desc)
         .draw()?;
     for l in lines {
         let c = l.color;
@@ -107,6 +127,9 @@ fn draw_time_chart(
             .draw_series(LineSeries::new(l.points.iter().copied(), c.stroke_width(2)))?
             .label(l.name.as_str())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2)));
+        if axes.dots {
+            chart.draw_series(l.points.iter().map(|&p| Circle::new(p, 3, c.filled())))?;
+        }
     }
     for (i, a) in markers.alerts.iter().enumerate() {
         let s = chart.draw_series(LineSeries::new(
@@ -134,7 +157,7 @@ fn draw_time_chart(
             .configure_series_labels()
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK.mix(0.3))
-            .position(SeriesLabelPosition::UpperLeft)
+            .position(axes.legend.clone())
             .draw()?;
     }
     root.present()?;
@@ -241,6 +264,20 @@ fn draw_paired_bars(
     Ok(())
 }
 
+/// A line chart on plain axes, each point drawn as a dot too (a one-point series is a dot), for
+/// charts not over the run's time.
+pub fn xy_chart(title: &str, x_desc: &str, y_desc: &str, lines: &[Line]) -> String {
+    let mut svg = String::new();
+    let axes = Axes {
+        x_desc,
+        y_desc,
+        dots: true,
+        legend: SeriesLabelPosition::LowerRight,
+    };
+    let r = draw_chart(&mut svg, title, &axes, lines, &Markers::default());
+    finish(svg, r, title)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,56 +320,4 @@ mod tests {
         assert!(time_chart("Empty", "x", &[], &Markers::default()).contains("<svg"));
         assert!(histogram("Empty", &[]).contains("<svg"));
     }
-}
-
-/// A line chart on plain axes (points drawn as circles too), for charts not over the run's time.
-pub fn xy_chart(title: &str, x_desc: &str, y_desc: &str, lines: &[Line]) -> String {
-    let mut svg = String::new();
-    let r = draw_xy_chart(&mut svg, title, x_desc, y_desc, lines);
-    finish(svg, r, title)
-}
-
-fn draw_xy_chart(
-    svg: &mut String,
-    title: &str,
-    x_desc: &str,
-    y_desc: &str,
-    lines: &[Line],
-) -> DrawResult {
-    let pts = || lines.iter().flat_map(|l| l.points.iter().copied());
-    let x_min = pts().map(|p| p.0).fold(f64::INFINITY, f64::min).min(0.0);
-    let x_max = pts().map(|p| p.0).fold(1.0f64, f64::max) * 1.05;
-    let y_min = pts().map(|p| p.1).fold(0.0f64, f64::min) * 1.1;
-    let y_max = pts().map(|p| p.1).fold(0.0f64, f64::max).max(1e-9) * 1.1;
-    let root = SVGBackend::with_string(svg, SIZE).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 16))
-        .margin(10)
-        .x_label_area_size(35)
-        .y_label_area_size(60)
-        .build_cartesian_2d(x_min..x_max, y_min..y_max)?;
-    chart
-        .configure_mesh()
-        .x_desc(x_desc)
-        .y_desc(y_desc)
-        .draw()?;
-    for l in lines {
-        let c = l.color;
-        chart
-            .draw_series(LineSeries::new(l.points.iter().copied(), c.stroke_width(2)))?
-            .label(l.name.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2)));
-        chart.draw_series(l.points.iter().map(|&p| Circle::new(p, 3, c.filled())))?;
-    }
-    if !lines.is_empty() {
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()?;
-    }
-    root.present()?;
-    Ok(())
 }
