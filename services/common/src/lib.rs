@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod registry;
 pub mod service;
 pub mod shutdown;
+pub mod stats;
 pub mod telemetry;
 pub mod time;
 

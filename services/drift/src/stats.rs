@@ -163,28 +163,11 @@ pub fn benjamini_hochberg(p: &[f64]) -> Vec<f64> {
     adj
 }
 
-/// Area under the ROC curve of `scores` for binary `labels` (Mann–Whitney U with midranks).
-/// `None` when either class is empty.
+/// Area under the ROC curve of `scores` for binary `labels`: the one implementation
+/// (`cxrflow_common::stats::auroc`). `None` when either class is empty.
 pub fn auroc(scores: &[f64], labels: &[bool]) -> Option<f64> {
-    let mut pairs: Vec<(f64, bool)> = scores.iter().copied().zip(labels.iter().copied()).collect();
-    pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let n_pos = pairs.iter().filter(|p| p.1).count() as f64;
-    let n_neg = pairs.len() as f64 - n_pos;
-    if n_pos == 0.0 || n_neg == 0.0 {
-        return None;
-    }
-    let mut rank_sum_pos = 0.0;
-    let mut i = 0;
-    while i < pairs.len() {
-        let mut j = i;
-        while j + 1 < pairs.len() && pairs[j + 1].0 == pairs[i].0 {
-            j += 1;
-        }
-        let midrank = (i + j) as f64 / 2.0 + 1.0;
-        rank_sum_pos += pairs[i..=j].iter().filter(|p| p.1).count() as f64 * midrank;
-        i = j + 1;
-    }
-    Some((rank_sum_pos - n_pos * (n_pos + 1.0) / 2.0) / (n_pos * n_neg))
+    let pairs: Vec<(f64, bool)> = scores.iter().copied().zip(labels.iter().copied()).collect();
+    cxrflow_common::stats::auroc(&pairs)
 }
 
 /// Mean and (sample) standard deviation.

@@ -8,7 +8,7 @@
 //! Module map: [`join`] (the processor and its delivery guarantee), [`store`] (the
 //! `StudyStore` interface, [`store::SqliteStore`], [`store::ScyllaStore`], CQL in
 //! [`store::cql`]), [`validate`] (bad input), [`sweep`] (unknown-study timeout),
-//! [`performance`] + [`auroc`] (online metrics), [`export`] (CSV).
+//! [`performance`] (online metrics, AUROC from `cxrflow_common::stats`), [`export`] (CSV).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +17,6 @@ use cxrflow_common::{Host, KafkaArgs, ServiceArgs};
 use cxrflow_contracts::topics;
 use tokio_util::sync::CancellationToken;
 
-pub mod auroc;
 pub mod events;
 pub mod export;
 #[doc(hidden)]

@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
-use crate::auroc::auroc;
+use cxrflow_common::stats::auroc;
 
 /// How an UNCERTAIN label counts in the metrics (CheXpert's policies). The stored and exported
 /// labels keep UNCERTAIN as such; only the metrics map it.
@@ -394,7 +394,29 @@ async fn performance(State(p): State<Arc<Performance>>) -> Json<PerformanceRepor
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auroc::tests::brute_force_auroc;
+
+    /// The definition, pair by pair: P(score+ > score-) + P(score+ = score-) / 2.
+    fn brute_force_auroc(pairs: &[(f64, bool)]) -> Option<f64> {
+        let pos: Vec<f64> = pairs.iter().filter(|p| p.1).map(|p| p.0).collect();
+        let neg: Vec<f64> = pairs.iter().filter(|p| !p.1).map(|p| p.0).collect();
+        if pos.is_empty() || neg.is_empty() {
+            return None;
+        }
+        let wins: f64 = pos
+            .iter()
+            .flat_map(|p| neg.iter().map(move |n| (p, n)))
+            .map(|(p, n)| {
+                if p > n {
+                    1.0
+                } else if p == n {
+                    0.5
+                } else {
+                    0.0
+                }
+            })
+            .sum();
+        Some(wins / (pos.len() * neg.len()) as f64)
+    }
     use crate::fixtures::{labeled, rng_labeled};
 
     #[test]

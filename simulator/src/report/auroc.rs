@@ -1,7 +1,6 @@
 //! Online AUROC: predictions against the readers' ground truth, cumulatively as reads complete.
 //!
-//! AUROC is the Mann–Whitney statistic: the probability that a random positive scores above a
-//! random negative, ties counting half, computed from average ranks in O(n log n).
+//! AUROC is the Mann–Whitney statistic (`cxrflow_common::stats::auroc`, the one implementation).
 
 use std::collections::BTreeMap;
 
@@ -18,30 +17,7 @@ pub struct ScoredStudy {
     pub findings: Vec<(String, bool, f64)>,
 }
 
-/// AUROC of `(score, positive)` pairs; `None` without both classes.
-pub fn auroc(pairs: &[(f64, bool)]) -> Option<f64> {
-    let pos = pairs.iter().filter(|(_, y)| *y).count();
-    let neg = pairs.len() - pos;
-    if pos == 0 || neg == 0 {
-        return None;
-    }
-    let mut v: Vec<(f64, bool)> = pairs.to_vec();
-    v.sort_by(|a, b| a.0.total_cmp(&b.0));
-    // Sum of the positives' ranks (1-based), ties sharing their average rank.
-    let mut rank_sum = 0.0;
-    let mut i = 0;
-    while i < v.len() {
-        let mut j = i;
-        while j + 1 < v.len() && v[j + 1].0 == v[i].0 {
-            j += 1;
-        }
-        let avg = (i + j) as f64 / 2.0 + 1.0;
-        rank_sum += avg * v[i..=j].iter().filter(|(_, y)| *y).count() as f64;
-        i = j + 1;
-    }
-    let (p, n) = (pos as f64, neg as f64);
-    Some((rank_sum - p * (p + 1.0) / 2.0) / (p * n))
-}
+pub use cxrflow_common::stats::auroc;
 
 /// The run's AUROC at its end.
 #[derive(Debug, Clone, Default, Serialize)]

@@ -1,4 +1,7 @@
-//! AUROC by ranks.
+//! Statistics every service computes the same way: AUROC by ranks (feedback's live
+//! performance, drift's performance test, the simulator's report and reading room). One
+//! implementation, so a NaN score means the same everywhere: it is skipped (a model that gave
+//! no finite score did not rank the study).
 
 /// Area under the ROC curve of `(score, positive)` pairs, by the Mann–Whitney U statistic:
 ///
@@ -44,12 +47,12 @@ pub fn auroc(pairs: &[(f64, bool)]) -> Option<f64> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use proptest::prelude::*;
 
     /// The definition, counted pair by pair: P(score₊ > score₋) + ½ P(score₊ = score₋).
-    pub(crate) fn brute_force_auroc(pairs: &[(f64, bool)]) -> Option<f64> {
+    fn brute_force_auroc(pairs: &[(f64, bool)]) -> Option<f64> {
         let pos: Vec<f64> = pairs.iter().filter(|p| p.1).map(|p| p.0).collect();
         let neg: Vec<f64> = pairs.iter().filter(|p| !p.1).map(|p| p.0).collect();
         if pos.is_empty() || neg.is_empty() {
@@ -88,6 +91,18 @@ pub(crate) mod tests {
             (0.2, false),
         ];
         assert!((auroc(&v).unwrap() - 5.5 / 6.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn non_finite_scores_are_skipped() {
+        let v = [
+            (f64::NAN, true),
+            (0.9, true),
+            (0.1, false),
+            (f64::INFINITY, false),
+        ];
+        assert_eq!(auroc(&v), Some(1.0));
+        assert_eq!(auroc(&[(f64::NAN, true), (0.1, false)]), None);
     }
 
     proptest! {
