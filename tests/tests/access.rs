@@ -88,6 +88,7 @@ async fn every_route_of_every_service_needs_its_role() {
         let (addr, _) = serve(
             "127.0.0.1:0".parse().unwrap(),
             None,
+            None,
             Default::default(),
             Readiness::default(),
             Health::default(),

@@ -159,6 +159,10 @@ existing Secret of them or a JWKS, the chart refuses to render unless auth.insec
 {{- with $a.metricsPort }}
 - {name: CXRFLOW_METRICS_HTTP, value: "0.0.0.0:{{ . }}"}
 {{- end }}
+{{- if .Values.tls.secretName }}
+- {name: CXRFLOW_TLS_CERT, value: /etc/cxrflow/tls/tls.crt}
+- {name: CXRFLOW_TLS_KEY, value: /etc/cxrflow/tls/tls.key}
+{{- end }}
 {{- end -}}
 
 {{- define "cxrflow.authVolume" -}}
@@ -166,12 +170,21 @@ existing Secret of them or a JWKS, the chart refuses to render unless auth.insec
 - name: api-keys
   secret: {secretName: {{ . }}, items: [{key: api-keys, path: api-keys}]}
 {{- end }}
+{{- with .Values.tls.secretName }}
+- name: tls
+  secret: {secretName: {{ . }}}
+{{- end }}
 {{- end -}}
 
 {{- define "cxrflow.authMount" -}}
 {{- if include "cxrflow.authKeysSecret" . }}
 - name: api-keys
   mountPath: /etc/cxrflow/auth
+  readOnly: true
+{{- end }}
+{{- if .Values.tls.secretName }}
+- name: tls
+  mountPath: /etc/cxrflow/tls
   readOnly: true
 {{- end }}
 {{- end -}}

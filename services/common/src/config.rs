@@ -321,6 +321,10 @@ pub struct ServiceArgs {
     /// Who may call the HTTP routes (README, Access control).
     #[command(flatten)]
     pub auth: crate::auth::AuthArgs,
+
+    /// HTTPS for the HTTP endpoint.
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
 }
 
 impl ServiceArgs {
@@ -333,6 +337,7 @@ impl ServiceArgs {
             max_in_flight: 64,
             drain_timeout_ms: 10_000,
             auth: crate::auth::AuthArgs::insecure(),
+            tls: crate::tls::TlsArgs::default(),
         }
     }
 

@@ -105,12 +105,39 @@ pub fn endpoint(
         .merge(routes)
 }
 
+/// How long an HTTPS endpoint lets open requests finish at shutdown (the SSE streams never
+/// do: they are cut then).
+const TLS_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn listen(
     what: &'static str,
     addr: SocketAddr,
     app: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    if let Some(tls) = tls {
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let bound = listener.local_addr()?;
+        tracing::info!(%bound, what, "https endpoint listening");
+        let handle = axum_server::Handle::new();
+        let server = axum_server::from_tcp_rustls(
+            listener,
+            axum_server::tls_rustls::RustlsConfig::from_config(tls),
+        )
+        .handle(handle.clone());
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            handle.graceful_shutdown(Some(TLS_DRAIN));
+        });
+        let task = tokio::spawn(async move {
+            if let Err(e) = server.serve(app.into_make_service()).await {
+                tracing::error!(error = %e, what, "https endpoint failed");
+            }
+        });
+        return Ok((bound, task));
+    }
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     tracing::info!(%bound, what, "http endpoint listening");
@@ -125,11 +152,13 @@ async fn listen(
     Ok((bound, handle))
 }
 
-/// Binds `addr` and serves until `shutdown`. Returns the bound address (useful with port 0).
-/// With `metrics_open` set, `/metrics` is also served there without credentials.
+/// Binds `addr` and serves until `shutdown`, over HTTPS when `tls` is given. Returns the bound
+/// address (useful with port 0). With `metrics_open` set, `/metrics` is also served there
+/// without credentials (plain HTTP: it carries no study data).
 #[allow(clippy::too_many_arguments)]
 pub async fn serve(
     addr: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
     metrics_open: Option<SocketAddr>,
     registry: Arc<Registry>,
     ready: Readiness,
@@ -147,8 +176,8 @@ pub async fn serve(
                 health: health.clone(),
                 insecure: auth.is_insecure(),
             });
-        listen("metrics (open)", m, app, shutdown.clone()).await?;
+        listen("metrics (open)", m, app, None, shutdown.clone()).await?;
     }
     let app = endpoint(registry, ready, health, auth.clone(), routes).into_app(auth);
-    listen("api", addr, app, shutdown).await
+    listen("api", addr, app, tls, shutdown).await
 }

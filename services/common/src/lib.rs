@@ -18,6 +18,7 @@ pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
 
 pub use config::{KafkaArgs, ServiceArgs, Urgency};
 pub use kafka::stage::{

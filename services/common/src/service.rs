@@ -42,7 +42,11 @@ impl Host {
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Host> {
         // Before anything else: a service without an access rule must not come up at all.
-        let auth = Arc::new(Authenticator::from_args(&svc.auth).await?);
+        let tls = svc.tls.server_config()?;
+        let mut auth_args = svc.auth.clone();
+        // Served over HTTPS, the session cookie never travels in clear.
+        auth_args.secure_cookie |= tls.is_some();
+        let auth = Arc::new(Authenticator::from_args(&auth_args).await?);
         if auth.is_insecure() {
             tracing::warn!(
                 service,
@@ -62,6 +66,7 @@ impl Host {
         let health = Health::default();
         let (http_addr, http_task) = http::serve(
             svc.http,
+            tls,
             svc.auth.metrics_http,
             Arc::new(reg),
             ready.clone(),

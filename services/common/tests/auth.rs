@@ -169,6 +169,7 @@ async fn endpoint(auth: Authenticator) -> (String, CancellationToken) {
     let (addr, _) = serve(
         "127.0.0.1:0".parse().unwrap(),
         None,
+        None,
         Default::default(),
         ready,
         Health::default(),
