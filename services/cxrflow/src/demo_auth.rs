@@ -1,6 +1,7 @@
-//! Access control for `cxrflow up`: an API key generated at first start, kept hashed in the
-//! data directory (the plain key is printed once, never stored), plus a key for this run's
-//! simulated readers (regenerated at every start, so it dies with the run).
+//! The secrets `cxrflow up` makes for itself, none with a default: an API key generated at
+//! first start, kept hashed in the data directory (the plain key is printed once, never
+//! stored), a key for this run's simulated readers (regenerated at every start, so it dies
+//! with the run), and the embedded gateway's pseudonymisation key.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -87,4 +88,21 @@ pub fn print_how_to_use(auth: &DemoAuth, triage_port: u16) {
             auth.keys_file.display()
         ),
     }
+}
+
+/// The embedded gateway's key: the configured one, else one generated once for this data dir.
+pub fn gateway_key(data: &Path, configured: Option<&str>) -> anyhow::Result<String> {
+    if let Some(k) = configured.filter(|k| !k.is_empty()) {
+        return Ok(k.to_string());
+    }
+    let path = data.join("gateway-pseudonym.key");
+    if let Ok(k) = std::fs::read_to_string(&path) {
+        let k = k.trim().to_string();
+        if !k.is_empty() {
+            return Ok(k);
+        }
+    }
+    let key = hex::encode(rand::random::<[u8; 32]>());
+    write_private(&path, &key, true)?;
+    Ok(key)
 }

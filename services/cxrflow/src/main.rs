@@ -5,7 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use cxrflow_common::shutdown;
 use cxrflow_common::telemetry::{self, LogFormat};
 
-use cxrflow::{dlq, sim, up};
+use cxrflow::{auth_cmd, dlq, sim, up};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -77,24 +77,7 @@ enum Command {
     /// Access-control tools.
     Auth {
         #[command(subcommand)]
-        cmd: AuthCmd,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum AuthCmd {
-    /// Make an API key: prints the key (once; give it to the client) and appends its hashed
-    /// line to the keys file (or prints the line when no file is given).
-    NewKey {
-        /// Who holds the key (pseudonymous, goes into audit events): `pacs-router`.
-        #[arg(long)]
-        name: String,
-        /// Roles, comma-separated: reader, uploader, operator, metrics.
-        #[arg(long, value_parser = cxrflow_common::auth::parse_roles)]
-        roles: std::collections::BTreeSet<cxrflow_common::auth::Role>,
-        /// Keys file to append the hashed line to (`--auth-api-keys` of the services).
-        #[arg(long)]
-        keys_file: Option<std::path::PathBuf>,
+        cmd: auth_cmd::AuthCmd,
     },
 }
 
@@ -298,42 +281,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Dlq {
             cmd: DlqCmd::Replay(args),
         } => dlq::replay(args).await,
-        Command::Auth {
-            cmd:
-                AuthCmd::NewKey {
-                    name,
-                    roles,
-                    keys_file,
-                },
-        } => new_key(&name, &roles, keys_file.as_deref()),
+        Command::Auth { cmd } => auth_cmd::run(cmd),
     }
-}
-
-fn new_key(
-    name: &str,
-    roles: &std::collections::BTreeSet<cxrflow_common::auth::Role>,
-    keys_file: Option<&std::path::Path>,
-) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        !name.is_empty() && !name.contains(char::is_whitespace),
-        "--name must be one word"
-    );
-    anyhow::ensure!(!roles.is_empty(), "--roles: at least one role");
-    let (key, line) = cxrflow_common::auth::keys::generate(name, roles);
-    match keys_file {
-        Some(path) => {
-            use std::io::Write;
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)?;
-            writeln!(f, "{line}")?;
-            eprintln!("hashed key appended to {}", path.display());
-        }
-        None => eprintln!("keys-file line: {line}"),
-    }
-    println!("{key}");
-    Ok(())
 }
 
 /// Orchestrators often render an unset optional setting as an empty variable

@@ -80,30 +80,6 @@ fn abs(p: &Path) -> anyhow::Result<PathBuf> {
     Ok(std::fs::canonicalize(p)?)
 }
 
-/// The embedded gateway's key: the configured one, else one generated once for this data dir.
-fn gateway_key(data: &Path, configured: Option<&str>) -> anyhow::Result<String> {
-    if let Some(k) = configured.filter(|k| !k.is_empty()) {
-        return Ok(k.to_string());
-    }
-    let path = data.join("gateway-pseudonym.key");
-    if let Ok(k) = std::fs::read_to_string(&path) {
-        let k = k.trim().to_string();
-        if !k.is_empty() {
-            return Ok(k);
-        }
-    }
-    let key = hex::encode(rand::random::<[u8; 32]>());
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    use std::io::Write;
-    opts.open(&path)
-        .and_then(|mut f| f.write_all(key.as_bytes()))
-        .with_context(|| format!("writing the gateway key {}", path.display()))?;
-    Ok(key)
-}
-
 fn svc(port: u16, service: &str, kafka: &KafkaArgs, auth: &AuthArgs) -> ServiceArgs {
     let mut s = ServiceArgs::local();
     s.auth = auth.clone();
@@ -245,7 +221,10 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
         );
         gateway.dicom_listen = SocketAddr::from(([127, 0, 0, 1], args.gateway_dicom_port));
         gateway.blob_store = Some(format!("file://{}", dicom.display()));
-        gateway.pseudonym_key = Some(gateway_key(&data, args.gateway_pseudonym_key.as_deref())?);
+        gateway.pseudonym_key = Some(crate::demo_auth::gateway_key(
+            &data,
+            args.gateway_pseudonym_key.as_deref(),
+        )?);
         let t = services.clone();
         tasks.spawn(async move { ("gateway", cxrflow_gateway::run(gateway, t).await) });
         names.push("gateway");

@@ -191,27 +191,10 @@ async fn the_worklist_page_orders_updates_live_and_closes_a_reported_study() {
         // Not signed in: the sign-in form, which refuses a wrong key and takes the right one;
         // afterwards the page holds no credential a script could read (HttpOnly cookie, no
         // local storage).
-        let sign_in = |key: String| {
-            let browser = &browser;
-            async move {
-                let field = browser
-                    .find(Locator::Id("credential"))
-                    .await
-                    .expect("the sign-in form");
-                field.send_keys(&key).await.unwrap();
-                browser
-                    .find(Locator::Id("signin"))
-                    .await
-                    .unwrap()
-                    .click()
-                    .await
-                    .unwrap();
-            }
-        };
-        sign_in("cxrk_not-a-key".into()).await;
+        page.sign_in("cxrk_not-a-key").await;
         page.text_until("the refusal", "error", |t| t == "Sign-in refused.")
             .await;
-        sign_in(svc.keys.key(Role::Reader).to_string()).await;
+        page.sign_in(svc.keys.key(Role::Reader)).await;
         page.text_until("the signed-in page", "who", |t| {
             t == "signed in as key:reader"
         })
