@@ -256,6 +256,14 @@ async fn keys_tokens_and_sessions_on_a_real_endpoint() {
         login("cxrk_nope").await.unwrap().status(),
         StatusCode::UNAUTHORIZED
     );
+    let cross = http
+        .post(format!("{base}/auth/login"))
+        .header("origin", "https://evil.example")
+        .json(&json!({"credential": plain}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross.status(), StatusCode::FORBIDDEN, "login CSRF");
     let r = login(&plain).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let set = r.headers()["set-cookie"].to_str().unwrap().to_string();

@@ -145,6 +145,7 @@ impl JwtValidator {
             id: format!("oidc:{sub}"),
             roles: roles_of(&data.claims, &self.roles_claim),
             via: Via::Jwt,
+            not_after: data.claims.get("exp").and_then(Value::as_u64),
         })
     }
 }

@@ -133,6 +133,7 @@ impl ApiKeys {
             id: format!("key:{}", e.name),
             roles: e.roles.clone(),
             via: Via::ApiKey,
+            not_after: None,
         })
     }
 }

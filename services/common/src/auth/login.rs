@@ -41,6 +41,11 @@ async fn login(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    // Login CSRF: another site must not sign a browser in (to its own key).
+    if !super::session::same_origin(&headers) {
+        audit::login(Err("cross-origin login"));
+        return (StatusCode::FORBIDDEN, "cross-origin login refused").into_response();
+    }
     let Ok(req) = serde_json::from_slice::<LoginRequest>(&body) else {
         return (
             StatusCode::BAD_REQUEST,

@@ -100,6 +100,10 @@ pub struct Principal {
     pub id: String,
     pub roles: BTreeSet<Role>,
     pub via: Via,
+    /// When the credential stops being valid (a token's `exp`, seconds since the epoch): a
+    /// session made from it ends then at the latest.
+    #[serde(default)]
+    pub not_after: Option<u64>,
 }
 
 impl Principal {
@@ -112,6 +116,7 @@ impl Principal {
             id: "anonymous(insecure-no-auth)".into(),
             roles: Role::ALL.into_iter().collect(),
             via: Via::Insecure,
+            not_after: None,
         }
     }
 }

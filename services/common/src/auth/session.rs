@@ -43,6 +43,7 @@ impl Session {
             id: self.id.clone(),
             roles: self.roles.clone(),
             via: Via::Session,
+            not_after: Some(self.exp),
         }
     }
 }
@@ -94,12 +95,14 @@ impl SessionKeys {
         HmacSha256::new_from_slice(&self.key).unwrap_or_else(|_| unreachable!("hmac key"))
     }
 
-    /// A signed cookie value for `p`, and the session it carries.
+    /// A signed cookie value for `p`, and the session it carries: it ends after the session
+    /// lifetime or when the credential it was made from expires, whichever is first.
     pub fn seal(&self, p: &Principal) -> (String, Session) {
+        let ttl_end = now_secs() + self.ttl_secs;
         let s = Session {
             id: p.id.clone(),
             roles: p.roles.clone(),
-            exp: now_secs() + self.ttl_secs,
+            exp: p.not_after.map_or(ttl_end, |n| n.min(ttl_end)),
             csrf: B64.encode(rand::random::<[u8; 24]>()),
         };
         let body = B64.encode(serde_json::to_vec(&s).unwrap_or_default());
@@ -167,7 +170,7 @@ fn over_https(headers: &HeaderMap) -> bool {
 }
 
 /// `Origin`, when sent, names the host the request went to.
-fn same_origin(headers: &HeaderMap) -> bool {
+pub fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
@@ -202,6 +205,7 @@ mod tests {
             id: "key:ui".into(),
             roles: [Role::Reader].into_iter().collect(),
             via: Via::ApiKey,
+            not_after: None,
         }
     }
 
@@ -226,6 +230,20 @@ mod tests {
         };
         let (v, _) = expired.seal(&reader());
         assert_eq!(expired.open(&v), Err(Rejection::Session("expired".into())));
+    }
+
+    #[test]
+    fn a_session_ends_with_the_token_it_was_made_from() {
+        let keys = SessionKeys::random(false, 3600);
+        let soon = now_secs() + 60;
+        let p = Principal {
+            not_after: Some(soon),
+            ..reader()
+        };
+        let (_, s) = keys.seal(&p);
+        assert_eq!(s.exp, soon);
+        let (_, s) = keys.seal(&reader());
+        assert!(s.exp >= now_secs() + 3599);
     }
 
     #[test]
