@@ -333,3 +333,36 @@ fn keys_hashed_in_memory_verify() {
         Err(Rejection::UnknownKey)
     );
 }
+
+#[tokio::test]
+async fn a_rotated_key_is_accepted_after_the_jwks_is_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (idp("old"), idp("new"));
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, json!({"keys": [old.jwk]}).to_string()).unwrap();
+    let mut args = AuthArgs::insecure();
+    args.insecure_no_auth = false;
+    args.jwks = Some(jwks.display().to_string());
+    args.jwt_issuer = Some(ISS.into());
+    args.jwt_audience = Some(AUD.into());
+    args.jwks_refresh_secs = 1;
+    let auth = Authenticator::from_args(&args).await.unwrap();
+    let rotated = token(&new, "new", claims(ISS, AUD, now() + 300));
+    assert!(
+        auth.check_credential(&rotated).is_err(),
+        "not yet published"
+    );
+    std::fs::write(&jwks, json!({"keys": [old.jwk, new.jwk]}).to_string()).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while auth.check_credential(&rotated).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rotated key never accepted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // A broken JWKS later keeps the keys that work.
+    std::fs::write(&jwks, "not json").unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(auth.check_credential(&rotated).is_ok());
+}

@@ -26,10 +26,19 @@ pub struct AuthArgs {
     )]
     pub api_keys: Vec<PathBuf>,
 
-    /// The identity provider's JWKS: a file path, or an `https://` URL read once at start.
+    /// The identity provider's JWKS: a file path, or an `https://` URL.
     /// Turns on OIDC/JWT bearer tokens (RS*/PS*/ES*/EdDSA only).
     #[arg(long = "auth-jwks", env = "CXRFLOW_AUTH_JWKS")]
     pub jwks: Option<String>,
+
+    /// How often the JWKS is read again, in seconds, so a key the identity provider rotates in
+    /// is accepted without a restart (0: never; a failed read keeps the old keys).
+    #[arg(
+        long = "auth-jwks-refresh-secs",
+        env = "CXRFLOW_AUTH_JWKS_REFRESH_SECS",
+        default_value_t = 600
+    )]
+    pub jwks_refresh_secs: u64,
 
     /// The `iss` a token must carry (required with --auth-jwks).
     #[arg(long = "auth-jwt-issuer", env = "CXRFLOW_AUTH_JWT_ISSUER")]
@@ -87,6 +96,7 @@ impl AuthArgs {
             insecure_no_auth: true,
             jwt_roles_claim: "roles".into(),
             session_ttl_secs: 8 * 3600,
+            jwks_refresh_secs: 600,
             ..Default::default()
         }
     }

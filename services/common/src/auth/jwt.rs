@@ -4,6 +4,7 @@
 //! must never validate (the classic algorithm-confusion attack).
 
 use std::collections::BTreeSet;
+use std::sync::RwLock;
 
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
@@ -26,7 +27,7 @@ const ASYMMETRIC: [Algorithm; 9] = [
 /// Clock skew tolerated on `exp`/`nbf` between the identity provider and this host.
 const LEEWAY_SECS: u64 = 30;
 
-/// Reads a JWKS from a file or an http(s) URL (once, at start).
+/// Reads a JWKS from a file or an http(s) URL (at start, then every refresh).
 pub async fn load_jwks(src: &str) -> Result<JwkSet, AuthConfigError> {
     let err = |reason: String| AuthConfigError::Jwks {
         source_ref: src.to_string(),
@@ -53,10 +54,38 @@ struct Key {
 }
 
 pub struct JwtValidator {
-    keys: Vec<Key>,
+    /// Replaced whole by [`JwtValidator::refresh`] when the identity provider rotates keys.
+    keys: RwLock<Vec<Key>>,
+    source: String,
     issuer: String,
     audience: String,
     roles_claim: String,
+}
+
+/// The usable keys of a set: asymmetric ones only.
+fn decode_keys(set: &JwkSet, source_ref: &str) -> Result<Vec<Key>, AuthConfigError> {
+    let mut keys = Vec::new();
+    for jwk in &set.keys {
+        if matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_)) {
+            tracing::warn!(kid = ?jwk.common.key_id, "JWKS: symmetric key ignored");
+            continue;
+        }
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| AuthConfigError::Jwks {
+            source_ref: source_ref.to_string(),
+            reason: format!("key {:?}: {e}", jwk.common.key_id),
+        })?;
+        keys.push(Key {
+            kid: jwk.common.key_id.clone(),
+            key,
+        });
+    }
+    if keys.is_empty() {
+        return Err(AuthConfigError::Jwks {
+            source_ref: source_ref.to_string(),
+            reason: "no usable (asymmetric) key".into(),
+        });
+    }
+    Ok(keys)
 }
 
 impl JwtValidator {
@@ -67,54 +96,43 @@ impl JwtValidator {
         roles_claim: String,
         source_ref: &str,
     ) -> Result<Self, AuthConfigError> {
-        let mut keys = Vec::new();
-        for jwk in &set.keys {
-            if matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_)) {
-                tracing::warn!(kid = ?jwk.common.key_id, "JWKS: symmetric key ignored");
-                continue;
-            }
-            let key = DecodingKey::from_jwk(jwk).map_err(|e| AuthConfigError::Jwks {
-                source_ref: source_ref.to_string(),
-                reason: format!("key {:?}: {e}", jwk.common.key_id),
-            })?;
-            keys.push(Key {
-                kid: jwk.common.key_id.clone(),
-                key,
-            });
-        }
-        if keys.is_empty() {
-            return Err(AuthConfigError::Jwks {
-                source_ref: source_ref.to_string(),
-                reason: "no usable (asymmetric) key".into(),
-            });
-        }
         Ok(JwtValidator {
-            keys,
+            keys: RwLock::new(decode_keys(&set, source_ref)?),
+            source: source_ref.to_string(),
             issuer,
             audience,
             roles_claim,
         })
     }
 
+    /// Reads the JWKS again and uses its keys from now on; on any error the old keys stay.
+    pub async fn refresh(&self) -> Result<usize, AuthConfigError> {
+        let set = load_jwks(&self.source).await?;
+        let keys = decode_keys(&set, &self.source)?;
+        let n = keys.len();
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+        Ok(n)
+    }
+
     pub fn describe(&self) -> String {
         format!(
             "keys={} iss={} aud={} roles_claim={}",
-            self.keys.len(),
+            self.keys.read().map_or(0, |k| k.len()),
             self.issuer,
             self.audience,
             self.roles_claim
         )
     }
 
-    fn key_for(&self, kid: Option<&str>) -> Option<&DecodingKey> {
+    fn key_for(&self, kid: Option<&str>) -> Option<DecodingKey> {
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
         match kid {
-            Some(kid) => self
-                .keys
+            Some(kid) => keys
                 .iter()
                 .find(|k| k.kid.as_deref() == Some(kid))
-                .map(|k| &k.key),
+                .map(|k| k.key.clone()),
             // A token without `kid` is only unambiguous against a one-key set.
-            None if self.keys.len() == 1 => Some(&self.keys[0].key),
+            None if keys.len() == 1 => Some(keys[0].key.clone()),
             None => None,
         }
     }
@@ -134,7 +152,7 @@ impl JwtValidator {
         v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         v.leeway = LEEWAY_SECS;
         v.validate_nbf = true;
-        let data = decode::<Value>(token, key, &v).map_err(|e| refuse(e.to_string()))?;
+        let data = decode::<Value>(token, &key, &v).map_err(|e| refuse(e.to_string()))?;
         let sub = data
             .claims
             .get("sub")

@@ -21,6 +21,8 @@ pub mod session;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::{header, HeaderMap};
 use serde::{Deserialize, Serialize};
@@ -173,6 +175,22 @@ pub fn presented_credential(headers: &HeaderMap) -> Option<&str> {
         .filter(|c| !c.is_empty())
 }
 
+/// Reads the JWKS again every `every` while the validator lives (the task holds only a weak
+/// reference, so it ends with the service).
+fn refresh_jwks(v: &Arc<jwt::JwtValidator>, every: Duration) {
+    let weak = Arc::downgrade(v);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(v) = weak.upgrade() else { break };
+            match v.refresh().await {
+                Ok(n) => tracing::debug!(keys = n, "JWKS refreshed"),
+                Err(e) => tracing::warn!(error = %e, "JWKS refresh failed; keeping the old keys"),
+            }
+        }
+    });
+}
+
 /// The configured checks, shared by every route of a service.
 pub struct Authenticator {
     mode: Mode,
@@ -183,7 +201,7 @@ enum Mode {
     Insecure,
     Enforced {
         keys: keys::ApiKeys,
-        jwt: Option<jwt::JwtValidator>,
+        jwt: Option<Arc<jwt::JwtValidator>>,
     },
 }
 
@@ -211,13 +229,17 @@ impl Authenticator {
                     return Err(AuthConfigError::JwtClaimsUnset);
                 };
                 let set = jwt::load_jwks(src).await?;
-                Some(jwt::JwtValidator::new(
+                let v = Arc::new(jwt::JwtValidator::new(
                     set,
                     issuer.clone(),
                     audience.clone(),
                     args.jwt_roles_claim.clone(),
                     src,
-                )?)
+                )?);
+                if args.jwks_refresh_secs > 0 {
+                    refresh_jwks(&v, Duration::from_secs(args.jwks_refresh_secs));
+                }
+                Some(v)
             }
         };
         let sessions = session::SessionKeys::from_args(args)?;
@@ -239,7 +261,10 @@ impl Authenticator {
     /// embedded stack, which build their keys in memory.
     pub fn with(keys: keys::ApiKeys, jwt: Option<jwt::JwtValidator>) -> Self {
         Authenticator {
-            mode: Mode::Enforced { keys, jwt },
+            mode: Mode::Enforced {
+                keys,
+                jwt: jwt.map(Arc::new),
+            },
             sessions: session::SessionKeys::random(false, 8 * 3600),
         }
     }
