@@ -110,9 +110,10 @@ refute "metric-name check rejects an unknown metric in a rule (negative control)
 # ------------------------------------------------------------------------------------------ helm
 step "Helm chart (helm lint, helm template, kubernetes-validate --strict)"
 chart="$repo/helm/cxrflow"
-check "helm lint (default values)" "$HELM" lint "$chart"
+check "helm lint (default values + an API key)" "$HELM" lint "$chart" -f "$chart/ci/auth-values.yaml"
+refute "the chart does not render without an access rule (no default secret; negative control)" "$HELM" template cxrflow "$chart" --namespace cxrflow
 check "helm lint (GPU values)" "$HELM" lint "$chart" -f "$chart/ci/gpu-values.yaml"
-check "helm template (default values)" "$HELM" template cxrflow "$chart" --namespace cxrflow
+check "helm template (default values + an API key)" "$HELM" template cxrflow "$chart" --namespace cxrflow -f "$chart/ci/auth-values.yaml"
 cp "$work/out" "$work/default.yaml"
 check "helm template (GPU values)" "$HELM" template cxrflow "$chart" --namespace cxrflow -f "$chart/ci/gpu-values.yaml"
 cp "$work/out" "$work/gpu.yaml"
@@ -142,6 +143,9 @@ for docs in (d, g):
         assert c["readinessProbe"]["httpGet"]["path"] == "/readyz", name
         assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true", name
         assert any(e["name"] == "CXRFLOW_KAFKA_PROPS" for e in c["env"]), name
+        names = {e["name"] for e in c["env"]}
+        assert "CXRFLOW_INSECURE_NO_AUTH" not in names, name
+        assert {"CXRFLOW_AUTH_API_KEYS", "CXRFLOW_AUTH_JWKS"} & names, name
         assert c["resources"].get("requests"), name
     jobs = kinds(docs, "Job")
     assert {"cxrflow-topics", "cxrflow-scylla-migrate"} <= set(jobs), sorted(jobs)
@@ -227,7 +231,8 @@ if [ "${CXRFLOW_VALIDATE_LIVE:-0}" = 1 ]; then
   if [ ! -x "$bin" ] || ! command -v tansu >/dev/null || [ ! -f "$ORT_DYLIB_PATH" ] || [ ! -d "$models" ] || [ -z "$ds" ]; then
     bad "live check: needs a built $bin, scripts/prereqs.sh, scripts/make-models.sh and a dataset"
   else
-    "$bin" up --data-dir "$work/up" --studies 40 --rate 20 --keep-running --http-base-port 18180 --broker-port 19192 \
+    # A throw-away loopback stack checked for metric names: no access control (it says so).
+    "$bin" up --insecure-no-auth --data-dir "$work/up" --studies 40 --rate 20 --keep-running --http-base-port 18180 --broker-port 19192 \
        --models-dir "$models" --dataset "$ds" --report-dir "$work/up/report" > "$work/up.log" 2>&1 &
     up_pid=$!
     for _ in $(seq 1 300); do

@@ -160,6 +160,8 @@ impl Stack {
                 .arg(&svc)
                 .args(["--bootstrap", &kafka.bootstrap])
                 .args(["--http", &format!("127.0.0.1:{port}")])
+                // A throw-away loopback stack measured for speed, not access control.
+                .arg("--insecure-no-auth")
                 .args(service_args(cfg, &svc, &root, &blobs))
                 .env("RUST_LOG", &cfg.log_filter)
                 .env("CXRFLOW_LOG_FORMAT", "json")

@@ -26,6 +26,8 @@ pub struct ReaderConfig {
     pub median_read: Duration,
     /// `http://host:port` of the triage service.
     pub triage_url: String,
+    /// Sent as `Authorization: Bearer`; empty: none.
+    pub triage_api_key: String,
     pub seed: u64,
 }
 
@@ -211,7 +213,11 @@ pub async fn read_traffic(
                 if finished && board.lock().expect("board").events.len() >= studies.published() {
                     break;
                 }
-                let list: Vec<WorklistEntry> = match http.get(&url).send().await {
+                let mut req = http.get(&url);
+                if !cfg.triage_api_key.is_empty() {
+                    req = req.bearer_auth(&cfg.triage_api_key);
+                }
+                let list: Vec<WorklistEntry> = match req.send().await {
                     Ok(r) => r.json::<WorklistView>().await.unwrap_or_default().items,
                     Err(_) => Vec::new(),
                 };
@@ -347,6 +353,7 @@ mod tests {
             readers: 1,
             median_read: Duration::from_millis(200),
             triage_url: String::new(),
+            triage_api_key: String::new(),
             seed: 1,
         };
         assert_eq!(read_duration(&cfg, "x"), read_duration(&cfg, "x"));

@@ -107,6 +107,15 @@ pub struct SimConfig {
         default_value = "http://127.0.0.1:8084"
     )]
     pub triage_url: String,
+    /// API key (or token) with the `reader` role, sent to triage's `GET /worklist`; empty:
+    /// none (a triage started with --insecure-no-auth).
+    #[arg(
+        long,
+        env = "CXRFLOW_SIM_TRIAGE_API_KEY",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub triage_api_key: String,
     #[arg(long, env = "CXRFLOW_SIM_SEED", default_value_t = 7)]
     pub seed: u64,
     /// Where report.json and report.html go.
@@ -153,6 +162,7 @@ impl Default for SimConfig {
             readers: 2,
             median_read_ms: 350,
             triage_url: "http://127.0.0.1:8084".into(),
+            triage_api_key: String::new(),
             seed: 7,
             report_dir: PathBuf::from(".cxrflow/report"),
             timeout_s: 900,
@@ -249,6 +259,7 @@ pub async fn simulate(
             readers: cfg.readers,
             median_read: Duration::from_millis(cfg.median_read_ms),
             triage_url: cfg.triage_url.trim_end_matches('/').to_string(),
+            triage_api_key: cfg.triage_api_key.clone(),
             seed: cfg.seed,
         },
         traffic.clone(),

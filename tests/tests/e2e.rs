@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cxrflow::up::{up, UpArgs};
+use cxrflow_common::auth::Role;
 use cxrflow_common::kafka::snapshot::read_to_end;
 use cxrflow_common::KafkaArgs;
 use cxrflow_contracts::{topics, Codec, TriageDecision};
@@ -61,7 +62,10 @@ async fn every_study_reaches_the_worklist_once_and_critical_ones_are_read_sooner
         http_base_port: free_port_block(),
         models_dir: models,
         model: "cxr-small".into(),
-        ui_token: String::new(),
+        // The generated demo key and the simulated readers' own key: the replay reads the
+        // worklist through access control, as a person's `cxrflow up` does.
+        api_keys: vec![],
+        insecure_no_auth: false,
         keep_running: false,
         no_replay: false,
         session_timeout_ms: 30_000,
@@ -163,6 +167,7 @@ async fn a_dicom_store_into_the_embedded_stack_reaches_the_worklist() {
     let dir = tempfile::tempdir().unwrap();
     let base = free_port_block();
     let dicom_port = cxrflow_testkit::free_port();
+    let keys = cxrflow_testkit::keys::TestKeys::new();
     let args = UpArgs {
         data_dir: dir.path().join("stack"),
         bootstrap: Some(broker.bootstrap()),
@@ -171,7 +176,8 @@ async fn a_dicom_store_into_the_embedded_stack_reaches_the_worklist() {
         http_base_port: base,
         models_dir: models,
         model: "cxr-small".into(),
-        ui_token: String::new(),
+        api_keys: vec![keys.file.clone()],
+        insecure_no_auth: false,
         keep_running: true,
         no_replay: true,
         session_timeout_ms: 30_000,
@@ -184,7 +190,7 @@ async fn a_dicom_store_into_the_embedded_stack_reaches_the_worklist() {
     };
     let shutdown = CancellationToken::new();
     let stack = tokio::spawn(up(args, shutdown.clone()));
-    let http = reqwest::Client::new();
+    let http = cxrflow_testkit::keys::TestKeys::client(keys.key(Role::Reader));
     let gateway_ready = format!("http://127.0.0.1:{}/readyz", base + 6);
     cxrflow_testkit::eventually(Duration::from_secs(120), "the embedded stack is up", || {
         let (http, url) = (&http, &gateway_ready);
@@ -229,6 +235,8 @@ async fn a_dicom_store_into_the_embedded_stack_reaches_the_worklist() {
         },
     )
     .await;
+    let refused = reqwest::get(&worklist).await.expect("triage answers");
+    assert_eq!(refused.status(), 401, "the worklist without a key");
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(60), stack)
         .await

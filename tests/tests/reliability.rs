@@ -19,11 +19,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cxrflow_common::auth::Role;
 use cxrflow_common::kafka::Producer;
 use cxrflow_contracts::{topics, WorklistStatus};
 use cxrflow_sim::readers::{run_readers, ReadEvent, ReaderConfig};
 use cxrflow_sim::replay::ReplayStudy;
 use cxrflow_testkit::eventually;
+use cxrflow_testkit::keys::TestKeys;
 use rand::{Rng, SeedableRng};
 use support::{Pipeline, Service, WorklistHistory};
 use tokio::task::JoinHandle;
@@ -42,6 +44,7 @@ fn start_readers(
         readers: 4,
         median_read: Duration::from_millis(30),
         triage_url: p.triage_url(),
+        triage_api_key: p.keys.key(Role::Reader).to_string(),
         seed,
     };
     let producer = Producer::new(&p.kafka).expect("producer");
@@ -660,7 +663,13 @@ impl Drop for KeepLogsOnPanic {
 
 /// `cxrflow up` as a person runs it, on `data` with the embedded broker on `broker_port`;
 /// stdout and stderr appended to `<data>.log`.
-fn spawn_up(data: &Path, broker_port: u16, http_base: u16, extra: &[&str]) -> UpProcess {
+fn spawn_up(
+    data: &Path,
+    broker_port: u16,
+    http_base: u16,
+    keys: &TestKeys,
+    extra: &[&str],
+) -> UpProcess {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -677,6 +686,8 @@ fn spawn_up(data: &Path, broker_port: u16, http_base: u16, extra: &[&str]) -> Up
         .arg("--dataset")
         .arg(support::required_env("CXRFLOW_DATASET_ROOT"))
         .args(["--studies", "40", "--rate", "8"])
+        .arg("--api-keys")
+        .arg(&keys.file)
         .args(extra)
         .env(
             "RUST_LOG",
@@ -734,11 +745,12 @@ async fn a_killed_up_restarted_at_once_puts_every_published_scan_on_the_worklist
     let _turn = support::exclusive();
     let dir = KeepLogsOnPanic(tempfile::tempdir().unwrap());
     let codec = cxrflow_contracts::Codec::with_static_registry().unwrap();
+    let api_keys = TestKeys::new();
     for (round, kill_after_ms) in [500u64, 2_000, 4_000].into_iter().enumerate() {
         let started = Instant::now();
         let data = dir.0.path().join(format!("stack-{round}"));
         let (broker_port, base) = (cxrflow_testkit::free_port(), support::free_port_block(6));
-        let mut first = spawn_up(&data, broker_port, base, &[]);
+        let mut first = spawn_up(&data, broker_port, base, &api_keys, &[]);
         let log = data.with_extension("log");
         wait_up(&mut first, base, &log).await;
         let kafka = cxrflow_common::KafkaArgs::for_bootstrap(format!("127.0.0.1:{broker_port}"));
@@ -790,7 +802,13 @@ async fn a_killed_up_restarted_at_once_puts_every_published_scan_on_the_worklist
         )
         .await;
 
-        let mut second = spawn_up(&data, broker_port, base, &["--no-replay", "--keep-running"]);
+        let mut second = spawn_up(
+            &data,
+            broker_port,
+            base,
+            &api_keys,
+            &["--no-replay", "--keep-running"],
+        );
         wait_up(&mut second, base, &log).await;
         let scans: BTreeSet<String> = snapshot(topics::SCAN)
             .await
@@ -845,16 +863,17 @@ async fn a_killed_up_restarted_at_once_puts_every_published_scan_on_the_worklist
             keys, scans,
             "round {round}: the worklist holds exactly the published scans"
         );
-        let items: Vec<serde_json::Value> =
-            reqwest::get(format!("http://127.0.0.1:{}/worklist", base + 3))
-                .await
-                .expect("worklist answers")
-                .json::<serde_json::Value>()
-                .await
-                .expect("worklist JSON")["items"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
+        let items: Vec<serde_json::Value> = TestKeys::client(api_keys.key(Role::Reader))
+            .get(format!("http://127.0.0.1:{}/worklist", base + 3))
+            .send()
+            .await
+            .expect("worklist answers")
+            .json::<serde_json::Value>()
+            .await
+            .expect("worklist JSON")["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let mut listed = HashSet::new();
         for i in &items {
             let uid = i["study_uid"].as_str().unwrap_or_default().to_string();

@@ -128,3 +128,63 @@ app.kubernetes.io/component: {{ .component }}
   readOnly: true
 {{- end }}
 {{- end -}}
+
+{{/* Access control (README, Access control): no default secret. Without hashed API keys, an
+existing Secret of them or a JWKS, the chart refuses to render unless auth.insecureNoAuth. */}}
+{{- define "cxrflow.authKeysSecret" -}}
+{{- .Values.auth.existingSecret | default (ternary (printf "%s-api-keys" (include "cxrflow.fullname" .)) "" (gt (len .Values.auth.apiKeys) 0)) -}}
+{{- end -}}
+
+{{- define "cxrflow.authEnv" -}}
+{{- $a := .Values.auth }}
+{{- if $a.insecureNoAuth }}
+- {name: CXRFLOW_INSECURE_NO_AUTH, value: "true"}
+{{- else }}
+{{- if not (or (include "cxrflow.authKeysSecret" .) $a.jwt.jwks) }}
+{{- fail "auth: give auth.apiKeys (hashed lines from `cxrflow auth new-key`), auth.existingSecret or auth.jwt.jwks; or auth.insecureNoAuth=true" }}
+{{- end }}
+{{- if include "cxrflow.authKeysSecret" . }}
+- {name: CXRFLOW_AUTH_API_KEYS, value: /etc/cxrflow/auth/api-keys}
+{{- end }}
+{{- with $a.jwt.jwks }}
+- {name: CXRFLOW_AUTH_JWKS, value: {{ . | quote }}}
+- {name: CXRFLOW_AUTH_JWT_ISSUER, value: {{ required "auth.jwt.issuer is required with auth.jwt.jwks" $a.jwt.issuer | quote }}}
+- {name: CXRFLOW_AUTH_JWT_AUDIENCE, value: {{ required "auth.jwt.audience is required with auth.jwt.jwks" $a.jwt.audience | quote }}}
+- {name: CXRFLOW_AUTH_JWT_ROLES_CLAIM, value: {{ $a.jwt.rolesClaim | default "roles" | quote }}}
+{{- end }}
+{{- if $a.secureCookie }}
+- {name: CXRFLOW_AUTH_SECURE_COOKIE, value: "true"}
+{{- end }}
+{{- end }}
+{{- with $a.metricsPort }}
+- {name: CXRFLOW_METRICS_HTTP, value: "0.0.0.0:{{ . }}"}
+{{- end }}
+{{- if .Values.tls.secretName }}
+- {name: CXRFLOW_TLS_CERT, value: /etc/cxrflow/tls/tls.crt}
+- {name: CXRFLOW_TLS_KEY, value: /etc/cxrflow/tls/tls.key}
+{{- end }}
+{{- end -}}
+
+{{- define "cxrflow.authVolume" -}}
+{{- with include "cxrflow.authKeysSecret" . }}
+- name: api-keys
+  secret: {secretName: {{ . }}, items: [{key: api-keys, path: api-keys}]}
+{{- end }}
+{{- with .Values.tls.secretName }}
+- name: tls
+  secret: {secretName: {{ . }}}
+{{- end }}
+{{- end -}}
+
+{{- define "cxrflow.authMount" -}}
+{{- if include "cxrflow.authKeysSecret" . }}
+- name: api-keys
+  mountPath: /etc/cxrflow/auth
+  readOnly: true
+{{- end }}
+{{- if .Values.tls.secretName }}
+- name: tls
+  mountPath: /etc/cxrflow/tls
+  readOnly: true
+{{- end }}
+{{- end -}}

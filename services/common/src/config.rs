@@ -317,15 +317,27 @@ pub struct ServiceArgs {
         default_value_t = 10_000
     )]
     pub drain_timeout_ms: u64,
+
+    /// Who may call the HTTP routes (README, Access control).
+    #[command(flatten)]
+    pub auth: crate::auth::AuthArgs,
+
+    /// HTTPS for the HTTP endpoint.
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
 }
 
 impl ServiceArgs {
+    /// Loopback, any port, and no authentication (said out loud: `--insecure-no-auth`): for
+    /// in-process tests. `cxrflow up` and every deployment set [`ServiceArgs::auth`].
     pub fn local() -> Self {
         ServiceArgs {
             http: "127.0.0.1:0".parse().expect("static address"),
             group_id: None,
             max_in_flight: 64,
             drain_timeout_ms: 10_000,
+            auth: crate::auth::AuthArgs::insecure(),
+            tls: crate::tls::TlsArgs::default(),
         }
     }
 

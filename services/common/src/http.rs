@@ -1,5 +1,6 @@
-//! The HTTP endpoint every service serves: `/metrics`, `/healthz`, `/readyz`, plus its own routes.
-//! `/healthz` and `/readyz` answer from the consumer loops too ([`crate::health`]).
+//! The HTTP endpoint every service serves: `/metrics`, `/healthz`, `/readyz`, the login routes,
+//! plus its own routes, each with its access rule ([`crate::auth`]). `/healthz` and `/readyz`
+//! stay open for probes and answer from the consumer loops too ([`crate::health`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +14,7 @@ use axum::Router;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{Access, Authenticator, Role, Routes};
 use crate::health::Health;
 
 /// Readiness flag a service flips once it can serve (e.g. triage after rebuilding its worklist).
@@ -33,6 +35,7 @@ struct HttpState {
     registry: Arc<Registry>,
     ready: Readiness,
     health: Health,
+    insecure: bool,
 }
 
 async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
@@ -46,8 +49,9 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
 }
 
 /// Ready: the service says so and every stage has held a partition.
+/// With `--insecure-no-auth` the body says so, so a probe dashboard shows it.
 async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
-    if !s.ready.is_ready() {
+    let (status, text) = if !s.ready.is_ready() {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")
     } else if !s.health.assigned_once() {
         (
@@ -56,6 +60,14 @@ async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
         )
     } else {
         (StatusCode::OK, "ready")
+    };
+    if s.insecure {
+        (
+            status,
+            format!("{text} (INSECURE: no authentication, --insecure-no-auth)"),
+        )
+    } else {
+        (status, text.to_string())
     }
 }
 
@@ -70,36 +82,102 @@ async fn healthz(State(s): State<HttpState>) -> impl IntoResponse {
     }
 }
 
-/// Binds `addr` and serves until `shutdown`. Returns the bound address (useful with port 0).
-pub async fn serve(
-    addr: SocketAddr,
+/// Every route of a service's endpoint, with its access rule: the shared ones and `routes`.
+pub fn endpoint(
     registry: Arc<Registry>,
     ready: Readiness,
     health: Health,
-    routes: Router,
-    shutdown: CancellationToken,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    auth: Arc<Authenticator>,
+    routes: Routes,
+) -> Routes {
     let state = HttpState {
         registry,
         ready,
         health,
+        insecure: auth.is_insecure(),
     };
-    let app = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    Routes::new()
+        .get("/metrics", Access::Role(Role::Metrics), metrics)
+        .get("/healthz", Access::Open, healthz)
+        .get("/readyz", Access::Open, readyz)
         .with_state(state)
-        .merge(routes);
+        .merge(crate::auth::login::routes(auth))
+        .merge(routes)
+}
+
+/// How long an HTTPS endpoint lets open requests finish at shutdown (the SSE streams never
+/// do: they are cut then).
+const TLS_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn listen(
+    what: &'static str,
+    addr: SocketAddr,
+    app: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: CancellationToken,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    if let Some(tls) = tls {
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let bound = listener.local_addr()?;
+        tracing::info!(%bound, what, "https endpoint listening");
+        let handle = axum_server::Handle::new();
+        let server = axum_server::from_tcp_rustls(
+            listener,
+            axum_server::tls_rustls::RustlsConfig::from_config(tls),
+        )
+        .handle(handle.clone());
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            handle.graceful_shutdown(Some(TLS_DRAIN));
+        });
+        let task = tokio::spawn(async move {
+            if let Err(e) = server.serve(app.into_make_service()).await {
+                tracing::error!(error = %e, what, "https endpoint failed");
+            }
+        });
+        return Ok((bound, task));
+    }
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    tracing::info!(%bound, "http endpoint listening");
+    tracing::info!(%bound, what, "http endpoint listening");
     let handle = tokio::spawn(async move {
         let r = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await;
         if let Err(e) = r {
-            tracing::error!(error = %e, "http endpoint failed");
+            tracing::error!(error = %e, what, "http endpoint failed");
         }
     });
     Ok((bound, handle))
+}
+
+/// Binds `addr` and serves until `shutdown`, over HTTPS when `tls` is given. Returns the bound
+/// address (useful with port 0). With `metrics_open` set, `/metrics` is also served there
+/// without credentials (plain HTTP: it carries no study data).
+#[allow(clippy::too_many_arguments)]
+pub async fn serve(
+    addr: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    metrics_open: Option<SocketAddr>,
+    registry: Arc<Registry>,
+    ready: Readiness,
+    health: Health,
+    auth: Arc<Authenticator>,
+    routes: Routes,
+    shutdown: CancellationToken,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    if let Some(m) = metrics_open {
+        let app = Router::new()
+            .route("/metrics", get(metrics))
+            .with_state(HttpState {
+                registry: registry.clone(),
+                ready: ready.clone(),
+                health: health.clone(),
+                insecure: auth.is_insecure(),
+            });
+        listen("metrics (open)", m, app, None, shutdown.clone()).await?;
+    }
+    let app = endpoint(registry, ready, health, auth.clone(), routes).into_app(auth);
+    listen("api", addr, app, tls, shutdown).await
 }

@@ -1,7 +1,10 @@
 //! What every cxrflow service needs and nothing service-specific: configuration, the Kafka
 //! client and the at-least-once stage runtime, dead letters, telemetry (logs, metrics, traces),
-//! the HTTP endpoints (`/metrics`, `/healthz`, `/readyz`), the blob store and shutdown.
+//! the HTTP endpoints (`/metrics`, `/healthz`, `/readyz`) and their access control, the blob
+//! store and shutdown.
 
+pub mod audit;
+pub mod auth;
 pub mod blob;
 pub mod broker;
 pub mod config;
@@ -16,6 +19,7 @@ pub mod shutdown;
 pub mod stats;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
 
 pub use config::{KafkaArgs, ServiceArgs, Urgency};
 pub use kafka::stage::{

@@ -5,11 +5,11 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Router;
 use cxrflow_contracts::Codec;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{Authenticator, Routes};
 use crate::config::{KafkaArgs, ServiceArgs, Urgency};
 use crate::health::Health;
 use crate::http::{self, Readiness};
@@ -26,6 +26,7 @@ pub struct Host {
     pub deps: StageDeps,
     pub ready: Readiness,
     pub http_addr: SocketAddr,
+    pub auth: Arc<Authenticator>,
     pub http_task: tokio::task::JoinHandle<()>,
 }
 
@@ -37,9 +38,23 @@ impl Host {
         kafka: &KafkaArgs,
         svc: &ServiceArgs,
         register: impl FnOnce(&mut Registry),
-        routes: Router,
+        routes: Routes,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Host> {
+        // Before anything else: a service without an access rule must not come up at all.
+        let tls = svc.tls.server_config()?;
+        let mut auth_args = svc.auth.clone();
+        // Served over HTTPS, the session cookie never travels in clear.
+        auth_args.secure_cookie |= tls.is_some();
+        let auth = Arc::new(Authenticator::from_args(&auth_args).await?);
+        if auth.is_insecure() {
+            tracing::warn!(
+                service,
+                "INSECURE: --insecure-no-auth: every route answers anyone"
+            );
+        } else {
+            tracing::info!(service, auth = %auth.describe(), "access control");
+        }
         tracing::info!(service, kafka = %kafka.describe(), http = %svc.http, group = %svc.group_id(service),
             max_in_flight = svc.max_in_flight, drain_timeout_ms = svc.drain_timeout_ms, "starting");
         let (codec, registry) = codec_for(kafka).await?;
@@ -51,9 +66,12 @@ impl Host {
         let health = Health::default();
         let (http_addr, http_task) = http::serve(
             svc.http,
+            tls,
+            svc.auth.metrics_http,
             Arc::new(reg),
             ready.clone(),
             health.clone(),
+            auth.clone(),
             routes,
             shutdown.clone(),
         )
@@ -71,6 +89,7 @@ impl Host {
             },
             ready,
             http_addr,
+            auth,
             http_task,
         })
     }

@@ -49,6 +49,10 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let consumer: StreamConsumer = cc.create()?;
     consumer.subscribe(&[&args.kafka.topic(topics::DLQ)])?;
     let (mut replayed, mut skipped) = (0u64, 0u64);
+    let actor = format!(
+        "os-user:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    );
     while replayed < args.limit {
         let m = match tokio::time::timeout(Duration::from_millis(args.idle_ms), consumer.recv())
             .await
@@ -86,6 +90,14 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
                         &replay_headers(&dl),
                     )
                     .await?;
+                cxrflow_common::audit::dead_letter_replayed(
+                    &actor,
+                    &dl.source_topic,
+                    dl.source_partition,
+                    dl.source_offset,
+                    &String::from_utf8_lossy(dl.key.as_deref().unwrap_or(b"-")),
+                    &dl.reason,
+                );
             }
             replayed += 1;
         } else {

@@ -5,7 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use cxrflow_common::shutdown;
 use cxrflow_common::telemetry::{self, LogFormat};
 
-use cxrflow::{dlq, sim, up};
+use cxrflow::{auth_cmd, dlq, sim, up};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -73,6 +73,11 @@ enum Command {
     Dlq {
         #[command(subcommand)]
         cmd: DlqCmd,
+    },
+    /// Access-control tools.
+    Auth {
+        #[command(subcommand)]
+        cmd: auth_cmd::AuthCmd,
     },
 }
 
@@ -283,6 +288,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Dlq {
             cmd: DlqCmd::Replay(args),
         } => dlq::replay(args).await,
+        Command::Auth { cmd } => auth_cmd::run(cmd),
     }
 }
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
+use cxrflow_common::auth::AuthArgs;
 use cxrflow_common::broker::EmbeddedBroker;
 use cxrflow_common::kafka::admin::{all_topics, ensure_topics};
 use cxrflow_common::{KafkaArgs, ServiceArgs};
@@ -43,9 +44,13 @@ pub struct UpArgs {
     /// Model to serve, `name` or `name/version`.
     #[arg(long, default_value = "cxr-small")]
     pub model: String,
-    /// Bearer token for the worklist page's report form (empty: read-only page).
-    #[arg(long, env = "CXRFLOW_UI_TOKEN", default_value = "")]
-    pub ui_token: String,
+    /// More API keys files accepted by every service, beside the generated
+    /// `<data-dir>/api-keys` (README, Access control).
+    #[arg(long = "api-keys", value_delimiter = ',')]
+    pub api_keys: Vec<PathBuf>,
+    /// No authentication on any route (said so in every log and `/readyz`).
+    #[arg(long = "insecure-no-auth", default_value_t = false)]
+    pub insecure_no_auth: bool,
     /// Keep the stack running after the report (Ctrl-C stops it).
     #[arg(long)]
     pub keep_running: bool,
@@ -75,32 +80,9 @@ fn abs(p: &Path) -> anyhow::Result<PathBuf> {
     Ok(std::fs::canonicalize(p)?)
 }
 
-/// The embedded gateway's key: the configured one, else one generated once for this data dir.
-fn gateway_key(data: &Path, configured: Option<&str>) -> anyhow::Result<String> {
-    if let Some(k) = configured.filter(|k| !k.is_empty()) {
-        return Ok(k.to_string());
-    }
-    let path = data.join("gateway-pseudonym.key");
-    if let Ok(k) = std::fs::read_to_string(&path) {
-        let k = k.trim().to_string();
-        if !k.is_empty() {
-            return Ok(k);
-        }
-    }
-    let key = hex::encode(rand::random::<[u8; 32]>());
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    use std::io::Write;
-    opts.open(&path)
-        .and_then(|mut f| f.write_all(key.as_bytes()))
-        .with_context(|| format!("writing the gateway key {}", path.display()))?;
-    Ok(key)
-}
-
-fn svc(port: u16, service: &str, kafka: &KafkaArgs) -> ServiceArgs {
+fn svc(port: u16, service: &str, kafka: &KafkaArgs, auth: &AuthArgs) -> ServiceArgs {
     let mut s = ServiceArgs::local();
+    s.auth = auth.clone();
     s.http = SocketAddr::from(([127, 0, 0, 1], port));
     s.group_id = Some(format!("cxrflow-{service}"));
     s.drain_timeout_ms = s.drain_timeout_ms.min(kafka.session_timeout_ms / 2);
@@ -169,10 +151,12 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     })?;
 
     let base = args.http_base_port;
+    let auth = crate::demo_auth::prepare(&data, &args.api_keys, args.insecure_no_auth)?;
     let services = CancellationToken::new();
     let mut tasks: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
 
-    let mut ingest = cxrflow_ingest::Config::defaults(kafka.clone(), svc(base, "ingest", &kafka));
+    let mut ingest =
+        cxrflow_ingest::Config::defaults(kafka.clone(), svc(base, "ingest", &kafka, &auth.args));
     ingest.blob_store = Some(blobs.clone());
     ingest.ingest_db = data.join("ingest.db");
     // file:// images from the replay's dataset and from the embedded gateway's store.
@@ -181,35 +165,43 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     let t = services.clone();
     tasks.spawn(async move { ("ingest", cxrflow_ingest::run(ingest, t).await) });
 
-    let mut preprocess =
-        cxrflow_preprocess::Config::defaults(kafka.clone(), svc(base + 1, "preprocess", &kafka));
+    let mut preprocess = cxrflow_preprocess::Config::defaults(
+        kafka.clone(),
+        svc(base + 1, "preprocess", &kafka, &auth.args),
+    );
     preprocess.blob_store = Some(blobs.clone());
     let t = services.clone();
     tasks.spawn(async move { ("preprocess", cxrflow_preprocess::run(preprocess, t).await) });
 
-    let mut inference =
-        cxrflow_inference::Config::defaults(kafka.clone(), svc(base + 2, "inference", &kafka));
+    let mut inference = cxrflow_inference::Config::defaults(
+        kafka.clone(),
+        svc(base + 2, "inference", &kafka, &auth.args),
+    );
     inference.models_dir = args.models_dir.clone();
     inference.model = args.model.clone();
     let t = services.clone();
     tasks.spawn(async move { ("inference", cxrflow_inference::run(inference, t).await) });
 
-    let mut triage =
-        cxrflow_triage::Config::defaults(kafka.clone(), svc(base + 3, "triage", &kafka));
+    let mut triage = cxrflow_triage::Config::defaults(
+        kafka.clone(),
+        svc(base + 3, "triage", &kafka, &auth.args),
+    );
     triage.blob_store = blobs.clone();
-    triage.ui_token = args.ui_token.clone();
     // One pooled list: the simulated readers serve every site (teleradiology).
     triage.ordering = cxrflow_triage::worklist::OrderingMode::Pooled;
     let t = services.clone();
     tasks.spawn(async move { ("triage", cxrflow_triage::run(triage, t).await) });
 
-    let mut feedback =
-        cxrflow_feedback::Config::defaults(kafka.clone(), svc(base + 4, "feedback", &kafka));
+    let mut feedback = cxrflow_feedback::Config::defaults(
+        kafka.clone(),
+        svc(base + 4, "feedback", &kafka, &auth.args),
+    );
     feedback.store = cxrflow_feedback::StoreUri::Sqlite(data.join("feedback.db"));
     let t = services.clone();
     tasks.spawn(async move { ("feedback", cxrflow_feedback::run(feedback, t).await) });
 
-    let mut drift = cxrflow_drift::Config::defaults(kafka.clone(), svc(base + 5, "drift", &kafka));
+    let mut drift =
+        cxrflow_drift::Config::defaults(kafka.clone(), svc(base + 5, "drift", &kafka, &auth.args));
     drift.drift_db = data.join("drift.db");
     let t = services.clone();
     tasks.spawn(async move { ("drift", cxrflow_drift::run(drift, t).await) });
@@ -223,11 +215,16 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
         "drift",
     ];
     if args.gateway_dicom_port != 0 {
-        let mut gateway =
-            cxrflow_gateway::Config::defaults(kafka.clone(), svc(base + 6, "gateway", &kafka));
+        let mut gateway = cxrflow_gateway::Config::defaults(
+            kafka.clone(),
+            svc(base + 6, "gateway", &kafka, &auth.args),
+        );
         gateway.dicom_listen = SocketAddr::from(([127, 0, 0, 1], args.gateway_dicom_port));
         gateway.blob_store = Some(format!("file://{}", dicom.display()));
-        gateway.pseudonym_key = Some(gateway_key(&data, args.gateway_pseudonym_key.as_deref())?);
+        gateway.pseudonym_key = Some(crate::demo_auth::gateway_key(
+            &data,
+            args.gateway_pseudonym_key.as_deref(),
+        )?);
         let t = services.clone();
         tasks.spawn(async move { ("gateway", cxrflow_gateway::run(gateway, t).await) });
         names.push("gateway");
@@ -242,6 +239,7 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
         }
     }
     println!("cxrflow is up: broker {bootstrap}; worklist http://127.0.0.1:{}/ ; metrics on ports {base}..{}", base + 3, base + names.len() as u16 - 1);
+    crate::demo_auth::print_how_to_use(&auth, base + 3);
     if args.gateway_dicom_port != 0 {
         println!(
             "DICOM gateway: AE CXRFLOW on 127.0.0.1:{} (C-STORE, C-ECHO); STOW-RS http://127.0.0.1:{}/studies",
@@ -256,6 +254,7 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
         let mut sim = args.sim.clone();
         sim.dataset = dataset;
         sim.triage_url = format!("http://127.0.0.1:{}", base + 3);
+        sim.triage_api_key = auth.sim_key.clone();
         if sim.report_dir.is_relative() {
             sim.report_dir = data.join("report");
         }

@@ -337,7 +337,7 @@ pub async fn run_retrain_trigger(
         &cfg.kafka,
         &cfg.service,
         |_| {},
-        axum::Router::new(),
+        cxrflow_common::auth::Routes::new(),
         &shutdown,
     )
     .await?;

@@ -262,7 +262,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         &cfg.kafka,
         &cfg.service,
         |reg| metrics = Some(DriftMetrics::register(reg)),
-        axum::Router::new(),
+        cxrflow_common::auth::Routes::new(),
         &shutdown,
     )
     .await?;

@@ -8,8 +8,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
+use cxrflow_common::audit;
+use cxrflow_common::auth::{Access, Principal, Role, Routes};
 use cxrflow_contracts::{LabelState, LabeledExample, FINDINGS};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -379,15 +380,16 @@ impl Performance {
         }
     }
 
-    /// `GET /performance`.
-    pub fn routes(self: &Arc<Self>) -> Router {
-        Router::new()
-            .route("/performance", get(performance))
+    /// `GET /performance`, for readers (it names sites and model versions).
+    pub fn routes(self: &Arc<Self>) -> Routes {
+        Routes::new()
+            .get("/performance", Access::Role(Role::Reader), performance)
             .with_state(self.clone())
     }
 }
 
-async fn performance(State(p): State<Arc<Performance>>) -> Json<PerformanceReport> {
+async fn performance(State(p): State<Arc<Performance>>, who: Principal) -> Json<PerformanceReport> {
+    audit::performance_read(&who);
     Json(p.report())
 }
 

@@ -17,9 +17,9 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::Router;
 use bytes::Bytes;
+use cxrflow_common::audit;
+use cxrflow_common::auth::{Access, Principal, Role, Routes};
 use serde_json::{json, Map, Value};
 use tokio::sync::Semaphore;
 
@@ -51,25 +51,37 @@ impl StowSlot {
     }
 }
 
-/// The STOW-RS routes, to merge into the service's HTTP endpoint.
-pub fn routes(slot: StowSlot) -> Router {
-    Router::new()
-        .route("/studies", post(store_any))
-        .route("/studies/{study}", post(store_in_study))
+/// The STOW-RS routes, to merge into the service's HTTP endpoint: `uploader` only (anyone
+/// else could inject images into the pipeline).
+pub fn routes(slot: StowSlot) -> Routes {
+    const UPLOADER: Access = Access::Role(Role::Uploader);
+    Routes::new()
+        .post("/studies", UPLOADER, store_any)
+        .post("/studies/{study}", UPLOADER, store_in_study)
         .with_state(slot)
 }
 
-async fn store_any(State(slot): State<StowSlot>, headers: HeaderMap, body: Body) -> Response {
-    store(slot, None, headers, body).await
+async fn store_any(
+    State(slot): State<StowSlot>,
+    who: Principal,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let r = store(slot, None, headers, body).await;
+    audit::images_uploaded(&who, None, r.status().as_u16());
+    r
 }
 
 async fn store_in_study(
     State(slot): State<StowSlot>,
+    who: Principal,
     Path(study): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    store(slot, Some(study), headers, body).await
+    let r = store(slot, Some(study.clone()), headers, body).await;
+    audit::images_uploaded(&who, Some(&study), r.status().as_u16());
+    r
 }
 
 fn plain(status: StatusCode, text: String) -> Response {

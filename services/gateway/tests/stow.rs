@@ -1,7 +1,7 @@
 //! STOW-RS against a real broker: a clean upload answers 200 with every instance referenced; a
 //! mixed upload answers 202 with the broken and the refused parts failed (with their Failure
 //! Reason) while the others are published; request-level mistakes answer 415, 409 and 413, and
-//! a stalled body 408.
+//! a stalled body 408; without the uploader role nothing is stored or published.
 
 mod support;
 
@@ -201,5 +201,75 @@ async fn stow_rs_stores_good_parts_and_fails_the_others_one_by_one() {
         gw.rejected("request_too_large").await == 1.0
     })
     .await;
+    gw.stop().await;
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| {
+                    let p = e.path();
+                    if p.is_dir() {
+                        files_under(&p)
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// STOW-RS needs the uploader role: without a key (401) or with a reader's (403) nothing is
+/// stored and nothing reaches Kafka; the uploader's key stores and publishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stow_rs_without_the_uploader_role_stores_and_publishes_nothing() {
+    use cxrflow_common::auth::Role;
+    use cxrflow_testkit::keys::TestKeys;
+
+    let broker = Broker::start();
+    let kafka = broker.stack().await;
+    let codec = codec();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = TestKeys::new();
+    let mut cfg = config(&kafka, dir.path());
+    cfg.service.auth = keys.auth_args();
+    let gw = Running::start(cfg).await;
+    let send = |client: reqwest::Client, f: &Fixture| {
+        client
+            .post(gw.stow_url("/studies"))
+            .header(
+                "content-type",
+                format!("multipart/related; type=\"application/dicom\"; boundary={BOUNDARY}"),
+            )
+            .body(multipart(&[("application/dicom", f.part10(EXPLICIT_LE))]))
+            .send()
+    };
+    let (a, b, c) = (
+        fixture(11, Kind::Cr12),
+        fixture(12, Kind::Dx16),
+        fixture(13, Kind::Cr12),
+    );
+    let r = send(reqwest::Client::new(), &a).await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = send(TestKeys::client(keys.key(Role::Reader)), &b)
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    assert_eq!(files_under(&dir.path().join("dicom")), 0, "nothing stored");
+    let r = send(TestKeys::client(keys.key(Role::Uploader)), &c)
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // 200 means Kafka acknowledged c; a, sent earlier, would be on the topic before it.
+    let events = scan_events(&kafka, &codec, 1, WAIT).await;
+    let published: Vec<_> = events
+        .iter()
+        .map(|(_, e)| e.study.sop_instance_uid.clone())
+        .collect();
+    assert_eq!(published, vec![c.sop.clone()]);
+    assert_eq!(files_under(&dir.path().join("dicom")), 1);
     gw.stop().await;
 }

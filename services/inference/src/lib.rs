@@ -88,7 +88,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         &cfg.kafka,
         &cfg.service,
         move |reg| m.register(reg),
-        axum::Router::new(),
+        cxrflow_common::auth::Routes::new(),
         &shutdown,
     )
     .await?;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use cxrflow_common::{KafkaArgs, ServiceArgs};
 
+use crate::egress::EgressPolicy;
 use crate::fetch::FetchSettings;
 use crate::validate::Limits;
 
@@ -74,6 +75,26 @@ pub struct Config {
         value_delimiter = ','
     )]
     pub file_roots: Vec<PathBuf>,
+
+    /// Where `http(s)://` images may come from: URL prefixes (`https://pacs.example/wado/`,
+    /// end them with `/`) or host[:port] names, comma-separated in the environment. Empty: any
+    /// host whose addresses are public. An entry also allows its host's internal addresses.
+    #[arg(
+        long = "ingest-http-allow",
+        env = "CXRFLOW_INGEST_HTTP_ALLOW",
+        value_delimiter = ','
+    )]
+    pub http_allow: Vec<String>,
+
+    /// Internal networks (CIDR) that `http(s)://` images may come from although loopback,
+    /// link-local or private (e.g. the PACS subnet `10.20.0.0/16`); comma-separated in the
+    /// environment. Other internal addresses are refused (`ingest.address_forbidden`).
+    #[arg(
+        long = "ingest-allow-networks",
+        env = "CXRFLOW_INGEST_ALLOW_NETWORKS",
+        value_delimiter = ','
+    )]
+    pub allow_networks: Vec<String>,
 }
 
 impl Config {
@@ -91,6 +112,8 @@ impl Config {
             fetch_timeout_ms: 60_000,
             s3_options: vec![],
             file_roots: vec![],
+            http_allow: vec![],
+            allow_networks: vec![],
         }
     }
 
@@ -112,20 +135,23 @@ impl Config {
         }
     }
 
-    pub fn fetch_settings(&self) -> FetchSettings {
-        FetchSettings {
+    /// The fetch settings; a malformed allow-list entry or network is an error.
+    pub fn fetch_settings(&self) -> Result<FetchSettings, String> {
+        let egress = EgressPolicy::parse(&self.http_allow, &self.allow_networks)?;
+        Ok(FetchSettings {
             max_bytes: self.max_image_bytes,
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
             total_timeout: Duration::from_millis(self.fetch_timeout_ms),
             s3_options: self.s3_options.clone(),
             file_roots: self.file_roots.clone(),
-        }
+            egress: std::sync::Arc::new(egress),
+        })
     }
 
     /// The effective ingest settings as a person should see them at start: secrets masked.
     pub fn describe(&self) -> String {
         format!(
-            "blob_store={} blob_store_options=[{}] ingest_db={} max_image_bytes={} max_inline_bytes={} connect_timeout_ms={} fetch_timeout_ms={} s3_options=[{}] file_roots=[{}]",
+            "blob_store={} blob_store_options=[{}] ingest_db={} max_image_bytes={} max_inline_bytes={} connect_timeout_ms={} fetch_timeout_ms={} s3_options=[{}] file_roots=[{}] http_allow=[{}] allow_networks=[{}]",
             self.blob_store_url(),
             mask_options(&self.blob_store_options),
             self.ingest_db.display(),
@@ -143,6 +169,8 @@ impl Config {
                     .collect::<Vec<_>>()
                     .join(", ")
             },
+            self.http_allow.join(","),
+            self.allow_networks.join(","),
         )
     }
 }

@@ -55,6 +55,11 @@ pub enum IngestError {
     FetchNotFound { uri: String, detail: String },
     #[error("image_uri {uri} was refused: HTTP {status}")]
     FetchRejected { uri: String, status: u16 },
+    #[error("image_uri {uri} may not be fetched: {refusal}")]
+    Egress {
+        uri: String,
+        refusal: crate::egress::Refusal,
+    },
     #[error("SOP instance UID {sop} was already ingested with different content (sha256 {existing}, first event {first_event}); this event's image has sha256 {received}")]
     SopConflict {
         sop: String,
@@ -95,6 +100,7 @@ impl IngestError {
             UriForbidden { .. } => "ingest.uri_forbidden",
             FetchNotFound { .. } => "ingest.fetch_not_found",
             FetchRejected { .. } => "ingest.fetch_rejected",
+            Egress { refusal, .. } => refusal.reason(),
             SopConflict { .. } => "ingest.sop_conflict",
             FetchUnavailable { .. } => "fetch",
             BlobStoreUnavailable(_) => "blob_store",

@@ -19,6 +19,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::io::AsyncReadExt;
 use url::Url;
 
+use crate::egress::{refusal_in, EgressPolicy, GuardedResolver};
 use crate::error::{redact_url, IngestError};
 
 /// How the image sources are reached.
@@ -32,6 +33,8 @@ pub struct FetchSettings {
     pub s3_options: Vec<(String, String)>,
     /// When set, `file://` images must lie under this directory.
     pub file_roots: Vec<PathBuf>,
+    /// Where HTTP(S) images may come from ([`crate::egress`]).
+    pub egress: Arc<EgressPolicy>,
 }
 
 /// Reads images from files, HTTP(S) and S3.
@@ -62,7 +65,21 @@ fn too_large(what: String, size: String, limit: u64) -> IngestError {
 
 impl Fetcher {
     pub fn new(settings: FetchSettings) -> Result<Self, FetcherSetupError> {
+        let policy = settings.egress.clone();
+        // Every redirect target passes the same checks as the first URL (its name is checked
+        // again by the resolver when the client connects).
+        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() >= 5 {
+                attempt.error("more than 5 redirects")
+            } else if let Err(r) = policy.check_url(attempt.url()) {
+                attempt.error(r)
+            } else {
+                attempt.follow()
+            }
+        });
         let http = reqwest::Client::builder()
+            .dns_resolver(Arc::new(GuardedResolver(settings.egress.clone())))
+            .redirect(redirects)
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.total_timeout)
             .user_agent(concat!("cxrflow-ingest/", env!("CARGO_PKG_VERSION")))
@@ -141,9 +158,22 @@ impl Fetcher {
     /// GETs an HTTP(S) URL, streaming the body under the cap.
     pub async fn http(&self, url: &Url) -> Result<Bytes, IngestError> {
         let shown = redact_url(url);
-        let unavailable = |e: reqwest::Error| IngestError::FetchUnavailable {
-            uri: shown.clone(),
-            detail: describe_reqwest(&e),
+        if let Err(refusal) = self.settings.egress.check_url(url) {
+            return Err(IngestError::Egress {
+                uri: shown,
+                refusal,
+            });
+        }
+        // A refusal by the resolver or on a redirect is poison, anything else transient.
+        let unavailable = |e: reqwest::Error| match refusal_in(&e) {
+            Some(refusal) => IngestError::Egress {
+                uri: shown.clone(),
+                refusal,
+            },
+            None => IngestError::FetchUnavailable {
+                uri: shown.clone(),
+                detail: describe_reqwest(&e),
+            },
         };
         let mut resp = self
             .http

@@ -8,6 +8,7 @@
 //! store is retried and never committed.
 
 pub mod config;
+pub mod egress;
 pub mod error;
 pub mod fetch;
 pub mod ledger;
@@ -40,14 +41,17 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     let blobs = BlobStore::open(&blob_url, &cfg.blob_store_options)
         .with_context(|| format!("opening blob store {blob_url}"))?;
     let ledger = SopLedger::open(&cfg.ingest_db)?;
-    let fetcher = fetch::Fetcher::new(cfg.fetch_settings())?;
+    let settings = cfg
+        .fetch_settings()
+        .map_err(|e| anyhow::anyhow!("--ingest-http-allow / --ingest-allow-networks: {e}"))?;
+    let fetcher = fetch::Fetcher::new(settings)?;
     let metrics = IngestMetrics::default();
     let host = Host::start(
         SERVICE,
         &cfg.kafka,
         &cfg.service,
         |reg| metrics.register(reg),
-        axum::Router::new(),
+        cxrflow_common::auth::Routes::new(),
         &shutdown,
     )
     .await?;

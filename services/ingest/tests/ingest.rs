@@ -164,6 +164,8 @@ async fn broken_inputs_dead_letter_with_their_reason_and_a_hanging_source_holds_
     let dir = tempfile::tempdir().unwrap();
     let http = HttpServer::start().await;
     let mut cfg = config(&kafka, dir.path());
+    // The test server is on loopback: allowed explicitly, as an operator lists a PACS.
+    cfg.http_allow = vec![format!("http://127.0.0.1:{}/", http.port)];
     cfg.max_image_bytes = 4096;
     cfg.max_inline_bytes = 1024;
     cfg.fetch_timeout_ms = 300;

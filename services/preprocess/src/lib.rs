@@ -45,7 +45,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         &cfg.kafka,
         &cfg.service,
         |reg| metrics = Some(PreprocessMetrics::register(reg)),
-        axum::Router::new(),
+        cxrflow_common::auth::Routes::new(),
         &shutdown,
     )
     .await?;

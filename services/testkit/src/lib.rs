@@ -3,6 +3,8 @@
 //! hands out uniquely prefixed topics, reads topics back, and waits on conditions with a
 //! deadline (never a bare sleep).
 
+pub mod keys;
+
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 

@@ -1,8 +1,9 @@
 //! The worklist's HTTP face, served beside `/metrics`, `/healthz` and `/readyz`:
 //! `GET /` (the worklist page), `GET /worklist` (JSON in reading order), `GET /worklist/events`
 //! (Server-Sent Events of changes), `GET /studies/{uid}/thumbnail` (a small PNG from the blob
-//! store) and `POST /studies/{uid}/report` (a radiologist's labels to `cxr.feedback.v1`,
-//! bearer-token protected; disabled when no token is configured).
+//! store) and `POST /studies/{uid}/report` (a radiologist's labels to `cxr.feedback.v1`).
+//! Every route needs the `reader` role ([`cxrflow_common::auth`]); a browser without a session
+//! gets the login page instead of the worklist. Reads and reports are audited.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -10,11 +11,12 @@ use std::io::Cursor;
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
+use cxrflow_common::audit;
+use cxrflow_common::auth::{Access, Principal, Role, Routes};
 use cxrflow_common::blob::{BlobError, BlobStore};
 use cxrflow_contracts::findings::is_known;
 use cxrflow_contracts::{
@@ -37,7 +39,6 @@ const THUMBNAIL_PX: u32 = 256;
 pub struct WebState {
     pub engine: Arc<OnceLock<Arc<Engine>>>,
     pub blobs: Option<BlobStore>,
-    pub ui_token: String,
 }
 
 /// One study as the worklist shows it.
@@ -159,13 +160,14 @@ pub struct ReportRequest {
     pub read_started_at: Option<EpochMillis>,
 }
 
-pub fn routes(state: WebState) -> Router {
-    Router::new()
-        .route("/", get(|| async { Html(PAGE) }))
-        .route("/worklist", get(worklist))
-        .route("/worklist/events", get(events))
-        .route("/studies/{uid}/thumbnail", get(thumbnail))
-        .route("/studies/{uid}/report", post(report))
+pub fn routes(state: WebState) -> Routes {
+    const READER: Access = Access::Role(Role::Reader);
+    Routes::new()
+        .get("/", READER, || async { Html(PAGE) })
+        .get("/worklist", READER, worklist)
+        .get("/worklist/events", READER, events)
+        .get("/studies/{uid}/thumbnail", READER, thumbnail)
+        .post("/studies/{uid}/report", READER, report)
         .with_state(state)
 }
 
@@ -177,7 +179,11 @@ fn ready_engine(s: &WebState) -> Option<&Arc<Engine>> {
     s.engine.get().filter(|e| e.is_rebuilt())
 }
 
-async fn worklist(State(s): State<WebState>, Query(q): Query<WorklistQuery>) -> Response {
+async fn worklist(
+    State(s): State<WebState>,
+    who: Principal,
+    Query(q): Query<WorklistQuery>,
+) -> Response {
     let Some(engine) = ready_engine(&s) else {
         return unavailable();
     };
@@ -195,6 +201,7 @@ async fn worklist(State(s): State<WebState>, Query(q): Query<WorklistQuery>) -> 
             .collect();
         (items, TierCounts::of(&wl.open_by_tier()))
     };
+    audit::worklist_read(&who, "list", items.len(), q.site.as_deref());
     let ordering = match mode {
         OrderingMode::PerSite => "per-site",
         OrderingMode::Pooled => "pooled",
@@ -247,10 +254,11 @@ fn sse_event(
         .unwrap_or_else(|_| Event::default().event("resync").data("{}"))
 }
 
-async fn events(State(s): State<WebState>) -> Response {
+async fn events(State(s): State<WebState>, who: Principal) -> Response {
     let Some(engine) = ready_engine(&s) else {
         return unavailable();
     };
+    audit::worklist_read(&who, "live stream", 0, None);
     let hello = tokio_stream::once(Ok::<Event, Infallible>(
         Event::default().event("hello").data("{}"),
     ));
@@ -289,10 +297,11 @@ pub fn thumbnail_png(bytes: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-async fn thumbnail(State(s): State<WebState>, Path(uid): Path<String>) -> Response {
+async fn thumbnail(State(s): State<WebState>, who: Principal, Path(uid): Path<String>) -> Response {
     let Some(engine) = ready_engine(&s) else {
         return unavailable();
     };
+    audit::study_read(&who, &uid, "thumbnail");
     let Some(uri) = engine
         .worklist()
         .get(&uid)
@@ -324,32 +333,12 @@ async fn thumbnail(State(s): State<WebState>, Path(uid): Path<String>) -> Respon
     }
 }
 
-/// Compares without short-circuiting on the first differing byte.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 async fn report(
     State(s): State<WebState>,
+    who: Principal,
     Path(uid): Path<String>,
-    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if s.ui_token.is_empty() {
-        return (
-            StatusCode::FORBIDDEN,
-            "reporting is disabled: start triage with --ui-token",
-        )
-            .into_response();
-    }
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !same_secret(presented.as_bytes(), s.ui_token.as_bytes()) {
-        return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
-    }
     let Some(engine) = ready_engine(&s) else {
         return unavailable();
     };
@@ -406,6 +395,7 @@ async fn report(
     {
         Ok(_) => {
             engine.metrics().report_submitted();
+            audit::report_submitted(&who, &report.study_instance_uid, &report.report_id);
             (
                 StatusCode::ACCEPTED,
                 Json(serde_json::json!({ "report_id": report.report_id })),
@@ -437,12 +427,5 @@ mod tests {
         dicom[128..132].copy_from_slice(b"DICM");
         assert!(thumbnail_png(&dicom).is_none());
         assert!(thumbnail_png(b"not an image").is_none());
-    }
-
-    #[test]
-    fn secrets_compare() {
-        assert!(same_secret(b"abc", b"abc"));
-        assert!(!same_secret(b"abc", b"abd"));
-        assert!(!same_secret(b"abc", b"ab"));
     }
 }

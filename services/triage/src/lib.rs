@@ -89,15 +89,6 @@ pub struct Config {
     )]
     pub ordering: OrderingMode,
 
-    /// Bearer token for `POST /studies/{uid}/report`; empty disables reporting (403).
-    #[arg(
-        long = "ui-token",
-        env = "CXRFLOW_UI_TOKEN",
-        default_value = "",
-        hide_env_values = true
-    )]
-    pub ui_token: String,
-
     /// Blob store for thumbnails; empty: `file://<cwd>/.cxrflow/blobs`.
     #[arg(long = "blob-store", env = "CXRFLOW_BLOB_STORE", default_value = "")]
     pub blob_store: String,
@@ -130,7 +121,6 @@ impl Config {
             read_retention_ms: 3_600_000,
             pending_feedback_ms: 600_000,
             ordering: OrderingMode::PerSite,
-            ui_token: String::new(),
             blob_store: String::new(),
             ai_overdue_ms: 300_000,
             dead_letter_wait_ms: 60_000,
@@ -188,7 +178,7 @@ pub async fn run_observed(
         .policy()
         .map_err(|e| anyhow::anyhow!("triage policy: {e}"))?;
     tracing::info!(?policy, ordering = ?cfg.ordering, tick_ms = cfg.tick_ms, read_retention_ms = cfg.read_retention_ms,
-        reporting = !cfg.ui_token.is_empty(), "triage configuration");
+        "triage configuration");
     let blobs = match cfg
         .blob_url()
         .and_then(|u| BlobStore::open(&u, &[]).map_err(anyhow::Error::from))
@@ -204,7 +194,6 @@ pub async fn run_observed(
     let routes = http::routes(http::WebState {
         engine: slot.clone(),
         blobs,
-        ui_token: cfg.ui_token.clone(),
     });
     let host = Host::start(
         "triage",

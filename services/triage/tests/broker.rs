@@ -12,6 +12,7 @@ use cxrflow_common::blob::BlobStore;
 use cxrflow_common::kafka::Producer;
 use cxrflow_common::{KafkaArgs, ServiceArgs};
 use cxrflow_contracts::*;
+use cxrflow_testkit::keys::TestKeys;
 use cxrflow_testkit::{eventually, free_port, read_topic, Broker};
 use cxrflow_triage::clock::{Clock, ManualClock};
 use cxrflow_triage::http::WorklistView;
@@ -20,7 +21,6 @@ use cxrflow_triage::{run_observed, Config, Running};
 use tokio_util::sync::CancellationToken;
 
 const T0: i64 = 1_700_000_000_000;
-const TOKEN: &str = "test-token";
 
 fn prediction(
     uid: &str,
@@ -74,16 +74,19 @@ struct Service {
     running: Running,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// Sends a key with every role (worklist, reports, metrics).
     http: reqwest::Client,
+    _keys: TestKeys,
 }
 
 impl Service {
     async fn start(kafka: &KafkaArgs, blob_url: &str, clock: &ManualClock) -> Service {
+        let keys = TestKeys::new();
         let mut svc = ServiceArgs::local();
+        svc.auth = keys.auth_args();
         svc.http = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         svc.drain_timeout_ms = 3_000;
         let mut cfg = Config::defaults(kafka.clone(), svc);
-        cfg.ui_token = TOKEN.into();
         cfg.blob_store = blob_url.into();
         cfg.tick_ms = 50;
         cfg.ordering = OrderingMode::Pooled;
@@ -99,7 +102,8 @@ impl Service {
             running,
             shutdown,
             task,
-            http: reqwest::Client::new(),
+            http: TestKeys::client(keys.all()),
+            _keys: keys,
         }
     }
 
@@ -303,10 +307,9 @@ async fn predictions_become_a_critical_first_worklist_that_escalates_and_closes(
     )
     .await;
 
-    // Reports: refused without the token, accepted with it, and the study closes.
+    // Reports: refused without a key, accepted with the reader's, and the study closes.
     let body = serde_json::json!({ "labels": [{ "finding": "Pneumothorax", "state": "PRESENT" }] });
-    let denied = svc
-        .http
+    let denied = reqwest::Client::new()
         .post(svc.url("/studies/1.2.critical/report"))
         .json(&body)
         .send()
@@ -316,7 +319,6 @@ async fn predictions_become_a_critical_first_worklist_that_escalates_and_closes(
     let ok = svc
         .http
         .post(svc.url("/studies/1.2.critical/report"))
-        .bearer_auth(TOKEN)
         .json(&body)
         .send()
         .await

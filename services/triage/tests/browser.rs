@@ -14,10 +14,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use cxrflow_common::auth::Role;
 use cxrflow_common::blob::BlobStore;
 use cxrflow_common::kafka::Producer;
 use cxrflow_common::{KafkaArgs, ServiceArgs};
 use cxrflow_contracts::*;
+use cxrflow_testkit::keys::TestKeys;
 use cxrflow_testkit::{free_port, read_records, Broker};
 use cxrflow_triage::clock::{Clock, ManualClock};
 use cxrflow_triage::worklist::OrderingMode;
@@ -32,7 +34,6 @@ mod driver;
 use driver::{artifacts_dir, on_path, ChromeDriver, Page, CHROMIUM};
 
 const T0: i64 = 1_700_000_000_000;
-const TOKEN: &str = "browser-test-token";
 const ROUTINE: &str = "1.2.840.9.routine";
 const CRITICAL: &str = "1.2.840.9.critical";
 const BROKEN: &str = "1.2.840.9.broken";
@@ -106,14 +107,16 @@ struct Service {
     running: Running,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    keys: TestKeys,
 }
 
 async fn start_triage(kafka: &KafkaArgs, blob_url: &str, clock: &ManualClock) -> Service {
+    let keys = TestKeys::new();
     let mut svc = ServiceArgs::local();
+    svc.auth = keys.auth_args();
     svc.http = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     svc.drain_timeout_ms = 3_000;
     let mut cfg = Config::defaults(kafka.clone(), svc);
-    cfg.ui_token = TOKEN.into();
     cfg.blob_store = blob_url.into();
     cfg.tick_ms = 50;
     cfg.ordering = OrderingMode::Pooled;
@@ -129,6 +132,7 @@ async fn start_triage(kafka: &KafkaArgs, blob_url: &str, clock: &ManualClock) ->
         running,
         shutdown,
         task,
+        keys,
     }
 }
 
@@ -184,6 +188,34 @@ async fn the_worklist_page_orders_updates_live_and_closes_a_reported_study() {
             .goto(&format!("{base}/"))
             .await
             .expect("open the page");
+
+        // Not signed in: the sign-in form, which refuses a wrong key and takes the right one;
+        // afterwards the page holds no credential a script could read (HttpOnly cookie, no
+        // local storage).
+        page.sign_in("cxrk_not-a-key").await;
+        page.text_until("the refusal", "error", |t| t == "Sign-in refused.")
+            .await;
+        page.sign_in(svc.keys.key(Role::Reader)).await;
+        page.text_until("the signed-in page", "who", |t| {
+            t == "signed in as key:reader"
+        })
+        .await;
+        let exposed = browser
+            .execute(
+                "return document.cookie + '|' + JSON.stringify(Object.assign({}, localStorage));",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(exposed, Value::String("|{}".into()), "a credential visible to scripts");
+        // The only errors so far: the 401 that brought the sign-in page and the refused key.
+        let signing_in = driver.severe_console_entries(&browser).await;
+        assert!(
+            signing_in.len() == 2
+                && signing_in[0].contains(&format!("{base}/ "))
+                && signing_in.iter().all(|e| e.contains("401")),
+            "{signing_in:#?}"
+        );
 
         // Both rows, critical first.
         let rows = page.rows_until("both studies", |r| r.len() == 2).await;
@@ -252,13 +284,6 @@ async fn the_worklist_page_orders_updates_live_and_closes_a_reported_study() {
                 .await
                 .unwrap();
         }
-        browser
-            .find(Locator::Id("token"))
-            .await
-            .unwrap()
-            .send_keys(TOKEN)
-            .await
-            .unwrap();
         page.screenshot("-study").await;
         browser
             .find(Locator::Id("d-submit"))
@@ -295,9 +320,8 @@ async fn the_worklist_page_orders_updates_live_and_closes_a_reported_study() {
             Value::Bool(true),
             "submit stays enabled on a read study"
         );
-        let again = reqwest::Client::new()
+        let again = TestKeys::client(svc.keys.key(Role::Reader))
             .post(format!("{base}/studies/{CRITICAL}/report"))
-            .bearer_auth(TOKEN)
             .json(&json!({ "labels": [] }))
             .send()
             .await

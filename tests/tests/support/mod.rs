@@ -9,6 +9,8 @@
 
 #![allow(dead_code)]
 
+use cxrflow_common::auth::Role;
+use cxrflow_testkit::keys::TestKeys;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -120,6 +122,8 @@ pub struct Pipeline {
     pub starts: BTreeMap<Service, usize>,
     /// Flags added to a service's command line at its next start (a configuration fix).
     pub extra_args: HashMap<Service, Vec<String>>,
+    /// The API keys every service accepts (`--auth-api-keys`), as deployed.
+    pub keys: TestKeys,
 }
 
 impl Pipeline {
@@ -150,6 +154,7 @@ impl Pipeline {
             unexpected_exits: Vec::new(),
             starts: BTreeMap::new(),
             extra_args: HashMap::new(),
+            keys: TestKeys::new(),
         };
         for s in Service::ALL {
             p.spawn(s);
@@ -198,6 +203,8 @@ impl Pipeline {
             format!("127.0.0.1:{}", self.port(s)),
             "--group-id".into(),
             format!("cxrflow-{}", s.name()),
+            "--auth-api-keys".into(),
+            self.keys.file.display().to_string(),
         ];
         let extra: Vec<String> = match s {
             Service::Ingest => vec![
@@ -382,6 +389,7 @@ impl Pipeline {
     pub async fn worklist(&self, http: &reqwest::Client) -> Option<Vec<(String, String)>> {
         let r = http
             .get(format!("{}/worklist", self.triage_url()))
+            .bearer_auth(self.keys.key(Role::Reader))
             .timeout(Duration::from_secs(5))
             .send()
             .await

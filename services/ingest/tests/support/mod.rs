@@ -119,6 +119,8 @@ pub enum Route {
     Endless(usize),
     /// Accepts and never answers while `hang` is set; then serves the bytes.
     Hang(Arc<AtomicBool>, Vec<u8>),
+    /// 302 to this URL.
+    Redirect(String),
 }
 
 /// A tiny HTTP/1.1 server on loopback, scripted per path.
@@ -177,6 +179,10 @@ impl HttpServer {
                     let out = match route {
                         Route::Ok(body) => respond(200, &body),
                         Route::Status(s) => respond(s, b"no"),
+                        Route::Redirect(to) => format!(
+                            "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        )
+                        .into_bytes(),
                         Route::Endless(len) => {
                             let _ = sock
                                 .write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")

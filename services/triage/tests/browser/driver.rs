@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cxrflow_testkit::free_port;
-use fantoccini::{Client, ClientBuilder};
+use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{json, Value};
 
@@ -154,6 +154,23 @@ pub struct Page<'a> {
 }
 
 impl Page<'_> {
+    /// Fills the sign-in form (served with a 401 to a browser without a session) and submits.
+    pub async fn sign_in(&self, key: &str) {
+        let field = self
+            .browser
+            .find(Locator::Id("credential"))
+            .await
+            .expect("the sign-in form");
+        field.send_keys(key).await.unwrap();
+        self.browser
+            .find(Locator::Id("signin"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    }
+
     pub async fn screenshot(&self, name: &str) -> PathBuf {
         let png = self.browser.screenshot().await.expect("screenshot");
         let path = self.shots.join(format!("triage-worklist{name}.png"));

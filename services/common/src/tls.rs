@@ -1,0 +1,68 @@
+//! HTTPS for a service's HTTP endpoint: rustls (ring provider) with a certificate chain and key
+//! from PEM files, e.g. a Kubernetes TLS Secret mounted into the pod. Without them the endpoint
+//! is plain HTTP (behind a TLS-terminating ingress or on loopback).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::ServerConfig;
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsArgs {
+    /// Serve the HTTP endpoint over HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long = "tls-cert", env = "CXRFLOW_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long = "tls-key", env = "CXRFLOW_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("--tls-cert and --tls-key go together")]
+    Incomplete,
+    #[error("certificate {path}: {reason}")]
+    Cert { path: String, reason: String },
+    #[error("private key {path}: {reason}")]
+    Key { path: String, reason: String },
+    #[error("TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+impl TlsArgs {
+    /// The server configuration, or `None` for plain HTTP.
+    pub fn server_config(&self) -> Result<Option<Arc<ServerConfig>>, TlsError> {
+        let (cert, key) = match (&self.tls_cert, &self.tls_key) {
+            (None, None) => return Ok(None),
+            (Some(c), Some(k)) => (c, k),
+            _ => return Err(TlsError::Incomplete),
+        };
+        let cert_err = |reason: String| TlsError::Cert {
+            path: cert.display().to_string(),
+            reason,
+        };
+        let chain = CertificateDer::pem_file_iter(cert)
+            .map_err(|e| cert_err(e.to_string()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| cert_err(e.to_string()))?;
+        if chain.is_empty() {
+            return Err(cert_err("no certificate in the file".into()));
+        }
+        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
+            path: key.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        // The provider is named: the tree carries two (ring, aws-lc-rs), so rustls has no
+        // implicit default.
+        let mut config =
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()?
+                .with_no_client_auth()
+                .with_single_cert(chain, key)?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Some(Arc::new(config)))
+    }
+}

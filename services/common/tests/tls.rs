@@ -1,0 +1,92 @@
+//! HTTPS listeners: a service started with a certificate and key (generated here with rcgen)
+//! answers over TLS only, and its session cookie is marked `Secure`.
+
+use std::collections::BTreeSet;
+
+use cxrflow_common::auth::{keys, AuthArgs, Role, Routes};
+use cxrflow_common::tls::{TlsArgs, TlsError};
+use cxrflow_common::{Host, KafkaArgs, ServiceArgs};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test]
+async fn a_service_with_a_certificate_serves_https_only_and_marks_its_cookie_secure() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    let roles: BTreeSet<Role> = [Role::Reader].into_iter().collect();
+    let (plain, line) = keys::generate("ui", &roles);
+    std::fs::write(dir.path().join("keys"), format!("{line}\n")).unwrap();
+
+    let mut svc = ServiceArgs::local();
+    svc.auth = AuthArgs::with_keys(vec![dir.path().join("keys")]);
+    svc.tls = TlsArgs {
+        tls_cert: Some(cert.clone()),
+        tls_key: Some(key.clone()),
+    };
+    let stop = CancellationToken::new();
+    // No broker is needed to start the endpoint: the producer connects lazily.
+    let host = Host::start(
+        "tls-test",
+        &KafkaArgs::for_bootstrap("127.0.0.1:1"),
+        &svc,
+        |_| {},
+        Routes::new(),
+        &stop,
+    )
+    .await
+    .unwrap();
+    host.ready.set_ready(true);
+    let port = host.http_addr.port();
+    let https = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ck.cert.pem().as_bytes()).unwrap())
+        .resolve("localhost", host.http_addr)
+        .build()
+        .unwrap();
+    let base = format!("https://localhost:{port}");
+    let r = https.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = https
+        .post(format!("{base}/auth/login"))
+        .json(&json!({"credential": plain}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    // Plain HTTP on the HTTPS port gets no answer a client could take for one.
+    let plain_http = reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await;
+    assert!(
+        plain_http.map_or(true, |r| !r.status().is_success()),
+        "plain HTTP answered on the TLS port"
+    );
+    // A client that does not trust the certificate refuses the connection.
+    assert!(reqwest::Client::new()
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .is_err());
+    stop.cancel();
+}
+
+#[test]
+fn broken_tls_files_are_refused_with_their_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a pem").unwrap();
+    let args = TlsArgs {
+        tls_cert: Some(junk.clone()),
+        tls_key: Some(junk.clone()),
+    };
+    let e = args.server_config().unwrap_err();
+    assert!(matches!(e, TlsError::Cert { .. }), "{e}");
+    assert!(e.to_string().contains("junk.pem"), "{e}");
+    let half = TlsArgs {
+        tls_cert: Some(junk),
+        tls_key: None,
+    };
+    assert!(matches!(half.server_config(), Err(TlsError::Incomplete)));
+}
