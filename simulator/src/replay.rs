@@ -4,7 +4,9 @@
 //! scenario says otherwise), so a study is one worklist entry; images travel inline when small,
 //! else by `file://` reference. UIDs are derived from the dataset path (`2.25.<uuid-as-integer>`,
 //! the DICOM UUID-derived form) and the patient becomes a keyed pseudonym, so nothing of the
-//! source identifiers travels.
+//! source identifiers travels. A load test longer than the table cycles through it again: each
+//! cycle after the first names its studies, series and images anew (the cycle number is part of
+//! the derived name, [`study_uid`]), so every study is a new study downstream.
 //!
 //! [`arrival`] says when studies arrive, [`scenario`] which studies are drawn (and what changes
 //! at the change point), [`pixels`] transforms images for the intensity scenario, and
@@ -67,6 +69,8 @@ pub struct ReplayStudy {
     pub drifted: bool,
     /// The pixel change to apply before sending (intensity scenario).
     pub intensity: Option<Drift>,
+    /// The pass through the table this study comes from (0: first); part of its UIDs.
+    pub cycle: u32,
 }
 
 impl ReplayStudy {
@@ -84,6 +88,33 @@ pub fn derived_uid(name: &str) -> String {
     let mut b = [0u8; 16];
     b.copy_from_slice(&d[..16]);
     format!("2.25.{}", u128::from_be_bytes(b))
+}
+
+/// The name a UID of kind `kind` (`study`, `series`, `sop`) is derived from: the first cycle
+/// keeps the names earlier runs used (label joins by `derived_uid("study/<patient>/<study>")`
+/// keep working), later cycles add theirs so each one's UIDs are fresh and deterministic.
+fn cycle_name(kind: &str, name: &str, cycle: u32) -> String {
+    match cycle {
+        0 => format!("{kind}/{name}"),
+        n => format!("{kind}/{name}/cycle-{n}"),
+    }
+}
+
+/// The Study Instance UID of `row`'s study in replay cycle `cycle`.
+pub fn study_uid(row: &ChexpertRow, cycle: u32) -> String {
+    derived_uid(&cycle_name(
+        "study",
+        &format!("{}/{}", row.patient.0, row.study),
+        cycle,
+    ))
+}
+
+/// The Series and SOP Instance UIDs of `s`'s image.
+fn image_uids(s: &ReplayStudy) -> (String, String) {
+    (
+        derived_uid(&cycle_name("series", &s.row.path, s.cycle)),
+        derived_uid(&cycle_name("sop", &s.row.path, s.cycle)),
+    )
 }
 
 /// A keyed pseudonym (never the dataset's patient id).
@@ -160,6 +191,11 @@ impl StudySource {
         self.pool.len()
     }
 
+    /// The current pass through the table (0: the first).
+    pub fn cycle(&self) -> u32 {
+        self.pool.cycle()
+    }
+
     /// The next study; `changed`: it comes after the change point. `None` when the natural
     /// mix is exhausted.
     pub fn next(&mut self, changed: bool) -> Option<ReplayStudy> {
@@ -185,8 +221,10 @@ impl StudySource {
                 }
             },
         };
+        let cycle = self.pool.cycle();
         Some(ReplayStudy {
-            uid: derived_uid(&format!("study/{}/{}", row.patient.0, row.study)),
+            uid: study_uid(&row, cycle),
+            cycle,
             image: self.parent.join(&row.path).with_extension("png"),
             site,
             priority: if stat {
@@ -228,7 +266,7 @@ pub fn select_studies(
 /// Where `s`'s image is staged: named after its (derived, pseudonymous) SOP instance UID; a
 /// pixel-shifted image under its own name, so the dataset's file is never overwritten.
 fn staged_path(s: &ReplayStudy) -> PathBuf {
-    let sop = derived_uid(&format!("sop/{}", s.row.path));
+    let (_, sop) = image_uids(s);
     match s.intensity {
         None => s.staging.join(format!("{sop}.png")),
         Some(_) => s.staging.join(format!("{sop}.shifted.png")),
@@ -279,13 +317,14 @@ pub fn scan_event(s: &ReplayStudy, image: Option<Vec<u8>>, size: u64, secret: &s
         Sex::Unknown => None,
     };
     let inline = image.is_some();
+    let (series, sop) = image_uids(s);
     ScanEvent {
         event_id: uuid::Uuid::new_v4().to_string(),
         study: StudyContext {
             site_id: s.site.clone(),
             study_instance_uid: s.uid.clone(),
-            series_instance_uid: derived_uid(&format!("series/{}", s.row.path)),
-            sop_instance_uid: derived_uid(&format!("sop/{}", s.row.path)),
+            series_instance_uid: series,
+            sop_instance_uid: sop,
             accession_number: None,
             patient_ref: pseudonym(secret, &s.row.patient.0),
             modality: "CR".into(),
@@ -374,11 +413,15 @@ mod tests {
         let mut src = source(DriftPlan::after(DriftScenario::PortableAp, 20));
         let mut seen = std::collections::HashSet::new();
         let mut sent = Vec::new();
-        while let Some(s) = src.next(src.plan().changed(sent.len(), 0.0)) {
+        // One pass through the table (the next draw would start the second cycle).
+        for _ in 0..120 {
+            let s = src
+                .next(src.plan().changed(sent.len(), 0.0))
+                .expect("the table has 120 studies");
             assert!(seen.insert(s.uid.clone()), "a study is sent once");
             sent.push(s);
         }
-        assert_eq!(sent.len(), 120);
+        assert!(sent.iter().all(|s| s.cycle == 0));
         assert!(sent[..20].iter().all(|s| !s.after_change && !s.drifted));
         // 40 AP studies exist: those left after the change come first, then the natural mix
         // fills in and the shortfall is counted.
@@ -393,6 +436,59 @@ mod tests {
         assert!(sent[20 + left..].iter().all(|s| !s.drifted));
         assert_eq!(src.shortfall, 100 - left);
         assert!(sent.iter().all(|s| s.row.view == ViewKind::Frontal));
+    }
+
+    #[test]
+    fn a_replay_longer_than_the_table_cycles_with_fresh_deterministic_uids() {
+        let draw = || {
+            let mut src = source(DriftPlan::default());
+            (0..300)
+                .map(|_| {
+                    src.next(false)
+                        .expect("the replay cycles, it never runs out")
+                })
+                .collect::<Vec<_>>()
+        };
+        let sent = draw();
+        let cycles: Vec<u32> = sent.iter().map(|s| s.cycle).collect();
+        assert!(cycles[..120].iter().all(|&c| c == 0), "{cycles:?}");
+        assert!(cycles[120..240].iter().all(|&c| c == 1), "{cycles:?}");
+        assert!(cycles[240..].iter().all(|&c| c == 2), "{cycles:?}");
+        // Each cycle sends the table's studies again, in the same order.
+        for i in 0..120 {
+            assert_eq!(sent[i].row.path, sent[i + 120].row.path);
+        }
+        // Every study, series and image is new downstream.
+        let mut uids = std::collections::HashSet::new();
+        for s in &sent {
+            let ev = scan_event(s, None, 0, "k");
+            assert_eq!(ev.study.study_instance_uid, s.uid);
+            for u in [
+                ev.study.study_instance_uid,
+                ev.study.series_instance_uid,
+                ev.study.sop_instance_uid,
+            ] {
+                assert!(u.len() <= 64 && u.starts_with("2.25."), "{u}");
+                assert!(uids.insert(u.clone()), "{u} sent twice");
+            }
+        }
+        // The first cycle keeps the names label joins use; later ones derive from the cycle.
+        let first = &sent[0];
+        assert_eq!(
+            first.uid,
+            derived_uid(&format!(
+                "study/{}/{}",
+                first.row.patient.0, first.row.study
+            ))
+        );
+        assert_eq!(sent[120].uid, study_uid(&sent[120].row, 1));
+        assert_ne!(sent[120].uid, first.uid);
+        // Deterministic: the same seed gives the same UIDs.
+        let again: Vec<String> = draw().into_iter().map(|s| s.uid).collect();
+        assert_eq!(
+            again,
+            sent.iter().map(|s| s.uid.clone()).collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -433,7 +529,9 @@ mod tests {
             ..DriftPlan::after(DriftScenario::IntensityShift, 0)
         };
         let mut src = source(plan);
+        // One pass through the 120 studies (the source cycles after it).
         let shifted = std::iter::from_fn(|| src.next(true))
+            .take(120)
             .filter(|s| s.intensity.is_some())
             .count();
         assert!((40..=80).contains(&shifted), "{shifted} of 120 shifted");
