@@ -4,7 +4,9 @@
 //! scenario says otherwise), so a study is one worklist entry; images travel inline when small,
 //! else by `file://` reference. UIDs are derived from the dataset path (`2.25.<uuid-as-integer>`,
 //! the DICOM UUID-derived form) and the patient becomes a keyed pseudonym, so nothing of the
-//! source identifiers travels.
+//! source identifiers travels. A load test longer than the table cycles through it again: each
+//! cycle after the first names its studies, series and images anew (the cycle number is part of
+//! the derived name, [`study_uid`]), so every study is a new study downstream.
 //!
 //! [`arrival`] says when studies arrive, [`scenario`] which studies are drawn (and what changes
 //! at the change point), [`pixels`] transforms images for the intensity scenario, and
@@ -67,6 +69,8 @@ pub struct ReplayStudy {
     pub drifted: bool,
     /// The pixel change to apply before sending (intensity scenario).
     pub intensity: Option<Drift>,
+    /// The pass through the table this study comes from (0: first); part of its UIDs.
+    pub cycle: u32,
 }
 
 impl ReplayStudy {
@@ -84,6 +88,33 @@ pub fn derived_uid(name: &str) -> String {
     let mut b = [0u8; 16];
     b.copy_from_slice(&d[..16]);
     format!("2.25.{}", u128::from_be_bytes(b))
+}
+
+/// The name a UID of kind `kind` (`study`, `series`, `sop`) is derived from: the first cycle
+/// keeps the names earlier runs used (label joins by `derived_uid("study/<patient>/<study>")`
+/// keep working), later cycles add theirs so each one's UIDs are fresh and deterministic.
+fn cycle_name(kind: &str, name: &str, cycle: u32) -> String {
+    match cycle {
+        0 => format!("{kind}/{name}"),
+        n => format!("{kind}/{name}/cycle-{n}"),
+    }
+}
+
+/// The Study Instance UID of `row`'s study in replay cycle `cycle`.
+pub fn study_uid(row: &ChexpertRow, cycle: u32) -> String {
+    derived_uid(&cycle_name(
+        "study",
+        &format!("{}/{}", row.patient.0, row.study),
+        cycle,
+    ))
+}
+
+/// The Series and SOP Instance UIDs of `s`'s image.
+fn image_uids(s: &ReplayStudy) -> (String, String) {
+    (
+        derived_uid(&cycle_name("series", &s.row.path, s.cycle)),
+        derived_uid(&cycle_name("sop", &s.row.path, s.cycle)),
+    )
 }
 
 /// A keyed pseudonym (never the dataset's patient id).
@@ -160,6 +191,11 @@ impl StudySource {
         self.pool.len()
     }
 
+    /// The current pass through the table (0: the first).
+    pub fn cycle(&self) -> u32 {
+        self.pool.cycle()
+    }
+
     /// The next study; `changed`: it comes after the change point. `None` when the natural
     /// mix is exhausted.
     pub fn next(&mut self, changed: bool) -> Option<ReplayStudy> {
@@ -185,8 +221,10 @@ impl StudySource {
                 }
             },
         };
+        let cycle = self.pool.cycle();
         Some(ReplayStudy {
-            uid: derived_uid(&format!("study/{}/{}", row.patient.0, row.study)),
+            uid: study_uid(&row, cycle),
+            cycle,
             image: self.parent.join(&row.path).with_extension("png"),
             site,
             priority: if stat {
@@ -228,7 +266,7 @@ pub fn select_studies(
 /// Where `s`'s image is staged: named after its (derived, pseudonymous) SOP instance UID; a
 /// pixel-shifted image under its own name, so the dataset's file is never overwritten.
 fn staged_path(s: &ReplayStudy) -> PathBuf {
-    let sop = derived_uid(&format!("sop/{}", s.row.path));
+    let (_, sop) = image_uids(s);
     match s.intensity {
         None => s.staging.join(format!("{sop}.png")),
         Some(_) => s.staging.join(format!("{sop}.shifted.png")),
@@ -279,13 +317,14 @@ pub fn scan_event(s: &ReplayStudy, image: Option<Vec<u8>>, size: u64, secret: &s
         Sex::Unknown => None,
     };
     let inline = image.is_some();
+    let (series, sop) = image_uids(s);
     ScanEvent {
         event_id: uuid::Uuid::new_v4().to_string(),
         study: StudyContext {
             site_id: s.site.clone(),
             study_instance_uid: s.uid.clone(),
-            series_instance_uid: derived_uid(&format!("series/{}", s.row.path)),
-            sop_instance_uid: derived_uid(&format!("sop/{}", s.row.path)),
+            series_instance_uid: series,
+            sop_instance_uid: sop,
             accession_number: None,
             patient_ref: pseudonym(secret, &s.row.patient.0),
             modality: "CR".into(),
@@ -305,145 +344,4 @@ pub fn scan_event(s: &ReplayStudy, image: Option<Vec<u8>>, size: u64, secret: &s
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ground_truth_tiers_are_the_triage_tiers() {
-        let names = |fs: &[Finding]| fs.iter().map(|f| f.column_name()).collect::<Vec<_>>();
-        assert_eq!(names(&CRITICAL), cxrflow_contracts::CRITICAL_FINDINGS);
-        assert_eq!(names(&URGENT), cxrflow_contracts::URGENT_FINDINGS);
-    }
-
-    #[test]
-    fn derived_uids_follow_the_dicom_grammar() {
-        let u = derived_uid("study/patient00001/1");
-        assert!(u.len() <= 64);
-        assert!(u.starts_with("2.25."));
-        assert!(u[5..].bytes().all(|b| b.is_ascii_digit()));
-        assert!(!u[5..].starts_with('0') || u.len() == 6);
-        assert_ne!(u, derived_uid("study/patient00001/2"));
-    }
-
-    fn rows() -> Vec<ChexpertRow> {
-        let mut rows = Vec::new();
-        for p in 0u32..120 {
-            let path =
-                |v: &str| format!("CheXpert-v1.0-small/heldout/patient{p:05}/study1/{v}.png");
-            let base = ChexpertRow {
-                path: path("view1_frontal"),
-                patient: crate::dataset::PatientId(format!("patient{p:05}")),
-                study: 1,
-                sex: if p.is_multiple_of(2) {
-                    Sex::Female
-                } else {
-                    Sex::Male
-                },
-                age: Some(30 + p % 60),
-                view: ViewKind::Frontal,
-                projection: Some(if p.is_multiple_of(3) {
-                    Projection::Ap
-                } else {
-                    Projection::Pa
-                }),
-                labels: crate::labels::Labels::default(),
-            };
-            rows.push(ChexpertRow {
-                path: path("view2_lateral"),
-                view: ViewKind::Lateral,
-                projection: None,
-                ..base.clone()
-            });
-            rows.push(base);
-        }
-        rows
-    }
-
-    fn source(plan: DriftPlan) -> StudySource {
-        StudySource::from_rows(
-            rows(),
-            PathBuf::from("/data"),
-            4,
-            SiteMix::new(2, &[]),
-            plan,
-        )
-    }
-
-    #[test]
-    fn studies_switch_at_the_change_point_and_never_repeat() {
-        let mut src = source(DriftPlan::after(DriftScenario::PortableAp, 20));
-        let mut seen = std::collections::HashSet::new();
-        let mut sent = Vec::new();
-        while let Some(s) = src.next(src.plan().changed(sent.len(), 0.0)) {
-            assert!(seen.insert(s.uid.clone()), "a study is sent once");
-            sent.push(s);
-        }
-        assert_eq!(sent.len(), 120);
-        assert!(sent[..20].iter().all(|s| !s.after_change && !s.drifted));
-        // 40 AP studies exist: those left after the change come first, then the natural mix
-        // fills in and the shortfall is counted.
-        let ap_before = sent[..20]
-            .iter()
-            .filter(|s| view_position(&s.row) == "AP")
-            .count();
-        let left = 40 - ap_before;
-        assert!(sent[20..20 + left]
-            .iter()
-            .all(|s| s.drifted && view_position(&s.row) == "AP"));
-        assert!(sent[20 + left..].iter().all(|s| !s.drifted));
-        assert_eq!(src.shortfall, 100 - left);
-        assert!(sent.iter().all(|s| s.row.view == ViewKind::Frontal));
-    }
-
-    #[test]
-    fn lateral_leak_sends_laterals_and_intensity_shift_marks_pixels() {
-        let mut src = source(DriftPlan::after(DriftScenario::LateralLeak, 0));
-        let s = src.next(true).unwrap();
-        assert_eq!(
-            (s.row.view, view_position(&s.row)),
-            (ViewKind::Lateral, "LL")
-        );
-        let mut src = source(DriftPlan::after(DriftScenario::IntensityShift, 0));
-        let s = src.next(true).unwrap();
-        assert_eq!(s.intensity, Some(INTENSITY_SHIFT));
-        assert!(s.drifted && s.row.view == ViewKind::Frontal);
-        assert!(staged_path(&s).to_string_lossy().ends_with(".shifted.png"));
-        assert!(src.next(false).unwrap().intensity.is_none());
-    }
-
-    #[test]
-    fn site_demographics_change_only_the_drifting_site() {
-        let mut src = source(DriftPlan::after(DriftScenario::SiteDemographics, 0));
-        let sent: Vec<ReplayStudy> = std::iter::from_fn(|| src.next(true)).take(30).collect();
-        for s in &sent {
-            if s.drifted {
-                assert_eq!(s.site, "site-02");
-                assert!(s.row.sex == Sex::Female && s.row.age.unwrap() >= 70);
-            } else {
-                assert!(s.site == "site-01" || src.shortfall > 0);
-            }
-        }
-        assert!(sent.iter().any(|s| s.drifted));
-    }
-
-    #[test]
-    fn drift_fraction_mixes_natural_studies_in() {
-        let plan = DriftPlan {
-            fraction: 0.5,
-            ..DriftPlan::after(DriftScenario::IntensityShift, 0)
-        };
-        let mut src = source(plan);
-        let shifted = std::iter::from_fn(|| src.next(true))
-            .filter(|s| s.intensity.is_some())
-            .count();
-        assert!((40..=80).contains(&shifted), "{shifted} of 120 shifted");
-    }
-
-    #[test]
-    fn pseudonym_hides_the_patient_id() {
-        let p = pseudonym("s", "patient00001");
-        assert!(!p.contains("00001"));
-        assert_eq!(p, pseudonym("s", "patient00001"));
-        assert_ne!(p, pseudonym("other", "patient00001"));
-    }
-}
+mod tests;

@@ -32,7 +32,8 @@ pub struct SimConfig {
     /// Which label file to replay (held-out patients only by default).
     #[arg(long, env = "CXRFLOW_SIM_TABLE", default_value = "heldout.csv")]
     pub table: String,
-    /// Number of studies to replay (0: no count limit; the duration or the table ends the run).
+    /// Number of studies to replay (0: one pass through the table, or no count limit with a
+    /// duration). More than the table holds cycles through it, with fresh UIDs each cycle.
     #[arg(long, env = "CXRFLOW_SIM_STUDIES", default_value_t = 300)]
     pub studies: usize,
     /// Stop publishing after this many seconds (whichever of count and duration comes first).
@@ -235,10 +236,20 @@ pub async fn simulate(
         .await
         .map_err(|e| SimRunError::Setup(e.to_string()))?;
     let producer = Producer::new(kafka).map_err(|e| SimRunError::Setup(e.to_string()))?;
-    let planned = match cfg.studies {
-        0 => source.available(),
-        n => n.min(source.available()),
+    // The replay cycles through the table (fresh UIDs each pass), so any count can be served;
+    // without one, a duration ends the run, else one pass through the table.
+    let planned = match (cfg.studies, cfg.duration_s) {
+        (0, None) => source.available(),
+        (0, Some(_)) => 0,
+        (n, _) => n,
     };
+    if planned > source.available() {
+        tracing::info!(
+            planned,
+            available = source.available(),
+            "simulation: more studies than the table holds; the replay cycles through it with fresh UIDs"
+        );
+    }
     tracing::info!(
         planned,
         rate = cfg.rate,
@@ -278,13 +289,20 @@ pub async fn simulate(
             latest.clone(),
         )
     });
+    // A run bounded by its duration alone has no count: the bar shows one pass of the table.
+    let bar_len = if planned == 0 {
+        source.available()
+    } else {
+        planned
+    };
     let progress =
-        crate::progress::spawn(traffic.clone(), planned, latest.clone(), watch_stop.clone());
+        crate::progress::spawn(traffic.clone(), bar_len, latest.clone(), watch_stop.clone());
     let pace = TrafficPace {
         arrival,
         inline_max: cfg.inline_max,
         seed: cfg.seed,
-        max_studies: cfg.studies,
+        // 0 (no count limit) only when a duration bounds the run: the replay cycles forever.
+        max_studies: planned,
         duration: cfg.duration_s.map(Duration::from_secs_f64),
     };
     let outcome = publish_traffic(&producer, &codec, &mut source, pace, &shutdown, |s, _| {

@@ -1,7 +1,11 @@
 //! Decode + statistics + letterbox to 224² of one full-size CR (2500×3000, 12 bits stored in 16,
 //! MONOCHROME1, generated here) in every transfer syntax preprocess decodes, each file written by
 //! the tool a site's PACS would use: DCMTK (`dcmconv`, `dcmcrle`, `dcmcjpeg`, `dcmcjpls`) and
-//! Pillow's OpenJPEG wrapped by pydicom for JPEG 2000 (DCMTK has no JPEG 2000 encoder).
+//! Pillow's OpenJPEG wrapped by pydicom for JPEG 2000 (DCMTK has no JPEG 2000 encoder), plus
+//! the same picture as an 8-bit DX in JPEG baseline. The CR carries its window, as presentation
+//! images do (reduced-resolution decoding needs one, see decode/reduced.rs). Syntaxes that
+//! decode at a reduced level are measured twice in the same run: `full` is the
+//! full-resolution decode + statistics + resize preprocess did before, `reduced` is `prepare`.
 //! `cargo bench -p cxrflow-preprocess --bench transfer_syntaxes`; DCMTK and the tools venv come
 //! from scripts/prereqs.sh.
 
@@ -10,8 +14,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use cxrflow_preprocess::decode::DecodeLimits;
+use cxrflow_preprocess::decode::{decode, decode_reduced, DecodeLimits};
 use cxrflow_preprocess::fixtures::{self, DicomSpec};
+use cxrflow_preprocess::stats::image_stats;
 use cxrflow_preprocess::{prepare, Profile};
 use cxrflow_testkit::tools_python;
 
@@ -49,7 +54,17 @@ for name, uid, reversible in [("j2k-lossless.dcm", pydicom.uid.JPEG2000Lossless,
 
 fn files(dir: &Path) -> Vec<(&'static str, Vec<u8>)> {
     let orig = dir.join("orig.dcm");
-    std::fs::write(&orig, fixtures::dicom(&DicomSpec::cr(2500, 3000))).expect("write original");
+    let cr = DicomSpec {
+        window: Some((2048.0, 4096.0)),
+        ..DicomSpec::cr(2500, 3000)
+    };
+    std::fs::write(&orig, fixtures::dicom(&cr)).expect("write original");
+    let orig8 = dir.join("orig8.dcm");
+    let dx8 = DicomSpec {
+        window: Some((128.0, 256.0)),
+        ..DicomSpec::gray8(2500, 3000)
+    };
+    std::fs::write(&orig8, fixtures::dicom(&dx8)).expect("write 8-bit original");
     let dcmtk: [(&str, &str, &[&str], &str); 10] = [
         ("explicit VR LE", "dcmconv", &["+te"], "le.dcm"),
         ("implicit VR LE", "dcmconv", &["+ti"], "implicit.dcm"),
@@ -84,6 +99,10 @@ fn files(dir: &Path) -> Vec<(&'static str, Vec<u8>)> {
         run(c);
         out.push((label, dir.join(name)));
     }
+    let mut c = Command::new("dcmcjpeg");
+    c.arg("+eb").arg(&orig8).arg(dir.join("baseline.dcm"));
+    run(c);
+    out.push(("JPEG baseline 8-bit (4.50, DX)", dir.join("baseline.dcm")));
     let mut c = Command::new(tools_python());
     c.args(["-c", JPEG2000]).arg(dir);
     run(c);
@@ -105,7 +124,22 @@ fn bench(c: &mut Criterion) {
         // A file that does not decode is a failed bench, not a fast one.
         prepare(&bytes, &limits, Profile::Gray224V1)
             .unwrap_or_else(|e| panic!("{label}: {} {e}", e.reason()));
-        group.bench_function(label, |b| {
+        let reduced = decode(&bytes, &limits).expect("decodes").width
+            != decode_reduced(&bytes, &limits, 224).expect("decodes").width;
+        if !reduced {
+            group.bench_function(label, |b| {
+                b.iter(|| prepare(&bytes, &limits, Profile::Gray224V1).expect("decodes"))
+            });
+            continue;
+        }
+        group.bench_function(format!("{label} full"), |b| {
+            b.iter(|| {
+                let img = decode(&bytes, &limits).expect("decodes");
+                let stats = image_stats(&img);
+                (stats, Profile::Gray224V1.render(&img).expect("resizes"))
+            })
+        });
+        group.bench_function(format!("{label} reduced"), |b| {
             b.iter(|| prepare(&bytes, &limits, Profile::Gray224V1).expect("decodes"))
         });
     }

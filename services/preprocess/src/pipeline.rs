@@ -8,7 +8,7 @@ use std::time::Instant;
 use cxrflow_contracts::ImageStats;
 
 use crate::decode::{
-    decode, decode_eligible, Container, DecodeError, DecodeLimits, Decoded, DecodedImage,
+    decode_eligible, decode_reduced, Container, DecodeError, DecodeLimits, Decoded, DecodedImage,
 };
 use crate::eligibility::{DicomHeader, EligibilityRules, Ineligible};
 use crate::profile::Profile;
@@ -49,7 +49,7 @@ pub fn prepare(
     profile: Profile,
 ) -> Result<Prepared, DecodeError> {
     let start = Instant::now();
-    let img = decode(bytes, limits)?;
+    let img = decode_reduced(bytes, limits, profile.side())?;
     finish(img, profile, start)
 }
 
@@ -62,7 +62,7 @@ pub fn prepare_gated(
     rules: &EligibilityRules,
 ) -> Result<Gated, DecodeError> {
     let start = Instant::now();
-    match decode_eligible(bytes, limits, rules)? {
+    match decode_eligible(bytes, limits, rules, Some(profile.side()))? {
         Decoded::Image(img) => Ok(Gated::Prepared(Box::new(finish(img, profile, start)?))),
         Decoded::Ineligible { header, why } => Ok(Gated::Ineligible { header, why }),
     }

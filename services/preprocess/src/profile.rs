@@ -50,11 +50,30 @@ impl Profile {
     /// Letterboxes `img` into this profile's tensor: `side*side` bytes, row-major.
     pub fn render(self, img: &DecodedImage) -> Result<Vec<u8>, String> {
         let side = self.side();
-        let geo = Letterbox::fit(img.width, img.height, side);
+        // The stored image's aspect: a reduced level rounds its sides up, so its own aspect can
+        // be off by a fraction of a pixel.
+        let geo = Letterbox::fit(img.original_width, img.original_height, side);
         let src: Vec<U16> = img.pixels.iter().map(|&v| U16::new(v)).collect();
         let src = TypedImageRef::new(img.width, img.height, &src).map_err(|e| e.to_string())?;
         let mut dst = TypedImage::<U16>::new(geo.width, geo.height);
-        let opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+        let mut opts =
+            ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+        if let Some(r) = img.reduction {
+            // The stored image's extent on the reduced grid, so the tensor samples the same
+            // places a full-resolution resize would (a JPEG 2000 level sits half a stored
+            // pixel off the block centres). Where the shifted extent runs past the last decoded
+            // sample (by under one), the crop stops at the plane's edge.
+            let f = f64::from(r.factor);
+            let extent = |stored: u32, decoded: u32| {
+                (f64::from(stored) / f).min(f64::from(decoded) - r.offset)
+            };
+            opts = opts.crop(
+                r.offset,
+                r.offset,
+                extent(img.original_width, img.width),
+                extent(img.original_height, img.height),
+            );
+        }
         Resizer::new()
             .resize_typed(&src, &mut dst, &opts)
             .map_err(|e| e.to_string())?;
@@ -152,6 +171,9 @@ mod tests {
         let img = DecodedImage {
             width: 200,
             height: 400,
+            original_width: 200,
+            original_height: 400,
+            reduction: None,
             pixels: vec![65535; 200 * 400],
             bits_stored: 16,
             photometric: "MONOCHROME2".into(),

@@ -55,8 +55,8 @@ pub fn image_stats(img: &DecodedImage) -> ImageStats {
         p95: quantile(0.95),
         p99: quantile(0.99),
         histogram,
-        original_width: img.width as i32,
-        original_height: img.height as i32,
+        original_width: img.original_width as i32,
+        original_height: img.original_height as i32,
         bits_stored: i32::from(img.bits_stored),
         photometric: img.photometric.clone(),
     }
@@ -71,6 +71,9 @@ mod tests {
         DecodedImage {
             width: pixels.len() as u32,
             height: 1,
+            original_width: pixels.len() as u32,
+            original_height: 1,
+            reduction: None,
             pixels,
             bits_stored: 12,
             photometric: "MONOCHROME1".into(),

@@ -64,6 +64,8 @@ pub struct ReplayOutcome {
     pub after: PopulationMix,
     /// Scenario draws that fell back to the natural mix (sub-population exhausted).
     pub shortfall: usize,
+    /// The last pass through the table that was published from (0: no study was repeated).
+    pub cycles: u32,
 }
 
 /// How [`publish`] paces and sends a fixed list of studies.
@@ -186,10 +188,20 @@ pub async fn publish_traffic(
         let Some(s) = source.next(changed) else {
             tracing::info!(
                 published = out.published.len(),
-                "replay: the dataset table has no more studies"
+                "replay: the dataset table has no studies"
             );
             break;
         };
+        if s.cycle > out.cycles {
+            // Said once per cycle, so a load tester knows the studies repeat (under new UIDs).
+            out.cycles = s.cycle;
+            tracing::info!(
+                published = out.published.len(),
+                "replay: cycle {} of the {} studies in the table, with fresh study/series/SOP UIDs",
+                s.cycle + 1,
+                source.available(),
+            );
+        }
         let (inline, size) = prepare_image(&s, pace.inline_max).await?;
         let ev = scan_event(&s, inline, size, &secret);
         producer.send(codec, &ev, &BTreeMap::new()).await?;

@@ -194,6 +194,8 @@ pub struct StudyPool {
     used: Vec<bool>,
     natural: usize,
     drifted: usize,
+    /// Completed passes through the studies.
+    cycle: u32,
 }
 
 impl StudyPool {
@@ -211,7 +213,13 @@ impl StudyPool {
             studies,
             natural: 0,
             drifted: 0,
+            cycle: 0,
         }
+    }
+
+    /// How many times the pool was drawn through before the current pass (0: first pass).
+    pub fn cycle(&self) -> u32 {
+        self.cycle
     }
 
     /// Studies in the pool (drawn or not).
@@ -223,15 +231,29 @@ impl StudyPool {
         self.studies.is_empty()
     }
 
-    /// The next undrawn study, natural mix.
+    /// The next undrawn study, natural mix. When every study was drawn, the next pass (cycle)
+    /// begins, in the same order: a load test may run longer than the held-out split is long.
+    /// `None` only for an empty pool.
     pub fn next_natural(&mut self) -> Option<ChexpertRow> {
-        while self.natural < self.studies.len() {
-            let i = self.natural;
-            self.natural += 1;
-            if !self.used[i] {
-                self.used[i] = true;
-                return baseline_row(&self.studies[i]).cloned();
+        // Twice at most: the second pass starts on a fresh cycle, whose first study is free.
+        for _ in 0..2 {
+            while self.natural < self.studies.len() {
+                let i = self.natural;
+                self.natural += 1;
+                if !self.used[i] {
+                    self.used[i] = true;
+                    return baseline_row(&self.studies[i]).cloned();
+                }
             }
+            if self.studies.is_empty() {
+                return None;
+            }
+            // The natural cursor passed every study, so each one was drawn (by it or by a
+            // scenario draw): all of them are available again in the next cycle.
+            self.used.fill(false);
+            self.natural = 0;
+            self.drifted = 0;
+            self.cycle += 1;
         }
         None
     }
@@ -357,7 +379,8 @@ mod tests {
                 drifted += 1;
             }
             assert!(drifted > 0, "{scenario} found its sub-population");
-            while let Some(r) = pool.next_natural() {
+            // Within one cycle; the draw after the last study starts the next one.
+            while let Some(r) = pool.next_natural().filter(|_| pool.cycle() == 0) {
                 assert!(
                     seen.insert(r.study_key()),
                     "{scenario}: natural drew a drifted study"
@@ -365,6 +388,13 @@ mod tests {
                 assert_eq!(r.view, ViewKind::Frontal, "natural draws send the frontal");
             }
             assert_eq!(seen.len(), 200);
+            assert_eq!(
+                pool.cycle(),
+                1,
+                "{scenario}: the pool cycles when drawn through"
+            );
+            // The new cycle offers the sub-population again.
+            assert!(pool.next_drifted(&plan).is_some(), "{scenario}: cycle 2");
         }
     }
 

@@ -107,6 +107,7 @@ pub(super) fn decode(
     bytes: &[u8],
     limits: &DecodeLimits,
     rules: Option<&EligibilityRules>,
+    min_side: Option<u32>,
 ) -> Result<Decoded, DecodeError> {
     // Any accepted shape (no preamble, no magic, no group length, no meta at all) made Part 10.
     let body = super::part10::normalize(bytes)?;
@@ -177,10 +178,24 @@ pub(super) fn decode(
         // Now native: a failure from here on is about the decoded samples, not the stream.
         codec = "DICOM pixel data";
     }
+    let geometry = super::reduced::Geometry {
+        rows,
+        cols,
+        frames,
+        bits_allocated,
+        samples,
+    };
+    let reduction =
+        min_side.and_then(|need| super::reduced::decode(&mut obj, &syntax, geometry, need));
+    if reduction.is_some() {
+        codec = "DICOM pixel data";
+    }
     let pd = obj
         .decode_pixel_data_frame(0)
         .map_err(|e| pixel_err(codec, e))?;
     let mut img = to_display(&pd, view_position)?;
+    (img.original_width, img.original_height) = (cols, rows);
+    img.reduction = reduction;
     img.header = Some(eligibility);
     Ok(Decoded::Image(img))
 }
@@ -204,7 +219,7 @@ mod tests {
         let no_rows = edit(&|o| {
             o.remove_element(tags::ROWS);
         });
-        let e = decode(&no_rows, &DecodeLimits::default(), None).unwrap_err();
+        let e = decode(&no_rows, &DecodeLimits::default(), None, None).unwrap_err();
         assert_eq!(e.reason(), "decode.missing_attribute");
         assert!(e.to_string().contains("Rows"), "{e}");
         let frames = edit(&|o| {
@@ -214,7 +229,7 @@ mod tests {
                 dicom_core::PrimitiveValue::from("many"),
             ));
         });
-        let e = decode(&frames, &DecodeLimits::default(), None).unwrap_err();
+        let e = decode(&frames, &DecodeLimits::default(), None, None).unwrap_err();
         assert_eq!(e.reason(), "decode.invalid_attribute", "{e}");
         assert!(e.to_string().contains("NumberOfFrames"), "{e}");
     }

@@ -58,6 +58,9 @@ pub(super) fn to_display(
     Ok(DecodedImage {
         width,
         height,
+        original_width: width,
+        original_height: height,
+        reduction: None,
         pixels,
         bits_stored: pd.bits_stored(),
         photometric,

@@ -16,7 +16,10 @@ use super::{jpeg12, DecodeError};
 /// split across fragments). Several frames: one fragment each, as PS3.5 A.4 requires when the
 /// offset table is empty; anything else cannot be split without the offset table's help, and
 /// cxrflow decodes single-frame radiographs only, so it is refused by name.
-fn first_frame(obj: &DefaultDicomObject, frames: u32) -> Result<Cow<'_, [u8]>, DecodeError> {
+pub(super) fn first_frame(
+    obj: &DefaultDicomObject,
+    frames: u32,
+) -> Result<Cow<'_, [u8]>, DecodeError> {
     let corrupt = |detail: String| DecodeError::CorruptStream {
         codec: "JPEG",
         detail,

@@ -1,5 +1,6 @@
 //! Turns the bytes of a stored image into one display-oriented grayscale plane (0 = black,
-//! 65535 = white) at full resolution, whatever the container: PNG/JPEG through `image`, DICOM
+//! 65535 = white), at full resolution or (JPEG 2000 and 8-bit JPEG DICOM, [`decode_reduced`])
+//! at the smallest resolution level the model's input still fits in, whatever the container: PNG/JPEG through `image`, DICOM
 //! through dicom-rs. Every decoder checks the declared size against [`DecodeLimits`] before it
 //! allocates pixel buffers, so a header claiming 60000×60000 never reaches the allocator.
 
@@ -12,9 +13,11 @@ mod frames;
 mod jpeg12;
 mod part10;
 mod raster;
+mod reduced;
 mod syntax;
 
 pub use error::DecodeError;
+pub use reduced::Reduction;
 pub use syntax::SUPPORTED_TRANSFER_SYNTAXES;
 
 use crate::eligibility::{DicomHeader, EligibilityRules, Ineligible};
@@ -111,8 +114,15 @@ impl Container {
 /// range (MONOCHROME1 already inverted, VOI window already applied).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecodedImage {
+    /// The decoded plane's size: the stored image's, or a reduced resolution level of it.
     pub width: u32,
     pub height: u32,
+    /// The stored image's size (DICOM Columns × Rows): statistics report it and the letterbox
+    /// takes its aspect from it, whatever resolution was decoded.
+    pub original_width: u32,
+    pub original_height: u32,
+    /// How the plane samples the stored image when a reduced level was decoded.
+    pub reduction: Option<Reduction>,
     /// Row-major, `width * height` samples, 0 = black, 65535 = white.
     pub pixels: Vec<u16>,
     pub bits_stored: u16,
@@ -139,7 +149,23 @@ pub enum Decoded {
 pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, DecodeError> {
     match Container::sniff(bytes)? {
         c @ (Container::Png | Container::Jpeg) => raster::decode(bytes, c, limits),
-        Container::Dicom => match dicom::decode(bytes, limits, None)? {
+        Container::Dicom => match dicom::decode(bytes, limits, None, None)? {
+            Decoded::Image(img) => Ok(img),
+            Decoded::Ineligible { why, .. } => Err(DecodeError::UnsupportedImage(why.to_string())),
+        },
+    }
+}
+
+/// [`decode`], except that a JPEG 2000 or 8-bit JPEG DICOM image is decoded at the smallest
+/// resolution level whose both sides are still ≥ `min_side` (the model's input side).
+pub fn decode_reduced(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    min_side: u32,
+) -> Result<DecodedImage, DecodeError> {
+    match Container::sniff(bytes)? {
+        c @ (Container::Png | Container::Jpeg) => raster::decode(bytes, c, limits),
+        Container::Dicom => match dicom::decode(bytes, limits, None, Some(min_side))? {
             Decoded::Image(img) => Ok(img),
             Decoded::Ineligible { why, .. } => Err(DecodeError::UnsupportedImage(why.to_string())),
         },
@@ -147,17 +173,19 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, Decod
 }
 
 /// Decodes any supported container, refusing a DICOM object its header makes ineligible
-/// before its pixels are read. PNG/JPEG carry no header and always decode.
+/// before its pixels are read. PNG/JPEG carry no header and always decode. With `min_side`,
+/// as [`decode_reduced`].
 pub fn decode_eligible(
     bytes: &[u8],
     limits: &DecodeLimits,
     rules: &EligibilityRules,
+    min_side: Option<u32>,
 ) -> Result<Decoded, DecodeError> {
     match Container::sniff(bytes)? {
         c @ (Container::Png | Container::Jpeg) => {
             raster::decode(bytes, c, limits).map(Decoded::Image)
         }
-        Container::Dicom => dicom::decode(bytes, limits, Some(rules)),
+        Container::Dicom => dicom::decode(bytes, limits, Some(rules), min_side),
     }
 }
 

@@ -85,6 +85,9 @@ pub(super) fn decode(
     Ok(DecodedImage {
         width,
         height,
+        original_width: width,
+        original_height: height,
+        reduction: None,
         pixels: gray.into_raw(),
         bits_stored,
         photometric: photometric.to_string(),

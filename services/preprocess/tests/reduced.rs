@@ -1,0 +1,145 @@
+//! Decoding at a reduced resolution level (JPEG 2000 `reduce`, JPEG IDCT scaling) must give the
+//! model the input it gets from a full-resolution decode, within a stated tolerance, on a
+//! full-size radiograph: 2500×3000, a 12-bit MONOCHROME1 CR (smooth anatomy-like gradients,
+//! a disc with a sharp edge, rib-like bands, detector noise) re-encoded by Pillow's OpenJPEG
+//! (lossless and 10:1 lossy; also without a window, which must not be reduced) and the same picture in 8 bits by DCMTK's baseline JPEG.
+//!
+//! The tools come from scripts/prereqs.sh; a missing one fails the test with its name.
+
+use std::path::Path;
+use std::process::Command;
+
+use cxrflow_preprocess::decode::{decode, decode_reduced, DecodeLimits};
+use cxrflow_preprocess::{prepare, Profile};
+use cxrflow_testkit::tools_python;
+
+const WRITE: &str = r#"
+import io, sys, numpy as np, pydicom
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+d = sys.argv[1]
+def make(bits, w, h, mono):
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    top = (1 << bits) - 1
+    img = (x / w * 0.5 + y / h * 0.2) * top
+    img += np.where((x - w / 3) ** 2 + (y - h / 2) ** 2 < (w / 6) ** 2, 0.15 * top, 0)
+    img += 0.08 * top * (np.sin(y / 37.0) > 0.6)
+    img += np.random.default_rng(7).normal(0, top / 100, (h, w))
+    img = np.clip(img, 0, top).astype(np.uint16 if bits > 8 else np.uint8)
+    m = FileMetaDataset()
+    m.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
+    m.MediaStorageSOPInstanceUID = generate_uid()
+    m.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = m
+    ds.SOPClassUID = m.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = m.MediaStorageSOPInstanceUID
+    ds.Modality, ds.BodyPartExamined, ds.ViewPosition = "CR", "CHEST", "PA"
+    ds.Rows, ds.Columns = h, w
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, mono
+    ds.BitsAllocated = 16 if bits > 8 else 8
+    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits - 1, 0
+    # The window a modality stores with a presentation image (here its full range).
+    ds.WindowCenter, ds.WindowWidth = (top + 1) / 2, top + 1
+    ds.PixelData = img.tobytes()
+    return ds
+make(12, 2500, 3000, "MONOCHROME1").save_as(d + "/orig12.dcm", enforce_file_format=True)
+make(8, 2500, 3000, "MONOCHROME2").save_as(d + "/orig8.dcm", enforce_file_format=True)
+for name, uid, reversible in [("j2k-lossless.dcm", pydicom.uid.JPEG2000Lossless, True),
+                              ("j2k.dcm", pydicom.uid.JPEG2000, False)]:
+    ds = pydicom.dcmread(d + "/orig12.dcm")
+    out = io.BytesIO()
+    opts = {"irreversible": not reversible, "no_jp2": True}
+    if not reversible:
+        opts.update(quality_mode="rates", quality_layers=[10])
+    Image.frombytes("I;16", (ds.Columns, ds.Rows), ds.PixelData).save(out, format="JPEG2000", **opts)
+    ds.PixelData = encapsulate([out.getvalue()])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = uid
+    ds.save_as(d + "/" + name, enforce_file_format=True)
+    # Without a window the display mapping is min-max over the samples: not reduced.
+    del ds.WindowCenter, ds.WindowWidth
+    ds.save_as(d + "/no-window-" + name, enforce_file_format=True)
+"#;
+
+fn run(mut cmd: Command) {
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!("{cmd:?} cannot run (DCMTK and the tools venv come from scripts/prereqs.sh): {e}")
+    });
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The model's input from a full-resolution decode, the one from `prepare` (reduced), and the
+/// size of the plane `prepare` decoded.
+fn tensors(path: &Path) -> (Vec<u8>, Vec<u8>, (u32, u32)) {
+    let bytes = std::fs::read(path).expect("read the written file");
+    let limits = DecodeLimits::default();
+    let profile = Profile::Gray224V1;
+    let full = decode(&bytes, &limits).expect("full-resolution decode");
+    assert_eq!((full.width, full.height), (2500, 3000));
+    let full = profile.render(&full).expect("resize the full image");
+    let reduced = decode_reduced(&bytes, &limits, profile.side()).expect("reduced decode");
+    assert_eq!(
+        (reduced.original_width, reduced.original_height),
+        (2500, 3000),
+        "statistics keep the stored size"
+    );
+    let prepared = prepare(&bytes, &limits, profile).expect("prepare");
+    assert_eq!(prepared.stats.original_width, 2500);
+    (full, prepared.tensor, (reduced.width, reduced.height))
+}
+
+/// Largest, 99th percentile and mean |Δ| between two tensors.
+fn difference(a: &[u8], b: &[u8]) -> (u8, u8, f64) {
+    assert_eq!(a.len(), b.len());
+    let mut d: Vec<u8> = a.iter().zip(b).map(|(x, y)| x.abs_diff(*y)).collect();
+    let sum: u64 = d.iter().map(|&v| u64::from(v)).sum();
+    d.sort_unstable();
+    let max = d.last().copied().unwrap_or(0);
+    let p99 = d.get(d.len() * 99 / 100).copied().unwrap_or(0);
+    (max, p99, sum as f64 / a.len().max(1) as f64)
+}
+
+/// Tolerances on the 8-bit tensor (0..=255): the largest difference anywhere and the mean.
+/// Measured on these files: see the README's decode table for the numbers.
+const MAX_DELTA: u8 = 10;
+const P99_DELTA: u8 = 5;
+const MEAN_DELTA: f64 = 0.6;
+
+#[test]
+fn reduced_decoding_gives_the_model_the_full_resolution_input_within_tolerance() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut c = Command::new(tools_python());
+    c.args(["-c", WRITE]).arg(dir.path());
+    run(c);
+    let mut c = Command::new("dcmcjpeg");
+    c.arg("+eb")
+        .arg(dir.path().join("orig8.dcm"))
+        .arg(dir.path().join("baseline.dcm"));
+    run(c);
+    // 2500×3000 at 224²: three halvings (313×375; a fourth gives 157×188) and IDCT 1/8
+    // (313×375 too).
+    for (name, size) in [
+        ("j2k-lossless.dcm", (313, 375)),
+        ("j2k.dcm", (313, 375)),
+        ("baseline.dcm", (313, 375)),
+        ("orig12.dcm", (2500, 3000)),
+        ("no-window-j2k.dcm", (2500, 3000)),
+    ] {
+        let (full, reduced, decoded) = tensors(&dir.path().join(name));
+        assert_eq!(decoded, size, "{name}: decoded plane");
+        let (max, p99, mean) = difference(&full, &reduced);
+        eprintln!("{name}: decoded {decoded:?}, |Δ| max {max}, p99 {p99}, mean {mean:.4}");
+        assert!(
+            max <= MAX_DELTA && p99 <= P99_DELTA && mean <= MEAN_DELTA,
+            "{name}: |Δ| max {max} (≤ {MAX_DELTA}), p99 {p99} (≤ {P99_DELTA}), \
+             mean {mean:.4} (≤ {MEAN_DELTA})"
+        );
+    }
+}
