@@ -1,7 +1,7 @@
 //! A pool of real studies: `cxr.predictions.v1` records exported from a pipeline run (JSON
 //! lines of [`Prediction`]) joined to the dataset's label file for their ground truth. The
-//! replay names a study `derived_uid("study/<patient>/<study>")`; the same name finds its label
-//! rows here, and a study is critical when any of its rows has a finding of the critical set
+//! replay names a study `replay::study_uid(row, cycle)` (cycle 0 for the first pass over the
+//! table); every cycle's name finds its label rows here, and a study is critical when any of its rows has a finding of the critical set
 //! positive (as [`crate::replay::ReplayStudy::critical_truth`] says).
 
 use std::collections::HashMap;
@@ -14,7 +14,7 @@ use cxrflow_contracts::{ModelRole, Prediction};
 use super::model::PoolStudy;
 use crate::dataset::{read_label_file, DatasetError};
 use crate::labels::LabelState;
-use crate::replay::{derived_uid, CRITICAL};
+use crate::replay::{study_uid, CRITICAL};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
@@ -59,25 +59,12 @@ pub fn pool_from_files(
     labels: &Path,
 ) -> Result<(Vec<PoolStudy>, usize), PoolError> {
     let table = read_label_file(labels)?;
-    let mut truth: HashMap<String, bool> = HashMap::new();
-    for row in &table.rows {
-        let critical = CRITICAL
-            .iter()
-            .any(|f| row.label(*f) == LabelState::Positive);
-        *truth
-            .entry(derived_uid(&format!(
-                "study/{}/{}",
-                row.patient.0, row.study
-            )))
-            .or_default() |= critical;
-    }
     let io = |source| PoolError::Io {
         path: predictions.to_path_buf(),
         source,
     };
     let file = std::fs::File::open(predictions).map_err(io)?;
-    let mut newest: HashMap<String, Prediction> = HashMap::new();
-    let mut unmatched = 0;
+    let mut records = Vec::new();
     for (i, line) in BufReader::new(file).lines().enumerate() {
         let line = line.map_err(io)?;
         if line.trim().is_empty() {
@@ -88,9 +75,25 @@ pub fn pool_from_files(
             line: i + 1,
             source,
         })?;
-        if p.model_role == ModelRole::Shadow {
-            continue;
+        if p.model_role != ModelRole::Shadow {
+            records.push(p);
         }
+    }
+    // A replay longer than its table cycles through it with fresh UIDs per cycle
+    // (`replay::study_uid`); a run of N predictions over S studies has at most N/S + 1 cycles.
+    let cycles = (records.len() / table.rows.len().max(1)) as u32 + 1;
+    let mut truth: HashMap<String, bool> = HashMap::new();
+    for row in &table.rows {
+        let critical = CRITICAL
+            .iter()
+            .any(|f| row.label(*f) == LabelState::Positive);
+        for cycle in 0..=cycles {
+            *truth.entry(study_uid(row, cycle)).or_default() |= critical;
+        }
+    }
+    let mut newest: HashMap<String, Prediction> = HashMap::new();
+    let mut unmatched = 0;
+    for p in records {
         let uid = p.study.study_instance_uid.clone();
         if !truth.contains_key(&uid) {
             unmatched += 1;
