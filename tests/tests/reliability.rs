@@ -54,8 +54,8 @@ fn start_readers(
 /// Samples `GET /worklist` until stopped; returns every sample that showed a study twice.
 fn watch_worklist(p: &Pipeline, stop: CancellationToken) -> JoinHandle<(usize, Vec<String>)> {
     let url = format!("{}/worklist", p.triage_url());
+    let http = TestKeys::client(p.keys.key(Role::Reader));
     tokio::spawn(async move {
-        let http = reqwest::Client::new();
         let (mut samples, mut doubled) = (0usize, Vec::new());
         while !stop.is_cancelled() {
             if let Ok(r) = http.get(&url).timeout(Duration::from_secs(5)).send().await {
