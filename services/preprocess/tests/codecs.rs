@@ -38,39 +38,11 @@ fn python(script: &str, dir: &Path) {
     run(c);
 }
 
-/// Pixels generated here, written by pydicom: a 12-bit MONOCHROME1 CR (a gradient, a brighter
-/// disc and noise, so no codec gets a trivially flat picture) and the same in 8 bits
-/// MONOCHROME2. Each carries the window of its full range, so the display mapping is the same
-/// linear one for the original and every re-encoding (a min-max window would move with lossy
-/// codecs' over- and undershoot).
-const WRITE_ORIGINALS: &str = r#"
-import sys, numpy as np, pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-d = sys.argv[1]
-def make(bits, w, h, mono):
-    y, x = np.mgrid[0:h, 0:w]
-    top = (1 << bits) - 1
-    img = (x / w * 0.6 + y / h * 0.3) * top
-    img += np.where((x - w / 3) ** 2 + (y - h / 2) ** 2 < (w / 6) ** 2, 0.1 * top, 0)
-    img += np.random.default_rng(7).normal(0, top / 200, (h, w))
-    img = np.clip(img, 0, top).astype(np.uint16 if bits > 8 else np.uint8)
-    m = FileMetaDataset()
-    m.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
-    m.MediaStorageSOPInstanceUID = generate_uid()
-    m.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = m
-    ds.SOPClassUID = m.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = m.MediaStorageSOPInstanceUID
-    ds.Modality, ds.BodyPartExamined, ds.ViewPosition = "CR", "CHEST", "PA"
-    ds.Rows, ds.Columns = h, w
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, mono
-    ds.BitsAllocated = 16 if bits > 8 else 8
-    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits - 1, 0
-    ds.WindowCenter, ds.WindowWidth = (top + 1) / 2, top + 1
-    ds.PixelData = img.tobytes()
-    return ds
+/// The originals, from `support/synthetic_cr.py`: a 12-bit MONOCHROME1 CR and the same picture in
+/// 8 bits MONOCHROME2, then pydicom's and Pillow's own re-encodings of the 12-bit one.
+const WRITE_ORIGINALS: &str = concat!(
+    include_str!("support/synthetic_cr.py"),
+    r#"
 make(12, 256, 320, "MONOCHROME1").save_as(d + "/orig12.dcm", enforce_file_format=True)
 make(8, 256, 320, "MONOCHROME2").save_as(d + "/orig8.dcm", enforce_file_format=True)
 ds = pydicom.dcmread(d + "/orig12.dcm")
@@ -91,7 +63,8 @@ ds.PixelData = encapsulate([out.getvalue()])
 ds["PixelData"].VR = "OB"
 ds.file_meta.TransferSyntaxUID = pydicom.uid.JPEG2000Lossless
 ds.save_as(d + "/pillow-j2k.dcm", enforce_file_format=True)
-"#;
+"#
+);
 
 fn picture(path: &Path) -> Result<Vec<u16>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;

@@ -13,40 +13,11 @@ use cxrflow_preprocess::decode::{decode, decode_reduced, DecodeLimits};
 use cxrflow_preprocess::{prepare, Profile};
 use cxrflow_testkit::tools_python;
 
-const WRITE: &str = r#"
-import io, sys, numpy as np, pydicom
-from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-d = sys.argv[1]
-def make(bits, w, h, mono):
-    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
-    top = (1 << bits) - 1
-    img = (x / w * 0.5 + y / h * 0.2) * top
-    img += np.where((x - w / 3) ** 2 + (y - h / 2) ** 2 < (w / 6) ** 2, 0.15 * top, 0)
-    img += 0.08 * top * (np.sin(y / 37.0) > 0.6)
-    img += np.random.default_rng(7).normal(0, top / 100, (h, w))
-    img = np.clip(img, 0, top).astype(np.uint16 if bits > 8 else np.uint8)
-    m = FileMetaDataset()
-    m.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
-    m.MediaStorageSOPInstanceUID = generate_uid()
-    m.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = m
-    ds.SOPClassUID = m.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = m.MediaStorageSOPInstanceUID
-    ds.Modality, ds.BodyPartExamined, ds.ViewPosition = "CR", "CHEST", "PA"
-    ds.Rows, ds.Columns = h, w
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, mono
-    ds.BitsAllocated = 16 if bits > 8 else 8
-    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits - 1, 0
-    # The window a modality stores with a presentation image (here its full range).
-    ds.WindowCenter, ds.WindowWidth = (top + 1) / 2, top + 1
-    ds.PixelData = img.tobytes()
-    return ds
-make(12, 2500, 3000, "MONOCHROME1").save_as(d + "/orig12.dcm", enforce_file_format=True)
-make(8, 2500, 3000, "MONOCHROME2").save_as(d + "/orig8.dcm", enforce_file_format=True)
+const WRITE: &str = concat!(
+    include_str!("support/synthetic_cr.py"),
+    r#"
+make(12, 2500, 3000, "MONOCHROME1", grad=(0.5, 0.2), disc=0.15, bands=0.08, noise=100).save_as(d + "/orig12.dcm", enforce_file_format=True)
+make(8, 2500, 3000, "MONOCHROME2", grad=(0.5, 0.2), disc=0.15, bands=0.08, noise=100).save_as(d + "/orig8.dcm", enforce_file_format=True)
 for name, uid, reversible in [("j2k-lossless.dcm", pydicom.uid.JPEG2000Lossless, True),
                               ("j2k.dcm", pydicom.uid.JPEG2000, False)]:
     ds = pydicom.dcmread(d + "/orig12.dcm")
@@ -62,7 +33,8 @@ for name, uid, reversible in [("j2k-lossless.dcm", pydicom.uid.JPEG2000Lossless,
     # Without a window the display mapping is min-max over the samples: not reduced.
     del ds.WindowCenter, ds.WindowWidth
     ds.save_as(d + "/no-window-" + name, enforce_file_format=True)
-"#;
+"#
+);
 
 fn run(mut cmd: Command) {
     let out = cmd.output().unwrap_or_else(|e| {
