@@ -121,6 +121,21 @@ check "helm lint (DICOM gateway values)" "$HELM" lint "$chart" -f "$chart/ci/gat
 check "helm template (DICOM gateway values)" "$HELM" template cxrflow "$chart" --namespace cxrflow -f "$chart/ci/gateway-values.yaml"
 cp "$work/out" "$work/gateway.yaml"
 check "gateway render has the gateway Deployment and its DICOM Service port" grep -q "port: 11112" "$work/gateway.yaml"
+check "gateway render has a NetworkPolicy per service, DICOM open to the PACS subnet only" "$PY" - "$work/gateway.yaml" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+deps = {d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"}
+nps = {d["metadata"]["name"]: d for d in docs if d["kind"] == "NetworkPolicy"}
+assert set(nps) == deps, (sorted(nps), sorted(deps))
+for name, np in nps.items():
+    assert np["spec"]["policyTypes"] == ["Ingress"], name
+    for rule in np["spec"].get("ingress") or []:
+        assert rule.get("from"), f"{name}: a rule without 'from' opens a port to everyone"
+dicom = [r for r in nps["cxrflow-gateway"]["spec"]["ingress"] if r["ports"][0]["port"] == "dicom"]
+assert dicom and dicom[0]["from"] == [{"ipBlock": {"cidr": "10.20.0.0/16"}}], dicom
+assert not any(r["ports"][0]["port"] == "dicom" for n, p in nps.items() if n != "cxrflow-gateway" for r in p["spec"]["ingress"] or [])
+print("ok")
+PY
 refute "an enabled gateway without a pseudonym key does not render (negative control)" "$HELM" template cxrflow "$chart" --namespace cxrflow --set services.gateway.enabled=true
 for v in $K8S_VERSIONS; do
   check "kubernetes-validate --strict, default render, Kubernetes $v" "$VENV/bin/kubernetes-validate" --strict --quiet -k "$v" "$work/default.yaml"
