@@ -28,6 +28,7 @@ fn services() -> Vec<(&'static str, Routes)> {
     let triage = cxrflow_triage::http::routes(cxrflow_triage::http::WebState {
         engine: Arc::new(OnceLock::new()),
         blobs: None,
+        viewer_url: None,
     });
     let feedback = Arc::new(Performance::new(10, UncertaintyPolicy::UOnes)).routes();
     let gateway = cxrflow_gateway::stow::routes(Default::default());

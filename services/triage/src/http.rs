@@ -39,6 +39,35 @@ const THUMBNAIL_PX: u32 = 256;
 pub struct WebState {
     pub engine: Arc<OnceLock<Arc<Engine>>>,
     pub blobs: Option<BlobStore>,
+    /// `--viewer-url`: the PACS viewer's URL template for a study.
+    pub viewer_url: Option<String>,
+}
+
+/// Checks a `--viewer-url` template: empty, or an http(s) URL with `{study_uid}` in it.
+pub fn parse_viewer_url(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Ok(String::new());
+    }
+    // No quote, angle bracket or space: the page puts it in an attribute as it is.
+    let plain = !s.contains(['"', '\'', '<', '>', ' ', '`']);
+    if !(s.starts_with("https://") || s.starts_with("http://"))
+        || !s.contains("{study_uid}")
+        || !plain
+    {
+        return Err(format!(
+            "{s:?}: expected an http(s) URL with {{study_uid}} where the Study Instance UID goes"
+        ));
+    }
+    Ok(s.to_string())
+}
+
+/// The viewer link of a study: the template with its UID, only for a well-formed DICOM UID
+/// (digits and dots, at most 64 characters), so nothing from a record can inject into the URL.
+pub fn viewer_link(template: &str, study_uid: &str) -> Option<String> {
+    let well_formed = !study_uid.is_empty()
+        && study_uid.len() <= 64
+        && study_uid.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    well_formed.then(|| template.replace("{study_uid}", study_uid))
 }
 
 /// One study as the worklist shows it.
@@ -65,6 +94,12 @@ pub struct WorklistItem {
     pub not_assessable_reason: Option<String>,
     #[serde(default)]
     pub not_assessable_code: Option<String>,
+    /// The (pseudonymous) accession number, when the gateway had one.
+    #[serde(default)]
+    pub accession_number: Option<String>,
+    /// The study in the PACS viewer (`--viewer-url`).
+    #[serde(default)]
+    pub viewer_url: Option<String>,
 }
 
 impl WorklistItem {
@@ -88,6 +123,8 @@ impl WorklistItem {
             reasons: d.reasons.clone(),
             not_assessable_reason: d.not_assessable_reason.clone(),
             not_assessable_code: d.not_assessable_code.clone(),
+            accession_number: d.study.accession_number.clone(),
+            viewer_url: None,
         }
     }
 }
@@ -197,7 +234,14 @@ async fn worklist(
             .enumerate()
             .filter(|(_, e)| shown(&e.decision, q.only.as_deref()))
             .take(q.limit.unwrap_or(usize::MAX))
-            .map(|(i, e)| WorklistItem::of(i + 1, &e.decision, now))
+            .map(|(i, e)| {
+                let mut item = WorklistItem::of(i + 1, &e.decision, now);
+                item.viewer_url = s
+                    .viewer_url
+                    .as_deref()
+                    .and_then(|t| viewer_link(t, &item.study_uid));
+                item
+            })
             .collect();
         (items, TierCounts::of(&wl.open_by_tier()))
     };
@@ -427,5 +471,24 @@ mod tests {
         dicom[128..132].copy_from_slice(b"DICM");
         assert!(thumbnail_png(&dicom).is_none());
         assert!(thumbnail_png(b"not an image").is_none());
+    }
+
+    #[test]
+    fn viewer_links_take_only_well_formed_uids() {
+        let t =
+            parse_viewer_url("https://pacs.example/viewer?StudyInstanceUIDs={study_uid}").unwrap();
+        assert_eq!(
+            viewer_link(&t, "1.2.840.113619.2.55"),
+            Some("https://pacs.example/viewer?StudyInstanceUIDs=1.2.840.113619.2.55".into())
+        );
+        for bad in ["", "1.2\"><script>", "1.2&x=1", &"1".repeat(65)] {
+            assert_eq!(viewer_link(&t, bad), None, "{bad}");
+        }
+        assert_eq!(parse_viewer_url(""), Ok(String::new()));
+        assert!(parse_viewer_url("javascript:alert(1)//{study_uid}").is_err());
+        assert!(parse_viewer_url("https://pacs.example/viewer").is_err());
+        assert!(
+            parse_viewer_url("https://pacs.example/v?u={study_uid}\" onmouseover=\"x").is_err()
+        );
     }
 }

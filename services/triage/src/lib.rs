@@ -106,6 +106,11 @@ pub struct Config {
     /// Upper bound on the start-up rebuild of the worklist from `cxr.triage.v1`.
     #[arg(long = "rebuild-timeout", env = "CXRFLOW_TRIAGE_REBUILD_TIMEOUT", default_value = "120s", value_parser = parse_duration_ms)]
     pub rebuild_timeout_ms: i64,
+    /// The PACS viewer's URL for a study, `{study_uid}` replaced by the Study Instance UID (e.g.
+    /// `https://pacs.example/viewer?StudyInstanceUIDs={study_uid}` for OHIF); the worklist page
+    /// links each study to it. Empty: no link.
+    #[arg(long = "viewer-url", env = "CXRFLOW_TRIAGE_VIEWER_URL", default_value = "", value_parser = http::parse_viewer_url)]
+    pub viewer_url: String,
 }
 
 impl Config {
@@ -125,6 +130,7 @@ impl Config {
             ai_overdue_ms: 300_000,
             dead_letter_wait_ms: 60_000,
             rebuild_timeout_ms: 120_000,
+            viewer_url: String::new(),
         }
     }
 
@@ -194,6 +200,7 @@ pub async fn run_observed(
     let routes = http::routes(http::WebState {
         engine: slot.clone(),
         blobs,
+        viewer_url: Some(cfg.viewer_url.clone()).filter(|u| !u.is_empty()),
     });
     let host = Host::start(
         "triage",
