@@ -18,18 +18,7 @@ use cxrflow_preprocess::decode::{decode, decode_reduced, DecodeLimits};
 use cxrflow_preprocess::fixtures::{self, DicomSpec};
 use cxrflow_preprocess::stats::image_stats;
 use cxrflow_preprocess::{prepare, Profile};
-use cxrflow_testkit::tools_python;
-
-fn run(mut cmd: Command) {
-    let out = cmd.output().unwrap_or_else(|e| {
-        panic!("{cmd:?} cannot run (DCMTK and the tools venv come from scripts/prereqs.sh): {e}")
-    });
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use cxrflow_testkit::{run_tool, tools_python};
 
 const JPEG2000: &str = r#"
 import io, sys, pydicom
@@ -96,16 +85,16 @@ fn files(dir: &Path) -> Vec<(&'static str, Vec<u8>)> {
     for (label, tool, args, name) in dcmtk {
         let mut c = Command::new(tool);
         c.args(args).arg(&orig).arg(dir.join(name));
-        run(c);
+        run_tool(c);
         out.push((label, dir.join(name)));
     }
     let mut c = Command::new("dcmcjpeg");
     c.arg("+eb").arg(&orig8).arg(dir.join("baseline.dcm"));
-    run(c);
+    run_tool(c);
     out.push(("JPEG baseline 8-bit (4.50, DX)", dir.join("baseline.dcm")));
     let mut c = Command::new(tools_python());
     c.args(["-c", JPEG2000]).arg(dir);
-    run(c);
+    run_tool(c);
     out.push(("JPEG 2000 lossless (4.90)", dir.join("j2k-lossless.dcm")));
     out.push(("JPEG 2000 lossy (4.91)", dir.join("j2k.dcm")));
     out.into_iter()

@@ -12,30 +12,18 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use cxrflow_preprocess::decode::{decode, DecodeLimits, SUPPORTED_TRANSFER_SYNTAXES};
-use cxrflow_testkit::tools_python;
-
-fn run(mut cmd: Command) {
-    let out = cmd.output().unwrap_or_else(|e| {
-        panic!("{cmd:?} cannot run (DCMTK and the tools venv come from scripts/prereqs.sh): {e}")
-    });
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use cxrflow_testkit::{run_tool, tools_python};
 
 fn tool(name: &str, args: &[&str], input: &Path, output: &Path) {
     let mut c = Command::new(name);
     c.args(args).arg(input).arg(output);
-    run(c);
+    run_tool(c);
 }
 
 fn python(script: &str, dir: &Path) {
     let mut c = Command::new(tools_python());
     c.args(["-c", script]).arg(dir);
-    run(c);
+    run_tool(c);
 }
 
 /// The originals, from `support/synthetic_cr.py`: a 12-bit MONOCHROME1 CR and the same picture in
@@ -226,7 +214,7 @@ fn img2dcm_wraps_a_jpeg_that_decodes_like_the_jpeg_itself() {
     let out = dir.path().join("sc.dcm");
     let mut c = Command::new("img2dcm");
     c.arg(&jpeg).arg(&out);
-    run(c);
+    run_tool(c);
     assert_eq!(transfer_syntax(&out), "1.2.840.10008.1.2.4.50");
     let as_jpeg = decode(&jpeg_bytes, &DecodeLimits::default()).expect("the JPEG itself");
     let got = picture(&out).expect("img2dcm's DICOM");

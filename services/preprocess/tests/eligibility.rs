@@ -12,25 +12,13 @@ use cxrflow_preprocess::fixtures::{self, DicomSpec};
 use cxrflow_preprocess::pipeline::{prepare_gated, Gated};
 use cxrflow_preprocess::Profile;
 
-fn run(mut cmd: Command) {
-    let out = cmd.output().unwrap_or_else(|e| {
-        panic!("{cmd:?} cannot run (DCMTK and the tools venv come from scripts/prereqs.sh): {e}")
-    });
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn img2dcm(jpeg: &Path, out: &Path, keys: &[&str]) {
     let mut c = Command::new("img2dcm");
     c.args(["-i", "JPEG"]).arg(jpeg).arg(out);
     for k in keys {
         c.args(["-k", k]);
     }
-    run(c);
+    run_tool(c);
 }
 
 fn dcmodify(file: &Path, changes: &[&str]) {
@@ -40,7 +28,7 @@ fn dcmodify(file: &Path, changes: &[&str]) {
         c.args(["-i", m]);
     }
     c.arg(file);
-    run(c);
+    run_tool(c);
 }
 
 /// What the gate makes of `file`: `Ok(())` when it is prepared, else the code.
@@ -58,7 +46,7 @@ fn gate(file: &Path) -> Result<(), (String, String)> {
     }
 }
 
-use cxrflow_testkit::tools_python as python;
+use cxrflow_testkit::{run_tool, tools_python as python};
 
 #[test]
 fn dcmtk_objects_that_are_not_chest_radiographs_are_refused_by_their_own_header() {
@@ -177,7 +165,7 @@ write(out + "/dx-chest.dcm", "DX", "1.2.840.10008.5.1.4.1.1.1.1")
 "#;
     let mut c = Command::new(python());
     c.args(["-c", script]).arg(dir.path());
-    run(c);
+    run_tool(c);
     let at = |f: &str| dir.path().join(f);
     assert_eq!(gate(&at("ct.dcm")).unwrap_err().0, "eligibility.modality");
     assert_eq!(
@@ -203,7 +191,7 @@ img.save(sys.argv[1] + "/pil.png")
 "#;
     let mut c = Command::new(python());
     c.args(["-c", script]).arg(dir.path());
-    run(c);
+    run_tool(c);
     for name in ["pil.jpg", "pil.png"] {
         let whole = std::fs::read(dir.path().join(name)).unwrap();
         let f = dir.path().join(format!("whole-{name}"));

@@ -8,19 +8,7 @@ use std::process::Command;
 
 use cxrflow_preprocess::decode::{decode, DecodeLimits};
 use cxrflow_preprocess::fixtures::{self, DicomSpec};
-use cxrflow_testkit::tools_python;
-
-fn run(mut cmd: Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd:?} cannot run: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use cxrflow_testkit::{run_tool, tools_python};
 
 fn pixels(path: &Path) -> Result<Vec<u16>, String> {
     let bytes = std::fs::read(path).unwrap();
@@ -48,13 +36,13 @@ ds.save_as(d + "/no-group-length.dcm", enforce_file_format=False)
 "#;
     let mut c = Command::new(tools_python());
     c.args(["-c", script]).arg(dir.path());
-    run(c);
+    run_tool(c);
     for (flag, name) in [("+ti", "bare-implicit.dcm"), ("+te", "bare-explicit.dcm")] {
         let mut c = Command::new("dcmconv");
         c.args(["-F", flag])
             .arg(&original)
             .arg(dir.path().join(name));
-        run(c);
+        run_tool(c);
     }
     for name in [
         "no-preamble.dcm",
@@ -130,7 +118,7 @@ write(sys.argv[1] + "/j2k-bad.dcm", cs)
 "#;
     let mut c = Command::new(tools_python());
     c.args(["-c", script]).arg(dir.path());
-    run(c);
+    run_tool(c);
     assert!(pixels(&dir.path().join("j2k-ok.dcm")).is_ok());
     let err = pixels(&dir.path().join("j2k-bad.dcm")).unwrap_err();
     assert!(err.starts_with("decode.corrupt_stream "), "{err}");

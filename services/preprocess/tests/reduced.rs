@@ -11,7 +11,7 @@ use std::process::Command;
 
 use cxrflow_preprocess::decode::{decode, decode_reduced, DecodeLimits};
 use cxrflow_preprocess::{prepare, Profile};
-use cxrflow_testkit::tools_python;
+use cxrflow_testkit::{run_tool, tools_python};
 
 const WRITE: &str = concat!(
     include_str!("support/synthetic_cr.py"),
@@ -35,17 +35,6 @@ for name, uid, reversible in [("j2k-lossless.dcm", pydicom.uid.JPEG2000Lossless,
     ds.save_as(d + "/no-window-" + name, enforce_file_format=True)
 "#
 );
-
-fn run(mut cmd: Command) {
-    let out = cmd.output().unwrap_or_else(|e| {
-        panic!("{cmd:?} cannot run (DCMTK and the tools venv come from scripts/prereqs.sh): {e}")
-    });
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// The model's input from a full-resolution decode, the one from `prepare` (reduced), and the
 /// size of the plane `prepare` decoded.
@@ -89,12 +78,12 @@ fn reduced_decoding_gives_the_model_the_full_resolution_input_within_tolerance()
     let dir = tempfile::tempdir().expect("temp dir");
     let mut c = Command::new(tools_python());
     c.args(["-c", WRITE]).arg(dir.path());
-    run(c);
+    run_tool(c);
     let mut c = Command::new("dcmcjpeg");
     c.arg("+eb")
         .arg(dir.path().join("orig8.dcm"))
         .arg(dir.path().join("baseline.dcm"));
-    run(c);
+    run_tool(c);
     // 2500×3000 at 224²: three halvings (313×375; a fourth gives 157×188) and IDCT 1/8
     // (313×375 too).
     for (name, size) in [

@@ -22,6 +22,20 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// Runs a tool a test needs (DCMTK, the tools venv's Python) and fails the test, with the
+/// tool's own output, when it cannot run or exits non-zero.
+pub fn run_tool(mut cmd: std::process::Command) {
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!("{cmd:?} cannot run (DCMTK and the tools venv come from scripts/prereqs.sh): {e}")
+    });
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Logs for tests (once per process); `RUST_LOG` controls the level.
 /// The tools venv's Python (`$CXRFLOW_TOOLS/venv`, made by scripts/prereqs.sh): Pillow,
 /// pydicom, scikit-image, opentelemetry-proto for tests that need another toolkit's files or
