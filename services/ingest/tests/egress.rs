@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,15 +65,7 @@ async fn internal_and_unlisted_sources_are_dead_lettered_and_never_contacted() {
     produce(&kafka, &codec, std::slice::from_ref(&good)).await;
 
     let dlq: Vec<DeadLetter> = read_records(&kafka, &codec, cases.len(), WAIT).await;
-    let got: HashMap<String, (String, String)> = dlq
-        .iter()
-        .map(|d| {
-            (
-                d.study_instance_uid.clone().unwrap_or_default(),
-                (d.reason.clone(), d.error.clone()),
-            )
-        })
-        .collect();
+    let got = dead_letters_by_study(&dlq);
     for (s, reason) in &cases {
         let (r, err) = got
             .get(&s.study.study_instance_uid)

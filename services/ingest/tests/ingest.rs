@@ -246,15 +246,7 @@ async fn broken_inputs_dead_letter_with_their_reason_and_a_hanging_source_holds_
 
     let n_dead = broken.len() + 1;
     let dlq: Vec<DeadLetter> = read_records(&kafka, &codec, n_dead, WAIT).await;
-    let got: HashMap<String, (String, String)> = dlq
-        .iter()
-        .map(|d| {
-            (
-                d.study_instance_uid.clone().unwrap_or_default(),
-                (d.reason.clone(), d.error.clone()),
-            )
-        })
-        .collect();
+    let got = dead_letters_by_study(&dlq);
     for (study, reason) in &expect {
         let (r, err) = got
             .get(study)

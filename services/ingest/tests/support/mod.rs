@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use cxrflow_common::kafka::Producer;
 use cxrflow_common::{KafkaArgs, ServiceArgs};
-use cxrflow_contracts::{Codec, OrderPriority, ScanEvent, StudyContext};
+use cxrflow_contracts::{Codec, DeadLetter, OrderPriority, ScanEvent, StudyContext};
 use cxrflow_ingest::Config;
 use cxrflow_testkit::free_port;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -229,4 +229,16 @@ impl HttpServer {
             .get(path)
             .map_or(0, |c| c.load(Ordering::SeqCst))
     }
+}
+
+/// Dead letters by the study they name: study UID → (reason, error).
+pub fn dead_letters_by_study(dlq: &[DeadLetter]) -> HashMap<String, (String, String)> {
+    dlq.iter()
+        .map(|d| {
+            (
+                d.study_instance_uid.clone().unwrap_or_default(),
+                (d.reason.clone(), d.error.clone()),
+            )
+        })
+        .collect()
 }
