@@ -136,6 +136,21 @@ assert dicom and dicom[0]["from"] == [{"ipBlock": {"cidr": "10.20.0.0/16"}}], di
 assert not any(r["ports"][0]["port"] == "dicom" for n, p in nps.items() if n != "cxrflow-gateway" for r in p["spec"]["ingress"] or [])
 print("ok")
 PY
+check "gateway render serves DICOM over mutual TLS from its Secret" "$PY" - "$work/gateway.yaml" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+gw = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "cxrflow-gateway")
+pod = gw["spec"]["template"]["spec"]
+c = pod["containers"][0]
+env = {e["name"]: e.get("value") for e in c["env"]}
+assert env["CXRFLOW_GATEWAY_DICOM_TLS_CERT"] == "/etc/cxrflow/dicom-tls/tls.crt", env
+assert env["CXRFLOW_GATEWAY_DICOM_TLS_CLIENT_CA"] == "/etc/cxrflow/dicom-tls/ca.crt", env
+assert any(m["name"] == "dicom-tls" and m["readOnly"] for m in c["volumeMounts"])
+assert any(v["name"] == "dicom-tls" and v["secret"]["secretName"] == "cxrflow-dicom-tls" for v in pod["volumes"])
+others = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] != "cxrflow-gateway"]
+assert not any("dicom-tls" in str(d) for d in others)
+print("ok")
+PY
 refute "an enabled gateway without a pseudonym key does not render (negative control)" "$HELM" template cxrflow "$chart" --namespace cxrflow --set services.gateway.enabled=true
 for v in $K8S_VERSIONS; do
   check "kubernetes-validate --strict, default render, Kubernetes $v" "$VENV/bin/kubernetes-validate" --strict --quiet -k "$v" "$work/default.yaml"

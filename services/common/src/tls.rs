@@ -2,13 +2,14 @@
 //! from PEM files, e.g. a Kubernetes TLS Secret mounted into the pod. Without them the endpoint
 //! is plain HTTP (behind a TLS-terminating ingress or on loopback).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::ServerConfig;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
 
 #[derive(Debug, Clone, Default, Args)]
 pub struct TlsArgs {
@@ -40,29 +41,68 @@ impl TlsArgs {
             (Some(c), Some(k)) => (c, k),
             _ => return Err(TlsError::Incomplete),
         };
-        let cert_err = |reason: String| TlsError::Cert {
-            path: cert.display().to_string(),
-            reason,
-        };
-        let chain = CertificateDer::pem_file_iter(cert)
-            .map_err(|e| cert_err(e.to_string()))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| cert_err(e.to_string()))?;
-        if chain.is_empty() {
-            return Err(cert_err("no certificate in the file".into()));
-        }
-        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
-            path: key.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        // The provider is named: the tree carries two (ring, aws-lc-rs), so rustls has no
-        // implicit default.
-        let mut config =
-            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()?
-                .with_no_client_auth()
-                .with_single_cert(chain, key)?;
+        let mut config = server_config(cert, key, None)?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Some(Arc::new(config)))
     }
+}
+
+/// The certificates of a PEM file, at least one.
+pub fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let cert_err = |reason: String| TlsError::Cert {
+        path: path.display().to_string(),
+        reason,
+    };
+    let chain = CertificateDer::pem_file_iter(path)
+        .map_err(|e| cert_err(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| cert_err(e.to_string()))?;
+    if chain.is_empty() {
+        return Err(cert_err("no certificate in the file".into()));
+    }
+    Ok(chain)
+}
+
+/// The crypto provider every TLS endpoint uses. Named, because the tree carries two (ring,
+/// aws-lc-rs), so rustls has no implicit default.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A server configuration from a certificate chain and key (PEM). With `client_ca`, a client
+/// must present a certificate issued by one of the CAs in that file (mutual TLS, as DICOM's
+/// secure transport connection profiles expect); without, any client may connect.
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<ServerConfig, TlsError> {
+    let chain = load_certificates(cert)?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
+        path: key.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let provider = provider();
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for c in load_certificates(ca)? {
+                roots.add(c).map_err(|e| TlsError::Cert {
+                    path: ca.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| TlsError::Cert {
+                    path: ca.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    Ok(builder.with_single_cert(chain, key)?)
 }

@@ -119,6 +119,33 @@ pub struct Config {
     )]
     pub insecure_dev_key: bool,
 
+    /// Serve DICOM over TLS (PS3.15 secure transport) with this certificate chain (PEM); needs
+    /// `--gateway-dicom-tls-key`. Without it the DICOM port is plain TCP, for a trusted network
+    /// segment only.
+    #[arg(
+        long = "gateway-dicom-tls-cert",
+        env = "CXRFLOW_GATEWAY_DICOM_TLS_CERT",
+        requires = "dicom_tls_key"
+    )]
+    pub dicom_tls_cert: Option<PathBuf>,
+
+    /// The DICOM TLS certificate's private key (PEM).
+    #[arg(
+        long = "gateway-dicom-tls-key",
+        env = "CXRFLOW_GATEWAY_DICOM_TLS_KEY",
+        requires = "dicom_tls_cert"
+    )]
+    pub dicom_tls_key: Option<PathBuf>,
+
+    /// With DICOM TLS: require a client certificate issued by a CA in this PEM file (mutual
+    /// TLS: only the PACS and modalities holding such a certificate may associate).
+    #[arg(
+        long = "gateway-dicom-tls-client-ca",
+        env = "CXRFLOW_GATEWAY_DICOM_TLS_CLIENT_CA",
+        requires = "dicom_tls_cert"
+    )]
+    pub dicom_tls_client_ca: Option<PathBuf>,
+
     /// Site id put on every scan event.
     #[arg(
         long = "gateway-site-id",
@@ -155,6 +182,8 @@ pub enum ConfigError {
     Zero(&'static str),
     #[error("--gateway-site-id must not be empty")]
     SiteId,
+    #[error("DICOM TLS: {0}")]
+    DicomTls(String),
 }
 
 /// Checks an AE title (PS3.5 AE: at most 16 characters of the default repertoire, no backslash
@@ -200,6 +229,9 @@ impl Config {
             blob_store_options: vec![],
             pseudonym_key: None,
             insecure_dev_key: false,
+            dicom_tls_cert: None,
+            dicom_tls_key: None,
+            dicom_tls_client_ca: None,
             site_id: "gateway".into(),
         }
     }
@@ -231,6 +263,7 @@ impl Config {
         if self.site_id.trim().is_empty() {
             return Err(ConfigError::SiteId);
         }
+        self.dicom_tls()?;
         Ok(())
     }
 
@@ -255,6 +288,21 @@ impl Config {
         }
     }
 
+    /// The DICOM listener's TLS configuration, or `None` for plain TCP.
+    pub fn dicom_tls(&self) -> Result<Option<rustls::ServerConfig>, ConfigError> {
+        match (&self.dicom_tls_cert, &self.dicom_tls_key, &self.dicom_tls_client_ca) {
+            (None, None, None) => Ok(None),
+            (Some(cert), Some(key), ca) => {
+                cxrflow_common::tls::server_config(cert, key, ca.as_deref())
+                    .map(Some)
+                    .map_err(|e| ConfigError::DicomTls(e.to_string()))
+            }
+            _ => Err(ConfigError::DicomTls(
+                "--gateway-dicom-tls-cert and --gateway-dicom-tls-key go together (and a client CA needs both)".into(),
+            )),
+        }
+    }
+
     pub fn association_timeout(&self) -> Duration {
         Duration::from_millis(self.association_timeout_ms)
     }
@@ -272,7 +320,7 @@ impl Config {
         };
         let options = mask_options(&self.blob_store_options);
         format!(
-            "dicom_listen={} ae_title={} calling_aes=[{}] max_pdu={} association_timeout_ms={} idle_timeout_ms={} max_associations={} max_instance_bytes={} stow_max_body_bytes={} blob_store={} blob_store_options=[{}] pseudonym_key={} site_id={}",
+            "dicom_listen={} ae_title={} calling_aes=[{}] max_pdu={} association_timeout_ms={} idle_timeout_ms={} max_associations={} max_instance_bytes={} stow_max_body_bytes={} blob_store={} blob_store_options=[{}] pseudonym_key={} dicom_tls={} site_id={}",
             self.dicom_listen,
             self.ae_title,
             if self.calling_aes.is_empty() {
@@ -289,6 +337,11 @@ impl Config {
             self.blob_store_url(),
             options,
             key,
+            match (&self.dicom_tls_cert, &self.dicom_tls_client_ca) {
+                (None, _) => "off".to_string(),
+                (Some(c), None) => format!("{} (any client)", c.display()),
+                (Some(c), Some(ca)) => format!("{} (client certificate from {})", c.display(), ca.display()),
+            },
             self.site_id,
         )
     }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use dicom_ul::association::{AsyncServerAssociation, Error as UlError};
 use dicom_ul::pdu::{PDataValue, PDataValueType, ReadError};
 use dicom_ul::Pdu;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use crate::command::{
@@ -47,17 +47,20 @@ enum End {
     Abort(Option<Reason>, String),
 }
 
-pub struct Session<'a> {
-    association: AsyncServerAssociation<TcpStream>,
+pub struct Session<'a, S> {
+    association: AsyncServerAssociation<S>,
     scp: &'a Scp,
     peer: String,
     peer_ae: String,
     shutdown: CancellationToken,
 }
 
-impl<'a> Session<'a> {
+impl<'a, S> Session<'a, S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     pub fn new(
-        association: AsyncServerAssociation<TcpStream>,
+        association: AsyncServerAssociation<S>,
         scp: &'a Scp,
         peer: String,
         peer_ae: String,

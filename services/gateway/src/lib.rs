@@ -95,9 +95,15 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         max_body_bytes: cfg.stow_max_body_bytes,
         idle_timeout: cfg.idle_timeout(),
     });
-    let scp = Arc::new(scp::Scp::new(&cfg, publisher.clone(), slots));
+    let scp = Arc::new(scp::Scp::new(
+        &cfg,
+        cfg.dicom_tls()?,
+        publisher.clone(),
+        slots,
+    ));
     host.ready.set_ready(true);
-    tracing::info!(dicom = %dicom_addr, ae_title = %cfg.ae_title, http = %host.http_addr, "gateway serving C-STORE and STOW-RS");
+    let dicom_tls = cfg.dicom_tls_cert.is_some();
+    tracing::info!(dicom = %dicom_addr, dicom_tls, ae_title = %cfg.ae_title, http = %host.http_addr, "gateway serving C-STORE and STOW-RS");
     scp::serve(listener, scp, shutdown.clone(), cfg.service.drain_timeout()).await;
     host.ready.set_ready(false);
     publisher.flush(Duration::from_secs(5));

@@ -66,6 +66,9 @@ pub enum Reason {
     RequestTooLarge,
     BlobStoreUnavailable,
     PublishFailed,
+    /// DICOM TLS: the peer spoke plain DICOM, presented no or an untrusted certificate, or the
+    /// handshake failed otherwise.
+    TlsHandshake,
 }
 
 impl Reason {
@@ -91,6 +94,7 @@ impl Reason {
             Reason::RequestTooLarge => "request_too_large",
             Reason::BlobStoreUnavailable => "blob_store_unavailable",
             Reason::PublishFailed => "publish_failed",
+            Reason::TlsHandshake => "tls_handshake",
         }
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use dicom_ul::association::server::{AccessControl, DefaultNegotiation, ServerAssociationOptions};
-use dicom_ul::association::Error as UlError;
+use dicom_ul::association::{Association as _, AsyncServerAssociation, Error as UlError};
 use dicom_ul::pdu::{
     AbortRQServiceProviderReason, AbortRQSource, AssociationRJ, AssociationRJResult,
     AssociationRJServiceProviderPresentationReason, AssociationRJServiceUserReason,
@@ -80,12 +80,19 @@ pub struct Scp {
     pub(crate) publisher: Arc<Publisher>,
     pub(crate) metrics: GatewayMetrics,
     slots: Arc<Semaphore>,
+    /// DICOM over TLS: associations are negotiated inside a TLS session.
+    tls: bool,
     /// Bounds the tasks that answer "busy", so a flood cannot grow them without limit.
     refusals: Arc<Semaphore>,
 }
 
 impl Scp {
-    pub fn new(cfg: &Config, publisher: Arc<Publisher>, slots: Arc<Semaphore>) -> Self {
+    pub fn new(
+        cfg: &Config,
+        tls: Option<rustls::ServerConfig>,
+        publisher: Arc<Publisher>,
+        slots: Arc<Semaphore>,
+    ) -> Self {
         let mut options = ServerAssociationOptions::new()
             .ae_access_control(AeAccess {
                 allowed_calling: cfg.calling_aes.clone(),
@@ -101,7 +108,12 @@ impl Scp {
         for (ts, _) in TRANSFER_SYNTAXES {
             options = options.with_transfer_syntax(*ts);
         }
+        let tls_on = tls.is_some();
+        if let Some(config) = tls {
+            options = options.tls_config(config);
+        }
         Scp {
+            tls: tls_on,
             options,
             limits: Limits {
                 max_pdu: cfg.max_pdu,
@@ -278,6 +290,7 @@ fn establish_failure(e: &UlError) -> Option<Reason> {
             ..
         } => Some(Reason::PduTooLarge),
         UlError::ConnectionClosed { .. } => None,
+        UlError::TlsHandshake { .. } | UlError::TlsConnection { .. } => Some(Reason::TlsHandshake),
         _ => Some(Reason::MalformedPdu),
     }
 }
@@ -286,10 +299,25 @@ async fn associate(
     scp: Arc<Scp>,
     mut socket: TcpStream,
     peer: String,
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
     shutdown: CancellationToken,
 ) {
     let limits = &scp.limits;
+    if scp.tls {
+        // The first bytes are a TLS ClientHello: the PDU checks happen inside the session
+        // (dicom-ul reads the A-ASSOCIATE-RQ under the same PDU limit, strictly).
+        let negotiated = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = tokio::time::timeout(limits.association_timeout, scp.options.establish_tls_async(socket)) => r,
+        };
+        let negotiated = negotiated.map(|r| {
+            r.map_err(|e| establish_failure(&e).map(|r| (r, crate::error::describe_ul_error(&e))))
+        });
+        if let Some(association) = admitted(&scp, &peer, negotiated) {
+            serve_association(&scp, association, peer, permit, shutdown).await;
+        }
+        return;
+    }
     let negotiated = tokio::select! {
         _ = shutdown.cancelled() => return,
         r = tokio::time::timeout(limits.association_timeout, async {
@@ -310,26 +338,52 @@ async fn associate(
             })
         }) => r,
     };
-    let association = match negotiated {
+    if let Some(association) = admitted(&scp, &peer, negotiated) {
+        serve_association(&scp, association, peer, permit, shutdown).await;
+    }
+}
+
+/// The outcome of a negotiation: the association, or `None` after counting why there is none.
+type Negotiated<S> = Result<
+    Result<AsyncServerAssociation<S>, Option<(Reason, String)>>,
+    tokio::time::error::Elapsed,
+>;
+
+fn admitted<S>(
+    scp: &Scp,
+    peer: &str,
+    negotiated: Negotiated<S>,
+) -> Option<AsyncServerAssociation<S>> {
+    match negotiated {
         Err(_elapsed) => {
             scp.metrics.rejected(
                 Reason::AssociationTimeout,
-                &peer,
+                peer,
                 "no complete A-ASSOCIATE-RQ within the association timeout; connection closed",
             );
-            return;
+            None
         }
         Ok(Err(None)) => {
             tracing::debug!(peer, "connection closed before association");
-            return;
+            None
         }
         Ok(Err(Some((reason, detail)))) => {
-            scp.metrics.rejected(reason, &peer, &detail);
-            return;
+            scp.metrics.rejected(reason, peer, &detail);
+            None
         }
-        Ok(Ok(a)) => a,
-    };
-    use dicom_ul::association::Association as _;
+        Ok(Ok(a)) => Some(a),
+    }
+}
+
+async fn serve_association<S>(
+    scp: &Scp,
+    association: AsyncServerAssociation<S>,
+    peer: String,
+    _permit: OwnedSemaphorePermit,
+    shutdown: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
     let mut accepted = 0;
     let mut refused = Vec::new();
     for pc in association.presentation_contexts() {
@@ -348,7 +402,7 @@ async fn associate(
     scp.metrics.contexts_refused(&peer, accepted, &refused);
     let peer_ae = association.peer_ae_title().to_string();
     let _active = scp.metrics.association_opened(&peer_ae, &peer, accepted);
-    Session::new(association, &scp, peer, peer_ae, shutdown)
+    Session::new(association, scp, peer, peer_ae, shutdown)
         .run()
         .await;
 }
