@@ -111,6 +111,11 @@ impl BlobStore {
         }
     }
 
+    /// The URI content with this sha256 has in this store (whether or not it is there).
+    pub fn content_uri(&self, sha: &str) -> String {
+        self.uri_of(&self.content_path(sha))
+    }
+
     fn uri_of(&self, path: &Path) -> String {
         format!("{}/{}", self.base, path)
     }

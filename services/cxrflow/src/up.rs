@@ -159,9 +159,11 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
         cxrflow_ingest::Config::defaults(kafka.clone(), svc(base, "ingest", &kafka, &auth.args));
     ingest.blob_store = Some(blobs.clone());
     ingest.ingest_db = data.join("ingest.db");
-    // file:// images from the replay's dataset and from the embedded gateway's store.
-    let dicom = abs(&data.join("dicom"))?;
-    ingest.file_roots = vec![dataset.clone(), dicom.clone()];
+    // file:// images from the replay's dataset and from the embedded gateway, which writes the
+    // received DICOM files into this same store: ingest references them, one copy at rest.
+    let blob_dir = abs(&data.join("blobs"))?;
+    std::fs::create_dir_all(&blob_dir)?;
+    ingest.file_roots = vec![dataset.clone(), blob_dir];
     let t = services.clone();
     tasks.spawn(async move { ("ingest", cxrflow_ingest::run(ingest, t).await) });
 
@@ -220,7 +222,7 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
             svc(base + 6, "gateway", &kafka, &auth.args),
         );
         gateway.dicom_listen = SocketAddr::from(([127, 0, 0, 1], args.gateway_dicom_port));
-        gateway.blob_store = Some(format!("file://{}", dicom.display()));
+        gateway.blob_store = Some(blobs.clone());
         gateway.pseudonym_key = Some(crate::demo_auth::gateway_key(
             &data,
             args.gateway_pseudonym_key.as_deref(),

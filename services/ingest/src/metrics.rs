@@ -16,12 +16,31 @@ fn fetch_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 17))
 }
 
+/// What storing an ingested image did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobOutcome {
+    Written,
+    AlreadyPresent,
+    Referenced,
+}
+
+impl BlobOutcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            BlobOutcome::Written => "written",
+            BlobOutcome::AlreadyPresent => "present",
+            BlobOutcome::Referenced => "referenced",
+        }
+    }
+}
+
 /// `cxrflow_ingest_…` metrics beside the stage runtime's.
 #[derive(Clone)]
 pub struct IngestMetrics {
     images: Family<Labels, Counter>,
     bytes: Family<Labels, Counter>,
     duplicates: Counter,
+    blobs: Family<Labels, Counter>,
     fetch_seconds: Family<Labels, Histogram, fn() -> Histogram>,
 }
 
@@ -31,6 +50,7 @@ impl Default for IngestMetrics {
             images: Family::default(),
             bytes: Family::default(),
             duplicates: Counter::default(),
+            blobs: Family::default(),
             fetch_seconds: Family::new_with_constructor(fetch_histogram),
         }
     }
@@ -56,6 +76,11 @@ impl IngestMetrics {
             self.duplicates.clone(),
         );
         r.register(
+            "blobs",
+            "What an ingested image cost the blob store: written (a new copy), present (the same content was already stored) or referenced (the event pointed at the image's own content address in this store, e.g. the gateway's file when gateway and ingest share a store: no copy)",
+            self.blobs.clone(),
+        );
+        r.register(
             "fetch_seconds",
             "Time to obtain an image from its source (file, HTTP, S3), by source kind",
             self.fetch_seconds.clone(),
@@ -75,7 +100,7 @@ impl IngestMetrics {
         sop: &str,
         sha256: &str,
         size: u64,
-        blob_written: bool,
+        blob: BlobOutcome,
     ) {
         // One line per record: debug (the counter is the run's record).
         tracing::debug!(
@@ -83,9 +108,12 @@ impl IngestMetrics {
             sop,
             sha256,
             size,
-            blob_written,
+            blob = blob.label(),
             "image ingested"
         );
+        self.blobs
+            .get_or_create(&vec![("outcome", blob.label().to_string())])
+            .inc();
         let l = vec![("source", kind.to_string())];
         self.images.get_or_create(&l).inc();
         self.bytes.get_or_create(&l).inc_by(size);

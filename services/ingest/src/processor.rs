@@ -18,7 +18,7 @@ use tracing::Instrument;
 use crate::error::IngestError;
 use crate::fetch::Fetcher;
 use crate::ledger::{Claim, LedgerError, SopLedger};
-use crate::metrics::IngestMetrics;
+use crate::metrics::{BlobOutcome, IngestMetrics};
 use crate::validate::{check_content, validate, ImageRef, Limits};
 
 /// Turns `cxr.scan.v1` records into `cxr.ingested.v1` records.
@@ -89,17 +89,31 @@ impl Ingest {
         // From here on only transient failures are possible: the claim stays, and the retry of
         // this same event is a redelivery that finishes the job.
         let size = bytes.len() as u64;
-        let (blob_uri, stored_sha, written) = self
-            .blobs
-            .put_content_addressed(bytes)
-            .await
-            .map_err(blob_error)?;
-        debug_assert_eq!(stored_sha, sha256);
+        // An event that points at this image's own content address in our store (the gateway's
+        // file, when gateway and ingest share a store) is referenced, not copied: the store
+        // keeps one copy of the identifiable original, and a content address never changes.
+        let own = self.blobs.content_uri(&sha256);
+        let (blob_uri, outcome) = if scan.image_uri.as_deref() == Some(own.as_str()) {
+            (own, BlobOutcome::Referenced)
+        } else {
+            let (uri, stored_sha, written) = self
+                .blobs
+                .put_content_addressed(bytes)
+                .await
+                .map_err(blob_error)?;
+            debug_assert_eq!(stored_sha, sha256);
+            let outcome = if written {
+                BlobOutcome::Written
+            } else {
+                BlobOutcome::AlreadyPresent
+            };
+            (uri, outcome)
+        };
         self.ledger
             .set_blob_uri(&sop, &scan.event_id, &blob_uri)
             .await?;
         self.metrics
-            .image_ingested(source.kind(), &sop, &sha256, size, written);
+            .image_ingested(source.kind(), &sop, &sha256, size, outcome);
         Ok(Some(IngestedImage {
             event_id: scan.event_id,
             study: scan.study,

@@ -1,5 +1,6 @@
 //! Ingest with S3 on both ends, against a real S3-compatible server (moto) on loopback: an
-//! `s3://` image reference is fetched and written to a blob store that is itself on S3.
+//! `s3://` image reference is fetched and written to a blob store that is itself on S3, with
+//! server-side encryption (SSE-KMS) requested through the blob store options.
 //! Skipped, loudly, when `moto_server` (`pip install 'moto[server]'`) is not on PATH.
 
 mod support;
@@ -20,6 +21,16 @@ impl Drop for Moto {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The Python of moto's environment (it has boto3): the interpreter next to `moto_server`.
+fn moto_python() -> std::path::PathBuf {
+    let server = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join("moto_server"))
+        .find(|p| p.is_file())
+        .expect("moto_server on PATH");
+    let real = std::fs::canonicalize(server).unwrap();
+    real.with_file_name("python3")
 }
 
 fn moto_on_path() -> bool {
@@ -88,7 +99,11 @@ async fn an_s3_reference_is_ingested_into_an_s3_blob_store() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(&kafka, dir.path());
     cfg.blob_store = Some("s3://cxr-blobs/blobs".into());
-    cfg.blob_store_options = options.clone();
+    // Server-side encryption of the claim checks (README, Privacy): SSE-KMS with a named key.
+    let mut encrypted = options.clone();
+    encrypted.push(("aws_server_side_encryption".into(), "aws:kms".into()));
+    encrypted.push(("aws_sse_kms_key_id".into(), "alias/cxrflow-blobs".into()));
+    cfg.blob_store_options = encrypted;
     cfg.s3_options = options.clone();
     cfg.fetch_timeout_ms = 10_000;
     let svc = Running::start(cfg);
@@ -117,6 +132,40 @@ async fn an_s3_reference_is_ingested_into_an_s3_blob_store() {
         &blobs.get(&img.blob_uri).await.unwrap()[..],
         &bytes[..],
         "blob on S3 is intact"
+    );
+    // How the object is stored, asked with boto3 (a KMS-encrypted object needs a signed
+    // request), from moto's own environment.
+    let key = img
+        .blob_uri
+        .trim_start_matches("s3://cxr-blobs/")
+        .to_string();
+    let python = moto_python();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .args([
+                "-c",
+                "import sys, json, boto3\n\
+                 s3 = boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1', aws_access_key_id='testing', aws_secret_access_key='testing')\n\
+                 h = s3.head_object(Bucket='cxr-blobs', Key=sys.argv[2])\n\
+                 print(json.dumps({'sse': h.get('ServerSideEncryption'), 'kms': h.get('SSEKMSKeyId')}))",
+                &endpoint,
+                &key,
+            ])
+            .output()
+            .expect("python runs")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "head_object: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let head: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(head["sse"], "aws:kms", "the claim check is stored encrypted: {head}");
+    assert!(
+        head["kms"].as_str().is_some_and(|k| k.contains("cxrflow-blobs")),
+        "with the configured key: {head}"
     );
 
     let dlq: Vec<DeadLetter> = read_records(&kafka, &codec, 1, Duration::from_secs(30)).await;

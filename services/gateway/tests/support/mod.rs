@@ -121,10 +121,19 @@ pub struct Ingest {
 
 impl Ingest {
     pub fn start(kafka: &KafkaArgs, dir: &Path) -> Ingest {
+        Ingest::with_store(
+            kafka,
+            dir,
+            format!("file://{}", dir.join("ingest-blobs").display()),
+        )
+    }
+
+    /// Ingest writing its claim checks to `store` (e.g. the gateway's).
+    pub fn with_store(kafka: &KafkaArgs, dir: &Path, store: String) -> Ingest {
         let service = http_service();
         let http = service.http.port();
         let mut cfg = cxrflow_ingest::Config::defaults(kafka.clone(), service);
-        cfg.blob_store = Some(format!("file://{}", dir.join("ingest-blobs").display()));
+        cfg.blob_store = Some(store);
         cfg.ingest_db = dir.join("ingest.db");
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(cxrflow_ingest::run(cfg, shutdown.clone()));
