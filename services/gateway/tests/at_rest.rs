@@ -46,8 +46,15 @@ async fn with_a_shared_store_the_received_file_is_kept_once_and_ingest_reference
         .collect();
     let (ok, out) = run_tool({
         let mut c = dcmtk("storescu");
-        c.args(["-aet", "MODALITY1", "-aec", AE, "127.0.0.1", &gw.dicom.to_string()])
-            .args(&files);
+        c.args([
+            "-aet",
+            "MODALITY1",
+            "-aec",
+            AE,
+            "127.0.0.1",
+            &gw.dicom.to_string(),
+        ])
+        .args(&files);
         c
     })
     .await;
@@ -73,13 +80,25 @@ async fn with_a_shared_store_the_received_file_is_kept_once_and_ingest_reference
         2,
         "one file per instance in the shared store, no copy: {stored:?}"
     );
-    eventually(Duration::from_secs(10), "the metric says referenced", || async {
-        metric(ingest.http, "cxrflow_ingest_blobs_total{outcome=\"referenced\"}").await
-            == Some(2.0)
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the metric says referenced",
+        || async {
+            metric(
+                ingest.http,
+                "cxrflow_ingest_blobs_total{outcome=\"referenced\"}",
+            )
+            .await
+                == Some(2.0)
+        },
+    )
     .await;
     assert_eq!(
-        metric(ingest.http, "cxrflow_ingest_blobs_total{outcome=\"written\"}").await,
+        metric(
+            ingest.http,
+            "cxrflow_ingest_blobs_total{outcome=\"written\"}"
+        )
+        .await,
         None
     );
     gw.stop().await;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cxrflow_common::{KafkaArgs, ServiceArgs};
 
-use crate::egress::EgressPolicy;
+use crate::egress::{EgressPolicy, S3Allow};
 use crate::fetch::FetchSettings;
 use crate::validate::Limits;
 
@@ -95,6 +95,17 @@ pub struct Config {
         value_delimiter = ','
     )]
     pub allow_networks: Vec<String>,
+
+    /// Which S3 objects `s3://` images may name: `bucket` or `bucket/prefix/` entries,
+    /// comma-separated in the environment. Ingest's own blob store is always allowed when a list
+    /// is given. Empty: any bucket the S3 credentials can read. A refusal dead-letters the study
+    /// (`ingest.uri_not_allowed`).
+    #[arg(
+        long = "ingest-s3-allow",
+        env = "CXRFLOW_INGEST_S3_ALLOW",
+        value_delimiter = ','
+    )]
+    pub s3_allow: Vec<String>,
 }
 
 impl Config {
@@ -114,6 +125,7 @@ impl Config {
             file_roots: vec![],
             http_allow: vec![],
             allow_networks: vec![],
+            s3_allow: vec![],
         }
     }
 
@@ -138,6 +150,11 @@ impl Config {
     /// The fetch settings; a malformed allow-list entry or network is an error.
     pub fn fetch_settings(&self) -> Result<FetchSettings, String> {
         let egress = EgressPolicy::parse(&self.http_allow, &self.allow_networks)?;
+        let mut s3_allow = S3Allow::parse(&self.s3_allow)?;
+        if let Some(own) = self.blob_store_url().strip_prefix("s3://") {
+            let (bucket, prefix) = own.split_once('/').unwrap_or((own, ""));
+            s3_allow = s3_allow.with(bucket, prefix);
+        }
         Ok(FetchSettings {
             max_bytes: self.max_image_bytes,
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
@@ -145,13 +162,14 @@ impl Config {
             s3_options: self.s3_options.clone(),
             file_roots: self.file_roots.clone(),
             egress: std::sync::Arc::new(egress),
+            s3_allow,
         })
     }
 
     /// The effective ingest settings as a person should see them at start: secrets masked.
     pub fn describe(&self) -> String {
         format!(
-            "blob_store={} blob_store_options=[{}] ingest_db={} max_image_bytes={} max_inline_bytes={} connect_timeout_ms={} fetch_timeout_ms={} s3_options=[{}] file_roots=[{}] http_allow=[{}] allow_networks=[{}]",
+            "blob_store={} blob_store_options=[{}] ingest_db={} max_image_bytes={} max_inline_bytes={} connect_timeout_ms={} fetch_timeout_ms={} s3_options=[{}] file_roots=[{}] http_allow=[{}] allow_networks=[{}] s3_allow=[{}]",
             self.blob_store_url(),
             mask_options(&self.blob_store_options),
             self.ingest_db.display(),
@@ -171,6 +189,11 @@ impl Config {
             },
             self.http_allow.join(","),
             self.allow_networks.join(","),
+            if self.s3_allow.is_empty() {
+                "(any bucket)".to_string()
+            } else {
+                self.s3_allow.join(",")
+            },
         )
     }
 }

@@ -28,12 +28,14 @@ pub enum Refusal {
     NotAllowed,
     #[error("{host} resolves to {addr}, a loopback/link-local/private address (allow it with --ingest-allow-networks)")]
     ForbiddenAddress { host: String, addr: IpAddr },
+    #[error("bucket/prefix not on the allow-list (--ingest-s3-allow)")]
+    S3NotAllowed,
 }
 
 impl Refusal {
     pub fn reason(&self) -> &'static str {
         match self {
-            Refusal::NotAllowed => "ingest.uri_not_allowed",
+            Refusal::NotAllowed | Refusal::S3NotAllowed => "ingest.uri_not_allowed",
             Refusal::ForbiddenAddress { .. } => "ingest.address_forbidden",
         }
     }
@@ -200,6 +202,53 @@ pub fn refusal_in(e: &(dyn std::error::Error + 'static)) -> Option<Refusal> {
     None
 }
 
+/// Which S3 objects a scan event may name. The endpoint and credentials are the operator's
+/// (`--ingest-s3-option`), so an event cannot reach another server through `s3://`; what it can
+/// choose is the bucket and key, and with `--ingest-s3-allow` only listed buckets (or
+/// `bucket/prefix/`es) are read. Empty: any bucket the credentials can read.
+#[derive(Debug, Clone, Default)]
+pub struct S3Allow {
+    entries: Vec<(String, String)>,
+}
+
+impl S3Allow {
+    /// Entries `bucket` or `bucket/prefix` (an `s3://` in front is accepted).
+    pub fn parse(entries: &[String]) -> Result<Self, String> {
+        let mut out = S3Allow::default();
+        for e in entries.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
+            let bare = e.strip_prefix("s3://").unwrap_or(e);
+            let (bucket, prefix) = bare.split_once('/').unwrap_or((bare, ""));
+            if bucket.is_empty() || bucket.contains(|c: char| c.is_whitespace()) {
+                return Err(format!("S3 allow-list entry {e:?}: no bucket"));
+            }
+            out.entries.push((bucket.to_string(), prefix.to_string()));
+        }
+        Ok(out)
+    }
+
+    /// Also allows `bucket/prefix` (ingest's own blob store, which the gateway may share).
+    pub fn with(mut self, bucket: &str, prefix: &str) -> Self {
+        if !self.entries.is_empty() {
+            self.entries
+                .push((bucket.to_string(), prefix.trim_matches('/').to_string()));
+        }
+        self
+    }
+
+    pub fn check(&self, bucket: &str, key: &str) -> Result<(), Refusal> {
+        if self.entries.is_empty()
+            || self
+                .entries
+                .iter()
+                .any(|(b, p)| b == bucket && (p.is_empty() || key.starts_with(p.as_str())))
+        {
+            Ok(())
+        } else {
+            Err(Refusal::S3NotAllowed)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,5 +336,25 @@ mod tests {
         assert!(!p.address_ok("10.21.3.4".parse().unwrap(), false));
         assert!(EgressPolicy::parse(&[], &["not-a-net".into()]).is_err());
         assert!(EgressPolicy::parse(&["http://[bad".into()], &[]).is_err());
+    }
+
+    #[test]
+    fn s3_objects_are_read_only_from_listed_buckets_and_prefixes() {
+        let open = S3Allow::parse(&[]).unwrap().with("blobs", "cxr");
+        assert_eq!(open.check("anything", "x"), Ok(()), "no list: any bucket");
+        let list = S3Allow::parse(&["s3://scans/site-a/".into(), "archive".into()])
+            .unwrap()
+            .with("blobs", "/cxr/");
+        assert_eq!(list.check("scans", "site-a/2024/1.dcm"), Ok(()));
+        assert_eq!(
+            list.check("scans", "site-b/2024/1.dcm"),
+            Err(Refusal::S3NotAllowed)
+        );
+        assert_eq!(list.check("archive", "any/key"), Ok(()));
+        assert_eq!(list.check("blobs", "cxr/sha256/ab/abc"), Ok(()));
+        assert_eq!(list.check("blobs", "other/key"), Err(Refusal::S3NotAllowed));
+        assert_eq!(list.check("secrets", "key"), Err(Refusal::S3NotAllowed));
+        assert_eq!(Refusal::S3NotAllowed.reason(), "ingest.uri_not_allowed");
+        assert!(S3Allow::parse(&["/prefix".into()]).is_err());
     }
 }

@@ -19,7 +19,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::io::AsyncReadExt;
 use url::Url;
 
-use crate::egress::{refusal_in, EgressPolicy, GuardedResolver};
+use crate::egress::{refusal_in, EgressPolicy, GuardedResolver, S3Allow};
 use crate::error::{redact_url, IngestError};
 
 /// How the image sources are reached.
@@ -35,6 +35,8 @@ pub struct FetchSettings {
     pub file_roots: Vec<PathBuf>,
     /// Where HTTP(S) images may come from ([`crate::egress`]).
     pub egress: Arc<EgressPolicy>,
+    /// Which S3 buckets and prefixes images may come from.
+    pub s3_allow: S3Allow,
 }
 
 /// Reads images from files, HTTP(S) and S3.
@@ -244,6 +246,12 @@ impl Fetcher {
     /// Reads an S3 object, streaming under the cap.
     pub async fn s3(&self, bucket: &str, key: &str) -> Result<Bytes, IngestError> {
         let shown = format!("s3://{bucket}/{key}");
+        if let Err(refusal) = self.settings.s3_allow.check(bucket, key) {
+            return Err(IngestError::Egress {
+                uri: shown,
+                refusal,
+            });
+        }
         let store = self.s3_store(bucket)?;
         let path = object_store::path::Path::from(key);
         let map = |e: object_store::Error| match e {

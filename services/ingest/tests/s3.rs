@@ -1,6 +1,7 @@
 //! Ingest with S3 on both ends, against a real S3-compatible server (moto) on loopback: an
 //! `s3://` image reference is fetched and written to a blob store that is itself on S3, with
-//! server-side encryption (SSE-KMS) requested through the blob store options.
+//! server-side encryption (SSE-KMS) requested through the blob store options; an object outside
+//! `--ingest-s3-allow` is refused although it exists.
 //! Skipped, loudly, when `moto_server` (`pip install 'moto[server]'`) is not on PATH.
 
 mod support;
@@ -74,13 +75,16 @@ async fn an_s3_reference_is_ingested_into_an_s3_blob_store() {
         );
     }
     let bytes = image(7, 5000);
-    let r = http
-        .put(format!("{endpoint}/scans/site-a/2024/img-7.dcm"))
-        .body(bytes.clone())
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "put object: {}", r.status());
+    // The same image where the allow-list does not reach: it exists, and is still not read.
+    for key in ["site-a/2024/img-7.dcm", "site-b/2024/img-7.dcm"] {
+        let r = http
+            .put(format!("{endpoint}/scans/{key}"))
+            .body(bytes.clone())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "put object: {}", r.status());
+    }
 
     let options: Vec<(String, String)> = [
         ("aws_endpoint", endpoint.as_str()),
@@ -106,6 +110,7 @@ async fn an_s3_reference_is_ingested_into_an_s3_blob_store() {
     cfg.blob_store_options = encrypted;
     cfg.s3_options = options.clone();
     cfg.fetch_timeout_ms = 10_000;
+    cfg.s3_allow = vec!["scans/site-a/".into()];
     let svc = Running::start(cfg);
 
     let mut s = scan(7);
@@ -114,7 +119,14 @@ async fn an_s3_reference_is_ingested_into_an_s3_blob_store() {
     s.image_sha256 = Some(sha256_hex(&bytes));
     let mut missing = scan(8);
     missing.image_uri = Some("s3://scans/site-a/2024/no-such.dcm".into());
-    produce(&kafka, &codec, &[s.clone(), missing.clone()]).await;
+    let mut elsewhere = scan(9);
+    elsewhere.image_uri = Some("s3://scans/site-b/2024/img-7.dcm".into());
+    produce(
+        &kafka,
+        &codec,
+        &[s.clone(), missing.clone(), elsewhere.clone()],
+    )
+    .await;
 
     let out: Vec<IngestedImage> = read_records(&kafka, &codec, 1, Duration::from_secs(30)).await;
     assert_eq!(out.len(), 1);
@@ -162,19 +174,30 @@ async fn an_s3_reference_is_ingested_into_an_s3_blob_store() {
         String::from_utf8_lossy(&out.stderr)
     );
     let head: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(head["sse"], "aws:kms", "the claim check is stored encrypted: {head}");
+    assert_eq!(
+        head["sse"], "aws:kms",
+        "the claim check is stored encrypted: {head}"
+    );
     assert!(
-        head["kms"].as_str().is_some_and(|k| k.contains("cxrflow-blobs")),
+        head["kms"]
+            .as_str()
+            .is_some_and(|k| k.contains("cxrflow-blobs")),
         "with the configured key: {head}"
     );
 
-    let dlq: Vec<DeadLetter> = read_records(&kafka, &codec, 1, Duration::from_secs(30)).await;
-    assert_eq!(dlq.len(), 1);
-    assert_eq!(dlq[0].reason, "ingest.fetch_not_found", "{}", dlq[0].error);
-    assert_eq!(
-        dlq[0].study_instance_uid.as_deref(),
-        Some(missing.study.study_instance_uid.as_str())
-    );
+    let dlq: Vec<DeadLetter> = read_records(&kafka, &codec, 2, Duration::from_secs(30)).await;
+    assert_eq!(dlq.len(), 2);
+    let reason_of = |study: &str| {
+        dlq.iter()
+            .find(|d| d.study_instance_uid.as_deref() == Some(study))
+            .map(|d| (d.reason.clone(), d.error.clone()))
+            .expect("a dead letter for the study")
+    };
+    let (reason, error) = reason_of(&missing.study.study_instance_uid);
+    assert_eq!(reason, "ingest.fetch_not_found", "{error}");
+    let (reason, error) = reason_of(&elsewhere.study.study_instance_uid);
+    assert_eq!(reason, "ingest.uri_not_allowed", "{error}");
+    assert!(error.contains("--ingest-s3-allow"), "{error}");
     assert_eq!(
         svc.metric("cxrflow_ingest_images_total{source=\"s3\"}")
             .await,
