@@ -117,6 +117,18 @@ check "helm template (default values + an API key)" "$HELM" template cxrflow "$c
 cp "$work/out" "$work/default.yaml"
 check "helm template (GPU values)" "$HELM" template cxrflow "$chart" --namespace cxrflow -f "$chart/ci/gpu-values.yaml"
 cp "$work/out" "$work/gpu.yaml"
+check "GPU render: feedback reaches ScyllaDB with a password Secret and the cluster CA" "$PY" - "$work/gpu.yaml" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+fb = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "cxrflow-feedback")
+pod = fb["spec"]["template"]["spec"]
+env = {e["name"]: e for e in pod["containers"][0]["env"]}
+assert env["CXRFLOW_SCYLLA_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "scylla-cxrflow", "key": "CXRFLOW_SCYLLA_PASSWORD"}, env
+assert env["CXRFLOW_SCYLLA_TLS_CA"]["value"] == "/etc/cxrflow/scylla-tls/ca.crt"
+assert "CXRFLOW_SCYLLA_TLS_CERT" not in env
+assert any(v["name"] == "scylla-tls" and v["secret"]["secretName"] == "scylla-ca" for v in pod["volumes"])
+print("ok")
+PY
 check "helm lint (DICOM gateway values)" "$HELM" lint "$chart" -f "$chart/ci/gateway-values.yaml"
 check "helm template (DICOM gateway values)" "$HELM" template cxrflow "$chart" --namespace cxrflow -f "$chart/ci/gateway-values.yaml"
 cp "$work/out" "$work/gateway.yaml"

@@ -106,3 +106,32 @@ pub fn server_config(
     };
     Ok(builder.with_single_cert(chain, key)?)
 }
+
+/// A client configuration that trusts the CAs in `ca` (PEM) and, with `identity` (certificate
+/// chain, key), presents a client certificate.
+pub fn client_config(
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for c in load_certificates(ca)? {
+        roots.add(c).map_err(|e| TlsError::Cert {
+            path: ca.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    Ok(match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = load_certificates(cert)?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
+                path: key.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            builder.with_client_auth_cert(chain, key)?
+        }
+    })
+}

@@ -27,6 +27,8 @@ pub struct ExportArgs {
     /// The study store to read.
     #[arg(long = "store", env = "CXRFLOW_FEEDBACK_STORE", default_value = crate::DEFAULT_STORE)]
     pub store: StoreUri,
+    #[command(flatten)]
+    pub scylla: crate::ScyllaArgs,
     /// Export examples of this model version.
     #[arg(long = "model-version")]
     pub model_version: String,
@@ -92,7 +94,7 @@ pub async fn export_csv<W: std::io::Write>(
 
 /// `cxrflow feedback export`: opens the store and writes the CSV where `args` say.
 pub async fn export(args: &ExportArgs) -> Result<usize, ExportError> {
-    let store = store::open(&args.store).await?;
+    let store = store::open(&args.store, &args.scylla).await?;
     if args.output.as_os_str() == "-" {
         export_csv(
             store.as_ref(),

@@ -30,7 +30,7 @@ pub mod validate;
 pub use export::{export, export_csv, ExportArgs, ExportError};
 pub use join::FeedbackProcessor;
 pub use performance::{Performance, PerformanceReport, UncertaintyPolicy};
-pub use store::{ScyllaStore, SqliteStore, StoreError, StoreUri, StudyStore};
+pub use store::{ScyllaArgs, ScyllaStore, SqliteStore, StoreError, StoreUri, StudyStore};
 
 pub const SERVICE: &str = "feedback";
 pub const DEFAULT_STORE: &str = "sqlite:.cxrflow/feedback.db";
@@ -46,6 +46,9 @@ pub struct Config {
     /// The study store: `sqlite:PATH` (embedded) or `scylla://host:port[,host:port]/keyspace[?rf=N]`.
     #[arg(long = "store", env = "CXRFLOW_FEEDBACK_STORE", default_value = DEFAULT_STORE)]
     pub store: StoreUri,
+
+    #[command(flatten)]
+    pub scylla: ScyllaArgs,
 
     /// How long a report waits for its study's prediction before it is dead-lettered
     /// (`feedback.unknown_study`), in milliseconds.
@@ -76,6 +79,7 @@ impl Config {
             kafka,
             service,
             store: DEFAULT_STORE.parse().expect("default store URI parses"),
+            scylla: ScyllaArgs::default(),
             pending_timeout_ms: 600_000,
             window: 500,
             uncertainty: UncertaintyPolicy::UOnes,
@@ -89,9 +93,9 @@ impl Config {
 
 /// Runs until `shutdown` is cancelled; returns after draining.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    tracing::info!(store = %cfg.store, pending_timeout_ms = cfg.pending_timeout_ms, window = cfg.window,
+    tracing::info!(store = %cfg.store, scylla = %cfg.scylla.describe(), pending_timeout_ms = cfg.pending_timeout_ms, window = cfg.window,
         uncertainty = ?cfg.uncertainty, "feedback configuration");
-    let store = store::open(&cfg.store).await?;
+    let store = store::open(&cfg.store, &cfg.scylla).await?;
     let performance = Arc::new(Performance::new(cfg.window, cfg.uncertainty));
     let metrics = events::FeedbackMetrics::default();
     // The HTTP endpoint stops with the stage, also when the stage fails.

@@ -21,7 +21,7 @@ mod sqlite;
 #[cfg(test)]
 mod suite;
 
-pub use self::scylla::ScyllaStore;
+pub use self::scylla::{ScyllaArgs, ScyllaStore};
 pub use self::sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +38,8 @@ pub enum StoreError {
     },
     #[error("store URI {0:?}: expected sqlite:PATH or scylla://host:port/keyspace")]
     BadUri(String),
+    #[error("store configuration: {0}")]
+    Config(String),
 }
 
 /// Where a record came from on Kafka (the physical topic), kept with what it produced so a
@@ -339,15 +341,16 @@ impl fmt::Display for StoreUri {
     }
 }
 
-/// Opens (and migrates) the store `uri` names.
-pub async fn open(uri: &StoreUri) -> Result<Arc<dyn StudyStore>, StoreError> {
+/// Opens (and migrates) the store `uri` names; `access` holds the credentials and TLS settings
+/// of a `scylla://` store.
+pub async fn open(uri: &StoreUri, access: &ScyllaArgs) -> Result<Arc<dyn StudyStore>, StoreError> {
     Ok(match uri {
         StoreUri::Sqlite(path) => Arc::new(SqliteStore::open(path).await?),
         StoreUri::Scylla {
             nodes,
             keyspace,
             replication_factor,
-        } => Arc::new(ScyllaStore::connect(nodes, keyspace, *replication_factor).await?),
+        } => Arc::new(ScyllaStore::connect(nodes, keyspace, *replication_factor, access).await?),
     })
 }
 

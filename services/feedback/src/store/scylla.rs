@@ -16,6 +16,9 @@ use scylla::serialize::row::SerializeRow;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::Consistency;
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use super::cql::{self, Cql};
 use super::{
     decide_labeled, decide_prediction, decide_report, epoch_day, fingerprint, role_str,
@@ -42,6 +45,102 @@ struct Prepared {
     select_labeled_day: PreparedStatement,
 }
 
+/// How to reach a ScyllaDB cluster that asks for credentials and TLS (`scylla://` stores).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ScyllaArgs {
+    /// Username for ScyllaDB's password authenticator; needs `CXRFLOW_SCYLLA_PASSWORD`.
+    #[arg(
+        long = "scylla-user",
+        env = "CXRFLOW_SCYLLA_USER",
+        requires = "scylla_password"
+    )]
+    pub scylla_user: Option<String>,
+    /// Its password, from the environment (e.g. a Kubernetes Secret), never shown.
+    #[arg(
+        long = "scylla-password",
+        env = "CXRFLOW_SCYLLA_PASSWORD",
+        hide_env_values = true,
+        requires = "scylla_user"
+    )]
+    pub scylla_password: Option<String>,
+    /// Connect over TLS, trusting the CA certificates in this PEM file (client-to-node
+    /// encryption).
+    #[arg(long = "scylla-tls-ca", env = "CXRFLOW_SCYLLA_TLS_CA")]
+    pub scylla_tls_ca: Option<PathBuf>,
+    /// With TLS: present this client certificate (PEM) when the cluster requires one; needs
+    /// `--scylla-tls-key`.
+    #[arg(
+        long = "scylla-tls-cert",
+        env = "CXRFLOW_SCYLLA_TLS_CERT",
+        requires_all = ["scylla_tls_key", "scylla_tls_ca"]
+    )]
+    pub scylla_tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(
+        long = "scylla-tls-key",
+        env = "CXRFLOW_SCYLLA_TLS_KEY",
+        requires = "scylla_tls_cert"
+    )]
+    pub scylla_tls_key: Option<PathBuf>,
+}
+
+impl ScyllaArgs {
+    /// The TLS client configuration, or `None` for plain CQL.
+    pub fn tls(&self) -> Result<Option<rustls::ClientConfig>, StoreError> {
+        let Some(ca) = &self.scylla_tls_ca else {
+            return Ok(None);
+        };
+        let identity = match (&self.scylla_tls_cert, &self.scylla_tls_key) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            (None, None) => None,
+            _ => {
+                return Err(StoreError::Config(
+                    "--scylla-tls-cert and --scylla-tls-key go together".into(),
+                ))
+            }
+        };
+        cxrflow_common::tls::client_config(ca, identity)
+            .map(Some)
+            .map_err(|e| StoreError::Config(format!("ScyllaDB TLS: {e}")))
+    }
+
+    /// A session builder for `nodes` with these credentials and TLS.
+    pub fn builder(&self, nodes: &[String]) -> Result<SessionBuilder, StoreError> {
+        let mut b = SessionBuilder::new().known_nodes(nodes);
+        match (&self.scylla_user, &self.scylla_password) {
+            (Some(u), Some(p)) => b = b.user(u.as_str(), p.as_str()),
+            (None, None) => {}
+            _ => {
+                return Err(StoreError::Config(
+                    "a ScyllaDB user needs CXRFLOW_SCYLLA_PASSWORD and the other way round".into(),
+                ))
+            }
+        }
+        if let Some(tls) = self.tls()? {
+            b = b.tls_context(Some(Arc::new(tls)));
+        }
+        Ok(b)
+    }
+
+    /// For the start-up log line: no secret.
+    pub fn describe(&self) -> String {
+        format!(
+            "user={} password={} tls={}",
+            self.scylla_user.as_deref().unwrap_or("(none)"),
+            if self.scylla_password.is_some() {
+                "****"
+            } else {
+                "(none)"
+            },
+            match (&self.scylla_tls_ca, &self.scylla_tls_cert) {
+                (None, _) => "off".to_string(),
+                (Some(ca), None) => format!("ca={}", ca.display()),
+                (Some(ca), Some(c)) => format!("ca={} client_cert={}", ca.display(), c.display()),
+            }
+        )
+    }
+}
+
 /// The ScyllaDB [`StudyStore`].
 pub struct ScyllaStore {
     session: Session,
@@ -59,13 +158,14 @@ impl ScyllaStore {
         nodes: &[String],
         keyspace: &str,
         replication_factor: u32,
+        access: &ScyllaArgs,
     ) -> Result<ScyllaStore, StoreError> {
         let fail = |detail: String| StoreError::Scylla {
             keyspace: keyspace.to_string(),
             detail,
         };
-        let session = SessionBuilder::new()
-            .known_nodes(nodes)
+        let session = access
+            .builder(nodes)?
             .build()
             .await
             .map_err(|e| fail(format!("connect to {nodes:?}: {e}")))?;

@@ -238,6 +238,8 @@ async fn scylla_store_passes_the_suite() {
         return;
     };
     let uri: StoreUri = uri.parse().expect("CXRFLOW_SCYLLA_URI");
-    let store = open(&uri).await.expect("connect to ScyllaDB");
+    let store = open(&uri, &Default::default())
+        .await
+        .expect("connect to ScyllaDB");
     store_suite(store.as_ref()).await;
 }
