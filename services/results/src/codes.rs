@@ -80,9 +80,20 @@ fn local_finding(name: &str) -> Code {
     // The labels are a fixed set (contracts' FINDINGS); an unknown one still gets a code.
     // Code values are at most 16 characters (VR SH): `chexpert-<index>`.
     const VALUES: [&str; 14] = [
-        "chexpert-00", "chexpert-01", "chexpert-02", "chexpert-03", "chexpert-04",
-        "chexpert-05", "chexpert-06", "chexpert-07", "chexpert-08", "chexpert-09",
-        "chexpert-10", "chexpert-11", "chexpert-12", "chexpert-13",
+        "chexpert-00",
+        "chexpert-01",
+        "chexpert-02",
+        "chexpert-03",
+        "chexpert-04",
+        "chexpert-05",
+        "chexpert-06",
+        "chexpert-07",
+        "chexpert-08",
+        "chexpert-09",
+        "chexpert-10",
+        "chexpert-11",
+        "chexpert-12",
+        "chexpert-13",
     ];
     match cxrflow_contracts::FINDINGS.iter().position(|f| *f == name) {
         Some(i) => code(VALUES[i], LOCAL_SCHEME, cxrflow_contracts::FINDINGS[i]),

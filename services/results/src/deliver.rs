@@ -64,9 +64,13 @@ impl<D: Destination> Worker<D> {
             if last_prune.elapsed() > Duration::from_secs(600) {
                 last_prune = std::time::Instant::now();
                 match self.queue.prune_done(self.done_retention) {
-                    Ok(n) if n > 0 => tracing::debug!(destination = name, n, "pruned delivered markers"),
+                    Ok(n) if n > 0 => {
+                        tracing::debug!(destination = name, n, "pruned delivered markers")
+                    }
                     Ok(_) => {}
-                    Err(e) => tracing::warn!(destination = name, error = %e, "pruning delivered markers"),
+                    Err(e) => {
+                        tracing::warn!(destination = name, error = %e, "pruning delivered markers")
+                    }
                 }
             }
             let batch = match self.queue.pending() {
@@ -162,7 +166,11 @@ impl<D: Destination> Worker<D> {
         };
         let mut backoff = cxrflow_common::kafka::stage::transient_backoff();
         loop {
-            match self.producer.send(&self.codec, &dl, &Default::default()).await {
+            match self
+                .producer
+                .send(&self.codec, &dl, &Default::default())
+                .await
+            {
                 Ok(_) => return true,
                 Err(e) => {
                     let delay = backoff.next().unwrap_or(Duration::from_secs(30));

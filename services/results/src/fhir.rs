@@ -101,13 +101,22 @@ pub fn bundle(report: &ResultReport, ids: &Identifiers) -> Value {
     if let Some(v) = &report.model_version {
         device["version"] = json!([{"value": v}]);
     }
-    entries.push(entry(ids, "Device", device_url.clone(), &device_value, device));
+    entries.push(entry(
+        ids,
+        "Device",
+        device_url.clone(),
+        &device_value,
+        device,
+    ));
 
     let mut results = Vec::new();
     for f in &report.findings {
         let code = codes::finding(&f.finding);
         let value = ids.value(report, Some(code.value));
-        let url = format!("urn:uuid:{}", name_uuid(&["fhir-observation", &key, code.value]));
+        let url = format!(
+            "urn:uuid:{}",
+            name_uuid(&["fhir-observation", &key, code.value])
+        );
         let observation = json!({
             "resourceType": "Observation",
             "identifier": [{"system": ids.system, "value": value}],
@@ -132,7 +141,8 @@ pub fn bundle(report: &ResultReport, ids: &Identifiers) -> Value {
     }
 
     let value = ids.value(report, None);
-    let mut conclusion_codes = vec![json!({"coding": [coding(codes::tier(report.tier))], "text": report.tier_words()})];
+    let mut conclusion_codes =
+        vec![json!({"coding": [coding(codes::tier(report.tier))], "text": report.tier_words()})];
     conclusion_codes.extend(
         report
             .findings

@@ -66,7 +66,11 @@ pub struct Config {
     pub dicom_destination: Option<DicomAddress>,
 
     /// Our calling AE title towards the PACS.
-    #[arg(long = "calling-ae", env = "CXRFLOW_RESULTS_CALLING_AE", default_value = "CXRFLOW")]
+    #[arg(
+        long = "calling-ae",
+        env = "CXRFLOW_RESULTS_CALLING_AE",
+        default_value = "CXRFLOW"
+    )]
     pub calling_ae: String,
 
     /// The FHIR R4 server's base URL: each result is POSTed there as a transaction Bundle
@@ -90,24 +94,44 @@ pub struct Config {
 
     /// Decisions older than this many seconds are not delivered (a first start on a long
     /// worklist topic does not flood the PACS); 0: no limit.
-    #[arg(long = "max-age-s", env = "CXRFLOW_RESULTS_MAX_AGE_S", default_value_t = 86_400)]
+    #[arg(
+        long = "max-age-s",
+        env = "CXRFLOW_RESULTS_MAX_AGE_S",
+        default_value_t = 86_400
+    )]
     pub max_age_s: u64,
 
     /// First retry delay for an unavailable destination, in milliseconds (doubling, jittered).
-    #[arg(long = "retry-min-ms", env = "CXRFLOW_RESULTS_RETRY_MIN_MS", default_value_t = 1_000)]
+    #[arg(
+        long = "retry-min-ms",
+        env = "CXRFLOW_RESULTS_RETRY_MIN_MS",
+        default_value_t = 1_000
+    )]
     pub retry_min_ms: u64,
 
     /// Longest retry delay, in milliseconds.
-    #[arg(long = "retry-max-ms", env = "CXRFLOW_RESULTS_RETRY_MAX_MS", default_value_t = 300_000)]
+    #[arg(
+        long = "retry-max-ms",
+        env = "CXRFLOW_RESULTS_RETRY_MAX_MS",
+        default_value_t = 300_000
+    )]
     pub retry_max_ms: u64,
 
     /// Connect, read and write timeout towards a destination, in seconds.
-    #[arg(long = "destination-timeout-s", env = "CXRFLOW_RESULTS_DESTINATION_TIMEOUT_S", default_value_t = 30)]
+    #[arg(
+        long = "destination-timeout-s",
+        env = "CXRFLOW_RESULTS_DESTINATION_TIMEOUT_S",
+        default_value_t = 30
+    )]
     pub destination_timeout_s: u64,
 
     /// How long a delivered result is remembered (no second delivery of a re-read decision
     /// within it), in hours.
-    #[arg(long = "done-retention-h", env = "CXRFLOW_RESULTS_DONE_RETENTION_H", default_value_t = 168)]
+    #[arg(
+        long = "done-retention-h",
+        env = "CXRFLOW_RESULTS_DONE_RETENTION_H",
+        default_value_t = 168
+    )]
     pub done_retention_h: u64,
 }
 
@@ -219,7 +243,13 @@ impl Processor for ResultsProcessor {
                 Enqueued::Queued => {
                     any_queued = true;
                     lane.wake.notify_one();
-                    tracing::info!(study = uid, version = d.version, destination = lane.name, tier = report.tier_words(), "result queued");
+                    tracing::info!(
+                        study = uid,
+                        version = d.version,
+                        destination = lane.name,
+                        tier = report.tier_words(),
+                        "result queued"
+                    );
                 }
                 Enqueued::AlreadyPending | Enqueued::AlreadyDelivered => {
                     tracing::debug!(study = uid, version = d.version, destination = lane.name, outcome = ?enqueued, "result already handled");

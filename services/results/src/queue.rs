@@ -272,8 +272,14 @@ mod tests {
     fn a_queued_delivery_survives_reopening_and_is_delivered_once() {
         let dir = tempfile::tempdir().unwrap();
         let q = Queue::open(dir.path(), "fhir").unwrap();
-        assert_eq!(q.enqueue(&delivery("1.2.3@2", 20)).unwrap(), Enqueued::Queued);
-        assert_eq!(q.enqueue(&delivery("1.2.3@1", 10)).unwrap(), Enqueued::Queued);
+        assert_eq!(
+            q.enqueue(&delivery("1.2.3@2", 20)).unwrap(),
+            Enqueued::Queued
+        );
+        assert_eq!(
+            q.enqueue(&delivery("1.2.3@1", 10)).unwrap(),
+            Enqueued::Queued
+        );
         assert_eq!(
             q.enqueue(&delivery("1.2.3@2", 20)).unwrap(),
             Enqueued::AlreadyPending

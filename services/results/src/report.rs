@@ -72,7 +72,12 @@ impl ResultReport {
         let f: Vec<String> = self
             .findings
             .iter()
-            .map(|f| format!("{} {:.2} (threshold {:.2})", f.finding, f.probability, f.threshold))
+            .map(|f| {
+                format!(
+                    "{} {:.2} (threshold {:.2})",
+                    f.finding, f.probability, f.threshold
+                )
+            })
             .collect();
         format!("AI triage tier {}: {}", self.tier_words(), f.join(", "))
     }

@@ -199,7 +199,11 @@ fn content(report: &ResultReport) -> Vec<InMemDicomObject> {
         c.push(text("HAS OBS CONTEXT", codes::ALGORITHM_VERSION, version));
     }
     c.push(text("CONTAINS", codes::COMMENT, TRIAGE_AID_STATEMENT));
-    c.push(coded("CONTAINS", codes::TRIAGE_TIER, codes::tier(report.tier)));
+    c.push(coded(
+        "CONTAINS",
+        codes::TRIAGE_TIER,
+        codes::tier(report.tier),
+    ));
     for f in &report.findings {
         let mut finding = coded("CONTAINS", codes::FINDING, codes::finding(&f.finding));
         finding.put(seq(
@@ -221,7 +225,10 @@ fn content(report: &ResultReport) -> Vec<InMemDicomObject> {
         "CONTAINS",
         "IMAGE",
         codes::SOURCE_IMAGE,
-        vec![seq(tags::REFERENCED_SOP_SEQUENCE, vec![referenced_sop(report)])],
+        vec![seq(
+            tags::REFERENCED_SOP_SEQUENCE,
+            vec![referenced_sop(report)],
+        )],
     ));
     c
 }
@@ -270,7 +277,10 @@ pub fn build(report: &ResultReport) -> SrDocument {
         str_el(tags::MODALITY, VR::CS, "SR"),
         str_el(tags::MANUFACTURER, VR::LO, "cxrflow"),
         empty(tags::REFERRING_PHYSICIAN_NAME, VR::PN),
-        seq(tags::CODING_SCHEME_IDENTIFICATION_SEQUENCE, vec![local_scheme]),
+        seq(
+            tags::CODING_SCHEME_IDENTIFICATION_SEQUENCE,
+            vec![local_scheme],
+        ),
         str_el(tags::SERIES_DESCRIPTION, VR::LO, "AI triage results"),
         empty(tags::REFERENCED_PERFORMED_PROCEDURE_STEP_SEQUENCE, VR::SQ),
         str_el(tags::MANUFACTURER_MODEL_NAME, VR::LO, report.model()),
@@ -281,11 +291,7 @@ pub fn build(report: &ResultReport) -> SrDocument {
         empty(tags::PATIENT_SEX, VR::CS),
         str_el(tags::SOFTWARE_VERSIONS, VR::LO, env!("CARGO_PKG_VERSION")),
         str_el(tags::STUDY_INSTANCE_UID, VR::UI, study),
-        str_el(
-            tags::SERIES_INSTANCE_UID,
-            VR::UI,
-            uid::sr_series_uid(study),
-        ),
+        str_el(tags::SERIES_INSTANCE_UID, VR::UI, uid::sr_series_uid(study)),
         empty(tags::STUDY_ID, VR::SH),
         str_el(tags::SERIES_NUMBER, VR::IS, "9901"),
         str_el(tags::INSTANCE_NUMBER, VR::IS, report.version.to_string()),

@@ -10,7 +10,10 @@ use uuid::Uuid;
 
 /// cxrflow's namespace for name-based UUIDs (itself the version-5 UUID of its URL).
 fn namespace() -> Uuid {
-    Uuid::new_v5(&Uuid::NAMESPACE_URL, b"https://example.invalid/cxrflow/results")
+    Uuid::new_v5(
+        &Uuid::NAMESPACE_URL,
+        b"https://example.invalid/cxrflow/results",
+    )
 }
 
 /// The name-based UUID of `parts` joined by `/`.

@@ -12,7 +12,9 @@ use dicom_core::{dicom_value, DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use dicom_ul::association::Error as UlError;
-use dicom_ul::pdu::{AssociationRJResult, PDataValue, PDataValueType, PresentationContextResultReason};
+use dicom_ul::pdu::{
+    AssociationRJResult, PDataValue, PDataValueType, PresentationContextResultReason,
+};
 use dicom_ul::{ClientAssociationOptions, Pdu};
 use std::io::Write;
 
@@ -36,10 +38,14 @@ impl std::str::FromStr for DicomAddress {
             .split_once('@')
             .ok_or_else(|| format!("expected AE@host:port, got {s:?}"))?;
         if ae.is_empty() || ae.len() > 16 || !ae.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
-            return Err(format!("AE title must be 1..16 printable characters: {ae:?}"));
+            return Err(format!(
+                "AE title must be 1..16 printable characters: {ae:?}"
+            ));
         }
         if !addr.contains(':') {
-            return Err(format!("expected host:port after the AE title, got {addr:?}"));
+            return Err(format!(
+                "expected host:port after the AE title, got {addr:?}"
+            ));
         }
         Ok(DicomAddress {
             called_ae: ae.to_string(),
@@ -90,9 +96,9 @@ fn ul_outcome(e: UlError) -> Outcome {
                 Outcome::Unavailable(what)
             }
         }
-        UlError::NoAcceptedPresentationContexts { .. } => Outcome::Refused(
-            "no presentation context accepted for Comprehensive SR".to_string(),
-        ),
+        UlError::NoAcceptedPresentationContexts { .. } => {
+            Outcome::Refused("no presentation context accepted for Comprehensive SR".to_string())
+        }
         other => Outcome::Unavailable(clip(&other.to_string(), 500)),
     }
 }
@@ -108,7 +114,11 @@ fn command(sop_instance: &str) -> Result<Vec<u8>, String> {
         el(tags::COMMAND_FIELD, VR::US, dicom_value!(U16, [C_STORE_RQ])),
         el(tags::MESSAGE_ID, VR::US, dicom_value!(U16, [1])),
         el(tags::PRIORITY, VR::US, dicom_value!(U16, [0])),
-        el(tags::COMMAND_DATA_SET_TYPE, VR::US, dicom_value!(U16, [0x0000])),
+        el(
+            tags::COMMAND_DATA_SET_TYPE,
+            VR::US,
+            dicom_value!(U16, [0x0000]),
+        ),
         el(
             tags::AFFECTED_SOP_INSTANCE_UID,
             VR::UI,
@@ -140,7 +150,9 @@ fn response_status(bytes: &[u8]) -> Result<(u16, Option<String>), String> {
         .ok()
         .and_then(|e| e.to_int::<u16>().ok());
     if field != Some(C_STORE_RSP) {
-        return Err(format!("expected a C-STORE-RSP, got command field {field:?}"));
+        return Err(format!(
+            "expected a C-STORE-RSP, got command field {field:?}"
+        ));
     }
     let status = obj
         .element(tags::STATUS)
@@ -172,7 +184,11 @@ pub fn status_outcome(status: u16, comment: Option<&str>) -> Outcome {
 fn dataset_of(file: &[u8]) -> Result<(InMemDicomObject, String), String> {
     let obj = dicom_object::FileDicomObject::from_reader(file)
         .map_err(|e| format!("queued SR unreadable: {e}"))?;
-    let uid = obj.meta().media_storage_sop_instance_uid().trim_end_matches('\0').to_string();
+    let uid = obj
+        .meta()
+        .media_storage_sop_instance_uid()
+        .trim_end_matches('\0')
+        .to_string();
     Ok((obj.into_inner(), uid))
 }
 
@@ -269,14 +285,19 @@ mod tests {
         assert_eq!(a.addr, "10.0.0.5:104");
         assert!("PACS".parse::<DicomAddress>().is_err());
         assert!("@h:1".parse::<DicomAddress>().is_err());
-        assert!("A_TITLE_LONGER_THAN_16@h:1".parse::<DicomAddress>().is_err());
+        assert!("A_TITLE_LONGER_THAN_16@h:1"
+            .parse::<DicomAddress>()
+            .is_err());
     }
 
     #[test]
     fn statuses_classify() {
         assert_eq!(status_outcome(0x0000, None), Outcome::Delivered);
         assert_eq!(status_outcome(0xB007, None), Outcome::Delivered);
-        assert!(matches!(status_outcome(0xA702, None), Outcome::Unavailable(_)));
+        assert!(matches!(
+            status_outcome(0xA702, None),
+            Outcome::Unavailable(_)
+        ));
         assert_eq!(
             status_outcome(0x0122, Some("SOP class not supported")),
             Outcome::Refused("C-STORE status 0x0122: SOP class not supported".into())
