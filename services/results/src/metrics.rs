@@ -38,28 +38,29 @@ fn dest(d: &str) -> Labels {
 
 impl ResultsMetrics {
     pub fn register(&self, reg: &mut Registry) {
+        let reg = reg.sub_registry_with_prefix("cxrflow_results");
         reg.register(
-            "cxrflow_results_deliveries",
+            "deliveries",
             "Delivery attempts per destination and outcome (delivered, refused, retried)",
             self.deliveries.clone(),
         );
         reg.register(
-            "cxrflow_results_decisions",
+            "decisions",
             "Triage decisions read, by what was done (queued, duplicate, skipped_<why>)",
             self.decisions.clone(),
         );
         reg.register(
-            "cxrflow_results_pending_deliveries",
+            "pending_deliveries",
             "Deliveries queued and not yet delivered, per destination",
             self.pending.clone(),
         );
         reg.register(
-            "cxrflow_results_oldest_pending_age_seconds",
+            "oldest_pending_age_seconds",
             "Age of the oldest pending delivery per destination (0 when none)",
             self.oldest_pending.clone(),
         );
         reg.register(
-            "cxrflow_results_delivery_latency_seconds",
+            "delivery_latency_seconds",
             "From queued to delivered, per destination",
             self.latency.clone(),
         );
