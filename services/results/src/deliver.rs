@@ -39,8 +39,8 @@ impl Retry {
     }
 }
 
-pub struct Worker<D: Destination> {
-    pub destination: Arc<D>,
+pub struct Worker<D> {
+    pub destination: D,
     pub queue: Queue,
     pub wake: Arc<Notify>,
     pub metrics: ResultsMetrics,
@@ -49,6 +49,22 @@ pub struct Worker<D: Destination> {
     pub retry: Retry,
     /// How long delivered markers are kept.
     pub done_retention: Duration,
+}
+
+impl Worker<()> {
+    /// The worker for `destination`.
+    pub fn to<D: Destination>(self, destination: D) -> Worker<D> {
+        Worker {
+            destination,
+            queue: self.queue,
+            wake: self.wake,
+            metrics: self.metrics,
+            producer: self.producer,
+            codec: self.codec,
+            retry: self.retry,
+            done_retention: self.done_retention,
+        }
+    }
 }
 
 /// How often the queue gauges are refreshed and old markers pruned while idle.

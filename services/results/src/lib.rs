@@ -277,6 +277,41 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         max_age_s = cfg.max_age_s,
         "results configuration"
     );
+    // Queues and destinations first: a state directory that cannot be opened stops the start
+    // before anything is served.
+    let timeout = Duration::from_secs(cfg.destination_timeout_s.max(1));
+    let open = |name: &'static str, render: Render| -> anyhow::Result<Lane> {
+        Ok(Lane {
+            name,
+            render,
+            queue: Queue::open(&cfg.state_dir, name)
+                .with_context(|| format!("results queue for {name}"))?,
+            wake: Arc::new(Notify::new()),
+        })
+    };
+    let dicom = match cfg.dicom_destination.clone() {
+        Some(address) => Some((
+            open("dicom", Render::Sr)?,
+            DicomStore {
+                address,
+                calling_ae: cfg.calling_ae.clone(),
+                timeout,
+            },
+        )),
+        None => None,
+    };
+    let fhir = match cfg.fhir_url.clone() {
+        Some(url) => {
+            let ids = fhir::Identifiers {
+                system: cfg.fhir_identifier_system.clone(),
+            };
+            Some((
+                open("fhir", Render::Fhir(ids))?,
+                FhirServer::new(url, cfg.fhir_token_file.clone(), timeout)?,
+            ))
+        }
+        None => None,
+    };
     let metrics = ResultsMetrics::default();
     let http_stop = shutdown.child_token();
     let host = Host::start(
@@ -288,57 +323,26 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         &http_stop,
     )
     .await?;
-    let timeout = Duration::from_secs(cfg.destination_timeout_s.max(1));
     let workers_stop = CancellationToken::new();
     let mut workers = tokio::task::JoinSet::new();
     let mut lanes = Vec::new();
-    let mut lane = |name: &'static str, render: Render| -> anyhow::Result<Lane> {
-        let queue = Queue::open(&cfg.state_dir, name)
-            .with_context(|| format!("results queue for {name}"))?;
-        let l = Lane {
-            name,
-            render,
-            queue,
-            wake: Arc::new(Notify::new()),
-        };
-        lanes.push(l.clone());
-        Ok(l)
+    let worker = |lane: &Lane| Worker {
+        destination: (),
+        queue: lane.queue.clone(),
+        wake: lane.wake.clone(),
+        metrics: metrics.clone(),
+        producer: host.deps.producer.clone(),
+        codec: host.codec().clone(),
+        retry: cfg.retry(),
+        done_retention: Duration::from_secs(cfg.done_retention_h.saturating_mul(3600)),
     };
-    let worker = |l: &Lane| (l.queue.clone(), l.wake.clone());
-    if let Some(address) = cfg.dicom_destination.clone() {
-        let (queue, wake) = worker(&lane("dicom", Render::Sr)?);
-        let w = Worker {
-            destination: Arc::new(DicomStore {
-                address,
-                calling_ae: cfg.calling_ae.clone(),
-                timeout,
-            }),
-            queue,
-            wake,
-            metrics: metrics.clone(),
-            producer: host.deps.producer.clone(),
-            codec: host.codec().clone(),
-            retry: cfg.retry(),
-            done_retention: Duration::from_secs(cfg.done_retention_h * 3600),
-        };
-        workers.spawn(w.run(workers_stop.clone()));
+    if let Some((lane, destination)) = dicom {
+        workers.spawn(worker(&lane).to(destination).run(workers_stop.clone()));
+        lanes.push(lane);
     }
-    if let Some(url) = cfg.fhir_url.clone() {
-        let ids = fhir::Identifiers {
-            system: cfg.fhir_identifier_system.clone(),
-        };
-        let (queue, wake) = worker(&lane("fhir", Render::Fhir(ids))?);
-        let w = Worker {
-            destination: Arc::new(FhirServer::new(url, cfg.fhir_token_file.clone(), timeout)?),
-            queue,
-            wake,
-            metrics: metrics.clone(),
-            producer: host.deps.producer.clone(),
-            codec: host.codec().clone(),
-            retry: cfg.retry(),
-            done_retention: Duration::from_secs(cfg.done_retention_h * 3600),
-        };
-        workers.spawn(w.run(workers_stop.clone()));
+    if let Some((lane, destination)) = fhir {
+        workers.spawn(worker(&lane).to(destination).run(workers_stop.clone()));
+        lanes.push(lane);
     }
     if lanes.is_empty() {
         tracing::info!("results: no destination configured (--dicom-destination, --fhir-url); nothing to deliver");
