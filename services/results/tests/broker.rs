@@ -116,7 +116,12 @@ struct Service {
 }
 
 impl Service {
-    fn start(kafka: &KafkaArgs, state: &Path, fhir_port: u16, pacs_port: Option<u16>) -> Service {
+    fn start(
+        kafka: &KafkaArgs,
+        state: &Path,
+        fhir_port: Option<u16>,
+        pacs_port: Option<u16>,
+    ) -> Service {
         let mut svc = ServiceArgs::local();
         let http_port = free_port();
         svc.http = format!("127.0.0.1:{http_port}").parse().unwrap();
@@ -125,7 +130,7 @@ impl Service {
         // partition, so "the next version arrived" means "the duplicate was not delivered".
         svc.max_in_flight = 1;
         let mut cfg = Config::defaults(kafka.clone(), svc);
-        cfg.fhir_url = Some(format!("http://127.0.0.1:{fhir_port}/fhir"));
+        cfg.fhir_url = fhir_port.map(|p| format!("http://127.0.0.1:{p}/fhir"));
         let token = state.join("fhir-token");
         std::fs::write(&token, "secret-token\n").unwrap();
         cfg.fhir_token_file = Some(token);
@@ -206,7 +211,7 @@ async fn results_wait_out_absent_destinations_and_a_restart_and_arrive_once_per_
     let (fhir_port, pacs_port) = (free_port(), free_port());
 
     // Both destinations are down.
-    let a = Service::start(&kafka, state.path(), fhir_port, Some(pacs_port));
+    let a = Service::start(&kafka, state.path(), Some(fhir_port), Some(pacs_port));
     let mut read = decision(S3, 4, TriageTier::Urgent);
     read.status = WorklistStatus::Read;
     publish(
@@ -256,7 +261,7 @@ async fn results_wait_out_absent_destinations_and_a_restart_and_arrive_once_per_
     )
     .await;
     let pacs = StoreScp::start("PACS", pacs_port, &state.path().join("pacs"));
-    let b = Service::start(&kafka, state.path(), fhir_port, Some(pacs_port));
+    let b = Service::start(&kafka, state.path(), Some(fhir_port), Some(pacs_port));
     eventually(
         Duration::from_secs(60),
         "both pending results delivered after the restart",
@@ -356,7 +361,7 @@ async fn a_refused_result_is_dead_lettered_with_the_destination_answer() {
     let fhir_port = free_port();
     const ANSWER: &str = r#"{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"invalid","diagnostics":"Unknown code system urn:x"}]}"#;
     let fhir = start_endpoint(fhir_port, 0, 400, ANSWER).await;
-    let s = Service::start(&kafka, state.path(), fhir_port, None);
+    let s = Service::start(&kafka, state.path(), Some(fhir_port), None);
     publish(&kafka, &codec, &[decision(S1, 1, TriageTier::Critical)]).await;
 
     let dead: Vec<DeadLetter> = read_records(&kafka, &codec, 1, Duration::from_secs(60)).await;
@@ -392,5 +397,32 @@ async fn a_refused_result_is_dead_lettered_with_the_destination_answer() {
     )
     .await;
     assert_eq!(fhir.posts().len(), 1, "a refusal is not retried");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_destination_it_reads_decisions_stays_ready_and_delivers_nothing() {
+    let broker = Broker::start();
+    let kafka = broker.stack().await;
+    let codec = Codec::with_static_registry().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let s = Service::start(&kafka, state.path(), None, None);
+    publish(&kafka, &codec, &[decision(S1, 1, TriageTier::Critical)]).await;
+    eventually(
+        Duration::from_secs(60),
+        "the decision read and counted",
+        || async {
+            s.metric("cxrflow_results_decisions_total{action=\"no_destination\"}")
+                .await
+                == 1.0
+        },
+    )
+    .await;
+    let ready = reqwest::get(format!("{}/readyz", s.base)).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert!(
+        !state.path().join("results").exists(),
+        "no destination, no queue"
+    );
     s.stop().await;
 }
