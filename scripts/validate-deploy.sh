@@ -146,6 +146,8 @@ assert c["args"] == ["results"], c["args"]
 env = {e["name"]: e.get("value") for e in c["env"]}
 assert env["CXRFLOW_RESULTS_DICOM_DESTINATION"] == "PACS@pacs.hospital.example:104", env
 assert env["CXRFLOW_RESULTS_FHIR_URL"] == "https://fhir.hospital.example/r4", env
+assert env["CXRFLOW_RESULTS_STOW_URL"] == "https://pacs.hospital.example/dicomweb", env
+assert "CXRFLOW_RESULTS_STOW_TOKEN_FILE" not in env and "stow-token" not in {v["name"] for v in pod["volumes"]}
 assert env["CXRFLOW_RESULTS_FHIR_TOKEN_FILE"] == "/var/run/cxrflow/fhir-token/token", env
 assert env["CXRFLOW_RESULTS_STATE_DIR"].startswith("/var/lib/cxrflow/"), env
 vols = {v["name"]: v for v in pod["volumes"]}

@@ -1,6 +1,7 @@
 //! cxrflow results: closes the loop to where radiologists look. Consumes `cxr.triage.v1` and
 //! delivers each decision version — once — to the destinations a hospital configures: the PACS
-//! as a DICOM Comprehensive SR stored with C-STORE ([`sr`], [`destination::dicom`]) and the EHR
+//! as a DICOM Comprehensive SR stored with C-STORE or STOW-RS ([`sr`], [`destination::dicom`],
+//! [`destination::stow`]) and the EHR
 //! as a FHIR R4 DiagnosticReport with one Observation per finding ([`fhir`],
 //! [`destination::fhir`]). What is delivered, and what not, is [`report`]'s pure policy.
 //!
@@ -45,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 use crate::deliver::{Retry, Worker};
 use crate::destination::dicom::{DicomAddress, DicomStore};
 use crate::destination::fhir::FhirServer;
+use crate::destination::stow::StowServer;
 use crate::metrics::ResultsMetrics;
 use crate::queue::{Delivery, Enqueued, Queue, Source};
 
@@ -72,6 +74,16 @@ pub struct Config {
         default_value = "CXRFLOW"
     )]
     pub calling_ae: String,
+
+    /// The PACS's DICOMweb base URL: each result is also stored there as the same SR with
+    /// STOW-RS (`POST <url>/studies`). Unset: no STOW-RS delivery.
+    #[arg(long = "stow-url", env = "CXRFLOW_RESULTS_STOW_URL")]
+    pub stow_url: Option<String>,
+
+    /// A file holding the DICOMweb server's bearer token (read at each delivery). Unset: no
+    /// Authorization header.
+    #[arg(long = "stow-token-file", env = "CXRFLOW_RESULTS_STOW_TOKEN_FILE")]
+    pub stow_token_file: Option<PathBuf>,
 
     /// The FHIR R4 server's base URL: each result is POSTed there as a transaction Bundle
     /// (DiagnosticReport, Observations, Device). Unset: no FHIR delivery.
@@ -143,6 +155,8 @@ impl Config {
             service,
             dicom_destination: None,
             calling_ae: "CXRFLOW".into(),
+            stow_url: None,
+            stow_token_file: None,
             fhir_url: None,
             fhir_token_file: None,
             fhir_identifier_system: DEFAULT_IDENTIFIER_SYSTEM.into(),
@@ -271,6 +285,7 @@ pub fn routes() -> Routes {
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     tracing::info!(
         dicom = cfg.dicom_destination.as_ref().map(ToString::to_string).unwrap_or_else(|| "off".into()),
+        stow = cfg.stow_url.as_deref().unwrap_or("off"),
         fhir = cfg.fhir_url.as_deref().unwrap_or("off"),
         fhir_token = cfg.fhir_token_file.is_some(),
         state_dir = %cfg.state_dir.display(),
@@ -297,6 +312,13 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                 calling_ae: cfg.calling_ae.clone(),
                 timeout,
             },
+        )),
+        None => None,
+    };
+    let stow = match cfg.stow_url.clone() {
+        Some(url) => Some((
+            open("stow", Render::Sr)?,
+            StowServer::new(url, cfg.stow_token_file.clone(), timeout)?,
         )),
         None => None,
     };
@@ -340,12 +362,16 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         workers.spawn(worker(&lane).to(destination).run(workers_stop.clone()));
         lanes.push(lane);
     }
+    if let Some((lane, destination)) = stow {
+        workers.spawn(worker(&lane).to(destination).run(workers_stop.clone()));
+        lanes.push(lane);
+    }
     if let Some((lane, destination)) = fhir {
         workers.spawn(worker(&lane).to(destination).run(workers_stop.clone()));
         lanes.push(lane);
     }
     if lanes.is_empty() {
-        tracing::info!("results: no destination configured (--dicom-destination, --fhir-url); nothing to deliver");
+        tracing::info!("results: no destination configured (--dicom-destination, --stow-url, --fhir-url); nothing to deliver");
     }
     let processor = Arc::new(ResultsProcessor {
         codec: host.codec().clone(),

@@ -65,7 +65,7 @@ impl ResultsMetrics {
             self.latency.clone(),
         );
         // Series exist from the start, so alerts and dashboards see zeros, not gaps.
-        for d in ["dicom", "fhir"] {
+        for d in ["dicom", "stow", "fhir"] {
             for o in ["delivered", "refused", "retried"] {
                 let _ = self.outcome(d, o);
             }

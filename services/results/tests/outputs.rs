@@ -1,7 +1,7 @@
-//! The outputs checked by other programs: the SR by DCMTK (`dsrdump`, `dcmdump`) and pydicom,
-//! stored into DCMTK's `storescp` with our C-STORE SCU; the FHIR Bundle by the official FHIR
-//! R4 JSON schema (python `jsonschema`). `dciodvfy` (dicom3tools) is not packaged for Debian,
-//! so the IOD is not verified by it.
+//! The outputs checked by other programs: the SR by DCMTK (`dsrdump`, `dcmdump`), dicom3tools'
+//! `dciodvfy` (the Comprehensive SR IOD) and pydicom, stored into DCMTK's `storescp` with our
+//! C-STORE SCU and posted by STOW-RS to an HTTP server; the FHIR Bundle by the official FHIR R4
+//! JSON schema (python `jsonschema`).
 
 mod support;
 
@@ -236,5 +236,146 @@ async fn c_store_puts_the_sr_into_storescp_once_and_an_absent_pacs_is_retried() 
     assert!(
         matches!(absent.deliver(&body).await, Outcome::Unavailable(_)),
         "a PACS that is down is retried, not refused"
+    );
+}
+
+/// A request the STOW-RS server received: its headers and body.
+type Received = (axum::http::HeaderMap, Vec<u8>);
+
+#[derive(Clone, Default)]
+struct StowLog(std::sync::Arc<std::sync::Mutex<Vec<Received>>>);
+
+async fn stow_post(
+    axum::extract::State(log): axum::extract::State<StowLog>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> (axum::http::StatusCode, &'static str) {
+    let mut l = log.0.lock().unwrap();
+    l.push((headers, body.to_vec()));
+    if l.len() == 1 {
+        (axum::http::StatusCode::OK, "{}")
+    } else {
+        // What a PACS answers when it refuses the instance (PS3.18 §10.5.3: 409 with reasons).
+        (
+            axum::http::StatusCode::CONFLICT,
+            r#"{"00081198":{"vr":"SQ"},"comment":"SOP class not supported"}"#,
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stow_rs_posts_the_sr_as_multipart_related_with_the_token_and_a_409_is_a_refusal() {
+    use cxrflow_results::destination::stow::StowServer;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, sop_uid) = sr_file(TriageTier::Critical, dir.path());
+    let file = std::fs::read(&path).unwrap();
+    let log = StowLog::default();
+    let port = free_port();
+    let app = axum::Router::new()
+        .route("/dicomweb/studies", axum::routing::post(stow_post))
+        .with_state(log.clone());
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let token = dir.path().join("token");
+    std::fs::write(&token, "stow-token\n").unwrap();
+    let stow = StowServer::new(
+        format!("http://127.0.0.1:{port}/dicomweb/"),
+        Some(token),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+
+    assert_eq!(stow.deliver(&file).await, Outcome::Delivered);
+    let (headers, body) = log.0.lock().unwrap()[0].clone();
+    let ct = headers["content-type"].to_str().unwrap().to_string();
+    assert!(
+        ct.starts_with("multipart/related; type=\"application/dicom\"; boundary="),
+        "{ct}"
+    );
+    assert_eq!(headers["authorization"], "Bearer stow-token");
+    // The one part is the SR file, byte for byte, and DCMTK reads it.
+    let boundary = ct.rsplit("boundary=").next().unwrap();
+    let head = format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n");
+    let tail = format!("\r\n--{boundary}--\r\n");
+    assert!(body.starts_with(head.as_bytes()) && body.ends_with(tail.as_bytes()));
+    let part = &body[head.len()..body.len() - tail.len()];
+    assert_eq!(part, &file[..]);
+    let received = dir.path().join("received.dcm");
+    std::fs::write(&received, part).unwrap();
+    let mut c = Command::new("dcmdump");
+    c.args(["+P", "SOPInstanceUID"]).arg(&received);
+    assert!(output_of(c).contains(&sop_uid));
+
+    match stow.deliver(&file).await {
+        Outcome::Refused(answer) => {
+            assert!(answer.starts_with("HTTP 409: "), "{answer}");
+            assert!(answer.contains("SOP class not supported"), "{answer}");
+        }
+        other => panic!("a 409 is a refusal, got {other:?}"),
+    }
+    let absent = StowServer::new(
+        format!("http://127.0.0.1:{}", free_port()),
+        None,
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    assert!(matches!(
+        absent.deliver(&file).await,
+        Outcome::Unavailable(_)
+    ));
+}
+
+/// dciodvfy's (dicom3tools) complaints about a file: every Error line, and the Warning lines
+/// other than the two expected ones (the empty patient and study ids a DICOMDIR would want: no
+/// PHI travels; the local coding scheme 99CXRFLOW, declared in the file but not in its list).
+fn dciodvfy_complaints(path: &std::path::Path) -> (String, Vec<String>) {
+    let out = Command::new("dciodvfy")
+        .arg(path)
+        .output()
+        .expect("dciodvfy (Debian dicom3tools, from scripts/prereqs.sh)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let complaints = text
+        .lines()
+        .filter(|l| l.starts_with("Error") || l.starts_with("Warning"))
+        .filter(|l| {
+            !(l.contains("needed to build DICOMDIR - Patient ID")
+                || l.contains("needed to build DICOMDIR - Study ID")
+                || l.contains("Unrecognized defined term <99CXRFLOW>"))
+        })
+        .map(str::to_string)
+        .collect();
+    (text, complaints)
+}
+
+#[test]
+fn dciodvfy_finds_no_error_in_the_srs_and_does_in_a_broken_one() {
+    let dir = tempfile::tempdir().unwrap();
+    for tier in [TriageTier::Critical, TriageTier::NotAssessable] {
+        let (path, _) = sr_file(tier, dir.path());
+        let (text, complaints) = dciodvfy_complaints(&path);
+        assert!(
+            text.contains("ComprehensiveSR"),
+            "IOD not recognised:\n{text}"
+        );
+        assert!(complaints.is_empty(), "{tier:?}: {complaints:#?}\n{text}");
+    }
+    // Negative control: without its Completion Flag (type 1) the document is not a valid SR.
+    let (path, _) = sr_file(TriageTier::Critical, dir.path());
+    let mut obj = dicom_object::open_file(&path).unwrap();
+    obj.remove_element(dicom_dictionary_std::tags::COMPLETION_FLAG);
+    let broken = dir.path().join("broken.dcm");
+    obj.write_to_file(&broken).unwrap();
+    let (text, complaints) = dciodvfy_complaints(&broken);
+    assert!(
+        complaints
+            .iter()
+            .any(|l| l.starts_with("Error") && l.contains("<CompletionFlag>")),
+        "{text}"
     );
 }

@@ -1,9 +1,11 @@
-//! Where results go, and how each place answers. A destination says one of three things about a
+//! Where results go (the PACS by C-STORE or STOW-RS, the EHR by FHIR), and how each place
+//! answers. A destination says one of three things about a
 //! delivery: delivered, *refused* (it will never take this one: dead-letter it with the answer)
 //! or *unavailable* (down, busy, timing out: retry later with backoff).
 
 pub mod dicom;
 pub mod fhir;
+pub mod stow;
 
 use std::future::Future;
 
