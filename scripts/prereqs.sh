@@ -23,8 +23,6 @@ command -v storescu >/dev/null || need+=(dcmtk)
 # dicom3tools: dciodvfy checks the results service's DICOM SR against the IOD in its tests.
 command -v dciodvfy >/dev/null || need+=(dicom3tools)
 command -v cmake >/dev/null || need+=(cmake)
-# npm: the official FHIR R4 JSON schema comes in an npm package (scripts/fetch-fhir-schema.sh).
-command -v npm >/dev/null || need+=(npm)
 command -v c++ >/dev/null || need+=(g++)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
