@@ -1,6 +1,7 @@
 //! Ingest with S3 on both ends, against a real S3-compatible server (moto) on loopback: an
 //! `s3://` image reference is fetched and written to a blob store that is itself on S3.
-//! Skipped, loudly, when `moto_server` (`pip install 'moto[server]'`) is not on PATH.
+//! Needs `moto_server` (scripts/prereqs.sh): without it the test fails under
+//! `CXRFLOW_REQUIRE_TOOLS=1` and is skipped and listed otherwise ([`cxrflow_testkit::tools`]).
 
 mod support;
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use cxrflow_common::blob::{sha256_hex, BlobStore};
 use cxrflow_contracts::{Codec, DeadLetter, IngestedImage};
-use cxrflow_testkit::{eventually, free_port, read_records, Broker};
+use cxrflow_testkit::{eventually, free_port, read_records, require_tool, Broker};
 use support::*;
 
 struct Moto(Child);
@@ -22,21 +23,14 @@ impl Drop for Moto {
     }
 }
 
-fn moto_on_path() -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join("moto_server").is_file()))
-        .unwrap_or(false)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_s3_reference_is_ingested_into_an_s3_blob_store() {
-    if !moto_on_path() {
-        eprintln!("\n\n*** SKIPPED an_s3_reference_is_ingested_into_an_s3_blob_store: `moto_server` is not on PATH (pip install 'moto[server]') ***\n\n");
+    let Some(moto_server) = require_tool("moto_server") else {
         return;
-    }
+    };
     let port = free_port();
     let _moto = Moto(
-        Command::new("moto_server")
+        Command::new(moto_server)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
