@@ -2,7 +2,8 @@
 //! `s3://` image reference is fetched and written to a blob store that is itself on S3, with
 //! server-side encryption (SSE-KMS) requested through the blob store options; an object outside
 //! `--ingest-s3-allow` is refused although it exists.
-//! Skipped, loudly, when `moto_server` (`pip install 'moto[server]'`) is not on PATH.
+//! Needs `moto_server` (scripts/prereqs.sh): without it the test fails under
+//! `CXRFLOW_REQUIRE_TOOLS=1` and is skipped and listed otherwise ([`cxrflow_testkit::tools`]).
 
 mod support;
 
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use cxrflow_common::blob::{sha256_hex, BlobStore};
 use cxrflow_contracts::{Codec, DeadLetter, IngestedImage};
-use cxrflow_testkit::{eventually, free_port, read_records, Broker};
+use cxrflow_testkit::{eventually, free_port, read_records, require_tool, Broker};
 use support::*;
 
 struct Moto(Child);
@@ -25,30 +26,19 @@ impl Drop for Moto {
 }
 
 /// The Python of moto's environment (it has boto3): the interpreter next to `moto_server`.
-fn moto_python() -> std::path::PathBuf {
-    let server = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|d| d.join("moto_server"))
-        .find(|p| p.is_file())
-        .expect("moto_server on PATH");
-    let real = std::fs::canonicalize(server).unwrap();
+fn moto_python(moto_server: &std::path::Path) -> std::path::PathBuf {
+    let real = std::fs::canonicalize(moto_server).unwrap();
     real.with_file_name("python3")
-}
-
-fn moto_on_path() -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join("moto_server").is_file()))
-        .unwrap_or(false)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_s3_reference_is_ingested_into_an_s3_blob_store() {
-    if !moto_on_path() {
-        eprintln!("\n\n*** SKIPPED an_s3_reference_is_ingested_into_an_s3_blob_store: `moto_server` is not on PATH (pip install 'moto[server]') ***\n\n");
+    let Some(moto_server) = require_tool("moto_server") else {
         return;
-    }
+    };
     let port = free_port();
     let _moto = Moto(
-        Command::new("moto_server")
+        Command::new(&moto_server)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -151,7 +141,7 @@ async fn an_s3_reference_is_ingested_into_an_s3_blob_store() {
         .blob_uri
         .trim_start_matches("s3://cxr-blobs/")
         .to_string();
-    let python = moto_python();
+    let python = moto_python(&moto_server);
     let out = tokio::task::spawn_blocking(move || {
         Command::new(python)
             .args([

@@ -1,9 +1,10 @@
 //! The one test harness every integration test uses: starts a real Kafka-API broker (tansu,
 //! installed by `scripts/install-broker.sh`) on a free loopback port with on-disk storage,
 //! hands out uniquely prefixed topics, reads topics back, and waits on conditions with a
-//! deadline (never a bare sleep).
+//! deadline (never a bare sleep). [`tools`]: what a test does when a tool it needs is missing.
 
 pub mod keys;
+pub mod tools;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
@@ -14,6 +15,8 @@ use cxrflow_common::kafka::admin::{all_topics, ensure_topics};
 use cxrflow_contracts::{AvroRecord, Codec};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
+
+pub use tools::{require_service, require_tool};
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

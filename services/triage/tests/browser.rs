@@ -6,10 +6,10 @@
 //! is refused; an escalation shows its badge. Screenshots go to
 //! `<target>/test-artifacts/triage-worklist*.png`.
 //!
-//! Without `chromium` and `chromedriver` the test says it was skipped and passes.
+//! Needs `chromium` and `chromedriver` (scripts/prereqs.sh): without them the test fails under
+//! `CXRFLOW_REQUIRE_TOOLS=1` and is skipped and listed otherwise ([`cxrflow_testkit::tools`]).
 
 use std::io::Cursor;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ use cxrflow_common::kafka::Producer;
 use cxrflow_common::{KafkaArgs, ServiceArgs};
 use cxrflow_contracts::*;
 use cxrflow_testkit::keys::TestKeys;
-use cxrflow_testkit::{free_port, read_records, Broker};
+use cxrflow_testkit::{free_port, read_records, require_tool, Broker};
 use cxrflow_triage::clock::{Clock, ManualClock};
 use cxrflow_triage::worklist::OrderingMode;
 use cxrflow_triage::{run_observed, Config, Running};
@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 #[path = "browser/driver.rs"]
 mod driver;
-use driver::{artifacts_dir, on_path, ChromeDriver, Page, CHROMIUM};
+use driver::{artifacts_dir, ChromeDriver, Page};
 
 const T0: i64 = 1_700_000_000_000;
 const ROUTINE: &str = "1.2.840.9.routine";
@@ -138,18 +138,20 @@ async fn start_triage(kafka: &KafkaArgs, blob_url: &str, clock: &ManualClock) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_worklist_page_orders_updates_live_and_closes_a_reported_study() {
-    let driver_bin = on_path("chromedriver");
-    let (true, Some(driver_bin)) = (Path::new(CHROMIUM).is_file(), driver_bin) else {
-        eprintln!(
-            "\n*** SKIPPED: browser test (apt-get install chromium chromium-driver): \
-             {CHROMIUM} or chromedriver not found ***\n"
-        );
+    let (Some(chromium), Some(driver_bin)) =
+        (require_tool("chromium"), require_tool("chromedriver"))
+    else {
         return;
     };
     let started = Instant::now();
     let shots = artifacts_dir();
     let _ = std::fs::remove_file(shots.join("triage-worklist-failure.png"));
-    let driver = ChromeDriver::start(&driver_bin, &shots.join("triage-chromedriver.log")).await;
+    let driver = ChromeDriver::start(
+        &driver_bin,
+        &chromium,
+        &shots.join("triage-chromedriver.log"),
+    )
+    .await;
 
     let broker = Broker::start();
     let kafka = broker.stack().await;

@@ -11,7 +11,6 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{json, Value};
 
-pub const CHROMIUM: &str = "/usr/bin/chromium";
 /// How long the page may take to show what the service already knows.
 const PAGE_DEADLINE: Duration = Duration::from_secs(15);
 
@@ -33,22 +32,17 @@ pub fn artifacts_dir() -> PathBuf {
     dir
 }
 
-pub fn on_path(program: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
-}
-
-/// A `chromedriver` on a free loopback port, killed on drop.
+/// A `chromedriver` on a free loopback port, killed on drop, starting `chromium`.
 pub struct ChromeDriver {
     child: Child,
     url: String,
+    chromium: PathBuf,
     _profile: tempfile::TempDir,
     profile_dir: PathBuf,
 }
 
 impl ChromeDriver {
-    pub async fn start(binary: &Path, log: &Path) -> ChromeDriver {
+    pub async fn start(binary: &Path, chromium: &Path, log: &Path) -> ChromeDriver {
         let port = free_port();
         let child = Command::new(binary)
             .arg(format!("--port={port}"))
@@ -62,6 +56,7 @@ impl ChromeDriver {
         let driver = ChromeDriver {
             child,
             url: format!("http://127.0.0.1:{port}"),
+            chromium: chromium.to_path_buf(),
             _profile: profile,
             profile_dir,
         };
@@ -99,7 +94,7 @@ impl ChromeDriver {
         .collect::<Vec<_>>();
         let caps = json!({
             "browserName": "chrome",
-            "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
+            "goog:chromeOptions": { "binary": self.chromium, "args": args },
             "goog:loggingPrefs": { "browser": "ALL" },
         });
         let Value::Object(caps) = caps else {
