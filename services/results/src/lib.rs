@@ -67,6 +67,36 @@ pub struct Config {
     #[arg(long = "dicom-destination", env = "CXRFLOW_RESULTS_DICOM_DESTINATION")]
     pub dicom_destination: Option<DicomAddress>,
 
+    /// C-STORE over TLS (DICOM secure transport): trust the PACS certificate's CA in this PEM
+    /// file. Unset: plain DICOM, for a trusted network segment only.
+    #[arg(long = "dicom-tls-ca", env = "CXRFLOW_RESULTS_DICOM_TLS_CA")]
+    pub dicom_tls_ca: Option<PathBuf>,
+
+    /// With DICOM TLS: the client certificate (PEM) to present when the PACS requires one
+    /// (mutual TLS); needs `--dicom-tls-key`.
+    #[arg(
+        long = "dicom-tls-cert",
+        env = "CXRFLOW_RESULTS_DICOM_TLS_CERT",
+        requires_all = ["dicom_tls_key", "dicom_tls_ca"]
+    )]
+    pub dicom_tls_cert: Option<PathBuf>,
+
+    /// The client certificate's private key (PEM).
+    #[arg(
+        long = "dicom-tls-key",
+        env = "CXRFLOW_RESULTS_DICOM_TLS_KEY",
+        requires = "dicom_tls_cert"
+    )]
+    pub dicom_tls_key: Option<PathBuf>,
+
+    /// With DICOM TLS: the name the PACS certificate must carry. Default: the destination's
+    /// host.
+    #[arg(
+        long = "dicom-tls-server-name",
+        env = "CXRFLOW_RESULTS_DICOM_TLS_SERVER_NAME"
+    )]
+    pub dicom_tls_server_name: Option<String>,
+
     /// Our calling AE title towards the PACS.
     #[arg(
         long = "calling-ae",
@@ -154,6 +184,10 @@ impl Config {
             kafka,
             service,
             dicom_destination: None,
+            dicom_tls_ca: None,
+            dicom_tls_cert: None,
+            dicom_tls_key: None,
+            dicom_tls_server_name: None,
             calling_ae: "CXRFLOW".into(),
             stow_url: None,
             stow_token_file: None,
@@ -308,6 +342,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         Some(address) => Some((
             open("dicom", Render::Sr)?,
             DicomStore {
+                tls: dicom_tls(&cfg, &address)?,
                 address,
                 calling_ae: cfg.calling_ae.clone(),
                 timeout,
@@ -396,4 +431,35 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     let _ = host.http_task.await;
     result?;
     Ok(())
+}
+
+/// The C-STORE TLS settings, or `None` for plain DICOM.
+fn dicom_tls(
+    cfg: &Config,
+    address: &DicomAddress,
+) -> anyhow::Result<Option<crate::destination::dicom::DicomTls>> {
+    let Some(ca) = &cfg.dicom_tls_ca else {
+        return Ok(None);
+    };
+    let identity = match (&cfg.dicom_tls_cert, &cfg.dicom_tls_key) {
+        (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+        (None, None) => None,
+        _ => anyhow::bail!("--dicom-tls-cert and --dicom-tls-key go together"),
+    };
+    let config = cxrflow_common::tls::client_config(ca, identity)
+        .context("DICOM TLS for the results C-STORE")?;
+    let server_name = match &cfg.dicom_tls_server_name {
+        Some(n) => n.clone(),
+        None => address
+            .addr
+            .rsplit_once(':')
+            .map_or(address.addr.as_str(), |(host, _)| host)
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+    };
+    Ok(Some(crate::destination::dicom::DicomTls {
+        config: Arc::new(config),
+        server_name,
+    }))
 }

@@ -210,6 +210,7 @@ async fn c_store_puts_the_sr_into_storescp_once_and_an_absent_pacs_is_retried() 
         address: format!("PACS@127.0.0.1:{}", scp.port)
             .parse::<DicomAddress>()
             .unwrap(),
+        tls: None,
         calling_ae: "CXRFLOW".into(),
         timeout: Duration::from_secs(10),
     };
@@ -230,6 +231,7 @@ async fn c_store_puts_the_sr_into_storescp_once_and_an_absent_pacs_is_retried() 
 
     let absent = DicomStore {
         address: format!("PACS@127.0.0.1:{}", free_port()).parse().unwrap(),
+        tls: None,
         calling_ae: "CXRFLOW".into(),
         timeout: Duration::from_secs(2),
     };
@@ -237,6 +239,99 @@ async fn c_store_puts_the_sr_into_storescp_once_and_an_absent_pacs_is_retried() 
         matches!(absent.deliver(&body).await, Outcome::Unavailable(_)),
         "a PACS that is down is retried, not refused"
     );
+}
+
+/// A CA, and a certificate it issued for `names`, as PEM files in `dir` named `<stem>.pem` and
+/// `<stem>.key`.
+fn issue(
+    ca: &(rcgen::Certificate, rcgen::KeyPair),
+    names: &[&str],
+    dir: &std::path::Path,
+    stem: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let p = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+        .unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = p.signed_by(&key, &ca.0, &ca.1).unwrap();
+    let (c, k) = (
+        dir.join(format!("{stem}.pem")),
+        dir.join(format!("{stem}.key")),
+    );
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (c, k)
+}
+
+fn new_ca(name: &str) -> (rcgen::Certificate, rcgen::KeyPair) {
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.distinguished_name.push(rcgen::DnType::CommonName, name);
+    let key = rcgen::KeyPair::generate().unwrap();
+    (p.self_signed(&key).unwrap(), key)
+}
+
+#[tokio::test]
+async fn c_store_over_mutual_tls_reaches_a_tls_storescp_and_a_stranger_ca_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, sop_uid) = sr_file(TriageTier::Critical, dir.path());
+    let body = std::fs::read(&path).unwrap();
+    let ca = new_ca("hospital CA");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.0.pem()).unwrap();
+    let (pacs_cert, pacs_key) = issue(&ca, &["localhost"], dir.path(), "pacs");
+    let (our_cert, our_key) = issue(&ca, &["cxrflow-results"], dir.path(), "results");
+    let scp = StoreScp::start_tls(
+        "PACS",
+        free_port(),
+        &dir.path().join("pacs"),
+        &pacs_key,
+        &pacs_cert,
+        &ca_file,
+    );
+    let tls = |ca: &std::path::Path, identity: Option<(&std::path::Path, &std::path::Path)>| {
+        Some(cxrflow_results::destination::dicom::DicomTls {
+            config: std::sync::Arc::new(cxrflow_common::tls::client_config(ca, identity).unwrap()),
+            server_name: "localhost".into(),
+        })
+    };
+    let store = |tls| DicomStore {
+        address: format!("PACS@127.0.0.1:{}", scp.port).parse().unwrap(),
+        tls,
+        calling_ae: "CXRFLOW".into(),
+        timeout: Duration::from_secs(10),
+    };
+    assert_eq!(
+        store(tls(&ca_file, Some((&our_cert, &our_key))))
+            .deliver(&body)
+            .await,
+        Outcome::Delivered
+    );
+    let files = scp.received();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let mut c = Command::new("dcmdump");
+    c.args(["+P", "SOPInstanceUID"]).arg(&files[0]);
+    assert!(output_of(c).contains(&sop_uid));
+
+    // A PACS whose certificate another CA signed is not trusted; without a client certificate
+    // the PACS refuses us. Neither stores anything; both are retried (a configuration to fix).
+    let stranger = new_ca("another CA");
+    let stranger_file = dir.path().join("stranger.pem");
+    std::fs::write(&stranger_file, stranger.0.pem()).unwrap();
+    for (what, tls) in [
+        (
+            "untrusted PACS",
+            tls(&stranger_file, Some((&our_cert, &our_key))),
+        ),
+        ("no client certificate", tls(&ca_file, None)),
+        ("plain DICOM", None),
+    ] {
+        let outcome = store(tls).deliver(&body).await;
+        assert!(
+            matches!(outcome, Outcome::Unavailable(_)),
+            "{what}: {outcome:?}"
+        );
+    }
+    assert_eq!(scp.received().len(), 1, "nothing more stored");
 }
 
 /// A request the STOW-RS server received: its headers and body.

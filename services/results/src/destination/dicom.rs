@@ -60,8 +60,16 @@ impl std::fmt::Display for DicomAddress {
     }
 }
 
+/// C-STORE over TLS: the client configuration and the name the PACS certificate must carry.
+#[derive(Clone)]
+pub struct DicomTls {
+    pub config: std::sync::Arc<rustls::ClientConfig>,
+    pub server_name: String,
+}
+
 pub struct DicomStore {
     pub address: DicomAddress,
+    pub tls: Option<DicomTls>,
     pub calling_ae: String,
     pub timeout: Duration,
 }
@@ -72,15 +80,21 @@ impl Destination for DicomStore {
     }
 
     fn describe(&self) -> String {
-        format!("C-STORE to {} as {}", self.address, self.calling_ae)
+        format!(
+            "C-STORE to {} as {}{}",
+            self.address,
+            self.calling_ae,
+            if self.tls.is_some() { " over TLS" } else { "" }
+        )
     }
 
     async fn deliver(&self, body: &[u8]) -> Outcome {
         let address = self.address.clone();
         let calling = self.calling_ae.clone();
         let timeout = self.timeout;
+        let tls = self.tls.clone();
         let body = body.to_vec();
-        tokio::task::spawn_blocking(move || store(&address, &calling, timeout, &body))
+        tokio::task::spawn_blocking(move || store(&address, tls, &calling, timeout, &body))
             .await
             .unwrap_or_else(|e| Outcome::Unavailable(format!("C-STORE task failed: {e}")))
     }
@@ -192,23 +206,49 @@ fn dataset_of(file: &[u8]) -> Result<(InMemDicomObject, String), String> {
     Ok((obj.into_inner(), uid))
 }
 
-fn store(address: &DicomAddress, calling: &str, timeout: Duration, file: &[u8]) -> Outcome {
+fn store(
+    address: &DicomAddress,
+    tls: Option<DicomTls>,
+    calling: &str,
+    timeout: Duration,
+    file: &[u8],
+) -> Outcome {
     let (dataset, sop_instance) = match dataset_of(file) {
         Ok(x) => x,
         Err(e) => return Outcome::Refused(e),
     };
-    let assoc = ClientAssociationOptions::new()
+    let options = ClientAssociationOptions::new()
         .calling_ae_title(calling)
         .called_ae_title(address.called_ae.as_str())
         .with_presentation_context(COMPREHENSIVE_SR, vec![EXPLICIT_VR_LE, IMPLICIT_VR_LE])
         .connection_timeout(timeout)
         .read_timeout(timeout)
-        .write_timeout(timeout)
-        .establish(address.addr.as_str());
-    let mut assoc = match assoc {
-        Ok(a) => a,
-        Err(e) => return ul_outcome(e),
-    };
+        .write_timeout(timeout);
+    match tls {
+        None => match options.establish(address.addr.as_str()) {
+            Ok(a) => exchange(a, dataset, &sop_instance),
+            Err(e) => ul_outcome(e),
+        },
+        Some(t) => match options
+            .tls_config(t.config)
+            .server_name(&t.server_name)
+            .establish_tls(address.addr.as_str())
+        {
+            Ok(a) => exchange(a, dataset, &sop_instance),
+            Err(e) => ul_outcome(e),
+        },
+    }
+}
+
+/// One C-STORE on an established association, then its release.
+fn exchange<S>(
+    mut assoc: dicom_ul::ClientAssociation<S>,
+    dataset: InMemDicomObject,
+    sop_instance: &str,
+) -> Outcome
+where
+    S: dicom_ul::association::CloseSocket + std::io::Read + std::io::Write,
+{
     let Some(pc) = assoc
         .presentation_contexts()
         .iter()
@@ -223,7 +263,7 @@ fn store(address: &DicomAddress, calling: &str, timeout: Duration, file: &[u8]) 
     } else {
         dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased()
     };
-    let cmd = match command(&sop_instance) {
+    let cmd = match command(sop_instance) {
         Ok(c) => c,
         Err(e) => return Outcome::Refused(e),
     };

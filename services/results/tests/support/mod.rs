@@ -81,10 +81,35 @@ pub struct StoreScp {
 
 impl StoreScp {
     pub fn start(ae: &str, port: u16, dir: &Path) -> StoreScp {
+        StoreScp::spawn(ae, port, dir, &[])
+    }
+
+    /// `storescp +tls key cert`, requiring a client certificate from the CA in `ca`.
+    pub fn start_tls(
+        ae: &str,
+        port: u16,
+        dir: &Path,
+        key: &Path,
+        cert: &Path,
+        ca: &Path,
+    ) -> StoreScp {
+        let tls = [
+            "+tls".into(),
+            key.display().to_string(),
+            cert.display().to_string(),
+            "+cf".into(),
+            ca.display().to_string(),
+            "--require-peer-cert".into(),
+        ];
+        StoreScp::spawn(ae, port, dir, &tls)
+    }
+
+    fn spawn(ae: &str, port: u16, dir: &Path, extra: &[String]) -> StoreScp {
         std::fs::create_dir_all(dir).unwrap();
         let child = Command::new("storescp")
             .args(["--aetitle", ae, "--output-directory"])
             .arg(dir)
+            .args(extra)
             .arg(port.to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
