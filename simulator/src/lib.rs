@@ -1,5 +1,6 @@
-//! The cxrflow simulator's dataset half: CheXpert label files in and out, patient-level
-//! splits, and a synthetic CheXpert-format dataset built from real label rows.
+//! The cxrflow simulator: CheXpert label files in and out, patient-level splits, a synthetic
+//! CheXpert-format dataset built from real label rows, live replay against a running stack, and
+//! the discrete-event reading room that measures what the worklist order is worth.
 //!
 //! `cxrflow sim synth` is [`synthesize`]: it reads the real CheXpert label file (or a dataset
 //! directory), splits patients into train / valid / heldout, picks studies per split, and for
@@ -12,6 +13,10 @@
 //! processes, sites, drift scenarios injected at a change point) and radiologists
 //! ([`readers`]) against a running stack, samples consumer lag ([`lag`]) and writes the
 //! [`report`] (JSON and an HTML page with inline SVG charts).
+//!
+//! `cxrflow sim reading-room` is [`reading_room`]: the same arrivals and read times served in
+//! arrival order and in triage's order (with its escalation caps), over days, with the
+//! time-to-read of critical studies and the longest wait of the others as the result.
 
 mod anatomy;
 mod canvas;

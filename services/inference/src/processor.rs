@@ -74,7 +74,9 @@ fn prediction(img: &PreprocessedImage, model: &LoadedModel, role: ModelRole) -> 
 }
 
 impl InferenceProcessor {
-    /// Scores one image with `model`; `Err(None)` is a NaN/Inf output.
+    /// Scores one image with `model`: `Ok(Ok(prediction))`, `Ok(Err(why))` for a NaN/Inf output
+    /// (published as a not-assessable prediction, not dead-lettered), `Err` for a session
+    /// failure (transient).
     async fn score(
         &self,
         img: &PreprocessedImage,

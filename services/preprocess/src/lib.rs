@@ -1,9 +1,12 @@
 //! cxrflow's preprocess stage (`cxr.ingested.v1` → `cxr.preprocessed.v1`): reads each ingested
 //! image from the blob store, decodes it (PNG, JPEG, DICOM with MONOCHROME1, rescale and VOI),
 //! gates ineligible DICOM objects (by their own header: not CR/DX, not a radiograph SOP class,
-//! not chest, colour, multi-frame, derived) and lateral views as not assessable, letterboxes it into the serving model's 8-bit
-//! grayscale profile and computes image statistics for drift. Owns the decoders' safety limits
-//! and the image fixtures (`fixtures`) that tests and the simulator generate images with.
+//! not chest, colour, multi-frame, derived) and lateral views as not assessable, checks the
+//! stream's integrity, decodes at the smallest resolution the model needs where the codec allows
+//! (JPEG 2000 levels, JPEG DCT scaling), letterboxes it into the serving model's 8-bit grayscale
+//! profile and computes image statistics for drift and the out-of-distribution gate. Owns the
+//! decoders' safety limits and the image fixtures (`fixtures`) that tests and the simulator
+//! generate images with.
 
 pub mod config;
 pub mod decode;
