@@ -397,107 +397,21 @@ impl ModelDetector {
             cfg.min_category_total,
             &mut self.rng,
         );
-        // BH over the per-feature tests of this evaluation (MMD has its own threshold).
-        let tested: Vec<usize> = (0..measurements.len())
-            .filter(|&i| measurements[i].statistic != Statistic::Mmd)
-            .collect();
-        let raw: Vec<f64> = tested
-            .iter()
-            .map(|&i| measurements[i].p_value.unwrap_or(1.0))
-            .collect();
-        let adj = benjamini_hochberg(&raw);
-        let mut adjusted = vec![None; measurements.len()];
-        for (k, &i) in tested.iter().enumerate() {
-            adjusted[i] = Some(adj[k]);
-        }
+        let adjusted = adjusted_p_values(&measurements);
         let score = reference
             .calibration
             .score(&measurements, &cfg.weights, cfg.score_clip);
-        let mut readings = Vec::new();
-        for channel in [
+        let mut readings: Vec<SignalReading> = [
             Channel::Input,
             Channel::Metadata,
             Channel::Output,
             Channel::Representation,
-        ] {
-            if let Some(r) = feature_reading(channel, &measurements, &adjusted, cfg) {
-                readings.push(r);
-            }
-        }
-        if let Some(m) = measurements.iter().find(|m| m.statistic == Statistic::Mmd) {
-            let z = m.z.unwrap_or(0.0);
-            let mut details = BTreeMap::new();
-            details.insert("z".into(), format!("{z:.3}"));
-            details.insert("n_reference".into(), m.n_reference.to_string());
-            details.insert("n_window".into(), m.n_window.to_string());
-            details.insert("permutations".into(), cfg.mmd_permutations.to_string());
-            readings.push(SignalReading {
-                channel: Channel::Representation,
-                test: "MMD",
-                signal: "embedding".into(),
-                statistic: "MMD".into(),
-                value: m.value,
-                p_value: m.p_value,
-                threshold: cfg.mmd_z_raise,
-                strength: z,
-                raise_at: cfg.mmd_z_raise,
-                resolve_at: cfg.mmd_z_resolve,
-                action: RecommendedAction::Investigate,
-                details,
-            });
-        }
-        if let Some(s) = score {
-            let (raise, resolve) = reference.score_levels(cfg);
-            let mut details = BTreeMap::new();
-            details.insert(
-                "reference_score_mean".into(),
-                format!("{:.4}", reference.calibration.score_mean),
-            );
-            details.insert(
-                "reference_score_sd".into(),
-                format!("{:.4}", reference.calibration.score_sd),
-            );
-            details.insert(
-                "bootstrap_replicates".into(),
-                reference.calibration.replicates.to_string(),
-            );
-            let mut top: Vec<(f64, &str)> = measurements
-                .iter()
-                .filter_map(|m| {
-                    Some((
-                        reference.calibration.z(m, cfg.score_clip)?,
-                        m.feature.as_str(),
-                    ))
-                })
-                .collect();
-            top.sort_by(|a, b| b.0.total_cmp(&a.0));
-            details.insert(
-                "top_contributors".into(),
-                top.iter()
-                    .take(5)
-                    .map(|(z, f)| format!("{f}:{z:.2}"))
-                    .collect::<Vec<_>>()
-                    .join(","),
-            );
-            readings.push(SignalReading {
-                channel: Channel::Unified,
-                test: "SCORE",
-                signal: "drift_score".into(),
-                statistic: "SCORE".into(),
-                value: s,
-                p_value: None,
-                threshold: raise,
-                strength: s,
-                raise_at: raise,
-                resolve_at: resolve,
-                action: if s >= cfg.score_retrain {
-                    RecommendedAction::Retrain
-                } else {
-                    RecommendedAction::Investigate
-                },
-                details,
-            });
-        }
+        ]
+        .into_iter()
+        .filter_map(|channel| feature_reading(channel, &measurements, &adjusted, cfg))
+        .collect();
+        readings.extend(mmd_reading(&measurements, cfg));
+        readings.extend(score.map(|s| score_reading(s, reference, &measurements, cfg)));
         self.last_score = score;
         Evaluation {
             measurements,
@@ -520,6 +434,109 @@ fn window_of_labeled(ats: impl Iterator<Item = i64>) -> DriftWindow {
         (start, end) = (0, 0);
     }
     DriftWindow { start, end, count }
+}
+
+/// Benjamini–Hochberg over the per-feature tests of one evaluation (MMD has its own
+/// threshold): the adjusted p-value of each measurement, `None` for MMD.
+fn adjusted_p_values(measurements: &[Measurement]) -> Vec<Option<f64>> {
+    let tested: Vec<usize> = (0..measurements.len())
+        .filter(|&i| measurements[i].statistic != Statistic::Mmd)
+        .collect();
+    let raw: Vec<f64> = tested
+        .iter()
+        .map(|&i| measurements[i].p_value.unwrap_or(1.0))
+        .collect();
+    let adj = benjamini_hochberg(&raw);
+    let mut adjusted = vec![None; measurements.len()];
+    for (k, &i) in tested.iter().enumerate() {
+        adjusted[i] = Some(adj[k]);
+    }
+    adjusted
+}
+
+/// The embedding MMD test, as one reading.
+fn mmd_reading(ms: &[Measurement], cfg: &DetectorConfig) -> Option<SignalReading> {
+    let m = ms.iter().find(|m| m.statistic == Statistic::Mmd)?;
+    let z = m.z.unwrap_or(0.0);
+    let mut details = BTreeMap::new();
+    details.insert("z".into(), format!("{z:.3}"));
+    details.insert("n_reference".into(), m.n_reference.to_string());
+    details.insert("n_window".into(), m.n_window.to_string());
+    details.insert("permutations".into(), cfg.mmd_permutations.to_string());
+    Some(SignalReading {
+        channel: Channel::Representation,
+        test: "MMD",
+        signal: "embedding".into(),
+        statistic: "MMD".into(),
+        value: m.value,
+        p_value: m.p_value,
+        threshold: cfg.mmd_z_raise,
+        strength: z,
+        raise_at: cfg.mmd_z_raise,
+        resolve_at: cfg.mmd_z_resolve,
+        action: RecommendedAction::Investigate,
+        details,
+    })
+}
+
+/// The unified drift score against the reference's calibrated levels, with its top
+/// contributors, as one reading.
+fn score_reading(
+    s: f64,
+    reference: &Reference,
+    ms: &[Measurement],
+    cfg: &DetectorConfig,
+) -> SignalReading {
+    let (raise, resolve) = reference.score_levels(cfg);
+    let mut details = BTreeMap::new();
+    details.insert(
+        "reference_score_mean".into(),
+        format!("{:.4}", reference.calibration.score_mean),
+    );
+    details.insert(
+        "reference_score_sd".into(),
+        format!("{:.4}", reference.calibration.score_sd),
+    );
+    details.insert(
+        "bootstrap_replicates".into(),
+        reference.calibration.replicates.to_string(),
+    );
+    let mut top: Vec<(f64, &str)> = ms
+        .iter()
+        .filter_map(|m| {
+            Some((
+                reference.calibration.z(m, cfg.score_clip)?,
+                m.feature.as_str(),
+            ))
+        })
+        .collect();
+    top.sort_by(|a, b| b.0.total_cmp(&a.0));
+    details.insert(
+        "top_contributors".into(),
+        top.iter()
+            .take(5)
+            .map(|(z, f)| format!("{f}:{z:.2}"))
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    SignalReading {
+        channel: Channel::Unified,
+        test: "SCORE",
+        signal: "drift_score".into(),
+        statistic: "SCORE".into(),
+        value: s,
+        p_value: None,
+        threshold: raise,
+        strength: s,
+        raise_at: raise,
+        resolve_at: resolve,
+        action: if s >= cfg.score_retrain {
+            RecommendedAction::Retrain
+        } else {
+            RecommendedAction::Investigate
+        },
+        details,
+    }
 }
 
 /// The strongest per-feature test of a channel, as one reading (others listed in details).
