@@ -63,6 +63,17 @@ pub struct Config {
     )]
     pub fetch_timeout_ms: u64,
 
+    /// How long an image source that does not answer (connection refused, timeouts, HTTP 5xx)
+    /// is retried before the study is dead-lettered as `ingest.source_unreachable` (and so
+    /// listed as not assessable), in milliseconds. The blob store and the ledger, ingest's own
+    /// infrastructure, are retried without end.
+    #[arg(
+        long = "ingest-source-give-up-ms",
+        env = "CXRFLOW_INGEST_SOURCE_GIVE_UP_MS",
+        default_value_t = 300_000
+    )]
+    pub source_give_up_ms: u64,
+
     /// S3 options for `s3://` image URIs, `key=value`, repeatable, over the `AWS_*` environment.
     #[arg(long = "ingest-s3-option", env = "CXRFLOW_INGEST_S3_OPTIONS", value_delimiter = ',', value_parser = cxrflow_common::config::parse_key_value)]
     pub s3_options: Vec<(String, String)>,
@@ -121,6 +132,7 @@ impl Config {
             max_inline_bytes: 4 * MIB,
             connect_timeout_ms: 5_000,
             fetch_timeout_ms: 60_000,
+            source_give_up_ms: 300_000,
             s3_options: vec![],
             file_roots: vec![],
             http_allow: vec![],
@@ -169,7 +181,7 @@ impl Config {
     /// The effective ingest settings as a person should see them at start: secrets masked.
     pub fn describe(&self) -> String {
         format!(
-            "blob_store={} blob_store_options=[{}] ingest_db={} max_image_bytes={} max_inline_bytes={} connect_timeout_ms={} fetch_timeout_ms={} s3_options=[{}] file_roots=[{}] http_allow=[{}] allow_networks=[{}] s3_allow=[{}]",
+            "blob_store={} blob_store_options=[{}] ingest_db={} max_image_bytes={} max_inline_bytes={} connect_timeout_ms={} fetch_timeout_ms={} source_give_up_ms={} s3_options=[{}] file_roots=[{}] http_allow=[{}] allow_networks=[{}] s3_allow=[{}]",
             self.blob_store_url(),
             mask_options(&self.blob_store_options),
             self.ingest_db.display(),
@@ -177,6 +189,7 @@ impl Config {
             self.max_inline_bytes,
             self.connect_timeout_ms,
             self.fetch_timeout_ms,
+            self.source_give_up_ms,
             mask_options(&self.s3_options),
             if self.file_roots.is_empty() {
                 "(any)".to_string()

@@ -70,6 +70,13 @@ pub enum IngestError {
     /// Transient: the image's source is unreachable right now.
     #[error("fetching {uri} failed (will retry): {detail}")]
     FetchUnavailable { uri: String, detail: String },
+    /// Poison: the image's source did not answer for the whole give-up time.
+    #[error("gave up fetching {uri} after {waited_s} s of retries: {detail}")]
+    SourceUnreachable {
+        uri: String,
+        detail: String,
+        waited_s: u64,
+    },
     /// Transient: the blob store is unreachable right now.
     #[error("blob store unavailable (will retry): {0}")]
     BlobStoreUnavailable(String),
@@ -102,6 +109,7 @@ impl IngestError {
             FetchRejected { .. } => "ingest.fetch_rejected",
             Egress { refusal, .. } => refusal.reason(),
             SopConflict { .. } => "ingest.sop_conflict",
+            SourceUnreachable { .. } => "ingest.source_unreachable",
             FetchUnavailable { .. } => "fetch",
             BlobStoreUnavailable(_) => "blob_store",
             Ledger(_) => "ingest_db",

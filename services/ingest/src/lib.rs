@@ -62,6 +62,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         fetcher,
         limits: cfg.limits(),
         metrics,
+        unreachable: processor::Unreachable::new(std::time::Duration::from_millis(
+            cfg.source_give_up_ms,
+        )),
     });
     host.ready.set_ready(true);
     let result = run_stage(

@@ -29,6 +29,54 @@ pub struct Ingest {
     pub fetcher: Fetcher,
     pub limits: Limits,
     pub metrics: IngestMetrics,
+    pub unreachable: Unreachable,
+}
+
+/// Since when each event's image source has not answered: a source that stays silent past the
+/// give-up time turns the transient failure into a dead letter, so one dead URL holds back
+/// neither its partition's commits nor the study's place on the worklist for ever.
+pub struct Unreachable {
+    give_up: std::time::Duration,
+    since: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
+}
+
+impl Unreachable {
+    pub fn new(give_up: std::time::Duration) -> Self {
+        Unreachable {
+            give_up,
+            since: Default::default(),
+        }
+    }
+
+    /// Passes `result` through, forgetting the event once it is no longer a source failure,
+    /// and turning a source failure older than the give-up time into poison.
+    fn judge<T>(&self, event_id: &str, result: Result<T, IngestError>) -> Result<T, IngestError> {
+        let mut since = self.since.lock().expect("unreachable map lock");
+        match result {
+            Err(IngestError::FetchUnavailable { uri, detail }) => {
+                let first = *since
+                    .entry(event_id.to_string())
+                    .or_insert_with(Instant::now);
+                let waited = first.elapsed();
+                if waited >= self.give_up {
+                    since.remove(event_id);
+                    Err(IngestError::SourceUnreachable {
+                        uri,
+                        detail,
+                        waited_s: waited.as_secs(),
+                    })
+                } else {
+                    Err(IngestError::FetchUnavailable { uri, detail })
+                }
+            }
+            // The blob store or the ledger: ours to fix, retried without end; the source
+            // answered, so its clock restarts if it fails again later.
+            other => {
+                since.remove(event_id);
+                other
+            }
+        }
+    }
 }
 
 impl From<LedgerError> for IngestError {
@@ -133,7 +181,8 @@ impl Processor for Ingest {
         let event_id = scan.event_id.clone();
         let sop = scan.study.sop_instance_uid.clone();
         let span = tracing::info_span!("ingest", study = %study, event_id = %event_id);
-        match self.ingest(scan).instrument(span).await {
+        let result = self.ingest(scan).instrument(span).await;
+        match self.unreachable.judge(&event_id, result) {
             Ok(Some(image)) => match Outbound::record(&self.codec, &image) {
                 Ok(out) => Ok(vec![out]),
                 Err(e) => {

@@ -1,7 +1,8 @@
 //! Ingest fetches images only from where it may: a scan event pointing at loopback (triage's
 //! own API), the link-local metadata address, a private address, or a name resolving to one,
 //! or redirecting off the allow-list, is dead-lettered with its reason and the target is never
-//! contacted; a listed source or an allowed network is fetched.
+//! contacted; a listed source or an allowed network is fetched. A source that never answers is
+//! retried for the give-up time, then dead-lettered.
 
 mod support;
 
@@ -147,5 +148,48 @@ async fn without_an_allow_list_internal_addresses_are_refused_after_resolution()
     let out: Vec<IngestedImage> = read_records(&kafka, &codec, 1, WAIT).await;
     assert_eq!(out.len(), 1);
     assert_eq!(http.hits("/x.png"), 1);
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_source_that_never_answers_is_dead_lettered_after_the_give_up_time() {
+    let broker = Broker::start();
+    let kafka = broker.stack().await;
+    let codec = codec();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&kafka, dir.path());
+    cfg.allow_networks = vec!["127.0.0.0/8".into()];
+    cfg.source_give_up_ms = 2_000;
+    let svc = Running::start(cfg);
+    // Nothing listens on this port: connection refused, a transient failure, again and again.
+    let closed = cxrflow_testkit::free_port();
+    let silent = by_uri(61, format!("http://127.0.0.1:{closed}/gone.png"));
+    let mut fine = scan(62);
+    fine.image_inline = Some(image(62, 300));
+    let started = std::time::Instant::now();
+    produce(&kafka, &codec, &[silent.clone(), fine.clone()]).await;
+
+    let dlq: Vec<DeadLetter> = read_records(&kafka, &codec, 1, WAIT).await;
+    assert_eq!(dlq.len(), 1);
+    let d = &dlq[0];
+    assert_eq!(d.reason, "ingest.source_unreachable", "{}", d.error);
+    assert_eq!(
+        d.study_instance_uid.as_deref(),
+        Some(silent.study.study_instance_uid.as_str()),
+        "the dead letter names the study, so the worklist shows it as not assessable"
+    );
+    assert!(d.error.contains("gave up"), "{}", d.error);
+    assert!(
+        started.elapsed() >= Duration::from_millis(2_000),
+        "retried for the give-up time first"
+    );
+    assert!(
+        svc.metric("cxrflow_ingest_transient_errors_total{kind=\"fetch\"}")
+            .await
+            >= Some(1.0),
+        "it was retried as transient before"
+    );
+    let out: Vec<IngestedImage> = read_records(&kafka, &codec, 1, WAIT).await;
+    assert_eq!(out[0].study.sop_instance_uid, fine.study.sop_instance_uid);
     svc.stop().await;
 }
