@@ -42,7 +42,7 @@ impl Observer {
         let mut cc = kafka.client_config();
         cc.set(
             "group.id",
-            format!("bench-observer-{:08x}", rand::random::<u32>()),
+            cxrflow_common::kafka::throwaway_group_id("bench-observer"),
         )
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false");

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use cxrflow::up::{up, UpArgs};
 use cxrflow_common::auth::Role;
-use cxrflow_common::kafka::snapshot::read_to_end;
+use cxrflow_common::kafka::read::snapshot;
 use cxrflow_common::KafkaArgs;
 use cxrflow_contracts::{topics, Codec, TriageDecision};
 use cxrflow_sim::replay::Arrival;
@@ -117,7 +117,7 @@ async fn every_study_reaches_the_worklist_once_and_critical_ones_are_read_sooner
     let kafka = KafkaArgs::for_bootstrap(broker.bootstrap());
     let codec = Codec::with_static_registry().unwrap();
     let decisions = tokio::task::spawn_blocking(move || {
-        read_to_end(&kafka, topics::TRIAGE, Duration::from_secs(60)).unwrap()
+        snapshot(&kafka, topics::TRIAGE, Duration::from_secs(60)).unwrap()
     })
     .await
     .unwrap();

@@ -758,12 +758,8 @@ async fn a_killed_up_restarted_at_once_puts_every_published_scan_on_the_worklist
             let k = kafka.clone();
             async move {
                 tokio::task::spawn_blocking(move || {
-                    cxrflow_common::kafka::snapshot::read_to_end(
-                        &k,
-                        logical,
-                        Duration::from_secs(60),
-                    )
-                    .unwrap_or_else(|e| panic!("reading {logical}: {e}"))
+                    cxrflow_common::kafka::read::snapshot(&k, logical, Duration::from_secs(60))
+                        .unwrap_or_else(|e| panic!("reading {logical}: {e}"))
                 })
                 .await
                 .unwrap()

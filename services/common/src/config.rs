@@ -228,19 +228,27 @@ impl KafkaArgs {
 
     /// [`KafkaArgs::consumer_config`] with the fetch wait of `urgency`.
     pub fn consumer_config_for(&self, urgency: Urgency) -> ClientConfig {
-        let mut c = self.client_config();
-        c.set(
-            "max.partition.fetch.bytes",
-            self.message_limit_bytes().to_string(),
-        )
-        .set(
-            "fetch.wait.max.ms",
-            self.fetch_wait(urgency).as_millis().to_string(),
-        );
-        for (k, v) in &self.props {
-            c.set(k, v);
-        }
-        c
+        self.consumer_config_with(urgency, |_| {})
+    }
+
+    /// [`KafkaArgs::consumer_config_for`] plus a consumer's own settings (`ours`: group,
+    /// commits, offsets), still under the pass-through properties.
+    pub fn consumer_config_with(
+        &self,
+        urgency: Urgency,
+        ours: impl FnOnce(&mut ClientConfig),
+    ) -> ClientConfig {
+        self.client_config_with(|c| {
+            c.set(
+                "max.partition.fetch.bytes",
+                self.message_limit_bytes().to_string(),
+            )
+            .set(
+                "fetch.wait.max.ms",
+                self.fetch_wait(urgency).as_millis().to_string(),
+            );
+            ours(c);
+        })
     }
 
     /// `message.max.bytes` / `max.message.bytes`: the record limit plus the dead-letter headroom.
@@ -254,8 +262,15 @@ impl KafkaArgs {
 
     /// A client config with the bootstrap servers and every pass-through property.
     pub fn client_config(&self) -> ClientConfig {
+        self.client_config_with(|_| {})
+    }
+
+    /// The bootstrap servers, then a client's own settings (`ours`), then every pass-through
+    /// property: the one place they are applied, last, so they win over any of our defaults.
+    pub fn client_config_with(&self, ours: impl FnOnce(&mut ClientConfig)) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap);
+        ours(&mut c);
         for (k, v) in &self.props {
             c.set(k, v);
         }

@@ -322,7 +322,7 @@ fn reading_room(
         room: cxrflow_sim::reading_room::RoomConfig,
     }
     let codec = Codec::with_static_registry()?;
-    let records = cxrflow_common::kafka::snapshot::read_to_end(
+    let records = cxrflow_common::kafka::read::snapshot(
         kafka,
         topics::PREDICTIONS,
         std::time::Duration::from_secs(60),

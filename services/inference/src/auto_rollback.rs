@@ -209,7 +209,7 @@ pub async fn follow_drift(
     auto: Arc<AutoRollback>,
     shutdown: CancellationToken,
 ) {
-    crate::follow::follow(
+    cxrflow_common::kafka::follow(
         kafka,
         &codec,
         topics::DRIFT,

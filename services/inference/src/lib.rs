@@ -13,7 +13,6 @@ pub mod batcher;
 pub mod calibration;
 mod config;
 pub mod embedding;
-mod follow;
 pub mod manifest;
 pub mod metrics;
 pub mod ood;
@@ -50,7 +49,7 @@ async fn follow_rollouts(
     registry: Arc<ModelRegistry>,
     shutdown: CancellationToken,
 ) {
-    follow::follow(
+    cxrflow_common::kafka::follow(
         kafka,
         &codec,
         topics::MODELS,
@@ -64,14 +63,6 @@ async fn follow_rollouts(
         },
     )
     .await
-}
-
-pub(crate) fn rand_id() -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    t ^ ((std::process::id() as u64) << 32)
 }
 
 /// Runs until `shutdown` is cancelled; returns after draining.

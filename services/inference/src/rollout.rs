@@ -11,14 +11,12 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use cxrflow_common::kafka::Producer;
+use cxrflow_common::kafka::{read_to_end, Producer, ReadError};
 use cxrflow_common::KafkaArgs;
 use cxrflow_contracts::{topics, CandidateVersion, Codec, ModelRole, ModelRollout};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 
 use crate::manifest::{ManifestError, ModelDir};
 pub use crate::rules::CanaryGuard;
@@ -28,8 +26,8 @@ pub const AUTO_ROLLBACK: &str = "auto-rollback";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RolloutError {
-    #[error("kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Read(#[from] ReadError),
     #[error("producing the rollout: {0}")]
     Produce(#[from] cxrflow_common::kafka::ProduceError),
     #[error("codec: {0}")]
@@ -62,45 +60,9 @@ pub fn read_latest_blocking(
     kafka: &KafkaArgs,
     codec: &Codec,
 ) -> Result<HashMap<String, ModelRollout>, RolloutError> {
-    let mut cc = kafka.consumer_config();
-    cc.set(
-        "group.id",
-        format!("cxrflow-models-reader-{}", std::process::id()),
-    )
-    .set("enable.auto.commit", "false")
-    .set("enable.partition.eof", "false");
-    let consumer: BaseConsumer = cc.create()?;
-    let topic = kafka.topic(topics::MODELS);
-    let timeout = Duration::from_secs(10);
-    let md = consumer.fetch_metadata(Some(&topic), timeout)?;
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = HashMap::new();
-    for t in md.topics() {
-        for p in t.partitions() {
-            let (low, high) = consumer.fetch_watermarks(&topic, p.id(), timeout)?;
-            if high > low {
-                ends.insert(p.id(), high);
-                tpl.add_partition_offset(&topic, p.id(), Offset::Beginning)?;
-            }
-        }
-    }
     let mut latest: HashMap<String, ModelRollout> = HashMap::new();
-    if ends.is_empty() {
-        return Ok(latest);
-    }
-    consumer.assign(&tpl)?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ends.is_empty() && Instant::now() < deadline {
-        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let m = m?;
-        if let Some(end) = ends.get(&m.partition()) {
-            if m.offset() + 1 >= *end {
-                ends.remove(&m.partition());
-            }
-        }
-        let Some(p) = m.payload() else { continue };
+    read_to_end(kafka, topics::MODELS, Duration::from_secs(30), |m| {
+        let Some(p) = m.payload() else { return };
         match codec.decode::<ModelRollout>(p) {
             Ok(r) => {
                 if latest
@@ -114,12 +76,7 @@ pub fn read_latest_blocking(
                 tracing::warn!(error = %e, offset = m.offset(), "undecodable record on the models topic ignored")
             }
         }
-    }
-    if !ends.is_empty() {
-        return Err(RolloutError::Invalid(format!(
-            "timed out reading {topic} to its end"
-        )));
-    }
+    })?;
     Ok(latest)
 }
 

@@ -181,11 +181,10 @@ pub async fn read_topic(
     enough: impl Fn(&[RawRecord]) -> bool,
 ) -> Vec<RawRecord> {
     use rdkafka::message::Headers;
-    let mut cc = kafka.consumer_config();
-    cc.set("group.id", format!("reader-{:08x}", rand::random::<u32>()))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false");
-    let consumer: StreamConsumer = cc.create().expect("reader consumer");
+    let consumer: StreamConsumer =
+        cxrflow_common::kafka::reader_config(kafka, "reader", cxrflow_common::Urgency::StudyPath)
+            .create()
+            .expect("reader consumer");
     let end = Instant::now() + timeout;
     let topic = kafka.topic(logical);
     let mut out = Vec::new();

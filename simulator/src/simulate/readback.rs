@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cxrflow_common::kafka::snapshot::{read_to_end, SnapshotRecord};
+use cxrflow_common::kafka::read::{snapshot, SnapshotRecord};
 use cxrflow_common::KafkaArgs;
 use cxrflow_contracts::{
     topics, Codec, DriftAlert, ModelRole, Prediction, TriageDecision, TriageTier,
@@ -33,7 +33,7 @@ pub(super) struct RunInput {
 }
 
 fn records(kafka: &KafkaArgs, topic: &str) -> Vec<SnapshotRecord> {
-    read_to_end(kafka, topic, Duration::from_secs(60)).unwrap_or_else(|e| {
+    snapshot(kafka, topic, Duration::from_secs(60)).unwrap_or_else(|e| {
         tracing::warn!(topic, error = %e, "report: could not read the topic back");
         Vec::new()
     })

@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cxrflow_common::kafka::snapshot::{read_to_end, SnapshotRecord};
+use cxrflow_common::kafka::read::SnapshotRecord;
 use cxrflow_common::kafka::Producer;
 use cxrflow_common::KafkaArgs;
 use cxrflow_contracts::{topics, Codec, LabeledExample, TriageDecision, WorklistStatus};
@@ -352,7 +352,7 @@ impl Pipeline {
     pub async fn snapshot(&self, logical: &'static str) -> Vec<SnapshotRecord> {
         let k = self.kafka.clone();
         tokio::task::spawn_blocking(move || {
-            read_to_end(&k, logical, Duration::from_secs(60))
+            cxrflow_common::kafka::read::snapshot(&k, logical, Duration::from_secs(60))
                 .unwrap_or_else(|e| panic!("reading {logical}: {e}"))
         })
         .await

@@ -118,22 +118,20 @@ const QUEUE_FULL_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Producer {
     pub fn new(kafka: &KafkaArgs) -> Result<Self, ProduceError> {
-        let mut cfg = kafka.client_config();
-        cfg.set("enable.idempotence", "true")
-            .set("acks", "all")
-            // No compression by default: the large records are already-compressed images
-            // (PNG/JPEG/DICOM) and 8-bit tensors, and on the embedded broker lz4 cost CPU on
-            // every side (the broker decompresses each batch) for no gain: preprocess 2.9 →
-            // 1.5 CPU-ms/study, broker 8.4 → 6.7 without it (README, benchmarks). Over a slow
-            // network to a Kafka cluster: `--kafka-prop compression.type=zstd`.
-            .set("compression.type", "none")
-            .set("linger.ms", "5")
-            .set("message.timeout.ms", "120000")
-            .set("message.max.bytes", kafka.message_limit_bytes().to_string());
-        // Pass-through properties win over our defaults.
-        for (k, v) in &kafka.props {
-            cfg.set(k, v);
-        }
+        // Pass-through properties win over these defaults.
+        let cfg = kafka.client_config_with(|cfg| {
+            cfg.set("enable.idempotence", "true")
+                .set("acks", "all")
+                // No compression by default: the large records are already-compressed images
+                // (PNG/JPEG/DICOM) and 8-bit tensors, and on the embedded broker lz4 cost CPU on
+                // every side (the broker decompresses each batch) for no gain: preprocess 2.9 →
+                // 1.5 CPU-ms/study, broker 8.4 → 6.7 without it (README, benchmarks). Over a slow
+                // network to a Kafka cluster: `--kafka-prop compression.type=zstd`.
+                .set("compression.type", "none")
+                .set("linger.ms", "5")
+                .set("message.timeout.ms", "120000")
+                .set("message.max.bytes", kafka.message_limit_bytes().to_string());
+        });
         let producer: BaseProducer<Acks> = cfg
             .create_with_context(Acks)
             .map_err(ProduceError::Create)?;

@@ -508,21 +508,19 @@ pub async fn run_stage<P: Processor>(
     let stall = kafka.consumer_stall();
     let probe = health.register(&cfg.group_id, stall * 2);
     let finalizer = Arc::new(Mutex::new(Finalizer::default()));
-    let mut cc = kafka.consumer_config_for(cfg.urgency);
-    cc.set("group.id", &cfg.group_id)
-        .set("enable.auto.commit", "true")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("auto.commit.interval.ms", "1000")
-        .set("session.timeout.ms", kafka.session_timeout_ms.to_string())
-        .set(
-            "queued.max.messages.kbytes",
-            kafka.max_prefetch_kib.to_string(),
-        )
-        .set("statistics.interval.ms", "5000");
-    for (k, v) in &kafka.props {
-        cc.set(k, v);
-    }
+    let cc = kafka.consumer_config_with(cfg.urgency, |cc| {
+        cc.set("group.id", &cfg.group_id)
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("auto.commit.interval.ms", "1000")
+            .set("session.timeout.ms", kafka.session_timeout_ms.to_string())
+            .set(
+                "queued.max.messages.kbytes",
+                kafka.max_prefetch_kib.to_string(),
+            )
+            .set("statistics.interval.ms", "5000");
+    });
     let physical: Vec<String> = cfg.topics.iter().map(|t| kafka.topic(t)).collect();
     let refs: Vec<&str> = physical.iter().map(String::as_str).collect();
     let new_consumer = || -> Result<Arc<StageConsumer>, StageRunError> {

@@ -1,17 +1,27 @@
-//! Following a control topic (`cxr.models.v1`, `cxr.drift.v1`) from its beginning with a
-//! throwaway consumer group, so every replica reads every record and nothing is committed.
+//! Following a control topic (`cxr.models.v1`, `cxr.drift.v1`) from its beginning, for as long
+//! as the service runs.
+//!
+//! Delivery: every replica reads every record (each follows subscribed, under a group of its
+//! own from [`throwaway_group_id`], so partitions added later are picked up too), and nothing
+//! is committed: a restart reads the topic again from the beginning, so applying a record must
+//! be idempotent. The catch: an undecodable record is logged and skipped, never dead-lettered
+//! (a control topic has no DLQ).
+//!
+//! [`throwaway_group_id`]: super::read::throwaway_group_id
 
 use std::future::Future;
 
-use cxrflow_common::KafkaArgs;
 use cxrflow_contracts::{AvroRecord, Codec};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use tokio_util::sync::CancellationToken;
 
+use super::read::reader_config;
+use crate::config::{KafkaArgs, Urgency};
+
 /// Reads `logical` from the beginning until `shutdown`, decoding each record as `T` and handing
-/// it to `on_record`; undecodable records are logged and skipped (a control topic has no DLQ).
-/// `group` names the throwaway group (`<group>-<random>`).
+/// it to `on_record`. `group` names the throwaway group (`<group>-<random>`). Off the study
+/// path: the background fetch wait.
 pub async fn follow<T, F, Fut>(
     kafka: KafkaArgs,
     codec: &Codec,
@@ -24,11 +34,8 @@ pub async fn follow<T, F, Fut>(
     F: FnMut(T) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let mut cc = kafka.consumer_config_for(cxrflow_common::Urgency::Background);
-    cc.set("group.id", format!("{group}-{:016x}", crate::rand_id()))
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest");
-    let consumer: StreamConsumer = match cc.create() {
+    let consumer: StreamConsumer = match reader_config(&kafka, group, Urgency::Background).create()
+    {
         Ok(c) => c,
         Err(e) => return tracing::error!(error = %e, topic = logical, "cannot follow the topic"),
     };
