@@ -17,6 +17,7 @@ mod follow;
 pub mod manifest;
 pub mod metrics;
 pub mod ood;
+pub mod placement;
 pub mod processor;
 pub mod registry;
 pub mod rollout;
