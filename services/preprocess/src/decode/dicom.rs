@@ -147,9 +147,19 @@ pub(super) fn decode(
     let bits_allocated = int_attr(&header, tags::BITS_ALLOCATED, "BitsAllocated", None)?;
     let samples = int_attr(&header, tags::SAMPLES_PER_PIXEL, "SamplesPerPixel", Some(1))?;
     let frames = int_attr(&header, tags::NUMBER_OF_FRAMES, "NumberOfFrames", Some(1))?.max(1);
+    let bits_stored = int_attr(&header, tags::BITS_STORED, "BitsStored", None)?;
+    // Absent or unreadable: unsigned, the only value a radiograph's header is likely to carry.
+    let signed = int_attr(
+        &header,
+        tags::PIXEL_REPRESENTATION,
+        "PixelRepresentation",
+        Some(0),
+    )
+    .unwrap_or(0)
+        == 1;
     check_pixel_description(
         bits_allocated,
-        int_attr(&header, tags::BITS_STORED, "BitsStored", None)?,
+        bits_stored,
         int_attr(&header, tags::HIGH_BIT, "HighBit", None)?,
         samples,
     )?;
@@ -183,6 +193,8 @@ pub(super) fn decode(
         cols,
         frames,
         bits_allocated,
+        bits_stored,
+        signed,
         samples,
     };
     let reduction =

@@ -34,6 +34,9 @@ pub(super) struct Geometry {
     pub cols: u32,
     pub frames: u32,
     pub bits_allocated: u32,
+    /// BitsStored (checked against BitsAllocated) and PixelRepresentation 1.
+    pub bits_stored: u32,
+    pub signed: bool,
     pub samples: u32,
 }
 
@@ -183,11 +186,25 @@ fn j2k(obj: &DefaultDicomObject, g: Geometry, need: u32) -> Option<Plane> {
     if (cw, ch) != expected || c.data().len() != cw as usize * ch as usize {
         return None;
     }
+    // A reduced level is the low-pass of the levels below it, and the 5/3 and 9/7 low-pass
+    // filters have negative taps: beside a sharp edge of a region clipped at 0 or at the top of
+    // the range (direct-exposure background, a dense device) a sample lands outside the stored
+    // range, where OpenJPEG's full-resolution output never goes. Unclamped, 4097 keeps only its
+    // low 12 bits under BitsStored 12 and a white edge turns black (held-out renderings: |Δ| up
+    // to 217 of 255 on the model input). So clamp to the stored range first (BitsStored: an
+    // encoder may well declare 16-bit precision for 12-bit samples, as Pillow's does).
+    let prec = g.bits_stored.min(c.precision()).clamp(1, 16);
+    let (lo, hi) = if g.signed {
+        (-(1i32 << (prec - 1)), (1i32 << (prec - 1)) - 1)
+    } else {
+        (0, (1i32 << prec) - 1)
+    };
+    let clamped = c.data().iter().map(|&v| v.clamp(lo, hi));
     // Samples as dicom-pixeldata's adapter stores them: the low bytes of each i32 (two's
     // complement keeps signed samples signed under PixelRepresentation 1).
     let value = match g.bits_allocated {
-        8 => PrimitiveValue::U8(c.data().iter().map(|&v| v as u8).collect()),
-        16 => PrimitiveValue::U16(c.data().iter().map(|&v| v as u16).collect()),
+        8 => PrimitiveValue::U8(clamped.map(|v| v as u8).collect()),
+        16 => PrimitiveValue::U16(clamped.map(|v| v as u16).collect()),
         _ => return None,
     };
     let factor = 1 << reduce;
