@@ -2,12 +2,13 @@
 them) as DICOM CR objects in the transfer syntaxes that preprocess decodes at a reduced
 resolution:
 
-    full_size_dicom.py DIR [SYNTAX...]     SYNTAX: j2k (default), j2k-lossy, jpeg (default)
+    full_size_dicom.py DIR [SYNTAX...]     SYNTAX: j2k (default), j2k-lossy, jpeg (default), jpeg12
 
 For each DIR/NAME.png writes DIR/NAME.SYNTAX.dcm:
 - j2k:       JPEG 2000 lossless (1.2.840.10008.1.2.4.90), Pillow's OpenJPEG, 12 bits;
 - j2k-lossy: JPEG 2000 (1.2.840.10008.1.2.4.91), 10:1, 12 bits;
-- jpeg:      JPEG baseline (1.2.840.10008.1.2.4.50), Pillow's libjpeg at quality 95, the top 8 bits.
+- jpeg:      JPEG baseline (1.2.840.10008.1.2.4.50), Pillow's libjpeg at quality 95, the top 8 bits;
+- jpeg12:    JPEG Extended 12-bit (1.2.840.10008.1.2.4.51), DCMTK's `dcmcjpeg +ee` (quality 90).
 Each carries the window of its full range, so the display mapping is the same linear one at
 every resolution level (preprocess reduces only images that state their window).
 """
@@ -15,6 +16,7 @@ every resolution level (preprocess reduces only images that state their window).
 import glob
 import io
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -22,7 +24,13 @@ import pydicom
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import JPEG2000, JPEG2000Lossless, JPEGBaseline8Bit, generate_uid
+from pydicom.uid import (
+    JPEG2000,
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    generate_uid,
+)
 
 
 def dataset(pixels, bits, uid, frame):
@@ -42,8 +50,11 @@ def dataset(pixels, bits, uid, frame):
     ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits - 1, 0
     top = (1 << bits) - 1
     ds.WindowCenter, ds.WindowWidth = (top + 1) / 2, top + 1
-    ds.PixelData = encapsulate([frame])
-    ds["PixelData"].VR = "OB"
+    if uid == ExplicitVRLittleEndian:
+        ds.PixelData = frame
+    else:
+        ds.PixelData = encapsulate([frame])
+        ds["PixelData"].VR = "OB"
     return ds
 
 
@@ -70,7 +81,15 @@ def main():
         pixels = np.minimum(pixels, 4095)
         base = png[: -len(".png")]
         for s in syntaxes:
-            encode(pixels, s).save_as(f"{base}.{s}.dcm", enforce_file_format=True)
+            out = f"{base}.{s}.dcm"
+            if s == "jpeg12":
+                native = f"{base}.native.dcm"
+                ds = dataset(pixels, 12, ExplicitVRLittleEndian, pixels.astype("<u2").tobytes())
+                ds.save_as(native, enforce_file_format=True)
+                subprocess.run(["dcmcjpeg", "+ee", native, out], check=True)
+                os.remove(native)
+            else:
+                encode(pixels, s).save_as(out, enforce_file_format=True)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 //! a disc with a sharp edge, rib-like bands, detector noise) re-encoded by Pillow's OpenJPEG
 //! (lossless and 10:1 lossy; also without a window, which must not be reduced; and one with
 //! regions clipped at 0 and 4095, whose low-pass overshoots the stored range) and the same
-//! picture in 8 bits by DCMTK's baseline JPEG.
+//! picture in 8 bits by DCMTK's baseline JPEG, and in 12 bits by its extended JPEG (Process 4).
 //!
 //! The tools come from scripts/prereqs.sh; a missing one fails the test with its name.
 
@@ -96,12 +96,19 @@ fn reduced_decoding_gives_the_model_the_full_resolution_input_within_tolerance()
         .arg(dir.path().join("orig8.dcm"))
         .arg(dir.path().join("baseline.dcm"));
     run_tool(c);
+    // 12-bit JPEG Extended (Process 4), DCMTK's default quality: libjpeg-turbo's scaled IDCT.
+    let mut c = Command::new("dcmcjpeg");
+    c.arg("+ee")
+        .arg(dir.path().join("orig12.dcm"))
+        .arg(dir.path().join("extended12.dcm"));
+    run_tool(c);
     // 2500×3000 at 224²: three halvings (313×375; a fourth gives 157×188) and IDCT 1/8
     // (313×375 too).
     for (name, size) in [
         ("j2k-lossless.dcm", (313, 375)),
         ("j2k.dcm", (313, 375)),
         ("baseline.dcm", (313, 375)),
+        ("extended12.dcm", (313, 375)),
         ("orig12.dcm", (2500, 3000)),
         ("no-window-j2k.dcm", (2500, 3000)),
     ] {

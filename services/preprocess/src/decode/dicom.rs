@@ -182,12 +182,6 @@ pub(super) fn decode(
         check_rle_header(&obj)?;
     }
     let mut codec = codec_of(&syntax);
-    if syntax == JPEG_EXTENDED
-        && super::frames::decode_12bit(&mut obj, rows, cols, frames, bits_allocated, samples)?
-    {
-        // Now native: a failure from here on is about the decoded samples, not the stream.
-        codec = "DICOM pixel data";
-    }
     let geometry = super::reduced::Geometry {
         rows,
         cols,
@@ -197,8 +191,17 @@ pub(super) fn decode(
         signed,
         samples,
     };
+    // The reduced decode first: a 12-bit extended stream it decodes at a reduced IDCT scale is
+    // never decoded at full size below; anything it declines takes the full path and its checks.
     let reduction =
         min_side.and_then(|need| super::reduced::decode(&mut obj, &syntax, geometry, need));
+    if reduction.is_none()
+        && syntax == JPEG_EXTENDED
+        && super::frames::decode_12bit(&mut obj, rows, cols, frames, bits_allocated, samples)?
+    {
+        // Now native: a failure from here on is about the decoded samples, not the stream.
+        codec = "DICOM pixel data";
+    }
     if reduction.is_some() {
         codec = "DICOM pixel data";
     }

@@ -73,8 +73,9 @@ pub(super) fn decode(
     }
     let reduced = match syntax.trim_end_matches('\0') {
         J2K_LOSSLESS | J2K => j2k(obj, g, need),
-        // 12-bit extended streams were made native before this runs; 8-bit ones land here.
         JPEG_BASELINE | JPEG_EXTENDED if g.bits_allocated == 8 => jpeg8(obj, g, need),
+        // 12-bit extended: libjpeg-turbo's scaled IDCT (jpeg-decoder has no 12-bit path).
+        JPEG_EXTENDED if g.bits_allocated == 16 => jpeg12(obj, g, need),
         _ => None,
     };
     let (width, height, value, reduction) = reduced?;
@@ -223,13 +224,7 @@ fn jpeg8(obj: &DefaultDicomObject, g: Geometry, need: u32) -> Option<Plane> {
         return None;
     }
     // IDCT scales are 1/1, 1/2, 1/4, 1/8 (sizes round up): the smallest with both sides ≥ need.
-    let eighths = (0..=3u32)
-        .rev()
-        .map(|k| 8 >> k)
-        .find(|&e| (g.cols * e).div_ceil(8) >= need && (g.rows * e).div_ceil(8) >= need)?;
-    if eighths == 8 {
-        return None;
-    }
+    let eighths = idct_eighths(g, need)?;
     let (sw, sh) = (
         (g.cols * eighths).div_ceil(8),
         (g.rows * eighths).div_ceil(8),
@@ -252,6 +247,37 @@ fn jpeg8(obj: &DefaultDicomObject, g: Geometry, need: u32) -> Option<Plane> {
         offset: 0.0,
     };
     Some((ow, oh, PrimitiveValue::U8(pixels.into()), reduction))
+}
+
+/// The IDCT scale (eighths of each side, sizes rounded up) of the smallest plane with both sides
+/// still ≥ `need`; None when only the full size reaches it.
+fn idct_eighths(g: Geometry, need: u32) -> Option<u32> {
+    (0..=3u32)
+        .rev()
+        .map(|k| 8 >> k)
+        .find(|&e| (g.cols * e).div_ceil(8) >= need && (g.rows * e).div_ceil(8) >= need)
+        .filter(|&e| e != 8)
+}
+
+fn jpeg12(obj: &DefaultDicomObject, g: Geometry, need: u32) -> Option<Plane> {
+    let stream = first_frame(obj, 1).ok()?;
+    let h = super::jpeg12::header(&stream).ok()?;
+    // Anything else (8-bit, lossless, a size the header contradicts) takes the full path and
+    // its checks and reason codes.
+    if h.precision != 12 || h.lossless || (h.width, h.height) != (g.cols, g.rows) {
+        return None;
+    }
+    let eighths = idct_eighths(g, need)?;
+    let (w, hh, pixels) =
+        super::jpeg12::decode_gray12_scaled(&stream, g.cols, g.rows, eighths).ok()?;
+    if w < need || hh < need || pixels.len() != w as usize * hh as usize {
+        return None;
+    }
+    let reduction = Reduction {
+        factor: 8 / eighths,
+        offset: 0.0,
+    };
+    Some((w, hh, PrimitiveValue::U16(pixels.into()), reduction))
 }
 
 #[cfg(test)]
