@@ -4,7 +4,9 @@
 //! process, the embedded broker), a Python FastAPI + onnxruntime baseline at equal load and in
 //! an overload burst, latency at 50% and 90% of capacity, and peak RSS per service. Writes one
 //! JSON file and prints a markdown table. `scripts/bench.sh` builds and runs it.
-//! `cxrflow-bench drift` runs the drift benchmark instead ([`drift`]).
+//! `cxrflow-bench drift` runs the drift benchmark instead ([`drift`]); `cxrflow-bench
+//! reduced-decode` compares reduced- and full-resolution decoding through the model
+//! ([`reduced_decode`]).
 
 mod bare;
 mod baseline;
@@ -17,6 +19,7 @@ mod load;
 mod pipeline;
 mod pipeline_suite;
 mod procfs;
+mod reduced_decode;
 mod report;
 mod schedule;
 mod stack;
@@ -155,6 +158,11 @@ async fn main() -> anyhow::Result<()> {
     // `cxrflow-bench drift …`: the drift benchmark, its own flags.
     if std::env::args().nth(1).as_deref() == Some("drift") {
         return drift::run(drift::DriftArgs::parse_from(std::env::args().skip(1))).await;
+    }
+    // `cxrflow-bench reduced-decode …`: reduced-resolution decoding through the model.
+    if std::env::args().nth(1).as_deref() == Some("reduced-decode") {
+        let args = reduced_decode::ReducedArgs::parse_from(std::env::args().skip(1));
+        return tokio::task::spawn_blocking(move || reduced_decode::run(args)).await?;
     }
     let args = Args::parse();
     let machine = procfs::machine();

@@ -1,7 +1,12 @@
 //! Throughput bench (not a timed test): bare ONNX Runtime session throughput on the
 //! DenseNet-121 model at batch 1/8/32 (best of a few intra-op thread settings), then the
 //! inference service's throughput through a real broker at the same max batch, and the ratio.
-//! Writes JSON to `$CXRFLOW_BENCH_OUT` (default `target/bench/inference-throughput.json`).
+//! Writes JSON to `$CXRFLOW_BENCH_OUT` (default `target/bench/inference-throughput.json`), with
+//! the provider the service's predictions name and where the session's nodes ran.
+//!
+//! `$CXRFLOW_BENCH_DEVICE` (`cpu`, `cuda`, `cuda:N`; default cpu) and `$CXRFLOW_BENCH_BATCHES`
+//! (e.g. `32`; default 1,8,32) pick the device and batches: scripts/gpu-check.sh runs the
+//! service here at the bare runtime's best batch.
 //!
 //! `cargo bench -p cxrflow-inference --bench throughput`; the model comes from
 //! `$CXRFLOW_BENCH_MODEL` (a version directory) or
@@ -15,7 +20,7 @@ use cxrflow_common::kafka::Producer;
 use cxrflow_common::ServiceArgs;
 use cxrflow_contracts::{Codec, Prediction, PreprocessedImage};
 use cxrflow_inference::manifest::ModelDir;
-use cxrflow_inference::session::{ModelSession, SessionOptions};
+use cxrflow_inference::session::{Device, ModelSession, SessionOptions};
 use cxrflow_inference::Config;
 use cxrflow_testkit::{read_records, Broker};
 use tokio_util::sync::CancellationToken;
@@ -24,6 +29,28 @@ use tokio_util::sync::CancellationToken;
 mod common;
 
 const BATCHES: [usize; 3] = [1, 8, 32];
+
+fn batches() -> Vec<usize> {
+    std::env::var("CXRFLOW_BENCH_BATCHES")
+        .ok()
+        .map(|s| {
+            s.split(',')
+                .filter_map(|b| b.trim().parse().ok())
+                .collect::<Vec<usize>>()
+        })
+        .filter(|b| !b.is_empty())
+        .unwrap_or_else(|| BATCHES.to_vec())
+}
+
+fn device() -> Device {
+    std::env::var("CXRFLOW_BENCH_DEVICE")
+        .ok()
+        .map(|d| {
+            d.parse()
+                .unwrap_or_else(|e| panic!("CXRFLOW_BENCH_DEVICE: {e}"))
+        })
+        .unwrap_or(Device::Cpu)
+}
 
 fn model_dir() -> PathBuf {
     std::env::var("CXRFLOW_BENCH_MODEL")
@@ -63,6 +90,7 @@ async fn service(
     threads: usize,
     batch: usize,
     n: usize,
+    device: Device,
 ) -> serde_json::Value {
     let kafka = broker.stack().await;
     let codec = Arc::new(Codec::with_static_registry().unwrap());
@@ -72,6 +100,7 @@ async fn service(
     cfg.max_batch = batch;
     cfg.max_wait_ms = 20;
     cfg.intra_op_threads = threads;
+    cfg.device = device;
     cfg.reload_interval_ms = 0;
     cfg.service.drain_timeout_ms = 5_000;
     cfg.service.max_in_flight = (batch * 2).max(8);
@@ -107,8 +136,15 @@ async fn service(
     };
     let mut lat: Vec<f64> = preds.iter().map(|p| p.inference_ms).collect();
     let mut sizes: Vec<f64> = preds.iter().map(|p| p.batch_size as f64).collect();
+    // The label the service's own verdict gave (the same one its execution_provider_info
+    // metric carries): a provider only when every compute node ran there, else "mixed".
+    let providers: std::collections::BTreeSet<&str> = preds
+        .iter()
+        .map(|p| p.execution_provider.as_str())
+        .collect();
     serde_json::json!({
         "images": n,
+        "execution_provider": providers.into_iter().collect::<Vec<_>>(),
         "images_per_s": rate,
         "batch_size_p50": percentile(&mut sizes, 0.5),
         "inference_ms_p50": percentile(&mut lat, 0.5),
@@ -130,17 +166,31 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(32);
 
+    let device = device();
+    let batch_list = batches();
     let mut bare_results = Vec::new();
     let mut best_threads = 0;
-    for &batch in &BATCHES {
+    let mut placement = serde_json::Value::Null;
+    for &batch in &batch_list {
         let mut best = (0.0f64, 0usize);
         let mut tried = Vec::new();
         for &threads in &thread_settings {
             let opts = SessionOptions {
                 intra_op_threads: threads,
+                device,
                 ..SessionOptions::default()
             };
             let s = ModelSession::load(model.clone(), &opts, None).expect("session");
+            if placement.is_null() {
+                let p = &s.placement;
+                placement = serde_json::json!({
+                    "provider": p.provider,
+                    "nodes": p.nodes,
+                    "off_requested": p.off_requested.iter().map(|n| serde_json::json!({
+                        "node": n.node, "op_type": n.op_type, "provider": n.provider,
+                    })).collect::<Vec<_>>(),
+                });
+            }
             let r = bare(&s, batch, min_images);
             eprintln!("bare batch={batch} intra_op_threads={threads}: {r:.2} images/s");
             tried.push(serde_json::json!({"intra_op_threads": threads, "images_per_s": r}));
@@ -166,12 +216,12 @@ fn main() {
     let service_results: Vec<serde_json::Value> = rt.block_on(async {
         let broker = Broker::start();
         let mut out = Vec::new();
-        for (i, &batch) in BATCHES.iter().enumerate() {
+        for (i, &batch) in batch_list.iter().enumerate() {
             let threads = bare_results[i]["intra_op_threads"]
                 .as_u64()
                 .unwrap_or(best_threads as u64) as usize;
             let n = (batch * 4).max(min_images);
-            let mut r = service(&broker, &root, &spec, threads, batch, n).await;
+            let mut r = service(&broker, &root, &spec, threads, batch, n, device).await;
             let bare_rate = bare_results[i]["images_per_s"].as_f64().unwrap_or(f64::NAN);
             let ratio = r["images_per_s"].as_f64().unwrap_or(f64::NAN) / bare_rate;
             r["batch"] = batch.into();
@@ -184,7 +234,8 @@ fn main() {
 
     let report = serde_json::json!({
         "model": spec,
-        "device": "cpu",
+        "device": device.to_string(),
+        "placement": placement,
         "cpus": cpus,
         "ort": cxrflow_inference::session::locate_runtime(None).map(|p| p.display().to_string()).unwrap_or_default(),
         "bare": bare_results,

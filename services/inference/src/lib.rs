@@ -16,6 +16,7 @@ pub mod embedding;
 pub mod manifest;
 pub mod metrics;
 pub mod ood;
+pub mod placement;
 pub mod processor;
 pub mod registry;
 pub mod rollout;

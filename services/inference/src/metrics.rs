@@ -7,6 +7,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::placement::ProviderVerdict;
+
 pub type Labels = Vec<(&'static str, String)>;
 
 #[derive(Clone)]
@@ -15,6 +17,7 @@ pub struct InferenceMetrics {
     pub session_run_seconds: Histogram,
     pub predictions: Family<Labels, Counter>,
     pub provider_info: Family<Labels, Gauge>,
+    pub provider_nodes: Family<Labels, Gauge>,
     pub nan_outputs: Family<Labels, Counter>,
     pub out_of_distribution: Family<Labels, Counter>,
     pub model_loads: Family<Labels, Counter>,
@@ -30,6 +33,7 @@ impl Default for InferenceMetrics {
             session_run_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             predictions: Family::default(),
             provider_info: Family::default(),
+            provider_nodes: Family::default(),
             nan_outputs: Family::default(),
             out_of_distribution: Family::default(),
             model_loads: Family::default(),
@@ -61,8 +65,13 @@ impl InferenceMetrics {
         );
         r.register(
             "execution_provider_info",
-            "1 for each loaded model version with the execution provider proven to run it",
+            "1 for each loaded model version with the execution provider proven to run it: CUDA or CPU only when every compute node ran there, else mixed",
             self.provider_info.clone(),
+        );
+        r.register(
+            "execution_provider_nodes",
+            "Compute nodes of each loaded model version's graph, by the execution provider that ran them (profiled at load)",
+            self.provider_nodes.clone(),
         );
         r.register(
             "nan_outputs",
@@ -111,23 +120,34 @@ impl InferenceMetrics {
             .inc();
     }
 
-    /// A model version was loaded and proven to run on `provider`.
+    /// A model version was loaded and proven to run on `placement.provider`.
     pub fn model_loaded(
         &self,
         model: &str,
         version: &str,
-        provider: &str,
+        placement: &ProviderVerdict,
         device: &str,
         precision: &str,
     ) {
+        let provider = placement.provider.as_str();
         tracing::info!(
             model,
             version,
             provider,
+            nodes = ?placement.nodes,
             device,
             precision,
             "model version loaded"
         );
+        for (p, n) in &placement.nodes {
+            self.provider_nodes
+                .get_or_create(&vec![
+                    ("model", model.into()),
+                    ("version", version.into()),
+                    ("provider", p.clone()),
+                ])
+                .set(*n as i64);
+        }
         self.model_loads
             .get_or_create(&vec![("outcome", "ok".into())])
             .inc();
@@ -147,8 +167,18 @@ impl InferenceMetrics {
             .inc();
     }
 
-    pub fn model_unloaded(&self, model: &str, version: &str, provider: &str) {
+    pub fn model_unloaded(&self, model: &str, version: &str, placement: &ProviderVerdict) {
         tracing::info!(model, version, "model version unloaded");
+        let provider = placement.provider.as_str();
+        for p in placement.nodes.keys() {
+            self.provider_nodes
+                .get_or_create(&vec![
+                    ("model", model.into()),
+                    ("version", version.into()),
+                    ("provider", p.clone()),
+                ])
+                .set(0);
+        }
         self.provider_info
             .get_or_create(&vec![
                 ("model", model.into()),
@@ -223,5 +253,51 @@ impl InferenceMetrics {
         self.drift_alerts
             .get_or_create(&vec![("effect", effect.into())])
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::placement::{serving_provider, NodePlacement};
+    use crate::session::{CPU_PROVIDER, CUDA_PROVIDER};
+
+    fn exposition(m: &InferenceMetrics) -> String {
+        let mut registry = Registry::default();
+        m.register(&mut registry);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_split_graph_is_labelled_mixed_with_its_nodes_counted_per_provider() {
+        let m = InferenceMetrics::default();
+        let node = |name: &str, op: &str, provider: &str| NodePlacement {
+            node: name.into(),
+            op_type: op.into(),
+            provider: provider.into(),
+        };
+        let verdict = serving_provider(
+            &[
+                node("conv0", "Conv", CUDA_PROVIDER),
+                node("conv1", "Conv", CUDA_PROVIDER),
+                node("odd", "NonZero", CPU_PROVIDER),
+            ],
+            CUDA_PROVIDER,
+        );
+        m.model_loaded("m", "1.0.0", &verdict, "cuda:0", "fp32");
+        let text = exposition(&m);
+        assert!(
+            text.contains(
+                r#"cxrflow_inference_execution_provider_info{model="m",version="1.0.0",provider="mixed"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r#"cxrflow_inference_execution_provider_nodes{model="m",version="1.0.0",provider="CUDAExecutionProvider"} 2"#), "{text}");
+        assert!(text.contains(r#"cxrflow_inference_execution_provider_nodes{model="m",version="1.0.0",provider="CPUExecutionProvider"} 1"#), "{text}");
+        m.model_unloaded("m", "1.0.0", &verdict);
+        let text = exposition(&m);
+        assert!(text.contains(r#"cxrflow_inference_execution_provider_nodes{model="m",version="1.0.0",provider="CUDAExecutionProvider"} 0"#), "{text}");
     }
 }

@@ -107,7 +107,7 @@ impl Loader {
         self.metrics.model_loaded(
             &self.name,
             &version,
-            &model.session.provider,
+            &model.session.placement,
             &self.opts.device.to_string(),
             &model.session.model.manifest.precision.to_string(),
         );
@@ -201,7 +201,7 @@ impl ModelRegistry {
             if let Some(m) = loaded.remove(&v) {
                 self.loader
                     .metrics
-                    .model_unloaded(&self.loader.name, &v, &m.session.provider);
+                    .model_unloaded(&self.loader.name, &v, &m.session.placement);
             }
         }
     }

@@ -3,10 +3,10 @@
 //!
 //! ONNX Runtime falls back to the CPU silently when the CUDA provider is missing or cannot run
 //! a node. After creating a session we therefore run one profiled batch, end profiling and read
-//! the `provider` of every node from the profile; a CUDA request whose graph ran on the CPU is
-//! an error (or a warning with `allow_cpu_fallback`).
+//! the `provider` of every node from the profile ([`crate::placement`]): a CUDA request whose
+//! graph ran entirely on the CPU is an error (or a warning with `allow_cpu_fallback`); one whose
+//! graph is split is reported as `mixed`, with the nodes off CUDA named in a warning.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,6 +20,9 @@ use ort::session::Session;
 use ort::value::Tensor;
 
 use crate::manifest::{Activation, Manifest, ModelDir};
+use crate::placement::{
+    placements_in_profile, requested_provider, serving_provider, ProviderVerdict,
+};
 
 pub const CPU_PROVIDER: &str = "CPUExecutionProvider";
 pub const CUDA_PROVIDER: &str = "CUDAExecutionProvider";
@@ -193,7 +196,10 @@ pub struct BatchOutput {
 /// in one process as in the bare-runtime measurement.
 pub struct ModelSession {
     pub model: ModelDir,
+    /// The provider label: CUDA or CPU only when every compute node ran there, else `mixed`.
     pub provider: String,
+    /// Where the profiled batch's nodes ran.
+    pub placement: ProviderVerdict,
     sessions: Vec<Mutex<Session>>,
     /// Round-robin start for [`ModelSession::run`]'s search for a free session.
     next: AtomicUsize,
@@ -229,35 +235,6 @@ fn cuda_ep(opts: &SessionOptions, id: i32) -> ort::ep::ExecutionProviderDispatch
     ep.build().error_on_failure()
 }
 
-/// Counts the nodes each provider ran, from an ONNX Runtime profile (a JSON array of events;
-/// node events carry `args.provider`).
-pub fn providers_in_profile(json: &str) -> Result<BTreeMap<String, usize>, String> {
-    let events: Vec<serde_json::Value> =
-        serde_json::from_str(json).map_err(|e| format!("profile is not JSON: {e}"))?;
-    let mut counts = BTreeMap::new();
-    for ev in &events {
-        if ev.get("cat").and_then(|c| c.as_str()) != Some("Node") {
-            continue;
-        }
-        if let Some(p) = ev.pointer("/args/provider").and_then(|p| p.as_str()) {
-            *counts.entry(p.to_string()).or_insert(0) += 1;
-        }
-    }
-    Ok(counts)
-}
-
-/// Which provider to name for a profile: CUDA if any node ran there, else the busiest one.
-pub fn serving_provider(counts: &BTreeMap<String, usize>) -> String {
-    if counts.contains_key(CUDA_PROVIDER) {
-        return CUDA_PROVIDER.into();
-    }
-    counts
-        .iter()
-        .max_by_key(|(_, n)| **n)
-        .map(|(p, _)| p.clone())
-        .unwrap_or_else(|| CPU_PROVIDER.into())
-}
-
 impl ModelSession {
     /// Builds the session for `model`, registers the requested provider and proves it runs the
     /// graph with one profiled batch of one black image.
@@ -286,6 +263,7 @@ impl ModelSession {
         let mut me = ModelSession {
             model,
             provider: String::new(),
+            placement: serving_provider(&[], CPU_PROVIDER),
             sessions: vec![Mutex::new(session)],
             next: AtomicUsize::new(0),
         };
@@ -299,14 +277,16 @@ impl ModelSession {
         let file = me.lock().end_profiling().map_err(ort_err)?;
         let text = std::fs::read_to_string(&file).unwrap_or_default();
         let _ = std::fs::remove_file(&file);
-        let counts = providers_in_profile(&text).map_err(|detail| SessionError::Model {
+        let placements = placements_in_profile(&text).map_err(|detail| SessionError::Model {
             model: label.clone(),
             detail,
         })?;
-        let provider = serving_provider(&counts);
-        if cuda_requested && provider != CUDA_PROVIDER {
-            let detail =
-                format!("no node ran on CUDAExecutionProvider (nodes per provider: {counts:?})");
+        let verdict = serving_provider(&placements, requested_provider(cuda_requested));
+        if cuda_requested && verdict.count(CUDA_PROVIDER) == 0 {
+            let detail = format!(
+                "no node ran on CUDAExecutionProvider (nodes per provider: {:?})",
+                verdict.nodes
+            );
             if opts.allow_cpu_fallback {
                 tracing::warn!(model = %label, %detail, "CUDA requested but the graph runs on the CPU (--allow-cpu-fallback)");
             } else {
@@ -315,6 +295,12 @@ impl ModelSession {
                     detail,
                 });
             }
+        } else if cuda_requested && !verdict.all_on(CUDA_PROVIDER) {
+            // Served, but not called CUDA: each named node costs a copy across the device
+            // boundary on every batch.
+            tracing::warn!(model = %label, provider = %verdict.provider, nodes = ?verdict.nodes,
+                off_cuda = verdict.off_requested.len(), which = %verdict.describe_off(20),
+                "CUDA requested but not every compute node runs on CUDA: reported as mixed");
         }
         // The other sessions: built the same way (the provider is proven on the first), each
         // warmed up with one run so that the first studies do not pay for it.
@@ -329,8 +315,9 @@ impl ModelSession {
             })?;
             me.sessions.push(Mutex::new(s));
         }
-        tracing::info!(model = %label, provider = %provider, nodes = ?counts, device = %opts.device, sessions = me.sessions.len(), "model session ready");
-        me.provider = provider;
+        tracing::info!(model = %label, provider = %verdict.provider, nodes = ?verdict.nodes, device = %opts.device, sessions = me.sessions.len(), "model session ready");
+        me.provider = verdict.provider.clone();
+        me.placement = verdict;
         Ok(me)
     }
 

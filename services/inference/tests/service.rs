@@ -252,8 +252,10 @@ fn cuda_request_fails_clearly_on_a_cpu_runtime_and_warns_with_the_fallback_flag(
             );
         }
         Ok(s) => {
-            // A GPU machine with the CUDA build: the provider must be proven.
-            assert_eq!(s.provider, cxrflow_inference::session::CUDA_PROVIDER);
+            // A GPU machine with the CUDA build: every compute node must be proven on CUDA.
+            let cuda = cxrflow_inference::session::CUDA_PROVIDER;
+            assert_eq!(s.provider, cuda, "{}", s.placement.describe_off(50));
+            assert!(s.placement.all_on(cuda));
             return;
         }
     }
@@ -262,6 +264,30 @@ fn cuda_request_fails_clearly_on_a_cpu_runtime_and_warns_with_the_fallback_flag(
         ..opts
     };
     let s = ModelSession::load(ModelDir::load(&dir).unwrap(), &fallback, None).unwrap();
+    assert_eq!(s.provider, CPU_PROVIDER);
+    assert!(s.placement.all_on(CPU_PROVIDER));
+}
+
+#[test]
+fn a_cpu_session_proves_every_node_of_its_graph_on_the_cpu() {
+    require_ort();
+    let models = tempfile::tempdir().unwrap();
+    let dir = TestModel::default()
+        .write_dir(models.path(), "m", "1.0.0", "gray224-v1")
+        .unwrap();
+    let s = ModelSession::load(
+        ModelDir::load(&dir).unwrap(),
+        &SessionOptions::default(),
+        None,
+    )
+    .unwrap();
+    // Read from the profile of the load's first batch: the graph's nodes after ONNX Runtime's
+    // optimizations (pool, Gemm, Sigmoid, MatMul: some may be fused), each with its op type.
+    let p = &s.placement;
+    assert!(p.all_on(CPU_PROVIDER), "{p:?}");
+    assert_eq!(p.nodes.len(), 1, "{p:?}");
+    assert!(p.count(CPU_PROVIDER) >= 2, "{p:?}");
+    assert!(p.off_requested.is_empty());
     assert_eq!(s.provider, CPU_PROVIDER);
 }
 

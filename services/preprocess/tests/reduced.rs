@@ -2,7 +2,9 @@
 //! model the input it gets from a full-resolution decode, within a stated tolerance, on a
 //! full-size radiograph: 2500×3000, a 12-bit MONOCHROME1 CR (smooth anatomy-like gradients,
 //! a disc with a sharp edge, rib-like bands, detector noise) re-encoded by Pillow's OpenJPEG
-//! (lossless and 10:1 lossy; also without a window, which must not be reduced) and the same picture in 8 bits by DCMTK's baseline JPEG.
+//! (lossless and 10:1 lossy; also without a window, which must not be reduced; and one with
+//! regions clipped at 0 and 4095, whose low-pass overshoots the stored range) and the same
+//! picture in 8 bits by DCMTK's baseline JPEG, and in 12 bits by its extended JPEG (Process 4).
 //!
 //! The tools come from scripts/prereqs.sh; a missing one fails the test with its name.
 
@@ -33,6 +35,16 @@ for name, uid, reversible in [("j2k-lossless.dcm", pydicom.uid.JPEG2000Lossless,
     # Without a window the display mapping is min-max over the samples: not reduced.
     del ds.WindowCenter, ds.WindowWidth
     ds.save_as(d + "/no-window-" + name, enforce_file_format=True)
+# Saturated: a disc clipped at 4095 and bands rising from a plateau clipped at 0, both with sharp
+# edges, where a wavelet low-pass overshoots the 12-bit range (held-out renderings have them:
+# direct-exposure background, dense devices).
+ds = make(12, 2500, 3000, "MONOCHROME2", grad=(0.3, 0.0), disc=0.9, bands=0.3, noise=400)
+out = io.BytesIO()
+Image.frombytes("I;16", (ds.Columns, ds.Rows), ds.PixelData).save(out, format="JPEG2000", irreversible=False, no_jp2=True)
+ds.PixelData = encapsulate([out.getvalue()])
+ds["PixelData"].VR = "OB"
+ds.file_meta.TransferSyntaxUID = pydicom.uid.JPEG2000Lossless
+ds.save_as(d + "/j2k-saturated.dcm", enforce_file_format=True)
 "#
 );
 
@@ -84,12 +96,20 @@ fn reduced_decoding_gives_the_model_the_full_resolution_input_within_tolerance()
         .arg(dir.path().join("orig8.dcm"))
         .arg(dir.path().join("baseline.dcm"));
     run_tool(c);
+    // 12-bit JPEG Extended (Process 4), DCMTK's default quality: libjpeg-turbo's scaled IDCT.
+    let mut c = Command::new("dcmcjpeg");
+    c.arg("+ee")
+        .arg(dir.path().join("orig12.dcm"))
+        .arg(dir.path().join("extended12.dcm"));
+    run_tool(c);
     // 2500×3000 at 224²: three halvings (313×375; a fourth gives 157×188) and IDCT 1/8
     // (313×375 too).
     for (name, size) in [
         ("j2k-lossless.dcm", (313, 375)),
-        ("j2k.dcm", (313, 375)),
+        // Lossy JPEG 2000 is not reduced (decode/reduced.rs: what it did to held-out images).
+        ("j2k.dcm", (2500, 3000)),
         ("baseline.dcm", (313, 375)),
+        ("extended12.dcm", (313, 375)),
         ("orig12.dcm", (2500, 3000)),
         ("no-window-j2k.dcm", (2500, 3000)),
     ] {
@@ -103,4 +123,16 @@ fn reduced_decoding_gives_the_model_the_full_resolution_input_within_tolerance()
              mean {mean:.4} (≤ {MEAN_DELTA})"
         );
     }
+    // Full-range steps from regions clipped at 0 and 4095: a wavelet low-pass rings there (the
+    // 5/3 filter's -1/8 taps, level after level) where a bilinear resize of the full image does
+    // not, so the bound is wider; what it rules out is a sample that left the stored range and
+    // wrapped (4097 → 1 under BitsStored 12: a white edge turned black, |Δ| 212 before the clamp).
+    let (full, reduced, decoded) = tensors(&dir.path().join("j2k-saturated.dcm"));
+    assert_eq!(decoded, (313, 375));
+    let (max, p99, mean) = difference(&full, &reduced);
+    eprintln!("j2k-saturated.dcm: |Δ| max {max}, p99 {p99}, mean {mean:.4}");
+    assert!(
+        max <= 64 && p99 <= 20 && mean <= 1.5,
+        "j2k-saturated.dcm: |Δ| max {max} (≤ 64), p99 {p99} (≤ 20), mean {mean:.4} (≤ 1.5)"
+    );
 }

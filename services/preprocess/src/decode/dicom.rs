@@ -147,9 +147,19 @@ pub(super) fn decode(
     let bits_allocated = int_attr(&header, tags::BITS_ALLOCATED, "BitsAllocated", None)?;
     let samples = int_attr(&header, tags::SAMPLES_PER_PIXEL, "SamplesPerPixel", Some(1))?;
     let frames = int_attr(&header, tags::NUMBER_OF_FRAMES, "NumberOfFrames", Some(1))?.max(1);
+    let bits_stored = int_attr(&header, tags::BITS_STORED, "BitsStored", None)?;
+    // Absent or unreadable: unsigned, the only value a radiograph's header is likely to carry.
+    let signed = int_attr(
+        &header,
+        tags::PIXEL_REPRESENTATION,
+        "PixelRepresentation",
+        Some(0),
+    )
+    .unwrap_or(0)
+        == 1;
     check_pixel_description(
         bits_allocated,
-        int_attr(&header, tags::BITS_STORED, "BitsStored", None)?,
+        bits_stored,
         int_attr(&header, tags::HIGH_BIT, "HighBit", None)?,
         samples,
     )?;
@@ -172,21 +182,26 @@ pub(super) fn decode(
         check_rle_header(&obj)?;
     }
     let mut codec = codec_of(&syntax);
-    if syntax == JPEG_EXTENDED
-        && super::frames::decode_12bit(&mut obj, rows, cols, frames, bits_allocated, samples)?
-    {
-        // Now native: a failure from here on is about the decoded samples, not the stream.
-        codec = "DICOM pixel data";
-    }
     let geometry = super::reduced::Geometry {
         rows,
         cols,
         frames,
         bits_allocated,
+        bits_stored,
+        signed,
         samples,
     };
+    // The reduced decode first: a 12-bit extended stream it decodes at a reduced IDCT scale is
+    // never decoded at full size below; anything it declines takes the full path and its checks.
     let reduction =
         min_side.and_then(|need| super::reduced::decode(&mut obj, &syntax, geometry, need));
+    if reduction.is_none()
+        && syntax == JPEG_EXTENDED
+        && super::frames::decode_12bit(&mut obj, rows, cols, frames, bits_allocated, samples)?
+    {
+        // Now native: a failure from here on is about the decoded samples, not the stream.
+        codec = "DICOM pixel data";
+    }
     if reduction.is_some() {
         codec = "DICOM pixel data";
     }

@@ -120,6 +120,22 @@ pub(super) fn decode_gray12(
     width: u32,
     height: u32,
 ) -> Result<Vec<u16>, DecodeError> {
+    decode_gray12_scaled(stream, width, height, 8).map(|(_, _, pixels)| pixels)
+}
+
+/// [`decode_gray12`] through a scaled IDCT: `eighths`/8 of each side (1, 2, 4 or 8), each side
+/// rounded up as libjpeg-turbo's `TJSCALED` does. Returns the decoded size and its samples.
+pub(super) fn decode_gray12_scaled(
+    stream: &[u8],
+    width: u32,
+    height: u32,
+    eighths: u32,
+) -> Result<(u32, u32, Vec<u16>), DecodeError> {
+    if ![1, 2, 4, 8].contains(&eighths) {
+        return Err(DecodeError::UnsupportedImage(format!(
+            "IDCT scale {eighths}/8"
+        )));
+    }
     let handle = Handle::new()?;
     let h = handle.read_header(stream)?;
     if h.precision != 12 || h.lossless {
@@ -140,14 +156,31 @@ pub(super) fn decode_gray12(
     }
     // A damaged stream is an error, not a picture libjpeg-turbo patched up with grey blocks.
     handle.set(tj::TJPARAM_TJPARAM_STOPONWARNING, 1)?;
-    let n = width as usize * height as usize;
+    if eighths != 8 {
+        let factor = tj::tjscalingfactor {
+            num: eighths as i32,
+            denom: 8,
+        };
+        // SAFETY: handle.0 is a live decompressor whose header was read above (the factor is
+        // checked against the supported list by tj3SetScalingFactor itself); the struct is
+        // passed by value.
+        if unsafe { tj::tj3SetScalingFactor(handle.0, factor) } != 0 {
+            return Err(handle.error());
+        }
+    }
+    // TJSCALED: ceil(side · eighths / 8), what tj3Decompress12 writes for the whole image.
+    let (sw, sh) = (
+        (width * eighths).div_ceil(8),
+        (height * eighths).div_ceil(8),
+    );
+    let n = sw as usize * sh as usize;
     let mut out = vec![0i16; n];
-    let pitch =
-        i32::try_from(width).map_err(|_| DecodeError::TooLarge(format!("{width} columns")))?;
-    // SAFETY: `out` holds exactly width×height samples and the pitch is `width` samples per
-    // row of one (GRAY) sample per pixel, so libjpeg-turbo writes within it: the stream's size
-    // was checked equal to width×height above, on the same handle, and tj3Decompress12 decodes
-    // the header it has just read again from the same bytes. `stream` is read within its length.
+    let pitch = i32::try_from(sw).map_err(|_| DecodeError::TooLarge(format!("{width} columns")))?;
+    // SAFETY: `out` holds exactly sw×sh samples and the pitch is `sw` samples per row of one
+    // (GRAY) sample per pixel, so libjpeg-turbo writes within it: the stream's size was checked
+    // equal to width×height above, on the same handle, the scaling factor set on it gives
+    // TJSCALED(width)×TJSCALED(height) = sw×sh, and tj3Decompress12 decodes the header it has
+    // just read again from the same bytes. `stream` is read within its length.
     let rc = unsafe {
         tj::tj3Decompress12(
             handle.0,
@@ -161,8 +194,9 @@ pub(super) fn decode_gray12(
     if rc != 0 {
         return Err(handle.error());
     }
-    // 12-bit samples are 0..=4095, so the sign bit of i16 is never set.
-    Ok(out.into_iter().map(|s| s.max(0) as u16).collect())
+    // 12-bit samples are 0..=4095 (the IDCT output is range-limited at every scale), so the
+    // sign bit of i16 is never set.
+    Ok((sw, sh, out.into_iter().map(|s| s.max(0) as u16).collect()))
 }
 
 #[cfg(test)]

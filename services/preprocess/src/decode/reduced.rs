@@ -25,7 +25,6 @@ use super::frames::first_frame;
 const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
 const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
 const J2K_LOSSLESS: &str = "1.2.840.10008.1.2.4.90";
-const J2K: &str = "1.2.840.10008.1.2.4.91";
 
 /// The header's geometry, already checked against the limits.
 #[derive(Debug, Clone, Copy)]
@@ -34,6 +33,9 @@ pub(super) struct Geometry {
     pub cols: u32,
     pub frames: u32,
     pub bits_allocated: u32,
+    /// BitsStored (checked against BitsAllocated) and PixelRepresentation 1.
+    pub bits_stored: u32,
+    pub signed: bool,
     pub samples: u32,
 }
 
@@ -69,9 +71,15 @@ pub(super) fn decode(
         return None;
     }
     let reduced = match syntax.trim_end_matches('\0') {
-        J2K_LOSSLESS | J2K => j2k(obj, g, need),
-        // 12-bit extended streams were made native before this runs; 8-bit ones land here.
+        J2K_LOSSLESS => j2k(obj, g, need),
+        // Lossy JPEG 2000 (9/7 wavelet) is decoded at full size: on 100 held-out images rendered
+        // at detector size and compressed 10:1, its reduced level moved the model's Support
+        // Devices probability by up to 0.59 on images with devices (thin saturated lines) and
+        // changed one study's tier, where lossless JPEG 2000 moved no probability by more than
+        // 0.031 (`cxrflow-bench reduced-decode`, README). Until that is understood, no reduction.
         JPEG_BASELINE | JPEG_EXTENDED if g.bits_allocated == 8 => jpeg8(obj, g, need),
+        // 12-bit extended: libjpeg-turbo's scaled IDCT (jpeg-decoder has no 12-bit path).
+        JPEG_EXTENDED if g.bits_allocated == 16 => jpeg12(obj, g, need),
         _ => None,
     };
     let (width, height, value, reduction) = reduced?;
@@ -183,11 +191,25 @@ fn j2k(obj: &DefaultDicomObject, g: Geometry, need: u32) -> Option<Plane> {
     if (cw, ch) != expected || c.data().len() != cw as usize * ch as usize {
         return None;
     }
+    // A reduced level is the low-pass of the levels below it, and the 5/3 and 9/7 low-pass
+    // filters have negative taps: beside a sharp edge of a region clipped at 0 or at the top of
+    // the range (direct-exposure background, a dense device) a sample lands outside the stored
+    // range, where OpenJPEG's full-resolution output never goes. Unclamped, 4097 keeps only its
+    // low 12 bits under BitsStored 12 and a white edge turns black (held-out renderings: |Δ| up
+    // to 217 of 255 on the model input). So clamp to the stored range first (BitsStored: an
+    // encoder may well declare 16-bit precision for 12-bit samples, as Pillow's does).
+    let prec = g.bits_stored.min(c.precision()).clamp(1, 16);
+    let (lo, hi) = if g.signed {
+        (-(1i32 << (prec - 1)), (1i32 << (prec - 1)) - 1)
+    } else {
+        (0, (1i32 << prec) - 1)
+    };
+    let clamped = c.data().iter().map(|&v| v.clamp(lo, hi));
     // Samples as dicom-pixeldata's adapter stores them: the low bytes of each i32 (two's
     // complement keeps signed samples signed under PixelRepresentation 1).
     let value = match g.bits_allocated {
-        8 => PrimitiveValue::U8(c.data().iter().map(|&v| v as u8).collect()),
-        16 => PrimitiveValue::U16(c.data().iter().map(|&v| v as u16).collect()),
+        8 => PrimitiveValue::U8(clamped.map(|v| v as u8).collect()),
+        16 => PrimitiveValue::U16(clamped.map(|v| v as u16).collect()),
         _ => return None,
     };
     let factor = 1 << reduce;
@@ -206,13 +228,7 @@ fn jpeg8(obj: &DefaultDicomObject, g: Geometry, need: u32) -> Option<Plane> {
         return None;
     }
     // IDCT scales are 1/1, 1/2, 1/4, 1/8 (sizes round up): the smallest with both sides ≥ need.
-    let eighths = (0..=3u32)
-        .rev()
-        .map(|k| 8 >> k)
-        .find(|&e| (g.cols * e).div_ceil(8) >= need && (g.rows * e).div_ceil(8) >= need)?;
-    if eighths == 8 {
-        return None;
-    }
+    let eighths = idct_eighths(g, need)?;
     let (sw, sh) = (
         (g.cols * eighths).div_ceil(8),
         (g.rows * eighths).div_ceil(8),
@@ -235,6 +251,37 @@ fn jpeg8(obj: &DefaultDicomObject, g: Geometry, need: u32) -> Option<Plane> {
         offset: 0.0,
     };
     Some((ow, oh, PrimitiveValue::U8(pixels.into()), reduction))
+}
+
+/// The IDCT scale (eighths of each side, sizes rounded up) of the smallest plane with both sides
+/// still ≥ `need`; None when only the full size reaches it.
+fn idct_eighths(g: Geometry, need: u32) -> Option<u32> {
+    (0..=3u32)
+        .rev()
+        .map(|k| 8 >> k)
+        .find(|&e| (g.cols * e).div_ceil(8) >= need && (g.rows * e).div_ceil(8) >= need)
+        .filter(|&e| e != 8)
+}
+
+fn jpeg12(obj: &DefaultDicomObject, g: Geometry, need: u32) -> Option<Plane> {
+    let stream = first_frame(obj, 1).ok()?;
+    let h = super::jpeg12::header(&stream).ok()?;
+    // Anything else (8-bit, lossless, a size the header contradicts) takes the full path and
+    // its checks and reason codes.
+    if h.precision != 12 || h.lossless || (h.width, h.height) != (g.cols, g.rows) {
+        return None;
+    }
+    let eighths = idct_eighths(g, need)?;
+    let (w, hh, pixels) =
+        super::jpeg12::decode_gray12_scaled(&stream, g.cols, g.rows, eighths).ok()?;
+    if w < need || hh < need || pixels.len() != w as usize * hh as usize {
+        return None;
+    }
+    let reduction = Reduction {
+        factor: 8 / eighths,
+        offset: 0.0,
+    };
+    Some((w, hh, PrimitiveValue::U16(pixels.into()), reduction))
 }
 
 #[cfg(test)]
