@@ -130,7 +130,7 @@ struct RolloutArgs {
 }
 
 #[derive(Debug, Args)]
-struct StageArgs {
+struct CandidateArgs {
     #[command(flatten)]
     kafka: cxrflow_common::KafkaArgs,
     /// The candidate's version directory (`<models-dir>/<name>/<version>`, with its manifest).
@@ -153,8 +153,10 @@ struct StageArgs {
 
 #[derive(Debug, Subcommand)]
 enum ModelCmd {
-    /// Stage a candidate version as canary or shadow beside production.
-    Stage(StageArgs),
+    /// Put a candidate version beside production, as canary or shadow. Named `candidate`, not
+    /// `stage`, which is the name of the services' consumer runtime; `stage` still parses.
+    #[command(alias = "stage")]
+    Candidate(CandidateArgs),
     /// Make a version the production model.
     Promote(RolloutArgs),
     /// Withdraw a version (canary or shadow) or go back from it.
@@ -232,7 +234,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         } => tokio::task::spawn_blocking(move || cxrflow::ood::evaluate(&a)).await?,
         Command::Model { cmd } => {
             let decision = match cmd {
-                ModelCmd::Stage(a) => {
+                ModelCmd::Candidate(a) => {
                     cxrflow_inference::stage_model_dir(
                         &a.kafka,
                         &a.model_dir,
@@ -379,6 +381,28 @@ mod tests {
         match parse(&["cxrflow", "drift", "--drift-join-capacity", "5"]) {
             Ok(super::Command::Drift(c)) => assert_eq!(c.dedup_capacity, 5),
             other => panic!("{:?}", other.err()),
+        }
+    }
+
+    #[test]
+    fn a_candidate_is_put_beside_production_by_its_new_name_and_its_documented_old_one() {
+        use clap::Parser;
+        for name in ["candidate", "stage"] {
+            let cli = super::Cli::try_parse_from([
+                "cxrflow",
+                "model",
+                name,
+                "--model-dir",
+                "/m/cxr-small/2",
+                "--role",
+                "canary",
+            ]);
+            match cli.map(|c| c.command) {
+                Ok(super::Command::Model {
+                    cmd: super::ModelCmd::Candidate(a),
+                }) => assert_eq!(a.model_dir, std::path::Path::new("/m/cxr-small/2")),
+                other => panic!("{name}: {:?}", other.err()),
+            }
         }
     }
 }
