@@ -53,7 +53,7 @@ enum Command {
     /// Reference consumer of cxr.drift.v1 that triggers retraining.
     RetrainTrigger(cxrflow_drift::TriggerConfig),
     /// Replace drift's reference window for a model (it collects a new one).
-    DriftReference(DriftReferenceArgs),
+    DriftReference(cxrflow_drift::cli::DriftReferenceArgs),
     /// Model rollout decisions on cxr.models.v1.
     Model {
         #[command(subcommand)]
@@ -98,69 +98,16 @@ enum FeedbackCmd {
     Export(cxrflow_feedback::export::ExportArgs),
 }
 
-#[derive(Debug, Args)]
-struct DriftReferenceArgs {
-    /// Drift's database.
-    #[arg(long, env = "CXRFLOW_DRIFT_DB", default_value = ".cxrflow/drift.db")]
-    drift_db: std::path::PathBuf,
-    /// Model name.
-    #[arg(long)]
-    model: String,
-    /// Only this version (default: every version of the model).
-    #[arg(long)]
-    version: Option<String>,
-}
-
-#[derive(Debug, Args)]
-struct RolloutArgs {
-    #[command(flatten)]
-    kafka: cxrflow_common::KafkaArgs,
-    /// Model name.
-    #[arg(long)]
-    model: String,
-    /// Version to promote or roll back.
-    #[arg(long)]
-    version: String,
-    /// Who decided (operator pseudonym).
-    #[arg(long, env = "USER", default_value = "operator")]
-    by: String,
-    /// Why (kept in the audit trail).
-    #[arg(long, default_value = "")]
-    reason: String,
-}
-
-#[derive(Debug, Args)]
-struct CandidateArgs {
-    #[command(flatten)]
-    kafka: cxrflow_common::KafkaArgs,
-    /// The candidate's version directory (`<models-dir>/<name>/<version>`, with its manifest).
-    #[arg(long)]
-    model_dir: std::path::PathBuf,
-    /// `canary` serves a fraction of studies (chosen by study UID); `shadow` scores beside
-    /// production and is never used by triage.
-    #[arg(long, value_enum)]
-    role: cxrflow_inference::CandidateRole,
-    /// Canary: fraction of studies served. Shadow: fraction of studies scored.
-    #[arg(long, default_value_t = 0.1)]
-    fraction: f64,
-    /// Who decided (operator pseudonym).
-    #[arg(long, env = "USER", default_value = "operator")]
-    by: String,
-    /// Why (kept in the audit trail).
-    #[arg(long, default_value = "")]
-    reason: String,
-}
-
 #[derive(Debug, Subcommand)]
 enum ModelCmd {
     /// Put a candidate version beside production, as canary or shadow. Named `candidate`, not
     /// `stage`, which is the name of the services' consumer runtime; `stage` still parses.
     #[command(alias = "stage")]
-    Candidate(CandidateArgs),
+    Candidate(cxrflow_inference::cli::CandidateArgs),
     /// Make a version the production model.
-    Promote(RolloutArgs),
+    Promote(cxrflow_inference::cli::RolloutArgs),
     /// Withdraw a version (canary or shadow) or go back from it.
-    Rollback(RolloutArgs),
+    Rollback(cxrflow_inference::cli::RolloutArgs),
     /// Choose the worklist tiers' thresholds on a labelled split (default: valid) to their
     /// targets, the CRITICAL tier held to its budget; write them into the version's manifest
     /// and report tier sizes, sensitivity and PPV.
