@@ -12,27 +12,21 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// The CheXpert header, in order.
-pub const COLUMNS: [&str; 19] = [
-    "Path",
-    "Sex",
-    "Age",
-    "Frontal/Lateral",
-    "AP/PA",
-    "No Finding",
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Lung Lesion",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-];
+/// The five image columns, then the 14 findings.
+pub const COLUMNS: [&str; 19] = {
+    let image = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA"];
+    let mut out = [""; 19];
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = if i < image.len() {
+            image[i]
+        } else {
+            Finding::ALL[i - image.len()].name()
+        };
+        i += 1;
+    }
+    out
+};
 
 /// How many row errors a [`LabelTable`] keeps verbatim; the rest are only counted.
 pub const KEPT_ROW_ERRORS: usize = 32;

@@ -24,7 +24,7 @@ pub fn strength(state: LabelState) -> Option<f32> {
 
 /// The finding's own random stream for this image.
 pub(crate) fn finding_rng(seed: u64, key: &str, finding: Finding) -> Rng {
-    Rng::new(stable_hash(seed, finding.column_name(), key))
+    Rng::new(stable_hash(seed, finding.name(), key))
 }
 
 /// Findings that change the anatomy's geometry; applied before the anatomy is drawn.

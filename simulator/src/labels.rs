@@ -1,79 +1,8 @@
 //! The CheXpert vocabulary: the 14 findings, label states and the per-image metadata columns.
 
 use serde::Serialize;
-use std::fmt;
 
-/// One of the 14 CheXpert observations, in the label file's column order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub enum Finding {
-    NoFinding,
-    EnlargedCardiomediastinum,
-    Cardiomegaly,
-    LungOpacity,
-    LungLesion,
-    Edema,
-    Consolidation,
-    Pneumonia,
-    Atelectasis,
-    Pneumothorax,
-    PleuralEffusion,
-    PleuralOther,
-    Fracture,
-    SupportDevices,
-}
-
-impl Finding {
-    pub const COUNT: usize = 14;
-
-    /// All findings in column order.
-    pub const ALL: [Finding; Finding::COUNT] = [
-        Finding::NoFinding,
-        Finding::EnlargedCardiomediastinum,
-        Finding::Cardiomegaly,
-        Finding::LungOpacity,
-        Finding::LungLesion,
-        Finding::Edema,
-        Finding::Consolidation,
-        Finding::Pneumonia,
-        Finding::Atelectasis,
-        Finding::Pneumothorax,
-        Finding::PleuralEffusion,
-        Finding::PleuralOther,
-        Finding::Fracture,
-        Finding::SupportDevices,
-    ];
-
-    /// The column header used by CheXpert's csv files.
-    pub fn column_name(self) -> &'static str {
-        match self {
-            Finding::NoFinding => "No Finding",
-            Finding::EnlargedCardiomediastinum => "Enlarged Cardiomediastinum",
-            Finding::Cardiomegaly => "Cardiomegaly",
-            Finding::LungOpacity => "Lung Opacity",
-            Finding::LungLesion => "Lung Lesion",
-            Finding::Edema => "Edema",
-            Finding::Consolidation => "Consolidation",
-            Finding::Pneumonia => "Pneumonia",
-            Finding::Atelectasis => "Atelectasis",
-            Finding::Pneumothorax => "Pneumothorax",
-            Finding::PleuralEffusion => "Pleural Effusion",
-            Finding::PleuralOther => "Pleural Other",
-            Finding::Fracture => "Fracture",
-            Finding::SupportDevices => "Support Devices",
-        }
-    }
-
-    /// Position in [`Finding::ALL`] and in [`Labels`].
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
-
-impl fmt::Display for Finding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.column_name())
-    }
-}
+pub use cxrflow_contracts::Finding;
 
 /// A label cell: `1.0`, `0.0`, `-1.0` or empty.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
@@ -246,6 +175,6 @@ mod tests {
         for (i, f) in Finding::ALL.iter().enumerate() {
             assert_eq!(f.index(), i);
         }
-        assert_eq!(Finding::ALL[13].column_name(), "Support Devices");
+        assert_eq!(Finding::ALL[13].name(), "Support Devices");
     }
 }

@@ -83,7 +83,7 @@ fn report(
     let labels = Finding::ALL
         .iter()
         .map(|f| FindingLabel {
-            finding: f.column_name().to_string(),
+            finding: f.name().to_string(),
             state: match study.row.label(*f) {
                 LabelState::Positive => WireLabel::Present,
                 LabelState::Uncertain => WireLabel::Uncertain,

@@ -307,7 +307,7 @@ fn split_summary(
             .iter()
             .map(|f| {
                 let n = jobs.iter().filter(|j| j.out.label(*f) == state).count();
-                (f.column_name(), n)
+                (f.name(), n)
             })
             .collect::<BTreeMap<_, _>>()
     };

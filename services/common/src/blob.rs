@@ -158,6 +158,71 @@ impl BlobStore {
     }
 }
 
+/// Where the blob store ingest, preprocess and triage share lives: `--blob-store` and its
+/// options, the same flags and `CXRFLOW_…` variables in each service (one store for them all).
+/// The gateway names its own store with other flags (`--gateway-blob-store`, the hospital's
+/// store), which a derived struct cannot rename, so it keeps its fields and shares
+/// [`effective_url`] and [`describe`] instead.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct BlobStoreArgs {
+    /// Blob store URL: `file:///abs/dir` or `s3://bucket[/prefix]`. Default: `file://<cwd>/.cxrflow/blobs`.
+    #[arg(id = "blob_store", long = "blob-store", env = "CXRFLOW_BLOB_STORE")]
+    pub url: Option<String>,
+
+    /// Blob store options, `key=value`, repeatable (`aws_endpoint=http://…`, `aws_allow_http=true`,
+    /// `aws_region=…`); over the usual `AWS_*` environment. In the environment: comma-separated.
+    #[arg(id = "blob_store_options", long = "blob-store-option", env = "CXRFLOW_BLOB_STORE_OPTIONS", value_delimiter = ',', value_parser = crate::config::parse_key_value)]
+    pub options: Vec<(String, String)>,
+}
+
+/// The shared store's directory under the working directory when no URL is given.
+pub const DEFAULT_BLOB_DIR: &str = ".cxrflow/blobs";
+
+impl BlobStoreArgs {
+    /// The store at `url` with no options.
+    pub fn at(url: impl Into<String>) -> Self {
+        BlobStoreArgs {
+            url: Some(url.into()),
+            options: vec![],
+        }
+    }
+
+    /// The URL, defaulting to [`DEFAULT_BLOB_DIR`] under the working directory.
+    pub fn effective_url(&self) -> String {
+        effective_url(self.url.as_deref(), DEFAULT_BLOB_DIR)
+    }
+
+    /// Opens the store these settings name.
+    pub fn open(&self) -> Result<BlobStore, BlobError> {
+        BlobStore::open(&self.effective_url(), &self.options)
+    }
+
+    /// `blob_store=… blob_store_options=[…]`, secrets masked, for the start-up configuration line.
+    pub fn describe(&self) -> String {
+        describe(&self.effective_url(), &self.options)
+    }
+}
+
+/// `url`, or `file://<cwd>/<default_dir>` when it is unset or empty (an empty variable in a
+/// compose file means unset).
+pub fn effective_url(url: Option<&str>, default_dir: &str) -> String {
+    match url {
+        Some(u) if !u.is_empty() => u.to_string(),
+        _ => {
+            let cwd = std::env::current_dir().unwrap_or_else(|_| std::path::PathBuf::from("/tmp"));
+            format!("file://{}", cwd.join(default_dir).display())
+        }
+    }
+}
+
+/// `blob_store=<url> blob_store_options=[…]` with the values of secret options masked.
+pub fn describe(url: &str, options: &[(String, String)]) -> String {
+    format!(
+        "blob_store={url} blob_store_options=[{}]",
+        crate::config::mask_options(options)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,5 +255,33 @@ mod tests {
             store.get("s3://elsewhere/x").await,
             Err(BlobError::ForeignUri { .. })
         ));
+    }
+
+    #[test]
+    fn args_parse_default_and_mask() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            blobs: BlobStoreArgs,
+        }
+        let cli = Cli::try_parse_from([
+            "x",
+            "--blob-store",
+            "s3://b/blobs",
+            "--blob-store-option",
+            "aws_secret_access_key=hunter2",
+        ])
+        .unwrap();
+        assert_eq!(cli.blobs.effective_url(), "s3://b/blobs");
+        let d = cli.blobs.describe();
+        assert!(
+            d.starts_with("blob_store=s3://b/blobs blob_store_options=["),
+            "{d}"
+        );
+        assert!(!d.contains("hunter2"), "{d}");
+        for unset in [BlobStoreArgs::default(), BlobStoreArgs::at("")] {
+            assert!(unset.effective_url().ends_with("/.cxrflow/blobs"));
+        }
     }
 }

@@ -21,6 +21,7 @@ pub mod telemetry;
 pub mod time;
 pub mod tls;
 
+pub use blob::BlobStoreArgs;
 pub use config::{KafkaArgs, ServiceArgs, Urgency};
 pub use kafka::stage::{
     run_stage, Inbound, Outbound, Processor, StageConfig, StageDeps, StageError,

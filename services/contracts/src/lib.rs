@@ -9,10 +9,12 @@ pub mod findings;
 pub mod framing;
 pub mod records;
 pub mod registry;
+pub mod report;
 pub mod topics;
 
 pub use codec::{AvroRecord, Codec, CodecError};
-pub use findings::{Finding, CRITICAL_FINDINGS, FINDINGS, URGENT_FINDINGS};
+pub use findings::{Finding, UnknownFinding, CRITICAL_FINDINGS, FINDINGS, URGENT_FINDINGS};
 pub use framing::{FrameError, Framed};
 pub use records::*;
 pub use registry::{RegistryError, SchemaId, SchemaRegistry, StaticRegistry};
+pub use report::ReportError;

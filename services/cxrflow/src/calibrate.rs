@@ -82,7 +82,7 @@ struct Report {
 fn sim_finding(name: &str) -> anyhow::Result<Finding> {
     Finding::ALL
         .into_iter()
-        .find(|f| f.column_name() == name)
+        .find(|f| f.name() == name)
         .with_context(|| format!("{name:?} is not a CheXpert finding"))
 }
 

@@ -53,7 +53,7 @@ enum Command {
     /// Reference consumer of cxr.drift.v1 that triggers retraining.
     RetrainTrigger(cxrflow_drift::TriggerConfig),
     /// Replace drift's reference window for a model (it collects a new one).
-    DriftReference(DriftReferenceArgs),
+    DriftReference(cxrflow_drift::cli::DriftReferenceArgs),
     /// Model rollout decisions on cxr.models.v1.
     Model {
         #[command(subcommand)]
@@ -98,67 +98,16 @@ enum FeedbackCmd {
     Export(cxrflow_feedback::export::ExportArgs),
 }
 
-#[derive(Debug, Args)]
-struct DriftReferenceArgs {
-    /// Drift's database.
-    #[arg(long, env = "CXRFLOW_DRIFT_DB", default_value = ".cxrflow/drift.db")]
-    drift_db: std::path::PathBuf,
-    /// Model name.
-    #[arg(long)]
-    model: String,
-    /// Only this version (default: every version of the model).
-    #[arg(long)]
-    version: Option<String>,
-}
-
-#[derive(Debug, Args)]
-struct RolloutArgs {
-    #[command(flatten)]
-    kafka: cxrflow_common::KafkaArgs,
-    /// Model name.
-    #[arg(long)]
-    model: String,
-    /// Version to promote or roll back.
-    #[arg(long)]
-    version: String,
-    /// Who decided (operator pseudonym).
-    #[arg(long, env = "USER", default_value = "operator")]
-    by: String,
-    /// Why (kept in the audit trail).
-    #[arg(long, default_value = "")]
-    reason: String,
-}
-
-#[derive(Debug, Args)]
-struct StageArgs {
-    #[command(flatten)]
-    kafka: cxrflow_common::KafkaArgs,
-    /// The candidate's version directory (`<models-dir>/<name>/<version>`, with its manifest).
-    #[arg(long)]
-    model_dir: std::path::PathBuf,
-    /// `canary` serves a fraction of studies (chosen by study UID); `shadow` scores beside
-    /// production and is never used by triage.
-    #[arg(long, value_enum)]
-    role: cxrflow_inference::CandidateRole,
-    /// Canary: fraction of studies served. Shadow: fraction of studies scored.
-    #[arg(long, default_value_t = 0.1)]
-    fraction: f64,
-    /// Who decided (operator pseudonym).
-    #[arg(long, env = "USER", default_value = "operator")]
-    by: String,
-    /// Why (kept in the audit trail).
-    #[arg(long, default_value = "")]
-    reason: String,
-}
-
 #[derive(Debug, Subcommand)]
 enum ModelCmd {
-    /// Stage a candidate version as canary or shadow beside production.
-    Stage(StageArgs),
+    /// Put a candidate version beside production, as canary or shadow. Named `candidate`, not
+    /// `stage`, which is the name of the services' consumer runtime; `stage` still parses.
+    #[command(alias = "stage")]
+    Candidate(cxrflow_inference::cli::CandidateArgs),
     /// Make a version the production model.
-    Promote(RolloutArgs),
+    Promote(cxrflow_inference::cli::RolloutArgs),
     /// Withdraw a version (canary or shadow) or go back from it.
-    Rollback(RolloutArgs),
+    Rollback(cxrflow_inference::cli::RolloutArgs),
     /// Choose the worklist tiers' thresholds on a labelled split (default: valid) to their
     /// targets, the CRITICAL tier held to its budget; write them into the version's manifest
     /// and report tier sizes, sensitivity and PPV.
@@ -232,7 +181,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         } => tokio::task::spawn_blocking(move || cxrflow::ood::evaluate(&a)).await?,
         Command::Model { cmd } => {
             let decision = match cmd {
-                ModelCmd::Stage(a) => {
+                ModelCmd::Candidate(a) => {
                     cxrflow_inference::stage_model_dir(
                         &a.kafka,
                         &a.model_dir,
@@ -379,6 +328,28 @@ mod tests {
         match parse(&["cxrflow", "drift", "--drift-join-capacity", "5"]) {
             Ok(super::Command::Drift(c)) => assert_eq!(c.dedup_capacity, 5),
             other => panic!("{:?}", other.err()),
+        }
+    }
+
+    #[test]
+    fn a_candidate_is_put_beside_production_by_its_new_name_and_its_documented_old_one() {
+        use clap::Parser;
+        for name in ["candidate", "stage"] {
+            let cli = super::Cli::try_parse_from([
+                "cxrflow",
+                "model",
+                name,
+                "--model-dir",
+                "/m/cxr-small/2",
+                "--role",
+                "canary",
+            ]);
+            match cli.map(|c| c.command) {
+                Ok(super::Command::Model {
+                    cmd: super::ModelCmd::Candidate(a),
+                }) => assert_eq!(a.model_dir, std::path::Path::new("/m/cxr-small/2")),
+                other => panic!("{name}: {:?}", other.err()),
+            }
         }
     }
 }

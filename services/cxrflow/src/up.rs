@@ -13,7 +13,7 @@ use clap::Args;
 use cxrflow_common::auth::AuthArgs;
 use cxrflow_common::broker::EmbeddedBroker;
 use cxrflow_common::kafka::admin::{all_topics, ensure_topics};
-use cxrflow_common::{KafkaArgs, ServiceArgs};
+use cxrflow_common::{BlobStoreArgs, KafkaArgs, ServiceArgs};
 use cxrflow_sim::simulate::{simulate, SimConfig};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -157,7 +157,7 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
 
     let mut ingest =
         cxrflow_ingest::Config::defaults(kafka.clone(), svc(base, "ingest", &kafka, &auth.args));
-    ingest.blob_store = Some(blobs.clone());
+    ingest.blob_store = BlobStoreArgs::at(&blobs);
     ingest.ingest_db = data.join("ingest.db");
     // file:// images from the replay's dataset and from the embedded gateway, which writes the
     // received DICOM files into this same store: ingest references them, one copy at rest.
@@ -171,7 +171,7 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
         kafka.clone(),
         svc(base + 1, "preprocess", &kafka, &auth.args),
     );
-    preprocess.blob_store = Some(blobs.clone());
+    preprocess.blob_store = BlobStoreArgs::at(&blobs);
     let t = services.clone();
     tasks.spawn(async move { ("preprocess", cxrflow_preprocess::run(preprocess, t).await) });
 
@@ -188,7 +188,7 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
         kafka.clone(),
         svc(base + 3, "triage", &kafka, &auth.args),
     );
-    triage.blob_store = blobs.clone();
+    triage.blob_store = BlobStoreArgs::at(&blobs);
     // One pooled list: the simulated readers serve every site (teleradiology).
     triage.ordering = cxrflow_triage::worklist::OrderingMode::Pooled;
     let t = services.clone();

@@ -11,6 +11,7 @@
 //! hygiene ([`alerting`]). The core ([`detector`]) does no I/O; [`service`] puts it on Kafka.
 
 pub mod alerting;
+pub mod cli;
 pub mod config;
 pub mod detector;
 pub mod metrics;

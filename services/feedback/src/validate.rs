@@ -1,6 +1,8 @@
-//! What makes a report unusable, with the stable reasons its dead letter carries.
+//! What makes a report unusable, with the stable reasons its dead letter carries. The rules are
+//! the contracts' ([`RadiologistReport::validate`], the ones triage applies before it publishes
+//! a report); this module names them as feedback's dead-letter reasons.
 
-use cxrflow_contracts::{findings, RadiologistReport};
+use cxrflow_contracts::{RadiologistReport, ReportError};
 
 /// Why a report can never be processed: `(reason, detail)`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -10,52 +12,23 @@ pub struct Invalid {
     pub detail: String,
 }
 
-fn invalid(reason: &'static str, detail: impl Into<String>) -> Invalid {
-    Invalid {
-        reason,
-        detail: detail.into(),
+/// Feedback's dead-letter reason for a report error.
+fn reason(e: &ReportError) -> &'static str {
+    match e {
+        ReportError::MissingStudyUid => "feedback.missing_study_uid",
+        ReportError::MissingReader => "feedback.missing_reader",
+        ReportError::ReadEndedBeforeStart { .. } => "feedback.read_ended_before_start",
+        ReportError::UnknownFindings(_) => "feedback.unknown_finding",
+        ReportError::FindingLabelledTwice(_) => "feedback.finding_labelled_twice",
     }
 }
 
 /// Checks a report before it touches the store.
 pub fn report(r: &RadiologistReport) -> Result<(), Invalid> {
-    if r.study_instance_uid.trim().is_empty() {
-        return Err(invalid(
-            "feedback.missing_study_uid",
-            format!("report {} has no study UID", r.report_id),
-        ));
-    }
-    if r.reader_ref.trim().is_empty() {
-        return Err(invalid(
-            "feedback.missing_reader",
-            format!("report {} has no reader id", r.report_id),
-        ));
-    }
-    if r.read_ended_at < r.read_started_at {
-        return Err(invalid(
-            "feedback.read_ended_before_start",
-            format!(
-                "report {}: read ended at {} before it started at {}",
-                r.report_id, r.read_ended_at, r.read_started_at
-            ),
-        ));
-    }
-    let unknown: Vec<&str> = r
-        .labels
-        .iter()
-        .map(|l| l.finding.as_str())
-        .filter(|f| !findings::is_known(f))
-        .collect();
-    if !unknown.is_empty() {
-        return Err(invalid(
-            "feedback.unknown_finding",
-            format!(
-                "report {} labels findings that are not CheXpert's 14: {unknown:?}",
-                r.report_id
-            ),
-        ));
-    }
-    Ok(())
+    r.validate().map_err(|e| Invalid {
+        reason: reason(&e),
+        detail: format!("report {}: {e}", r.report_id),
+    })
 }
 
 #[cfg(test)]
@@ -88,5 +61,11 @@ mod tests {
         let e = report(&r).unwrap_err();
         assert_eq!(e.reason, "feedback.unknown_finding");
         assert!(e.detail.contains("Hernia"));
+        let mut r = fixtures::report("1.1", "r", 10_000_000, LabelState::Present);
+        r.labels.push(r.labels[0].clone());
+        assert_eq!(
+            report(&r).unwrap_err().reason,
+            "feedback.finding_labelled_twice"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! The gateway's configuration: the shared Kafka and service settings plus its own flags, each
 //! with a `CXRFLOW_GATEWAY_…` environment variable and a default that suits the embedded stack.
 
-use cxrflow_common::config::mask_options;
+use cxrflow_common::blob;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -279,13 +279,7 @@ impl Config {
 
     /// The blob store URL, defaulting to `.cxrflow/dicom` under the working directory.
     pub fn blob_store_url(&self) -> String {
-        match &self.blob_store {
-            Some(u) if !u.is_empty() => u.clone(),
-            _ => {
-                let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/tmp"));
-                format!("file://{}", cwd.join(".cxrflow/dicom").display())
-            }
-        }
+        blob::effective_url(self.blob_store.as_deref(), ".cxrflow/dicom")
     }
 
     /// The DICOM listener's TLS configuration, or `None` for plain TCP.
@@ -318,9 +312,8 @@ impl Config {
             (_, true) => "(insecure development key)",
             _ => "(unset)",
         };
-        let options = mask_options(&self.blob_store_options);
         format!(
-            "dicom_listen={} ae_title={} calling_aes=[{}] max_pdu={} association_timeout_ms={} idle_timeout_ms={} max_associations={} max_instance_bytes={} stow_max_body_bytes={} blob_store={} blob_store_options=[{}] pseudonym_key={} dicom_tls={} site_id={}",
+            "dicom_listen={} ae_title={} calling_aes=[{}] max_pdu={} association_timeout_ms={} idle_timeout_ms={} max_associations={} max_instance_bytes={} stow_max_body_bytes={} {} pseudonym_key={} dicom_tls={} site_id={}",
             self.dicom_listen,
             self.ae_title,
             if self.calling_aes.is_empty() {
@@ -334,8 +327,7 @@ impl Config {
             self.max_associations,
             self.max_instance_bytes,
             self.stow_max_body_bytes,
-            self.blob_store_url(),
-            options,
+            blob::describe(&self.blob_store_url(), &self.blob_store_options),
             key,
             match (&self.dicom_tls_cert, &self.dicom_tls_client_ca) {
                 (None, _) => "off".to_string(),

@@ -11,6 +11,7 @@
 pub mod auto_rollback;
 pub mod batcher;
 pub mod calibration;
+pub mod cli;
 mod config;
 pub mod embedding;
 pub mod manifest;

@@ -5,7 +5,7 @@ use cxrflow_common::config::mask_options;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cxrflow_common::{KafkaArgs, ServiceArgs};
+use cxrflow_common::{BlobStoreArgs, KafkaArgs, ServiceArgs};
 
 use crate::egress::{EgressPolicy, S3Allow};
 use crate::fetch::FetchSettings;
@@ -20,14 +20,8 @@ pub struct Config {
     #[command(flatten)]
     pub service: ServiceArgs,
 
-    /// Blob store URL: `file:///abs/dir` or `s3://bucket[/prefix]`. Default: `file://<cwd>/.cxrflow/blobs`.
-    #[arg(long = "blob-store", env = "CXRFLOW_BLOB_STORE")]
-    pub blob_store: Option<String>,
-
-    /// Blob store options, `key=value`, repeatable (`aws_endpoint=http://…`, `aws_allow_http=true`,
-    /// `aws_region=…`); over the usual `AWS_*` environment. In the environment: comma-separated.
-    #[arg(long = "blob-store-option", env = "CXRFLOW_BLOB_STORE_OPTIONS", value_delimiter = ',', value_parser = cxrflow_common::config::parse_key_value)]
-    pub blob_store_options: Vec<(String, String)>,
+    #[command(flatten)]
+    pub blob_store: BlobStoreArgs,
 
     /// SQLite database of ingested SOP instance UIDs (deduplication across restarts).
     #[arg(
@@ -125,8 +119,7 @@ impl Config {
         Config {
             kafka,
             service,
-            blob_store: None,
-            blob_store_options: vec![],
+            blob_store: BlobStoreArgs::default(),
             ingest_db: PathBuf::from(".cxrflow/ingest.db"),
             max_image_bytes: 64 * MIB,
             max_inline_bytes: 4 * MIB,
@@ -141,17 +134,6 @@ impl Config {
         }
     }
 
-    /// The blob store URL, defaulting to `.cxrflow/blobs` under the working directory.
-    pub fn blob_store_url(&self) -> String {
-        match &self.blob_store {
-            Some(u) if !u.is_empty() => u.clone(),
-            _ => {
-                let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/tmp"));
-                format!("file://{}", cwd.join(".cxrflow/blobs").display())
-            }
-        }
-    }
-
     pub fn limits(&self) -> Limits {
         Limits {
             max_image_bytes: self.max_image_bytes,
@@ -163,7 +145,7 @@ impl Config {
     pub fn fetch_settings(&self) -> Result<FetchSettings, String> {
         let egress = EgressPolicy::parse(&self.http_allow, &self.allow_networks)?;
         let mut s3_allow = S3Allow::parse(&self.s3_allow)?;
-        if let Some(own) = self.blob_store_url().strip_prefix("s3://") {
+        if let Some(own) = self.blob_store.effective_url().strip_prefix("s3://") {
             let (bucket, prefix) = own.split_once('/').unwrap_or((own, ""));
             s3_allow = s3_allow.with(bucket, prefix);
         }
@@ -181,9 +163,8 @@ impl Config {
     /// The effective ingest settings as a person should see them at start: secrets masked.
     pub fn describe(&self) -> String {
         format!(
-            "blob_store={} blob_store_options=[{}] ingest_db={} max_image_bytes={} max_inline_bytes={} connect_timeout_ms={} fetch_timeout_ms={} source_give_up_ms={} s3_options=[{}] file_roots=[{}] http_allow=[{}] allow_networks=[{}] s3_allow=[{}]",
-            self.blob_store_url(),
-            mask_options(&self.blob_store_options),
+            "{} ingest_db={} max_image_bytes={} max_inline_bytes={} connect_timeout_ms={} fetch_timeout_ms={} source_give_up_ms={} s3_options=[{}] file_roots=[{}] http_allow=[{}] allow_networks=[{}] s3_allow=[{}]",
+            self.blob_store.describe(),
             self.ingest_db.display(),
             self.max_image_bytes,
             self.max_inline_bytes,
@@ -234,7 +215,7 @@ mod tests {
             "aws_endpoint=http://127.0.0.1:9000",
         ])
         .unwrap();
-        assert_eq!(cli.cfg.blob_store_url(), "s3://b/blobs");
+        assert_eq!(cli.cfg.blob_store.effective_url(), "s3://b/blobs");
         let d = cli.cfg.describe();
         assert!(!d.contains("hunter2"), "{d}");
         assert!(d.contains("aws_endpoint=http://127.0.0.1:9000"), "{d}");
@@ -244,7 +225,10 @@ mod tests {
         assert_eq!(parsed.ingest_db, defaults.ingest_db);
         assert_eq!(parsed.limits(), defaults.limits());
         assert_eq!(parsed.fetch_timeout_ms, defaults.fetch_timeout_ms);
-        assert!(defaults.blob_store_url().ends_with("/.cxrflow/blobs"));
+        assert!(defaults
+            .blob_store
+            .effective_url()
+            .ends_with("/.cxrflow/blobs"));
         assert!(Cli::try_parse_from(["ingest", "--ingest-s3-option", "novalue"]).is_err());
     }
 }

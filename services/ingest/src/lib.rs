@@ -20,7 +20,6 @@ pub mod validate;
 use std::sync::Arc;
 
 use anyhow::Context;
-use cxrflow_common::blob::BlobStore;
 use cxrflow_common::{run_stage, Host};
 use cxrflow_contracts::topics;
 use tokio_util::sync::CancellationToken;
@@ -37,9 +36,10 @@ pub const SERVICE: &str = "ingest";
 /// Runs until `shutdown` is cancelled; returns after draining.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     tracing::info!(service = SERVICE, settings = %cfg.describe(), "ingest configuration");
-    let blob_url = cfg.blob_store_url();
-    let blobs = BlobStore::open(&blob_url, &cfg.blob_store_options)
-        .with_context(|| format!("opening blob store {blob_url}"))?;
+    let blobs = cfg
+        .blob_store
+        .open()
+        .with_context(|| format!("opening blob store {}", cfg.blob_store.effective_url()))?;
     let ledger = SopLedger::open(&cfg.ingest_db)?;
     let settings = cfg
         .fetch_settings()

@@ -30,7 +30,7 @@ async fn images_flow_inline_and_by_file_and_a_resend_is_emitted_once() {
     let codec = codec();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&kafka, dir.path());
-    let blob_url = cfg.blob_store_url();
+    let blob_url = cfg.blob_store.effective_url();
     let svc = Running::start(cfg);
 
     let mut scans = Vec::new();

@@ -92,12 +92,12 @@ async fn an_s3_reference_is_ingested_into_an_s3_blob_store() {
     let codec = Arc::new(Codec::with_static_registry().unwrap());
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(&kafka, dir.path());
-    cfg.blob_store = Some("s3://cxr-blobs/blobs".into());
+    cfg.blob_store.url = Some("s3://cxr-blobs/blobs".into());
     // Server-side encryption of the claim checks (README, Privacy): SSE-KMS with a named key.
     let mut encrypted = options.clone();
     encrypted.push(("aws_server_side_encryption".into(), "aws:kms".into()));
     encrypted.push(("aws_sse_kms_key_id".into(), "alias/cxrflow-blobs".into()));
-    cfg.blob_store_options = encrypted;
+    cfg.blob_store.options = encrypted;
     cfg.s3_options = options.clone();
     cfg.fetch_timeout_ms = 10_000;
     cfg.s3_allow = vec!["scans/site-a/".into()];

@@ -3,10 +3,7 @@
 //! flags carry a `preprocess-` prefix so `cxrflow up` can flatten every service's flags into
 //! one command line; `--blob-store` is shared with ingest on purpose (one store).
 
-use cxrflow_common::config::mask_options;
-use std::path::PathBuf;
-
-use cxrflow_common::{KafkaArgs, ServiceArgs};
+use cxrflow_common::{BlobStoreArgs, KafkaArgs, ServiceArgs};
 
 use crate::decode::DecodeLimits;
 use crate::eligibility::EligibilityRules;
@@ -21,14 +18,8 @@ pub struct Config {
     #[command(flatten)]
     pub service: ServiceArgs,
 
-    /// Blob store URL: `file:///abs/dir` or `s3://bucket[/prefix]`. Default: `file://<cwd>/.cxrflow/blobs`.
-    #[arg(long = "blob-store", env = "CXRFLOW_BLOB_STORE")]
-    pub blob_store: Option<String>,
-
-    /// Blob store options, `key=value`, repeatable (`aws_endpoint=http://…`, `aws_allow_http=true`);
-    /// over the usual `AWS_*` environment. In the environment: comma-separated.
-    #[arg(long = "blob-store-option", env = "CXRFLOW_BLOB_STORE_OPTIONS", value_delimiter = ',', value_parser = cxrflow_common::config::parse_key_value)]
-    pub blob_store_options: Vec<(String, String)>,
+    #[command(flatten)]
+    pub blob_store: BlobStoreArgs,
 
     /// Preprocessing profile: the tensor the serving model's manifest asks for.
     #[arg(long = "preprocess-profile", env = "CXRFLOW_PREPROCESS_PROFILE", value_enum, default_value_t = Profile::Gray224V1)]
@@ -74,8 +65,7 @@ impl Config {
         Config {
             kafka,
             service,
-            blob_store: None,
-            blob_store_options: vec![],
+            blob_store: BlobStoreArgs::default(),
             profile: Profile::default(),
             max_width: 8192,
             max_height: 8192,
@@ -96,17 +86,6 @@ impl Config {
         }
     }
 
-    /// The blob store URL, defaulting to `.cxrflow/blobs` under the working directory.
-    pub fn blob_store_url(&self) -> String {
-        match &self.blob_store {
-            Some(u) if !u.is_empty() => u.clone(),
-            _ => {
-                let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/tmp"));
-                format!("file://{}", cwd.join(".cxrflow/blobs").display())
-            }
-        }
-    }
-
     pub fn limits(&self) -> DecodeLimits {
         DecodeLimits {
             max_width: self.max_width,
@@ -118,9 +97,8 @@ impl Config {
     /// The effective preprocess settings as a person should see them at start: secrets masked.
     pub fn describe(&self) -> String {
         format!(
-            "blob_store={} blob_store_options=[{}] profile={} max_width={} max_height={} max_alloc_mib={} modalities={}",
-            self.blob_store_url(),
-            mask_options(&self.blob_store_options),
+            "{} profile={} max_width={} max_height={} max_alloc_mib={} modalities={}",
+            self.blob_store.describe(),
             self.profile,
             self.max_width,
             self.max_height,
@@ -157,12 +135,12 @@ mod tests {
         .unwrap();
         assert_eq!(cli.cfg.profile, Profile::Gray320V1);
         assert_eq!(cli.cfg.limits().max_width, 4096);
-        assert_eq!(cli.cfg.blob_store_url(), "s3://b/blobs");
+        assert_eq!(cli.cfg.blob_store.effective_url(), "s3://b/blobs");
         assert!(!cli.cfg.describe().contains("hunter2"));
         let d = Config::defaults(KafkaArgs::for_bootstrap("h:1"), ServiceArgs::local());
         assert_eq!(d.limits(), DecodeLimits::default());
         assert_eq!(d.profile.id(), "gray224-v1");
-        assert!(d.blob_store_url().ends_with("/.cxrflow/blobs"));
+        assert!(d.blob_store.effective_url().ends_with("/.cxrflow/blobs"));
         assert_eq!(d.eligibility(), EligibilityRules::default());
     }
 }

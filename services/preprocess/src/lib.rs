@@ -22,7 +22,6 @@ pub mod stats;
 use std::sync::Arc;
 
 use anyhow::Context;
-use cxrflow_common::blob::BlobStore;
 use cxrflow_contracts::topics;
 use tokio_util::sync::CancellationToken;
 
@@ -39,9 +38,10 @@ pub const SERVICE: &str = "preprocess";
 /// Runs until `shutdown` is cancelled; returns after draining.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     tracing::info!(service = SERVICE, settings = %cfg.describe(), "preprocess settings");
-    let url = cfg.blob_store_url();
-    let blobs = BlobStore::open(&url, &cfg.blob_store_options)
-        .with_context(|| format!("opening blob store {url}"))?;
+    let blobs = cfg
+        .blob_store
+        .open()
+        .with_context(|| format!("opening blob store {}", cfg.blob_store.effective_url()))?;
     let mut metrics = None;
     let host = cxrflow_common::Host::start(
         SERVICE,

@@ -188,7 +188,7 @@ async fn images_flow_and_each_broken_input_is_dead_lettered_with_its_reason() {
     }
 
     let mut cfg = Config::defaults(kafka.clone(), ServiceArgs::local());
-    cfg.blob_store = Some(url.clone());
+    cfg.blob_store.url = Some(url.clone());
     cfg.profile = Profile::Gray320V1;
     cfg.service.drain_timeout_ms = 2_000;
     let shutdown = CancellationToken::new();

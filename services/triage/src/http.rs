@@ -18,7 +18,6 @@ use axum::Json;
 use cxrflow_common::audit;
 use cxrflow_common::auth::{Access, Principal, Role, Routes};
 use cxrflow_common::blob::{BlobError, BlobStore};
-use cxrflow_contracts::findings::is_known;
 use cxrflow_contracts::{
     EpochMillis, FindingLabel, FindingScore, OrderPriority, RadiologistReport, TriageDecision,
     TriageTier, WorklistStatus,
@@ -392,22 +391,9 @@ async fn report(
             return (StatusCode::UNPROCESSABLE_ENTITY, format!("bad report: {e}")).into_response()
         }
     };
-    let mut seen = BTreeMap::new();
-    for l in &req.labels {
-        if !is_known(&l.finding) {
-            return (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("unknown finding {:?}", l.finding),
-            )
-                .into_response();
-        }
-        if seen.insert(l.finding.clone(), ()).is_some() {
-            return (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("finding {:?} labelled twice", l.finding),
-            )
-                .into_response();
-        }
+    // Labels first: a bad request is answered as such whether or not the study is listed.
+    if let Err(e) = RadiologistReport::validate_labels(&req.labels) {
+        return (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()).into_response();
     }
     let Some((current, open)) = engine
         .worklist()
@@ -432,6 +418,10 @@ async fn report(
         labels: req.labels,
         tier_at_read: Some(format!("{:?}", current.tier).to_ascii_uppercase()),
     };
+    // The rules feedback applies: a report it would dead-letter is refused here, to the reader.
+    if let Err(e) = report.validate() {
+        return (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()).into_response();
+    }
     match engine
         .producer()
         .send(engine.codec(), &report, &BTreeMap::new())

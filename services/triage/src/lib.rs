@@ -21,8 +21,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use cxrflow_common::blob::BlobStore;
-use cxrflow_common::{run_stage, Host, KafkaArgs, ServiceArgs};
+use cxrflow_common::{run_stage, BlobStoreArgs, Host, KafkaArgs, ServiceArgs};
 use cxrflow_contracts::topics;
 use tokio_util::sync::CancellationToken;
 
@@ -89,9 +88,9 @@ pub struct Config {
     )]
     pub ordering: OrderingMode,
 
-    /// Blob store for thumbnails; empty: `file://<cwd>/.cxrflow/blobs`.
-    #[arg(long = "blob-store", env = "CXRFLOW_BLOB_STORE", default_value = "")]
-    pub blob_store: String,
+    /// The blob store thumbnails are read from (ingest's and preprocess's).
+    #[command(flatten)]
+    pub blob_store: BlobStoreArgs,
 
     /// How long a study may wait for its AI result (AI_PENDING) before it is marked
     /// NOT_ASSESSABLE ("AI result overdue"); the prediction still re-ranks it if it comes.
@@ -126,7 +125,7 @@ impl Config {
             read_retention_ms: 3_600_000,
             pending_feedback_ms: 600_000,
             ordering: OrderingMode::PerSite,
-            blob_store: String::new(),
+            blob_store: BlobStoreArgs::default(),
             ai_overdue_ms: 300_000,
             dead_letter_wait_ms: 60_000,
             rebuild_timeout_ms: 120_000,
@@ -141,14 +140,6 @@ impl Config {
         p.sla_ms = p.sla_ms.parse_over(&self.sla)?;
         p.wait_cap_ms = p.wait_cap_ms.parse_over(&self.wait_cap)?;
         Ok(p)
-    }
-
-    fn blob_url(&self) -> anyhow::Result<String> {
-        if !self.blob_store.is_empty() {
-            return Ok(self.blob_store.clone());
-        }
-        let cwd = std::env::current_dir().context("current directory")?;
-        Ok(format!("file://{}", cwd.join(".cxrflow/blobs").display()))
     }
 }
 
@@ -185,10 +176,7 @@ pub async fn run_observed(
         .map_err(|e| anyhow::anyhow!("triage policy: {e}"))?;
     tracing::info!(?policy, ordering = ?cfg.ordering, tick_ms = cfg.tick_ms, read_retention_ms = cfg.read_retention_ms,
         "triage configuration");
-    let blobs = match cfg
-        .blob_url()
-        .and_then(|u| BlobStore::open(&u, &[]).map_err(anyhow::Error::from))
-    {
+    let blobs = match cfg.blob_store.open() {
         Ok(b) => Some(b),
         Err(e) => {
             tracing::warn!(error = %e, "blob store unavailable: thumbnails disabled");

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use cxrflow_contracts::{
-    EpochMillis, FindingScore, OrderPriority, Prediction, StudyContext, TriageDecision, TriageTier,
+    EpochMillis, Finding, FindingScore, OrderPriority, Prediction, StudyContext, TriageDecision,
+    TriageTier,
 };
 
 const MINUTE: i64 = 60_000;
@@ -92,23 +93,23 @@ pub struct TriagePolicy {
 /// The default finding weights: findings that need action within hours weigh most.
 pub fn default_weights() -> BTreeMap<String, f64> {
     [
-        ("Pneumothorax", 1.0),
-        ("Pleural Effusion", 0.9),
-        ("Edema", 0.9),
-        ("Consolidation", 0.85),
-        ("Pneumonia", 0.85),
-        ("Lung Lesion", 0.8),
-        ("Enlarged Cardiomediastinum", 0.8),
-        ("Lung Opacity", 0.5),
-        ("Fracture", 0.5),
-        ("Cardiomegaly", 0.4),
-        ("Atelectasis", 0.3),
-        ("Pleural Other", 0.3),
-        ("Support Devices", 0.1),
-        ("No Finding", 0.0),
+        (Finding::Pneumothorax, 1.0),
+        (Finding::PleuralEffusion, 0.9),
+        (Finding::Edema, 0.9),
+        (Finding::Consolidation, 0.85),
+        (Finding::Pneumonia, 0.85),
+        (Finding::LungLesion, 0.8),
+        (Finding::EnlargedCardiomediastinum, 0.8),
+        (Finding::LungOpacity, 0.5),
+        (Finding::Fracture, 0.5),
+        (Finding::Cardiomegaly, 0.4),
+        (Finding::Atelectasis, 0.3),
+        (Finding::PleuralOther, 0.3),
+        (Finding::SupportDevices, 0.1),
+        (Finding::NoFinding, 0.0),
     ]
     .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
+    .map(|(k, v)| (k.name().to_string(), v))
     .collect()
 }
 

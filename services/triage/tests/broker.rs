@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cxrflow_common::blob::BlobStore;
+use cxrflow_common::blob::{BlobStore, BlobStoreArgs};
 use cxrflow_common::kafka::Producer;
 use cxrflow_common::{KafkaArgs, ServiceArgs};
 use cxrflow_contracts::*;
@@ -87,7 +87,7 @@ impl Service {
         svc.http = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         svc.drain_timeout_ms = 3_000;
         let mut cfg = Config::defaults(kafka.clone(), svc);
-        cfg.blob_store = blob_url.into();
+        cfg.blob_store = BlobStoreArgs::at(blob_url);
         cfg.tick_ms = 50;
         cfg.ordering = OrderingMode::Pooled;
         let shutdown = CancellationToken::new();

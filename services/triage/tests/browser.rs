@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cxrflow_common::auth::Role;
-use cxrflow_common::blob::BlobStore;
+use cxrflow_common::blob::{BlobStore, BlobStoreArgs};
 use cxrflow_common::kafka::Producer;
 use cxrflow_common::{KafkaArgs, ServiceArgs};
 use cxrflow_contracts::*;
@@ -117,7 +117,7 @@ async fn start_triage(kafka: &KafkaArgs, blob_url: &str, clock: &ManualClock) ->
     svc.http = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     svc.drain_timeout_ms = 3_000;
     let mut cfg = Config::defaults(kafka.clone(), svc);
-    cfg.blob_store = blob_url.into();
+    cfg.blob_store = BlobStoreArgs::at(blob_url);
     cfg.tick_ms = 50;
     cfg.ordering = OrderingMode::Pooled;
     let shutdown = CancellationToken::new();

@@ -100,7 +100,7 @@ pub fn parse_finding(s: &str) -> Result<Finding, String> {
     let norm = |x: &str| x.trim().to_ascii_lowercase().replace(['-', '_'], " ");
     Finding::ALL
         .into_iter()
-        .find(|f| norm(f.column_name()) == norm(s))
+        .find(|f| norm(f.name()) == norm(s))
         .ok_or_else(|| format!("unknown finding {s:?}"))
 }
 
@@ -123,7 +123,7 @@ pub struct DriftPlan {
 }
 
 fn finding_name<S: serde::Serializer>(f: &Finding, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(f.column_name())
+    s.serialize_str(f.name())
 }
 
 impl Default for DriftPlan {

@@ -4,7 +4,7 @@ use super::*;
 
 #[test]
 fn ground_truth_tiers_are_the_triage_tiers() {
-    let names = |fs: &[Finding]| fs.iter().map(|f| f.column_name()).collect::<Vec<_>>();
+    let names = |fs: &[Finding]| fs.iter().map(|f| f.name()).collect::<Vec<_>>();
     assert_eq!(names(&CRITICAL), cxrflow_contracts::CRITICAL_FINDINGS);
     assert_eq!(names(&URGENT), cxrflow_contracts::URGENT_FINDINGS);
 }

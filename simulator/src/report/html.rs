@@ -91,7 +91,7 @@ fn drift_section(report: &Report) -> String {
     let _ = write!(
         s,
         "<table><tr><th></th><th>studies</th><th>AP</th><th>lateral</th><th>female</th><th>mean age</th><th>{} prevalence</th><th>pixels shifted</th></tr>{}{}</table>",
-        html_escape(d.plan.finding.column_name()),
+        html_escape(d.plan.finding.name()),
         mix("before the change", &d.before),
         mix("after the change", &d.after)
     );

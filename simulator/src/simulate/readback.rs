@@ -51,7 +51,7 @@ pub(super) fn score(
         let t = read_at.entry(e.uid.as_str()).or_insert(e.read_ended_at);
         *t = (*t).min(e.read_ended_at);
     }
-    let critical: Vec<&str> = CRITICAL.iter().map(|f| f.column_name()).collect();
+    let critical: Vec<&str> = CRITICAL.iter().map(|f| f.name()).collect();
     let mut out: Vec<ScoredStudy> = read_at
         .into_iter()
         .filter_map(|(uid, at_ms)| {
@@ -75,7 +75,7 @@ pub(super) fn score(
                         LabelState::Negative | LabelState::Blank => false,
                         LabelState::Uncertain => return None,
                     };
-                    Some((f.column_name().to_string(), truth, prob(f.column_name())?))
+                    Some((f.name().to_string(), truth, prob(f.name())?))
                 })
                 .collect();
             Some(ScoredStudy {

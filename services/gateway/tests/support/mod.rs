@@ -133,7 +133,7 @@ impl Ingest {
         let service = http_service();
         let http = service.http.port();
         let mut cfg = cxrflow_ingest::Config::defaults(kafka.clone(), service);
-        cfg.blob_store = Some(store);
+        cfg.blob_store.url = Some(store);
         cfg.ingest_db = dir.join("ingest.db");
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(cxrflow_ingest::run(cfg, shutdown.clone()));

@@ -55,7 +55,7 @@ pub fn config(kafka: &KafkaArgs, dir: &Path) -> Config {
     service.http = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     service.drain_timeout_ms = 2_000;
     let mut cfg = Config::defaults(kafka.clone(), service);
-    cfg.blob_store = Some(format!("file://{}", dir.join("blobs").display()));
+    cfg.blob_store.url = Some(format!("file://{}", dir.join("blobs").display()));
     cfg.ingest_db = dir.join("ingest.db");
     cfg.connect_timeout_ms = 500;
     cfg.fetch_timeout_ms = 500;
