@@ -80,6 +80,16 @@ async fn try_connect(port: u16, args: &ScyllaArgs) {
     }
 }
 
+/// Waits until the server has recorded what `done` looks for (its accept task runs on its own).
+async fn settled(seen: &Arc<Mutex<Seen>>, done: impl Fn(&Seen) -> bool) {
+    let what = "the TLS server to record the connection's outcome";
+    cxrflow_testkit::eventually(Duration::from_secs(10), what, || {
+        let ready = done(&seen.lock().unwrap());
+        async move { ready }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_session_opens_cql_inside_tls_with_the_configured_ca_only() {
     let dir = tempfile::tempdir().unwrap();
@@ -94,6 +104,7 @@ async fn the_session_opens_cql_inside_tls_with_the_configured_ca_only() {
         ..Default::default()
     };
     try_connect(port, &args).await;
+    settled(&seen, |s| s.first_frame.is_some() || s.failed_handshakes > 0).await;
     {
         let seen = seen.lock().unwrap();
         assert!(seen.handshakes >= 1, "no TLS handshake completed: {seen:?}");
@@ -116,6 +127,9 @@ async fn the_session_opens_cql_inside_tls_with_the_configured_ca_only() {
         ..Default::default()
     };
     try_connect(port, &args).await;
+    // The client gives up first; the server records the failed handshake when it sees the
+    // alert or the close, which can come after the connect attempt has returned.
+    settled(&seen, |s| s.handshakes + s.failed_handshakes > 0).await;
     let seen = seen.lock().unwrap();
     assert_eq!(seen.handshakes, 0, "a server the CA did not sign: {seen:?}");
     assert!(seen.failed_handshakes >= 1, "{seen:?}");
