@@ -63,6 +63,26 @@ pub fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Tl
     Ok(chain)
 }
 
+/// A root store of the CAs in a PEM file, at least one.
+fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for c in load_certificates(path)? {
+        roots.add(c).map_err(|e| TlsError::Cert {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(roots)
+}
+
+/// The private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
+fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Key {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
 /// The crypto provider every TLS endpoint uses. Named, because the tree carries two (ring,
 /// aws-lc-rs), so rustls has no implicit default.
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -78,23 +98,14 @@ pub fn server_config(
     client_ca: Option<&Path>,
 ) -> Result<ServerConfig, TlsError> {
     let chain = load_certificates(cert)?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
-        path: key.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let key = load_key(key)?;
     let provider = provider();
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
     let builder = match client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
-            let mut roots = RootCertStore::empty();
-            for c in load_certificates(ca)? {
-                roots.add(c).map_err(|e| TlsError::Cert {
-                    path: ca.display().to_string(),
-                    reason: e.to_string(),
-                })?;
-            }
+            let roots = load_roots(ca)?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
                 .map_err(|e| TlsError::Cert {
@@ -113,25 +124,14 @@ pub fn client_config(
     ca: &Path,
     identity: Option<(&Path, &Path)>,
 ) -> Result<rustls::ClientConfig, TlsError> {
-    let mut roots = RootCertStore::empty();
-    for c in load_certificates(ca)? {
-        roots.add(c).map_err(|e| TlsError::Cert {
-            path: ca.display().to_string(),
-            reason: e.to_string(),
-        })?;
-    }
+    let roots = load_roots(ca)?;
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots);
     Ok(match identity {
         None => builder.with_no_client_auth(),
         Some((cert, key)) => {
-            let chain = load_certificates(cert)?;
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
-                path: key.display().to_string(),
-                reason: e.to_string(),
-            })?;
-            builder.with_client_auth_cert(chain, key)?
+            builder.with_client_auth_cert(load_certificates(cert)?, load_key(key)?)?
         }
     })
 }
