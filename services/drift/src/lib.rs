@@ -24,6 +24,7 @@ pub mod retrain_trigger;
 pub mod service;
 pub mod stats;
 pub mod store;
+#[cfg(any(test, feature = "test-support"))]
 pub mod synthetic;
 
 pub use config::Config;

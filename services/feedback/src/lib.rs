@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod events;
 pub mod export;
-#[doc(hidden)]
+#[cfg(any(test, feature = "test-support"))]
 pub mod fixtures;
 pub mod join;
 pub mod performance;

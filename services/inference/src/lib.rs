@@ -5,8 +5,8 @@
 //! micro-batching across records and partitions ([`batcher`]), the serving set of model
 //! versions with hot reload ([`registry`]), canary/shadow rollout on `cxr.models.v1`
 //! ([`rollout`]), automatic rollback of a candidate on its own evidence ([`rules`],
-//! [`auto_rollback`]) and the per-record processor ([`processor`]). [`testmodel`] generates tiny
-//! ONNX models for tests.
+//! [`auto_rollback`]) and the per-record processor ([`processor`]). `testmodel` (feature
+//! `test-support`) generates tiny ONNX models for tests.
 
 pub mod auto_rollback;
 pub mod batcher;
@@ -24,6 +24,7 @@ pub mod rollout;
 pub mod rules;
 pub mod serving;
 pub mod session;
+#[cfg(any(test, feature = "test-support"))]
 pub mod testmodel;
 
 use std::sync::Arc;

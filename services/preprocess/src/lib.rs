@@ -5,12 +5,13 @@
 //! stream's integrity, decodes at the smallest resolution the model needs where the codec allows
 //! (JPEG 2000 levels, JPEG DCT scaling), letterboxes it into the serving model's 8-bit grayscale
 //! profile and computes image statistics for drift and the out-of-distribution gate. Owns the
-//! decoders' safety limits and the image fixtures (`fixtures`) that tests and the simulator
-//! generate images with.
+//! decoders' safety limits; the image fixtures (`fixtures`) that tests and benches generate
+//! images with are built only for tests (feature `test-support`).
 
 pub mod config;
 pub mod decode;
 pub mod eligibility;
+#[cfg(any(test, feature = "test-support"))]
 pub mod fixtures;
 pub mod gate;
 pub mod metrics;
