@@ -3,8 +3,13 @@
 //! A bad row never stops a read: it is skipped, counted, and the first few reasons are kept
 //! with their line numbers. Only an unreadable file or a header without the CheXpert columns is
 //! an error, because then nothing in the file can be trusted.
+//!
+//! Beside it: the CheXpert vocabulary ([`labels`]) and the patient-level splits ([`split`]).
 
-use crate::labels::{Finding, LabelState, Labels, Projection, Sex, ViewKind};
+pub mod labels;
+pub mod split;
+
+use crate::dataset::labels::{Finding, LabelState, Labels, Projection, Sex, ViewKind};
 use flate2::read::MultiGzDecoder;
 use serde::Serialize;
 use std::fs::File;

@@ -9,44 +9,38 @@
 //! real prevalences, co-occurrences, patients, views, ages and sexes; only the pixels are made
 //! up. Everything is deterministic from the seed.
 //!
-//! `cxrflow sim replay` is [`simulate::simulate`]: it plays PACS gateways ([`replay`]: arrival
+//! `cxrflow sim replay` is [`run::simulate::simulate`]: it plays PACS gateways ([`replay`]: arrival
 //! processes, sites, drift scenarios injected at a change point) and radiologists
-//! ([`readers`]) against a running stack, samples consumer lag ([`lag`]) and writes the
+//! ([`run::readers`]) against a running stack, samples consumer lag ([`run::lag`]) and writes the
 //! [`report`] (JSON and an HTML page with inline SVG charts).
 //!
 //! `cxrflow sim reading-room` is [`reading_room`]: the same arrivals and read times served in
 //! arrival order and in triage's order (with its escalation caps), over days, with the
 //! time-to-read of critical studies and the longest wait of the others as the result.
+//!
+//! The modules follow that work: [`dataset`] (label files, the CheXpert vocabulary, patient
+//! splits), [`synth`] (the renderer and what it paints), [`replay`] (gateways, arrivals, drift
+//! scenarios), [`run`] (a run against a live stack: readers, lag, progress), [`report`] and
+//! [`reading_room`].
 
-mod anatomy;
-mod canvas;
 pub mod dataset;
-mod devices;
-pub mod findings;
-pub mod labels;
-pub mod lag;
-mod lungs;
-pub mod masks;
-mod progress;
-pub mod readers;
 pub mod reading_room;
-pub mod render;
 pub mod replay;
 pub mod report;
 mod rng;
-pub mod simulate;
-pub mod split;
+pub mod run;
 pub mod synth;
-mod thorax;
 
+pub use dataset::labels::{Finding, LabelState, Labels, Projection, Sex, ViewKind};
+pub use dataset::split::{
+    group_studies, pick_studies, PatientSplitter, Split, SplitFractions, Study,
+};
 pub use dataset::{
     open_dataset, read_label_file, read_label_source, read_labels, write_label_file, write_labels,
     ChexpertDataset, ChexpertRow, DatasetError, LabelTable, PatientId, RowError, RowErrorReason,
     StudyKey,
 };
-pub use labels::{Finding, LabelState, Labels, Projection, Sex, ViewKind};
-pub use masks::{LungMaskLibrary, MaskError};
-pub use render::{Drift, ImageSpec, PixelFormat, Radiograph, Renderer};
 pub use replay::{Arrival, ArrivalConfig, ArrivalProcess, DriftPlan, DriftScenario};
-pub use split::{group_studies, pick_studies, PatientSplitter, Split, SplitFractions, Study};
+pub use synth::masks::{LungMaskLibrary, MaskError};
+pub use synth::render::{Drift, ImageSpec, PixelFormat, Radiograph, Renderer};
 pub use synth::{synthesize, SimError, SplitCounts, SplitSummary, SynthConfig, SynthSummary};

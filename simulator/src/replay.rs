@@ -34,9 +34,9 @@ pub use publish::{
 pub use scenario::{DriftPlan, DriftScenario, StudyPool, INTENSITY_SHIFT};
 pub use sites::SiteMix;
 
+use crate::dataset::labels::{Finding, LabelState, Projection, Sex, ViewKind};
 use crate::dataset::{ChexpertDataset, ChexpertRow};
-use crate::labels::{Finding, LabelState, Projection, Sex, ViewKind};
-use crate::render::Drift;
+use crate::synth::render::Drift;
 
 /// Findings a reader must not wait for: ground truth for the CRITICAL tier
 /// (`cxrflow_contracts::CRITICAL_FINDINGS`, where the choice is argued).

@@ -18,9 +18,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::lag::LagPoint;
-use crate::readers::{fifo_waits, ReadEvent};
 use crate::replay::{ArrivalConfig, ChangePoint, DriftPlan, PopulationMix, Published};
+use crate::run::lag::LagPoint;
+use crate::run::readers::{fifo_waits, ReadEvent};
 use auroc::{AurocReport, ScoredStudy};
 use drift::{AlertFact, DriftReport};
 use series::Series;

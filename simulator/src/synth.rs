@@ -11,13 +11,28 @@
 //! files, so a csv only ever lists images that exist. Files from an earlier run with other
 //! settings are overwritten where the paths agree and otherwise left alone.
 
-use crate::dataset::{read_label_source, write_label_file, ChexpertRow, DatasetError};
-use crate::labels::{Finding, LabelState, ViewKind};
-use crate::masks::{LungMaskLibrary, MaskError};
-use crate::render::{Drift, ImageSpec, PixelFormat, Renderer};
-use crate::split::{
+//!
+//! The renderer and its painters live beside it: [`render`] composes an image from [`layers`]
+//! that [`anatomy`] / `thorax` (the body), [`findings`] and `devices` paint into, on the
+//! [`canvas`] primitives, with lung outlines from [`masks`] or `lungs`.
+
+pub(crate) mod anatomy;
+pub(crate) mod canvas;
+mod devices;
+pub mod findings;
+pub(crate) mod layers;
+mod lungs;
+pub mod masks;
+pub mod render;
+mod thorax;
+
+use crate::dataset::labels::{Finding, LabelState, ViewKind};
+use crate::dataset::split::{
     group_studies, pick_studies, PatientSplitter, Split, SplitError, SplitFractions,
 };
+use crate::dataset::{read_label_source, write_label_file, ChexpertRow, DatasetError};
+use crate::synth::masks::{LungMaskLibrary, MaskError};
+use crate::synth::render::{Drift, ImageSpec, PixelFormat, Renderer};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};

@@ -16,7 +16,7 @@ use cxrflow_common::kafka::read::snapshot;
 use cxrflow_common::KafkaArgs;
 use cxrflow_contracts::{topics, Codec, TriageDecision};
 use cxrflow_sim::replay::Arrival;
-use cxrflow_sim::simulate::SimConfig;
+use cxrflow_sim::run::simulate::SimConfig;
 use cxrflow_testkit::Broker;
 use tokio_util::sync::CancellationToken;
 

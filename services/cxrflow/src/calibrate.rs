@@ -15,8 +15,8 @@ use cxrflow_inference::calibration::{
     Target, TierMeasure,
 };
 use cxrflow_inference::manifest::FindingTier;
+use cxrflow_sim::dataset::labels::{Finding, LabelState};
 use cxrflow_sim::dataset::ChexpertRow;
-use cxrflow_sim::labels::{Finding, LabelState};
 use serde::Serialize;
 
 use crate::ood::{frontal_rows, rewrite_manifest, CalibrationInput, Judge};

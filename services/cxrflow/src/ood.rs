@@ -17,8 +17,8 @@ use cxrflow_preprocess::decode::DecodeLimits;
 use cxrflow_preprocess::eligibility::EligibilityRules;
 use cxrflow_preprocess::pipeline::{prepare_gated, Gated};
 use cxrflow_preprocess::Profile;
+use cxrflow_sim::dataset::labels::ViewKind;
 use cxrflow_sim::dataset::{open_dataset, ChexpertRow};
-use cxrflow_sim::labels::ViewKind;
 use serde::Serialize;
 
 /// What a calibration command reads: a model version and a labelled dataset split.

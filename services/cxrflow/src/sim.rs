@@ -8,8 +8,8 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use cxrflow_common::KafkaArgs;
 use cxrflow_sim::reading_room::{render_table, simulate_room, RoomConfig};
-use cxrflow_sim::render::ImageSpec;
-use cxrflow_sim::simulate::{simulate, SimConfig};
+use cxrflow_sim::run::simulate::{simulate, SimConfig};
+use cxrflow_sim::synth::render::ImageSpec;
 use cxrflow_sim::synth::{synthesize, SplitCounts, SynthConfig};
 use tokio_util::sync::CancellationToken;
 

@@ -14,7 +14,7 @@ use cxrflow_common::auth::AuthArgs;
 use cxrflow_common::broker::EmbeddedBroker;
 use cxrflow_common::kafka::admin::{all_topics, ensure_topics};
 use cxrflow_common::{BlobStoreArgs, KafkaArgs, ServiceArgs};
-use cxrflow_sim::simulate::{simulate, SimConfig};
+use cxrflow_sim::run::simulate::{simulate, SimConfig};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -311,7 +311,7 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
 /// to print.
 fn reading_room(
     kafka: &cxrflow_common::KafkaArgs,
-    sim: &cxrflow_sim::simulate::SimConfig,
+    sim: &cxrflow_sim::run::simulate::SimConfig,
 ) -> anyhow::Result<String> {
     use clap::Parser;
     use cxrflow_contracts::{topics, Codec, Prediction};

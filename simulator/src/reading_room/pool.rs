@@ -12,8 +12,8 @@ use std::sync::Arc;
 use cxrflow_contracts::{ModelRole, Prediction};
 
 use super::model::PoolStudy;
+use crate::dataset::labels::LabelState;
 use crate::dataset::{read_label_file, DatasetError};
-use crate::labels::LabelState;
 use crate::replay::{study_uid, CRITICAL};
 
 #[derive(Debug, thiserror::Error)]

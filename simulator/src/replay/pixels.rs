@@ -1,7 +1,7 @@
 //! The intensity scenario's pixels: a dataset image as a new detector would have produced it.
 //!
 //! The dataset's images are already rendered, so the change is applied to the decoded image
-//! in display space, the same order [`crate::render`] applies its [`Drift`]: gamma on the
+//! in display space, the same order [`crate::synth::render`] applies its [`Drift`]: gamma on the
 //! normalised intensity, then gain and offset, then extra noise for a noise factor above 1
 //! (the renderer's base noise level times the excess). The result is re-encoded as PNG in the
 //! source's sample format, 12 bits in 16 kept as such.
@@ -12,7 +12,7 @@ use image::{DynamicImage, ImageReader, Limits};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
-use crate::render::{Drift, PixelFormat, Radiograph};
+use crate::synth::render::{Drift, PixelFormat, Radiograph};
 
 /// The renderer's base quantum-noise level in display units.
 const BASE_NOISE: f32 = 0.011;

@@ -3,8 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::dataset::labels::{Finding, LabelState, Projection, Sex, ViewKind};
 use crate::dataset::ChexpertRow;
-use crate::labels::{Finding, LabelState, Projection, Sex, ViewKind};
 
 /// The share of a population with an attribute, for the before/after comparison in the report.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

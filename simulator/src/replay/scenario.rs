@@ -15,9 +15,9 @@ use std::str::FromStr;
 use rand::SeedableRng;
 use serde::Serialize;
 
+use crate::dataset::labels::{Finding, LabelState, Projection, Sex, ViewKind};
 use crate::dataset::ChexpertRow;
-use crate::labels::{Finding, LabelState, Projection, Sex, ViewKind};
-use crate::render::Drift;
+use crate::synth::render::Drift;
 
 /// A change injected into the replayed traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, clap::ValueEnum)]
@@ -279,7 +279,7 @@ impl StudyPool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::labels::Labels;
+    use crate::dataset::labels::Labels;
 
     fn row(patient: u32, study: u32, view: ViewKind, proj: Option<Projection>) -> ChexpertRow {
         let v = if view == ViewKind::Frontal {

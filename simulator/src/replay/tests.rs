@@ -39,7 +39,7 @@ fn rows() -> Vec<ChexpertRow> {
             } else {
                 Projection::Pa
             }),
-            labels: crate::labels::Labels::default(),
+            labels: crate::dataset::labels::Labels::default(),
         };
         rows.push(ChexpertRow {
             path: path("view2_lateral"),

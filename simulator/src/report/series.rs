@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::auroc::{auroc, ScoredStudy};
 use super::summarize;
-use crate::lag::LagPoint;
+use crate::run::lag::LagPoint;
 
 /// Studies published and given a first triage decision in one bucket.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -152,7 +152,7 @@ pub fn pick_studies<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::labels::{Labels, Sex, ViewKind};
+    use crate::dataset::labels::{Labels, Sex, ViewKind};
     use std::collections::HashSet;
 
     fn rows(patients: usize) -> Vec<ChexpertRow> {

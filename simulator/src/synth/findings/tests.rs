@@ -1,9 +1,9 @@
 //! Each finding must change the image measurably, where it should, and more when positive
 //! than when uncertain. Parametric lungs keep these tests free of downloaded files.
 
+use crate::dataset::labels::{Finding, LabelState, Labels, Projection, Sex, ViewKind};
 use crate::dataset::{ChexpertRow, PatientId};
-use crate::labels::{Finding, LabelState, Labels, Projection, Sex, ViewKind};
-use crate::render::{Drift, ImageSpec, Radiograph, Renderer};
+use crate::synth::render::{Drift, ImageSpec, Radiograph, Renderer};
 
 fn row(patient: u32, view: ViewKind, labels: Labels) -> ChexpertRow {
     let name = format!("patient{patient:05}");

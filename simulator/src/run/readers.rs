@@ -16,7 +16,7 @@ use rand_distr::{Distribution, LogNormal};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::labels::{Finding, LabelState};
+use crate::dataset::labels::{Finding, LabelState};
 use crate::replay::ReplayStudy;
 
 #[derive(Debug, Clone)]

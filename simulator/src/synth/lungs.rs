@@ -1,10 +1,10 @@
 //! Lung fields: where the air is, in the unit square of the lungs' bounding box.
 //!
-//! A field comes either from a real lung mask (see [`crate::masks`]) or from a parametric
+//! A field comes either from a real lung mask (see [`crate::synth::masks`]) or from a parametric
 //! shape; both go through [`LungField::from_coverage`], so the renderer sees one kind of thing.
 
-use crate::canvas::{box_blur, sample_grid, smoothstep};
 use crate::rng::Rng;
+use crate::synth::canvas::{box_blur, sample_grid, smoothstep};
 
 /// Resolution of a field's grid; bilinear sampling smooths it at render size.
 pub(crate) const GRID: usize = 128;

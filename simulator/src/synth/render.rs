@@ -6,14 +6,15 @@
 //! toggling one label changes only that finding's pixels: that is what makes the findings
 //! learnable and the tests exact.
 
-use crate::anatomy::Chest;
-use crate::canvas::{box_blur, Plane, ValueNoise};
+use crate::dataset::labels::ViewKind;
 use crate::dataset::ChexpertRow;
-use crate::labels::ViewKind;
-use crate::lungs::{parametric_frontal, parametric_lateral, LungField};
-use crate::masks::LungMaskLibrary;
 use crate::rng::{mix64, stable_hash, Rng};
-use crate::{devices, findings, thorax};
+use crate::synth::anatomy::Chest;
+use crate::synth::canvas::{box_blur, ValueNoise};
+use crate::synth::layers::Layers;
+use crate::synth::lungs::{parametric_frontal, parametric_lateral, LungField};
+use crate::synth::masks::LungMaskLibrary;
+use crate::synth::{devices, findings, thorax};
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -164,38 +165,6 @@ fn insert_sbit(png: &mut Vec<u8>, bits: u8) {
     chunk.push(bits);
     chunk.extend_from_slice(&crc.sum().to_be_bytes());
     png.splice(AFTER_IHDR..AFTER_IHDR, chunk);
-}
-
-/// The float layers one image is composed from.
-pub(crate) struct Layers {
-    /// Fraction of lung air replaced by fluid or tissue (heart, effusion, consolidation …).
-    pub(crate) opacity: Plane,
-    /// Extra air inside the lung outline (pneumothorax, air bronchograms).
-    pub(crate) lucency: Plane,
-    /// Vascular markings, scaled by `marking_gain`.
-    pub(crate) markings: Plane,
-    pub(crate) marking_gain: Plane,
-    /// Extra soft-tissue thickness, in attenuation units.
-    pub(crate) soft: Plane,
-    pub(crate) bone: Plane,
-    pub(crate) metal: Plane,
-    /// Air outside the lungs: trachea, bronchi, stomach.
-    pub(crate) airway: Plane,
-}
-
-impl Layers {
-    fn new(w: usize, h: usize) -> Self {
-        Self {
-            opacity: Plane::new(w, h),
-            lucency: Plane::new(w, h),
-            markings: Plane::new(w, h),
-            marking_gain: Plane::filled(w, h, 1.0),
-            soft: Plane::new(w, h),
-            bone: Plane::new(w, h),
-            metal: Plane::new(w, h),
-            airway: Plane::new(w, h),
-        }
-    }
 }
 
 /// Renders rows into images; cheap to share across threads.

@@ -2,12 +2,12 @@
 //! bright rectangle") with its leads. Every image labelled with devices gets the generator and
 //! at least one line, so the finding always has the same two signatures.
 
-use crate::anatomy::Chest;
-use crate::canvas::{bezier, smoothstep, Pt};
+use crate::dataset::labels::Finding;
 use crate::dataset::ChexpertRow;
-use crate::findings::{finding_rng, strength};
-use crate::labels::Finding;
-use crate::render::Layers;
+use crate::synth::anatomy::Chest;
+use crate::synth::canvas::{bezier, smoothstep, Pt};
+use crate::synth::findings::{finding_rng, strength};
+use crate::synth::layers::Layers;
 
 pub(crate) fn overlay(chest: &Chest, layers: &mut Layers, row: &ChexpertRow, seed: u64, key: &str) {
     let Some(s) = strength(row.label(Finding::SupportDevices)) else {

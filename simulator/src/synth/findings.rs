@@ -3,12 +3,12 @@
 //! keyed by (seed, image, finding), so its look varies between images but never disturbs the
 //! anatomy or the other findings.
 
-use crate::anatomy::{Chest, RibFracture, Side, RIB_BAND};
-use crate::canvas::{smoothstep, Pt, ValueNoise};
+use crate::dataset::labels::{Finding, LabelState};
 use crate::dataset::ChexpertRow;
-use crate::labels::{Finding, LabelState};
-use crate::render::Layers;
 use crate::rng::{stable_hash, Rng};
+use crate::synth::anatomy::{Chest, RibFracture, Side, RIB_BAND};
+use crate::synth::canvas::{smoothstep, Pt, ValueNoise};
+use crate::synth::layers::Layers;
 
 /// How strongly an uncertain (-1.0) label is drawn relative to a positive one.
 pub const UNCERTAIN_STRENGTH: f32 = 0.45;
@@ -62,7 +62,7 @@ pub(crate) fn reshape(chest: &mut Chest, row: &ChexpertRow, seed: u64, key: &str
     }
 }
 
-/// Findings drawn over the anatomy (devices are in [`crate::devices`]).
+/// Findings drawn over the anatomy (devices are in [`crate::synth::devices`]).
 pub(crate) fn overlay(chest: &Chest, layers: &mut Layers, row: &ChexpertRow, seed: u64, key: &str) {
     type Draw = fn(&Chest, &mut Layers, &mut Rng, f32);
     let table: [(Finding, Draw); 9] = [

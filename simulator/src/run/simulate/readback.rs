@@ -11,13 +11,13 @@ use cxrflow_contracts::{
     topics, Codec, DriftAlert, ModelRole, Prediction, TriageDecision, TriageTier,
 };
 
-use crate::labels::LabelState;
-use crate::lag::LagPoint;
-use crate::readers::{ReadEvent, Traffic};
+use crate::dataset::labels::LabelState;
 use crate::replay::{ArrivalConfig, DriftPlan, ReplayOutcome, ReplayStudy, CRITICAL};
 use crate::report::auroc::ScoredStudy;
 use crate::report::drift::AlertFact;
 use crate::report::{self, Report};
+use crate::run::lag::LagPoint;
+use crate::run::readers::{ReadEvent, Traffic};
 
 pub(super) struct RunInput {
     pub kafka: KafkaArgs,
@@ -67,7 +67,7 @@ pub(super) fn score(
                 .iter()
                 .filter_map(|c| prob(c))
                 .fold(0.0f64, f64::max);
-            let findings = crate::labels::Finding::ALL
+            let findings = crate::dataset::labels::Finding::ALL
                 .iter()
                 .filter_map(|f| {
                     let truth = match s.row.label(*f) {

@@ -2,11 +2,11 @@
 //! view, projection, age and sex, and the analytic parts of the anatomy (body outline, ribs,
 //! spine) that are cheaper to evaluate per pixel than to draw.
 
-use crate::canvas::{smoothstep, Pt};
+use crate::dataset::labels::{Projection, Sex, ViewKind};
 use crate::dataset::ChexpertRow;
-use crate::labels::{Projection, Sex, ViewKind};
-use crate::lungs::LungField;
 use crate::rng::Rng;
+use crate::synth::canvas::{smoothstep, Pt};
+use crate::synth::lungs::LungField;
 
 /// A posterior rib's height as a fraction of the rib spacing.
 pub(crate) const RIB_BAND: f32 = 0.38;

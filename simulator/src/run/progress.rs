@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
-use crate::lag::LatestLag;
-use crate::readers::Traffic;
+use crate::run::lag::LatestLag;
+use crate::run::readers::Traffic;
 
 /// Publications per second over the last few seconds.
 struct RateWindow {

@@ -13,16 +13,16 @@ use cxrflow_common::registry::codec_for;
 use cxrflow_common::KafkaArgs;
 use tokio_util::sync::CancellationToken;
 
+use crate::dataset::labels::Finding;
 use crate::dataset::open_dataset;
-use crate::labels::Finding;
-use crate::lag::{spawn_sampler, LatestLag};
-use crate::readers::{read_traffic, ReaderConfig, Traffic};
 use crate::replay::scenario::parse_finding;
 use crate::replay::{
     publish_traffic, Arrival, ArrivalConfig, ArrivalProcess, DriftPlan, DriftScenario, SiteMix,
     StudySource, TrafficPace, INTENSITY_SHIFT,
 };
 use crate::report::{self, Report};
+use crate::run::lag::{spawn_sampler, LatestLag};
+use crate::run::readers::{read_traffic, ReaderConfig, Traffic};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct SimConfig {
@@ -296,7 +296,7 @@ pub async fn simulate(
         planned
     };
     let progress =
-        crate::progress::spawn(traffic.clone(), bar_len, latest.clone(), watch_stop.clone());
+        crate::run::progress::spawn(traffic.clone(), bar_len, latest.clone(), watch_stop.clone());
     let pace = TrafficPace {
         arrival,
         inline_max: cfg.inline_max,

@@ -1,11 +1,11 @@
 //! The normal thorax drawn into the layers: heart and mediastinum, hila and vessels, airways,
 //! clavicles or sternum, breast shadows and the gastric bubble. (Body outline, ribs and spine
-//! are analytic, in [`crate::anatomy`].)
+//! are analytic, in [`crate::synth::anatomy`].)
 
-use crate::anatomy::Chest;
-use crate::canvas::{bezier, smoothstep, Plane};
-use crate::render::Layers;
 use crate::rng::Rng;
+use crate::synth::anatomy::Chest;
+use crate::synth::canvas::{bezier, smoothstep, Plane};
+use crate::synth::layers::Layers;
 
 /// Draws the anatomy every image has, whatever its labels.
 pub(crate) fn draw(chest: &Chest, layers: &mut Layers, rng: &mut Rng) {

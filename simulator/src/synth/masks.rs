@@ -9,10 +9,10 @@
 //! empty and about 30 have lungs cut off at the image border; ~400 remain.
 //!
 //! The masks are all frontal; lateral views use parametric lungs
-//! ([`crate::lungs::parametric_lateral`]), since a frontal lung outline stretched sideways does
+//! ([`crate::synth::lungs::parametric_lateral`]), since a frontal lung outline stretched sideways does
 //! not look like a lateral chest.
 
-use crate::lungs::{LungField, GRID};
+use crate::synth::lungs::{LungField, GRID};
 use rayon::prelude::*;
 use std::fs::File;
 use std::io::{self, Cursor, Read};
