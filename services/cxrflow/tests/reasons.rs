@@ -111,7 +111,12 @@ fn the_readme_lists_every_reason_and_only_those() {
     let listed: BTreeSet<_> = rows.iter().cloned().collect();
     assert_eq!(listed.len(), rows.len(), "a reason is listed twice");
     let code = in_code();
-    let missing: Vec<_> = code.difference(&listed).collect();
+    // A reason of the stage runtime's rows is listed for every service (triage's `produce`).
+    let every_stage = |r: &String| listed.contains(&(EVERY_STAGE.to_string(), r.clone()));
+    let missing: Vec<_> = code
+        .iter()
+        .filter(|(s, r)| !listed.contains(&(s.clone(), r.clone())) && !every_stage(r))
+        .collect();
     let unknown: Vec<_> = listed.difference(&code).collect();
     assert!(
         missing.is_empty() && unknown.is_empty(),
