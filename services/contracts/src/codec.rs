@@ -46,6 +46,18 @@ pub enum CodecError {
 }
 
 impl CodecError {
+    /// Every reason [`CodecError::reason`] returns.
+    pub const REASONS: &'static [&'static str] = &[
+        "codec.too_short",
+        "codec.bad_magic",
+        "codec.unknown_schema_id",
+        "codec.wrong_schema",
+        "codec.corrupt",
+        "codec.trailing_bytes",
+        "codec.encode",
+        "codec.registry",
+    ];
+
     /// A short, stable reason for dead letters and metric labels.
     pub fn reason(&self) -> &'static str {
         match self {

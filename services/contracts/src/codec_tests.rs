@@ -481,3 +481,43 @@ fn records_from_before_tiers_decode_with_no_urgent_finding() {
     let back: Prediction = c.decode(&c.encode(&q).unwrap()).unwrap();
     assert!(back.findings[1].urgent);
 }
+
+/// One of each variant. Adding a variant breaks the match: add it here too.
+#[test]
+fn reasons_lists_every_reason() {
+    let all = vec![
+        CodecError::Frame(FrameError::TooShort(1)),
+        CodecError::Frame(FrameError::BadMagic(1)),
+        CodecError::UnknownSchemaId(SchemaId(1)),
+        CodecError::WrongSchema {
+            topic: "t".into(),
+            expected: "a".into(),
+            found: "b".into(),
+        },
+        CodecError::Corrupt {
+            id: SchemaId(1),
+            detail: "x".into(),
+        },
+        CodecError::TrailingBytes(1),
+        CodecError::Encode {
+            topic: "t".into(),
+            detail: "x".into(),
+        },
+        CodecError::Registry(RegistryError::UnknownTopic("t".into())),
+    ];
+    for e in &all {
+        match e {
+            CodecError::Frame(FrameError::TooShort(_) | FrameError::BadMagic(_))
+            | CodecError::UnknownSchemaId(_)
+            | CodecError::WrongSchema { .. }
+            | CodecError::Corrupt { .. }
+            | CodecError::TrailingBytes(_)
+            | CodecError::Encode { .. }
+            | CodecError::Registry(_) => {}
+        }
+    }
+    let seen: std::collections::BTreeSet<_> = all.iter().map(|e| e.reason()).collect();
+    let listed: std::collections::BTreeSet<_> = CodecError::REASONS.iter().copied().collect();
+    assert_eq!(seen, listed);
+    assert_eq!(listed.len(), CodecError::REASONS.len(), "listed twice");
+}

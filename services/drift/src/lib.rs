@@ -14,6 +14,7 @@ pub mod alerting;
 pub mod cli;
 pub mod config;
 pub mod detector;
+pub mod error;
 pub mod metrics;
 pub mod mmd;
 pub mod observation;

@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cxrflow_common::StageError;
 use cxrflow_contracts::DriftAlert;
 
+use crate::error::RetrainTriggerError;
 use crate::retrain_trigger::TriggerConfig;
 
 /// Which labeled examples a trigger exports.
@@ -31,15 +31,17 @@ pub async fn export(
     cfg: &TriggerConfig,
     a: &DriftAlert,
     store: &str,
-) -> Result<Export, StageError> {
-    let err = |m: String| StageError::transient("trigger.export", m);
+) -> Result<Export, RetrainTriggerError> {
+    let io = |path: &PathBuf| {
+        let path = path.clone();
+        move |source| RetrainTriggerError::ExportIo { path, source }
+    };
     let limit = Duration::from_millis(cfg.timeout_ms);
-    std::fs::create_dir_all(&cfg.export_dir)
-        .map_err(|e| err(format!("{}: {e}", cfg.export_dir.display())))?;
+    std::fs::create_dir_all(&cfg.export_dir).map_err(io(&cfg.export_dir))?;
     let path = cfg.export_dir.join(format!("{}.csv", a.alert_id));
     let bin = match &cfg.export_bin {
         Some(b) => b.clone(),
-        None => std::env::current_exe().map_err(|e| err(e.to_string()))?,
+        None => std::env::current_exe().map_err(RetrainTriggerError::ExportBinary)?,
     };
     let since = match cfg.export_since {
         ExportSince::Window => a.detection_window.start.max(0),
@@ -56,18 +58,17 @@ pub async fn export(
         .kill_on_drop(true);
     let out = tokio::time::timeout(limit, c.output())
         .await
-        .map_err(|_| err(format!("export timed out after {limit:?}")))?
-        .map_err(|e| err(format!("{}: {e}", bin.display())))?;
+        .map_err(|_| RetrainTriggerError::ExportTimeout(limit))?
+        .map_err(io(&bin))?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let tail: String = stderr.lines().rev().take(3).collect::<Vec<_>>().join(" | ");
-        return Err(err(format!(
-            "feedback export exited with {}: {tail}",
-            out.status
-        )));
+        return Err(RetrainTriggerError::ExportFailed {
+            status: out.status,
+            stderr: tail,
+        });
     }
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| err(format!("{}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
     let rows = text.lines().count().saturating_sub(1);
     tracing::info!(alert_id = %a.alert_id, version = %a.model_version, rows, path = %path.display(), "labeled examples exported for retraining");
     Ok(Export { path, rows })

@@ -28,6 +28,7 @@ use cxrflow_common::{KafkaArgs, Outbound, Processor, ServiceArgs, StageError};
 use cxrflow_contracts::{topics, AlertState, Codec, DriftAlert, RecommendedAction};
 use tokio_util::sync::CancellationToken;
 
+use crate::error::RetrainTriggerError;
 use crate::retrain_export::export;
 pub use crate::retrain_export::{Export, ExportSince};
 use crate::store::DriftStore;
@@ -205,7 +206,7 @@ struct TriggerProcessor {
 }
 
 impl TriggerProcessor {
-    async fn act(&self, a: &DriftAlert) -> Result<(), StageError> {
+    async fn act(&self, a: &DriftAlert) -> Result<(), RetrainTriggerError> {
         let limit = Duration::from_millis(self.cfg.timeout_ms);
         let export = match &self.cfg.export_store {
             Some(store) => Some(export(&self.cfg, a, store).await?),
@@ -220,18 +221,10 @@ impl TriggerProcessor {
             }
             let status = tokio::time::timeout(limit, c.status())
                 .await
-                .map_err(|_| {
-                    StageError::transient(
-                        "trigger.command",
-                        format!("command timed out after {limit:?}"),
-                    )
-                })?
-                .map_err(|e| StageError::transient("trigger.command", e.to_string()))?;
+                .map_err(|_| RetrainTriggerError::CommandTimeout(limit))?
+                .map_err(RetrainTriggerError::Command)?;
             if !status.success() {
-                return Err(StageError::transient(
-                    "trigger.command",
-                    format!("command exited with {status}"),
-                ));
+                return Err(RetrainTriggerError::CommandFailed(status));
             }
         }
         if let Some(url) = &self.cfg.webhook {
@@ -239,21 +232,17 @@ impl TriggerProcessor {
             let req = match &export {
                 None => req.json(a),
                 Some(e) => {
-                    let csv = std::fs::read(&e.path).map_err(|err| {
-                        StageError::transient(
-                            "trigger.export",
-                            format!("{}: {err}", e.path.display()),
-                        )
-                    })?;
-                    let json = serde_json::to_vec(a)
-                        .map_err(|err| StageError::transient("trigger.webhook", err.to_string()))?;
+                    let csv =
+                        std::fs::read(&e.path).map_err(|source| RetrainTriggerError::ExportIo {
+                            path: e.path.clone(),
+                            source,
+                        })?;
+                    let json = serde_json::to_vec(a).map_err(RetrainTriggerError::AlertJson)?;
                     let part = |bytes: Vec<u8>, name: String, mime: &str| {
                         reqwest::multipart::Part::bytes(bytes)
                             .file_name(name)
                             .mime_str(mime)
-                            .map_err(|err| {
-                                StageError::transient("trigger.webhook", err.to_string())
-                            })
+                            .map_err(RetrainTriggerError::Webhook)
                     };
                     let form = reqwest::multipart::Form::new()
                         .part(
@@ -267,15 +256,9 @@ impl TriggerProcessor {
                     req.multipart(form)
                 }
             };
-            let resp = req
-                .send()
-                .await
-                .map_err(|e| StageError::transient("trigger.webhook", e.to_string()))?;
+            let resp = req.send().await.map_err(RetrainTriggerError::Webhook)?;
             if !resp.status().is_success() {
-                return Err(StageError::transient(
-                    "trigger.webhook",
-                    format!("webhook answered {}", resp.status()),
-                ));
+                return Err(RetrainTriggerError::WebhookStatus(resp.status()));
             }
         }
         Ok(())
@@ -285,17 +268,17 @@ impl TriggerProcessor {
 impl Processor for TriggerProcessor {
     async fn process(&self, msg: &cxrflow_common::Inbound) -> Result<Vec<Outbound>, StageError> {
         let a: DriftAlert = msg.decode(&self.codec)?;
-        let store_err =
-            |e: crate::store::StoreError| StageError::transient("trigger.store", e.to_string());
         let decision = {
             let s = self
                 .store
                 .lock()
-                .map_err(|_| StageError::transient("trigger.store", "lock poisoned"))?;
-            let already = s.was_triggered(&a.alert_id).map_err(store_err)?;
+                .map_err(|_| RetrainTriggerError::StoreLock)?;
+            let already = s
+                .was_triggered(&a.alert_id)
+                .map_err(RetrainTriggerError::Store)?;
             let last = s
                 .last_trigger(&a.model_name, &a.model_version)
-                .map_err(store_err)?;
+                .map_err(RetrainTriggerError::Store)?;
             decide(&a, already, last, self.cfg.debounce_ms)
         };
         let outcome = match decision {
@@ -310,7 +293,7 @@ impl Processor for TriggerProcessor {
         let s = self
             .store
             .lock()
-            .map_err(|_| StageError::transient("trigger.store", "lock poisoned"))?;
+            .map_err(|_| RetrainTriggerError::StoreLock)?;
         s.record_trigger(
             &a.alert_id,
             &a.model_name,
@@ -318,7 +301,7 @@ impl Processor for TriggerProcessor {
             a.raised_at,
             outcome,
         )
-        .map_err(store_err)?;
+        .map_err(RetrainTriggerError::Store)?;
         Ok(vec![])
     }
 }

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::detector::{DetectorConfig, DriftDetector, ModelKey, Observed};
+use crate::error::DriftError;
 use crate::metrics::DriftMetrics;
 use crate::observation::{LabeledObservation, Observation};
 use crate::store::{DriftStore, StoreError};
@@ -223,27 +224,20 @@ impl Processor for DriftProcessor {
         let rec = match msg.logical.as_str() {
             topics::PREDICTIONS => Rec::Prediction(Box::new(msg.decode(&self.codec)?)),
             topics::LABELED => Rec::Labeled(Box::new(msg.decode(&self.codec)?)),
-            other => {
-                return Err(StageError::poison(
-                    "drift.unexpected_topic",
-                    format!("record from {other}"),
-                ))
-            }
+            other => return Err(DriftError::UnexpectedTopic(other.to_string()).into()),
         };
         let engine = self.engine.clone();
         // Evaluations (permutations, bootstrap) are CPU work: keep them off the async workers.
         let alerts = tokio::task::spawn_blocking(move || {
-            let mut e = engine
-                .lock()
-                .map_err(|_| StageError::transient("drift.engine", "engine lock poisoned"))?;
+            let mut e = engine.lock().map_err(|_| DriftError::EngineLock)?;
             match rec {
                 Rec::Prediction(p) => e.on_prediction(&p),
                 Rec::Labeled(l) => e.on_labeled(&l),
             }
-            .map_err(|err| StageError::transient("drift.store", err.to_string()))
+            .map_err(DriftError::Store)
         })
         .await
-        .map_err(|e| StageError::transient("drift.engine", e.to_string()))??;
+        .map_err(DriftError::EngineTask)??;
         alerts
             .iter()
             .map(|a| Outbound::record(&self.codec, a))

@@ -24,6 +24,7 @@ use cxrflow_common::{Inbound, Outbound, Processor, StageError};
 use cxrflow_contracts::{topics, Codec, LabeledExample, ModelRole, Prediction, RadiologistReport};
 use tokio::sync::{Mutex, MutexGuard};
 
+use crate::error::FeedbackError;
 use crate::events::FeedbackMetrics;
 use crate::performance::Performance;
 use crate::store::{
@@ -59,7 +60,7 @@ impl Default for StudyLocks {
 }
 
 fn transient(e: StoreError) -> StageError {
-    StageError::transient("store", e.to_string())
+    FeedbackError::from(e).into()
 }
 
 /// Builds the labeled example of `report` joined with `pred`.
@@ -100,7 +101,7 @@ impl FeedbackProcessor {
         let report: RadiologistReport = msg.decode(&self.codec)?;
         let uid = report.study_instance_uid.clone();
         validate::report(&report)
-            .map_err(|e| StageError::poison(e.reason, e.detail).for_study(&uid))?;
+            .map_err(|e| StageError::from(FeedbackError::from(e)).for_study(&uid))?;
         let _guard = self.locks.lock(&uid).await;
         let outcome = self
             .store
@@ -119,10 +120,7 @@ impl FeedbackProcessor {
         let pred: Prediction = msg.decode(&self.codec)?;
         let uid = pred.study.study_instance_uid.clone();
         if uid.trim().is_empty() {
-            return Err(StageError::poison(
-                "feedback.missing_study_uid",
-                "prediction has no study UID",
-            ));
+            return Err(FeedbackError::PredictionWithoutStudy.into());
         }
         let _guard = self.locks.lock(&uid).await;
         let outcome = self.store.put_prediction(&pred).await.map_err(transient)?;
@@ -169,10 +167,7 @@ impl Processor for FeedbackProcessor {
         match msg.logical.as_str() {
             topics::FEEDBACK => self.on_report(msg).await,
             topics::PREDICTIONS => self.on_prediction(msg).await,
-            other => Err(StageError::poison(
-                "feedback.unexpected_topic",
-                format!("feedback does not consume {other}"),
-            )),
+            other => Err(FeedbackError::UnexpectedTopic(other.to_string()).into()),
         }
     }
 }

@@ -17,6 +17,7 @@ use cxrflow_common::{Host, KafkaArgs, ServiceArgs};
 use cxrflow_contracts::topics;
 use tokio_util::sync::CancellationToken;
 
+pub mod error;
 pub mod events;
 pub mod export;
 #[cfg(any(test, feature = "test-support"))]
@@ -27,6 +28,7 @@ pub mod store;
 pub mod sweep;
 pub mod validate;
 
+pub use error::FeedbackError;
 pub use export::{export, export_csv, ExportArgs, ExportError};
 pub use join::FeedbackProcessor;
 pub use performance::{Performance, PerformanceReport, UncertaintyPolicy};

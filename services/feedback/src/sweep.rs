@@ -19,11 +19,10 @@ use cxrflow_common::StageDeps;
 use cxrflow_contracts::DeadLetter;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::FeedbackError;
 use crate::events::FeedbackMetrics;
 use crate::join::StudyLocks;
 use crate::store::{ReportState, StoredReport, StudyStore};
-
-pub const REASON: &str = "feedback.unknown_study";
 
 pub struct Sweep {
     pub store: Arc<dyn StudyStore>,
@@ -70,7 +69,7 @@ impl Sweep {
                 .send(&self.deps.codec, &dl, &BTreeMap::new())
                 .await?;
             self.deps.metrics.dead_lettered(
-                REASON,
+                &dl.reason,
                 &dl.error,
                 &pending.source.topic,
                 pending.source.partition,
@@ -88,13 +87,16 @@ impl Sweep {
 
     fn dead_letter(&self, p: &StoredReport) -> DeadLetter {
         let uid = &p.report.study_instance_uid;
+        let e = FeedbackError::UnknownStudy {
+            study: uid.clone(),
+            bound: self.bound,
+            report_id: p.report.report_id.clone(),
+            received_at: p.received_at,
+        };
         DeadLetter {
             stage: self.service.to_string(),
-            reason: REASON.to_string(),
-            error: format!(
-                "no PRODUCTION or CANARY prediction for study {uid} within {:?} of report {} (received at {})",
-                self.bound, p.report.report_id, p.received_at
-            ),
+            reason: e.reason().to_string(),
+            error: e.to_string(),
             source_topic: p.source.topic.clone(),
             source_partition: p.source.partition,
             source_offset: p.source.offset,

@@ -4,12 +4,25 @@
 
 use cxrflow_contracts::{RadiologistReport, ReportError};
 
-/// Why a report can never be processed: `(reason, detail)`.
+/// Why a report can never be processed: `(reason, detail)`, and the contracts' error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}: {detail}")]
 pub struct Invalid {
     pub reason: &'static str,
     pub detail: String,
+    #[source]
+    pub source: ReportError,
+}
+
+impl Invalid {
+    /// The report `report_id` broke the rule `e`.
+    pub fn new(report_id: &str, e: ReportError) -> Invalid {
+        Invalid {
+            reason: reason(&e),
+            detail: format!("report {report_id}: {e}"),
+            source: e,
+        }
+    }
 }
 
 /// Feedback's dead-letter reason for a report error.
@@ -25,10 +38,7 @@ fn reason(e: &ReportError) -> &'static str {
 
 /// Checks a report before it touches the store.
 pub fn report(r: &RadiologistReport) -> Result<(), Invalid> {
-    r.validate().map_err(|e| Invalid {
-        reason: reason(&e),
-        detail: format!("report {}: {e}", r.report_id),
-    })
+    r.validate().map_err(|e| Invalid::new(&r.report_id, e))
 }
 
 #[cfg(test)]

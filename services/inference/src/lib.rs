@@ -14,6 +14,7 @@ pub mod calibration;
 pub mod cli;
 mod config;
 pub mod embedding;
+pub mod error;
 pub mod manifest;
 pub mod metrics;
 pub mod ood;

@@ -21,6 +21,7 @@ use crate::manifest::FindingTier;
 
 use crate::auto_rollback::{AutoRollback, Outcome};
 use crate::batcher::BatchInfo;
+use crate::error::InferenceError;
 use crate::metrics::InferenceMetrics;
 use crate::registry::{LoadedModel, ModelRegistry, Row};
 use crate::rollout;
@@ -33,7 +34,7 @@ pub struct InferenceProcessor {
     pub auto: Arc<AutoRollback>,
 }
 
-type Scored = Result<Result<Prediction, String>, StageError>;
+type Scored = Result<Result<Prediction, String>, InferenceError>;
 
 fn outcome(s: &Scored) -> Outcome {
     match s {
@@ -84,11 +85,7 @@ impl InferenceProcessor {
         role: ModelRole,
     ) -> Scored {
         let started = Instant::now();
-        let (row, info): (Row, BatchInfo) = model
-            .batcher
-            .submit(img.pixels.clone())
-            .await
-            .map_err(|e| StageError::transient("inference.session", e.to_string()))?;
+        let (row, info): (Row, BatchInfo) = model.batcher.submit(img.pixels.clone()).await?;
         if let Some((k, v)) = row
             .probabilities
             .iter()
@@ -158,16 +155,12 @@ impl Processor for InferenceProcessor {
         let prod = &serving.production;
         let manifest = &prod.session.model.manifest;
         if img.profile_id != manifest.preprocessing.profile_id {
-            return Err(StageError::poison(
-                "inference.profile_mismatch",
-                format!(
-                    "record has preprocessing profile {:?}, model {}/{} needs {:?}",
-                    img.profile_id,
-                    manifest.name,
-                    manifest.version,
-                    manifest.preprocessing.profile_id
-                ),
-            )
+            return Err(StageError::from(InferenceError::ProfileMismatch {
+                record: img.profile_id,
+                model: manifest.name.clone(),
+                version: manifest.version.clone(),
+                needs: manifest.preprocessing.profile_id.clone(),
+            })
             .for_study(&uid));
         }
         if !img.assessable {
@@ -186,21 +179,18 @@ impl Processor for InferenceProcessor {
                 manifest.input.channels as i32,
             );
         if !dims_ok || img.pixels.len() != want {
-            return Err(StageError::poison(
-                "inference.tensor_size",
-                format!(
-                    "tensor {}x{}x{} with {} bytes, model {}/{} needs {}x{}x{} = {want}",
-                    img.width,
-                    img.height,
-                    img.channels,
-                    img.pixels.len(),
-                    manifest.name,
-                    manifest.version,
-                    manifest.input.width,
-                    manifest.input.height,
-                    manifest.input.channels
-                ),
-            )
+            return Err(StageError::from(InferenceError::TensorSize {
+                width: img.width,
+                height: img.height,
+                channels: img.channels,
+                bytes: img.pixels.len(),
+                model: manifest.name.clone(),
+                version: manifest.version.clone(),
+                want_width: manifest.input.width,
+                want_height: manifest.input.height,
+                want_channels: manifest.input.channels,
+                want,
+            })
             .for_study(&uid));
         }
         let (model, role) = match &serving.canary {

@@ -86,6 +86,34 @@ pub enum IngestError {
 }
 
 impl IngestError {
+    /// Every reason [`IngestError::reason`] returns (egress refusals' included).
+    pub const REASONS: &'static [&'static str] = &[
+        "ingest.event_id_missing",
+        "ingest.uid_malformed",
+        "ingest.modality_unsupported",
+        "ingest.media_type_unsupported",
+        "ingest.image_missing",
+        "ingest.image_ambiguous",
+        "ingest.timestamp_absurd",
+        "ingest.too_large",
+        "ingest.size_invalid",
+        "ingest.size_mismatch",
+        "ingest.sha256_malformed",
+        "ingest.sha256_mismatch",
+        "ingest.uri_malformed",
+        "ingest.uri_unsupported",
+        "ingest.uri_forbidden",
+        "ingest.fetch_not_found",
+        "ingest.fetch_rejected",
+        "ingest.uri_not_allowed",
+        "ingest.address_forbidden",
+        "ingest.sop_conflict",
+        "ingest.source_unreachable",
+        "fetch",
+        "blob_store",
+        "ingest_db",
+    ];
+
     /// The stable reason: the dead letter's `reason` and the metric label.
     pub fn reason(&self) -> &'static str {
         use IngestError::*;
@@ -129,11 +157,7 @@ impl IngestError {
 
 impl From<IngestError> for StageError {
     fn from(e: IngestError) -> Self {
-        if e.is_transient() {
-            StageError::transient(e.reason(), e.to_string())
-        } else {
-            StageError::poison(e.reason(), e.to_string())
-        }
+        StageError::classified(e.reason(), e.is_transient(), e)
     }
 }
 
@@ -163,7 +187,135 @@ pub fn clip(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use cxrflow_testkit::reasons::check;
+
     use super::*;
+    use crate::egress::Refusal;
+
+    /// One of each variant (and of each egress [`Refusal`]). Adding a variant breaks the
+    /// matches below: add it here too.
+    fn one_of_each() -> Vec<IngestError> {
+        use IngestError::*;
+        let (s, uri) = (String::new, || "http://x/a".to_string());
+        let egress = |refusal| Egress {
+            uri: uri(),
+            refusal,
+        };
+        let all = vec![
+            EventIdMissing,
+            UidMalformed {
+                field: "study_instance_uid",
+                value: s(),
+                problem: UidError::Empty,
+            },
+            ModalityUnsupported("MR".into()),
+            MediaTypeUnsupported("image/gif".into()),
+            ImageMissing,
+            ImageAmbiguous,
+            TimestampAbsurd {
+                field: "acquired_at",
+                value: 0,
+                why: "before 1990",
+            },
+            TooLarge {
+                what: s(),
+                size: s(),
+                limit: 1,
+            },
+            SizeInvalid(-1),
+            SizeMismatch {
+                declared: 1,
+                actual: 2,
+            },
+            Sha256Malformed(s()),
+            Sha256Mismatch {
+                declared: s(),
+                actual: s(),
+            },
+            UriMalformed {
+                uri: uri(),
+                detail: s(),
+            },
+            UriUnsupported("ftp".into()),
+            UriForbidden {
+                uri: uri(),
+                root: s(),
+            },
+            FetchNotFound {
+                uri: uri(),
+                detail: s(),
+            },
+            FetchRejected {
+                uri: uri(),
+                status: 403,
+            },
+            egress(Refusal::NotAllowed),
+            egress(Refusal::ForbiddenAddress {
+                host: "x".into(),
+                addr: std::net::Ipv4Addr::LOCALHOST.into(),
+            }),
+            egress(Refusal::S3NotAllowed),
+            SopConflict {
+                sop: s(),
+                existing: s(),
+                first_event: s(),
+                received: s(),
+            },
+            FetchUnavailable {
+                uri: uri(),
+                detail: s(),
+            },
+            SourceUnreachable {
+                uri: uri(),
+                detail: s(),
+                waited_s: 1,
+            },
+            BlobStoreUnavailable(s()),
+            Ledger(s()),
+        ];
+        for e in &all {
+            match e {
+                Egress { refusal, .. } => match refusal {
+                    Refusal::NotAllowed
+                    | Refusal::ForbiddenAddress { .. }
+                    | Refusal::S3NotAllowed => {}
+                },
+                EventIdMissing
+                | UidMalformed { .. }
+                | ModalityUnsupported(_)
+                | MediaTypeUnsupported(_)
+                | ImageMissing
+                | ImageAmbiguous
+                | TimestampAbsurd { .. }
+                | TooLarge { .. }
+                | SizeInvalid(_)
+                | SizeMismatch { .. }
+                | Sha256Malformed(_)
+                | Sha256Mismatch { .. }
+                | UriMalformed { .. }
+                | UriUnsupported(_)
+                | UriForbidden { .. }
+                | FetchNotFound { .. }
+                | FetchRejected { .. }
+                | SopConflict { .. }
+                | FetchUnavailable { .. }
+                | SourceUnreachable { .. }
+                | BlobStoreUnavailable(_)
+                | Ledger(_) => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn every_reason_is_listed_and_classified() {
+        check(
+            IngestError::REASONS,
+            one_of_each(),
+            IngestError::reason,
+            IngestError::is_transient,
+        );
+    }
 
     #[test]
     fn transient_errors_are_retried_and_the_rest_dead_lettered() {

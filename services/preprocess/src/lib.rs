@@ -11,6 +11,7 @@
 pub mod config;
 pub mod decode;
 pub mod eligibility;
+pub mod error;
 #[cfg(any(test, feature = "test-support"))]
 pub mod fixtures;
 pub mod gate;
@@ -28,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 pub use decode::{DecodeError, DecodeLimits, DecodedImage, SUPPORTED_TRANSFER_SYNTAXES};
+pub use error::PreprocessError;
 pub use metrics::PreprocessMetrics;
 pub use pipeline::{prepare, Prepared};
 pub use processor::Preprocessor;

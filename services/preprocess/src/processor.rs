@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use cxrflow_common::blob::{sha256_hex, BlobError, BlobStore};
+use cxrflow_common::blob::{sha256_hex, BlobStore};
 use cxrflow_common::time::now_millis;
 use cxrflow_common::{Inbound, Outbound, Processor, StageError};
 use cxrflow_contracts::{Codec, ImageStats, IngestedImage, PreprocessedImage, StudyContext};
@@ -17,6 +17,7 @@ use tracing::Instrument;
 
 use crate::decode::{DecodeError, DecodeLimits};
 use crate::eligibility::{DicomHeader, EligibilityRules};
+use crate::error::PreprocessError;
 use crate::gate::{GateDecision, View};
 use crate::metrics::PreprocessMetrics;
 use crate::pipeline::{panic_message, prepare_guarded, Gated, Prepared};
@@ -31,15 +32,6 @@ pub struct Preprocessor {
     pub metrics: PreprocessMetrics,
 }
 
-fn blob_error(e: BlobError) -> StageError {
-    match e {
-        BlobError::NotFound(_) => StageError::poison("blob.not_found", e.to_string()),
-        BlobError::ForeignUri { .. } => StageError::poison("blob.foreign_uri", e.to_string()),
-        BlobError::Config { .. } => StageError::poison("blob.config", e.to_string()),
-        BlobError::Unavailable(_) => StageError::transient("blob_store", e.to_string()),
-    }
-}
-
 enum Failure {
     Checksum { expected: String, found: String },
     Decode(DecodeError),
@@ -47,10 +39,13 @@ enum Failure {
 
 impl Preprocessor {
     /// Preprocesses one ingested image (without the Kafka envelope): the testable core.
-    pub async fn preprocess(&self, rec: IngestedImage) -> Result<PreprocessedImage, StageError> {
+    pub async fn preprocess(
+        &self,
+        rec: IngestedImage,
+    ) -> Result<PreprocessedImage, PreprocessError> {
         let uid = rec.study.study_instance_uid.clone();
         let start = Instant::now();
-        let bytes = self.blobs.get(&rec.blob_uri).await.map_err(blob_error)?;
+        let bytes = self.blobs.get(&rec.blob_uri).await?;
         let (limits, profile, expected, rules) = (
             self.limits,
             self.profile,
@@ -104,29 +99,28 @@ impl Preprocessor {
                 });
             }
             Ok(Err(Failure::Checksum { expected, found })) => {
-                return Err(StageError::poison(
-                    "blob.sha256_mismatch",
-                    format!(
-                        "blob {} has sha256 {found}, the record says {expected}",
-                        rec.blob_uri
-                    ),
-                ))
+                return Err(PreprocessError::Checksum {
+                    blob_uri: rec.blob_uri,
+                    expected,
+                    found,
+                })
             }
-            Ok(Err(Failure::Decode(e))) => {
-                if let DecodeError::Panicked(what) = &e {
+            Ok(Err(Failure::Decode(source))) => {
+                if let DecodeError::Panicked(what) = &source {
                     self.metrics.panicked(&uid, what);
                 }
-                return Err(StageError::poison(
-                    e.reason(),
-                    format!("{} ({}): {e}", rec.blob_uri, rec.media_type),
-                ));
+                return Err(PreprocessError::Decode {
+                    blob_uri: rec.blob_uri,
+                    media_type: rec.media_type,
+                    source,
+                });
             }
             Err(join) if join.is_panic() => {
                 let what = panic_message(join.into_panic().as_ref());
                 self.metrics.panicked(&uid, &what);
-                return Err(StageError::poison("decode.panic", what));
+                return Err(PreprocessError::Panicked(what));
             }
-            Err(join) => return Err(StageError::transient("decode_task", join.to_string())),
+            Err(join) => return Err(PreprocessError::DecodeTask(join)),
         };
         self.metrics.decoded(
             prepared.container.label(),
@@ -210,7 +204,7 @@ impl Processor for Preprocessor {
             .preprocess(rec)
             .instrument(span)
             .await
-            .map_err(|e| e.for_study(&uid))?;
+            .map_err(|e| StageError::from(e).for_study(&uid))?;
         Ok(vec![
             Outbound::record(&self.codec, &out).map_err(|e| e.for_study(&uid))?
         ])

@@ -160,6 +160,7 @@ impl<D: Destination> Worker<D> {
     /// when shutdown came first (the delivery stays queued and is tried again at the next start).
     async fn dead_letter(&self, d: &Delivery, answer: &str, shutdown: &CancellationToken) -> bool {
         let name = self.destination.name();
+        let refusal = self.destination.refused(answer.to_string());
         let replay_count = d
             .source
             .headers
@@ -168,8 +169,8 @@ impl<D: Destination> Worker<D> {
             .unwrap_or(0);
         let dl = DeadLetter {
             stage: crate::SERVICE.to_string(),
-            reason: format!("results.{name}_refused"),
-            error: answer.to_string(),
+            reason: refusal.reason().to_string(),
+            error: refusal.to_string(),
             source_topic: d.source.topic.clone(),
             source_partition: d.source.partition,
             source_offset: d.source.offset,

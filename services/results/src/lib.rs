@@ -24,6 +24,7 @@
 pub mod codes;
 pub mod deliver;
 pub mod destination;
+pub mod error;
 pub mod fhir;
 pub mod metrics;
 pub mod queue;
@@ -47,6 +48,7 @@ use crate::deliver::{Retry, Worker};
 use crate::destination::dicom::{DicomAddress, DicomStore};
 use crate::destination::fhir::FhirServer;
 use crate::destination::stow::StowServer;
+use crate::error::ResultsError;
 use crate::metrics::ResultsMetrics;
 use crate::queue::{Delivery, Enqueued, Queue, Source};
 
@@ -219,13 +221,14 @@ enum Render {
 }
 
 impl Render {
-    fn body(&self, report: &report::ResultReport) -> Result<Vec<u8>, StageError> {
+    fn body(&self, report: &report::ResultReport) -> Result<Vec<u8>, ResultsError> {
         match self {
             Render::Sr => sr::build(report)
                 .to_file_bytes()
-                .map_err(|e| StageError::poison("results.render_failed", e.to_string())),
-            Render::Fhir(ids) => serde_json::to_vec(&fhir::bundle(report, ids))
-                .map_err(|e| StageError::poison("results.render_failed", e.to_string())),
+                .map_err(ResultsError::RenderSr),
+            Render::Fhir(ids) => {
+                serde_json::to_vec(&fhir::bundle(report, ids)).map_err(ResultsError::RenderFhir)
+            }
         }
     }
 }
@@ -278,15 +281,18 @@ impl Processor for ResultsProcessor {
             let delivery = Delivery {
                 key: report.key(),
                 study_instance_uid: uid.clone(),
-                body: lane.render.body(&report).map_err(|e| e.for_study(&uid))?,
+                body: lane
+                    .render
+                    .body(&report)
+                    .map_err(|e| StageError::from(e).for_study(&uid))?,
                 queued_at: now_millis(),
                 source: source.clone(),
             };
             let queue = lane.queue.clone();
             let enqueued = tokio::task::spawn_blocking(move || queue.enqueue(&delivery))
                 .await
-                .map_err(|e| StageError::transient("results.queue", e.to_string()))?
-                .map_err(|e| StageError::transient("results.queue", e.to_string()))?;
+                .map_err(ResultsError::QueueTask)?
+                .map_err(ResultsError::Queue)?;
             match enqueued {
                 Enqueued::Queued => {
                     any_queued = true;

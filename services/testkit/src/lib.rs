@@ -4,6 +4,7 @@
 //! deadline (never a bare sleep). [`tools`]: what a test does when a tool it needs is missing.
 
 pub mod keys;
+pub mod reasons;
 pub mod tools;
 
 use std::net::TcpListener;

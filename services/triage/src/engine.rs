@@ -32,6 +32,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
+use crate::error::TriageError;
 use crate::intake::{DeadLetterOutcome, Unrankable};
 use crate::metrics::TriageMetrics;
 use crate::worklist::{OrderingMode, ReportOutcome, Worklist};
@@ -407,7 +408,7 @@ pub struct TriageProcessor {
 }
 
 fn transient(e: ProduceError) -> StageError {
-    StageError::transient("produce", e.to_string())
+    TriageError::from(e).into()
 }
 
 impl Processor for TriageProcessor {
@@ -465,12 +466,7 @@ impl Processor for TriageProcessor {
                     None => self.engine.metrics().dead_letter_read("not_a_study"),
                 }
             }
-            other => {
-                return Err(StageError::poison(
-                    "triage.unexpected_topic",
-                    format!("not a triage input: {other}"),
-                ))
-            }
+            other => return Err(TriageError::UnexpectedTopic(other.to_string()).into()),
         }
         // Decisions were published (and acknowledged) by the engine, under the study's lock.
         Ok(vec![])

@@ -10,6 +10,7 @@
 
 pub mod clock;
 pub mod engine;
+pub mod error;
 pub mod http;
 pub mod intake;
 pub mod metrics;

@@ -139,6 +139,16 @@ impl StageError {
         }
     }
 
+    /// A service's classified error: transient (retried, `reason` its kind) or poison
+    /// (dead-lettered with `reason`), with the error's words.
+    pub fn classified(reason: &'static str, transient: bool, error: impl ToString) -> Self {
+        if transient {
+            StageError::transient(reason, error.to_string())
+        } else {
+            StageError::poison(reason, error.to_string())
+        }
+    }
+
     /// Attaches the study UID (for the dead letter's key and the log line).
     pub fn for_study(self, uid: &str) -> Self {
         match self {

@@ -19,6 +19,7 @@ use dicom_ul::{ClientAssociationOptions, Pdu};
 use std::io::Write;
 
 use super::{clip, Destination, Outcome};
+use crate::error::ResultsError;
 use crate::sr::{COMPREHENSIVE_SR, EXPLICIT_VR_LE, IMPLICIT_VR_LE};
 
 const C_STORE_RQ: u16 = 0x0001;
@@ -77,6 +78,10 @@ pub struct DicomStore {
 impl Destination for DicomStore {
     fn name(&self) -> &'static str {
         "dicom"
+    }
+
+    fn refused(&self, answer: String) -> ResultsError {
+        ResultsError::DicomRefused(answer)
     }
 
     fn describe(&self) -> String {

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{clip, Destination, Outcome};
+use crate::error::ResultsError;
 
 pub struct FhirServer {
     pub base_url: String,
@@ -57,6 +58,10 @@ pub fn status_outcome(status: u16, body: &str) -> Outcome {
 impl Destination for FhirServer {
     fn name(&self) -> &'static str {
         "fhir"
+    }
+
+    fn refused(&self, answer: String) -> ResultsError {
+        ResultsError::FhirRefused(answer)
     }
 
     fn describe(&self) -> String {

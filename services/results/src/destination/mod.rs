@@ -9,6 +9,8 @@ pub mod stow;
 
 use std::future::Future;
 
+use crate::error::ResultsError;
+
 /// A destination's answer to one delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -25,6 +27,9 @@ pub trait Destination: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Where it is, for logs (no secrets).
     fn describe(&self) -> String;
+    /// Its refusal of a delivery, in the destination's own words: the dead letter's reason
+    /// (`results.<name>_refused`) and error.
+    fn refused(&self, answer: String) -> ResultsError;
     fn deliver(&self, body: &[u8]) -> impl Future<Output = Outcome> + Send;
 }
 

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{clip, Destination, Outcome};
+use crate::error::ResultsError;
 
 pub struct StowServer {
     /// The DICOMweb base URL: `…/studies` is appended.
@@ -75,6 +76,10 @@ pub fn status_outcome(status: u16, body: &str) -> Outcome {
 impl Destination for StowServer {
     fn name(&self) -> &'static str {
         "stow"
+    }
+
+    fn refused(&self, answer: String) -> ResultsError {
+        ResultsError::StowRefused(answer)
     }
 
     fn describe(&self) -> String {
