@@ -24,7 +24,7 @@ use cxrflow_common::{Inbound, Outbound, Processor, StageError};
 use cxrflow_contracts::{topics, Codec, LabeledExample, ModelRole, Prediction, RadiologistReport};
 use tokio::sync::{Mutex, MutexGuard};
 
-use crate::events::FeedbackMetrics;
+use crate::metrics::FeedbackMetrics;
 use crate::performance::Performance;
 use crate::store::{
     PredictionOutcome, ReportOutcome, SourceRef, StoreError, StoredReport, StudyStore,

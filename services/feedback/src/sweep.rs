@@ -19,8 +19,8 @@ use cxrflow_common::StageDeps;
 use cxrflow_contracts::DeadLetter;
 use tokio_util::sync::CancellationToken;
 
-use crate::events::FeedbackMetrics;
 use crate::join::StudyLocks;
+use crate::metrics::FeedbackMetrics;
 use crate::store::{ReportState, StoredReport, StudyStore};
 
 pub const REASON: &str = "feedback.unknown_study";
