@@ -7,7 +7,6 @@ use cxrflow_common::auth::{keys, AuthArgs, Role, Routes};
 use cxrflow_common::tls::{TlsArgs, TlsError};
 use cxrflow_common::{Host, KafkaArgs, ServiceArgs};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 #[tokio::test]
 async fn a_service_with_a_certificate_serves_https_only_and_marks_its_cookie_secure() {
@@ -26,7 +25,6 @@ async fn a_service_with_a_certificate_serves_https_only_and_marks_its_cookie_sec
         tls_cert: Some(cert.clone()),
         tls_key: Some(key.clone()),
     };
-    let stop = CancellationToken::new();
     // No broker is needed to start the endpoint: the producer connects lazily.
     let host = Host::start(
         "tls-test",
@@ -34,11 +32,9 @@ async fn a_service_with_a_certificate_serves_https_only_and_marks_its_cookie_sec
         &svc,
         |_| {},
         Routes::new(),
-        &stop,
     )
     .await
     .unwrap();
-    host.ready.set_ready(true);
     let port = host.http_addr.port();
     let https = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(ck.cert.pem().as_bytes()).unwrap())
@@ -69,7 +65,8 @@ async fn a_service_with_a_certificate_serves_https_only_and_marks_its_cookie_sec
         .send()
         .await
         .is_err());
-    stop.cancel();
+    // Dropping the host stops its endpoint.
+    drop(host);
 }
 
 #[test]

@@ -31,5 +31,46 @@ pub mod synthetic;
 pub use config::Config;
 pub use detector::{DetectorConfig, DriftDetector, ModelDetector, ModelKey};
 pub use retrain_trigger::{run_retrain_trigger, TriggerConfig};
-pub use service::{run, Engine};
+pub use service::Engine;
 pub use store::reset_reference;
+
+use std::sync::{Arc, Mutex};
+
+use cxrflow_common::auth::Routes;
+use cxrflow_common::Host;
+use cxrflow_contracts::topics;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::DriftMetrics;
+use crate::service::DriftProcessor;
+use crate::store::DriftStore;
+
+/// The service name: consumer group `cxrflow-drift`, metrics `cxrflow_drift_…`.
+pub const SERVICE: &str = "drift";
+
+/// Runs the drift service until `shutdown` is cancelled; returns after draining.
+pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let detector = cfg.detector()?;
+    tracing::info!(db = %cfg.drift_db.display(), ?detector, "drift configuration");
+    let store = DriftStore::open(&cfg.drift_db)?;
+    let metrics = DriftMetrics::default();
+    let host = Host::start(
+        SERVICE,
+        &cfg.kafka,
+        &cfg.service,
+        |reg| metrics.register(reg),
+        Routes::new(),
+    )
+    .await?;
+    let processor = Arc::new(DriftProcessor {
+        codec: host.codec().clone(),
+        engine: Arc::new(Mutex::new(Engine::new(
+            detector,
+            store,
+            metrics,
+            cfg.dedup_capacity,
+        ))),
+    });
+    let stage = host.background_stage(vec![topics::PREDICTIONS, topics::LABELED]);
+    host.serve(stage, processor, &shutdown).await
+}

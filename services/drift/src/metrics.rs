@@ -23,35 +23,33 @@ pub struct DriftMetrics {
 
 impl DriftMetrics {
     /// Registers under `cxrflow_drift_…`.
-    pub fn register(reg: &mut Registry) -> Self {
-        let m = DriftMetrics::default();
+    pub fn register(&self, reg: &mut Registry) {
         let r = reg.sub_registry_with_prefix("cxrflow_drift");
         r.register(
             "score",
             "Unified drift score of the latest evaluation, by model",
-            m.score.clone(),
+            self.score.clone(),
         );
         r.register(
             "alerts",
             "Drift alerts published, by channel and state",
-            m.alerts.clone(),
+            self.alerts.clone(),
         );
         r.register(
             "excluded_inputs",
             "Feature values left out of the tests (missing, NaN, unknown category), by feature and reason",
-            m.excluded.clone(),
+            self.excluded.clone(),
         );
         r.register(
             "evaluations",
             "Detection-window evaluations, by model",
-            m.evaluations.clone(),
+            self.evaluations.clone(),
         );
         r.register(
             "reference_studies",
             "Studies in the reference window (collecting or complete), by model",
-            m.reference_studies.clone(),
+            self.reference_studies.clone(),
         );
-        m
     }
 
     fn model(name: &str, version: &str) -> Labels {

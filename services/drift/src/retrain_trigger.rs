@@ -321,10 +321,8 @@ pub async fn run_retrain_trigger(
         &cfg.service,
         |_| {},
         cxrflow_common::auth::Routes::new(),
-        &shutdown,
     )
     .await?;
-    host.ready.set_ready(true);
     let processor = Arc::new(TriggerProcessor {
         codec: host.codec().clone(),
         store: Arc::new(Mutex::new(store)),
@@ -334,15 +332,7 @@ pub async fn run_retrain_trigger(
     let mut stage = host.background_stage(vec![topics::DRIFT]);
     // Actions are serialised so debouncing sees the previous trigger.
     stage.max_in_flight = 1;
-    cxrflow_common::run_stage(
-        &cfg.kafka,
-        stage,
-        processor,
-        host.deps.clone(),
-        shutdown.clone(),
-    )
-    .await?;
-    Ok(())
+    host.serve(stage, processor, &shutdown).await
 }
 
 #[cfg(test)]

@@ -14,9 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use cxrflow_common::{Outbound, Processor, StageError};
 use cxrflow_contracts::{topics, Codec, DriftAlert, LabeledExample, Prediction};
-use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
 use crate::detector::{DetectorConfig, DriftDetector, ModelKey, Observed};
 use crate::error::DriftError;
 use crate::metrics::DriftMetrics;
@@ -210,9 +208,9 @@ impl Engine {
     }
 }
 
-struct DriftProcessor {
-    codec: Arc<Codec>,
-    engine: Arc<Mutex<Engine>>,
+pub(crate) struct DriftProcessor {
+    pub(crate) codec: Arc<Codec>,
+    pub(crate) engine: Arc<Mutex<Engine>>,
 }
 
 impl Processor for DriftProcessor {
@@ -243,37 +241,4 @@ impl Processor for DriftProcessor {
             .map(|a| Outbound::record(&self.codec, a))
             .collect()
     }
-}
-
-/// Runs the drift service until `shutdown` is cancelled; returns after draining.
-pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let detector = cfg.detector()?;
-    tracing::info!(db = %cfg.drift_db.display(), ?detector, "drift configuration");
-    let store = DriftStore::open(&cfg.drift_db)?;
-    let mut metrics = None;
-    let host = cxrflow_common::Host::start(
-        "drift",
-        &cfg.kafka,
-        &cfg.service,
-        |reg| metrics = Some(DriftMetrics::register(reg)),
-        cxrflow_common::auth::Routes::new(),
-        &shutdown,
-    )
-    .await?;
-    let metrics = metrics.unwrap_or_default();
-    let engine = Engine::new(detector, store, metrics, cfg.dedup_capacity);
-    host.ready.set_ready(true);
-    let processor = Arc::new(DriftProcessor {
-        codec: host.codec().clone(),
-        engine: Arc::new(Mutex::new(engine)),
-    });
-    cxrflow_common::run_stage(
-        &cfg.kafka,
-        host.background_stage(vec![topics::PREDICTIONS, topics::LABELED]),
-        processor,
-        host.deps.clone(),
-        shutdown.clone(),
-    )
-    .await?;
-    Ok(())
 }

@@ -14,8 +14,7 @@ use cxrflow_contracts::{
 use cxrflow_drift::retrain_trigger::{run_retrain_trigger, TriggerConfig};
 use cxrflow_drift::synthetic::{Scenario, StudyGenerator};
 use cxrflow_feedback::store::{SourceRef, SqliteStore, StudyStore};
-use cxrflow_testkit::{eventually, Broker};
-use tokio_util::sync::CancellationToken;
+use cxrflow_testkit::{eventually, Broker, TestService};
 
 const VERSION: &str = "1.0.0";
 
@@ -142,8 +141,10 @@ async fn a_retrain_alert_hands_the_labeled_export_to_the_command_once() {
         .await
         .unwrap();
 
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(run_retrain_trigger(cfg.clone(), shutdown.clone()));
+    let c = cfg.clone();
+    let trigger = TestService::spawn("retrain_trigger", c.service.http, |s| {
+        run_retrain_trigger(c, s)
+    });
     let runs = out.join("runs.log");
     eventually(Duration::from_secs(60), "the trigger command ran", || {
         let runs = runs.clone();
@@ -170,17 +171,17 @@ async fn a_retrain_alert_hands_the_labeled_export_to_the_command_once() {
     }
 
     // Restart and redeliver the same alert: recorded as acted on, nothing runs again.
-    shutdown.cancel();
-    task.await.unwrap().unwrap();
+    trigger.stop().await;
     producer
         .send(&codec, &alert(window_start), &BTreeMap::new())
         .await
         .unwrap();
-    let shutdown = CancellationToken::new();
     let mut cfg2 = cfg.clone();
     cfg2.service = ServiceArgs::local();
     cfg2.service.drain_timeout_ms = 3_000;
-    let task = tokio::spawn(run_retrain_trigger(cfg2, shutdown.clone()));
+    let trigger = TestService::spawn("retrain_trigger", cfg2.service.http, |s| {
+        run_retrain_trigger(cfg2, s)
+    });
     // Wait until the redelivered alert was consumed: the group's committed position passes it.
     eventually(
         Duration::from_secs(60),
@@ -191,8 +192,7 @@ async fn a_retrain_alert_hands_the_labeled_export_to_the_command_once() {
         },
     )
     .await;
-    shutdown.cancel();
-    task.await.unwrap().unwrap();
+    trigger.stop().await;
     let log = std::fs::read_to_string(&runs).unwrap();
     assert_eq!(log.lines().count(), 1, "triggered twice: {log}");
 }

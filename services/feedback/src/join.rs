@@ -25,7 +25,7 @@ use cxrflow_contracts::{topics, Codec, LabeledExample, ModelRole, Prediction, Ra
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::error::FeedbackError;
-use crate::events::FeedbackMetrics;
+use crate::metrics::FeedbackMetrics;
 use crate::performance::Performance;
 use crate::store::{
     PredictionOutcome, ReportOutcome, SourceRef, StoreError, StoredReport, StudyStore,

@@ -20,8 +20,8 @@ use cxrflow_contracts::DeadLetter;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::FeedbackError;
-use crate::events::FeedbackMetrics;
 use crate::join::StudyLocks;
+use crate::metrics::FeedbackMetrics;
 use crate::store::{ReportState, StoredReport, StudyStore};
 
 pub struct Sweep {

@@ -69,15 +69,17 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     let dicom_addr = listener.local_addr()?;
     let metrics = GatewayMetrics::default();
     let stow_slot = stow::StowSlot::default();
-    let host = Host::start(
+    let mut host = Host::start(
         SERVICE,
         &cfg.kafka,
         &cfg.service,
         |reg| metrics.register(reg),
         stow::routes(stow_slot.clone()),
-        &shutdown,
     )
     .await?;
+    // The HTTP endpoint is an intake here (STOW-RS): it stops taking uploads when the drain
+    // starts, as the SCP stops accepting associations.
+    host.http_is_intake();
     let publisher = Arc::new(publish::Publisher::new(
         blobs,
         host.deps.producer.clone(),
@@ -101,12 +103,16 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         publisher.clone(),
         slots,
     ));
-    host.ready.set_ready(true);
     let dicom_tls = cfg.dicom_tls_cert.is_some();
     tracing::info!(dicom = %dicom_addr, dicom_tls, ae_title = %cfg.ae_title, http = %host.http_addr, "gateway serving C-STORE and STOW-RS");
-    scp::serve(listener, scp, shutdown.clone(), cfg.service.drain_timeout()).await;
-    host.ready.set_ready(false);
-    publisher.flush(Duration::from_secs(5));
-    let _ = host.http_task.await;
-    Ok(())
+    // Not a Kafka stage: the work the host runs and drains is the SCP (its associations drain
+    // within the drain bound), then what the publisher sent is flushed.
+    let drain = cfg.service.drain_timeout();
+    let scp_stop = shutdown.clone();
+    host.serve_until(&shutdown, async move {
+        scp::serve(listener, scp, scp_stop, drain).await;
+        publisher.flush(Duration::from_secs(5));
+        Ok(())
+    })
+    .await
 }

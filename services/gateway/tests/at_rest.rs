@@ -37,7 +37,7 @@ async fn with_a_shared_store_the_received_file_is_kept_once_and_ingest_reference
     let mut cfg = config(&kafka, dir.path());
     cfg.blob_store = Some(store.clone());
     let gw = Running::start(cfg).await;
-    let ingest = Ingest::with_store(&kafka, dir.path(), store);
+    let ingest = start_ingest_with_store(&kafka, dir.path(), store);
 
     let fixtures = [fixture(1, Kind::Cr12), fixture(2, Kind::Dx16)];
     let files: Vec<_> = fixtures
@@ -84,21 +84,17 @@ async fn with_a_shared_store_the_received_file_is_kept_once_and_ingest_reference
         Duration::from_secs(10),
         "the metric says referenced",
         || async {
-            metric(
-                ingest.http,
-                "cxrflow_ingest_blobs_total{outcome=\"referenced\"}",
-            )
-            .await
+            ingest
+                .metric("cxrflow_ingest_blobs_total{outcome=\"referenced\"}")
+                .await
                 == Some(2.0)
         },
     )
     .await;
     assert_eq!(
-        metric(
-            ingest.http,
-            "cxrflow_ingest_blobs_total{outcome=\"written\"}"
-        )
-        .await,
+        ingest
+            .metric("cxrflow_ingest_blobs_total{outcome=\"written\"}")
+            .await,
         None
     );
     gw.stop().await;

@@ -227,7 +227,7 @@ async fn a_gateway_stopped_mid_association_leaves_the_sender_unacknowledged_and_
     let codec = codec();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&kafka, dir.path());
-    let ingest = Ingest::start(&kafka, dir.path());
+    let ingest = start_ingest(&kafka, dir.path());
     let gw = Running::start(cfg.clone()).await;
 
     let fixtures = [
@@ -325,7 +325,7 @@ async fn a_gateway_stopped_mid_association_leaves_the_sender_unacknowledged_and_
     );
 
     eventually(WAIT, "ingest skips the resent instance", || async {
-        metric(ingest.http, "cxrflow_ingest_duplicates_total").await == Some(1.0)
+        ingest.metric("cxrflow_ingest_duplicates_total").await == Some(1.0)
     })
     .await;
     let ingested: Vec<IngestedImage> =

@@ -31,7 +31,8 @@ pub mod testmodel;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cxrflow_common::KafkaArgs;
+use cxrflow_common::auth::Routes;
+use cxrflow_common::{Host, KafkaArgs};
 use cxrflow_contracts::{topics, Codec, ModelRollout};
 use tokio_util::sync::CancellationToken;
 
@@ -77,14 +78,12 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         drift_rollback_severity = ?cfg.drift_rollback_severity, drift_rollback_on_retrain = cfg.drift_rollback_on_retrain,
         "inference configuration");
     let metrics = InferenceMetrics::default();
-    let m = metrics.clone();
-    let host = cxrflow_common::Host::start(
+    let mut host = Host::start(
         SERVICE,
         &cfg.kafka,
         &cfg.service,
-        move |reg| m.register(reg),
-        cxrflow_common::auth::Routes::new(),
-        &shutdown,
+        |reg| metrics.register(reg),
+        Routes::new(),
     )
     .await?;
     let registry = ModelRegistry::open(
@@ -109,21 +108,13 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             tracing::warn!(error = %e, "could not read the models topic at start; following it from now")
         }
     }
-    // The side tasks stop with the service, never the other way round (`up` shares `shutdown`).
-    let side = shutdown.child_token();
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(follow_rollouts(
-        cfg.kafka.clone(),
-        host.codec().clone(),
-        registry.clone(),
-        side.clone(),
-    ));
+    let (kafka, codec) = (cfg.kafka.clone(), host.codec().clone());
+    let r = registry.clone();
+    host.spawn(|stop| follow_rollouts(kafka, codec, r, stop));
     if cfg.reload_interval_ms > 0 {
-        tasks.spawn(
-            registry
-                .clone()
-                .watch_dir(Duration::from_millis(cfg.reload_interval_ms), side.clone()),
-        );
+        let r = registry.clone();
+        let every = Duration::from_millis(cfg.reload_interval_ms);
+        host.spawn(|stop| r.watch_dir(every, stop));
     }
     let auto = AutoRollback::new(
         registry.clone(),
@@ -132,30 +123,15 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         cfg.rule_settings(),
     );
     if cfg.rule_settings().drift.enabled() {
-        tasks.spawn(auto_rollback::follow_drift(
-            cfg.kafka.clone(),
-            host.codec().clone(),
-            auto.clone(),
-            side.clone(),
-        ));
+        let (kafka, codec, a) = (cfg.kafka.clone(), host.codec().clone(), auto.clone());
+        host.spawn(|stop| auto_rollback::follow_drift(kafka, codec, a, stop));
     }
     let processor = Arc::new(InferenceProcessor {
         codec: host.codec().clone(),
-        registry: registry.clone(),
+        registry,
         metrics,
         auto,
     });
-    host.ready.set_ready(true);
-    let result = cxrflow_common::run_stage(
-        &cfg.kafka,
-        host.stage(vec![topics::PREPROCESSED]),
-        processor,
-        host.deps.clone(),
-        shutdown.clone(),
-    )
-    .await;
-    side.cancel();
-    while tasks.join_next().await.is_some() {}
-    result?;
-    Ok(())
+    let stage = host.stage(vec![topics::PREPROCESSED]);
+    host.serve(stage, processor, &shutdown).await
 }

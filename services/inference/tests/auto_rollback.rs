@@ -13,8 +13,7 @@ use cxrflow_common::kafka::Producer;
 use cxrflow_common::KafkaArgs;
 use cxrflow_contracts::*;
 use cxrflow_inference::rollout::{self, AUTO_ROLLBACK};
-use cxrflow_testkit::{eventually, read_records, read_topic, Broker};
-use tokio_util::sync::CancellationToken;
+use cxrflow_testkit::{eventually, read_records, read_topic, Broker, TestService};
 
 fn drift_alert(version: &str, severity: Severity, action: RecommendedAction) -> DriftAlert {
     let w = DriftWindow {
@@ -108,11 +107,10 @@ async fn a_drift_alert_naming_the_canary_rolls_it_back() {
     .await
     .unwrap();
 
-    let shutdown = CancellationToken::new();
-    let svc = tokio::spawn(cxrflow_inference::run(
-        config(kafka.clone(), models.path(), "m"),
-        shutdown.clone(),
-    ));
+    let cfg = config(kafka.clone(), models.path(), "m");
+    let svc = TestService::spawn("inference", cfg.service.http, |s| {
+        cxrflow_inference::run(cfg, s)
+    });
     let before: Vec<String> = (0..4).map(|i| format!("1.2.5.1.{i}")).collect();
     let imgs: Vec<PreprocessedImage> = before.iter().map(|u| image(u, 90)).collect();
     produce(&kafka, &codec, &imgs).await;
@@ -182,6 +180,5 @@ async fn a_drift_alert_naming_the_canary_rolls_it_back() {
         .filter(|r| r.decided_by == AUTO_ROLLBACK)
         .count();
     assert_eq!(autos, 1, "one decision for the one qualifying alert");
-    shutdown.cancel();
-    svc.await.unwrap().unwrap();
+    svc.stop().await;
 }

@@ -16,7 +16,7 @@ use cxrflow_common::kafka::Producer;
 use cxrflow_common::KafkaArgs;
 use cxrflow_contracts::*;
 use cxrflow_inference::rollout;
-use cxrflow_testkit::{eventually, read_topic, Broker};
+use cxrflow_testkit::{eventually, read_topic, Broker, TestService};
 use tokio_util::sync::CancellationToken;
 
 /// Served predictions by study UID, with the partition each was read from.
@@ -61,8 +61,9 @@ async fn a_promotion_while_records_flow_drops_nothing_and_switches_once() {
         .unwrap();
     let cfg = config(kafka.clone(), models.path(), "m");
     let in_flight = cfg.service.max_in_flight;
-    let shutdown = CancellationToken::new();
-    let svc = tokio::spawn(cxrflow_inference::run(cfg, shutdown.clone()));
+    let svc = TestService::spawn("inference", cfg.service.http, |s| {
+        cxrflow_inference::run(cfg, s)
+    });
 
     // A steady stream of studies, one every 10 ms, until told to stop.
     let produced = Arc::new(AtomicUsize::new(0));
@@ -147,8 +148,7 @@ async fn a_promotion_while_records_flow_drops_nothing_and_switches_once() {
     )
     .await;
     let served = std::mem::take(&mut *collected.lock().unwrap());
-    shutdown.cancel();
-    svc.await.unwrap().unwrap();
+    svc.stop().await;
 
     // Nothing dropped, nothing doubled: exactly one served prediction per study.
     let mut per_partition: BTreeMap<i32, Vec<(usize, bool)>> = BTreeMap::new();

@@ -20,7 +20,8 @@ pub mod validate;
 use std::sync::Arc;
 
 use anyhow::Context;
-use cxrflow_common::{run_stage, Host};
+use cxrflow_common::auth::Routes;
+use cxrflow_common::Host;
 use cxrflow_contracts::topics;
 use tokio_util::sync::CancellationToken;
 
@@ -51,8 +52,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         &cfg.kafka,
         &cfg.service,
         |reg| metrics.register(reg),
-        cxrflow_common::auth::Routes::new(),
-        &shutdown,
+        Routes::new(),
     )
     .await?;
     let processor = Arc::new(Ingest {
@@ -66,16 +66,6 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             cfg.source_give_up_ms,
         )),
     });
-    host.ready.set_ready(true);
-    let result = run_stage(
-        &cfg.kafka,
-        host.stage(vec![topics::SCAN]),
-        processor,
-        host.deps.clone(),
-        shutdown.clone(),
-    )
-    .await;
-    host.ready.set_ready(false);
-    result?;
-    Ok(())
+    let stage = host.stage(vec![topics::SCAN]);
+    host.serve(stage, processor, &shutdown).await
 }

@@ -44,8 +44,8 @@ async fn internal_and_unlisted_sources_are_dead_lettered_and_never_contacted() {
         "pacs.invalid".into(),
     ];
     cfg.allow_networks = vec!["10.99.0.0/16".into()];
-    let svc = Running::start(cfg);
-    let own_api = format!("http://127.0.0.1:{}/metrics", svc.http);
+    let svc = start(cfg);
+    let own_api = format!("http://127.0.0.1:{}/metrics", svc.http_port());
 
     let cases: Vec<(ScanEvent, &str)> = vec![
         (by_uri(40, own_api), "ingest.uri_not_allowed"),
@@ -94,7 +94,7 @@ async fn without_an_allow_list_internal_addresses_are_refused_after_resolution()
     let http = HttpServer::start().await;
     let port = http.port;
     http.route("/x.png", Route::Ok(image(3, 200)));
-    let svc = Running::start(config(&kafka, dir.path()));
+    let svc = start(config(&kafka, dir.path()));
     let cases: Vec<(ScanEvent, &str)> = vec![
         // An IP literal on loopback, the metadata service, a private address, IPv6 loopback.
         (
@@ -138,7 +138,7 @@ async fn without_an_allow_list_internal_addresses_are_refused_after_resolution()
     let dir2 = tempfile::tempdir().unwrap();
     let mut cfg = config(&kafka, dir2.path());
     cfg.allow_networks = vec!["127.0.0.0/8".into(), "::1".into()];
-    let svc = Running::start(cfg);
+    let svc = start(cfg);
     produce(
         &kafka,
         &codec,
@@ -160,7 +160,7 @@ async fn a_source_that_never_answers_is_dead_lettered_after_the_give_up_time() {
     let mut cfg = config(&kafka, dir.path());
     cfg.allow_networks = vec!["127.0.0.0/8".into()];
     cfg.source_give_up_ms = 2_000;
-    let svc = Running::start(cfg);
+    let svc = start(cfg);
     // Nothing listens on this port: connection refused, a transient failure, again and again.
     let closed = cxrflow_testkit::free_port();
     let silent = by_uri(61, format!("http://127.0.0.1:{closed}/gone.png"));

@@ -101,7 +101,7 @@ async fn an_s3_reference_is_ingested_into_an_s3_blob_store() {
     cfg.s3_options = options.clone();
     cfg.fetch_timeout_ms = 10_000;
     cfg.s3_allow = vec!["scans/site-a/".into()];
-    let svc = Running::start(cfg);
+    let svc = start(cfg);
 
     let mut s = scan(7);
     s.media_type = "application/dicom".into();

@@ -24,6 +24,8 @@ pub mod stats;
 use std::sync::Arc;
 
 use anyhow::Context;
+use cxrflow_common::auth::Routes;
+use cxrflow_common::Host;
 use cxrflow_contracts::topics;
 use tokio_util::sync::CancellationToken;
 
@@ -45,14 +47,13 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         .blob_store
         .open()
         .with_context(|| format!("opening blob store {}", cfg.blob_store.effective_url()))?;
-    let mut metrics = None;
-    let host = cxrflow_common::Host::start(
+    let metrics = PreprocessMetrics::default();
+    let host = Host::start(
         SERVICE,
         &cfg.kafka,
         &cfg.service,
-        |reg| metrics = Some(PreprocessMetrics::register(reg)),
-        cxrflow_common::auth::Routes::new(),
-        &shutdown,
+        |reg| metrics.register(reg),
+        Routes::new(),
     )
     .await?;
     let processor = Arc::new(Preprocessor {
@@ -61,18 +62,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         profile: cfg.profile,
         limits: cfg.limits(),
         eligibility: cfg.eligibility(),
-        metrics: metrics.unwrap_or_default(),
+        metrics,
     });
-    host.ready.set_ready(true);
-    let result = cxrflow_common::run_stage(
-        &cfg.kafka,
-        host.stage(vec![topics::INGESTED]),
-        processor,
-        host.deps.clone(),
-        shutdown.clone(),
-    )
-    .await;
-    host.ready.set_ready(false);
-    result?;
-    Ok(())
+    let stage = host.stage(vec![topics::INGESTED]);
+    host.serve(stage, processor, &shutdown).await
 }

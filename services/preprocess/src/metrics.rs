@@ -38,45 +38,43 @@ impl Default for PreprocessMetrics {
 
 impl PreprocessMetrics {
     /// Registers under `cxrflow_preprocess_…`.
-    pub fn register(registry: &mut Registry) -> Self {
-        let m = PreprocessMetrics::default();
+    pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("cxrflow_preprocess");
         r.register(
             "decode_seconds",
             "Decode + statistics + resize time per image, by container (png, jpeg, dicom)",
-            m.decode_seconds.clone(),
+            self.decode_seconds.clone(),
         );
         r.register(
             "images",
             "Images preprocessed, by photometric interpretation and bits stored",
-            m.images.clone(),
+            self.images.clone(),
         );
         r.register(
             "lateral_images",
             "Lateral views marked not assessable",
-            m.lateral.clone(),
+            self.lateral.clone(),
         );
         r.register(
             "view_position_unknown_images",
             "Images without a usable view position, treated as frontal",
-            m.view_unknown.clone(),
+            self.view_unknown.clone(),
         );
         r.register(
             "decoder_panics",
             "Decoder panics caught and dead-lettered (a bug in a decoder, never a crash)",
-            m.panics.clone(),
+            self.panics.clone(),
         );
         r.register(
             "ineligible_images",
             "Images their own DICOM header makes ineligible for the model, marked not assessable, by reason code",
-            m.ineligible.clone(),
+            self.ineligible.clone(),
         );
         r.register(
             "header_disagreements",
             "Images whose DICOM header contradicts the scan event (the header wins), by attribute",
-            m.disagreements.clone(),
+            self.disagreements.clone(),
         );
-        m
     }
 
     /// An image its own header makes ineligible: it flows on as not assessable.

@@ -22,6 +22,7 @@
 //! identifiers are derived from study UID and decision version) and by the delivered markers.
 
 pub mod codes;
+pub mod config;
 pub mod deliver;
 pub mod destination;
 pub mod error;
@@ -32,19 +33,18 @@ pub mod report;
 pub mod sr;
 pub mod uid;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use cxrflow_common::auth::Routes;
 use cxrflow_common::time::now_millis;
-use cxrflow_common::{Host, Inbound, KafkaArgs, Outbound, Processor, ServiceArgs, StageError};
+use cxrflow_common::{Host, Inbound, Outbound, Processor, StageError};
 use cxrflow_contracts::{topics, Codec, TriageDecision};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::deliver::{Retry, Worker};
+use crate::deliver::Worker;
 use crate::destination::dicom::{DicomAddress, DicomStore};
 use crate::destination::fhir::FhirServer;
 use crate::destination::stow::StowServer;
@@ -52,166 +52,10 @@ use crate::error::ResultsError;
 use crate::metrics::ResultsMetrics;
 use crate::queue::{Delivery, Enqueued, Queue, Source};
 
+pub use config::{Config, DEFAULT_IDENTIFIER_SYSTEM, DEFAULT_STATE_DIR};
+
+/// The service name: consumer group `cxrflow-results`, metrics `cxrflow_results_…`.
 pub const SERVICE: &str = "results";
-pub const DEFAULT_STATE_DIR: &str = ".cxrflow/results";
-pub const DEFAULT_IDENTIFIER_SYSTEM: &str = "urn:cxrflow:triage-result";
-
-/// `cxrflow results` flags.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Config {
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
-    #[command(flatten)]
-    pub service: ServiceArgs,
-
-    /// The PACS's Storage SCP, `AE@host:port`: each result is stored there as a DICOM
-    /// Comprehensive SR with C-STORE. Unset: no DICOM delivery.
-    #[arg(long = "dicom-destination", env = "CXRFLOW_RESULTS_DICOM_DESTINATION")]
-    pub dicom_destination: Option<DicomAddress>,
-
-    /// C-STORE over TLS (DICOM secure transport): trust the PACS certificate's CA in this PEM
-    /// file. Unset: plain DICOM, for a trusted network segment only.
-    #[arg(long = "dicom-tls-ca", env = "CXRFLOW_RESULTS_DICOM_TLS_CA")]
-    pub dicom_tls_ca: Option<PathBuf>,
-
-    /// With DICOM TLS: the client certificate (PEM) to present when the PACS requires one
-    /// (mutual TLS); needs `--dicom-tls-key`.
-    #[arg(
-        long = "dicom-tls-cert",
-        env = "CXRFLOW_RESULTS_DICOM_TLS_CERT",
-        requires_all = ["dicom_tls_key", "dicom_tls_ca"]
-    )]
-    pub dicom_tls_cert: Option<PathBuf>,
-
-    /// The client certificate's private key (PEM).
-    #[arg(
-        long = "dicom-tls-key",
-        env = "CXRFLOW_RESULTS_DICOM_TLS_KEY",
-        requires = "dicom_tls_cert"
-    )]
-    pub dicom_tls_key: Option<PathBuf>,
-
-    /// With DICOM TLS: the name the PACS certificate must carry. Default: the destination's
-    /// host.
-    #[arg(
-        long = "dicom-tls-server-name",
-        env = "CXRFLOW_RESULTS_DICOM_TLS_SERVER_NAME"
-    )]
-    pub dicom_tls_server_name: Option<String>,
-
-    /// Our calling AE title towards the PACS.
-    #[arg(
-        long = "calling-ae",
-        env = "CXRFLOW_RESULTS_CALLING_AE",
-        default_value = "CXRFLOW"
-    )]
-    pub calling_ae: String,
-
-    /// The PACS's DICOMweb base URL: each result is also stored there as the same SR with
-    /// STOW-RS (`POST <url>/studies`). Unset: no STOW-RS delivery.
-    #[arg(long = "stow-url", env = "CXRFLOW_RESULTS_STOW_URL")]
-    pub stow_url: Option<String>,
-
-    /// A file holding the DICOMweb server's bearer token (read at each delivery). Unset: no
-    /// Authorization header.
-    #[arg(long = "stow-token-file", env = "CXRFLOW_RESULTS_STOW_TOKEN_FILE")]
-    pub stow_token_file: Option<PathBuf>,
-
-    /// The FHIR R4 server's base URL: each result is POSTed there as a transaction Bundle
-    /// (DiagnosticReport, Observations, Device). Unset: no FHIR delivery.
-    #[arg(long = "fhir-url", env = "CXRFLOW_RESULTS_FHIR_URL")]
-    pub fhir_url: Option<String>,
-
-    /// A file holding the FHIR server's bearer token (read at each delivery: rotation needs
-    /// no restart). Unset: no Authorization header.
-    #[arg(long = "fhir-token-file", env = "CXRFLOW_RESULTS_FHIR_TOKEN_FILE")]
-    pub fhir_token_file: Option<PathBuf>,
-
-    /// `Identifier.system` of the FHIR resources (their conditional creates match on it).
-    #[arg(long = "fhir-identifier-system", env = "CXRFLOW_RESULTS_FHIR_IDENTIFIER_SYSTEM", default_value = DEFAULT_IDENTIFIER_SYSTEM)]
-    pub fhir_identifier_system: String,
-
-    /// Where pending deliveries are kept (one directory per destination; survive restarts:
-    /// a volume in containers).
-    #[arg(long = "state-dir", env = "CXRFLOW_RESULTS_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
-    pub state_dir: PathBuf,
-
-    /// Decisions older than this many seconds are not delivered (a first start on a long
-    /// worklist topic does not flood the PACS); 0: no limit.
-    #[arg(
-        long = "max-age-s",
-        env = "CXRFLOW_RESULTS_MAX_AGE_S",
-        default_value_t = 86_400
-    )]
-    pub max_age_s: u64,
-
-    /// First retry delay for an unavailable destination, in milliseconds (doubling, jittered).
-    #[arg(
-        long = "retry-min-ms",
-        env = "CXRFLOW_RESULTS_RETRY_MIN_MS",
-        default_value_t = 1_000
-    )]
-    pub retry_min_ms: u64,
-
-    /// Longest retry delay, in milliseconds.
-    #[arg(
-        long = "retry-max-ms",
-        env = "CXRFLOW_RESULTS_RETRY_MAX_MS",
-        default_value_t = 300_000
-    )]
-    pub retry_max_ms: u64,
-
-    /// Connect, read and write timeout towards a destination, in seconds.
-    #[arg(
-        long = "destination-timeout-s",
-        env = "CXRFLOW_RESULTS_DESTINATION_TIMEOUT_S",
-        default_value_t = 30
-    )]
-    pub destination_timeout_s: u64,
-
-    /// How long a delivered result is remembered (no second delivery of a re-read decision
-    /// within it), in hours.
-    #[arg(
-        long = "done-retention-h",
-        env = "CXRFLOW_RESULTS_DONE_RETENTION_H",
-        default_value_t = 168
-    )]
-    pub done_retention_h: u64,
-}
-
-impl Config {
-    /// All service-specific settings at their defaults (no destination).
-    pub fn defaults(kafka: KafkaArgs, service: ServiceArgs) -> Self {
-        Config {
-            kafka,
-            service,
-            dicom_destination: None,
-            dicom_tls_ca: None,
-            dicom_tls_cert: None,
-            dicom_tls_key: None,
-            dicom_tls_server_name: None,
-            calling_ae: "CXRFLOW".into(),
-            stow_url: None,
-            stow_token_file: None,
-            fhir_url: None,
-            fhir_token_file: None,
-            fhir_identifier_system: DEFAULT_IDENTIFIER_SYSTEM.into(),
-            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
-            max_age_s: 86_400,
-            retry_min_ms: 1_000,
-            retry_max_ms: 300_000,
-            destination_timeout_s: 30,
-            done_retention_h: 168,
-        }
-    }
-
-    fn retry(&self) -> Retry {
-        Retry {
-            min: Duration::from_millis(self.retry_min_ms.max(1)),
-            max: Duration::from_millis(self.retry_max_ms.max(self.retry_min_ms.max(1))),
-        }
-    }
-}
 
 /// How a destination's output is rendered.
 #[derive(Clone)]
@@ -376,67 +220,55 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         None => None,
     };
     let metrics = ResultsMetrics::default();
-    let http_stop = shutdown.child_token();
-    let host = Host::start(
+    let mut host = Host::start(
         SERVICE,
         &cfg.kafka,
         &cfg.service,
         |reg| metrics.register(reg),
         routes(),
-        &http_stop,
     )
     .await?;
-    let workers_stop = CancellationToken::new();
-    let mut workers = tokio::task::JoinSet::new();
-    let mut lanes = Vec::new();
+    // One delivery worker per destination. It stops only once the stage has drained
+    // (everything the stage consumed is queued by then); deliveries in flight are cut short,
+    // stay queued and go out at the next start.
+    let (producer, codec) = (host.deps.producer.clone(), host.codec().clone());
     let worker = |lane: &Lane| Worker {
         destination: (),
         queue: lane.queue.clone(),
         wake: lane.wake.clone(),
         metrics: metrics.clone(),
-        producer: host.deps.producer.clone(),
-        codec: host.codec().clone(),
+        producer: producer.clone(),
+        codec: codec.clone(),
         retry: cfg.retry(),
         done_retention: Duration::from_secs(cfg.done_retention_h.saturating_mul(3600)),
     };
+    let mut lanes = Vec::new();
     if let Some((lane, destination)) = dicom {
-        workers.spawn(worker(&lane).to(destination).run(workers_stop.clone()));
+        let w = worker(&lane).to(destination);
+        host.spawn_until_drained(|stop| w.run(stop));
         lanes.push(lane);
     }
     if let Some((lane, destination)) = stow {
-        workers.spawn(worker(&lane).to(destination).run(workers_stop.clone()));
+        let w = worker(&lane).to(destination);
+        host.spawn_until_drained(|stop| w.run(stop));
         lanes.push(lane);
     }
     if let Some((lane, destination)) = fhir {
-        workers.spawn(worker(&lane).to(destination).run(workers_stop.clone()));
+        let w = worker(&lane).to(destination);
+        host.spawn_until_drained(|stop| w.run(stop));
         lanes.push(lane);
     }
     if lanes.is_empty() {
         tracing::info!("results: no destination configured (--dicom-destination, --stow-url, --fhir-url); nothing to deliver");
     }
     let processor = Arc::new(ResultsProcessor {
-        codec: host.codec().clone(),
+        codec,
         lanes,
         metrics,
         max_age_ms: (cfg.max_age_s as i64).saturating_mul(1000),
     });
-    host.ready.set_ready(true);
-    let result = cxrflow_common::run_stage(
-        &cfg.kafka,
-        host.background_stage(vec![topics::TRIAGE]),
-        processor,
-        host.deps.clone(),
-        shutdown.clone(),
-    )
-    .await;
-    // The stage has drained: everything it consumed is queued. Deliveries in flight are cut
-    // short; they stay queued and go out at the next start.
-    workers_stop.cancel();
-    while workers.join_next().await.is_some() {}
-    http_stop.cancel();
-    let _ = host.http_task.await;
-    result?;
-    Ok(())
+    let stage = host.background_stage(vec![topics::TRIAGE]);
+    host.serve(stage, processor, &shutdown).await
 }
 
 /// The C-STORE TLS settings, or `None` for plain DICOM.

@@ -14,12 +14,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use cxrflow_common::kafka::Producer;
-use cxrflow_common::{KafkaArgs, ServiceArgs};
+use cxrflow_common::KafkaArgs;
 use cxrflow_contracts::*;
 use cxrflow_results::Config;
-use cxrflow_testkit::{eventually, free_port, read_records, scrape_metric, Broker};
+use cxrflow_testkit::{eventually, free_port, read_records, service_args, Broker, TestService};
 use support::*;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
 struct Post {
@@ -109,11 +108,7 @@ async fn start_endpoint(
     e
 }
 
-struct Service {
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    base: String,
-}
+struct Service(TestService);
 
 impl Service {
     fn start(
@@ -122,9 +117,7 @@ impl Service {
         fhir_port: Option<u16>,
         pacs_port: Option<u16>,
     ) -> Service {
-        let mut svc = ServiceArgs::local();
-        let http_port = free_port();
-        svc.http = format!("127.0.0.1:{http_port}").parse().unwrap();
+        let mut svc = service_args();
         svc.drain_timeout_ms = 3_000;
         // One record at a time: a re-read decision is judged before the next one of its
         // partition, so "the next version arrived" means "the duplicate was not delivered".
@@ -139,26 +132,17 @@ impl Service {
         cfg.retry_min_ms = 100;
         cfg.retry_max_ms = 500;
         cfg.destination_timeout_s = 5;
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(cxrflow_results::run(cfg, shutdown.clone()));
-        Service {
-            shutdown,
-            task,
-            base: format!("http://127.0.0.1:{http_port}"),
-        }
+        Service(TestService::spawn("results", cfg.service.http, |s| {
+            cxrflow_results::run(cfg, s)
+        }))
     }
 
     async fn metric(&self, series: &str) -> f64 {
-        scrape_metric(&self.base, series).await.unwrap_or(-1.0)
+        self.0.metric(series).await.unwrap_or(-1.0)
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("the service stops within 30 s")
-            .unwrap()
-            .unwrap();
+        self.0.stop().await;
     }
 }
 
@@ -418,7 +402,9 @@ async fn with_no_destination_it_reads_decisions_stays_ready_and_delivers_nothing
         },
     )
     .await;
-    let ready = reqwest::get(format!("{}/readyz", s.base)).await.unwrap();
+    let ready = reqwest::get(format!("{}/readyz", s.0.base()))
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 200);
     assert!(
         !state.path().join("results").exists(),

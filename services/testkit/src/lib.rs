@@ -1,10 +1,12 @@
 //! The one test harness every integration test uses: starts a real Kafka-API broker (tansu,
 //! installed by `scripts/install-broker.sh`) on a free loopback port with on-disk storage,
 //! hands out uniquely prefixed topics, reads topics back, and waits on conditions with a
-//! deadline (never a bare sleep). [`tools`]: what a test does when a tool it needs is missing.
+//! deadline (never a bare sleep). [`service`]: a service's `run()` started and stopped in the
+//! test's process. [`tools`]: what a test does when a tool it needs is missing.
 
 pub mod keys;
 pub mod reasons;
+pub mod service;
 pub mod tools;
 
 use std::net::TcpListener;
@@ -17,6 +19,7 @@ use cxrflow_contracts::{AvroRecord, Codec};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 
+pub use service::{service_args, TestService};
 pub use tools::{require_service, require_tool};
 
 pub fn free_port() -> u16 {

@@ -10,15 +10,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use cxrflow_common::blob::{BlobStore, BlobStoreArgs};
 use cxrflow_common::kafka::Producer;
-use cxrflow_common::{KafkaArgs, ServiceArgs};
+use cxrflow_common::KafkaArgs;
 use cxrflow_contracts::*;
 use cxrflow_testkit::keys::TestKeys;
-use cxrflow_testkit::{eventually, free_port, read_topic, Broker};
+use cxrflow_testkit::{eventually, read_topic, service_args, Broker, TestService};
 use cxrflow_triage::clock::{Clock, ManualClock};
 use cxrflow_triage::http::WorklistView;
 use cxrflow_triage::worklist::{OrderingMode, Worklist};
 use cxrflow_triage::{run_observed, Config, Running};
-use tokio_util::sync::CancellationToken;
 
 const T0: i64 = 1_700_000_000_000;
 
@@ -72,8 +71,7 @@ fn prediction(
 
 struct Service {
     running: Running,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    service: TestService,
     /// Sends a key with every role (worklist, reports, metrics).
     http: reqwest::Client,
     _keys: TestKeys,
@@ -82,26 +80,25 @@ struct Service {
 impl Service {
     async fn start(kafka: &KafkaArgs, blob_url: &str, clock: &ManualClock) -> Service {
         let keys = TestKeys::new();
-        let mut svc = ServiceArgs::local();
+        let mut svc = service_args();
         svc.auth = keys.auth_args();
-        svc.http = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         svc.drain_timeout_ms = 3_000;
         let mut cfg = Config::defaults(kafka.clone(), svc);
         cfg.blob_store = BlobStoreArgs::at(blob_url);
         cfg.tick_ms = 50;
         cfg.ordering = OrderingMode::Pooled;
-        let shutdown = CancellationToken::new();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let clock: Arc<dyn Clock> = Arc::new(clock.clone());
-        let task = tokio::spawn(run_observed(cfg, clock, shutdown.clone(), Some(tx)));
+        let service = TestService::spawn("triage", cfg.service.http, |s| {
+            run_observed(cfg, clock, s, Some(tx))
+        });
         let running = tokio::time::timeout(Duration::from_secs(60), rx)
             .await
             .expect("service ready within 60 s")
             .expect("service started");
         Service {
             running,
-            shutdown,
-            task,
+            service,
             http: TestKeys::client(keys.all()),
             _keys: keys,
         }
@@ -147,12 +144,7 @@ impl Service {
     }
 
     async fn stop(self) -> Running {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("service stops within 30 s")
-            .expect("service task")
-            .expect("service ran cleanly");
+        self.service.stop().await;
         self.running
     }
 }

@@ -17,17 +17,16 @@ use bytes::Bytes;
 use cxrflow_common::auth::Role;
 use cxrflow_common::blob::{BlobStore, BlobStoreArgs};
 use cxrflow_common::kafka::Producer;
-use cxrflow_common::{KafkaArgs, ServiceArgs};
+use cxrflow_common::KafkaArgs;
 use cxrflow_contracts::*;
 use cxrflow_testkit::keys::TestKeys;
-use cxrflow_testkit::{free_port, read_records, require_tool, Broker};
+use cxrflow_testkit::{read_records, require_tool, service_args, Broker, TestService};
 use cxrflow_triage::clock::{Clock, ManualClock};
 use cxrflow_triage::worklist::OrderingMode;
 use cxrflow_triage::{run_observed, Config, Running};
 use fantoccini::Locator;
 use futures::FutureExt;
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 
 #[path = "browser/driver.rs"]
 mod driver;
@@ -105,33 +104,31 @@ fn uids(rows: &[(String, String, String)]) -> Vec<&str> {
 
 struct Service {
     running: Running,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    service: TestService,
     keys: TestKeys,
 }
 
 async fn start_triage(kafka: &KafkaArgs, blob_url: &str, clock: &ManualClock) -> Service {
     let keys = TestKeys::new();
-    let mut svc = ServiceArgs::local();
+    let mut svc = service_args();
     svc.auth = keys.auth_args();
-    svc.http = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     svc.drain_timeout_ms = 3_000;
     let mut cfg = Config::defaults(kafka.clone(), svc);
     cfg.blob_store = BlobStoreArgs::at(blob_url);
     cfg.tick_ms = 50;
     cfg.ordering = OrderingMode::Pooled;
-    let shutdown = CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let clock: Arc<dyn Clock> = Arc::new(clock.clone());
-    let task = tokio::spawn(run_observed(cfg, clock, shutdown.clone(), Some(tx)));
+    let service = TestService::spawn("triage", cfg.service.http, |s| {
+        run_observed(cfg, clock, s, Some(tx))
+    });
     let running = tokio::time::timeout(Duration::from_secs(30), rx)
         .await
         .expect("triage ready within 30 s")
         .expect("triage started");
     Service {
         running,
-        shutdown,
-        task,
+        service,
         keys,
     }
 }
@@ -451,12 +448,7 @@ async fn the_worklist_page_orders_updates_live_and_closes_a_reported_study() {
         ]
     );
 
-    svc.shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), svc.task)
-        .await
-        .expect("triage stops within 30 s")
-        .expect("triage task")
-        .expect("triage ran cleanly");
+    svc.service.stop().await;
     eprintln!(
         "browser test took {:?}; screenshots in {}",
         started.elapsed(),

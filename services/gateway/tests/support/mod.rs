@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use cxrflow_common::{KafkaArgs, ServiceArgs};
+use cxrflow_common::KafkaArgs;
 use cxrflow_contracts::{Codec, ScanEvent};
 use cxrflow_gateway::instance::{CR_IMAGE_STORAGE, DX_FOR_PRESENTATION, DX_FOR_PROCESSING};
 use cxrflow_gateway::Config;
-use cxrflow_testkit::{eventually, free_port, read_topic, RawRecord};
+use cxrflow_testkit::{free_port, read_topic, service_args, RawRecord, TestService};
 use dicom_core::value::C;
 use dicom_core::{dicom_value, DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
@@ -21,7 +21,6 @@ use dicom_ul::pdu::{PDataValue, PDataValueType};
 use dicom_ul::Pdu;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 
 pub const WAIT: Duration = Duration::from_secs(30);
 pub const KEY: &str = "test-pseudonym-key-0123456789";
@@ -37,8 +36,7 @@ pub fn codec() -> Arc<Codec> {
 
 /// A gateway running in this process.
 pub struct Running {
-    pub shutdown: CancellationToken,
-    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub service: TestService,
     pub http: u16,
     pub dicom: u16,
 }
@@ -46,37 +44,28 @@ pub struct Running {
 impl Running {
     /// Starts the gateway and waits until it is ready.
     pub async fn start(cfg: Config) -> Running {
-        let shutdown = CancellationToken::new();
-        let (http, dicom) = (cfg.service.http.port(), cfg.dicom_listen.port());
-        let task = tokio::spawn(cxrflow_gateway::run(cfg, shutdown.clone()));
-        let r = Running {
-            shutdown,
-            task,
-            http,
+        let (http, dicom) = (cfg.service.http, cfg.dicom_listen.port());
+        let service = TestService::spawn("gateway", http, |s| cxrflow_gateway::run(cfg, s));
+        service.wait_ready(WAIT).await;
+        Running {
+            service,
+            http: http.port(),
             dicom,
-        };
-        eventually(WAIT, "the gateway reports ready", || async {
-            reqwest::get(format!("http://127.0.0.1:{}/readyz", r.http))
-                .await
-                .is_ok_and(|resp| resp.status().is_success())
-        })
-        .await;
-        r
+        }
     }
 
     /// Stops (drain) and waits for the gateway to return.
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.expect("gateway task").expect("gateway run");
+        self.service.stop().await;
     }
 
     pub fn stow_url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.http)
+        format!("{}{path}", self.service.base())
     }
 
     /// The value of a metric line (exact name plus labels) on `/metrics`, if present.
     pub async fn metric(&self, series: &str) -> Option<f64> {
-        metric(self.http, series).await
+        self.service.metric(series).await
     }
 
     /// `cxrflow_gateway_rejected_total{reason=…}`, 0 when absent.
@@ -89,20 +78,9 @@ impl Running {
     }
 }
 
-pub async fn metric(port: u16, series: &str) -> Option<f64> {
-    cxrflow_testkit::scrape_metric(&format!("http://127.0.0.1:{port}"), series).await
-}
-
-fn http_service() -> ServiceArgs {
-    let mut service = ServiceArgs::local();
-    service.http = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    service.drain_timeout_ms = 2_000;
-    service
-}
-
 /// Gateway settings for a test: blobs under `dir`, fixed free ports, short timeouts.
 pub fn config(kafka: &KafkaArgs, dir: &Path) -> Config {
-    let mut cfg = Config::defaults(kafka.clone(), http_service());
+    let mut cfg = Config::defaults(kafka.clone(), service_args());
     cfg.dicom_listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     cfg.blob_store = Some(format!("file://{}", dir.join("dicom").display()));
     cfg.pseudonym_key = Some(KEY.into());
@@ -113,41 +91,20 @@ pub fn config(kafka: &KafkaArgs, dir: &Path) -> Config {
 }
 
 /// An ingest service in this process, consuming what the gateway publishes.
-pub struct Ingest {
-    pub shutdown: CancellationToken,
-    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    pub http: u16,
+pub fn start_ingest(kafka: &KafkaArgs, dir: &Path) -> TestService {
+    start_ingest_with_store(
+        kafka,
+        dir,
+        format!("file://{}", dir.join("ingest-blobs").display()),
+    )
 }
 
-impl Ingest {
-    pub fn start(kafka: &KafkaArgs, dir: &Path) -> Ingest {
-        Ingest::with_store(
-            kafka,
-            dir,
-            format!("file://{}", dir.join("ingest-blobs").display()),
-        )
-    }
-
-    /// Ingest writing its claim checks to `store` (e.g. the gateway's).
-    pub fn with_store(kafka: &KafkaArgs, dir: &Path, store: String) -> Ingest {
-        let service = http_service();
-        let http = service.http.port();
-        let mut cfg = cxrflow_ingest::Config::defaults(kafka.clone(), service);
-        cfg.blob_store.url = Some(store);
-        cfg.ingest_db = dir.join("ingest.db");
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(cxrflow_ingest::run(cfg, shutdown.clone()));
-        Ingest {
-            shutdown,
-            task,
-            http,
-        }
-    }
-
-    pub async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.expect("ingest task").expect("ingest run");
-    }
+/// Ingest writing its claim checks to `store` (e.g. the gateway's).
+pub fn start_ingest_with_store(kafka: &KafkaArgs, dir: &Path, store: String) -> TestService {
+    let mut cfg = cxrflow_ingest::Config::defaults(kafka.clone(), service_args());
+    cfg.blob_store.url = Some(store);
+    cfg.ingest_db = dir.join("ingest.db");
+    TestService::spawn("ingest", cfg.service.http, |s| cxrflow_ingest::run(cfg, s))
 }
 
 /// The kinds of chest radiograph files the tests send.

@@ -1,5 +1,5 @@
 //! Shared helpers of the ingest integration tests: a running ingest service, scan events with
-//! valid UIDs, a tiny scriptable HTTP server, and reading the service's `/metrics`.
+//! valid UIDs, a tiny scriptable HTTP server.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -9,52 +9,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cxrflow_common::kafka::Producer;
-use cxrflow_common::{KafkaArgs, ServiceArgs};
+use cxrflow_common::KafkaArgs;
 use cxrflow_contracts::{Codec, DeadLetter, OrderPriority, ScanEvent, StudyContext};
 use cxrflow_ingest::Config;
-use cxrflow_testkit::free_port;
+use cxrflow_testkit::{service_args, TestService};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
-/// An ingest service running in this process.
-pub struct Running {
-    pub shutdown: CancellationToken,
-    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    pub http: u16,
-}
-
-impl Running {
-    pub fn start(cfg: Config) -> Running {
-        let shutdown = CancellationToken::new();
-        let http = cfg.service.http.port();
-        let s = shutdown.clone();
-        let task = tokio::spawn(cxrflow_ingest::run(cfg, s));
-        Running {
-            shutdown,
-            task,
-            http,
-        }
-    }
-
-    /// Stops (drain, commit) and waits for the service to return.
-    pub async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.expect("ingest task").expect("ingest run");
-    }
-
-    /// The value of a metric line (exact name plus labels) on `/metrics`, if present.
-    pub async fn metric(&self, series: &str) -> Option<f64> {
-        cxrflow_testkit::scrape_metric(&format!("http://127.0.0.1:{}", self.http), series).await
-    }
+/// Starts ingest with `cfg` in this process.
+pub fn start(cfg: Config) -> TestService {
+    TestService::spawn("ingest", cfg.service.http, |s| cxrflow_ingest::run(cfg, s))
 }
 
 /// Ingest settings for a test: everything under `dir`, short timeouts, a fixed HTTP port.
 pub fn config(kafka: &KafkaArgs, dir: &Path) -> Config {
-    let mut service = ServiceArgs::local();
-    service.http = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    service.drain_timeout_ms = 2_000;
-    let mut cfg = Config::defaults(kafka.clone(), service);
+    let mut cfg = Config::defaults(kafka.clone(), service_args());
     cfg.blob_store.url = Some(format!("file://{}", dir.join("blobs").display()));
     cfg.ingest_db = dir.join("ingest.db");
     cfg.connect_timeout_ms = 500;

@@ -1,5 +1,6 @@
-//! The feedback service's notable events: each writes its log line and bumps its metric
-//! together, so the two never disagree.
+//! The feedback service's own metrics, beside the stage runtime's and the online performance
+//! gauges, and its notable events: each writes its log line and bumps its metric together, so
+//! the two never disagree.
 
 use cxrflow_contracts::LabeledExample;
 use prometheus_client::metrics::counter::Counter;

@@ -15,8 +15,7 @@ use cxrflow_inference::manifest::ModelDir;
 use cxrflow_inference::rollout;
 use cxrflow_inference::session::{Device, ModelSession, SessionOptions, CPU_PROVIDER};
 use cxrflow_inference::testmodel::TestModel;
-use cxrflow_testkit::{read_records, Broker};
-use tokio_util::sync::CancellationToken;
+use cxrflow_testkit::{read_records, Broker, TestService};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn predictions_flow_and_poison_records_are_dead_lettered() {
@@ -48,16 +47,16 @@ async fn predictions_flow_and_poison_records_are_dead_lettered() {
     records.extend([wrong_size, other_profile, not_assessable]);
     produce(&kafka, &codec, &records).await;
 
-    let shutdown = CancellationToken::new();
     // Two sessions: batches run on either, concurrently; each caller still gets its own row.
     let mut cfg = config(kafka.clone(), models.path(), "test-nan");
     cfg.sessions = 2;
-    let svc = tokio::spawn(cxrflow_inference::run(cfg, shutdown.clone()));
+    let svc = TestService::spawn("inference", cfg.service.http, |s| {
+        cxrflow_inference::run(cfg, s)
+    });
 
     let preds: Vec<Prediction> = read_records(&kafka, &codec, 8, Duration::from_secs(60)).await;
     let dlq: Vec<DeadLetter> = read_records(&kafka, &codec, 2, Duration::from_secs(30)).await;
-    shutdown.cancel();
-    svc.await.unwrap().unwrap();
+    svc.stop().await;
 
     assert_eq!(
         preds.len(),
@@ -164,11 +163,10 @@ async fn canary_and_shadow_follow_the_models_topic() {
     let uids: Vec<String> = (0..16).map(|i| format!("1.3.6.1.4.{i}")).collect();
     let images: Vec<PreprocessedImage> = uids.iter().map(|u| image(u, 128)).collect();
     produce(&kafka, &codec, &images).await;
-    let shutdown = CancellationToken::new();
-    let svc = tokio::spawn(cxrflow_inference::run(
-        config(kafka.clone(), models.path(), "m"),
-        shutdown.clone(),
-    ));
+    let cfg = config(kafka.clone(), models.path(), "m");
+    let svc = TestService::spawn("inference", cfg.service.http, |s| {
+        cxrflow_inference::run(cfg, s)
+    });
     let preds: Vec<Prediction> = read_records(&kafka, &codec, 32, Duration::from_secs(60)).await;
     assert_eq!(
         preds.len(),
@@ -228,8 +226,7 @@ async fn canary_and_shadow_follow_the_models_topic() {
         },
     )
     .await;
-    shutdown.cancel();
-    svc.await.unwrap().unwrap();
+    svc.stop().await;
 }
 
 #[test]

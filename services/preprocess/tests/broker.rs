@@ -12,8 +12,7 @@ use cxrflow_common::ServiceArgs;
 use cxrflow_contracts::*;
 use cxrflow_preprocess::fixtures::{self, broken, ts, DicomSpec};
 use cxrflow_preprocess::{Config, Profile};
-use cxrflow_testkit::{read_records, Broker};
-use tokio_util::sync::CancellationToken;
+use cxrflow_testkit::{read_records, Broker, TestService};
 
 fn study(uid: &str, view: Option<&str>) -> StudyContext {
     StudyContext {
@@ -191,8 +190,9 @@ async fn images_flow_and_each_broken_input_is_dead_lettered_with_its_reason() {
     cfg.blob_store.url = Some(url.clone());
     cfg.profile = Profile::Gray320V1;
     cfg.service.drain_timeout_ms = 2_000;
-    let shutdown = CancellationToken::new();
-    let service = tokio::spawn(cxrflow_preprocess::run(cfg, shutdown.clone()));
+    let service = TestService::spawn("preprocess", cfg.service.http, |s| {
+        cxrflow_preprocess::run(cfg, s)
+    });
 
     let out: Vec<PreprocessedImage> =
         read_records(&kafka, &codec, good_cases.len(), Duration::from_secs(45)).await;
@@ -279,6 +279,5 @@ async fn images_flow_and_each_broken_input_is_dead_lettered_with_its_reason() {
     );
     assert_eq!(dlq.len(), expected_dlq);
 
-    shutdown.cancel();
-    service.await.unwrap().unwrap();
+    service.stop().await;
 }

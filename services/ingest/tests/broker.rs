@@ -31,7 +31,7 @@ async fn images_flow_inline_and_by_file_and_a_resend_is_emitted_once() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&kafka, dir.path());
     let blob_url = cfg.blob_store.effective_url();
-    let svc = Running::start(cfg);
+    let svc = start(cfg);
 
     let mut scans = Vec::new();
     let mut expected = HashMap::new();
@@ -113,14 +113,14 @@ async fn deduplication_survives_a_restart() {
 
     let mut first = scan(1);
     first.image_inline = Some(image(1, 500));
-    let svc = Running::start(config(&kafka, dir.path()));
+    let svc = start(config(&kafka, dir.path()));
     produce(&kafka, &codec, std::slice::from_ref(&first)).await;
     let out: Vec<IngestedImage> = read_records(&kafka, &codec, 1, WAIT).await;
     assert_eq!(out.len(), 1);
     svc.stop().await;
 
     // A new process on the same database: the resend is recognised, a new SOP still flows.
-    let svc = Running::start(config(&kafka, dir.path()));
+    let svc = start(config(&kafka, dir.path()));
     let mut resend = first.clone();
     resend.event_id = "resent-after-restart".into();
     let mut other = scan(2);
@@ -169,7 +169,7 @@ async fn broken_inputs_dead_letter_with_their_reason_and_a_hanging_source_holds_
     cfg.max_image_bytes = 4096;
     cfg.max_inline_bytes = 1024;
     cfg.fetch_timeout_ms = 300;
-    let svc = Running::start(cfg);
+    let svc = start(cfg);
 
     // The hanging source goes first on its partition so nothing after it there can commit.
     let hang = Arc::new(AtomicBool::new(true));

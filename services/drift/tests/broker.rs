@@ -11,8 +11,7 @@ use cxrflow_drift::detector::ModelKey;
 use cxrflow_drift::store::DriftStore;
 use cxrflow_drift::synthetic::{Scenario, StudyGenerator};
 use cxrflow_drift::Config;
-use cxrflow_testkit::{eventually, read_topic, Broker};
-use tokio_util::sync::CancellationToken;
+use cxrflow_testkit::{eventually, read_topic, Broker, TestService};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn intensity_shift_midway_produces_a_drift_alert() {
@@ -28,8 +27,7 @@ async fn intensity_shift_midway_produces_a_drift_alert() {
     cfg.bootstrap = 20;
     cfg.mmd_permutations = 50;
     cfg.service.drain_timeout_ms = 3_000;
-    let shutdown = CancellationToken::new();
-    let service = tokio::spawn(cxrflow_drift::run(cfg, shutdown.clone()));
+    let service = TestService::spawn("drift", cfg.service.http, |s| cxrflow_drift::run(cfg, s));
 
     let codec = Codec::with_static_registry().unwrap();
     let producer = Producer::new(&kafka).unwrap();
@@ -92,8 +90,7 @@ async fn intensity_shift_midway_produces_a_drift_alert() {
         rs.iter().filter_map(decode).any(|a| input_side(&a))
     })
     .await;
-    shutdown.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(20), service).await;
+    service.stop().await;
     let alerts: Vec<DriftAlert> = records.iter().filter_map(decode).collect();
     let a = alerts
         .iter()

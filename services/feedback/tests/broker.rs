@@ -7,22 +7,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cxrflow_common::kafka::Producer;
-use cxrflow_common::{KafkaArgs, ServiceArgs};
+use cxrflow_common::KafkaArgs;
 use cxrflow_contracts::*;
 use cxrflow_feedback::fixtures::{prediction, report};
 use cxrflow_feedback::store::ReportState;
 use cxrflow_feedback::{run, Config, SqliteStore, StudyStore};
-use cxrflow_testkit::{eventually, free_port, read_records, read_topic, scrape_metric, Broker};
-use tokio_util::sync::CancellationToken;
+use cxrflow_testkit::{eventually, read_records, read_topic, service_args, Broker, TestService};
 
 struct Running {
     kafka: KafkaArgs,
     codec: Arc<Codec>,
     producer: Producer,
     store: SqliteStore,
-    http: String,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    service: TestService,
     _dir: tempfile::TempDir,
 }
 
@@ -30,24 +27,17 @@ async fn start(broker: &Broker, pending_timeout_ms: u64) -> Running {
     let kafka = broker.stack().await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("feedback.db");
-    let mut service = ServiceArgs::local();
-    let port = free_port();
-    service.http = format!("127.0.0.1:{port}").parse().unwrap();
-    service.drain_timeout_ms = 2_000;
-    let mut cfg = Config::defaults(kafka.clone(), service);
+    let mut cfg = Config::defaults(kafka.clone(), service_args());
     cfg.store = format!("sqlite:{}", db.display()).parse().unwrap();
     cfg.pending_timeout_ms = pending_timeout_ms;
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(run(cfg, shutdown.clone()));
+    let service = TestService::spawn("feedback", cfg.service.http, |s| run(cfg, s));
     let store = open_when_ready(&db).await;
     Running {
         producer: Producer::new(&kafka).unwrap(),
         kafka,
         codec: Arc::new(Codec::with_static_registry().unwrap()),
         store,
-        http: format!("http://127.0.0.1:{port}"),
-        shutdown,
-        task,
+        service,
         _dir: dir,
     }
 }
@@ -81,8 +71,7 @@ impl Running {
 
 impl Running {
     async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.unwrap().unwrap();
+        self.service.stop().await;
     }
 }
 
@@ -155,17 +144,12 @@ async fn both_orders_join_once_duplicates_emit_nothing_and_corrections_supersede
     eventually(
         Duration::from_secs(30),
         "duplicate report processed",
-        || {
-            let http = s.http.clone();
-            async move {
-                scrape_metric(
-                    &http,
-                    "cxrflow_feedback_reports_total{outcome=\"duplicate\"}",
-                )
+        || async {
+            s.service
+                .metric("cxrflow_feedback_reports_total{outcome=\"duplicate\"}")
                 .await
                 .unwrap_or(0.0)
-                    >= 1.0
-            }
+                >= 1.0
         },
     )
     .await;
@@ -196,7 +180,7 @@ async fn both_orders_join_once_duplicates_emit_nothing_and_corrections_supersede
     assert_eq!(all.len(), 3);
 
     // Online performance is served.
-    let perf: serde_json::Value = reqwest::get(format!("{}/performance", s.http))
+    let perf: serde_json::Value = reqwest::get(format!("{}/performance", s.service.base()))
         .await
         .unwrap()
         .json()
@@ -206,7 +190,7 @@ async fn both_orders_join_once_duplicates_emit_nothing_and_corrections_supersede
     let all_sites = windows.iter().find(|w| w["site"] == "*").unwrap();
     assert_eq!(all_sites["examples"], 2);
     assert_eq!(all_sites["model_version"], "v1");
-    let metrics = reqwest::get(format!("{}/metrics", s.http))
+    let metrics = reqwest::get(format!("{}/metrics", s.service.base()))
         .await
         .unwrap()
         .text()
