@@ -15,23 +15,7 @@ use cxrflow_contracts::*;
 use cxrflow_testkit::{eventually, read_records, read_topic, Broker};
 use tokio_util::sync::CancellationToken;
 
-fn study(uid: &str) -> StudyContext {
-    StudyContext {
-        site_id: "site-a".into(),
-        study_instance_uid: uid.into(),
-        series_instance_uid: format!("{uid}.1"),
-        sop_instance_uid: format!("{uid}.1.1"),
-        accession_number: None,
-        patient_ref: "p".into(),
-        modality: "CR".into(),
-        view_position: Some("PA".into()),
-        patient_age_years: Some(50),
-        patient_sex: Some("M".into()),
-        acquired_at: 1,
-        published_at: 2,
-        priority_hint: OrderPriority::Routine,
-    }
-}
+use cxrflow_testkit::records::study;
 
 fn scan(uid: &str) -> ScanEvent {
     ScanEvent {

@@ -2,23 +2,7 @@
 
 use cxrflow_contracts::*;
 
-pub fn study(uid: &str) -> StudyContext {
-    StudyContext {
-        site_id: "site-a".into(),
-        study_instance_uid: uid.into(),
-        series_instance_uid: format!("{uid}.1"),
-        sop_instance_uid: format!("{uid}.1.1"),
-        accession_number: None,
-        patient_ref: "p-1".into(),
-        modality: "CR".into(),
-        view_position: Some("PA".into()),
-        patient_age_years: Some(61),
-        patient_sex: Some("F".into()),
-        acquired_at: 1_700_000_000_000,
-        published_at: 1_700_000_000_500,
-        priority_hint: OrderPriority::Routine,
-    }
-}
+pub use cxrflow_testkit::records::study;
 
 /// A prediction scoring every finding `p` (threshold 0.5).
 pub fn prediction(uid: &str, version: &str, role: ModelRole, p: f64) -> Prediction {

@@ -104,7 +104,10 @@ async fn the_session_opens_cql_inside_tls_with_the_configured_ca_only() {
         ..Default::default()
     };
     try_connect(port, &args).await;
-    settled(&seen, |s| s.first_frame.is_some() || s.failed_handshakes > 0).await;
+    settled(&seen, |s| {
+        s.first_frame.is_some() || s.failed_handshakes > 0
+    })
+    .await;
     {
         let seen = seen.lock().unwrap();
         assert!(seen.handshakes >= 1, "no TLS handshake completed: {seen:?}");

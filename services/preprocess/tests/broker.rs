@@ -16,19 +16,10 @@ use cxrflow_testkit::{read_records, Broker, TestService};
 
 fn study(uid: &str, view: Option<&str>) -> StudyContext {
     StudyContext {
-        site_id: "site-a".into(),
-        study_instance_uid: uid.into(),
-        series_instance_uid: format!("{uid}.1"),
-        sop_instance_uid: format!("{uid}.1.1"),
-        accession_number: None,
-        patient_ref: "p-1".into(),
-        modality: "CR".into(),
         view_position: view.map(str::to_string),
-        patient_age_years: Some(61),
-        patient_sex: Some("F".into()),
         acquired_at: 1,
         published_at: 2,
-        priority_hint: OrderPriority::Routine,
+        ..cxrflow_testkit::records::study(uid)
     }
 }
 

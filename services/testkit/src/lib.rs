@@ -2,10 +2,12 @@
 //! installed by `scripts/install-broker.sh`) on a free loopback port with on-disk storage,
 //! hands out uniquely prefixed topics, reads topics back, and waits on conditions with a
 //! deadline (never a bare sleep). [`service`]: a service's `run()` started and stopped in the
-//! test's process. [`tools`]: what a test does when a tool it needs is missing.
+//! test's process. [`tools`]: what a test does when a tool it needs is missing. [`records`]: the record builders
+//! tests share.
 
 pub mod keys;
 pub mod reasons;
+pub mod records;
 pub mod service;
 pub mod tools;
 

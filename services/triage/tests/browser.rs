@@ -40,19 +40,9 @@ const BROKEN: &str = "1.2.840.9.broken";
 fn prediction(uid: &str, finding: &str, p: f64, critical: bool, blob_uri: &str) -> Prediction {
     Prediction {
         study: StudyContext {
-            site_id: "site-a".into(),
-            study_instance_uid: uid.into(),
-            series_instance_uid: format!("{uid}.1"),
-            sop_instance_uid: format!("{uid}.1.1"),
-            accession_number: None,
-            patient_ref: "p".into(),
-            modality: "CR".into(),
-            view_position: Some("PA".into()),
-            patient_age_years: Some(60),
-            patient_sex: Some("F".into()),
             acquired_at: T0,
             published_at: T0,
-            priority_hint: OrderPriority::Routine,
+            ..cxrflow_testkit::records::study(uid)
         },
         blob_uri: blob_uri.into(),
         model_name: "densenet121".into(),

@@ -44,23 +44,7 @@ pub fn require_ort() -> PathBuf {
     }
 }
 
-pub fn study(uid: &str) -> StudyContext {
-    StudyContext {
-        site_id: "site-a".into(),
-        study_instance_uid: uid.into(),
-        series_instance_uid: format!("{uid}.1"),
-        sop_instance_uid: format!("{uid}.1.1"),
-        accession_number: None,
-        patient_ref: "p".into(),
-        modality: "CR".into(),
-        view_position: Some("PA".into()),
-        patient_age_years: Some(60),
-        patient_sex: Some("F".into()),
-        acquired_at: 1,
-        published_at: 2,
-        priority_hint: OrderPriority::Routine,
-    }
-}
+pub use cxrflow_testkit::records::study;
 
 /// A uniform 224×224 image of `pixel`.
 pub fn image(uid: &str, pixel: u8) -> PreprocessedImage {
