@@ -2,8 +2,8 @@
 //! every uvicorn workers × intra-op threads split of the machine (the bare search's threads ×
 //! sessions, [`thread_layouts`]) is started in turn and driven closed-loop at a few
 //! concurrencies to find its saturation throughput. The best layout is then loaded open loop
-//! (latency from each request's scheduled send time) at its saturation rate and a few steps
-//! below, until it keeps up: that rate is its max sustained throughput. Then latency open-loop
+//! (evenly spaced sends, latency from each request's scheduled send time) at its saturation
+//! rate and a few steps below, until it keeps up: that rate is its max sustained throughput. Then latency open-loop
 //! at 50% and 90% of it, an overload burst at twice it, and the uvicorn processes' peak RSS.
 
 use std::path::Path;
@@ -18,7 +18,7 @@ use crate::corpus::Corpus;
 use crate::fastapi::{closed_loop, open_loop, Server};
 use crate::load::LoadResult;
 use crate::procfs::{tree_memory, Memory};
-use crate::schedule::offsets;
+use crate::schedule::{offsets, Arrivals};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct ServerLayout {
@@ -100,7 +100,9 @@ pub fn layouts(cpus: usize, workers: Option<usize>, threads: Option<usize>) -> V
 /// kept pace with sends (a growing queue stretches the time to the last answer, so completions
 /// per second from the first send to the last answer fall below the rate sent).
 pub fn kept_up(r: &LoadResult) -> bool {
-    let sent_rate = (r.sending_s > 0.0).then(|| r.sent as f64 / r.sending_s);
+    let sent_rate = r
+        .offered_per_s
+        .or_else(|| (r.sending_s > 0.0).then(|| r.sent as f64 / r.sending_s));
     match (r.achieved_per_s, sent_rate) {
         (Some(a), Some(s)) => r.sustained && a >= 0.97 * s,
         _ => false,
@@ -210,7 +212,9 @@ pub async fn run(
     let mut sustain_probes = Vec::new();
     for share in args.fastapi_sustain_shares() {
         let rate = saturation_per_s * share;
-        let o = offsets(args.arrivals, rate, args.fastapi_probe_len(), 17);
+        // Evenly spaced: at a rate this close to saturation a Poisson run's own burstiness
+        // (and a realization that happens to send less) would decide the outcome.
+        let o = offsets(Arrivals::Constant, rate, args.fastapi_probe_len(), 17);
         let out = open_loop(&server, corpus, &o, deadline).await?;
         let result = LoadResult::from_outcomes(
             "fastapi",
