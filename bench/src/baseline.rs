@@ -16,9 +16,10 @@ use crate::bare::thread_layouts;
 use crate::cli::Args;
 use crate::corpus::Corpus;
 use crate::fastapi::{closed_loop, open_loop, Server};
-use crate::load::LoadResult;
+use crate::load::{LoadResult, Outcome};
 use crate::procfs::{tree_memory, Memory};
 use crate::schedule::{offsets, Arrivals};
+use crate::stats::Summary;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct ServerLayout {
@@ -48,6 +49,10 @@ pub struct LayoutTrial {
 #[derive(Debug, Clone, Serialize)]
 pub struct SustainProbe {
     pub kept_up: bool,
+    /// Median latency of the first and the last quarter of the requests, by send time: a
+    /// queue that grows through the run shows as the second well above the first.
+    pub early_p50_ms: Option<f64>,
+    pub late_p50_ms: Option<f64>,
     pub result: LoadResult,
 }
 
@@ -96,15 +101,39 @@ pub fn layouts(cpus: usize, workers: Option<usize>, threads: Option<usize>) -> V
     }
 }
 
-/// Kept up at an open-loop rate: (almost) everything answered, nothing failed, and answers
-/// kept pace with sends (a growing queue stretches the time to the last answer, so completions
-/// per second from the first send to the last answer fall below the rate sent).
-pub fn kept_up(r: &LoadResult) -> bool {
+/// Median latencies of the first and the last quarter of the answered requests, by send time.
+pub fn latency_trend(outcomes: &[Outcome]) -> (Option<f64>, Option<f64>) {
+    let mut ok: Vec<&Outcome> = outcomes.iter().filter(|o| o.ok).collect();
+    ok.sort_by(|a, b| a.sent_ms.total_cmp(&b.sent_ms));
+    let q = ok.len() / 4;
+    let p50 = |part: &[&Outcome]| {
+        let v: Vec<f64> = part
+            .iter()
+            .filter_map(|o| o.finished_ms.map(|f| f - o.sent_ms))
+            .collect();
+        Summary::of(&v).p50
+    };
+    if q == 0 {
+        return (None, None);
+    }
+    (p50(&ok[..q]), p50(&ok[ok.len() - q..]))
+}
+
+/// Kept up at an open-loop rate: (almost) everything answered, nothing failed, answers kept
+/// pace with sends (a growing queue stretches the time to the last answer, so completions per
+/// second from the first send to the last answer fall below the rate sent), and the latency of
+/// the last quarter of the run is not that of a queue building up (at most twice the first
+/// quarter's, plus 50 ms).
+pub fn kept_up(r: &LoadResult, trend: (Option<f64>, Option<f64>)) -> bool {
     let sent_rate = r
         .offered_per_s
         .or_else(|| (r.sending_s > 0.0).then(|| r.sent as f64 / r.sending_s));
+    let steady = match trend {
+        (Some(early), Some(late)) => late <= 2.0 * early + 50.0,
+        _ => false,
+    };
     match (r.achieved_per_s, sent_rate) {
-        (Some(a), Some(s)) => r.sustained && a >= 0.97 * s,
+        (Some(a), Some(s)) => r.sustained && steady && a >= 0.97 * s,
         _ => false,
     }
 }
@@ -222,18 +251,23 @@ pub async fn run(
             Some(rate),
             &out,
         );
-        let ok = kept_up(&result);
+        let trend = latency_trend(&out);
+        let ok = kept_up(&result, trend);
         eprintln!(
-            "  FastAPI open loop at {rate:.2}/s ({:.0}% of saturation): {} (achieved {:.2}/s, p50 {:?} ms, p99 {:?} ms, drain {:?} s)",
+            "  FastAPI open loop at {rate:.2}/s ({:.0}% of saturation): {} (achieved {:.2}/s, p50 {:?} ms (first quarter {:?}, last {:?}), p99 {:?} ms, drain {:?} s)",
             share * 100.0,
             if ok { "kept up" } else { "fell behind" },
             result.achieved_per_s.unwrap_or(0.0),
             result.latency_ms.p50,
+            trend.0,
+            trend.1,
             result.latency_ms.p99,
             result.drain_s
         );
         sustain_probes.push(SustainProbe {
             kept_up: ok,
+            early_p50_ms: trend.0,
+            late_p50_ms: trend.1,
             result,
         });
         if ok {
@@ -314,8 +348,8 @@ mod tests {
         assert_eq!(layouts(4, Some(2), Some(2)), vec![l(2, 2)]);
     }
 
-    fn run_at(rate: f64, n: usize, latency_ms: impl Fn(usize) -> f64) -> LoadResult {
-        let outcomes: Vec<Outcome> = (0..n)
+    fn outcomes_at(rate: f64, n: usize, latency_ms: impl Fn(usize) -> f64) -> Vec<Outcome> {
+        (0..n)
             .map(|i| {
                 let sent = i as f64 * 1e3 / rate;
                 Outcome {
@@ -326,21 +360,35 @@ mod tests {
                     critical: false,
                 }
             })
-            .collect();
-        LoadResult::from_outcomes("fastapi", "t", Some(rate), &outcomes)
+            .collect()
+    }
+
+    fn judge(rate: f64, o: &[Outcome]) -> bool {
+        kept_up(
+            &LoadResult::from_outcomes("fastapi", "t", Some(rate), o),
+            latency_trend(o),
+        )
     }
 
     #[test]
     fn a_queue_that_grows_is_not_kept_up() {
         // 20/s for 20 s, 60 ms each: kept up.
-        assert!(kept_up(&run_at(20.0, 400, |_| 60.0)));
+        assert!(judge(20.0, &outcomes_at(20.0, 400, |_| 60.0)));
         // Served at 18/s while 20/s arrive: the queue grows 2/s, 40 waiting at the end (2.2 s).
-        assert!(!kept_up(
-            &run_at(20.0, 400, |i| 60.0 + i as f64 * (1e3 / 18.0 - 1e3 / 20.0))
-        ));
+        let slow = |i: usize| 60.0 + i as f64 * (1e3 / 18.0 - 1e3 / 20.0);
+        assert!(!judge(20.0, &outcomes_at(20.0, 400, slow)));
+        // Served at 19.6/s: the end comes nearly in time, but the latency climbs (60 → 400 ms).
+        let slower = |i: usize| 60.0 + i as f64 * (1e3 / 19.6 - 1e3 / 20.0);
+        let o = outcomes_at(20.0, 400, slower);
+        assert!(!judge(20.0, &o));
+        let (early, late) = latency_trend(&o);
+        assert!(
+            early.unwrap() < 120.0 && late.unwrap() > 300.0,
+            "{early:?} {late:?}"
+        );
         // A failed request is not kept up either.
-        let mut r = run_at(20.0, 400, |_| 60.0);
-        r.sustained = false;
-        assert!(!kept_up(&r));
+        let mut o = outcomes_at(20.0, 400, |_| 60.0);
+        o[7].ok = false;
+        assert!(!judge(20.0, &o));
     }
 }
