@@ -17,7 +17,7 @@ use crate::cli::Args;
 use crate::corpus::Corpus;
 use crate::fastapi::{closed_loop, open_loop, Server};
 use crate::load::{LoadResult, Outcome};
-use crate::procfs::{tree_memory, Memory};
+use crate::procfs::{cpu_seconds, process_tree, tree_memory, Memory};
 use crate::schedule::{offsets, Arrivals};
 use crate::stats::Summary;
 
@@ -32,6 +32,18 @@ pub struct ServerLayout {
 pub struct CapacityTrial {
     pub concurrency: usize,
     pub result: LoadResult,
+    /// CPU time uvicorn and its workers spent per answered request (robust to other load on
+    /// the machine, unlike the throughput; the load generator's client is not counted).
+    pub cpu_ms_per_request: Option<f64>,
+}
+
+/// CPU seconds of `pid` and every process below it.
+fn tree_cpu_seconds(pid: u32) -> Option<f64> {
+    let each: Vec<f64> = process_tree(pid)
+        .into_iter()
+        .filter_map(|p| cpu_seconds(&p.to_string()))
+        .collect();
+    (!each.is_empty()).then(|| each.iter().sum())
 }
 
 /// One layout of the search: closed-loop saturation at each concurrency tried.
@@ -43,6 +55,8 @@ pub struct LayoutTrial {
     pub capacity_trials: Vec<CapacityTrial>,
     /// Best closed-loop throughput of this layout, requests per second.
     pub saturation_per_s: f64,
+    /// CPU-ms per request of the run that gave `saturation_per_s`.
+    pub cpu_ms_per_request: Option<f64>,
 }
 
 /// One open-loop run at a candidate sustained rate.
@@ -181,6 +195,7 @@ async fn search(
         let server = start(args, corpus, model_dir, l).await?;
         let mut trials = Vec::new();
         for c in args.fastapi_concurrency(l.workers) {
+            let cpu0 = tree_cpu_seconds(server.pid());
             let out = closed_loop(
                 &server,
                 corpus,
@@ -191,26 +206,34 @@ async fn search(
             .await?;
             let phase = format!("capacity {}w×{}t c={c}", l.workers, l.intra_op_threads);
             let result = LoadResult::from_outcomes("fastapi", &phase, None, &out);
+            let cpu_ms_per_request = tree_cpu_seconds(server.pid())
+                .zip(cpu0)
+                .filter(|_| result.completed > 0)
+                .map(|(b, a)| (b - a) * 1e3 / result.completed as f64);
             eprintln!(
-                "  FastAPI {} worker(s) × {} thread(s), closed loop, {c} clients: {:.2} req/s",
+                "  FastAPI {} worker(s) × {} thread(s), closed loop, {c} clients: {:.2} req/s, {:.0} CPU-ms/request",
                 l.workers,
                 l.intra_op_threads,
-                result.steady_per_s.or(result.achieved_per_s).unwrap_or(0.0)
+                result.steady_per_s.or(result.achieved_per_s).unwrap_or(0.0),
+                cpu_ms_per_request.unwrap_or(f64::NAN)
             );
             trials.push(CapacityTrial {
                 concurrency: c,
                 result,
+                cpu_ms_per_request,
             });
         }
-        let saturation_per_s = trials
+        let rate = |t: &CapacityTrial| t.result.steady_per_s.or(t.result.achieved_per_s);
+        let best = trials
             .iter()
-            .filter_map(|t| t.result.steady_per_s.or(t.result.achieved_per_s))
-            .fold(0.0, f64::max);
+            .filter(|t| rate(t).is_some())
+            .max_by(|a, b| rate(a).unwrap_or(0.0).total_cmp(&rate(b).unwrap_or(0.0)));
         out.push(LayoutTrial {
             layout: l,
             server: server.info.clone(),
+            saturation_per_s: best.and_then(rate).unwrap_or(0.0),
+            cpu_ms_per_request: best.and_then(|t| t.cpu_ms_per_request),
             capacity_trials: trials,
-            saturation_per_s,
         });
         server.stop().await;
     }

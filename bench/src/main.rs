@@ -67,8 +67,12 @@ fn notes(r: &Report) -> Vec<String> {
             .iter()
             .map(|l| {
                 format!(
-                    "{}w×{}t {:.1}",
-                    l.layout.workers, l.layout.intra_op_threads, l.saturation_per_s
+                    "{}w×{}t {:.1} ({} CPU-ms/request)",
+                    l.layout.workers,
+                    l.layout.intra_op_threads,
+                    l.saturation_per_s,
+                    l.cpu_ms_per_request
+                        .map_or("unknown".into(), |c| format!("{c:.0}"))
                 )
             })
             .collect();
@@ -290,6 +294,13 @@ async fn main() -> anyhow::Result<()> {
             .as_ref()
             .zip(fastapi.as_ref())
             .map(|(p, f)| p.capacity_per_s / f.saturation_per_s),
+        cxrflow_over_fastapi_cpu: pipeline.as_ref().zip(fastapi.as_ref()).and_then(|(p, f)| {
+            let total: f64 = p.cpu.iter().map(|c| c.cpu_ms_per_study).sum();
+            let best = f.layouts.iter().find(|l| l.layout == f.best_layout)?;
+            best.cpu_ms_per_request
+                .filter(|_| total > 0.0)
+                .map(|c| c / total)
+        }),
         bare_onnxruntime: search,
         pipeline,
         fastapi,

@@ -32,6 +32,10 @@ pub struct Report {
     /// Pipeline capacity ÷ the best FastAPI layout's closed-loop saturation throughput (its
     /// service rate, as the pipeline's flood drain rate is; the stricter comparison).
     pub cxrflow_over_fastapi_saturation: Option<f64>,
+    /// The same in CPU time: the best FastAPI layout's CPU-ms per request (uvicorn and its
+    /// workers, at saturation) ÷ the pipeline's CPU-ms per study (every process, during the
+    /// flood). Robust to other load on the machine, as the wall-clock ratios are not.
+    pub cxrflow_over_fastapi_cpu: Option<f64>,
     pub pipeline: Option<PipelineReport>,
     pub fastapi: Option<BaselineReport>,
     pub notes: Vec<String>,
@@ -112,7 +116,9 @@ pub fn markdown(r: &Report) -> String {
     if let (Some(o), Some(s)) = (r.cxrflow_over_fastapi, r.cxrflow_over_fastapi_saturation) {
         out.push_str(&format!(
             "cxrflow ÷ FastAPI: **{s:.2}** against its closed-loop saturation, {o:.2} against its \
-             sustained open-loop rate.\n"
+             sustained open-loop rate; in CPU time (FastAPI CPU-ms per request ÷ cxrflow CPU-ms \
+             per study) {}.\n",
+            f(r.cxrflow_over_fastapi_cpu, 2)
         ));
     }
     if let Some(e) = r.pipeline_cpu_efficiency {
