@@ -5,10 +5,13 @@
 #   scripts/bench.sh --quick        # a few minutes: fewer layouts, 20 s runs, 15 s burst
 #   scripts/bench.sh                # full: 60 s runs, a 60 s overload burst
 #   scripts/bench.sh --burst-s 30   # any cxrflow-bench flag passes through (--help lists them)
+#   scripts/bench.sh pydicom-compare  # preprocess against pydicom + OpenCV on full-size DICOM,
+#                                     # target/bench/pydicom-compare.json (≈5 min)
 #
 # Builds the umbrella binary and the bench in release, prepares the FastAPI baseline's venv
 # (bench/python-env.sh, from PyPI), the ONNX Runtime library, the broker, the DenseNet-121 model
-# and the replay dataset when they are missing, then runs target/release/cxrflow-bench.
+# and the replay dataset when they are missing, then runs target/release/cxrflow-bench (under
+# $CARGO_TARGET_DIR when set).
 # Run it on an otherwise idle machine: every figure is wall-clock throughput or latency.
 set -euo pipefail
 
@@ -33,12 +36,23 @@ if ! ls "$CXRFLOW_MODELS_DIR"/densenet121-synthetic/*/manifest.json >/dev/null 2
   "$here/make-models.sh" >&2
 fi
 
+# Where cargo puts the binaries ($CARGO_TARGET_DIR when set, as CI sets it).
+bin="${CARGO_TARGET_DIR:-$root/target}/release"
+
+if [ "${1:-}" = pydicom-compare ]; then
+  shift
+  python="$("$root/bench/python-env.sh" dicom | tail -n1)"
+  cargo build --release -p cxrflow-bench >&2
+  exec "$bin/cxrflow-bench" pydicom-compare \
+    --python "$python" --dataset "$CXRFLOW_DATASET_ROOT" "$@"
+fi
+
 python="$("$root/bench/python-env.sh" | tail -n1)"
 
 cargo build --release -p cxrflow -p cxrflow-bench >&2
 
-exec "$root/target/release/cxrflow-bench" \
-  --cxrflow-bin "$root/target/release/cxrflow" \
+exec "$bin/cxrflow-bench" \
+  --cxrflow-bin "$bin/cxrflow" \
   --python "$python" \
   --dataset "$CXRFLOW_DATASET_ROOT" \
   --models-dir "$CXRFLOW_MODELS_DIR" \

@@ -3,10 +3,13 @@
 A FastAPI service under uvicorn: POST /predict with a PNG body decodes the image, letterboxes it
 to the model input (long side to 224 with bilinear interpolation, aspect kept, centred, black
 padding: cxrflow's gray224-v1 profile), normalizes it as the model manifest says and calls
-onnxruntime once per request with batch size 1. One InferenceSession with onnxruntime's default
-threading, shared by FastAPI's thread pool (session.run releases the GIL).
+onnxruntime once per request with batch size 1. One InferenceSession per uvicorn worker process,
+shared by FastAPI's thread pool (session.run releases the GIL).
 
-The model directory (model.onnx + manifest.json) comes from $CXRFLOW_BENCH_MODEL_DIR.
+The model directory (model.onnx + manifest.json) comes from $CXRFLOW_BENCH_MODEL_DIR;
+$CXRFLOW_BENCH_INTRA_OP_THREADS sets the session's intra-op threads (unset or 0: onnxruntime's
+default, one per physical core), so the bench can search workers × threads as it searches the
+bare layouts.
 """
 
 import io
@@ -29,8 +32,12 @@ INPUT = MANIFEST["input"]["name"]
 OUTPUT = MANIFEST["outputs"]["probabilities"]
 FINDINGS = [f["name"] for f in MANIFEST["findings"]]
 
+OPTIONS = ort.SessionOptions()
+OPTIONS.intra_op_num_threads = int(os.environ.get("CXRFLOW_BENCH_INTRA_OP_THREADS") or 0)
 session = ort.InferenceSession(
-    str(MODEL_DIR / MANIFEST.get("file", "model.onnx")), providers=["CPUExecutionProvider"]
+    str(MODEL_DIR / MANIFEST.get("file", "model.onnx")),
+    sess_options=OPTIONS,
+    providers=["CPUExecutionProvider"],
 )
 app = FastAPI(title="cxr prototype")
 
@@ -69,6 +76,7 @@ def info() -> dict:
     return {
         "onnxruntime": ort.__version__,
         "intra_op_threads": opts.intra_op_num_threads,
+        "pid": os.getpid(),
         "providers": session.get_providers(),
         "model": f'{MANIFEST["name"]}/{MANIFEST["version"]}',
     }

@@ -1,10 +1,14 @@
-"""Wraps full-size 16-bit PNG radiographs (12 bits stored; cxrflow-bench reduced-decode renders
-them) as DICOM CR objects in the transfer syntaxes that preprocess decodes at a reduced
-resolution:
+"""Wraps full-size 16-bit PNG radiographs (12 bits stored; cxrflow-bench reduced-decode and
+pydicom-compare render them) as DICOM CR objects in a transfer syntax each:
 
-    full_size_dicom.py DIR [SYNTAX...]     SYNTAX: j2k (default), j2k-lossy, jpeg (default), jpeg12
+    full_size_dicom.py DIR [SYNTAX...]     SYNTAX: one of those below; default j2k jpeg
 
 For each DIR/NAME.png writes DIR/NAME.SYNTAX.dcm:
+- native:    Explicit VR Little Endian (1.2.840.10008.1.2.1), 12 bits stored in 16;
+- deflate:   Deflated Explicit VR Little Endian (1.2.840.10008.1.2.1.99), DCMTK's `dcmconv +td`;
+- rle:       RLE Lossless (1.2.840.10008.1.2.5), DCMTK's `dcmcrle`;
+- jpeg-ll:   JPEG Lossless SV1 (1.2.840.10008.1.2.4.70), DCMTK's `dcmcjpeg`;
+- jls:       JPEG-LS Lossless (1.2.840.10008.1.2.4.80), DCMTK's `dcmcjpls +el`;
 - j2k:       JPEG 2000 lossless (1.2.840.10008.1.2.4.90), Pillow's OpenJPEG, 12 bits;
 - j2k-lossy: JPEG 2000 (1.2.840.10008.1.2.4.91), 10:1, 12 bits;
 - jpeg:      JPEG baseline (1.2.840.10008.1.2.4.50), Pillow's libjpeg at quality 95, the top 8 bits;
@@ -73,23 +77,39 @@ def encode(pixels, syntax):
     return dataset(pixels, 12, JPEG2000 if syntax == "j2k-lossy" else JPEG2000Lossless, out.getvalue())
 
 
+# Syntaxes DCMTK encodes from the native file: the tool and its options.
+DCMTK = {
+    "deflate": ["dcmconv", "+td"],
+    "rle": ["dcmcrle"],
+    "jpeg-ll": ["dcmcjpeg"],
+    "jls": ["dcmcjpls", "+el"],
+    "jpeg12": ["dcmcjpeg", "+ee"],
+}
+SYNTAXES = ["native", *DCMTK, "j2k", "j2k-lossy", "jpeg"]
+
+
 def main():
     d = sys.argv[1]
     syntaxes = sys.argv[2:] or ["j2k", "jpeg"]
+    unknown = [s for s in syntaxes if s not in SYNTAXES]
+    if unknown:
+        sys.exit(f"unknown syntax {unknown} (known: {' '.join(SYNTAXES)})")
     for png in sorted(glob.glob(os.path.join(d, "*.png"))):
         pixels = np.asarray(Image.open(png)).astype(np.uint16)
         pixels = np.minimum(pixels, 4095)
         base = png[: -len(".png")]
+        native = f"{base}.native.dcm"
+        if "native" in syntaxes or any(s in DCMTK for s in syntaxes):
+            ds = dataset(pixels, 12, ExplicitVRLittleEndian, pixels.astype("<u2").tobytes())
+            ds.save_as(native, enforce_file_format=True)
         for s in syntaxes:
             out = f"{base}.{s}.dcm"
-            if s == "jpeg12":
-                native = f"{base}.native.dcm"
-                ds = dataset(pixels, 12, ExplicitVRLittleEndian, pixels.astype("<u2").tobytes())
-                ds.save_as(native, enforce_file_format=True)
-                subprocess.run(["dcmcjpeg", "+ee", native, out], check=True)
-                os.remove(native)
-            else:
+            if s in DCMTK:
+                subprocess.run([*DCMTK[s], native, out], check=True)
+            elif s != "native":
                 encode(pixels, s).save_as(out, enforce_file_format=True)
+        if "native" not in syntaxes and os.path.exists(native):
+            os.remove(native)
 
 
 if __name__ == "__main__":

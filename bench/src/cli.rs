@@ -54,9 +54,13 @@ pub struct Args {
     /// Python of the FastAPI baseline's venv (bench/python-env.sh makes it).
     #[arg(long, env = "CXRFLOW_BENCH_PYTHON")]
     pub python: Option<PathBuf>,
-    /// uvicorn worker processes of the baseline (1: the common prototype).
-    #[arg(long, default_value_t = 1)]
-    pub fastapi_workers: usize,
+    /// uvicorn worker processes of the baseline; default: searched over the bare layouts'
+    /// splits of the machine (workers × intra-op threads).
+    #[arg(long)]
+    pub fastapi_workers: Option<usize>,
+    /// Intra-op threads of each baseline worker's session; default: searched (see above).
+    #[arg(long)]
+    pub fastapi_threads: Option<usize>,
     /// Length of each steady open-loop run, seconds (default 60, quick 20).
     #[arg(long)]
     pub run_s: Option<u64>,
@@ -152,12 +156,34 @@ impl Args {
         }
     }
 
-    /// Closed-loop concurrencies tried for the FastAPI baseline's capacity.
-    pub fn fastapi_concurrency(&self) -> Vec<usize> {
+    /// Closed-loop concurrencies tried for a FastAPI layout's saturation: one client per
+    /// worker (no queue) up to four (decode and HTTP overlap inference).
+    pub fn fastapi_concurrency(&self, workers: usize) -> Vec<usize> {
+        let w = workers.max(1);
         if self.quick {
-            vec![2]
+            vec![2 * w]
         } else {
-            vec![1, 2, 4]
+            vec![w, 2 * w, 4 * w]
+        }
+    }
+
+    /// Length of each closed-loop run of the FastAPI layout search.
+    pub fn fastapi_closed_len(&self) -> Duration {
+        Duration::from_secs(if self.quick { 6 } else { 20 })
+    }
+
+    /// Length of each open-loop run that looks for the best FastAPI layout's sustained rate.
+    pub fn fastapi_probe_len(&self) -> Duration {
+        Duration::from_secs(if self.quick { 10 } else { 30 })
+    }
+
+    /// Open-loop rates tried for the best FastAPI layout, as shares of its closed-loop
+    /// saturation, from the top until one is kept up.
+    pub fn fastapi_sustain_shares(&self) -> Vec<f64> {
+        if self.quick {
+            vec![1.0, 0.9, 0.8]
+        } else {
+            vec![1.0, 0.95, 0.9, 0.85, 0.8]
         }
     }
 

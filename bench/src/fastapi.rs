@@ -1,7 +1,8 @@
 //! The baseline most hospital AI prototypes ship: a Python FastAPI service (bench/python/app.py)
 //! under uvicorn that decodes the posted PNG, letterboxes it to the model input and calls
-//! onnxruntime once per request. Started on loopback from its own venv; driven open-loop (or
-//! closed-loop to find its saturation throughput) with a client deadline per request.
+//! onnxruntime once per request. Started on loopback from its own venv with a given number of
+//! uvicorn worker processes and intra-op threads per session; driven open-loop (or closed-loop
+//! to find its saturation throughput) with a client deadline per request.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -31,6 +32,7 @@ impl Server {
         app_dir: &Path,
         model_dir: &Path,
         workers: usize,
+        intra_op_threads: Option<usize>,
         log: PathBuf,
     ) -> anyhow::Result<Server> {
         let port = free_port()?;
@@ -50,9 +52,16 @@ impl Server {
             "warning".into(),
             "--no-access-log".into(),
         ];
-        let child = Command::new(python)
+        let mut command = Command::new(python);
+        command
             .args(&args)
-            .env("CXRFLOW_BENCH_MODEL_DIR", model_dir)
+            .env("CXRFLOW_BENCH_MODEL_DIR", model_dir);
+        let mut env = String::new();
+        if let Some(t) = intra_op_threads {
+            command.env("CXRFLOW_BENCH_INTRA_OP_THREADS", t.to_string());
+            env = format!("CXRFLOW_BENCH_INTRA_OP_THREADS={t} ");
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
             .spawn()
@@ -67,7 +76,7 @@ impl Server {
             child,
             url: url.clone(),
             info: serde_json::Value::Null,
-            command: format!("{} {}", python.display(), args.join(" ")),
+            command: format!("{env}{} {}", python.display(), args.join(" ")),
         };
         if let Err(e) = wait_http_ok(&format!("{url}/healthz"), Duration::from_secs(120)).await {
             let log = std::fs::read_to_string(&log).unwrap_or_default();
@@ -75,6 +84,41 @@ impl Server {
         }
         server.info = reqwest::get(format!("{url}/info")).await?.json().await?;
         Ok(server)
+    }
+
+    /// Waits until `workers` distinct worker processes have answered (each on a new
+    /// connection: the kernel hands a connection to whichever worker is accepting, so one that
+    /// is still loading its session is not asked); a measurement that starts earlier would
+    /// time fewer workers than the layout has.
+    pub async fn await_workers(&self, workers: usize, within: Duration) -> anyhow::Result<()> {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        let end = Instant::now() + within;
+        let mut seen = std::collections::HashSet::new();
+        while seen.len() < workers {
+            anyhow::ensure!(
+                Instant::now() < end,
+                "only {} of {workers} uvicorn workers answered within {within:?}",
+                seen.len()
+            );
+            let asks = (0..2 * workers).map(|_| {
+                let http = http.clone();
+                let url = format!("{}/info", self.url);
+                async move {
+                    let v: serde_json::Value =
+                        http.get(url).send().await.ok()?.json().await.ok()?;
+                    v["pid"].as_u64()
+                }
+            });
+            let before = seen.len();
+            seen.extend(futures::future::join_all(asks).await.into_iter().flatten());
+            if seen.len() == before {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        Ok(())
     }
 
     pub fn pid(&self) -> u32 {

@@ -6,7 +6,8 @@
 //! JSON file and prints a markdown table. `scripts/bench.sh` builds and runs it.
 //! `cxrflow-bench drift` runs the drift benchmark instead ([`drift`]); `cxrflow-bench
 //! reduced-decode` compares reduced- and full-resolution decoding through the model
-//! ([`reduced_decode`]).
+//! ([`reduced_decode`]); `cxrflow-bench pydicom-compare` times cxrflow's preprocess against
+//! pydicom + OpenCV on the same full-size DICOM files ([`pydicom_compare`]).
 
 mod bare;
 mod baseline;
@@ -15,10 +16,12 @@ mod corpus;
 mod drift;
 mod drift_report;
 mod fastapi;
+mod full_size;
 mod load;
 mod pipeline;
 mod pipeline_suite;
 mod procfs;
+mod pydicom_compare;
 mod reduced_decode;
 mod report;
 mod schedule;
@@ -57,6 +60,37 @@ fn notes(r: &Report) -> Vec<String> {
                 own * 100.0
             ));
         }
+    }
+    if let Some(f) = &r.fastapi {
+        let tried: Vec<String> = f
+            .layouts
+            .iter()
+            .map(|l| {
+                format!(
+                    "{}w×{}t {:.1} ({} CPU-ms/request)",
+                    l.layout.workers,
+                    l.layout.intra_op_threads,
+                    l.saturation_per_s,
+                    l.cpu_ms_per_request
+                        .map_or("unknown".into(), |c| format!("{c:.0}"))
+                )
+            })
+            .collect();
+        out.push(format!(
+            "FastAPI layout search (uvicorn workers × intra-op threads, closed-loop req/s at the \
+             best client count): {}. Best: {} worker(s) × {} thread(s), {:.2} req/s closed loop; \
+             open loop it {} {:.2} req/s (latency from each request's scheduled send time).",
+            tried.join(", "),
+            f.best_layout.workers,
+            f.best_layout.intra_op_threads,
+            f.saturation_per_s,
+            if f.open_loop_confirmed {
+                "kept up with"
+            } else {
+                "kept up with none of the rates tried; taken at its saturation,"
+            },
+            f.capacity_per_s
+        ));
     }
     if let Some(p) = &r.pipeline {
         let i = &p.stack.inference;
@@ -164,6 +198,11 @@ async fn main() -> anyhow::Result<()> {
         let args = reduced_decode::ReducedArgs::parse_from(std::env::args().skip(1));
         return tokio::task::spawn_blocking(move || reduced_decode::run(args)).await?;
     }
+    // `cxrflow-bench pydicom-compare …`: preprocess against pydicom + OpenCV.
+    if std::env::args().nth(1).as_deref() == Some("pydicom-compare") {
+        let args = pydicom_compare::CompareArgs::parse_from(std::env::args().skip(1));
+        return tokio::task::spawn_blocking(move || pydicom_compare::run(args)).await?;
+    }
     let args = Args::parse();
     let machine = procfs::machine();
     eprintln!(
@@ -200,7 +239,7 @@ async fn main() -> anyhow::Result<()> {
         None
     } else {
         eprintln!("FastAPI baseline");
-        Some(baseline::run(&args, &corpus, &model.dir).await?)
+        Some(baseline::run(&args, cpus, &corpus, &model.dir).await?)
     };
     let pipeline = if args.skip_pipeline {
         None
@@ -243,6 +282,24 @@ async fn main() -> anyhow::Result<()> {
             best.cpu_ms_per_image
                 .filter(|_| total > 0.0)
                 .map(|b| b / total)
+        }),
+        fastapi_efficiency: fastapi
+            .as_ref()
+            .map(|f| f.capacity_per_s / best.images_per_s),
+        cxrflow_over_fastapi: pipeline
+            .as_ref()
+            .zip(fastapi.as_ref())
+            .map(|(p, f)| p.capacity_per_s / f.capacity_per_s),
+        cxrflow_over_fastapi_saturation: pipeline
+            .as_ref()
+            .zip(fastapi.as_ref())
+            .map(|(p, f)| p.capacity_per_s / f.saturation_per_s),
+        cxrflow_over_fastapi_cpu: pipeline.as_ref().zip(fastapi.as_ref()).and_then(|(p, f)| {
+            let total: f64 = p.cpu.iter().map(|c| c.cpu_ms_per_study).sum();
+            let best = f.layouts.iter().find(|l| l.layout == f.best_layout)?;
+            best.cpu_ms_per_request
+                .filter(|_| total > 0.0)
+                .map(|c| c / total)
         }),
         bare_onnxruntime: search,
         pipeline,

@@ -33,6 +33,44 @@ pub fn memory(pid: u32) -> Option<Memory> {
     })
 }
 
+/// `pid` and every process below it (uvicorn's worker processes under its supervisor).
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+                .filter_map(|p| {
+                    let ppid = stat_fields(&p.to_string())?.get(1)?.parse().ok()?;
+                    Some((p, ppid))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    tree
+}
+
+/// [`memory`] summed over `pid`'s process tree (the sum of each process's peak: an upper bound
+/// of the tree's peak).
+pub fn tree_memory(pid: u32) -> Option<Memory> {
+    let each: Vec<Memory> = process_tree(pid).into_iter().filter_map(memory).collect();
+    (!each.is_empty()).then(|| Memory {
+        peak_rss_mib: each.iter().map(|m| m.peak_rss_mib).sum(),
+        rss_mib: each.iter().map(|m| m.rss_mib).sum(),
+    })
+}
+
 /// The fields of /proc/<pid>/stat after the command name (which may hold spaces).
 fn stat_fields(pid: &str) -> Option<Vec<String>> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -40,13 +78,25 @@ fn stat_fields(pid: &str) -> Option<Vec<String>> {
     Some(after.split_whitespace().map(str::to_string).collect())
 }
 
-/// User + system CPU seconds `pid` has used so far ("self" for this process).
+/// User + system CPU seconds `pid` has used so far ("self" for this process, "thread-self" for
+/// the calling thread).
 pub fn cpu_seconds(pid: &str) -> Option<f64> {
     let f = stat_fields(pid)?;
     // After the name: state(0) ppid(1) … utime(11) stime(12).
     let user: f64 = f.get(11)?.parse().ok()?;
     let system: f64 = f.get(12)?.parse().ok()?;
     Some((user + system) / TICKS_PER_S)
+}
+
+/// CPU time the calling thread has run, in nanoseconds (/proc/thread-self/schedstat: exact,
+/// where /proc's stat counts 10 ms ticks).
+pub fn thread_cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Children of this process whose command name is `comm` (the embedded broker's tansu).
@@ -138,6 +188,24 @@ mod tests {
         let m = memory(std::process::id()).unwrap();
         assert!(m.peak_rss_mib >= m.rss_mib && m.rss_mib > 0.0);
         assert!(cpu_seconds("self").is_some());
+        assert!(cpu_seconds("thread-self").is_some());
+        // Spinning, the thread's CPU time grows (by nanoseconds, not 10 ms ticks), however
+        // busy the machine is.
+        let a = thread_cpu_ns().unwrap();
+        let spin = std::time::Instant::now();
+        while thread_cpu_ns().unwrap() - a < 5_000_000 {
+            assert!(spin.elapsed() < std::time::Duration::from_secs(30));
+        }
+        let child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let tree = process_tree(std::process::id());
+        assert!(tree.contains(&child.id()), "{tree:?}");
+        let (mut child, me) = (child, memory(std::process::id()).unwrap());
+        assert!(tree_memory(std::process::id()).unwrap().rss_mib >= me.rss_mib);
+        child.kill().unwrap();
+        child.wait().unwrap();
         assert!(machine_ticks().is_some());
         assert_eq!(
             ort_version(Path::new("/x/libonnxruntime.so.1.2.3")),

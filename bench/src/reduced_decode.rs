@@ -12,9 +12,7 @@
 //! highest tier of a finding over its threshold, from the manifest) changes.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -23,8 +21,9 @@ use cxrflow_inference::manifest::{resolve, FindingTier, Manifest};
 use cxrflow_inference::session::{ModelSession, SessionOptions};
 use cxrflow_preprocess::decode::{decode, decode_reduced};
 use cxrflow_preprocess::{prepare, DecodeLimits, Profile};
-use cxrflow_sim::{read_label_file, Drift, ImageSpec, LungMaskLibrary, Renderer, ViewKind};
 use serde::Serialize;
+
+use crate::full_size::{render_heldout, tools_python, wrap_as_dicom, ImageSpec};
 
 /// Reduced-resolution decoding against full-resolution decoding, through the real model.
 #[derive(Debug, Clone, Parser)]
@@ -137,77 +136,6 @@ fn tier(m: &Manifest, p: &[f32; 14]) -> FindingTier {
     }
 }
 
-fn tools_python(explicit: Option<&PathBuf>) -> PathBuf {
-    explicit.cloned().unwrap_or_else(|| {
-        let tools = std::env::var("CXRFLOW_TOOLS")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| {
-                PathBuf::from(std::env::var("HOME").unwrap_or_default())
-                    .join(".cache/cxrflow/tools")
-            });
-        tools.join("venv/bin/python")
-    })
-}
-
-/// Renders the sample at detector size as 16-bit PNGs in `dir`; returns their names.
-fn render(args: &ReducedArgs, dir: &Path) -> anyhow::Result<Vec<String>> {
-    let csv = args.dataset.join("CheXpert-v1.0-small/heldout.csv");
-    let table = read_label_file(&csv).with_context(|| format!("reading {}", csv.display()))?;
-    let rows: Vec<_> = table
-        .rows
-        .into_iter()
-        .filter(|r| r.view == ViewKind::Frontal)
-        .take(args.images)
-        .collect();
-    if rows.is_empty() {
-        bail!("no frontal rows in {}", csv.display());
-    }
-    let masks = args.masks.clone().or_else(|| {
-        let data = std::env::var("CXRFLOW_DATA")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| {
-                PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/cxrflow/data")
-            });
-        Some(data.join("chexpert-labels/semantic_masks_v7labs_lungs.zip")).filter(|p| p.exists())
-    });
-    let masks = match masks {
-        Some(p) => Some(Arc::new(
-            LungMaskLibrary::load_zip(&p).with_context(|| format!("masks {}", p.display()))?,
-        )),
-        None => None,
-    };
-    let renderer = Renderer::new(args.seed, masks, ImageSpec::FULL_SIZE, Drift::NONE);
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunks: Vec<Vec<(usize, &cxrflow_sim::ChexpertRow)>> = {
-        let mut c = vec![Vec::new(); threads];
-        for (i, r) in rows.iter().enumerate() {
-            c[i % threads].push((i, r));
-        }
-        c
-    };
-    std::thread::scope(|s| -> anyhow::Result<()> {
-        let handles: Vec<_> = chunks
-            .iter()
-            .map(|chunk| {
-                let renderer = &renderer;
-                s.spawn(move || -> anyhow::Result<()> {
-                    for (i, row) in chunk {
-                        let png = renderer.render(row).encode_png()?;
-                        std::fs::write(dir.join(format!("{i:04}.png")), png)?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join()
-                .map_err(|_| anyhow::anyhow!("render thread panicked"))??;
-        }
-        Ok(())
-    })?;
-    Ok(rows.iter().map(|r| r.path.clone()).collect())
-}
-
 pub fn measure(args: &ReducedArgs) -> anyhow::Result<ReducedReport> {
     let model = resolve(&args.models_dir, &args.model)
         .with_context(|| format!("model {} (scripts/make-test-data.sh makes it)", args.model))?;
@@ -224,7 +152,13 @@ pub fn measure(args: &ReducedArgs) -> anyhow::Result<ReducedReport> {
     let work = tempfile::tempdir()?;
 
     let t = Instant::now();
-    let paths = render(args, work.path())?;
+    let paths = render_heldout(
+        &args.dataset,
+        args.seed,
+        args.masks.as_deref(),
+        args.images,
+        work.path(),
+    )?;
     let render_s = t.elapsed().as_secs_f64();
     eprintln!(
         "rendered {} full-size images in {render_s:.0} s",
@@ -232,17 +166,8 @@ pub fn measure(args: &ReducedArgs) -> anyhow::Result<ReducedReport> {
     );
 
     let t = Instant::now();
-    let status = Command::new(tools_python(args.python.as_ref()))
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("python/full_size_dicom.py"))
-        .arg(work.path())
-        .args(&args.syntaxes)
-        .status()
-        .context(
-            "running bench/python/full_size_dicom.py (the tools venv: scripts/python-env.sh)",
-        )?;
-    if !status.success() {
-        bail!("bench/python/full_size_dicom.py failed: {status}");
-    }
+    let python = args.python.clone().unwrap_or_else(|| tools_python("venv"));
+    wrap_as_dicom(&python, work.path(), &args.syntaxes)?;
     let encode_s = t.elapsed().as_secs_f64();
     eprintln!(
         "encoded as DICOM ({}) in {encode_s:.0} s",

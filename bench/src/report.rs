@@ -24,6 +24,18 @@ pub struct Report {
     /// (best layout) ÷ CPU-ms per study of every pipeline process (broker and load generator
     /// included) during the flood.
     pub pipeline_cpu_efficiency: Option<f64>,
+    /// The FastAPI baseline's max sustained throughput (best layout, open loop) ÷ best bare ORT.
+    pub fastapi_efficiency: Option<f64>,
+    /// Pipeline capacity ÷ the FastAPI baseline's max sustained throughput (best layout,
+    /// open loop).
+    pub cxrflow_over_fastapi: Option<f64>,
+    /// Pipeline capacity ÷ the best FastAPI layout's closed-loop saturation throughput (its
+    /// service rate, as the pipeline's flood drain rate is; the stricter comparison).
+    pub cxrflow_over_fastapi_saturation: Option<f64>,
+    /// The same in CPU time: the best FastAPI layout's CPU-ms per request (uvicorn and its
+    /// workers, at saturation) ÷ the pipeline's CPU-ms per study (every process, during the
+    /// flood). Robust to other load on the machine, as the wall-clock ratios are not.
+    pub cxrflow_over_fastapi_cpu: Option<f64>,
     pub pipeline: Option<PipelineReport>,
     pub fastapi: Option<BaselineReport>,
     pub notes: Vec<String>,
@@ -89,6 +101,26 @@ pub fn markdown(r: &Report) -> String {
             p.capacity_per_s, b.images_per_s, e
         ));
     }
+    if let Some(fb) = &r.fastapi {
+        out.push_str(&format!(
+            "FastAPI baseline, best of {} layout(s): {} uvicorn worker(s) × {} intra-op thread(s), \
+             {:.2} req/s closed loop, {:.2} req/s sustained open loop ({} of bare).\n",
+            fb.layouts.len(),
+            fb.best_layout.workers,
+            fb.best_layout.intra_op_threads,
+            fb.saturation_per_s,
+            fb.capacity_per_s,
+            f(r.fastapi_efficiency, 2)
+        ));
+    }
+    if let (Some(o), Some(s)) = (r.cxrflow_over_fastapi, r.cxrflow_over_fastapi_saturation) {
+        out.push_str(&format!(
+            "cxrflow ÷ FastAPI: **{s:.2}** against its closed-loop saturation, {o:.2} against its \
+             sustained open-loop rate; in CPU time (FastAPI CPU-ms per request ÷ cxrflow CPU-ms \
+             per study) {}.\n",
+            f(r.cxrflow_over_fastapi_cpu, 2)
+        ));
+    }
     if let Some(e) = r.pipeline_cpu_efficiency {
         out.push_str(&format!(
             "In CPU time: bare ORT {} CPU-ms/image ÷ whole pipeline {} CPU-ms/study = {e:.2}.\n",
@@ -109,7 +141,37 @@ pub fn markdown(r: &Report) -> String {
         &mut out,
         "max sustained throughput (studies/s)",
         p.map_or_else(none, |p| format!("{:.2}", p.capacity_per_s)),
-        fa.map_or_else(none, |f| format!("{:.2}", f.capacity_per_s)),
+        fa.map_or_else(none, |f| {
+            format!(
+                "{:.2} open loop ({:.2} closed loop)",
+                f.capacity_per_s, f.saturation_per_s
+            )
+        }),
+    );
+    row(
+        &mut out,
+        "÷ best bare ORT",
+        f(r.pipeline_efficiency, 2),
+        f(r.fastapi_efficiency, 2),
+    );
+    row(
+        &mut out,
+        "layout",
+        p.map_or_else(none, |p| {
+            let i = &p.stack.inference;
+            format!(
+                "{} process(es) × {} session(s) × {} thread(s), batch ≤ {}",
+                i.replicas, i.sessions, i.intra_op_threads, i.max_batch
+            )
+        }),
+        fa.map_or_else(none, |f| {
+            format!(
+                "{} worker(s) × {} thread(s), batch 1 (searched: {})",
+                f.best_layout.workers,
+                f.best_layout.intra_op_threads,
+                f.layouts.len()
+            )
+        }),
     );
     row(
         &mut out,
