@@ -238,54 +238,26 @@ fn labelled_row(patient: usize, critical: bool) -> cxrflow_sim::ChexpertRow {
 }
 
 fn exported_prediction(patient: usize, probability: f64) -> cxrflow_contracts::Prediction {
-    use cxrflow_contracts::{FindingScore, ModelRole, OrderPriority, Prediction, StudyContext};
+    use cxrflow_contracts::{FindingScore, Prediction, StudyContext};
+    use cxrflow_testkit::records::{prediction, score, study};
     let uid = cxrflow_sim::replay::derived_uid(&format!("study/patient{patient:05}/1"));
     Prediction {
-        study: StudyContext {
-            site_id: "pacs-1".into(),
-            study_instance_uid: uid.clone(),
-            series_instance_uid: format!("{uid}.1"),
-            sop_instance_uid: format!("{uid}.1.1"),
-            accession_number: None,
-            patient_ref: "pt-0".into(),
-            modality: "CR".into(),
-            view_position: Some("PA".into()),
-            patient_age_years: None,
-            patient_sex: None,
-            acquired_at: 1,
-            published_at: 1,
-            priority_hint: OrderPriority::Routine,
-        },
         blob_uri: "file:///x".into(),
-        model_name: "cxr-small".into(),
-        model_version: "1".into(),
-        model_role: ModelRole::Production,
-        execution_provider: "cpu".into(),
-        assessable: true,
         findings: vec![
             FindingScore {
-                finding: "Pneumothorax".into(),
-                probability,
                 threshold: 0.4,
-                critical: true,
-                urgent: false,
+                ..score("Pneumothorax", probability)
             },
-            FindingScore {
-                finding: "Cardiomegaly".into(),
-                probability: 0.1,
-                threshold: 0.5,
-                critical: false,
-                urgent: false,
-            },
+            score("Cardiomegaly", 0.1),
         ],
-        batch_size: 1,
-        inference_ms: 1.0,
         predicted_at: 2,
-        embedding: None,
-        input_stats: None,
-        not_assessable_reason: None,
-        not_assessable_code: None,
-        ood_distance: None,
+        ..prediction(StudyContext {
+            site_id: "pacs-1".into(),
+            patient_ref: "pt-0".into(),
+            acquired_at: 1,
+            published_at: 1,
+            ..study(&uid)
+        })
     }
 }
 

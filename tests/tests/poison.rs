@@ -22,10 +22,11 @@ use std::time::Duration;
 use cxrflow_common::kafka::Producer;
 use cxrflow_common::ServiceArgs;
 use cxrflow_contracts::{
-    topics, Codec, DeadLetter, FindingScore, ModelRole, OrderPriority, Prediction,
-    PreprocessedImage, ScanEvent, StudyContext, TriageDecision, TriageTier, FINDINGS,
+    topics, Codec, DeadLetter, Prediction, PreprocessedImage, ScanEvent, StudyContext,
+    TriageDecision, TriageTier, FINDINGS,
 };
 use cxrflow_preprocess::fixtures::{self, broken, DicomSpec};
+use cxrflow_testkit::records::score;
 use support::{until, Pipeline, Service};
 use tokio_util::sync::CancellationToken;
 
@@ -53,18 +54,10 @@ fn study(n: u32) -> StudyContext {
     let now = now_ms();
     StudyContext {
         site_id: "site-poison".into(),
-        study_instance_uid: format!("1.2.826.0.1.3680043.10.999.{n}"),
-        series_instance_uid: format!("1.2.826.0.1.3680043.10.999.{n}.1"),
-        sop_instance_uid: format!("1.2.826.0.1.3680043.10.999.{n}.1.1"),
-        accession_number: None,
         patient_ref: format!("pt-poison{n:04}"),
-        modality: "CR".into(),
-        view_position: Some("PA".into()),
-        patient_age_years: Some(61),
-        patient_sex: Some("F".into()),
         acquired_at: now - 60_000,
         published_at: now,
-        priority_hint: OrderPriority::Routine,
+        ..cxrflow_testkit::records::study(&format!("1.2.826.0.1.3680043.10.999.{n}"))
     }
 }
 
@@ -320,32 +313,15 @@ fn photograph() -> Vec<u8> {
 /// dead-letters NaN outputs).
 fn nan_prediction(n: u32, p: f64) -> Prediction {
     Prediction {
-        study: study(n),
         blob_uri: "file:///nonexistent/poison".into(),
-        model_name: "cxr-small".into(),
         model_version: "0.0.0-poison".into(),
-        model_role: ModelRole::Production,
-        execution_provider: "cpu".into(),
-        assessable: true,
         findings: FINDINGS
             .iter()
             .enumerate()
-            .map(|(i, f)| FindingScore {
-                finding: f.to_string(),
-                probability: if i % 2 == 0 { f64::NAN } else { p },
-                threshold: 0.5,
-                critical: *f == "Pneumothorax",
-                urgent: false,
-            })
+            .map(|(i, f)| score(f, if i % 2 == 0 { f64::NAN } else { p }))
             .collect(),
-        batch_size: 1,
-        inference_ms: 1.0,
         predicted_at: now_ms(),
-        embedding: None,
-        input_stats: None,
-        not_assessable_reason: None,
-        not_assessable_code: None,
-        ood_distance: None,
+        ..cxrflow_testkit::records::prediction(study(n))
     }
 }
 

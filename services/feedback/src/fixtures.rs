@@ -2,36 +2,25 @@
 
 use cxrflow_contracts::*;
 
-pub use cxrflow_testkit::records::study;
+pub use cxrflow_testkit::records::{score, study};
 
 /// A prediction scoring every finding `p` (threshold 0.5).
 pub fn prediction(uid: &str, version: &str, role: ModelRole, p: f64) -> Prediction {
     Prediction {
-        study: study(uid),
-        blob_uri: format!("file:///blobs/{uid}.png"),
         model_name: "chexnet".into(),
         model_version: version.into(),
         model_role: role,
-        execution_provider: "cpu".into(),
-        assessable: true,
         findings: FINDINGS
             .iter()
             .map(|f| FindingScore {
-                finding: f.to_string(),
-                probability: p,
-                threshold: 0.5,
                 critical: false,
                 urgent: false,
+                ..score(f, p)
             })
             .collect(),
-        batch_size: 1,
         inference_ms: 3.0,
         predicted_at: 1_700_000_001_000,
-        embedding: None,
-        input_stats: None,
-        not_assessable_reason: None,
-        not_assessable_code: None,
-        ood_distance: None,
+        ..cxrflow_testkit::records::prediction(study(uid))
     }
 }
 

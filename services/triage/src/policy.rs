@@ -408,49 +408,27 @@ pub fn not_assessable_reason(p: &Prediction) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cxrflow_contracts::{ModelRole, StudyContext};
+    use cxrflow_contracts::StudyContext;
 
+    /// A prediction of study 1.2.3 (acquired and published at 1 s) scoring `findings` as
+    /// (name, probability, critical); a non-critical finding is urgent where contracts says so.
     pub(crate) fn prediction(findings: &[(&str, f64, bool)], hint: OrderPriority) -> Prediction {
+        use cxrflow_testkit::records::{prediction, score, study};
         Prediction {
-            study: StudyContext {
-                site_id: "s".into(),
-                study_instance_uid: "1.2.3".into(),
-                series_instance_uid: "1.2.3.1".into(),
-                sop_instance_uid: "1.2.3.1.1".into(),
-                accession_number: None,
-                patient_ref: "p".into(),
-                modality: "CR".into(),
-                view_position: Some("PA".into()),
-                patient_age_years: None,
-                patient_sex: None,
-                acquired_at: 1_000,
-                published_at: 1_000,
-                priority_hint: hint,
-            },
-            blob_uri: "file:///b".into(),
-            model_name: "m".into(),
-            model_version: "1".into(),
-            model_role: ModelRole::Production,
-            execution_provider: "cpu".into(),
-            assessable: true,
             findings: findings
                 .iter()
                 .map(|(f, p, c)| FindingScore {
-                    finding: f.to_string(),
-                    probability: *p,
-                    threshold: 0.5,
                     critical: *c,
-                    urgent: !*c && cxrflow_contracts::URGENT_FINDINGS.iter().any(|u| u == f),
+                    urgent: !*c && cxrflow_contracts::URGENT_FINDINGS.contains(f),
+                    ..score(f, *p)
                 })
                 .collect(),
-            batch_size: 1,
-            inference_ms: 1.0,
-            predicted_at: 2_000,
-            embedding: None,
-            input_stats: None,
-            not_assessable_reason: None,
-            not_assessable_code: None,
-            ood_distance: None,
+            ..prediction(StudyContext {
+                acquired_at: 1_000,
+                published_at: 1_000,
+                priority_hint: hint,
+                ..study("1.2.3")
+            })
         }
     }
 

@@ -29,43 +29,21 @@ fn prediction(
     hint: OrderPriority,
     blob_uri: &str,
 ) -> Prediction {
+    use cxrflow_testkit::records::{prediction, score, study};
     Prediction {
-        study: StudyContext {
-            site_id: "site-a".into(),
-            study_instance_uid: uid.into(),
-            series_instance_uid: format!("{uid}.1"),
-            sop_instance_uid: format!("{uid}.1.1"),
-            accession_number: None,
-            patient_ref: "p".into(),
-            modality: "CR".into(),
-            view_position: Some("PA".into()),
+        blob_uri: blob_uri.into(),
+        findings: vec![FindingScore {
+            critical,
+            urgent: !critical && URGENT_FINDINGS.contains(&finding),
+            ..score(finding, p)
+        }],
+        ..prediction(StudyContext {
             patient_age_years: Some(60),
-            patient_sex: Some("F".into()),
             acquired_at: T0,
             published_at: T0,
             priority_hint: hint,
-        },
-        blob_uri: blob_uri.into(),
-        model_name: "densenet121".into(),
-        model_version: "1.0.0".into(),
-        model_role: ModelRole::Production,
-        execution_provider: "cpu".into(),
-        assessable: true,
-        findings: vec![FindingScore {
-            finding: finding.into(),
-            probability: p,
-            threshold: 0.5,
-            critical,
-            urgent: !critical && cxrflow_contracts::URGENT_FINDINGS.contains(&finding),
-        }],
-        batch_size: 1,
-        inference_ms: 3.0,
-        predicted_at: T0 + 1_000,
-        embedding: None,
-        input_stats: None,
-        not_assessable_reason: None,
-        not_assessable_code: None,
-        ood_distance: None,
+            ..study(uid)
+        })
     }
 }
 

@@ -38,33 +38,19 @@ const CRITICAL: &str = "1.2.840.9.critical";
 const BROKEN: &str = "1.2.840.9.broken";
 
 fn prediction(uid: &str, finding: &str, p: f64, critical: bool, blob_uri: &str) -> Prediction {
+    use cxrflow_testkit::records::{prediction, score, study};
     Prediction {
-        study: StudyContext {
+        blob_uri: blob_uri.into(),
+        findings: vec![FindingScore {
+            critical,
+            urgent: !critical && URGENT_FINDINGS.contains(&finding),
+            ..score(finding, p)
+        }],
+        ..prediction(StudyContext {
             acquired_at: T0,
             published_at: T0,
-            ..cxrflow_testkit::records::study(uid)
-        },
-        blob_uri: blob_uri.into(),
-        model_name: "densenet121".into(),
-        model_version: "1.0.0".into(),
-        model_role: ModelRole::Production,
-        execution_provider: "cpu".into(),
-        assessable: true,
-        findings: vec![FindingScore {
-            finding: finding.into(),
-            probability: p,
-            threshold: 0.5,
-            critical,
-            urgent: !critical && cxrflow_contracts::URGENT_FINDINGS.contains(&finding),
-        }],
-        batch_size: 1,
-        inference_ms: 3.0,
-        predicted_at: T0 + 1_000,
-        embedding: None,
-        input_stats: None,
-        not_assessable_reason: None,
-        not_assessable_code: None,
-        ood_distance: None,
+            ..study(uid)
+        })
     }
 }
 

@@ -7,8 +7,7 @@
 use std::collections::BTreeMap;
 
 use cxrflow_contracts::{
-    DeadLetter, FindingScore, ModelRole, OrderPriority, Prediction, ScanEvent, StudyContext,
-    TriageTier, WorklistStatus,
+    DeadLetter, OrderPriority, Prediction, ScanEvent, StudyContext, TriageTier, WorklistStatus,
 };
 use cxrflow_triage::intake::{describe, DeadLetterOutcome, Unrankable, OVERDUE_CODE};
 use cxrflow_triage::policy::{ai_ranked, TriagePolicy};
@@ -20,19 +19,11 @@ const MIN: i64 = 60_000;
 
 fn study(n: u32, hint: OrderPriority) -> StudyContext {
     StudyContext {
-        site_id: "a".into(),
-        study_instance_uid: format!("1.2.826.{n}"),
-        series_instance_uid: format!("1.2.826.{n}.1"),
-        sop_instance_uid: format!("1.2.826.{n}.1.1"),
-        accession_number: None,
         patient_ref: format!("p{n}"),
-        modality: "CR".into(),
-        view_position: Some("PA".into()),
-        patient_age_years: None,
-        patient_sex: None,
         acquired_at: T0 + i64::from(n) * MIN,
         published_at: T0 + i64::from(n) * MIN,
         priority_hint: hint,
+        ..cxrflow_testkit::records::study(&format!("1.2.826.{n}"))
     }
 }
 
@@ -59,6 +50,7 @@ enum Kind {
 }
 
 fn prediction(n: u32, hint: OrderPriority, kind: Kind, at: i64) -> Prediction {
+    use cxrflow_testkit::records::{prediction, score};
     let (assessable, p, code) = match kind {
         Kind::Critical => (true, 0.95, None),
         Kind::Normal => (true, 0.05, None),
@@ -66,32 +58,17 @@ fn prediction(n: u32, hint: OrderPriority, kind: Kind, at: i64) -> Prediction {
         Kind::Nan => (false, 0.0, Some("model.invalid_output")),
     };
     Prediction {
-        study: study(n, hint),
         blob_uri: format!("file:///blobs/{n}"),
-        model_name: "m".into(),
-        model_version: "1".into(),
-        model_role: ModelRole::Production,
-        execution_provider: "cpu".into(),
         assessable,
         findings: if assessable {
-            vec![FindingScore {
-                finding: "Pneumothorax".into(),
-                probability: p,
-                threshold: 0.5,
-                critical: true,
-                urgent: false,
-            }]
+            vec![score("Pneumothorax", p)]
         } else {
             vec![]
         },
-        batch_size: 1,
-        inference_ms: 1.0,
         predicted_at: at,
-        embedding: None,
-        input_stats: None,
         not_assessable_reason: code.map(|c| format!("refused: {c}")),
         not_assessable_code: code.map(String::from),
-        ood_distance: None,
+        ..prediction(study(n, hint))
     }
 }
 

@@ -8,6 +8,7 @@ use cxrflow_contracts::{
     FindingScore, ModelRole, OrderPriority, Prediction, StudyContext, TriageDecision, TriageTier,
     WorklistStatus,
 };
+use cxrflow_testkit::records::{prediction, score, study};
 use cxrflow_triage::policy::TriagePolicy;
 use cxrflow_triage::worklist::{reading_order, OrderingMode, Worklist};
 use proptest::prelude::*;
@@ -265,53 +266,22 @@ proptest! {
 fn a_critical_study_reads_before_a_routine_one_and_escalation_lifts_the_routine_one() {
     let mut wl = Worklist::new(TriagePolicy::default());
     let mut routine = Prediction {
-        study: StudyContext {
-            site_id: "a".into(),
-            study_instance_uid: "r".into(),
-            series_instance_uid: "r.1".into(),
-            sop_instance_uid: "r.1.1".into(),
-            accession_number: None,
-            patient_ref: "p".into(),
-            modality: "CR".into(),
+        findings: vec![score("Cardiomegaly", 0.1)],
+        predicted_at: T0,
+        ..prediction(StudyContext {
             view_position: None,
-            patient_age_years: None,
-            patient_sex: None,
             acquired_at: T0,
             published_at: T0,
-            priority_hint: OrderPriority::Routine,
-        },
-        blob_uri: "file:///b".into(),
-        model_name: "m".into(),
-        model_version: "1".into(),
-        model_role: ModelRole::Production,
-        execution_provider: "cpu".into(),
-        assessable: true,
-        findings: vec![FindingScore {
-            finding: "Cardiomegaly".into(),
-            probability: 0.1,
-            threshold: 0.5,
-            critical: false,
-            urgent: false,
-        }],
-        batch_size: 1,
-        inference_ms: 1.0,
-        predicted_at: T0,
-        embedding: None,
-        input_stats: None,
-        not_assessable_reason: None,
-        not_assessable_code: None,
-        ood_distance: None,
+            ..study("r")
+        })
     };
     deliver(&mut wl, &routine, T0);
     let mut critical = routine.clone();
     critical.study.study_instance_uid = "c".into();
     critical.study.acquired_at = T0 + 7 * 60 * MIN;
     critical.findings[0] = FindingScore {
-        finding: "Pneumothorax".into(),
-        probability: 0.9,
         threshold: 0.4,
-        critical: true,
-        urgent: false,
+        ..score("Pneumothorax", 0.9)
     };
     deliver(&mut wl, &critical, T0 + 7 * 60 * MIN);
     let order = |wl: &Worklist| {
