@@ -276,16 +276,16 @@ fn dicom_tls(
     cfg: &Config,
     address: &DicomAddress,
 ) -> anyhow::Result<Option<crate::destination::dicom::DicomTls>> {
-    let Some(ca) = &cfg.dicom_tls_ca else {
+    let Some(config) = cxrflow_common::tls::client_config_from(
+        "dicom-tls",
+        cfg.dicom_tls_ca.as_deref(),
+        cfg.dicom_tls_cert.as_deref(),
+        cfg.dicom_tls_key.as_deref(),
+    )
+    .context("DICOM TLS for the results C-STORE")?
+    else {
         return Ok(None);
     };
-    let identity = match (&cfg.dicom_tls_cert, &cfg.dicom_tls_key) {
-        (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
-        (None, None) => None,
-        _ => anyhow::bail!("--dicom-tls-cert and --dicom-tls-key go together"),
-    };
-    let config = cxrflow_common::tls::client_config(ca, identity)
-        .context("DICOM TLS for the results C-STORE")?;
     let server_name = match &cfg.dicom_tls_server_name {
         Some(n) => n.clone(),
         None => address

@@ -5,6 +5,7 @@
 
 pub mod dicom;
 pub mod fhir;
+pub mod http;
 pub mod stow;
 
 use std::future::Future;
