@@ -23,8 +23,10 @@ pub struct TlsArgs {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("--tls-cert and --tls-key go together")]
-    Incomplete,
+    /// A certificate without its key or the other way round (or a client CA without both); the
+    /// flags' common prefix, e.g. `tls` for `--tls-cert`/`--tls-key`.
+    #[error("--{0}-cert and --{0}-key go together")]
+    Incomplete(&'static str),
     #[error("certificate {path}: {reason}")]
     Cert { path: String, reason: String },
     #[error("private key {path}: {reason}")]
@@ -36,12 +38,15 @@ pub enum TlsError {
 impl TlsArgs {
     /// The server configuration, or `None` for plain HTTP.
     pub fn server_config(&self) -> Result<Option<Arc<ServerConfig>>, TlsError> {
-        let (cert, key) = match (&self.tls_cert, &self.tls_key) {
-            (None, None) => return Ok(None),
-            (Some(c), Some(k)) => (c, k),
-            _ => return Err(TlsError::Incomplete),
+        let Some(mut config) = server_config_from(
+            "tls",
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+            None,
+        )?
+        else {
+            return Ok(None);
         };
-        let mut config = server_config(cert, key, None)?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Some(Arc::new(config)))
     }
@@ -116,6 +121,43 @@ pub fn server_config(
         }
     };
     Ok(builder.with_single_cert(chain, key)?)
+}
+
+/// The server side of a `--<prefix>-cert`, `--<prefix>-key`, `--<prefix>-client-ca` triple of
+/// options: `None` (plain TCP) without a certificate; a certificate needs its key, and a
+/// client CA (mutual TLS) needs both.
+pub fn server_config_from(
+    prefix: &'static str,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+    client_ca: Option<&Path>,
+) -> Result<Option<ServerConfig>, TlsError> {
+    match (cert, key, client_ca) {
+        (None, None, None) => Ok(None),
+        (Some(cert), Some(key), ca) => server_config(cert, key, ca).map(Some),
+        _ => Err(TlsError::Incomplete(prefix)),
+    }
+}
+
+/// The client side of a `--<prefix>-ca`, `--<prefix>-cert`, `--<prefix>-key` triple of
+/// options: `None` (a plain connection) without a CA; a client certificate (mutual TLS) needs
+/// its key.
+pub fn client_config_from(
+    prefix: &'static str,
+    ca: Option<&Path>,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<Option<rustls::ClientConfig>, TlsError> {
+    let identity = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => return Err(TlsError::Incomplete(prefix)),
+    };
+    match ca {
+        None if identity.is_some() => Err(TlsError::Incomplete(prefix)),
+        None => Ok(None),
+        Some(ca) => client_config(ca, identity).map(Some),
+    }
 }
 
 /// A client configuration that trusts the CAs in `ca` (PEM) and, with `identity` (certificate

@@ -85,5 +85,52 @@ fn broken_tls_files_are_refused_with_their_path() {
         tls_cert: Some(junk),
         tls_key: None,
     };
-    assert!(matches!(half.server_config(), Err(TlsError::Incomplete)));
+    assert!(matches!(
+        half.server_config(),
+        Err(TlsError::Incomplete("tls"))
+    ));
+}
+
+#[test]
+fn option_triples_need_their_parts_and_say_which_flags() {
+    use cxrflow_common::tls::{client_config_from, server_config_from};
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    let (c, k) = (Some(cert.as_path()), Some(key.as_path()));
+
+    // Client: no CA is a plain connection; a CA alone or with a whole identity is TLS.
+    assert!(client_config_from("db-tls", None, None, None)
+        .unwrap()
+        .is_none());
+    assert!(client_config_from("db-tls", c, None, None)
+        .unwrap()
+        .is_some());
+    assert!(client_config_from("db-tls", c, c, k).unwrap().is_some());
+    let half = client_config_from("db-tls", c, c, None).unwrap_err();
+    assert_eq!(
+        half.to_string(),
+        "--db-tls-cert and --db-tls-key go together"
+    );
+    assert!(matches!(
+        client_config_from("db-tls", None, c, k),
+        Err(TlsError::Incomplete("db-tls"))
+    ));
+
+    // Server: no certificate is plain TCP; a client CA needs the certificate and key.
+    assert!(server_config_from("x-tls", None, None, None)
+        .unwrap()
+        .is_none());
+    assert!(server_config_from("x-tls", c, k, None).unwrap().is_some());
+    assert!(server_config_from("x-tls", c, k, c).unwrap().is_some());
+    assert!(matches!(
+        server_config_from("x-tls", None, None, c),
+        Err(TlsError::Incomplete("x-tls"))
+    ));
+    assert!(matches!(
+        server_config_from("x-tls", c, None, None),
+        Err(TlsError::Incomplete("x-tls"))
+    ));
 }

@@ -284,17 +284,13 @@ impl Config {
 
     /// The DICOM listener's TLS configuration, or `None` for plain TCP.
     pub fn dicom_tls(&self) -> Result<Option<rustls::ServerConfig>, ConfigError> {
-        match (&self.dicom_tls_cert, &self.dicom_tls_key, &self.dicom_tls_client_ca) {
-            (None, None, None) => Ok(None),
-            (Some(cert), Some(key), ca) => {
-                cxrflow_common::tls::server_config(cert, key, ca.as_deref())
-                    .map(Some)
-                    .map_err(|e| ConfigError::DicomTls(e.to_string()))
-            }
-            _ => Err(ConfigError::DicomTls(
-                "--gateway-dicom-tls-cert and --gateway-dicom-tls-key go together (and a client CA needs both)".into(),
-            )),
-        }
+        cxrflow_common::tls::server_config_from(
+            "gateway-dicom-tls",
+            self.dicom_tls_cert.as_deref(),
+            self.dicom_tls_key.as_deref(),
+            self.dicom_tls_client_ca.as_deref(),
+        )
+        .map_err(|e| ConfigError::DicomTls(e.to_string()))
     }
 
     pub fn association_timeout(&self) -> Duration {

@@ -87,21 +87,13 @@ pub struct ScyllaArgs {
 impl ScyllaArgs {
     /// The TLS client configuration, or `None` for plain CQL.
     pub fn tls(&self) -> Result<Option<rustls::ClientConfig>, StoreError> {
-        let Some(ca) = &self.scylla_tls_ca else {
-            return Ok(None);
-        };
-        let identity = match (&self.scylla_tls_cert, &self.scylla_tls_key) {
-            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
-            (None, None) => None,
-            _ => {
-                return Err(StoreError::Config(
-                    "--scylla-tls-cert and --scylla-tls-key go together".into(),
-                ))
-            }
-        };
-        cxrflow_common::tls::client_config(ca, identity)
-            .map(Some)
-            .map_err(|e| StoreError::Config(format!("ScyllaDB TLS: {e}")))
+        cxrflow_common::tls::client_config_from(
+            "scylla-tls",
+            self.scylla_tls_ca.as_deref(),
+            self.scylla_tls_cert.as_deref(),
+            self.scylla_tls_key.as_deref(),
+        )
+        .map_err(|e| StoreError::Config(format!("ScyllaDB TLS: {e}")))
     }
 
     /// A session builder for `nodes` with these credentials and TLS.
