@@ -53,8 +53,12 @@ impl Profile {
         // The stored image's aspect: a reduced level rounds its sides up, so its own aspect can
         // be off by a fraction of a pixel.
         let geo = Letterbox::fit(img.original_width, img.original_height, side);
-        let src: Vec<U16> = img.pixels.iter().map(|&v| U16::new(v)).collect();
-        let src = TypedImageRef::new(img.width, img.height, &src).map_err(|e| e.to_string())?;
+        let src = TypedImageRef::<U16>::from_buffer(
+            img.width,
+            img.height,
+            bytemuck::cast_slice(&img.pixels),
+        )
+        .map_err(|e| e.to_string())?;
         let mut dst = TypedImage::<U16>::new(geo.width, geo.height);
         let mut opts =
             ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
@@ -175,6 +179,7 @@ mod tests {
             original_height: 400,
             reduction: None,
             pixels: vec![65535; 200 * 400],
+            histogram: None,
             bits_stored: 16,
             photometric: "MONOCHROME2".into(),
             view_position: None,

@@ -1,6 +1,7 @@
 //! Image statistics for drift detection, on the full decoded image in display orientation,
 //! normalised to 0..1. One pass builds an exact 65536-bin histogram, from which mean, std,
-//! the percentiles (nearest rank) and the 32-bin histogram all follow.
+//! the percentiles (nearest rank) and the 32-bin histogram all follow; a DICOM decoder that
+//! counted its samples on the way hands that histogram over instead.
 
 use cxrflow_contracts::ImageStats;
 
@@ -10,10 +11,18 @@ use crate::decode::DecodedImage;
 pub const HISTOGRAM_BINS: usize = 32;
 
 pub fn image_stats(img: &DecodedImage) -> ImageStats {
-    let mut counts = vec![0u64; 65536];
-    for &v in &img.pixels {
-        counts[v as usize] += 1;
-    }
+    let counted;
+    let counts = match &img.histogram {
+        Some(h) if h.len() == 65536 => h,
+        _ => {
+            let mut c = vec![0u64; 65536];
+            for &v in &img.pixels {
+                c[v as usize] += 1;
+            }
+            counted = c;
+            &counted
+        }
+    };
     let n = img.pixels.len() as u64;
     let (mut sum, mut sum_sq) = (0f64, 0f64);
     let mut histogram = vec![0i64; HISTOGRAM_BINS];
@@ -75,6 +84,7 @@ mod tests {
             original_height: 1,
             reduction: None,
             pixels,
+            histogram: None,
             bits_stored: 12,
             photometric: "MONOCHROME1".into(),
             view_position: None,

@@ -2,8 +2,18 @@
 //! (rescale slope/intercept), then the first VOI LUT (table if present, else window
 //! center/width with its VOI LUT function, else a min-max window over the image), then
 //! MONOCHROME1 inversion.
+//!
+//! A single-sample image of 8 or 16 bits allocated (every radiograph) takes one pass over its
+//! stored samples to count them and one to map them through a table of 2^BitsStored entries
+//! (dicom-pixeldata's [`Lut`]) holding the whole chain above, so no sample goes through floating
+//! point and the statistics come from the counts ([`DecodedImage::histogram`]). Other images
+//! (RGB, 32 bits allocated) take the general path: every sample in `f64`.
 
-use dicom_pixeldata::{DecodedPixelData, VoiLutFunction, WindowLevel};
+use std::borrow::Cow;
+
+use dicom_pixeldata::{
+    DecodedPixelData, Lut, PixelRepresentation, Rescale, VoiLutFunction, WindowLevel,
+};
 
 use super::{unit_to_u16, Container, DecodeError, DecodedImage};
 
@@ -13,6 +23,24 @@ fn attr_err(e: dicom_pixeldata::Error) -> DecodeError {
 }
 
 pub(super) fn to_display(
+    pd: &DecodedPixelData<'_>,
+    view_position: Option<String>,
+) -> Result<DecodedImage, DecodeError> {
+    let photometric = pd.photometric_interpretation().as_str();
+    if (photometric == "MONOCHROME1" || photometric == "MONOCHROME2")
+        && pd.samples_per_pixel() == 1
+        && matches!(pd.bits_allocated(), 8 | 16)
+        && (1..=16).contains(&pd.bits_stored())
+    {
+        integer_display(pd, view_position)
+    } else {
+        float_display(pd, view_position)
+    }
+}
+
+/// [`to_display`] with every sample in `f64`: RGB, 32 bits allocated (and, in the tests, the
+/// reference the integer path is checked against).
+fn float_display(
     pd: &DecodedPixelData<'_>,
     view_position: Option<String>,
 ) -> Result<DecodedImage, DecodeError> {
@@ -47,7 +75,7 @@ pub(super) fn to_display(
             "photometric interpretation (0028,0004) {photometric}"
         )));
     }
-    let voi = Voi::for_image(pd, &values[..n])?;
+    let voi = Voi::for_image(pd, || Voi::min_max(&values[..n]))?;
     let pixels = values[..n]
         .iter()
         .map(|&v| {
@@ -62,12 +90,162 @@ pub(super) fn to_display(
         original_height: height,
         reduction: None,
         pixels,
+        histogram: None,
         bits_stored: pd.bits_stored(),
         photometric,
         view_position,
         container: Container::Dicom,
         header: None,
     })
+}
+
+/// [`to_display`] for one sample of 8 or 16 bits allocated and at most 16 stored, MONOCHROME1
+/// or MONOCHROME2: every sample goes through one table (indexed by the raw sample, which the
+/// table masks to BitsStored) and is counted on the way. A file without a VOI LUT or window
+/// needs the range of its values first: one counting pass, then the mapping pass.
+fn integer_display(
+    pd: &DecodedPixelData<'_>,
+    view_position: Option<String>,
+) -> Result<DecodedImage, DecodeError> {
+    let (width, height) = (pd.columns(), pd.rows());
+    let n = width as usize * height as usize;
+    let data = pd
+        .frame_data(0)
+        .map_err(|e| DecodeError::from_decoder("DICOM pixel data", &e))?;
+    let bits_stored = pd.bits_stored();
+    let signed = pd.pixel_representation() == PixelRepresentation::Signed;
+    let wide = pd.bits_allocated() == 16;
+    let samples = if wide { data.len() / 2 } else { data.len() };
+    if samples < n {
+        return Err(DecodeError::Truncated(format!(
+            "pixel data holds {samples} samples, {width}×{height} needs {n}"
+        )));
+    }
+    // dicom-pixeldata holds the samples in the machine's byte order; a buffer that does not
+    // start on a 2-byte boundary is copied once.
+    let words: Cow<'_, [u16]> = if wide {
+        match bytemuck::try_cast_slice(&data[..2 * n]) {
+            Ok(w) => Cow::Borrowed(w),
+            Err(_) => Cow::Owned(bytemuck::pod_collect_to_vec(&data[..2 * n])),
+        }
+    } else {
+        Cow::Borrowed(&[])
+    };
+    let bytes = &data[..if wide { 0 } else { n }];
+    let rescale: Rescale = pd
+        .rescale()
+        .map_err(attr_err)?
+        .first()
+        .copied()
+        .unwrap_or(Rescale {
+            slope: 1.0,
+            intercept: 0.0,
+        });
+    let mask = (1usize << bits_stored) - 1;
+    // The stored value a masked sample stands for (two's complement when signed).
+    let value_of = |i: usize| -> f64 {
+        if signed && i > mask / 2 {
+            i as f64 - (mask + 1) as f64
+        } else {
+            i as f64
+        }
+    };
+    let mut counted = None;
+    let voi = Voi::for_image(pd, || {
+        let counts = if wide {
+            count(&words, None).1
+        } else {
+            count(bytes, None).1
+        };
+        // The extremes of the modality values present.
+        let (min, max) = (0..counts.len())
+            .filter(|&raw| counts[raw] > 0)
+            .map(|raw| rescale.apply(value_of(raw & mask)))
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+                (lo.min(v), hi.max(v))
+            });
+        counted = Some(counts);
+        Voi::MinMax { min, max }
+    })?;
+    let monochrome1 = pd.photometric_interpretation().as_str() == "MONOCHROME1";
+    let lut: Lut<u16> = Lut::new_with_fn(bits_stored, signed, |x| {
+        let y = voi.apply(rescale.apply(x));
+        f64::from(unit_to_u16(if monochrome1 { 1.0 - y } else { y }))
+    })
+    .map_err(|e| DecodeError::InvalidAttribute(format!("display table: {e}")))?;
+    // The table over every raw sample value (masking included), so indexing it needs no check.
+    let table: Vec<u16> = (0..=u16::MAX).map(|raw| lut.get(raw)).collect();
+    let table: &[u16; 1 << 16] = table.as_slice().try_into().expect("65536 entries");
+    let (pixels, counts) = match (counted, wide) {
+        (Some(counts), true) => (
+            words.iter().map(|&w| table[usize::from(w)]).collect(),
+            counts,
+        ),
+        (Some(counts), false) => (
+            bytes.iter().map(|&b| table[usize::from(b)]).collect(),
+            counts,
+        ),
+        (None, true) => count(&words, Some(table)),
+        (None, false) => count(bytes, Some(table)),
+    };
+    // The same counts, by display value: the statistics need no pass over the pixels.
+    let mut histogram = vec![0u64; 1 << 16];
+    for (raw, &c) in counts.iter().enumerate() {
+        if c > 0 {
+            histogram[usize::from(table[raw])] += c;
+        }
+    }
+    Ok(DecodedImage {
+        width,
+        height,
+        original_width: width,
+        original_height: height,
+        reduction: None,
+        pixels,
+        histogram: Some(histogram),
+        bits_stored,
+        photometric: pd.photometric_interpretation().as_str().to_string(),
+        view_position,
+        container: Container::Dicom,
+        header: None,
+    })
+}
+
+/// Counts each raw sample value (indexed by the sample itself, so by `u8` or `u16` range) and,
+/// with `table`, maps every sample through it. Four interleaved sets of counters keep runs of
+/// equal samples (flat regions, the collimated border) from waiting on one counter.
+fn count<T: Copy + Into<usize>>(
+    samples: &[T],
+    table: Option<&[u16; 1 << 16]>,
+) -> (Vec<u16>, Vec<u64>) {
+    const LANES: usize = 4;
+    let size = 1usize << (8 * std::mem::size_of::<T>());
+    let mut lanes = vec![0u32; LANES * size];
+    let (lanes01, lanes23) = lanes.split_at_mut(2 * size);
+    let (l0, l1) = lanes01.split_at_mut(size);
+    let (l2, l3) = lanes23.split_at_mut(size);
+    let mut pixels = Vec::with_capacity(if table.is_some() { samples.len() } else { 0 });
+    let mut quads = samples.chunks_exact(LANES);
+    for q in &mut quads {
+        let (a, b, c, d) = (q[0].into(), q[1].into(), q[2].into(), q[3].into());
+        l0[a] += 1;
+        l1[b] += 1;
+        l2[c] += 1;
+        l3[d] += 1;
+        if let Some(t) = table {
+            pixels.extend_from_slice(&[t[a], t[b], t[c], t[d]]);
+        }
+    }
+    for &s in quads.remainder() {
+        l0[s.into()] += 1;
+        if let Some(t) = table {
+            pixels.push(t[s.into()]);
+        }
+    }
+    let counts = (0..size)
+        .map(|i| u64::from(l0[i]) + u64::from(l1[i]) + u64::from(l2[i]) + u64::from(l3[i]))
+        .collect();
+    (pixels, counts)
 }
 
 /// The VOI transformation of the first frame, mapping modality values onto 0..=1.
@@ -90,7 +268,12 @@ pub(crate) enum Voi {
 }
 
 impl Voi {
-    fn for_image(pd: &DecodedPixelData<'_>, values: &[f64]) -> Result<Voi, DecodeError> {
+    /// The first VOI LUT or window the file declares, else `min_max` (a window over the
+    /// image's own range).
+    fn for_image(
+        pd: &DecodedPixelData<'_>,
+        min_max: impl FnOnce() -> Voi,
+    ) -> Result<Voi, DecodeError> {
         if let Some(lut) = pd
             .voi_lut_sequence()
             .map_err(attr_err)?
@@ -123,7 +306,7 @@ impl Voi {
                 });
             }
         }
-        Ok(Voi::min_max(values))
+        Ok(min_max())
     }
 
     pub(crate) fn min_max(values: &[f64]) -> Voi {
@@ -191,6 +374,81 @@ mod tests {
         assert_eq!(voi.apply(-10.0), 0.0);
         assert_eq!(voi.apply(5000.0), 1.0);
         assert!((voi.apply(2047.5) - 0.5).abs() < 1e-9);
+    }
+
+    /// The integer path gives exactly the pixels and statistics of the float path, on files
+    /// DCMTK wrote (big endian, RLE, JPEG lossless, JPEG-LS) and on signed, rescaled, windowed,
+    /// unwindowed, MONOCHROME1/2, 8- and 16-bit images.
+    #[test]
+    fn the_table_path_matches_every_sample_in_floating_point() {
+        use crate::fixtures::{dicom, DicomSpec};
+        use crate::stats::image_stats;
+        use dicom_object::OpenFileOptions;
+        use dicom_pixeldata::PixelDecoder;
+        // The same file declaring its samples signed (12 bits: 2048..4095 read as negative).
+        let signed = |bytes: Vec<u8>| {
+            let mut obj = OpenFileOptions::new().from_reader(&bytes[128..]).unwrap();
+            obj.put(dicom_core::DataElement::new(
+                dicom_dictionary_std::tags::PIXEL_REPRESENTATION,
+                dicom_core::VR::US,
+                dicom_core::PrimitiveValue::from(1u16),
+            ));
+            let mut out = Vec::new();
+            obj.write_all(&mut out).unwrap();
+            out
+        };
+        let mut files: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "windowed CR",
+                dicom(&DicomSpec {
+                    window: Some((2048.0, 4096.0)),
+                    ..DicomSpec::cr(90, 110)
+                }),
+            ),
+            ("CR without a window", dicom(&DicomSpec::cr(90, 110))),
+            (
+                "rescaled, negative slope",
+                dicom(&DicomSpec {
+                    rescale: Some((-2.0, 5000.0)),
+                    ..DicomSpec::cr(64, 70)
+                }),
+            ),
+            (
+                "rescaled and windowed",
+                dicom(&DicomSpec {
+                    rescale: Some((0.5, -100.0)),
+                    window: Some((800.0, 1500.0)),
+                    ..DicomSpec::cr(64, 70)
+                }),
+            ),
+            ("DX", dicom(&DicomSpec::dx(70, 64))),
+            ("8-bit", dicom(&DicomSpec::gray8(50, 60))),
+            (
+                "8-bit windowed",
+                dicom(&DicomSpec {
+                    window: Some((100.0, 120.0)),
+                    ..DicomSpec::gray8(50, 60)
+                }),
+            ),
+        ];
+        let signed_cr = signed(dicom(&DicomSpec {
+            rescale: Some((1.0, -1024.0)),
+            ..DicomSpec::cr(64, 70)
+        }));
+        files.push(("signed (two's complement of a CR's samples)", signed_cr));
+        for (what, bytes) in files {
+            let body = crate::decode::part10::normalize(&bytes).unwrap();
+            let obj = OpenFileOptions::new()
+                .read_preamble(dicom_object::file::ReadPreamble::Never)
+                .from_reader(&body[..])
+                .unwrap();
+            let pd = obj.decode_pixel_data_frame(0).unwrap();
+            let table = integer_display(&pd, None).unwrap();
+            let float = float_display(&pd, None).unwrap();
+            assert!(table.pixels == float.pixels, "{what}: pixels differ");
+            assert!(table.histogram.is_some() && float.histogram.is_none());
+            assert_eq!(image_stats(&table), image_stats(&float), "{what}");
+        }
     }
 
     #[test]

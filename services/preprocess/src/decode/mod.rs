@@ -125,6 +125,9 @@ pub struct DecodedImage {
     pub reduction: Option<Reduction>,
     /// Row-major, `width * height` samples, 0 = black, 65535 = white.
     pub pixels: Vec<u16>,
+    /// How many of `pixels` hold each value (65536 counts), when the decoder counted them on
+    /// its way ([`crate::stats::image_stats`] counts them otherwise).
+    pub histogram: Option<Vec<u64>>,
     pub bits_stored: u16,
     /// DICOM Photometric Interpretation, or `MONOCHROME2`/`RGB` for raster images.
     pub photometric: String,

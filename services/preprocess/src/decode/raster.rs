@@ -89,6 +89,7 @@ pub(super) fn decode(
         original_height: height,
         reduction: None,
         pixels: gray.into_raw(),
+        histogram: None,
         bits_stored,
         photometric: photometric.to_string(),
         view_position: None,
