@@ -21,6 +21,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use cxrflow_inference::manifest::resolve;
+use cxrflow_inference::session::{ModelSession, SessionOptions};
 use cxrflow_preprocess::decode::{decode, decode_reduced};
 use cxrflow_preprocess::stats::image_stats;
 use cxrflow_preprocess::{prepare, DecodeLimits, Profile};
@@ -97,6 +99,17 @@ pub struct CompareArgs {
     /// (`bench/python-env.sh dicom` makes it).
     #[arg(long, env = "CXRFLOW_BENCH_DICOM_PYTHON")]
     pub python: Option<PathBuf>,
+    /// Model directories root: DenseNet-121's CPU per image (batch 1, one intra-op thread, on
+    /// the timing thread) is measured in the same run, and each syntax's preprocessing is given
+    /// as a share of it (issue #24's goal: at most 0.20). Unset: no model, no share.
+    #[arg(long, env = "CXRFLOW_MODELS_DIR")]
+    pub models_dir: Option<PathBuf>,
+    /// The model whose CPU per image preprocessing is compared with.
+    #[arg(long, default_value = "densenet121-synthetic")]
+    pub model: String,
+    /// Timed model runs (after one untimed run); the median counts.
+    #[arg(long, default_value_t = 15)]
+    pub model_reps: usize,
     #[arg(long, default_value = "target/bench/pydicom-compare.json")]
     pub out: PathBuf,
 }
@@ -155,6 +168,16 @@ pub struct SyntaxComparison {
     /// Fastest pydicom plugin ÷ cxrflow's full-resolution path, wall time (the gain without
     /// reduced decoding).
     pub ratio_wall_full_resolution: Option<f64>,
+    /// cxrflow `prepare`'s thread CPU ÷ the model's thread CPU per image, same run (goal ≤ 0.20).
+    pub share_of_model_cpu: Option<f64>,
+}
+
+/// The model preprocessing is compared with: one image per run, one intra-op thread.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelCost {
+    pub model: String,
+    pub runs: usize,
+    pub cost: Cost,
 }
 
 #[derive(Debug, Serialize)]
@@ -169,6 +192,8 @@ pub struct CompareReport {
     pub reps: usize,
     /// Versions and settings of the Python side (pydicom_decode.py's report, less results).
     pub python: serde_json::Value,
+    /// The model's CPU per image, measured after the syntaxes (None without `--models-dir`).
+    pub model: Option<ModelCost>,
     pub results: Vec<SyntaxComparison>,
     pub render_s: f64,
     pub encode_s: f64,
@@ -197,6 +222,29 @@ fn median(v: &mut [f64]) -> f64 {
 
 fn mean(v: &[f64]) -> Option<f64> {
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+/// The model's cost per image: batch 1 through the inference service's own session code, one
+/// intra-op thread, on this thread.
+fn model_cost(models_dir: &Path, name: &str, reps: usize) -> anyhow::Result<ModelCost> {
+    let model = resolve(models_dir, name)
+        .with_context(|| format!("model {name} (scripts/make-test-data.sh makes it)"))?;
+    let len = model.manifest.input_len();
+    let opts = SessionOptions {
+        intra_op_threads: 1,
+        ..SessionOptions::default()
+    };
+    let session = ModelSession::load(model, &opts, None)?;
+    let image: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+    let cost = time_one(reps, || {
+        session.run(&[image.as_slice()])?;
+        Ok(())
+    })?;
+    Ok(ModelCost {
+        model: name.to_string(),
+        runs: reps.max(1),
+        cost,
+    })
 }
 
 /// Times `f` on one file: one untimed run, then `reps` timed; medians of wall and thread CPU.
@@ -391,6 +439,7 @@ fn measure_syntax(
         ratio_wall: None,
         ratio_cpu: None,
         ratio_wall_full_resolution: None,
+        share_of_model_cpu: None,
     };
     conclude(&mut c);
     Ok(c)
@@ -458,6 +507,19 @@ pub fn measure(args: &CompareArgs) -> anyhow::Result<CompareReport> {
         }
         results.push(c);
     }
+    let model = match &args.models_dir {
+        Some(dir) => Some(model_cost(dir, &args.model, args.model_reps)?),
+        None => None,
+    };
+    if let Some(m) = &model {
+        eprintln!(
+            "{}: {:.0} CPU-ms per image (batch 1, one thread)",
+            m.model, m.cost.cpu_ms
+        );
+        for c in &mut results {
+            c.share_of_model_cpu = Some(c.cxrflow.cpu_ms / m.cost.cpu_ms);
+        }
+    }
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let report = CompareReport {
         cpu_model: cpuinfo
@@ -479,6 +541,7 @@ pub fn measure(args: &CompareArgs) -> anyhow::Result<CompareReport> {
         images: paths.len(),
         reps: args.reps,
         python: python_info,
+        model,
         results,
         render_s,
         encode_s,
@@ -491,7 +554,7 @@ pub fn measure(args: &CompareArgs) -> anyhow::Result<CompareReport> {
 pub fn markdown(r: &CompareReport) -> String {
     let f = |v: Option<f64>, d: usize| v.map_or("–".into(), |x| format!("{x:.d$}"));
     let mut out = String::from(
-        "| syntax | MiB | cxrflow ms (full resolution) | pydicom + OpenCV ms per plugin | fastest ÷ cxrflow (CPU) | tensor Δ max / mean |\n|---|---|---|---|---|---|\n",
+        "| syntax | MiB | cxrflow ms (full resolution) | share of the model's CPU | pydicom + OpenCV ms per plugin | fastest ÷ cxrflow (CPU) | tensor Δ max / mean |\n|---|---|---|---|---|---|---|\n",
     );
     for c in &r.results {
         let plugins: Vec<String> = c
@@ -510,16 +573,23 @@ pub fn markdown(r: &CompareReport) -> String {
             },
         );
         out.push_str(&format!(
-            "| {} | {:.1} | {:.0}{} | {} | **{}** ({}) | {} |\n",
+            "| {} | {:.1} | {:.0}{} | {} | {} | **{}** ({}) | {} |\n",
             c.label,
             c.file_mib_mean,
             c.cxrflow.wall_ms,
             c.cxrflow_full_resolution
                 .map_or(String::new(), |f| format!(" ({:.0})", f.wall_ms)),
+            f(c.share_of_model_cpu, 2),
             plugins.join(", "),
             f(c.ratio_wall, 2),
             f(c.ratio_cpu, 2),
             delta.map_or("–".into(), |d| format!("{} / {:.2}", d.max, d.mean))
+        ));
+    }
+    if let Some(m) = &r.model {
+        out.push_str(&format!(
+            "\n{}: {:.1} CPU-ms per image (batch 1, one intra-op thread, median of {} runs); the share is cxrflow's CPU ÷ that.",
+            m.model, m.cost.cpu_ms, m.runs
         ));
     }
     out.push_str(&format!(
@@ -596,6 +666,7 @@ mod tests {
             ratio_wall: None,
             ratio_cpu: None,
             ratio_wall_full_resolution: None,
+            share_of_model_cpu: None,
         };
         conclude(&mut c);
         assert_eq!(c.fastest_plugin.as_deref(), Some("pylibjpeg"));
@@ -603,7 +674,8 @@ mod tests {
         // CPU: the process's (all threads) when above the thread's.
         assert!((c.ratio_cpu.unwrap() - 200.0 / 90.0).abs() < 1e-9);
         assert_eq!(c.ratio_wall_full_resolution, Some(0.8));
-        assert!(markdown(&CompareReport {
+        c.share_of_model_cpu = Some(90.0 / 450.0);
+        let table = markdown(&CompareReport {
             cpu_model: "x".into(),
             cpus: 2,
             load_before: "0.1 0.1 0.1".into(),
@@ -612,12 +684,22 @@ mod tests {
             images: 2,
             reps: 3,
             python: serde_json::Value::Null,
+            model: Some(ModelCost {
+                model: "densenet121-synthetic".into(),
+                runs: 15,
+                cost: Cost {
+                    wall_ms: 460.0,
+                    cpu_ms: 450.0,
+                },
+            }),
             results: vec![c],
             render_s: 0.0,
             encode_s: 0.0,
             timed_s: 0.0,
-        })
-        .contains("**2.00** (2.22)"));
+        });
+        assert!(table.contains("| 0.20 | "), "{table}");
+        assert!(table.contains("**2.00** (2.22)"), "{table}");
+        assert!(table.contains("densenet121-synthetic: 450.0 CPU-ms"), "{table}");
     }
 
     #[test]
