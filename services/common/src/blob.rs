@@ -136,10 +136,24 @@ impl BlobStore {
         bytes: Bytes,
     ) -> Result<(String, String, bool), BlobError> {
         let sha = sha256_hex(&bytes);
-        let path = self.content_path(&sha);
+        let (uri, written) = self.put_with_sha256(bytes, &sha).await?;
+        Ok((uri, sha, written))
+    }
+
+    /// [`Self::put_content_addressed`] for a caller that has just hashed `bytes` itself
+    /// (`sha256` = [`sha256_hex`] of them): a full-size radiograph is hashed once, not twice.
+    /// Returns the URI and whether it was written.
+    pub async fn put_with_sha256(
+        &self,
+        bytes: Bytes,
+        sha256: &str,
+    ) -> Result<(String, bool), BlobError> {
+        debug_assert_eq!(sha256, sha256_hex(&bytes));
+        let sha = sha256;
+        let path = self.content_path(sha);
         let uri = self.uri_of(&path);
         match self.store.head(&path).await {
-            Ok(_) => return Ok((uri, sha, false)),
+            Ok(_) => return Ok((uri, false)),
             Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(BlobError::Unavailable(e.to_string())),
         }
@@ -147,7 +161,7 @@ impl BlobStore {
             .put(&path, PutPayload::from_bytes(bytes))
             .await
             .map_err(|e| map_err(e, &uri))?;
-        Ok((uri, sha, true))
+        Ok((uri, true))
     }
 
     /// Reads a blob by the URI this store returned.

@@ -144,12 +144,11 @@ impl Ingest {
         let (blob_uri, outcome) = if scan.image_uri.as_deref() == Some(own.as_str()) {
             (own, BlobOutcome::Referenced)
         } else {
-            let (uri, stored_sha, written) = self
+            let (uri, written) = self
                 .blobs
-                .put_content_addressed(bytes)
+                .put_with_sha256(bytes, &sha256)
                 .await
                 .map_err(blob_error)?;
-            debug_assert_eq!(stored_sha, sha256);
             let outcome = if written {
                 BlobOutcome::Written
             } else {
