@@ -105,6 +105,15 @@ pub struct Args {
     /// Skip the pipeline (bare ORT and FastAPI only).
     #[arg(long)]
     pub skip_pipeline: bool,
+    /// Also flood the pipeline with full-size DICOM (2500×≈3000 CR, 12 bits): held-out studies
+    /// rendered again at detector size and wrapped in these transfer syntaxes, taken in turn
+    /// (`bench/python/full_size_dicom.py` names, e.g. `native,jpeg12,j2k`), right after the
+    /// small corpus's capacity flood; reported beside its efficiency (issue #24: ≥ 0.9 of it).
+    #[arg(long, value_delimiter = ',')]
+    pub full_size_dicom: Vec<String>,
+    /// Studies in the full-size corpus (each is rendered and encoded before the run).
+    #[arg(long, default_value_t = 24)]
+    pub full_size_images: usize,
     /// Scratch directory for the stack's broker, blobs and stores (removed afterwards).
     #[arg(long, default_value = "target/bench/scratch")]
     pub scratch: PathBuf,

@@ -28,7 +28,10 @@ pub enum ScanImages {
 
 /// One study as the bench sends it.
 pub struct Image {
+    /// The image file's bytes (PNG, or DICOM in the full-size corpus).
     pub png: Arc<Vec<u8>>,
+    /// `image/png` or `application/dicom`.
+    pub media_type: &'static str,
     /// The image file (absolute), for events that carry a reference.
     pub path: PathBuf,
     pub critical: bool,
@@ -115,6 +118,7 @@ impl Corpus {
             };
             images.push(Image {
                 png: Arc::new(png),
+                media_type: "image/png",
                 path: file,
                 critical,
                 view: if cell(ap_c) == "AP" { "AP" } else { "PA" }.into(),
@@ -133,6 +137,58 @@ impl Corpus {
             critical_findings,
             run_tag: format!("{:08x}", rand::random::<u32>()),
         })
+    }
+
+    /// The full-size corpus: the first `images` frontal studies of the same held-out table
+    /// (the same patients, findings and labels as the first of `small`'s), rendered again at
+    /// detector size and wrapped as DICOM CR in each of `syntaxes` (`bench/python/full_size_dicom.py`
+    /// names; the studies take the syntaxes in turn) under `dir`, which must outlive the run:
+    /// the scan events point at the files there.
+    pub fn full_size(
+        small: &Corpus,
+        dataset: &Path,
+        images: usize,
+        syntaxes: &[String],
+        python: &Path,
+        dir: &Path,
+    ) -> anyhow::Result<Corpus> {
+        anyhow::ensure!(
+            !syntaxes.is_empty(),
+            "no transfer syntax for the full-size corpus"
+        );
+        std::fs::create_dir_all(dir)?;
+        let images = images.min(small.images.len());
+        crate::full_size::render_heldout(dataset, 7, None, images, dir)?;
+        crate::full_size::wrap_as_dicom(python, dir, syntaxes)?;
+        let mut out = Vec::with_capacity(images);
+        for (i, like) in small.images.iter().take(images).enumerate() {
+            let syntax = &syntaxes[i % syntaxes.len()];
+            let file = std::path::absolute(dir.join(format!("{i:04}.{syntax}.dcm")))?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            out.push(Image {
+                png: Arc::new(bytes),
+                media_type: "application/dicom",
+                path: file,
+                critical: like.critical,
+                view: like.view.clone(),
+                sex: like.sex.clone(),
+                age: like.age,
+            });
+        }
+        Ok(Corpus {
+            images: out,
+            critical_findings: small.critical_findings.clone(),
+            run_tag: format!("{}-full", small.run_tag),
+            root: std::path::absolute(dir)?,
+        })
+    }
+
+    /// Mean size of the corpus's files, MiB.
+    pub fn mean_mib(&self) -> f64 {
+        self.images.iter().map(|i| i.png.len() as f64).sum::<f64>()
+            / self.images.len().max(1) as f64
+            / (1024.0 * 1024.0)
     }
 
     /// The image of send number `i`.
@@ -178,7 +234,7 @@ impl Corpus {
                 published_at: now,
                 priority_hint: OrderPriority::Routine,
             },
-            media_type: "image/png".into(),
+            media_type: img.media_type.into(),
             image_inline: (images == ScanImages::Inline).then(|| img.png.as_ref().clone()),
             image_uri: (images == ScanImages::Reference)
                 .then(|| format!("file://{}", img.path.display())),

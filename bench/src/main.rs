@@ -235,6 +235,31 @@ async fn main() -> anyhow::Result<()> {
         best.layout, best.images_per_s
     );
 
+    let full = if args.full_size_dicom.is_empty() || args.skip_pipeline {
+        None
+    } else {
+        let dir = args.scratch.with_file_name("full-size-dicom");
+        eprintln!(
+            "full-size DICOM corpus: {} studies in {} ({})",
+            args.full_size_images,
+            dir.display(),
+            args.full_size_dicom.join(", ")
+        );
+        let (corpus, dataset, n, syntaxes) = (
+            corpus.clone(),
+            args.dataset.clone(),
+            args.full_size_images,
+            args.full_size_dicom.clone(),
+        );
+        let python = crate::full_size::tools_python("venv");
+        Some(Arc::new(
+            tokio::task::spawn_blocking(move || {
+                Corpus::full_size(&corpus, &dataset, n, &syntaxes, &python, &dir)
+            })
+            .await??,
+        ))
+    };
+
     let fastapi = if args.skip_fastapi {
         None
     } else {
@@ -253,13 +278,26 @@ async fn main() -> anyhow::Result<()> {
             inference,
             // Every replica needs a partition of its own or it idles.
             partitions: args.partitions.max(inference.replicas as i32),
-            ingest_file_roots: vec![corpus.image_root()],
+            ingest_file_roots: std::iter::once(corpus.image_root())
+                .chain(full.as_ref().map(|f| f.image_root()))
+                .collect(),
             log_filter: args.service_log.clone(),
         };
         let equal = fastapi
             .as_ref()
             .map(|f| f.at_90.offered_per_s.unwrap_or(0.0));
-        Some(pipeline_suite::run(&args, cpus, &corpus, cfg, best.images_per_s, equal).await?)
+        Some(
+            pipeline_suite::run(
+                &args,
+                cpus,
+                &corpus,
+                cfg,
+                best.images_per_s,
+                equal,
+                full.as_ref(),
+            )
+            .await?,
+        )
     };
 
     let mut report = Report {

@@ -69,6 +69,57 @@ pub struct PipelineReport {
     pub dead_letters: usize,
     pub memory_steady: Vec<ProcessMemory>,
     pub memory_after_burst: Vec<ProcessMemory>,
+    /// The capacity flood again on full-size DICOM (`--full-size-dicom`), right after the
+    /// small corpus's, on the same stack.
+    pub full_size: Option<FullSizeCapacity>,
+}
+
+/// The pipeline's capacity on the workload hospitals send: full-size CR DICOM.
+#[derive(Debug, Clone, Serialize)]
+pub struct FullSizeCapacity {
+    /// Transfer syntaxes, taken by the studies in turn.
+    pub syntaxes: Vec<String>,
+    pub images: usize,
+    pub mean_file_mib: f64,
+    pub capacity: LoadResult,
+    pub capacity_per_s: f64,
+    /// `capacity_per_s` ÷ the best bare layout: the model alone, on tensors of the same size.
+    pub efficiency: f64,
+    /// `efficiency` ÷ the small corpus's efficiency in this run (issue #24's goal: ≥ 0.9).
+    pub of_small_corpus: f64,
+    /// Dead letters during the flood (a full-size file preprocess refused).
+    pub dead_letters: usize,
+    pub cpu: Vec<CpuShare>,
+}
+
+/// CPU per process between two snapshots, per study completed.
+fn cpu_shares(
+    before: &[(String, Option<f64>)],
+    after: &[(String, Option<f64>)],
+    done: usize,
+) -> Vec<CpuShare> {
+    let done = done.max(1) as f64;
+    before
+        .iter()
+        .zip(after)
+        .filter_map(|((name, a), (_, b))| {
+            let s = (*b)? - (*a)?;
+            Some(CpuShare {
+                process: name.clone(),
+                cpu_s: s,
+                cpu_ms_per_study: s * 1e3 / done,
+            })
+        })
+        .collect()
+}
+
+fn print_cpu(cpu: &[CpuShare]) {
+    for c in cpu {
+        eprintln!(
+            "    cpu {:<36} {:>8.1} s  {:>7.1} ms/study",
+            c.process, c.cpu_s, c.cpu_ms_per_study
+        );
+    }
 }
 
 fn memories(stack: &Stack) -> Vec<ProcessMemory> {
@@ -99,6 +150,7 @@ pub async fn run(
     cfg: StackConfig,
     bare_best: f64,
     equal_rate: Option<f64>,
+    full: Option<&Arc<Corpus>>,
 ) -> anyhow::Result<PipelineReport> {
     eprintln!(
         "starting the stack: {} ({:?})",
@@ -107,7 +159,7 @@ pub async fn run(
     );
     let stack = Stack::start(&cfg, &args.scratch).await?;
     let (codec, _) = codec_for(&stack.kafka).await?;
-    let driver = Driver {
+    let mut driver = Driver {
         producer: Producer::new(&stack.kafka)?,
         codec: codec.clone(),
         corpus: corpus.clone(),
@@ -176,25 +228,19 @@ pub async fn run(
         "  capacity {capacity_per_s:.2} studies/s (bare best {bare_best:.2}: {:.3}), batches {capacity_batches:?}",
         capacity_per_s / bare_best
     );
-    let done = capacity.completed.max(1) as f64;
-    let cpu: Vec<CpuShare> = cpu0
-        .iter()
-        .zip(&cpu1)
-        .filter_map(|((name, a), (_, b))| {
-            let s = (*b)? - (*a)?;
-            Some(CpuShare {
-                process: name.clone(),
-                cpu_s: s,
-                cpu_ms_per_study: s * 1e3 / done,
-            })
-        })
-        .collect();
-    for c in &cpu {
-        eprintln!(
-            "    cpu {:<36} {:>8.1} s  {:>7.1} ms/study",
-            c.process, c.cpu_s, c.cpu_ms_per_study
-        );
-    }
+    let cpu = cpu_shares(&cpu0, &cpu1, capacity.completed);
+    print_cpu(&cpu);
+
+    let full_size = match full {
+        Some(full) => {
+            let small = std::mem::replace(&mut driver.corpus, full.clone());
+            let measured =
+                full_size_capacity(&driver, &stack, args, bare_best, capacity_per_s).await;
+            driver.corpus = small;
+            Some(measured?)
+        }
+        None => None,
+    };
 
     let mut steady = Vec::new();
     let mut stages = Vec::new();
@@ -268,5 +314,66 @@ pub async fn run(
         dead_letters,
         memory_steady,
         memory_after_burst,
+        full_size,
+    })
+}
+
+/// A warm-up and a capacity flood of the driver's (full-size) corpus, as many studies as the
+/// small corpus's flood.
+async fn full_size_capacity(
+    driver: &Driver,
+    stack: &Stack,
+    args: &Args,
+    bare_best: f64,
+    small_capacity: f64,
+) -> anyhow::Result<FullSizeCapacity> {
+    let (patience, wait) = (Duration::from_secs(60), Duration::from_secs(900));
+    let zero = |n: usize| vec![Duration::ZERO; n];
+    let corpus = &driver.corpus;
+    eprintln!(
+        "  full-size DICOM: {} studies, {:.1} MiB each on average",
+        corpus.images.len(),
+        corpus.mean_mib()
+    );
+    let (w, _) = driver
+        .run("full-size warm-up", None, &zero(8), patience, wait)
+        .await;
+    anyhow::ensure!(
+        w.completed == w.sent,
+        "full-size warm-up: only {} of {} studies reached the worklist",
+        w.completed,
+        w.sent
+    );
+    let dead_before = driver.observer.lock().dead_letters;
+    let n = ((bare_best * args.flood_len().as_secs_f64()) as usize).max(60);
+    eprintln!("  full-size flood: {n} studies at once");
+    let cpu0 = cpu_snapshot(stack);
+    let (capacity, _) = driver
+        .run("full-size capacity", None, &zero(n), patience, wait)
+        .await;
+    let cpu1 = cpu_snapshot(stack);
+    let capacity_per_s = capacity
+        .steady_per_s
+        .or(capacity.achieved_per_s)
+        .ok_or_else(|| {
+            anyhow::anyhow!("the pipeline completed too few full-size studies: {capacity:?}")
+        })?;
+    let efficiency = capacity_per_s / bare_best;
+    let of_small_corpus = capacity_per_s / small_capacity;
+    eprintln!(
+        "  full-size capacity {capacity_per_s:.2} studies/s: {efficiency:.3} of bare, {of_small_corpus:.3} of the small corpus's"
+    );
+    let cpu = cpu_shares(&cpu0, &cpu1, capacity.completed);
+    print_cpu(&cpu);
+    Ok(FullSizeCapacity {
+        syntaxes: args.full_size_dicom.clone(),
+        images: corpus.images.len(),
+        mean_file_mib: corpus.mean_mib(),
+        capacity,
+        capacity_per_s,
+        efficiency,
+        of_small_corpus,
+        dead_letters: driver.observer.lock().dead_letters - dead_before,
+        cpu,
     })
 }

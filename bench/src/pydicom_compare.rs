@@ -699,7 +699,10 @@ mod tests {
         });
         assert!(table.contains("| 0.20 | "), "{table}");
         assert!(table.contains("**2.00** (2.22)"), "{table}");
-        assert!(table.contains("densenet121-synthetic: 450.0 CPU-ms"), "{table}");
+        assert!(
+            table.contains("densenet121-synthetic: 450.0 CPU-ms"),
+            "{table}"
+        );
     }
 
     #[test]
