@@ -173,15 +173,7 @@ pub async fn run(
     // Warm-up: consumers joined, sessions' arenas grown, caches filled.
     let warm =
         (cfg.inference.max_batch * cfg.inference.replicas * cfg.inference.sessions * 2).max(8);
-    let (w, _) = driver
-        .run("warm-up", None, &zero(warm), patience, wait)
-        .await;
-    anyhow::ensure!(
-        w.completed == w.sent,
-        "warm-up: only {} of {} studies reached the worklist",
-        w.completed,
-        w.sent
-    );
+    warm_up(&driver, "warm-up", warm, patience, wait).await?;
 
     // Idle: every study of the warm-up decided, nothing sent for a while.
     let idle_len = Duration::from_secs(if args.quick { 5 } else { 15 });
@@ -318,6 +310,27 @@ pub async fn run(
     })
 }
 
+/// `n` studies at once, every one of which must reach the worklist: consumers joined,
+/// sessions' arenas grown, caches filled.
+async fn warm_up(
+    driver: &Driver,
+    phase: &str,
+    n: usize,
+    patience: Duration,
+    wait: Duration,
+) -> anyhow::Result<()> {
+    let (w, _) = driver
+        .run(phase, None, &vec![Duration::ZERO; n], patience, wait)
+        .await;
+    anyhow::ensure!(
+        w.completed == w.sent,
+        "{phase}: only {} of {} studies reached the worklist",
+        w.completed,
+        w.sent
+    );
+    Ok(())
+}
+
 /// A warm-up and a capacity flood of the driver's (full-size) corpus, as many studies as the
 /// small corpus's flood.
 async fn full_size_capacity(
@@ -335,15 +348,7 @@ async fn full_size_capacity(
         corpus.images.len(),
         corpus.mean_mib()
     );
-    let (w, _) = driver
-        .run("full-size warm-up", None, &zero(8), patience, wait)
-        .await;
-    anyhow::ensure!(
-        w.completed == w.sent,
-        "full-size warm-up: only {} of {} studies reached the worklist",
-        w.completed,
-        w.sent
-    );
+    warm_up(driver, "full-size warm-up", 8, patience, wait).await?;
     let dead_before = driver.observer.lock().dead_letters;
     let n = ((bare_best * args.flood_len().as_secs_f64()) as usize).max(60);
     eprintln!("  full-size flood: {n} studies at once");

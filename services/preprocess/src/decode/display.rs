@@ -84,18 +84,15 @@ fn float_display(
         })
         .collect();
     Ok(DecodedImage {
-        width,
-        height,
-        original_width: width,
-        original_height: height,
-        reduction: None,
-        pixels,
-        histogram: None,
-        bits_stored: pd.bits_stored(),
-        photometric,
         view_position,
-        container: Container::Dicom,
-        header: None,
+        ..DecodedImage::plane(
+            width,
+            height,
+            pixels,
+            pd.bits_stored(),
+            photometric,
+            Container::Dicom,
+        )
     })
 }
 
@@ -196,18 +193,16 @@ fn integer_display(
         }
     }
     Ok(DecodedImage {
-        width,
-        height,
-        original_width: width,
-        original_height: height,
-        reduction: None,
-        pixels,
         histogram: Some(histogram),
-        bits_stored,
-        photometric: pd.photometric_interpretation().as_str().to_string(),
         view_position,
-        container: Container::Dicom,
-        header: None,
+        ..DecodedImage::plane(
+            width,
+            height,
+            pixels,
+            bits_stored,
+            pd.photometric_interpretation().as_str().to_string(),
+            Container::Dicom,
+        )
     })
 }
 

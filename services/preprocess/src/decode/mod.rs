@@ -138,6 +138,34 @@ pub struct DecodedImage {
     pub header: Option<DicomHeader>,
 }
 
+impl DecodedImage {
+    /// A decoded plane at the stored image's own resolution, no view position, header or
+    /// histogram yet (the decoder fills in what it knows).
+    pub(crate) fn plane(
+        width: u32,
+        height: u32,
+        pixels: Vec<u16>,
+        bits_stored: u16,
+        photometric: String,
+        container: Container,
+    ) -> DecodedImage {
+        DecodedImage {
+            width,
+            height,
+            original_width: width,
+            original_height: height,
+            reduction: None,
+            pixels,
+            histogram: None,
+            bits_stored,
+            photometric,
+            view_position: None,
+            container,
+            header: None,
+        }
+    }
+}
+
 /// A decoded image, or a DICOM object its own header makes ineligible (pixels not read).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decoded {

@@ -82,20 +82,14 @@ pub(super) fn decode(
     let (bits_stored, photometric) = describe(color);
     let gray = img.into_luma16();
     let (width, height) = gray.dimensions();
-    Ok(DecodedImage {
+    Ok(DecodedImage::plane(
         width,
         height,
-        original_width: width,
-        original_height: height,
-        reduction: None,
-        pixels: gray.into_raw(),
-        histogram: None,
+        gray.into_raw(),
         bits_stored,
-        photometric: photometric.to_string(),
-        view_position: None,
+        photometric.to_string(),
         container,
-        header: None,
-    })
+    ))
 }
 
 fn describe(color: ColorType) -> (u16, &'static str) {
