@@ -114,6 +114,10 @@ pub struct Args {
     /// Studies in the full-size corpus (each is rendered and encoded before the run).
     #[arg(long, default_value_t = 24)]
     pub full_size_images: usize,
+    /// The dataset's seed (scripts/make-test-data.sh: CXRFLOW_SEED), so the full-size studies
+    /// are rendered as the same patients as the small corpus's.
+    #[arg(long, default_value_t = 7)]
+    pub dataset_seed: u64,
     /// Scratch directory for the stack's broker, blobs and stores (removed afterwards).
     #[arg(long, default_value = "target/bench/scratch")]
     pub scratch: PathBuf,

@@ -140,13 +140,15 @@ impl Corpus {
     }
 
     /// The full-size corpus: the first `images` frontal studies of the same held-out table
-    /// (the same patients, findings and labels as the first of `small`'s), rendered again at
-    /// detector size and wrapped as DICOM CR in each of `syntaxes` (`bench/python/full_size_dicom.py`
-    /// names; the studies take the syntaxes in turn) under `dir`, which must outlive the run:
-    /// the scan events point at the files there.
+    /// (the same rows, findings and labels as the first of `small`'s), rendered again at
+    /// detector size with the dataset's `seed` (the same patients) and wrapped as DICOM CR in
+    /// each of `syntaxes` (`bench/python/full_size_dicom.py` names; the studies take the
+    /// syntaxes in turn) under `dir`, which must outlive the run: the scan events point at the
+    /// files there.
     pub fn full_size(
         small: &Corpus,
         dataset: &Path,
+        seed: u64,
         images: usize,
         syntaxes: &[String],
         python: &Path,
@@ -158,7 +160,7 @@ impl Corpus {
         );
         std::fs::create_dir_all(dir)?;
         let images = images.min(small.images.len());
-        crate::full_size::render_heldout(dataset, 7, None, images, dir)?;
+        crate::full_size::render_heldout(dataset, seed, None, images, dir)?;
         crate::full_size::wrap_as_dicom(python, dir, syntaxes)?;
         let mut out = Vec::with_capacity(images);
         for (i, like) in small.images.iter().take(images).enumerate() {
@@ -247,6 +249,53 @@ impl Corpus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The full-size corpus holds the small one's first studies as DICOM files that preprocess
+    /// decodes at detector size, and its scan events point at them. Needs what scripts/test.sh
+    /// prepares: the synthetic dataset and models (`CXRFLOW_DATASET_ROOT`,
+    /// `CXRFLOW_MODELS_DIR`) and the tools venv (pydicom, Pillow).
+    #[test]
+    fn the_full_size_corpus_is_the_small_ones_studies_as_dicom() {
+        let var = |v: &str| {
+            std::env::var_os(v).map(PathBuf::from).unwrap_or_else(|| {
+                panic!("{v} is not set: source $CXRFLOW_DATA/test-data.env (scripts/test.sh does)")
+            })
+        };
+        let (root, models) = (var("CXRFLOW_DATASET_ROOT"), var("CXRFLOW_MODELS_DIR"));
+        let model = cxrflow_inference::manifest::resolve(&models, "cxr-small").unwrap();
+        let small = Corpus::load(&root, &model.manifest, 3).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let syntaxes = ["native".to_string(), "jpeg".to_string()];
+        let python = crate::full_size::tools_python("venv");
+        let full = Corpus::full_size(&small, &root, 7, 3, &syntaxes, &python, dir.path()).unwrap();
+        assert_eq!(full.images.len(), 3);
+        for (i, (f, s)) in full.images.iter().zip(&small.images).enumerate() {
+            let name = format!("{i:04}.{}.dcm", syntaxes[i % 2]);
+            assert!(f.path.ends_with(&name), "{}", f.path.display());
+            assert_eq!(
+                (f.media_type, f.critical),
+                ("application/dicom", s.critical)
+            );
+            assert_eq!(&f.png[128..132], b"DICM", "{name}");
+            let img = cxrflow_preprocess::decode::decode(&f.png, &Default::default()).unwrap();
+            assert!(img.original_width >= 2000, "{name}: {}", img.original_width);
+        }
+        assert!(full.mean_mib() > 1.0, "{}", full.mean_mib());
+        assert_eq!(full.image_root(), std::path::absolute(dir.path()).unwrap());
+        let ev = full.scan_event("flood", 4, ScanImages::Reference);
+        assert_eq!(ev.media_type, "application/dicom");
+        assert_eq!(
+            ev.image_uri,
+            Some(format!("file://{}", full.images[1].path.display()))
+        );
+        assert_ne!(
+            ev.study.study_instance_uid,
+            small
+                .scan_event("flood", 4, ScanImages::Reference)
+                .study
+                .study_instance_uid
+        );
+    }
 
     #[test]
     fn derived_uids_follow_the_dicom_grammar() {

@@ -245,16 +245,17 @@ async fn main() -> anyhow::Result<()> {
             dir.display(),
             args.full_size_dicom.join(", ")
         );
-        let (corpus, dataset, n, syntaxes) = (
+        let (corpus, dataset, seed, n, syntaxes) = (
             corpus.clone(),
             args.dataset.clone(),
+            args.dataset_seed,
             args.full_size_images,
             args.full_size_dicom.clone(),
         );
         let python = crate::full_size::tools_python("venv");
         Some(Arc::new(
             tokio::task::spawn_blocking(move || {
-                Corpus::full_size(&corpus, &dataset, n, &syntaxes, &python, &dir)
+                Corpus::full_size(&corpus, &dataset, seed, n, &syntaxes, &python, &dir)
             })
             .await??,
         ))
