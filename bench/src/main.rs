@@ -322,6 +322,17 @@ async fn main() -> anyhow::Result<()> {
                 .filter(|_| total > 0.0)
                 .map(|b| b / total)
         }),
+        inference_cpu_efficiency: pipeline.as_ref().and_then(|p| {
+            let inference: f64 = p
+                .cpu
+                .iter()
+                .filter(|c| c.process.starts_with("inference"))
+                .map(|c| c.cpu_ms_per_study)
+                .sum();
+            best.cpu_ms_per_image
+                .filter(|_| inference > 0.0)
+                .map(|b| b / inference)
+        }),
         fastapi_efficiency: fastapi
             .as_ref()
             .map(|f| f.capacity_per_s / best.images_per_s),

@@ -24,6 +24,10 @@ pub struct Report {
     /// (best layout) ÷ CPU-ms per study of every pipeline process (broker and load generator
     /// included) during the flood.
     pub pipeline_cpu_efficiency: Option<f64>,
+    /// Bare ORT CPU-ms per image ÷ the inference processes' CPU-ms per study alone: the
+    /// service's own overhead, what a deployment with the broker and the other services on
+    /// nodes of their own sees.
+    pub inference_cpu_efficiency: Option<f64>,
     /// The FastAPI baseline's max sustained throughput (best layout, open loop) ÷ best bare ORT.
     pub fastapi_efficiency: Option<f64>,
     /// Pipeline capacity ÷ the FastAPI baseline's max sustained throughput (best layout,
@@ -136,7 +140,9 @@ pub fn markdown(r: &Report) -> String {
     }
     if let Some(e) = r.pipeline_cpu_efficiency {
         out.push_str(&format!(
-            "In CPU time: bare ORT {} CPU-ms/image ÷ whole pipeline {} CPU-ms/study = {e:.2}.\n",
+            "In CPU time: bare ORT {} CPU-ms/image ÷ whole pipeline {} CPU-ms/study = {e:.2}; \
+             ÷ the inference process alone (the broker and the other services on nodes of \
+             their own) {}.\n",
             f(b.cpu_ms_per_image, 0),
             f(
                 r.pipeline
@@ -144,6 +150,7 @@ pub fn markdown(r: &Report) -> String {
                     .map(|p| p.cpu.iter().map(|c| c.cpu_ms_per_study).sum()),
                 0
             ),
+            f(r.inference_cpu_efficiency, 2),
         ));
     }
     out.push('\n');
