@@ -97,9 +97,7 @@ fn float_display(
 }
 
 /// [`to_display`] for one sample of 8 or 16 bits allocated and at most 16 stored, MONOCHROME1
-/// or MONOCHROME2: every sample goes through one table (indexed by the raw sample, which the
-/// table masks to BitsStored) and is counted on the way. A file without a VOI LUT or window
-/// needs the range of its values first: one counting pass, then the mapping pass.
+/// or MONOCHROME2: the frame's samples, as `u8` or `u16`, go to [`display_samples`].
 fn integer_display(
     pd: &DecodedPixelData<'_>,
     view_position: Option<String>,
@@ -109,8 +107,6 @@ fn integer_display(
     let data = pd
         .frame_data(0)
         .map_err(|e| DecodeError::from_decoder("DICOM pixel data", &e))?;
-    let bits_stored = pd.bits_stored();
-    let signed = pd.pixel_representation() == PixelRepresentation::Signed;
     let wide = pd.bits_allocated() == 16;
     let samples = if wide { data.len() / 2 } else { data.len() };
     if samples < n {
@@ -118,17 +114,29 @@ fn integer_display(
             "pixel data holds {samples} samples, {width}×{height} needs {n}"
         )));
     }
-    // dicom-pixeldata holds the samples in the machine's byte order; a buffer that does not
-    // start on a 2-byte boundary is copied once.
-    let words: Cow<'_, [u16]> = if wide {
-        match bytemuck::try_cast_slice(&data[..2 * n]) {
+    if wide {
+        // dicom-pixeldata holds the samples in the machine's byte order; a buffer that does
+        // not start on a 2-byte boundary is copied once.
+        let words: Cow<'_, [u16]> = match bytemuck::try_cast_slice(&data[..2 * n]) {
             Ok(w) => Cow::Borrowed(w),
             Err(_) => Cow::Owned(bytemuck::pod_collect_to_vec(&data[..2 * n])),
-        }
+        };
+        display_samples(pd, &words, view_position)
     } else {
-        Cow::Borrowed(&[])
-    };
-    let bytes = &data[..if wide { 0 } else { n }];
+        display_samples(pd, &data[..n], view_position)
+    }
+}
+
+/// Every sample goes through one table (indexed by the raw sample, which the table masks to
+/// BitsStored) and is counted on the way. A file without a VOI LUT or window needs the range
+/// of its values first: one counting pass, then the mapping pass.
+fn display_samples<T: Copy + Into<usize>>(
+    pd: &DecodedPixelData<'_>,
+    samples: &[T],
+    view_position: Option<String>,
+) -> Result<DecodedImage, DecodeError> {
+    let bits_stored = pd.bits_stored();
+    let signed = pd.pixel_representation() == PixelRepresentation::Signed;
     let rescale: Rescale = pd
         .rescale()
         .map_err(attr_err)?
@@ -149,11 +157,7 @@ fn integer_display(
     };
     let mut counted = None;
     let voi = Voi::for_image(pd, || {
-        let counts = if wide {
-            count(&words, None).1
-        } else {
-            count(bytes, None).1
-        };
+        let counts = count(samples, None).1;
         // The extremes of the modality values present.
         let (min, max) = (0..counts.len())
             .filter(|&raw| counts[raw] > 0)
@@ -173,17 +177,9 @@ fn integer_display(
     // The table over every raw sample value (masking included), so indexing it needs no check.
     let table: Vec<u16> = (0..=u16::MAX).map(|raw| lut.get(raw)).collect();
     let table: &[u16; 1 << 16] = table.as_slice().try_into().expect("65536 entries");
-    let (pixels, counts) = match (counted, wide) {
-        (Some(counts), true) => (
-            words.iter().map(|&w| table[usize::from(w)]).collect(),
-            counts,
-        ),
-        (Some(counts), false) => (
-            bytes.iter().map(|&b| table[usize::from(b)]).collect(),
-            counts,
-        ),
-        (None, true) => count(&words, Some(table)),
-        (None, false) => count(bytes, Some(table)),
+    let (pixels, counts) = match counted {
+        Some(counts) => (samples.iter().map(|&s| table[s.into()]).collect(), counts),
+        None => count(samples, Some(table)),
     };
     // The same counts, by display value: the statistics need no pass over the pixels.
     let mut histogram = vec![0u64; 1 << 16];
@@ -196,8 +192,8 @@ fn integer_display(
         histogram: Some(histogram),
         view_position,
         ..DecodedImage::plane(
-            width,
-            height,
+            pd.columns(),
+            pd.rows(),
             pixels,
             bits_stored,
             pd.photometric_interpretation().as_str().to_string(),
