@@ -149,8 +149,7 @@ impl BlobStore {
         sha256: &str,
     ) -> Result<(String, bool), BlobError> {
         debug_assert_eq!(sha256, sha256_hex(&bytes));
-        let sha = sha256;
-        let path = self.content_path(sha);
+        let path = self.content_path(sha256);
         let uri = self.uri_of(&path);
         match self.store.head(&path).await {
             Ok(_) => return Ok((uri, false)),
