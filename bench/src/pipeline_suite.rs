@@ -227,7 +227,7 @@ pub async fn run(
         Some(full) => {
             let small = std::mem::replace(&mut driver.corpus, full.clone());
             let measured =
-                full_size_capacity(&driver, &stack, args, bare_best, capacity_per_s).await;
+                full_size_capacity(&driver, &stack, args, n, bare_best, capacity_per_s).await;
             driver.corpus = small;
             Some(measured?)
         }
@@ -331,12 +331,13 @@ async fn warm_up(
     Ok(())
 }
 
-/// A warm-up and a capacity flood of the driver's (full-size) corpus, as many studies as the
-/// small corpus's flood.
+/// A warm-up and a capacity flood of the driver's (full-size) corpus: `n` studies, as many as
+/// the small corpus's flood.
 async fn full_size_capacity(
     driver: &Driver,
     stack: &Stack,
     args: &Args,
+    n: usize,
     bare_best: f64,
     small_capacity: f64,
 ) -> anyhow::Result<FullSizeCapacity> {
@@ -350,7 +351,6 @@ async fn full_size_capacity(
     );
     warm_up(driver, "full-size warm-up", 8, patience, wait).await?;
     let dead_before = driver.observer.lock().dead_letters;
-    let n = ((bare_best * args.flood_len().as_secs_f64()) as usize).max(60);
     eprintln!("  full-size flood: {n} studies at once");
     let cpu0 = cpu_snapshot(stack);
     let (capacity, _) = driver
