@@ -1,15 +1,51 @@
 #!/usr/bin/env bash
-# Installs the embedded Kafka-API broker (tansu) used by `cxrflow up` and the test suite.
-# Skips the build when the pinned version is already on PATH or in $CXRFLOW_TOOLS/bin.
+# Installs the embedded Kafka-API broker (tansu) used by `cxrflow up` and the test suite: tansu
+# 0.6.0 from crates.io with cxrflow's patches (scripts/tansu/*.patch: a fetch is answered as soon
+# as records arrive instead of being held for the whole fetch.wait.max.ms). The published
+# tansu-storage crate is downloaded from crates.io, checked against its pinned SHA-256, patched,
+# and substituted for the registry copy in `cargo install --locked` (a [patch] given on the
+# command line); every other crate is the one tansu's Cargo.lock pins.
+# Skips the build when $CXRFLOW_TOOLS/bin/tansu was built from these very patches
+# ($CXRFLOW_TOOLS/bin/tansu.patches holds their checksum).
 set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 TANSU_VERSION="${TANSU_VERSION:-0.6.0}"
+# tansu-storage-0.6.0.crate as crates.io serves it (the checksum in crates.io's index).
+STORAGE_SHA256=720d2ed8e6010c70f7f06e5af5a7274ebbf6e42fdcd9e46de542b10dc4d2f35d
 TOOLS="${CXRFLOW_TOOLS:-$HOME/.cache/cxrflow/tools}"
-mkdir -p "$TOOLS"
-if [ -x "$TOOLS/bin/tansu" ] && "$TOOLS/bin/tansu" --version 2>/dev/null | grep "$TANSU_VERSION" >/dev/null; then
-  echo "tansu $TANSU_VERSION already installed at $TOOLS/bin/tansu"
+mkdir -p "$TOOLS/bin"
+stamp="tansu $TANSU_VERSION patches $(cat "$here"/tansu/*.patch | sha256sum | cut -c1-16)"
+if [ -x "$TOOLS/bin/tansu" ] && [ "$(cat "$TOOLS/bin/tansu.patches" 2>/dev/null)" = "$stamp" ] \
+  && "$TOOLS/bin/tansu" --version 2>/dev/null | grep "$TANSU_VERSION" >/dev/null; then
+  echo "tansu $TANSU_VERSION (patched) already installed at $TOOLS/bin/tansu"
   exit 0
 fi
-echo "building tansu $TANSU_VERSION into $TOOLS (about 9 minutes on 2 cores)"
-cargo install --locked --root "$TOOLS" tansu --version "$TANSU_VERSION" --features libsql,dynostore \
-  || cargo install --root "$TOOLS" tansu --version "$TANSU_VERSION" --features libsql,dynostore
+
+src="$TOOLS/src"
+mkdir -p "$src"
+crate="$src/tansu-storage-$TANSU_VERSION.crate"
+if ! echo "$STORAGE_SHA256  $crate" | sha256sum --check --status 2>/dev/null; then
+  python3 - "$crate" "https://static.crates.io/crates/tansu-storage/tansu-storage-$TANSU_VERSION.crate" <<'EOF'
+import sys, urllib.request
+with urllib.request.urlopen(sys.argv[2], timeout=120) as r, open(sys.argv[1], "wb") as f:
+    f.write(r.read())
+EOF
+  echo "$STORAGE_SHA256  $crate" | sha256sum --check --status \
+    || { echo "install-broker: $crate does not match its pinned SHA-256" >&2; exit 1; }
+fi
+storage="$src/tansu-storage-$TANSU_VERSION"
+rm -rf "$storage"
+tar -xzf "$crate" -C "$src"
+for p in "$here"/tansu/*.patch; do
+  # Stop git's repository search at $src: a plain patch, whatever surrounds $CXRFLOW_TOOLS.
+  (cd "$storage" && GIT_CEILING_DIRECTORIES="$src" git apply -p1 "$p") \
+    || { echo "install-broker: $p does not apply to tansu-storage $TANSU_VERSION" >&2; exit 1; }
+done
+
+echo "building tansu $TANSU_VERSION (patched) into $TOOLS (about 12 minutes on 2 cores)"
+rm -f "$TOOLS/bin/tansu.patches"
+patch_arg="patch.crates-io.tansu-storage.path=\"$storage\""
+cargo install --locked --force --root "$TOOLS" tansu --version "$TANSU_VERSION" \
+  --features libsql,dynostore --config "$patch_arg"
 "$TOOLS/bin/tansu" --version
+echo "$stamp" > "$TOOLS/bin/tansu.patches"

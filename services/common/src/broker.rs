@@ -76,6 +76,20 @@ pub fn tansu_binary() -> PathBuf {
     }
 }
 
+/// Says so when `binary` is not the broker scripts/install-broker.sh builds (no
+/// `tansu.patches` stamp beside it): published tansu 0.6.0 holds every fetch for the whole
+/// `fetch.wait.max.ms`, records or not, so each hop of a study waits up to that long.
+fn warn_if_unpatched(binary: &Path) {
+    if !binary.with_file_name("tansu.patches").is_file() {
+        tracing::warn!(
+            binary = %binary.display(),
+            "this broker was not built by scripts/install-broker.sh (no tansu.patches beside \
+             it): unpatched tansu holds every fetch for the whole fetch wait, adding up to that \
+             much latency to each hop; run scripts/install-broker.sh"
+        );
+    }
+}
+
 /// A running broker process; killed on drop.
 pub struct EmbeddedBroker {
     child: Option<Arc<Mutex<Child>>>,
@@ -203,6 +217,7 @@ impl EmbeddedBroker {
             })?;
         let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
         let binary = tansu_binary();
+        warn_if_unpatched(&binary);
         let mut cmd = Command::new(&binary);
         cmd.current_dir(&self.dir)
             .args([
