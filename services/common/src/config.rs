@@ -92,13 +92,14 @@ pub struct KafkaArgs {
     )]
     pub max_message_bytes: u64,
 
-    /// How long the broker may hold a consumer's fetch open (librdkafka `fetch.wait.max.ms`).
-    /// Unset: 100 ms for a stage on a study's way to the worklist (ingest, preprocess, inference,
-    /// triage) and 240 ms for consumers off that path (feedback, drift, control-topic
-    /// followers). Each hop can add up to this much latency (the embedded broker, tansu 0.6.0,
-    /// answers a fetch only when the wait is over, records or not), and every wait ends in
-    /// storage reads the broker pays for: one pass per wait below 250 ms, about five per wait
-    /// above, so 240 ms is the cheapest wait short of several seconds (README, Kafka features).
+    /// How long the broker may hold a consumer's fetch open when it has no records for it
+    /// (librdkafka `fetch.wait.max.ms`). Unset: 500 ms (Kafka's and librdkafka's default) for a
+    /// stage on a study's way to the worklist (ingest, preprocess, inference, triage) and
+    /// 1000 ms for consumers off that path (feedback, drift, control-topic followers). Apache
+    /// Kafka and the embedded broker as `scripts/install-broker.sh` builds it answer a fetch as
+    /// soon as records arrive, so the wait only sets how often an idle consumer asks; published
+    /// tansu 0.6.0 holds every fetch for the whole wait, records or not, which adds up to the
+    /// wait to each hop (README, Kafka features).
     #[arg(long = "kafka-fetch-wait-ms", env = "CXRFLOW_KAFKA_FETCH_WAIT_MS")]
     pub fetch_wait_ms: Option<u64>,
 
@@ -124,8 +125,8 @@ pub enum Urgency {
 impl Urgency {
     pub fn default_fetch_wait(self) -> Duration {
         match self {
-            Urgency::StudyPath => Duration::from_millis(100),
-            Urgency::Background => Duration::from_millis(240),
+            Urgency::StudyPath => Duration::from_millis(500),
+            Urgency::Background => Duration::from_millis(1000),
         }
     }
 }
@@ -374,10 +375,10 @@ mod tests {
     #[test]
     fn fetch_wait_follows_urgency_unless_set() {
         let mut k = KafkaArgs::for_bootstrap("h:1");
-        assert_eq!(k.fetch_wait(Urgency::StudyPath), Duration::from_millis(100));
+        assert_eq!(k.fetch_wait(Urgency::StudyPath), Duration::from_millis(500));
         assert_eq!(
             k.fetch_wait(Urgency::Background),
-            Duration::from_millis(240)
+            Duration::from_millis(1000)
         );
         k.fetch_wait_ms = Some(50);
         assert_eq!(k.fetch_wait(Urgency::Background), Duration::from_millis(50));

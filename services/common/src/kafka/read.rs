@@ -85,8 +85,9 @@ pub fn read_to_end(
         topic: topic.clone(),
         source,
     };
-    // The study path's short fetch wait: the broker holds every fetch for the whole wait
-    // (tansu), and a read to the end is a wait somebody is sitting through (a start, a CLI).
+    // The study path's fetch wait: a read to the end is a wait somebody is sitting through (a
+    // start, a CLI). It reads only partitions with records left, so a broker that answers on
+    // arrival (Kafka, the patched embedded tansu) never holds one of its fetches.
     let consumer: BaseConsumer = reader_config(
         kafka,
         &format!("cxrflow-read-{logical}"),
