@@ -8,19 +8,21 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use cxrflow_common::kafka::{reader_config, Producer};
-use cxrflow_common::Urgency;
+use cxrflow_common::{KafkaArgs, Urgency};
 use cxrflow_testkit::Broker;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_held_fetch_is_answered_when_a_record_arrives_not_when_the_wait_ends() {
-    const WAIT: Duration = Duration::from_secs(5);
-    let broker = Broker::start();
+/// Every fetch may be held this long when the broker has no records for it.
+const WAIT: Duration = Duration::from_secs(5);
+
+/// A stack on `broker` whose consumers wait [`WAIT`], its scan topic, and a consumer assigned
+/// both of that topic's partitions from the beginning.
+async fn waiting_consumer(broker: &Broker, purpose: &str) -> (KafkaArgs, String, StreamConsumer) {
     let mut kafka = broker.stack().await;
     kafka.fetch_wait_ms = Some(WAIT.as_millis() as u64);
     let topic = kafka.topic("cxr.scan.v1");
-    let consumer: StreamConsumer = reader_config(&kafka, "long-poll", Urgency::StudyPath)
+    let consumer: StreamConsumer = reader_config(&kafka, purpose, Urgency::StudyPath)
         .create()
         .expect("consumer");
     let mut partitions = TopicPartitionList::new();
@@ -30,6 +32,13 @@ async fn a_held_fetch_is_answered_when_a_record_arrives_not_when_the_wait_ends()
             .unwrap();
     }
     consumer.assign(&partitions).expect("assign");
+    (kafka, topic, consumer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_fetch_is_answered_when_a_record_arrives_not_when_the_wait_ends() {
+    let broker = Broker::start();
+    let (kafka, topic, consumer) = waiting_consumer(&broker, "long-poll").await;
     let producer = Producer::new(&kafka).expect("producer");
     let send_and_receive = |key: String| {
         let (producer, topic, consumer) = (&producer, &topic, &consumer);
@@ -70,21 +79,8 @@ async fn a_held_fetch_is_answered_when_a_record_arrives_not_when_the_wait_ends()
 /// waiting for the wait to end (or for good).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_bursts_arrive_in_full_without_waiting_out_the_fetch_wait() {
-    const WAIT: Duration = Duration::from_secs(5);
     let broker = Broker::start();
-    let mut kafka = broker.stack().await;
-    kafka.fetch_wait_ms = Some(WAIT.as_millis() as u64);
-    let topic = kafka.topic("cxr.scan.v1");
-    let consumer: StreamConsumer = reader_config(&kafka, "long-poll-bursts", Urgency::StudyPath)
-        .create()
-        .expect("consumer");
-    let mut partitions = TopicPartitionList::new();
-    for p in 0..2 {
-        partitions
-            .add_partition_offset(&topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&partitions).expect("assign");
+    let (kafka, topic, consumer) = waiting_consumer(&broker, "long-poll-bursts").await;
     let producer = Producer::new(&kafka).expect("producer");
     let mut took = Vec::new();
     for burst in 0..20 {
