@@ -21,6 +21,7 @@ if [ -x "$TOOLS/bin/tansu" ] && [ "$(cat "$TOOLS/bin/tansu.patches" 2>/dev/null)
   exit 0
 fi
 
+command -v git >/dev/null || { echo "install-broker: git applies scripts/tansu/*.patch (apt-get install git)" >&2; exit 1; }
 src="$TOOLS/src"
 mkdir -p "$src"
 crate="$src/tansu-storage-$TANSU_VERSION.crate"

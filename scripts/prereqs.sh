@@ -15,6 +15,8 @@ export CXRFLOW_TOOLS="$TOOLS"
 # (JPEG-LS, ~15 s on 2 cores) and libjpeg-turbo 3 (12-bit JPEG, ~45 s on 2 cores).
 need=()
 command -v unzip >/dev/null || need+=(unzip)
+# git applies cxrflow's patch to the broker (scripts/install-broker.sh).
+command -v git >/dev/null || need+=(git)
 dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev pkg-config)
 python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
 command -v chromium >/dev/null || need+=(chromium)
