@@ -113,10 +113,12 @@ pub struct KafkaArgs {
 }
 
 /// How soon a consumer must see a new record; sets its fetch wait (see
-/// [`KafkaArgs::fetch_wait_ms`]).
+/// [`KafkaArgs::fetch_wait_ms`]), which is latency only on a broker that holds every fetch for
+/// the whole wait (published tansu 0.6.0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Urgency {
-    /// On a study's way to the worklist: every wait is latency a radiologist may see.
+    /// On a study's way to the worklist: on such a broker every wait is latency a radiologist
+    /// may see.
     StudyPath,
     /// Off that path (feedback joins, drift windows, control topics): seconds do not matter.
     Background,

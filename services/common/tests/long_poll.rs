@@ -9,15 +9,15 @@ use std::time::{Duration, Instant};
 
 use cxrflow_common::kafka::{reader_config, Producer};
 use cxrflow_common::{KafkaArgs, Urgency};
-use cxrflow_testkit::Broker;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use cxrflow_testkit::{assign_all_from_beginning, Broker};
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::Message;
 
 /// Every fetch may be held this long when the broker has no records for it.
 const WAIT: Duration = Duration::from_secs(5);
 
 /// A stack on `broker` whose consumers wait [`WAIT`], its scan topic, and a consumer assigned
-/// both of that topic's partitions from the beginning.
+/// every partition of that topic from the beginning.
 async fn waiting_consumer(broker: &Broker, purpose: &str) -> (KafkaArgs, String, StreamConsumer) {
     let mut kafka = broker.stack().await;
     kafka.fetch_wait_ms = Some(WAIT.as_millis() as u64);
@@ -25,13 +25,10 @@ async fn waiting_consumer(broker: &Broker, purpose: &str) -> (KafkaArgs, String,
     let consumer: StreamConsumer = reader_config(&kafka, purpose, Urgency::StudyPath)
         .create()
         .expect("consumer");
-    let mut partitions = TopicPartitionList::new();
-    for p in 0..2 {
-        partitions
-            .add_partition_offset(&topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&partitions).expect("assign");
+    assert!(
+        assign_all_from_beginning(&consumer, &topic, Instant::now() + WAIT * 3).await,
+        "{topic} has no partitions"
+    );
     (kafka, topic, consumer)
 }
 

@@ -233,7 +233,11 @@ pub async fn read_topic(
 
 /// Assigns every partition of `topic` at its first offset, retrying the metadata request until
 /// the topic shows partitions; false when `end` passed first (the topic does not exist).
-async fn assign_all_from_beginning(consumer: &StreamConsumer, topic: &str, end: Instant) -> bool {
+pub async fn assign_all_from_beginning(
+    consumer: &StreamConsumer,
+    topic: &str,
+    end: Instant,
+) -> bool {
     use rdkafka::{Offset, TopicPartitionList};
     loop {
         let partitions = consumer
