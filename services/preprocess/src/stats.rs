@@ -23,7 +23,8 @@ pub fn image_stats(img: &DecodedImage) -> ImageStats {
             &counted
         }
     };
-    let n = img.pixels.len() as u64;
+    // Every stored sample when the decoder counted them (a box-reduced plane holds fewer).
+    let n: u64 = counts.iter().sum();
     let (mut sum, mut sum_sq) = (0f64, 0f64);
     let mut histogram = vec![0i64; HISTOGRAM_BINS];
     for (v, &c) in counts.iter().enumerate() {

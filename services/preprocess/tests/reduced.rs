@@ -1,10 +1,12 @@
-//! Decoding at a reduced resolution level (JPEG 2000 `reduce`, JPEG IDCT scaling) must give the
-//! model the input it gets from a full-resolution decode, within a stated tolerance, on a
-//! full-size radiograph: 2500×3000, a 12-bit MONOCHROME1 CR (smooth anatomy-like gradients,
-//! a disc with a sharp edge, rib-like bands, detector noise) re-encoded by Pillow's OpenJPEG
-//! (lossless and 10:1 lossy; also without a window, which must not be reduced; and one with
-//! regions clipped at 0 and 4095, whose low-pass overshoots the stored range) and the same
-//! picture in 8 bits by DCMTK's baseline JPEG, and in 12 bits by its extended JPEG (Process 4).
+//! Decoding at a reduced resolution level (JPEG 2000 `reduce`, JPEG IDCT scaling) or
+//! box-reducing a full-resolution decode (every other syntax) must give the model the input it
+//! gets from a full-resolution decode and resize, within a stated tolerance, on a full-size
+//! radiograph: 2500×3000, a 12-bit MONOCHROME1 CR (smooth anatomy-like gradients, a disc with
+//! a sharp edge, rib-like bands, detector noise), uncompressed as pydicom writes it, re-encoded
+//! by Pillow's OpenJPEG (lossless and 10:1 lossy; also without a window, which the codec must
+//! not reduce; and one with regions clipped at 0 and 4095, whose low-pass overshoots the stored
+//! range) and by DCMTK (RLE, JPEG-LS, JPEG lossless), and the same picture in 8 bits by DCMTK's
+//! baseline JPEG, and in 12 bits by its extended JPEG (Process 4).
 //!
 //! The tools come from scripts/prereqs.sh; a missing one fails the test with its name.
 
@@ -12,6 +14,7 @@ use std::path::Path;
 use std::process::Command;
 
 use cxrflow_preprocess::decode::{decode, decode_reduced, DecodeLimits};
+use cxrflow_preprocess::stats::image_stats;
 use cxrflow_preprocess::{prepare, Profile};
 use cxrflow_testkit::{run_tool, tools_python};
 
@@ -102,19 +105,38 @@ fn reduced_decoding_gives_the_model_the_full_resolution_input_within_tolerance()
         .arg(dir.path().join("orig12.dcm"))
         .arg(dir.path().join("extended12.dcm"));
     run_tool(c);
-    // 2500×3000 at 224²: three halvings (313×375; a fourth gives 157×188) and IDCT 1/8
-    // (313×375 too).
-    for (name, size) in [
-        ("j2k-lossless.dcm", (313, 375)),
-        // Lossy JPEG 2000 is not reduced (decode/reduced.rs: what it did to held-out images).
-        ("j2k.dcm", (2500, 3000)),
-        ("baseline.dcm", (313, 375)),
-        ("extended12.dcm", (313, 375)),
-        ("orig12.dcm", (2500, 3000)),
-        ("no-window-j2k.dcm", (2500, 3000)),
+    // Lossless re-encodings of the 12-bit original, as DCMTK writes them: decoded at full
+    // resolution by their codecs, then box-reduced with the display mapping.
+    for (tool, args, out) in [
+        ("dcmcrle", &[][..], "rle.dcm"),
+        ("dcmcjpls", &[][..], "jpeg-ls.dcm"),
+        ("dcmcjpeg", &["+e1"][..], "jpeg-lossless.dcm"),
+    ] {
+        let mut c = Command::new(tool);
+        c.args(args)
+            .arg(dir.path().join("orig12.dcm"))
+            .arg(dir.path().join(out));
+        run_tool(c);
+    }
+    // 2500×3000 at 224²: three halvings (313×375; a fourth gives 157×188), whichever way: the
+    // codec's (JPEG 2000 levels, IDCT 1/8) or, for every other plane, the average of 8×8 blocks
+    // of display values (`exact` below: the statistics then still count every stored sample).
+    for (name, exact) in [
+        ("j2k-lossless.dcm", false),
+        // Lossy JPEG 2000: its wavelet levels are not used (decode/reduced.rs), the full
+        // decode is box-reduced.
+        ("j2k.dcm", true),
+        ("baseline.dcm", false),
+        ("extended12.dcm", false),
+        ("orig12.dcm", true),
+        // Without a window: the min-max window comes from every stored sample, then the box.
+        ("no-window-j2k.dcm", true),
+        ("rle.dcm", true),
+        ("jpeg-ls.dcm", true),
+        ("jpeg-lossless.dcm", true),
     ] {
         let (full, reduced, decoded) = tensors(&dir.path().join(name));
-        assert_eq!(decoded, size, "{name}: decoded plane");
+        assert_eq!(decoded, (313, 375), "{name}: decoded plane");
         let (max, p99, mean) = difference(&full, &reduced);
         eprintln!("{name}: decoded {decoded:?}, |Δ| max {max}, p99 {p99}, mean {mean:.4}");
         assert!(
@@ -122,6 +144,16 @@ fn reduced_decoding_gives_the_model_the_full_resolution_input_within_tolerance()
             "{name}: |Δ| max {max} (≤ {MAX_DELTA}), p99 {p99} (≤ {P99_DELTA}), \
              mean {mean:.4} (≤ {MEAN_DELTA})"
         );
+        if exact {
+            let bytes = std::fs::read(dir.path().join(name)).expect("read");
+            let limits = DecodeLimits::default();
+            let full = image_stats(&decode(&bytes, &limits).expect("full decode"));
+            let prepared = prepare(&bytes, &limits, Profile::Gray224V1).expect("prepare");
+            assert_eq!(
+                prepared.stats, full,
+                "{name}: statistics of every stored sample"
+            );
+        }
     }
     // Full-range steps from regions clipped at 0 and 4095: a wavelet low-pass rings there (the
     // 5/3 filter's -1/8 taps, level after level) where a bilinear resize of the full image does

@@ -6,15 +6,17 @@
 //! (an unsupported one is named in the error), then only the header up to PixelData is parsed
 //! and Rows × Columns × Samples × BitsAllocated × Frames is checked against the limits, and
 //! only then is the pixel data read and decoded ([`super::display`] turns it into a picture).
+//! Uncompressed little endian grayscale is not copied at all: the pre-scan says where its
+//! samples lie and the display mapping reads them there.
 
-use dicom_core::Tag;
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::file::ReadPreamble;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use dicom_pixeldata::PixelDecoder;
 
 use super::checks::{check_pixel_description, check_rle_header, RLE_LOSSLESS};
-use super::display::to_display;
+use super::display::{is_integer_gray, native_display, to_display};
 use super::syntax::{self, codec_of, JPEG_EXTENDED};
 use super::{DecodeError, DecodeLimits, Decoded};
 use crate::eligibility::{DicomHeader, EligibilityRules};
@@ -103,6 +105,28 @@ fn eligibility_header(obj: &DefaultDicomObject) -> DicomHeader {
 /// Decodes a DICOM file; with `rules`, an image its own header makes ineligible is refused
 /// before its pixel data is read (an MR slice is "not a chest radiograph", whatever its
 /// transfer syntax or bit depth).
+/// The header (everything before Pixel Data) with a one-sample stand-in for the pixel data
+/// and Rows = Columns = 1: dicom-pixeldata then reads the display attributes (rescale, VOI LUT,
+/// window, VOI LUT function, photometric interpretation) by its own rules, as for every other
+/// syntax, without copying the uncompressed samples that [`decode`] reads in place from the
+/// file's bytes (twice over before: into the object, then into the decoded frame).
+fn display_attributes(mut header: DefaultDicomObject, bits_allocated: u32) -> DefaultDicomObject {
+    let one = |tag| DataElement::new(tag, VR::US, PrimitiveValue::from(1u16));
+    header.put(one(tags::ROWS));
+    header.put(one(tags::COLUMNS));
+    let sample = if bits_allocated == 16 {
+        DataElement::new(
+            tags::PIXEL_DATA,
+            VR::OW,
+            PrimitiveValue::U16(std::iter::once(0).collect()),
+        )
+    } else {
+        DataElement::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::from(vec![0u8, 0]))
+    };
+    header.put(sample);
+    header
+}
+
 pub(super) fn decode(
     bytes: &[u8],
     limits: &DecodeLimits,
@@ -113,7 +137,7 @@ pub(super) fn decode(
     let body = super::part10::normalize(bytes)?;
     let body = &body[..];
     // dicom-parser allocates each declared length before reading it: bound them by the file.
-    super::dicom_lengths::check(body)?;
+    let native = super::dicom_lengths::check(body)?;
     let syntax = syntax::check(body);
 
     // Size check on the header alone: nothing of the pixel data is read or allocated yet.
@@ -172,7 +196,24 @@ pub(super) fn decode(
         .flatten()
         .and_then(|e| e.to_str().ok().map(|s| s.trim().to_string()))
         .filter(|s| !s.is_empty());
-    drop(header);
+    // Uncompressed little endian samples are read where they lie (the machine's byte order must
+    // be theirs); anything the table path does not take falls through to the usual decode.
+    let in_place = cfg!(target_endian = "little") && samples == 1;
+    if let Some(pixels) = native.filter(|_| in_place && matches!(bits_allocated, 8 | 16)) {
+        let frame = (u64::from(rows) * u64::from(cols) * u64::from(bits_allocated / 8)) as usize;
+        if let Some(data) = body.get(pixels.range).and_then(|d| d.get(..frame)) {
+            let attrs = display_attributes(header, bits_allocated);
+            let pd = attrs
+                .decode_pixel_data_frame(0)
+                .map_err(|e| pixel_err("DICOM pixel data", e))?;
+            if is_integer_gray(&pd) {
+                let mut img = native_display(&pd, data, (cols, rows), view_position, min_side)?;
+                (img.original_width, img.original_height) = (cols, rows);
+                img.header = Some(eligibility);
+                return Ok(Decoded::Image(img));
+            }
+        }
+    }
 
     let mut obj = open(body, false)?;
     if !matches!(obj.element_opt(tags::PIXEL_DATA), Ok(Some(_))) {
@@ -208,9 +249,10 @@ pub(super) fn decode(
     let pd = obj
         .decode_pixel_data_frame(0)
         .map_err(|e| pixel_err(codec, e))?;
-    let mut img = to_display(&pd, view_position)?;
+    // A plane the codec already reduced is not reduced again.
+    let mut img = to_display(&pd, view_position, min_side.filter(|_| reduction.is_none()))?;
     (img.original_width, img.original_height) = (cols, rows);
-    img.reduction = reduction;
+    img.reduction = reduction.or(img.reduction);
     img.header = Some(eligibility);
     Ok(Decoded::Image(img))
 }
@@ -218,6 +260,68 @@ pub(super) fn decode(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Uncompressed little endian samples read in place from the file give the plane and the
+    /// counts dicom-pixeldata's own decode gives, on explicit and implicit VR, windowed,
+    /// unwindowed, rescaled, signed, 8- and 16-bit images; big endian takes the usual path.
+    #[test]
+    fn samples_read_in_place_match_the_decoded_object() {
+        use crate::fixtures::{dicom, ts, DicomSpec};
+        // A CR's samples declared signed (12 bits: 2048..4095 read as negative).
+        let signed = {
+            let bytes = dicom(&DicomSpec {
+                rescale: Some((1.0, -1024.0)),
+                ..DicomSpec::cr(64, 70)
+            });
+            let mut obj = OpenFileOptions::new().from_reader(&bytes[128..]).unwrap();
+            obj.put(DataElement::new(
+                tags::PIXEL_REPRESENTATION,
+                VR::US,
+                PrimitiveValue::from(1u16),
+            ));
+            let mut out = Vec::new();
+            obj.write_all(&mut out).unwrap();
+            out
+        };
+        let spec = |s: DicomSpec| {
+            (
+                format!("{s:?}"),
+                dicom(&s),
+                s.transfer_syntax != ts::EXPLICIT_VR_BE,
+            )
+        };
+        let files = [
+            spec(DicomSpec {
+                window: Some((2048.0, 4096.0)),
+                ..DicomSpec::cr(90, 110)
+            }),
+            spec(DicomSpec::cr(90, 110).transfer_syntax(ts::IMPLICIT_VR_LE)),
+            spec(DicomSpec {
+                rescale: Some((-2.0, 5000.0)),
+                ..DicomSpec::cr(64, 70)
+            }),
+            ("signed CR".to_string(), signed, true),
+            spec(DicomSpec::dx(70, 64)),
+            spec(DicomSpec::gray8(50, 60)),
+            spec(DicomSpec::cr(90, 110).transfer_syntax(ts::EXPLICIT_VR_BE)),
+        ];
+        for (what, bytes, expect_in_place) in files {
+            let body = super::super::part10::normalize(&bytes).unwrap();
+            let in_place = super::super::dicom_lengths::check(&body).unwrap().is_some();
+            assert_eq!(in_place, expect_in_place, "{what}");
+            let Decoded::Image(img) = decode(&bytes, &DecodeLimits::default(), None, None).unwrap()
+            else {
+                panic!("eligible without rules");
+            };
+            let obj = open(&body, false).unwrap();
+            let pd = obj.decode_pixel_data_frame(0).unwrap();
+            let reference = to_display(&pd, None, None).unwrap();
+            assert!(img.pixels == reference.pixels, "{what}: pixels differ");
+            assert_eq!(img.histogram, reference.histogram, "{what}");
+            assert_eq!((img.width, img.height), (reference.width, reference.height));
+            assert_eq!(img.reduction, None);
+        }
+    }
 
     #[test]
     fn a_missing_or_unreadable_attribute_is_named_not_called_corrupt() {

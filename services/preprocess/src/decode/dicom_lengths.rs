@@ -30,13 +30,24 @@ enum Syntax {
     ExplicitBe,
 }
 
-/// Checks every declared length in `body`, the file from `DICM` on (preamble removed).
-pub(super) fn check(body: &[u8]) -> Result<(), DecodeError> {
+/// Where the walk found the data set's own Pixel Data (7FE0,0010), when it holds the samples
+/// uncompressed: the only top-level Pixel Data element, with a defined length, in a little
+/// endian native syntax. Pixel Data nested in a sequence (an icon image) is not it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct NativePixels {
+    /// The value's bytes in the body passed to [`check`].
+    pub range: std::ops::Range<usize>,
+}
+
+/// Checks every declared length in `body`, the file from `DICM` on (preamble removed), and
+/// says where the uncompressed pixel data lies when the syntax is native little endian.
+pub(super) fn check(body: &[u8]) -> Result<Option<NativePixels>, DecodeError> {
     let mut c = Cursor {
         bytes: body,
         pos: 0,
         end: body.len(),
         syntax: Syntax::ExplicitLe, // the file meta group's, whatever the data set's
+        pixels: Vec::new(),
     };
     if c.take(4)? != b"DICM" {
         return Err(DecodeError::corrupt_dicom(
@@ -60,15 +71,23 @@ pub(super) fn check(body: &[u8]) -> Result<(), DecodeError> {
         }
     }
     let uid = String::from_utf8_lossy(uid);
-    c.syntax = match uid.trim_end_matches(|c: char| c.is_whitespace() || c == '\0') {
+    let uid = uid.trim_end_matches(|c: char| c.is_whitespace() || c == '\0');
+    c.syntax = match uid {
         "1.2.840.10008.1.2" => Syntax::ImplicitLe,
         "1.2.840.10008.1.2.2" => Syntax::ExplicitBe,
-        "1.2.840.10008.1.2.1.99" => return Ok(()), // deflated
+        "1.2.840.10008.1.2.1.99" => return Ok(None), // deflated
         // Unknown: refused by name next, before dicom-object reads the data set.
-        uid if TransferSyntaxRegistry.get(uid).is_none() => return Ok(()),
+        uid if TransferSyntaxRegistry.get(uid).is_none() => return Ok(None),
         _ => Syntax::ExplicitLe,
     };
-    elements(&mut c, 0)
+    elements(&mut c, 0)?;
+    let native = matches!(uid, "1.2.840.10008.1.2" | "1.2.840.10008.1.2.1");
+    Ok(match c.pixels.as_slice() {
+        [only] if native => Some(NativePixels {
+            range: only.clone(),
+        }),
+        _ => None,
+    })
 }
 
 /// Data set elements until the end or, at `depth` > 0, the item's delimiter.
@@ -84,6 +103,11 @@ fn elements(c: &mut Cursor<'_>, depth: u32) -> Result<(), DecodeError> {
             // dicom-parser reads any other undefined length as a sequence.
             _ if len == UNDEFINED => items(c, depth + 1, pixels)?,
             _ if vr == VR::SQ => c.within(tag, len, |c| items(c, depth + 1, false))?,
+            _ if pixels && depth == 0 => {
+                let start = c.pos;
+                let value = c.value(tag, len, unit(vr))?;
+                c.pixels.push(start..start + value.len());
+            }
             _ => drop(c.value(tag, len, unit(vr))?),
         }
     }
@@ -146,6 +170,8 @@ struct Cursor<'a> {
     pos: usize,
     end: usize,
     syntax: Syntax,
+    /// Every top-level Pixel Data value with a defined length, in file order.
+    pixels: Vec<std::ops::Range<usize>>,
 }
 
 impl<'a> Cursor<'a> {
@@ -276,7 +302,7 @@ mod tests {
     }
 
     fn scan(syntax: &str, parts: &[Vec<u8>]) -> Result<(), DecodeError> {
-        check(&broken::dicom_with_data_set(syntax, &parts.concat())[128..])
+        check(&broken::dicom_with_data_set(syntax, &parts.concat())[128..]).map(drop)
     }
 
     /// A small file with a sequence two deep, as dicom-object writes it (undefined lengths).
@@ -349,7 +375,7 @@ mod tests {
     #[test]
     fn valid_files_pass_in_every_layout() {
         for (i, file) in valid_files().iter().enumerate() {
-            assert_eq!(check(&file[128..]), Ok(()), "file {i}");
+            assert!(check(&file[128..]).is_ok(), "file {i}");
         }
         // dicom-object reads the sequence files back whole: they are what they claim to be.
         for syntax in [ts::EXPLICIT_VR_LE, ts::IMPLICIT_VR_LE, ts::EXPLICIT_VR_BE] {
@@ -509,6 +535,40 @@ mod tests {
         .concat();
         meta.resize(1024, 0);
         assert_eq!(check(&meta).unwrap_err().reason(), "decode.truncated");
+    }
+
+    #[test]
+    fn the_native_pixel_data_is_located_in_little_endian_syntaxes_only() {
+        // 12×10 CR, 16 bits allocated: 240 bytes of samples.
+        for syntax in [ts::EXPLICIT_VR_LE, ts::IMPLICIT_VR_LE] {
+            let file = fixtures::dicom(&DicomSpec::cr(12, 10).transfer_syntax(syntax));
+            let body = &file[128..];
+            let found = check(body).expect("valid").expect("native pixel data");
+            assert_eq!(found.range.len(), 240, "{syntax}");
+            assert_eq!(
+                found.range.end,
+                body.len(),
+                "Pixel Data is the last element"
+            );
+            let obj = OpenFileOptions::new()
+                .read_preamble(ReadPreamble::Never)
+                .from_reader(body)
+                .expect("dicom-object reads it");
+            let px = obj.element(tags::PIXEL_DATA).expect("pixel data");
+            assert_eq!(&body[found.range], &px.to_bytes().expect("bytes")[..]);
+        }
+        // The data set's own pixel data beside a sequence (nested elements are stepped over).
+        let file = with_sequences(ts::EXPLICIT_VR_LE);
+        let found = check(&file[128..]).unwrap().expect("located");
+        assert_eq!(&file[128..][found.range], &[7u8; 16]);
+        // Big endian, encapsulated: the decoders read those.
+        for file in [
+            fixtures::dicom(&DicomSpec::cr(12, 10).transfer_syntax(ts::EXPLICIT_VR_BE)),
+            fixtures::dicom(&DicomSpec::cr(12, 10).transfer_syntax(ts::RLE_LOSSLESS)),
+            fixtures::dicom(&DicomSpec::gray8(16, 16).transfer_syntax(ts::JPEG_BASELINE)),
+        ] {
+            assert_eq!(check(&file[128..]), Ok(None));
+        }
     }
 
     fn mutate(file: &[u8], edits: &[(Index, u8)], words: &[(Index, u32)], cut: Index) -> Vec<u8> {

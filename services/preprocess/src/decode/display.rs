@@ -15,7 +15,7 @@ use dicom_pixeldata::{
     DecodedPixelData, Lut, PixelRepresentation, Rescale, VoiLutFunction, WindowLevel,
 };
 
-use super::{unit_to_u16, Container, DecodeError, DecodedImage};
+use super::{unit_to_u16, Container, DecodeError, DecodedImage, Reduction};
 
 /// A dicom-pixeldata error after the pixel data was decoded (LUT and window attributes).
 fn attr_err(e: dicom_pixeldata::Error) -> DecodeError {
@@ -25,17 +25,45 @@ fn attr_err(e: dicom_pixeldata::Error) -> DecodeError {
 pub(super) fn to_display(
     pd: &DecodedPixelData<'_>,
     view_position: Option<String>,
+    reduce_to: Option<u32>,
 ) -> Result<DecodedImage, DecodeError> {
-    let photometric = pd.photometric_interpretation().as_str();
-    if (photometric == "MONOCHROME1" || photometric == "MONOCHROME2")
-        && pd.samples_per_pixel() == 1
-        && matches!(pd.bits_allocated(), 8 | 16)
-        && (1..=16).contains(&pd.bits_stored())
-    {
-        integer_display(pd, view_position)
+    if is_integer_gray(pd) {
+        let data = pd
+            .frame_data(0)
+            .map_err(|e| DecodeError::from_decoder("DICOM pixel data", &e))?;
+        integer_display(
+            pd,
+            data,
+            (pd.columns(), pd.rows()),
+            view_position,
+            reduce_to,
+        )
     } else {
         float_display(pd, view_position)
     }
+}
+
+/// One sample of 8 or 16 bits allocated and at most 16 stored, MONOCHROME1 or MONOCHROME2:
+/// what the table path takes.
+pub(super) fn is_integer_gray(pd: &DecodedPixelData<'_>) -> bool {
+    let photometric = pd.photometric_interpretation().as_str();
+    (photometric == "MONOCHROME1" || photometric == "MONOCHROME2")
+        && pd.samples_per_pixel() == 1
+        && matches!(pd.bits_allocated(), 8 | 16)
+        && (1..=16).contains(&pd.bits_stored())
+}
+
+/// [`to_display`] for uncompressed samples read straight from the file: `pd` carries only
+/// the display attributes (see `dicom::native_frame`), `data` the first frame's bytes,
+/// little endian, and `size` the stored Columns × Rows.
+pub(super) fn native_display(
+    pd: &DecodedPixelData<'_>,
+    data: &[u8],
+    size: (u32, u32),
+    view_position: Option<String>,
+    reduce_to: Option<u32>,
+) -> Result<DecodedImage, DecodeError> {
+    integer_display(pd, data, size, view_position, reduce_to)
 }
 
 /// [`to_display`] with every sample in `f64`: RGB, 32 bits allocated (and, in the tests, the
@@ -96,17 +124,16 @@ fn float_display(
     })
 }
 
-/// [`to_display`] for one sample of 8 or 16 bits allocated and at most 16 stored, MONOCHROME1
-/// or MONOCHROME2: the frame's samples, as `u8` or `u16`, go to [`display_samples`].
+/// [`to_display`] for an image [`is_integer_gray`] accepts: the frame's samples (`data`,
+/// `size` = Columns × Rows), as `u8` or `u16`, go to [`display_samples`].
 fn integer_display(
     pd: &DecodedPixelData<'_>,
+    data: &[u8],
+    (width, height): (u32, u32),
     view_position: Option<String>,
+    reduce_to: Option<u32>,
 ) -> Result<DecodedImage, DecodeError> {
-    let (width, height) = (pd.columns(), pd.rows());
     let n = width as usize * height as usize;
-    let data = pd
-        .frame_data(0)
-        .map_err(|e| DecodeError::from_decoder("DICOM pixel data", &e))?;
     let wide = pd.bits_allocated() == 16;
     let samples = if wide { data.len() / 2 } else { data.len() };
     if samples < n {
@@ -114,6 +141,11 @@ fn integer_display(
             "pixel data holds {samples} samples, {width}×{height} needs {n}"
         )));
     }
+    let plane = Plane {
+        width: width as usize,
+        height: height as usize,
+        reduce_to,
+    };
     if wide {
         // dicom-pixeldata holds the samples in the machine's byte order; a buffer that does
         // not start on a 2-byte boundary is copied once.
@@ -121,18 +153,34 @@ fn integer_display(
             Ok(w) => Cow::Borrowed(w),
             Err(_) => Cow::Owned(bytemuck::pod_collect_to_vec(&data[..2 * n])),
         };
-        display_samples(pd, &words, view_position)
+        display_samples(pd, &words, plane, view_position)
     } else {
-        display_samples(pd, &data[..n], view_position)
+        display_samples(pd, &data[..n], plane, view_position)
     }
+}
+
+/// The frame's geometry, and the model's input side when the plane may be box-reduced.
+#[derive(Debug, Clone, Copy)]
+struct Plane {
+    width: usize,
+    height: usize,
+    reduce_to: Option<u32>,
 }
 
 /// Every sample goes through one table (indexed by the raw sample, which the table masks to
 /// BitsStored) and is counted on the way. A file without a VOI LUT or window needs the range
 /// of its values first: one counting pass, then the mapping pass.
-fn display_samples<T: Copy + Into<usize>>(
+///
+/// With `reduce_to`, a plane whose sides both stay ≥ that side when halved comes out
+/// box-averaged over blocks of 2, 4, 8, … stored pixels (the most halvings that keep both
+/// sides ≥ `reduce_to`, as the JPEG 2000 and JPEG reduced decodes choose): the display values
+/// of each block are averaged, so rescale, VOI and MONOCHROME1 apply to every stored sample as
+/// at full resolution, and the statistics still count every stored sample. Only the
+/// full-resolution plane, which nothing but the resize would read, is never written.
+fn display_samples<T: Sample>(
     pd: &DecodedPixelData<'_>,
     samples: &[T],
+    plane: Plane,
     view_position: Option<String>,
 ) -> Result<DecodedImage, DecodeError> {
     let bits_stored = pd.bits_stored();
@@ -177,9 +225,30 @@ fn display_samples<T: Copy + Into<usize>>(
     // The table over every raw sample value (masking included), so indexing it needs no check.
     let table: Vec<u16> = (0..=u16::MAX).map(|raw| lut.get(raw)).collect();
     let table: &[u16; 1 << 16] = table.as_slice().try_into().expect("65536 entries");
-    let (pixels, counts) = match counted {
-        Some(counts) => (samples.iter().map(|&s| table[s.into()]).collect(), counts),
-        None => count(samples, Some(table)),
+    let halvings = plane.reduce_to.map_or(0, |need| {
+        super::reduced::halvings(plane.width as u32, plane.height as u32, need)
+    });
+    let (pixels, counts, reduction) = if halvings > 0 {
+        let factor = 1usize << halvings;
+        let (pixels, counts) = box_reduce(samples, plane.width, factor, table, counted);
+        let reduction = Reduction {
+            factor: factor as u32,
+            // Decoded pixel k averages stored pixels k·factor ..< (k+1)·factor.
+            offset: 0.0,
+        };
+        (pixels, counts, Some(reduction))
+    } else {
+        let (pixels, counts) = match counted {
+            Some(counts) => (
+                samples
+                    .iter()
+                    .map(|&s| table[usize::from(s.raw())])
+                    .collect(),
+                counts,
+            ),
+            None => count(samples, Some(table)),
+        };
+        (pixels, counts, None)
     };
     // The same counts, by display value: the statistics need no pass over the pixels.
     let mut histogram = vec![0u64; 1 << 16];
@@ -188,12 +257,15 @@ fn display_samples<T: Copy + Into<usize>>(
             histogram[usize::from(table[raw])] += c;
         }
     }
+    let factor = reduction.map_or(1, |r| r.factor as usize);
+    let (width, height) = (plane.width.div_ceil(factor), plane.height.div_ceil(factor));
     Ok(DecodedImage {
         histogram: Some(histogram),
         view_position,
+        reduction,
         ..DecodedImage::plane(
-            pd.columns(),
-            pd.rows(),
+            width as u32,
+            height as u32,
             pixels,
             bits_stored,
             pd.photometric_interpretation().as_str().to_string(),
@@ -202,40 +274,127 @@ fn display_samples<T: Copy + Into<usize>>(
     })
 }
 
-/// Counts each raw sample value (indexed by the sample itself, so by `u8` or `u16` range) and,
-/// with `table`, maps every sample through it. Four interleaved sets of counters keep runs of
-/// equal samples (flat regions, the collimated border) from waiting on one counter.
-fn count<T: Copy + Into<usize>>(
-    samples: &[T],
-    table: Option<&[u16; 1 << 16]>,
-) -> (Vec<u16>, Vec<u64>) {
-    const LANES: usize = 4;
-    let size = 1usize << (8 * std::mem::size_of::<T>());
-    let mut lanes = vec![0u32; LANES * size];
-    let (lanes01, lanes23) = lanes.split_at_mut(2 * size);
-    let (l0, l1) = lanes01.split_at_mut(size);
-    let (l2, l3) = lanes23.split_at_mut(size);
-    let mut pixels = Vec::with_capacity(if table.is_some() { samples.len() } else { 0 });
-    let mut quads = samples.chunks_exact(LANES);
+/// Counters for each raw sample value (`u8` and `u16` samples alike index 65536 of them).
+/// Four interleaved sets keep runs of equal samples (flat regions, the collimated border) from
+/// waiting on one counter. Fixed-size, so indexing by a 16-bit value needs no bounds check.
+struct Counter {
+    lanes: Box<[[u32; 1 << 16]; 4]>,
+}
+
+impl Counter {
+    fn new() -> Counter {
+        let zeroed: Box<[[u32; 1 << 16]]> = vec![[0u32; 1 << 16]; 4].into_boxed_slice();
+        Counter {
+            lanes: zeroed.try_into().expect("four sets"),
+        }
+    }
+
+    #[inline(always)]
+    fn quad(&mut self, [a, b, c, d]: [u16; 4]) {
+        let [l0, l1, l2, l3] = &mut *self.lanes;
+        l0[usize::from(a)] += 1;
+        l1[usize::from(b)] += 1;
+        l2[usize::from(c)] += 1;
+        l3[usize::from(d)] += 1;
+    }
+
+    fn add<T: Sample>(&mut self, samples: &[T]) {
+        let mut quads = samples.chunks_exact(4);
+        for q in &mut quads {
+            self.quad([q[0].raw(), q[1].raw(), q[2].raw(), q[3].raw()]);
+        }
+        for &s in quads.remainder() {
+            self.lanes[0][usize::from(s.raw())] += 1;
+        }
+    }
+
+    /// Counts per raw value, as long as `T`'s range.
+    fn finish<T>(self) -> Vec<u64> {
+        let size = 1usize << (8 * std::mem::size_of::<T>()).min(16);
+        let [l0, l1, l2, l3] = &*self.lanes;
+        (0..size)
+            .map(|i| u64::from(l0[i]) + u64::from(l1[i]) + u64::from(l2[i]) + u64::from(l3[i]))
+            .collect()
+    }
+}
+
+/// A stored sample: `u8` or `u16`.
+trait Sample: Copy {
+    fn raw(self) -> u16;
+}
+
+impl Sample for u8 {
+    #[inline(always)]
+    fn raw(self) -> u16 {
+        u16::from(self)
+    }
+}
+
+impl Sample for u16 {
+    #[inline(always)]
+    fn raw(self) -> u16 {
+        self
+    }
+}
+
+/// Counts each raw sample value ([`Counter`]) and, with `table`, maps every sample through it
+/// in the same pass.
+fn count<T: Sample>(samples: &[T], table: Option<&[u16; 1 << 16]>) -> (Vec<u16>, Vec<u64>) {
+    let mut counter = Counter::new();
+    let Some(t) = table else {
+        counter.add(samples);
+        return (Vec::new(), counter.finish::<T>());
+    };
+    let mut pixels = Vec::with_capacity(samples.len());
+    let mut quads = samples.chunks_exact(4);
     for q in &mut quads {
-        let (a, b, c, d) = (q[0].into(), q[1].into(), q[2].into(), q[3].into());
-        l0[a] += 1;
-        l1[b] += 1;
-        l2[c] += 1;
-        l3[d] += 1;
-        if let Some(t) = table {
-            pixels.extend_from_slice(&[t[a], t[b], t[c], t[d]]);
+        let quad = [q[0].raw(), q[1].raw(), q[2].raw(), q[3].raw()];
+        counter.quad(quad);
+        pixels.extend_from_slice(&quad.map(|raw| t[usize::from(raw)]));
+    }
+    counter.add(quads.remainder());
+    pixels.extend(quads.remainder().iter().map(|&s| t[usize::from(s.raw())]));
+    (pixels, counter.finish::<T>())
+}
+
+/// The display plane of `samples` (rows of `width`) averaged over `factor`×`factor` blocks,
+/// rounded to nearest; the blocks of the last column and row average the stored pixels they
+/// hold. One pass: each row is counted ([`Counter`], unless `counted` already holds the counts)
+/// and summed into its band's blocks while it is in cache.
+fn box_reduce<T: Sample>(
+    samples: &[T],
+    width: usize,
+    factor: usize,
+    table: &[u16; 1 << 16],
+    counted: Option<Vec<u64>>,
+) -> (Vec<u16>, Vec<u64>) {
+    let height = samples.len() / width;
+    let mut counter = counted.is_none().then(Counter::new);
+    let (out_width, out_height) = (width.div_ceil(factor), height.div_ceil(factor));
+    let mut pixels = Vec::with_capacity(out_width * out_height);
+    let mut sums = vec![0u64; out_width];
+    for band in samples[..width * height].chunks(width * factor) {
+        sums.fill(0);
+        for row in band.chunks_exact(width) {
+            if let Some(counter) = counter.as_mut() {
+                counter.add(row);
+            }
+            for (sum, block) in sums.iter_mut().zip(row.chunks(factor)) {
+                // A block row holds at most 65535 samples (Columns is 16 bits): 32 bits hold it.
+                let row_sum: u32 = block
+                    .iter()
+                    .map(|&s| u32::from(table[usize::from(s.raw())]))
+                    .sum();
+                *sum += u64::from(row_sum);
+            }
+        }
+        let rows = (band.len() / width) as u64;
+        for (block, &sum) in sums.iter().enumerate() {
+            let n = rows * factor.min(width - block * factor) as u64;
+            pixels.push(((sum + n / 2) / n) as u16);
         }
     }
-    for &s in quads.remainder() {
-        l0[s.into()] += 1;
-        if let Some(t) = table {
-            pixels.push(t[s.into()]);
-        }
-    }
-    let counts = (0..size)
-        .map(|i| u64::from(l0[i]) + u64::from(l1[i]) + u64::from(l2[i]) + u64::from(l3[i]))
-        .collect();
+    let counts = counted.unwrap_or_else(|| counter.map_or_else(Vec::new, Counter::finish::<T>));
     (pixels, counts)
 }
 
@@ -434,12 +593,53 @@ mod tests {
                 .from_reader(&body[..])
                 .unwrap();
             let pd = obj.decode_pixel_data_frame(0).unwrap();
-            let table = integer_display(&pd, None).unwrap();
+            let table = to_display(&pd, None, None).unwrap();
             let float = float_display(&pd, None).unwrap();
             assert!(table.pixels == float.pixels, "{what}: pixels differ");
             assert!(table.histogram.is_some() && float.histogram.is_none());
             assert_eq!(image_stats(&table), image_stats(&float), "{what}");
         }
+    }
+
+    /// Each output pixel is the rounded mean of its block's display values (the right column
+    /// and bottom row of blocks hold fewer samples), and every stored sample is counted,
+    /// whether the counts come from the pass itself or were handed over.
+    #[test]
+    fn box_reduce_averages_blocks_and_counts_every_sample() {
+        let (width, height, factor) = (10usize, 7usize, 4usize);
+        let samples: Vec<u16> = (0..width * height)
+            .map(|i| (i * 37 % 4096) as u16)
+            .collect();
+        let table: Vec<u16> = (0..=u16::MAX)
+            .map(|raw| (u32::from(raw & 0x0FFF) * 13 % 65536) as u16)
+            .collect();
+        let table: &[u16; 1 << 16] = table.as_slice().try_into().unwrap();
+        let mut expected = Vec::new();
+        for by in 0..height.div_ceil(factor) {
+            for bx in 0..width.div_ceil(factor) {
+                let mut values = Vec::new();
+                for y in by * factor..((by + 1) * factor).min(height) {
+                    for x in bx * factor..((bx + 1) * factor).min(width) {
+                        values.push(f64::from(table[usize::from(samples[y * width + x])]));
+                    }
+                }
+                let mean = values.iter().sum::<f64>() / values.len() as f64;
+                expected.push(mean.round() as u16);
+            }
+        }
+        let mut histogram = vec![0u64; 1 << 16];
+        for &s in &samples {
+            histogram[usize::from(s)] += 1;
+        }
+        let (pixels, counts) = box_reduce(&samples, width, factor, table, None);
+        assert_eq!((pixels.len(), &pixels), (3 * 2, &expected));
+        assert_eq!(counts, histogram);
+        let (again, handed) = box_reduce(&samples, width, factor, table, Some(histogram.clone()));
+        assert_eq!((again, handed), (expected, histogram));
+        // 8-bit samples count over their own 256 values.
+        let bytes: Vec<u8> = (0..=255u8).collect();
+        let (_, counts) = box_reduce(&bytes, 16, 2, table, None);
+        assert_eq!(counts, vec![1u64; 256]);
     }
 
     #[test]
