@@ -234,6 +234,11 @@ ds = pydicom.dcmread(d + "/ext12.dcm")
 frame = next(generate_frames(ds.PixelData, number_of_frames=1))
 ds.PixelData = encapsulate([frame[: len(frame) * 2 // 3]])
 ds.save_as(d + "/ext12-cut.dcm", enforce_file_format=True)
+# The same cut in a lossless JPEG stream (libjpeg-turbo decodes 9- to 16-bit lossless JPEG).
+ds = pydicom.dcmread(d + "/ll12.dcm")
+frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+ds.PixelData = encapsulate([frame[: len(frame) * 2 // 3]])
+ds.save_as(d + "/ll12-cut.dcm", enforce_file_format=True)
 # A JPEG-LS stream whose start-of-frame marker segment is overwritten.
 ds = pydicom.dcmread(d + "/jls.dcm")
 frame = bytearray(next(generate_frames(ds.PixelData, number_of_frames=1)))
@@ -271,9 +276,11 @@ fn damaged_and_unsupported_files_are_refused_with_the_exact_reason() {
         &f.at("ext12.dcm"),
     );
     tool("dcmcjpls", &["+el"], &f.at("orig12.dcm"), &f.at("jls.dcm"));
+    tool("dcmcjpeg", &["+e1"], &f.at("orig12.dcm"), &f.at("ll12.dcm"));
     python(WRITE_REFUSALS, &f.path);
     for (name, reason, words) in [
         ("ext12-cut.dcm", "decode.truncated", ""),
+        ("ll12-cut.dcm", "decode.truncated", ""),
         ("jls-bad-sof.dcm", "decode.corrupt_stream", "JPEG-LS"),
         (
             "bits32.dcm",

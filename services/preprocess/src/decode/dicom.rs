@@ -17,7 +17,7 @@ use dicom_pixeldata::PixelDecoder;
 
 use super::checks::{check_pixel_description, check_rle_header, RLE_LOSSLESS};
 use super::display::{is_integer_gray, native_display, to_display};
-use super::syntax::{self, codec_of, JPEG_EXTENDED};
+use super::syntax::{self, codec_of, JPEG_EXTENDED, JPEG_LOSSLESS, JPEG_LOSSLESS_SV1};
 use super::{DecodeError, DecodeLimits, Decoded};
 use crate::eligibility::{DicomHeader, EligibilityRules};
 
@@ -241,6 +241,12 @@ pub(super) fn decode(
         && super::frames::decode_12bit(&mut obj, rows, cols, frames, bits_allocated, samples)?
     {
         // Now native: a failure from here on is about the decoded samples, not the stream.
+        codec = "DICOM pixel data";
+    }
+    if reduction.is_none()
+        && (syntax == JPEG_LOSSLESS || syntax == JPEG_LOSSLESS_SV1)
+        && super::frames::decode_lossless(&mut obj, rows, cols, frames, bits_allocated, samples)?
+    {
         codec = "DICOM pixel data";
     }
     if reduction.is_some() {

@@ -71,6 +71,36 @@ pub(super) fn decode_12bit(
         )));
     }
     let pixels = jpeg12::decode_gray12(&stream, cols, rows)?;
+    replace_with_native(obj, pixels);
+    Ok(true)
+}
+
+/// If `obj` is lossless JPEG (Process 14) with 9- to 16-bit grayscale samples, replaces its
+/// pixel data by its first frame decoded by libjpeg-turbo into native 16-bit samples and says
+/// `true`; anything else (8 bits or fewer, colour, a BitsAllocated other than 16) is left to
+/// dicom-rs's jpeg-decoder (`false`), which refuses or decodes it as before.
+pub(super) fn decode_lossless(
+    obj: &mut DefaultDicomObject,
+    rows: u32,
+    cols: u32,
+    frames: u32,
+    bits_allocated: u32,
+    samples: u32,
+) -> Result<bool, DecodeError> {
+    if bits_allocated != 16 || samples != 1 {
+        return Ok(false);
+    }
+    let stream = first_frame(obj, frames)?;
+    let Some(pixels) = jpeg12::decode_gray_lossless(&stream, cols, rows)? else {
+        return Ok(false);
+    };
+    replace_with_native(obj, pixels);
+    Ok(true)
+}
+
+/// The first frame's decoded samples as the object's native pixel data (explicit VR little
+/// endian, one frame).
+fn replace_with_native(obj: &mut DefaultDicomObject, pixels: Vec<u16>) {
     obj.put(DataElement::new(
         tags::PIXEL_DATA,
         VR::OW,
@@ -84,5 +114,4 @@ pub(super) fn decode_12bit(
     ));
     obj.meta_mut()
         .set_transfer_syntax(&EXPLICIT_VR_LITTLE_ENDIAN);
-    Ok(true)
 }

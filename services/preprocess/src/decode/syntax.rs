@@ -10,6 +10,10 @@ use super::DecodeError;
 pub use cxrflow_contracts::dicom::DECODABLE_TRANSFER_SYNTAXES as SUPPORTED_TRANSFER_SYNTAXES;
 
 pub(super) const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
+/// JPEG Lossless, Non-Hierarchical (Process 14), any predictor.
+pub(super) const JPEG_LOSSLESS: &str = "1.2.840.10008.1.2.4.57";
+/// JPEG Lossless, Non-Hierarchical, First-Order Prediction (Process 14, selection value 1).
+pub(super) const JPEG_LOSSLESS_SV1: &str = "1.2.840.10008.1.2.4.70";
 
 /// The codec a transfer syntax's pixel data is compressed with, for error words.
 pub(super) fn codec_of(uid: &str) -> &'static str {
