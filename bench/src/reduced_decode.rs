@@ -1,11 +1,13 @@
 //! `cxrflow-bench reduced-decode`: does decoding at a reduced resolution level (JPEG 2000
-//! `reduce`, JPEG IDCT scaling; preprocess's `decode/reduced.rs`) change what the model says?
+//! `reduce`, JPEG IDCT scaling; preprocess's `decode/reduced.rs`), or the box reduction every
+//! other syntax's full-resolution decode gets (`decode/display.rs`), change what the model says?
 //!
 //! For a fixed sample of the held-out split (its first N frontal images, in file order) the
 //! simulator renders each study again at detector size (about 2500×3000, 12 bits: the same
 //! seed and lung masks as the dataset, so the same patient and findings), Python wraps it as
-//! DICOM in JPEG 2000, JPEG baseline and 12-bit JPEG extended (`bench/python/full_size_dicom.py`;
-//! DCMTK for the last), and each file is
+//! DICOM in JPEG 2000, JPEG baseline, 12-bit JPEG extended or any other syntax the script knows
+//! (`bench/python/full_size_dicom.py`; DCMTK for the lossless codecs and 12-bit JPEG), and each
+//! file is
 //! prepared twice, full-resolution decode and reduced decode, and scored by the real model (the
 //! fitted cxr-small). Reported per transfer syntax: |Δprobability| max, p99 and mean per finding
 //! and over all, the findings whose threshold flag flips, and the studies whose tier (the
@@ -48,7 +50,9 @@ pub struct ReducedArgs {
     #[arg(long)]
     pub masks: Option<PathBuf>,
     /// Transfer syntaxes: j2k (lossless), j2k-lossy (10:1), jpeg (baseline 8-bit, q 95),
-    /// jpeg12 (extended 12-bit, DCMTK's dcmcjpeg +ee).
+    /// jpeg12 (extended 12-bit, DCMTK's dcmcjpeg +ee), native (explicit VR little endian; its
+    /// samples are every lossless codec's decode, so its box reduction stands for theirs), and
+    /// the other names `bench/python/full_size_dicom.py` knows.
     #[arg(long, value_delimiter = ',', default_value = "j2k,jpeg")]
     pub syntaxes: Vec<String>,
     /// Python with pydicom and Pillow (the tools venv, scripts/python-env.sh).

@@ -1,8 +1,9 @@
 //! Reduced-resolution decoding leaves the model's outputs unchanged within tolerance: a fixed
 //! sample of the held-out split (its first 12 frontal images; `cxrflow-bench reduced-decode
 //! --images 100` measures the README's sample of 100), re-rendered at detector size, wrapped as
-//! JPEG 2000 lossless, JPEG baseline and 12-bit JPEG extended DICOM, prepared with and without
-//! reduced decoding and scored by the fitted cxr-small model.
+//! JPEG 2000 lossless, JPEG baseline, 12-bit JPEG extended and uncompressed DICOM, prepared with
+//! and without reduced decoding (the codec's reduced level; for the uncompressed file, the box
+//! reduction every full-resolution decode gets) and scored by the fitted cxr-small model.
 //!
 //! Needs what scripts/test.sh prepares: the synthetic dataset and the fitted model
 //! (`CXRFLOW_DATASET_ROOT`, `CXRFLOW_MODELS_DIR`), the tools venv (pydicom, Pillow), DCMTK's
@@ -32,7 +33,7 @@ fn reduced_decoding_leaves_the_models_outputs_and_tiers_unchanged_on_held_out_im
             "--images",
             "12",
             "--syntaxes",
-            "j2k,jpeg,jpeg12",
+            "j2k,jpeg,jpeg12,native",
             "--out",
         ])
         .arg(&out)
@@ -47,7 +48,7 @@ fn reduced_decoding_leaves_the_models_outputs_and_tiers_unchanged_on_held_out_im
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(r["images"], 12);
     let results = r["results"].as_array().unwrap();
-    assert_eq!(results.len(), 3);
+    assert_eq!(results.len(), 4);
     for s in results {
         let name = s["syntax"].as_str().unwrap();
         // The reduced path really ran: a plane of about 313×373, not the stored 2500×~3000.

@@ -1,6 +1,6 @@
 //! Turns the bytes of a stored image into one display-oriented grayscale plane (0 = black,
-//! 65535 = white), at full resolution or (JPEG 2000 and 8-bit JPEG DICOM, [`decode_reduced`])
-//! at the smallest resolution level the model's input still fits in, whatever the container: PNG/JPEG through `image`, DICOM
+//! 65535 = white), at full resolution or (grayscale DICOM, [`decode_reduced`]) at the smallest
+//! power-of-two reduction the model's input still fits in, whatever the container: PNG/JPEG through `image`, DICOM
 //! through dicom-rs. Every decoder checks the declared size against [`DecodeLimits`] before it
 //! allocates pixel buffers, so a header claiming 60000×60000 never reaches the allocator.
 
@@ -187,8 +187,12 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, Decod
     }
 }
 
-/// [`decode`], except that a JPEG 2000 or 8-bit JPEG DICOM image is decoded at the smallest
-/// resolution level whose both sides are still ≥ `min_side` (the model's input side).
+/// [`decode`], except that a grayscale DICOM image comes out at the smallest power-of-two
+/// reduction whose both sides are still ≥ `min_side` (the model's input side): decoded at that
+/// level where the codec can (lossless JPEG 2000, baseline and 12-bit JPEG with a stated
+/// window), otherwise decoded in full and box-averaged while its display values are mapped.
+/// The statistics' histogram counts the decoded samples: every stored sample in the second
+/// case, the reduced level's in the first.
 pub fn decode_reduced(
     bytes: &[u8],
     limits: &DecodeLimits,

@@ -14,6 +14,11 @@
 //! Anything unusual (several frames or samples, a codestream whose size disagrees with the
 //! header, a codec error) leaves the object untouched: the full-resolution path then decodes it
 //! or refuses it with the reason it always gave, so no check or reason code changes here.
+//!
+//! Every plane not reduced here (other syntaxes, lossy JPEG 2000, no window) is reduced after
+//! its full-resolution decode instead, by the same number of halvings: the display mapping
+//! averages 2ⁿ×2ⁿ blocks of display values as it maps and counts the samples
+//! (`display::box_reduce`), from the extremes of every stored sample when there is no window.
 
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
