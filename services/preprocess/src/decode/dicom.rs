@@ -329,6 +329,38 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Damaged uncompressed files (bytes overwritten anywhere, the file cut anywhere) are
+        /// refused or decoded, with or without the box reduction, never a panic: the in-place
+        /// read trusts only what the length pre-scan located.
+        #[test]
+        fn damaged_uncompressed_files_never_panic(
+            edits in proptest::collection::vec(
+                (proptest::prelude::any::<proptest::sample::Index>(), proptest::prelude::any::<u8>()),
+                0..8,
+            ),
+            cut in proptest::prelude::any::<proptest::sample::Index>(),
+            implicit in proptest::prelude::any::<bool>(),
+            reduce in proptest::prelude::any::<bool>(),
+        ) {
+            use crate::fixtures::{dicom, ts, DicomSpec};
+            let syntax = if implicit { ts::IMPLICIT_VR_LE } else { ts::EXPLICIT_VR_LE };
+            let mut bytes = dicom(
+                &DicomSpec {
+                    window: Some((2048.0, 4096.0)),
+                    ..DicomSpec::cr(40, 36)
+                }
+                .transfer_syntax(syntax),
+            );
+            for (at, value) in edits {
+                let i = at.index(bytes.len());
+                bytes[i] = value;
+            }
+            bytes.truncate(cut.index(bytes.len() + 1));
+            let _ = decode(&bytes, &DecodeLimits::default(), None, reduce.then_some(8));
+        }
+    }
+
     #[test]
     fn a_missing_or_unreadable_attribute_is_named_not_called_corrupt() {
         use crate::fixtures::{dicom, DicomSpec};
