@@ -238,14 +238,14 @@ pub(super) fn decode(
         min_side.and_then(|need| super::reduced::decode(&mut obj, &syntax, geometry, need));
     if reduction.is_none()
         && syntax == JPEG_EXTENDED
-        && super::frames::decode_12bit(&mut obj, rows, cols, frames, bits_allocated, samples)?
+        && super::frames::decode_12bit(&mut obj, &geometry)?
     {
         // Now native: a failure from here on is about the decoded samples, not the stream.
         codec = "DICOM pixel data";
     }
     if reduction.is_none()
         && (syntax == JPEG_LOSSLESS || syntax == JPEG_LOSSLESS_SV1)
-        && super::frames::decode_lossless(&mut obj, rows, cols, frames, bits_allocated, samples)?
+        && super::frames::decode_lossless(&mut obj, &geometry)?
     {
         codec = "DICOM pixel data";
     }

@@ -10,6 +10,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::DefaultDicomObject;
 use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
 
+use super::reduced::Geometry;
 use super::{jpeg12, DecodeError};
 
 /// The compressed bytes of the first frame. One frame: all fragments, in order (a frame may be
@@ -45,16 +46,20 @@ pub(super) fn first_frame(
 
 /// If `obj` is JPEG Extended with 12-bit samples, replaces its pixel data by its first frame
 /// decoded into native 16-bit samples (explicit VR little endian) and says `true`; leaves an
-/// 8-bit stream alone (`false`). `rows`, `cols` and `bits_allocated` are the header's, already
-/// checked against the limits.
+/// 8-bit stream alone (`false`). The geometry is the header's, already checked against the
+/// limits.
 pub(super) fn decode_12bit(
     obj: &mut DefaultDicomObject,
-    rows: u32,
-    cols: u32,
-    frames: u32,
-    bits_allocated: u32,
-    samples: u32,
+    g: &Geometry,
 ) -> Result<bool, DecodeError> {
+    let Geometry {
+        rows,
+        cols,
+        frames,
+        bits_allocated,
+        samples,
+        ..
+    } = *g;
     let stream = first_frame(obj, frames)?;
     let header = jpeg12::header(&stream)?;
     if header.precision != 12 {
@@ -81,17 +86,13 @@ pub(super) fn decode_12bit(
 /// dicom-rs's jpeg-decoder (`false`), which refuses or decodes it as before.
 pub(super) fn decode_lossless(
     obj: &mut DefaultDicomObject,
-    rows: u32,
-    cols: u32,
-    frames: u32,
-    bits_allocated: u32,
-    samples: u32,
+    g: &Geometry,
 ) -> Result<bool, DecodeError> {
-    if bits_allocated != 16 || samples != 1 {
+    if g.bits_allocated != 16 || g.samples != 1 {
         return Ok(false);
     }
-    let stream = first_frame(obj, frames)?;
-    let Some(pixels) = jpeg12::decode_gray_lossless(&stream, cols, rows)? else {
+    let stream = first_frame(obj, g.frames)?;
+    let Some(pixels) = jpeg12::decode_gray_lossless(&stream, g.cols, g.rows)? else {
         return Ok(false);
     };
     replace_with_native(obj, pixels);

@@ -105,6 +105,65 @@ impl Handle {
     }
 }
 
+impl Handle {
+    /// Decompresses the stream whose header this handle has just read into `out` with
+    /// `decompress` (`tj3Decompress12` or `tj3Decompress16`), one (GRAY) sample per pixel and
+    /// `pitch` samples per row.
+    ///
+    /// # Safety
+    /// `out` must hold every sample libjpeg-turbo writes for the image as this handle will
+    /// decode it: `pitch` × its (scaled) height, with `pitch` ≥ its (scaled) width.
+    unsafe fn decompress<T>(
+        &self,
+        decompress: Decompress<T>,
+        stream: &[u8],
+        out: &mut [T],
+        pitch: i32,
+    ) -> Result<(), DecodeError> {
+        // SAFETY: `out`'s size is the caller's promise above; self.0 is a live handle; `stream`
+        // is read within its length and not kept.
+        let rc = unsafe {
+            decompress(
+                self.0,
+                stream.as_ptr(),
+                stream.len() as tj::size_t,
+                out.as_mut_ptr(),
+                pitch,
+                tj::TJPF_TJPF_GRAY,
+            )
+        };
+        if rc != 0 {
+            return Err(self.error());
+        }
+        Ok(())
+    }
+}
+
+/// `tj3Decompress12` (`T` = i16) or `tj3Decompress16` (`T` = u16).
+type Decompress<T> = unsafe extern "C" fn(
+    tj::tjhandle,
+    *const u8,
+    tj::size_t,
+    *mut T,
+    std::os::raw::c_int,
+    std::os::raw::c_int,
+) -> std::os::raw::c_int;
+
+/// The stream's own size must be the DICOM header's (already checked against the limits), so
+/// no buffer is sized by the stream.
+fn same_size(h: &Header, width: u32, height: u32) -> Result<(), DecodeError> {
+    if (h.width, h.height) != (width, height) {
+        return Err(DecodeError::CorruptStream {
+            codec: "JPEG",
+            detail: format!(
+                "stream is {}×{} but the DICOM header says {width}×{height}",
+                h.width, h.height
+            ),
+        });
+    }
+    Ok(())
+}
+
 impl Drop for Handle {
     fn drop(&mut self) {
         // SAFETY: self.0 came from tj3Init, is non-null, and is destroyed exactly once here.
@@ -150,15 +209,7 @@ pub(super) fn decode_gray12_scaled(
             if h.lossless { "lossless" } else { "lossy" }
         )));
     }
-    if (h.width, h.height) != (width, height) {
-        return Err(DecodeError::CorruptStream {
-            codec: "JPEG",
-            detail: format!(
-                "stream is {}×{} but the DICOM header says {width}×{height}",
-                h.width, h.height
-            ),
-        });
-    }
+    same_size(&h, width, height)?;
     // A damaged stream is an error, not a picture libjpeg-turbo patched up with grey blocks.
     handle.set(tj::TJPARAM_TJPARAM_STOPONWARNING, 1)?;
     if eighths != 8 {
@@ -181,24 +232,11 @@ pub(super) fn decode_gray12_scaled(
     let n = sw as usize * sh as usize;
     let mut out = vec![0i16; n];
     let pitch = i32::try_from(sw).map_err(|_| DecodeError::TooLarge(format!("{width} columns")))?;
-    // SAFETY: `out` holds exactly sw×sh samples and the pitch is `sw` samples per row of one
-    // (GRAY) sample per pixel, so libjpeg-turbo writes within it: the stream's size was checked
-    // equal to width×height above, on the same handle, the scaling factor set on it gives
-    // TJSCALED(width)×TJSCALED(height) = sw×sh, and tj3Decompress12 decodes the header it has
-    // just read again from the same bytes. `stream` is read within its length.
-    let rc = unsafe {
-        tj::tj3Decompress12(
-            handle.0,
-            stream.as_ptr(),
-            stream.len() as tj::size_t,
-            out.as_mut_ptr(),
-            pitch,
-            tj::TJPF_TJPF_GRAY,
-        )
-    };
-    if rc != 0 {
-        return Err(handle.error());
-    }
+    // SAFETY: `out` holds exactly sw×sh samples and the pitch is `sw`, so libjpeg-turbo writes
+    // within it: the stream's size was checked equal to width×height above, on the same handle,
+    // the scaling factor set on it gives TJSCALED(width)×TJSCALED(height) = sw×sh, and
+    // tj3Decompress12 decodes the header it has just read again from the same bytes.
+    unsafe { handle.decompress(tj::tj3Decompress12, stream, &mut out, pitch)? };
     // 12-bit samples are 0..=4095 (the IDCT output is range-limited at every scale), so the
     // sign bit of i16 is never set.
     Ok((sw, sh, out.into_iter().map(|s| s.max(0) as u16).collect()))
@@ -219,57 +257,24 @@ pub(super) fn decode_gray_lossless(
     if !h.lossless || !(9..=16).contains(&h.precision) {
         return Ok(None);
     }
-    if (h.width, h.height) != (width, height) {
-        return Err(DecodeError::CorruptStream {
-            codec: "JPEG",
-            detail: format!(
-                "stream is {}×{} but the DICOM header says {width}×{height}",
-                h.width, h.height
-            ),
-        });
-    }
+    same_size(&h, width, height)?;
     handle.set(tj::TJPARAM_TJPARAM_STOPONWARNING, 1)?;
     let n = width as usize * height as usize;
     let pitch =
         i32::try_from(width).map_err(|_| DecodeError::TooLarge(format!("{width} columns")))?;
     // SAFETY (both calls): the output holds exactly width×height samples and the pitch is
-    // `width` samples per row of one (GRAY) sample per pixel; a lossless image is decoded at its
-    // own size (no scaling applies), which was checked equal to width×height above on the same
-    // handle, and the call decodes the header it has just read again from the same bytes.
-    // `stream` is read within its length.
-    let rc;
-    let samples = if h.precision <= 12 {
+    // `width`; a lossless image is decoded at its own size (no scaling applies), which was
+    // checked equal to width×height above on the same handle, and the call decodes the header
+    // it has just read again from the same bytes. `stream` is read within its length.
+    if h.precision <= 12 {
         let mut out = vec![0i16; n];
-        rc = unsafe {
-            tj::tj3Decompress12(
-                handle.0,
-                stream.as_ptr(),
-                stream.len() as tj::size_t,
-                out.as_mut_ptr(),
-                pitch,
-                tj::TJPF_TJPF_GRAY,
-            )
-        };
+        unsafe { handle.decompress(tj::tj3Decompress12, stream, &mut out, pitch)? };
         // Samples of at most 12 bits never set the sign bit.
-        out.into_iter().map(|s| s as u16).collect()
-    } else {
-        let mut out = vec![0u16; n];
-        rc = unsafe {
-            tj::tj3Decompress16(
-                handle.0,
-                stream.as_ptr(),
-                stream.len() as tj::size_t,
-                out.as_mut_ptr(),
-                pitch,
-                tj::TJPF_TJPF_GRAY,
-            )
-        };
-        out
-    };
-    if rc != 0 {
-        return Err(handle.error());
+        return Ok(Some(out.into_iter().map(|s| s as u16).collect()));
     }
-    Ok(Some(samples))
+    let mut out = vec![0u16; n];
+    unsafe { handle.decompress(tj::tj3Decompress16, stream, &mut out, pitch)? };
+    Ok(Some(out))
 }
 
 #[cfg(test)]
