@@ -14,11 +14,12 @@ use dicom_dictionary_std::tags;
 use dicom_object::file::ReadPreamble;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use dicom_pixeldata::PixelDecoder;
+use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
 
 use super::checks::{check_pixel_description, check_rle_header, RLE_LOSSLESS};
 use super::display::{is_integer_gray, native_display, to_display};
 use super::syntax::{self, codec_of, JPEG_EXTENDED, JPEG_LOSSLESS, JPEG_LOSSLESS_SV1};
-use super::{DecodeError, DecodeLimits, Decoded};
+use super::{DecodeError, DecodeLimits, Decoded, DecodedImage};
 use crate::eligibility::{DicomHeader, EligibilityRules};
 
 fn read_err(e: dicom_object::ReadError) -> DecodeError {
@@ -102,14 +103,41 @@ fn eligibility_header(obj: &DefaultDicomObject) -> DicomHeader {
     }
 }
 
-/// Decodes a DICOM file; with `rules`, an image its own header makes ineligible is refused
-/// before its pixel data is read (an MR slice is "not a chest radiograph", whatever its
-/// transfer syntax or bit depth).
+/// The decoded image, with what its header says about eligibility.
+fn with_header(mut img: DecodedImage, header: DicomHeader) -> Decoded {
+    img.header = Some(header);
+    Decoded::Image(img)
+}
+
+/// Samples of the first frame that are already in memory (`data`: read in place from the file,
+/// or decoded by libjpeg-turbo; the machine's byte order) through the display mapping, with the
+/// header's display attributes. `None`: an image the table path does not take.
+fn display_decoded(
+    header: &DefaultDicomObject,
+    data: &[u8],
+    (cols, rows): (u32, u32),
+    view_position: &Option<String>,
+    min_side: Option<u32>,
+) -> Result<Option<DecodedImage>, DecodeError> {
+    let bits_allocated = int_attr(header, tags::BITS_ALLOCATED, "BitsAllocated", None)?;
+    let attrs = display_attributes(header.clone(), bits_allocated);
+    let pd = attrs
+        .decode_pixel_data_frame(0)
+        .map_err(|e| pixel_err("DICOM pixel data", e))?;
+    if !is_integer_gray(&pd) {
+        return Ok(None);
+    }
+    let mut img = native_display(&pd, data, (cols, rows), view_position.clone(), min_side)?;
+    (img.original_width, img.original_height) = (cols, rows);
+    Ok(Some(img))
+}
+
 /// The header (everything before Pixel Data) with a one-sample stand-in for the pixel data
 /// and Rows = Columns = 1: dicom-pixeldata then reads the display attributes (rescale, VOI LUT,
 /// window, VOI LUT function, photometric interpretation) by its own rules, as for every other
-/// syntax, without copying the uncompressed samples that [`decode`] reads in place from the
-/// file's bytes (twice over before: into the object, then into the decoded frame).
+/// syntax, without copying samples already in memory: uncompressed ones that [`decode`] reads
+/// in place from the file's bytes (copied twice before: into the object, then into the decoded
+/// frame), and libjpeg-turbo's (put back into the object and copied out again before).
 fn display_attributes(mut header: DefaultDicomObject, bits_allocated: u32) -> DefaultDicomObject {
     let one = |tag| DataElement::new(tag, VR::US, PrimitiveValue::from(1u16));
     header.put(one(tags::ROWS));
@@ -124,9 +152,16 @@ fn display_attributes(mut header: DefaultDicomObject, bits_allocated: u32) -> De
         DataElement::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::from(vec![0u8, 0]))
     };
     header.put(sample);
+    // The stand-in is native whatever the file's syntax (libjpeg-turbo decoded the real samples).
+    header
+        .meta_mut()
+        .set_transfer_syntax(&EXPLICIT_VR_LITTLE_ENDIAN);
     header
 }
 
+/// Decodes a DICOM file; with `rules`, an image its own header makes ineligible is refused
+/// before its pixel data is read (an MR slice is "not a chest radiograph", whatever its
+/// transfer syntax or bit depth).
 pub(super) fn decode(
     bytes: &[u8],
     limits: &DecodeLimits,
@@ -202,15 +237,9 @@ pub(super) fn decode(
     if let Some(pixels) = native.filter(|_| in_place && matches!(bits_allocated, 8 | 16)) {
         let frame = (u64::from(rows) * u64::from(cols) * u64::from(bits_allocated / 8)) as usize;
         if let Some(data) = body.get(pixels.range).and_then(|d| d.get(..frame)) {
-            let attrs = display_attributes(header, bits_allocated);
-            let pd = attrs
-                .decode_pixel_data_frame(0)
-                .map_err(|e| pixel_err("DICOM pixel data", e))?;
-            if is_integer_gray(&pd) {
-                let mut img = native_display(&pd, data, (cols, rows), view_position, min_side)?;
-                (img.original_width, img.original_height) = (cols, rows);
-                img.header = Some(eligibility);
-                return Ok(Decoded::Image(img));
+            let size = (cols, rows);
+            if let Some(img) = display_decoded(&header, data, size, &view_position, min_side)? {
+                return Ok(with_header(img, eligibility));
             }
         }
     }
@@ -236,17 +265,22 @@ pub(super) fn decode(
     // never decoded at full size below; anything it declines takes the full path and its checks.
     let reduction =
         min_side.and_then(|need| super::reduced::decode(&mut obj, &syntax, geometry, need));
-    if reduction.is_none()
-        && syntax == JPEG_EXTENDED
-        && super::frames::decode_12bit(&mut obj, &geometry)?
-    {
+    // 12-bit JPEG at full size and 9- to 16-bit lossless JPEG: libjpeg-turbo's samples go
+    // straight to the display mapping (or, for an image it does not take, back into the object
+    // as native pixel data).
+    let turbo = match syntax.as_str() {
+        _ if reduction.is_some() => None,
+        JPEG_EXTENDED => super::frames::decode_12bit(&obj, &geometry)?,
+        JPEG_LOSSLESS | JPEG_LOSSLESS_SV1 => super::frames::decode_lossless(&obj, &geometry)?,
+        _ => None,
+    };
+    if let Some(pixels) = turbo {
+        let data: &[u8] = bytemuck::cast_slice(&pixels);
+        if let Some(img) = display_decoded(&header, data, (cols, rows), &view_position, min_side)? {
+            return Ok(with_header(img, eligibility));
+        }
+        super::frames::replace_with_native(&mut obj, pixels);
         // Now native: a failure from here on is about the decoded samples, not the stream.
-        codec = "DICOM pixel data";
-    }
-    if reduction.is_none()
-        && (syntax == JPEG_LOSSLESS || syntax == JPEG_LOSSLESS_SV1)
-        && super::frames::decode_lossless(&mut obj, &geometry)?
-    {
         codec = "DICOM pixel data";
     }
     if reduction.is_some() {
@@ -259,8 +293,7 @@ pub(super) fn decode(
     let mut img = to_display(&pd, view_position, min_side.filter(|_| reduction.is_none()))?;
     (img.original_width, img.original_height) = (cols, rows);
     img.reduction = reduction.or(img.reduction);
-    img.header = Some(eligibility);
-    Ok(Decoded::Image(img))
+    Ok(with_header(img, eligibility))
 }
 
 #[cfg(test)]

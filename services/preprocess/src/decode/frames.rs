@@ -44,64 +44,51 @@ pub(super) fn first_frame(
     }
 }
 
-/// If `obj` is JPEG Extended with 12-bit samples, replaces its pixel data by its first frame
-/// decoded into native 16-bit samples (explicit VR little endian) and says `true`; leaves an
-/// 8-bit stream alone (`false`). The geometry is the header's, already checked against the
-/// limits.
+/// If `obj` is JPEG Extended with 12-bit samples, its first frame decoded into native 16-bit
+/// samples; `None` for an 8-bit stream (left to dicom-rs). The geometry is the header's, already
+/// checked against the limits.
 pub(super) fn decode_12bit(
-    obj: &mut DefaultDicomObject,
+    obj: &DefaultDicomObject,
     g: &Geometry,
-) -> Result<bool, DecodeError> {
-    let Geometry {
-        rows,
-        cols,
-        frames,
-        bits_allocated,
-        samples,
-        ..
-    } = *g;
-    let stream = first_frame(obj, frames)?;
+) -> Result<Option<Vec<u16>>, DecodeError> {
+    let stream = first_frame(obj, g.frames)?;
     let header = jpeg12::header(&stream)?;
     if header.precision != 12 {
-        return Ok(false);
+        return Ok(None);
     }
-    if bits_allocated != 16 {
+    if g.bits_allocated != 16 {
         return Err(DecodeError::InvalidAttribute(format!(
-            "BitsAllocated (0028,0100) {bits_allocated} for a 12-bit JPEG stream, must be 16"
+            "BitsAllocated (0028,0100) {} for a 12-bit JPEG stream, must be 16",
+            g.bits_allocated
         )));
     }
-    if samples != 1 {
+    if g.samples != 1 {
         return Err(DecodeError::UnsupportedImage(format!(
-            "12-bit JPEG with {samples} samples per pixel; grayscale only"
+            "12-bit JPEG with {} samples per pixel; grayscale only",
+            g.samples
         )));
     }
-    let pixels = jpeg12::decode_gray12(&stream, cols, rows)?;
-    replace_with_native(obj, pixels);
-    Ok(true)
+    jpeg12::decode_gray12(&stream, g.cols, g.rows).map(Some)
 }
 
-/// If `obj` is lossless JPEG (Process 14) with 9- to 16-bit grayscale samples, replaces its
-/// pixel data by its first frame decoded by libjpeg-turbo into native 16-bit samples and says
-/// `true`; anything else (8 bits or fewer, colour, a BitsAllocated other than 16) is left to
-/// dicom-rs's jpeg-decoder (`false`), which refuses or decodes it as before.
+/// If `obj` is lossless JPEG (Process 14) with 9- to 16-bit grayscale samples, its first frame
+/// decoded by libjpeg-turbo into native 16-bit samples; `None` for anything else (8 bits or
+/// fewer, colour, a BitsAllocated other than 16), which dicom-rs's jpeg-decoder refuses or
+/// decodes as before.
 pub(super) fn decode_lossless(
-    obj: &mut DefaultDicomObject,
+    obj: &DefaultDicomObject,
     g: &Geometry,
-) -> Result<bool, DecodeError> {
+) -> Result<Option<Vec<u16>>, DecodeError> {
     if g.bits_allocated != 16 || g.samples != 1 {
-        return Ok(false);
+        return Ok(None);
     }
     let stream = first_frame(obj, g.frames)?;
-    let Some(pixels) = jpeg12::decode_gray_lossless(&stream, g.cols, g.rows)? else {
-        return Ok(false);
-    };
-    replace_with_native(obj, pixels);
-    Ok(true)
+    jpeg12::decode_gray_lossless(&stream, g.cols, g.rows)
 }
 
 /// The first frame's decoded samples as the object's native pixel data (explicit VR little
 /// endian, one frame).
-fn replace_with_native(obj: &mut DefaultDicomObject, pixels: Vec<u16>) {
+pub(super) fn replace_with_native(obj: &mut DefaultDicomObject, pixels: Vec<u16>) {
     obj.put(DataElement::new(
         tags::PIXEL_DATA,
         VR::OW,
