@@ -526,6 +526,22 @@ pub mod broken {
     }
 }
 
+/// The same Part 10 file with its samples declared signed (PixelRepresentation 1): 12 stored
+/// bits then read 2048..4095 as negative.
+pub fn signed_samples(file: &[u8]) -> Vec<u8> {
+    let mut obj = dicom_object::OpenFileOptions::new()
+        .from_reader(&file[128..])
+        .expect("a fixture file");
+    obj.put(DataElement::new(
+        tags::PIXEL_REPRESENTATION,
+        VR::US,
+        PrimitiveValue::from(1u16),
+    ));
+    let mut out = Vec::new();
+    obj.write_all(&mut out).expect("writing to memory");
+    out
+}
+
 /// A study-level view position a gateway might send for a fixture (`None`: unknown).
 pub fn lateral_cr(width: u32, height: u32) -> Vec<u8> {
     dicom(&DicomSpec::cr(width, height).view(Some("LL")))

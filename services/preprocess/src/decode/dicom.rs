@@ -17,7 +17,7 @@ use dicom_pixeldata::PixelDecoder;
 use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
 
 use super::checks::{check_pixel_description, check_rle_header, RLE_LOSSLESS};
-use super::display::{is_integer_gray, native_display, to_display};
+use super::display::{integer_display, is_integer_gray, to_display};
 use super::syntax::{self, codec_of, JPEG_EXTENDED, JPEG_LOSSLESS, JPEG_LOSSLESS_SV1};
 use super::{DecodeError, DecodeLimits, Decoded, DecodedImage};
 use crate::eligibility::{DicomHeader, EligibilityRules};
@@ -114,12 +114,12 @@ fn with_header(mut img: DecodedImage, header: DicomHeader) -> Decoded {
 /// header's display attributes. `None`: an image the table path does not take.
 fn display_decoded(
     header: &DefaultDicomObject,
+    bits_allocated: u32,
     data: &[u8],
     (cols, rows): (u32, u32),
     view_position: &Option<String>,
     min_side: Option<u32>,
 ) -> Result<Option<DecodedImage>, DecodeError> {
-    let bits_allocated = int_attr(header, tags::BITS_ALLOCATED, "BitsAllocated", None)?;
     let attrs = display_attributes(header.clone(), bits_allocated);
     let pd = attrs
         .decode_pixel_data_frame(0)
@@ -127,7 +127,7 @@ fn display_decoded(
     if !is_integer_gray(&pd) {
         return Ok(None);
     }
-    let mut img = native_display(&pd, data, (cols, rows), view_position.clone(), min_side)?;
+    let mut img = integer_display(&pd, data, (cols, rows), view_position.clone(), min_side)?;
     (img.original_width, img.original_height) = (cols, rows);
     Ok(Some(img))
 }
@@ -237,8 +237,9 @@ pub(super) fn decode(
     if let Some(pixels) = native.filter(|_| in_place && matches!(bits_allocated, 8 | 16)) {
         let frame = (u64::from(rows) * u64::from(cols) * u64::from(bits_allocated / 8)) as usize;
         if let Some(data) = body.get(pixels.range).and_then(|d| d.get(..frame)) {
-            let size = (cols, rows);
-            if let Some(img) = display_decoded(&header, data, size, &view_position, min_side)? {
+            let (size, vp) = ((cols, rows), &view_position);
+            let img = display_decoded(&header, bits_allocated, data, size, vp, min_side)?;
+            if let Some(img) = img {
                 return Ok(with_header(img, eligibility));
             }
         }
@@ -275,8 +276,10 @@ pub(super) fn decode(
         _ => None,
     };
     if let Some(pixels) = turbo {
+        // libjpeg-turbo's samples are 16-bit (`decode_12bit`/`decode_lossless` check that).
         let data: &[u8] = bytemuck::cast_slice(&pixels);
-        if let Some(img) = display_decoded(&header, data, (cols, rows), &view_position, min_side)? {
+        let (size, vp) = ((cols, rows), &view_position);
+        if let Some(img) = display_decoded(&header, 16, data, size, vp, min_side)? {
             return Ok(with_header(img, eligibility));
         }
         super::frames::replace_with_native(&mut obj, pixels);
@@ -305,23 +308,11 @@ mod tests {
     /// unwindowed, rescaled, signed, 8- and 16-bit images; big endian takes the usual path.
     #[test]
     fn samples_read_in_place_match_the_decoded_object() {
-        use crate::fixtures::{dicom, ts, DicomSpec};
-        // A CR's samples declared signed (12 bits: 2048..4095 read as negative).
-        let signed = {
-            let bytes = dicom(&DicomSpec {
-                rescale: Some((1.0, -1024.0)),
-                ..DicomSpec::cr(64, 70)
-            });
-            let mut obj = OpenFileOptions::new().from_reader(&bytes[128..]).unwrap();
-            obj.put(DataElement::new(
-                tags::PIXEL_REPRESENTATION,
-                VR::US,
-                PrimitiveValue::from(1u16),
-            ));
-            let mut out = Vec::new();
-            obj.write_all(&mut out).unwrap();
-            out
-        };
+        use crate::fixtures::{dicom, signed_samples, ts, DicomSpec};
+        let signed = signed_samples(&dicom(&DicomSpec {
+            rescale: Some((1.0, -1024.0)),
+            ..DicomSpec::cr(64, 70)
+        }));
         let spec = |s: DicomSpec| {
             (
                 format!("{s:?}"),

@@ -53,19 +53,6 @@ pub(super) fn is_integer_gray(pd: &DecodedPixelData<'_>) -> bool {
         && (1..=16).contains(&pd.bits_stored())
 }
 
-/// [`to_display`] for uncompressed samples read straight from the file: `pd` carries only
-/// the display attributes (see `dicom::native_frame`), `data` the first frame's bytes,
-/// little endian, and `size` the stored Columns × Rows.
-pub(super) fn native_display(
-    pd: &DecodedPixelData<'_>,
-    data: &[u8],
-    size: (u32, u32),
-    view_position: Option<String>,
-    reduce_to: Option<u32>,
-) -> Result<DecodedImage, DecodeError> {
-    integer_display(pd, data, size, view_position, reduce_to)
-}
-
 /// [`to_display`] with every sample in `f64`: RGB, 32 bits allocated (and, in the tests, the
 /// reference the integer path is checked against).
 fn float_display(
@@ -124,9 +111,12 @@ fn float_display(
     })
 }
 
-/// [`to_display`] for an image [`is_integer_gray`] accepts: the frame's samples (`data`,
-/// `size` = Columns × Rows), as `u8` or `u16`, go to [`display_samples`].
-fn integer_display(
+/// [`to_display`] for an image [`is_integer_gray`] accepts: the frame's samples (`data`, in the
+/// machine's byte order; `size` = Columns × Rows), as `u8` or `u16`, go to [`display_samples`].
+/// `pd` supplies only the display attributes: samples already in memory (read in place from
+/// the file, or decoded by libjpeg-turbo) come with a `pd` decoded from the header alone
+/// (`dicom::display_decoded`).
+pub(super) fn integer_display(
     pd: &DecodedPixelData<'_>,
     data: &[u8],
     (width, height): (u32, u32),
@@ -531,22 +521,10 @@ mod tests {
     /// unwindowed, MONOCHROME1/2, 8- and 16-bit images.
     #[test]
     fn the_table_path_matches_every_sample_in_floating_point() {
-        use crate::fixtures::{dicom, DicomSpec};
+        use crate::fixtures::{dicom, signed_samples, DicomSpec};
         use crate::stats::image_stats;
         use dicom_object::OpenFileOptions;
         use dicom_pixeldata::PixelDecoder;
-        // The same file declaring its samples signed (12 bits: 2048..4095 read as negative).
-        let signed = |bytes: Vec<u8>| {
-            let mut obj = OpenFileOptions::new().from_reader(&bytes[128..]).unwrap();
-            obj.put(dicom_core::DataElement::new(
-                dicom_dictionary_std::tags::PIXEL_REPRESENTATION,
-                dicom_core::VR::US,
-                dicom_core::PrimitiveValue::from(1u16),
-            ));
-            let mut out = Vec::new();
-            obj.write_all(&mut out).unwrap();
-            out
-        };
         let mut files: Vec<(&str, Vec<u8>)> = vec![
             (
                 "windowed CR",
@@ -581,7 +559,7 @@ mod tests {
                 }),
             ),
         ];
-        let signed_cr = signed(dicom(&DicomSpec {
+        let signed_cr = signed_samples(&dicom(&DicomSpec {
             rescale: Some((1.0, -1024.0)),
             ..DicomSpec::cr(64, 70)
         }));
