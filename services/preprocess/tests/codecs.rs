@@ -164,6 +164,49 @@ fn every_codec_decodes_another_programs_file_to_the_original_picture() {
     }
 }
 
+/// A 12-bit picture with a disc saturated at 4095 and bands rising from a plateau clipped at 0,
+/// compressed 10:1 by Pillow's OpenJPEG (irreversible 9/7 wavelet), whose codestream declares 16
+/// bits for the 12 stored: beside the saturated edges the reconstruction overshoots 4095 and
+/// nothing clips it (the script checks that it does).
+const WRITE_SATURATED: &str = concat!(
+    include_str!("support/synthetic_cr.py"),
+    r#"
+ds = make(12, 640, 768, "MONOCHROME2", grad=(0.3, 0.0), disc=0.9, bands=0.3, noise=400)
+ds.save_as(d + "/saturated.dcm", enforce_file_format=True)
+out = io.BytesIO()
+Image.frombytes("I;16", (ds.Columns, ds.Rows), ds.PixelData).save(
+    out, format="JPEG2000", irreversible=True, no_jp2=True, quality_mode="rates", quality_layers=[10])
+over = int((np.asarray(Image.open(io.BytesIO(out.getvalue()))) > 4095).sum())
+assert over > 0, "OpenJPEG's reconstruction no longer overshoots 4095: the test tests nothing"
+print(f"{over} samples of the lossy reconstruction are over 4095")
+ds.PixelData = encapsulate([out.getvalue()])
+ds["PixelData"].VR = "OB"
+ds.file_meta.TransferSyntaxUID = pydicom.uid.JPEG2000
+ds.save_as(d + "/saturated-j2k-lossy.dcm", enforce_file_format=True)
+"#
+);
+
+/// A lossy codec's samples beyond the stored range saturate: masked to BitsStored, 4115 read as
+/// 19 and a saturated region's edge turned black (held-out renderings with devices: the model's
+/// Support Devices probability moved by up to 0.59).
+#[test]
+fn a_lossy_codecs_overshoot_saturates_instead_of_wrapping() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    python(WRITE_SATURATED, dir.path());
+    let want = picture(&dir.path().join("saturated.dcm")).expect("the original");
+    let lossy = dir.path().join("saturated-j2k-lossy.dcm");
+    assert_eq!(transfer_syntax(&lossy), "1.2.840.10008.1.2.4.91");
+    let got = picture(&lossy).expect("the lossy re-encoding");
+    let (max, mean) = difference(&got, &want);
+    eprintln!("lossy JPEG 2000, saturated: largest difference {max}, mean {mean:.1} (of 65535)");
+    // A wrapped sample differs by most of the range; 10:1 loss beside a full-range edge by a
+    // few percent (measured: 448, mean 69; 65535, mean 762 when masked).
+    assert!(
+        f64::from(max) < 0.05 * 65535.0 && mean < 0.01 * 65535.0,
+        "largest difference {max}, mean {mean:.1} (of 65535): a sample left the stored range and wrapped"
+    );
+}
+
 /// The position of a JPEG frame header (SOFn) and the sample precision it declares.
 fn sof(bytes: &[u8], marker: u8) -> Option<u8> {
     let at = bytes.windows(2).position(|w| w == [0xFF, marker])?;

@@ -17,7 +17,7 @@ use dicom_pixeldata::PixelDecoder;
 use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
 
 use super::checks::{check_pixel_description, check_rle_header, RLE_LOSSLESS};
-use super::display::{integer_display, is_integer_gray, to_display};
+use super::display::{integer_display, is_integer_gray, to_display, OutOfRange};
 use super::syntax::{self, codec_of, JPEG_EXTENDED, JPEG_LOSSLESS, JPEG_LOSSLESS_SV1};
 use super::{DecodeError, DecodeLimits, Decoded, DecodedImage};
 use crate::eligibility::{DicomHeader, EligibilityRules};
@@ -119,6 +119,7 @@ fn display_decoded(
     (cols, rows): (u32, u32),
     view_position: &Option<String>,
     min_side: Option<u32>,
+    range: OutOfRange,
 ) -> Result<Option<DecodedImage>, DecodeError> {
     let attrs = display_attributes(header.clone(), bits_allocated);
     let pd = attrs
@@ -127,7 +128,8 @@ fn display_decoded(
     if !is_integer_gray(&pd) {
         return Ok(None);
     }
-    let mut img = integer_display(&pd, data, (cols, rows), view_position.clone(), min_side)?;
+    let vp = view_position.clone();
+    let mut img = integer_display(&pd, data, (cols, rows), vp, min_side, range)?;
     (img.original_width, img.original_height) = (cols, rows);
     Ok(Some(img))
 }
@@ -238,7 +240,8 @@ pub(super) fn decode(
         let frame = (u64::from(rows) * u64::from(cols) * u64::from(bits_allocated / 8)) as usize;
         if let Some(data) = body.get(pixels.range).and_then(|d| d.get(..frame)) {
             let (size, vp) = ((cols, rows), &view_position);
-            let img = display_decoded(&header, bits_allocated, data, size, vp, min_side)?;
+            let mask = OutOfRange::Mask;
+            let img = display_decoded(&header, bits_allocated, data, size, vp, min_side, mask)?;
             if let Some(img) = img {
                 return Ok(with_header(img, eligibility));
             }
@@ -253,6 +256,12 @@ pub(super) fn decode(
         check_rle_header(&obj)?;
     }
     let mut codec = codec_of(&syntax);
+    // A lossy codec's samples saturate at the stored range; stored ones are masked to it.
+    let range = if syntax::is_lossy(&syntax) {
+        OutOfRange::Clamp
+    } else {
+        OutOfRange::Mask
+    };
     let geometry = super::reduced::Geometry {
         rows,
         cols,
@@ -279,7 +288,7 @@ pub(super) fn decode(
         // libjpeg-turbo's samples are 16-bit (`decode_12bit`/`decode_lossless` check that).
         let data: &[u8] = bytemuck::cast_slice(&pixels);
         let (size, vp) = ((cols, rows), &view_position);
-        if let Some(img) = display_decoded(&header, 16, data, size, vp, min_side)? {
+        if let Some(img) = display_decoded(&header, 16, data, size, vp, min_side, range)? {
             return Ok(with_header(img, eligibility));
         }
         super::frames::replace_with_native(&mut obj, pixels);
@@ -293,7 +302,8 @@ pub(super) fn decode(
         .decode_pixel_data_frame(0)
         .map_err(|e| pixel_err(codec, e))?;
     // A plane the codec already reduced is not reduced again.
-    let mut img = to_display(&pd, view_position, min_side.filter(|_| reduction.is_none()))?;
+    let reduce_to = min_side.filter(|_| reduction.is_none());
+    let mut img = to_display(&pd, view_position, reduce_to, range)?;
     (img.original_width, img.original_height) = (cols, rows);
     img.reduction = reduction.or(img.reduction);
     Ok(with_header(img, eligibility))
@@ -345,7 +355,7 @@ mod tests {
             };
             let obj = open(&body, false).unwrap();
             let pd = obj.decode_pixel_data_frame(0).unwrap();
-            let reference = to_display(&pd, None, None).unwrap();
+            let reference = to_display(&pd, None, None, OutOfRange::Mask).unwrap();
             assert!(img.pixels == reference.pixels, "{what}: pixels differ");
             assert_eq!(img.histogram, reference.histogram, "{what}");
             assert_eq!((img.width, img.height), (reference.width, reference.height));

@@ -22,10 +22,25 @@ fn attr_err(e: dicom_pixeldata::Error) -> DecodeError {
     DecodeError::InvalidAttribute(e.to_string())
 }
 
+/// How a decoded sample outside BitsStored's range is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OutOfRange {
+    /// Bits above HighBit are not part of the value (PS3.5 8.1.1): every sample is masked to
+    /// BitsStored. Stored samples (native pixel data, and lossless codecs, which give back
+    /// exactly what was stored) are read so.
+    Mask,
+    /// A lossy codec's reconstruction overshoots its input beside sharp edges, and nothing
+    /// clips it to BitsStored when its codestream declares a higher precision (Pillow's OpenJPEG
+    /// writes 16 for 12-bit samples): the sample saturates at the stored range's ends. Masked,
+    /// 4115 under BitsStored 12 would read as 19, and a saturated device would turn black.
+    Clamp,
+}
+
 pub(super) fn to_display(
     pd: &DecodedPixelData<'_>,
     view_position: Option<String>,
     reduce_to: Option<u32>,
+    range: OutOfRange,
 ) -> Result<DecodedImage, DecodeError> {
     if is_integer_gray(pd) {
         let data = pd
@@ -37,6 +52,7 @@ pub(super) fn to_display(
             (pd.columns(), pd.rows()),
             view_position,
             reduce_to,
+            range,
         )
     } else {
         float_display(pd, view_position)
@@ -122,6 +138,7 @@ pub(super) fn integer_display(
     (width, height): (u32, u32),
     view_position: Option<String>,
     reduce_to: Option<u32>,
+    range: OutOfRange,
 ) -> Result<DecodedImage, DecodeError> {
     let n = width as usize * height as usize;
     let wide = pd.bits_allocated() == 16;
@@ -135,6 +152,7 @@ pub(super) fn integer_display(
         width: width as usize,
         height: height as usize,
         reduce_to,
+        range,
     };
     if wide {
         // dicom-pixeldata holds the samples in the machine's byte order; a buffer that does
@@ -155,6 +173,7 @@ struct Plane {
     width: usize,
     height: usize,
     reduce_to: Option<u32>,
+    range: OutOfRange,
 }
 
 /// Every sample goes through one table (indexed by the raw sample, which the table masks to
@@ -185,6 +204,28 @@ fn display_samples<T: Sample>(
             intercept: 0.0,
         });
     let mask = (1usize << bits_stored) - 1;
+    // The masked stored sample a raw sample stands for: its low BitsStored bits, or, clamped,
+    // those of the nearest value in the stored range (raw samples being `T`'s width, two's
+    // complement when signed).
+    let wide = std::mem::size_of::<T>() == 2;
+    let stored = |raw: usize| -> usize {
+        match plane.range {
+            OutOfRange::Mask => raw & mask,
+            OutOfRange::Clamp => {
+                let v = match (signed, wide) {
+                    (true, true) => i64::from(raw as u16 as i16),
+                    (true, false) => i64::from(raw as u8 as i8),
+                    (false, _) => raw as i64,
+                };
+                let (lo, hi) = if signed {
+                    (-((mask as i64 + 1) / 2), mask as i64 / 2)
+                } else {
+                    (0, mask as i64)
+                };
+                (v.clamp(lo, hi) & mask as i64) as usize
+            }
+        }
+    };
     // The stored value a masked sample stands for (two's complement when signed).
     let value_of = |i: usize| -> f64 {
         if signed && i > mask / 2 {
@@ -199,7 +240,7 @@ fn display_samples<T: Sample>(
         // The extremes of the modality values present.
         let (min, max) = (0..counts.len())
             .filter(|&raw| counts[raw] > 0)
-            .map(|raw| rescale.apply(value_of(raw & mask)))
+            .map(|raw| rescale.apply(value_of(stored(raw))))
             .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
                 (lo.min(v), hi.max(v))
             });
@@ -212,8 +253,11 @@ fn display_samples<T: Sample>(
         f64::from(unit_to_u16(if monochrome1 { 1.0 - y } else { y }))
     })
     .map_err(|e| DecodeError::InvalidAttribute(format!("display table: {e}")))?;
-    // The table over every raw sample value (masking included), so indexing it needs no check.
-    let table: Vec<u16> = (0..=u16::MAX).map(|raw| lut.get(raw)).collect();
+    // The table over every raw sample value (masking or clamping included), so indexing it
+    // needs no check.
+    let table: Vec<u16> = (0..=u16::MAX)
+        .map(|raw| lut.get(stored(usize::from(raw)) as u16))
+        .collect();
     let table: &[u16; 1 << 16] = table.as_slice().try_into().expect("65536 entries");
     let halvings = plane.reduce_to.map_or(0, |need| {
         super::reduced::halvings(plane.width as u32, plane.height as u32, need)
@@ -571,7 +615,7 @@ mod tests {
                 .from_reader(&body[..])
                 .unwrap();
             let pd = obj.decode_pixel_data_frame(0).unwrap();
-            let table = to_display(&pd, None, None).unwrap();
+            let table = to_display(&pd, None, None, OutOfRange::Mask).unwrap();
             let float = float_display(&pd, None).unwrap();
             assert!(table.pixels == float.pixels, "{what}: pixels differ");
             assert!(table.histogram.is_some() && float.histogram.is_none());
@@ -618,6 +662,60 @@ mod tests {
         let bytes: Vec<u8> = (0..=255u8).collect();
         let (_, counts) = box_reduce(&bytes, 16, 2, table, None);
         assert_eq!(counts, vec![1u64; 256]);
+    }
+
+    /// Samples beyond BitsStored's range: masked, they read as their low bits (4115 as 19 under
+    /// 12 bits, 2048 as -2048 when signed); clamped, as the nearest end of the range, for the
+    /// display value and for the min-max window alike.
+    #[test]
+    fn out_of_range_samples_are_masked_or_clamped() {
+        use crate::fixtures::{dicom, signed_samples, DicomSpec};
+        use dicom_object::OpenFileOptions;
+        use dicom_pixeldata::PixelDecoder;
+        let display = |file: &[u8], samples: &[u16], range| {
+            let body = crate::decode::part10::normalize(file).unwrap();
+            let obj = OpenFileOptions::new()
+                .read_preamble(dicom_object::file::ReadPreamble::Never)
+                .from_reader(&body[..])
+                .unwrap();
+            let pd = obj.decode_pixel_data_frame(0).unwrap();
+            let data: &[u8] = bytemuck::cast_slice(samples);
+            let size = (samples.len() as u32, 1);
+            integer_display(&pd, data, size, None, None, range)
+                .unwrap()
+                .pixels
+        };
+        // Unsigned, 12 of 16 bits, MONOCHROME2, no window (min-max over the samples).
+        let unsigned = dicom(&DicomSpec {
+            photometric: "MONOCHROME2",
+            ..DicomSpec::cr(4, 1)
+        });
+        let over = [100, 2000, 4115, 4096];
+        let inside = [100, 2000, 4095, 4095];
+        let masked = [100, 2000, 19, 0];
+        use OutOfRange::{Clamp, Mask};
+        assert_eq!(
+            display(&unsigned, &over, Clamp),
+            display(&unsigned, &inside, Mask)
+        );
+        assert_eq!(
+            display(&unsigned, &over, Mask),
+            display(&unsigned, &masked, Mask)
+        );
+        // Signed, 12 of 16 bits: -2049 and 2048 are out of range.
+        let signed = signed_samples(&unsigned);
+        let twos = |v: [i16; 4]| v.map(|x| x as u16);
+        let over = twos([-2049, -5, 7, 2048]);
+        let inside = twos([-2048, -5, 7, 2047]);
+        let masked = twos([2047, -5, 7, -2048]);
+        let clamped = display(&signed, &over, Clamp);
+        assert_eq!(clamped, display(&signed, &inside, Mask));
+        assert_eq!(clamped[0], 0, "the lowest value is black");
+        assert_eq!(clamped[3], u16::MAX, "the highest value is white");
+        assert_eq!(
+            display(&signed, &over, Mask),
+            display(&signed, &masked, Mask)
+        );
     }
 
     #[test]

@@ -15,6 +15,18 @@ pub(super) const JPEG_LOSSLESS: &str = "1.2.840.10008.1.2.4.57";
 /// JPEG Lossless, Non-Hierarchical, First-Order Prediction (Process 14, selection value 1).
 pub(super) const JPEG_LOSSLESS_SV1: &str = "1.2.840.10008.1.2.4.70";
 
+/// Whether a transfer syntax's codec may give back other samples than were stored: JPEG
+/// baseline and extended, JPEG-LS near-lossless, JPEG 2000 (irreversible allowed).
+pub(super) fn is_lossy(uid: &str) -> bool {
+    matches!(
+        uid.trim_end_matches('\0'),
+        "1.2.840.10008.1.2.4.50"
+            | "1.2.840.10008.1.2.4.51"
+            | "1.2.840.10008.1.2.4.81"
+            | "1.2.840.10008.1.2.4.91"
+    )
+}
+
 /// The codec a transfer syntax's pixel data is compressed with, for error words.
 pub(super) fn codec_of(uid: &str) -> &'static str {
     match uid.trim_end_matches('\0') {
