@@ -3,7 +3,8 @@
 //! gets from a full-resolution decode and resize, within a stated tolerance, on a full-size
 //! radiograph: 2500×3000, a 12-bit MONOCHROME1 CR (smooth anatomy-like gradients, a disc with
 //! a sharp edge, rib-like bands, detector noise), uncompressed as pydicom writes it, re-encoded
-//! by Pillow's OpenJPEG (lossless and 10:1 lossy; also without a window, which the codec must
+//! by Pillow's OpenJPEG (lossless and 10:1 lossy; with two decomposition levels, which the
+//! codec reduces twice and the box once more; also without a window, which the codec must
 //! not reduce; and one with regions clipped at 0 and 4095, whose low-pass overshoots the stored
 //! range) and by DCMTK (RLE, JPEG-LS, JPEG lossless), and the same picture in 8 bits by DCMTK's
 //! baseline JPEG, and in 12 bits by its extended JPEG (Process 4).
@@ -38,6 +39,15 @@ for name, uid, reversible in [("j2k-lossless.dcm", pydicom.uid.JPEG2000Lossless,
     # Without a window the display mapping is min-max over the samples: not reduced.
     del ds.WindowCenter, ds.WindowWidth
     ds.save_as(d + "/no-window-" + name, enforce_file_format=True)
+# Two decomposition levels (three resolutions) where three halvings are wanted: the codec
+# reduces twice, the display mapping's box once more.
+ds = pydicom.dcmread(d + "/orig12.dcm")
+out = io.BytesIO()
+Image.frombytes("I;16", (ds.Columns, ds.Rows), ds.PixelData).save(out, format="JPEG2000", irreversible=False, no_jp2=True, num_resolutions=3)
+ds.PixelData = encapsulate([out.getvalue()])
+ds["PixelData"].VR = "OB"
+ds.file_meta.TransferSyntaxUID = pydicom.uid.JPEG2000Lossless
+ds.save_as(d + "/j2k-two-levels.dcm", enforce_file_format=True)
 # Saturated: a disc clipped at 4095 and bands rising from a plateau clipped at 0, both with sharp
 # edges, where a wavelet low-pass overshoots the 12-bit range (held-out renderings have them:
 # direct-exposure background, dense devices).
@@ -61,6 +71,12 @@ fn tensors(path: &Path) -> (Vec<u8>, Vec<u8>, (u32, u32)) {
     assert_eq!((full.width, full.height), (2500, 3000));
     let full = profile.render(&full).expect("resize the full image");
     let reduced = decode_reduced(&bytes, &limits, profile.side()).expect("reduced decode");
+    assert_eq!(
+        reduced.reduction.map(|r| r.factor),
+        Some(8),
+        "{}: eight stored pixels per decoded one, whichever way",
+        path.display()
+    );
     assert_eq!(
         (reduced.original_width, reduced.original_height),
         (2500, 3000),
@@ -123,9 +139,10 @@ fn reduced_decoding_gives_the_model_the_full_resolution_input_within_tolerance()
     // of display values (`exact` below: the statistics then still count every stored sample).
     for (name, exact) in [
         ("j2k-lossless.dcm", false),
-        // Lossy JPEG 2000: its wavelet levels are not used (decode/reduced.rs), the full
-        // decode is box-reduced.
-        ("j2k.dcm", true),
+        // Lossy JPEG 2000 (9/7): its wavelet level too.
+        ("j2k.dcm", false),
+        // Two levels by the codec (625×750), the third by the box.
+        ("j2k-two-levels.dcm", false),
         ("baseline.dcm", false),
         ("extended12.dcm", false),
         ("orig12.dcm", true),

@@ -18,6 +18,7 @@ use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
 
 use super::checks::{check_pixel_description, check_rle_header, RLE_LOSSLESS};
 use super::display::{integer_display, is_integer_gray, to_display, OutOfRange};
+use super::reduced::Reduction;
 use super::syntax::{self, codec_of, JPEG_EXTENDED, JPEG_LOSSLESS, JPEG_LOSSLESS_SV1};
 use super::{DecodeError, DecodeLimits, Decoded, DecodedImage};
 use crate::eligibility::{DicomHeader, EligibilityRules};
@@ -301,11 +302,17 @@ pub(super) fn decode(
     let pd = obj
         .decode_pixel_data_frame(0)
         .map_err(|e| pixel_err(codec, e))?;
-    // A plane the codec already reduced is not reduced again.
-    let reduce_to = min_side.filter(|_| reduction.is_none());
-    let mut img = to_display(&pd, view_position, reduce_to, range)?;
+    // A plane the codec reduced to fewer halvings than the model's side allows is box-reduced
+    // for the rest: its sample k then averages the codec's samples k·f ..< (k+1)·f.
+    let mut img = to_display(&pd, view_position, min_side, range)?;
     (img.original_width, img.original_height) = (cols, rows);
-    img.reduction = reduction.or(img.reduction);
+    img.reduction = match (reduction, img.reduction) {
+        (Some(codec), Some(boxed)) => Some(Reduction {
+            factor: codec.factor * boxed.factor,
+            offset: codec.offset / f64::from(boxed.factor),
+        }),
+        (codec, boxed) => codec.or(boxed),
+    };
     Ok(with_header(img, eligibility))
 }
 

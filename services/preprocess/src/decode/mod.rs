@@ -189,10 +189,11 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, Decod
 
 /// [`decode`], except that a grayscale DICOM image comes out at the smallest power-of-two
 /// reduction whose both sides are still ≥ `min_side` (the model's input side): decoded at that
-/// level where the codec can (lossless JPEG 2000, baseline and 12-bit JPEG with a stated
-/// window), otherwise decoded in full and box-averaged while its display values are mapped.
-/// The statistics' histogram counts the decoded samples: every stored sample in the second
-/// case, the reduced level's in the first.
+/// level where the codec can (JPEG 2000, lossless and lossy, baseline and 12-bit JPEG, with a
+/// stated window), otherwise decoded in full and box-averaged while its display values are
+/// mapped (so is a JPEG 2000 level the codestream's decomposition levels left larger, for the
+/// halvings left). The statistics' histogram counts the decoded samples: every stored sample in
+/// the second case, the codec's level's in the first.
 pub fn decode_reduced(
     bytes: &[u8],
     limits: &DecodeLimits,

