@@ -207,6 +207,87 @@ fn a_lossy_codecs_overshoot_saturates_instead_of_wrapping() {
     );
 }
 
+/// Pydicom's CR (a left-to-right gradient) under each photometric interpretation, with and
+/// without a Presentation LUT Shape.
+const WRITE_POLARITIES: &str = concat!(
+    include_str!("support/synthetic_cr.py"),
+    r#"
+for mono in ("MONOCHROME1", "MONOCHROME2"):
+    for shape in ("none", "IDENTITY", "INVERSE"):
+        ds = make(12, 64, 48, mono, grad=(0.9, 0.0), disc=0.0, noise=1000)
+        if shape != "none":
+            ds.PresentationLUTShape = shape
+        ds.save_as(f"{d}/{mono}-{shape}.dcm", enforce_file_format=True)
+"#
+);
+
+/// Which way up DCMTK shows an image (`dcm2pnm`, min-max window): whether its right half is
+/// brighter than its left.
+fn dcmtk_right_is_brighter(dcm: &Path) -> bool {
+    let pgm = dcm.with_extension("pgm");
+    let mut c = Command::new("dcm2pnm");
+    c.args(["--write-raw-pnm", "+Wm"]).arg(dcm).arg(&pgm);
+    run_tool(c);
+    let bytes = std::fs::read(&pgm).expect("dcm2pnm's output");
+    // "P5\n64 48\n255\n", then the samples.
+    let pixels = &bytes[bytes.len() - 64 * 48..];
+    let half = |right: bool| -> u64 {
+        pixels
+            .chunks(64)
+            .flat_map(|row| if right { &row[32..] } else { &row[..32] })
+            .map(|&v| u64::from(v))
+            .sum()
+    };
+    half(true) > half(false)
+}
+
+/// A conformant Presentation LUT Shape (IDENTITY with MONOCHROME2, INVERSE with MONOCHROME1)
+/// or none: the model sees the image the way up DCMTK shows it. A contradictory one: DCMTK
+/// follows the shape, pydicom the photometric interpretation, so cxrflow refuses the image by
+/// name rather than score it possibly upside down.
+#[test]
+fn the_model_sees_an_image_the_way_up_dcmtk_shows_it_or_it_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    python(WRITE_POLARITIES, dir.path());
+    for mono in ["MONOCHROME1", "MONOCHROME2"] {
+        for shape in ["none", "IDENTITY", "INVERSE"] {
+            let file = dir.path().join(format!("{mono}-{shape}.dcm"));
+            let contradicts = matches!(
+                (mono, shape),
+                ("MONOCHROME1", "IDENTITY") | ("MONOCHROME2", "INVERSE")
+            );
+            match picture(&file) {
+                Ok(pixels) if !contradicts => {
+                    let half = |right: bool| -> u64 {
+                        pixels
+                            .chunks(64)
+                            .flat_map(|row| if right { &row[32..] } else { &row[..32] })
+                            .map(|&v| u64::from(v))
+                            .sum()
+                    };
+                    assert_eq!(
+                        half(true) > half(false),
+                        dcmtk_right_is_brighter(&file),
+                        "{mono} {shape}: cxrflow and DCMTK show it different ways up"
+                    );
+                }
+                Err(e) if contradicts => {
+                    assert!(
+                        e.starts_with("decode.invalid_attribute")
+                            && e.contains("Presentation LUT Shape (2050,0020)"),
+                        "{mono} {shape}: {e}"
+                    );
+                    // DCMTK shows it the way the shape says, the photometric interpretation
+                    // alone the other: the ambiguity is real.
+                    let by_shape = shape == "IDENTITY";
+                    assert_eq!(dcmtk_right_is_brighter(&file), by_shape, "{mono} {shape}");
+                }
+                other => panic!("{mono} {shape}: {other:?}"),
+            }
+        }
+    }
+}
+
 /// The position of a JPEG frame header (SOFn) and the sample precision it declares.
 fn sof(bytes: &[u8], marker: u8) -> Option<u8> {
     let at = bytes.windows(2).position(|w| w == [0xFF, marker])?;

@@ -50,6 +50,36 @@ pub(super) fn check_pixel_description(
     Ok(())
 }
 
+/// Which way up a grayscale image is shown: Photometric Interpretation says it (MONOCHROME1:
+/// the lowest value is white), and Presentation LUT Shape (2050,0020), where present, says it
+/// again: the General Image module wants IDENTITY with MONOCHROME2 and INVERSE with MONOCHROME1.
+/// Where the two disagree, viewers disagree: DCMTK follows the shape, pydicom and others the
+/// photometric interpretation. Scored the wrong way up, a radiograph's probabilities mean
+/// nothing, so such an image is refused (not assessable, read in arrival order) rather than
+/// guessed. Other shapes (LIN OD, for film) and an absent one leave the photometric
+/// interpretation alone.
+pub(super) fn check_polarity(
+    photometric: Option<&str>,
+    presentation_lut_shape: Option<&str>,
+) -> Result<(), DecodeError> {
+    let (Some(photometric), Some(shape)) = (photometric, presentation_lut_shape) else {
+        return Ok(());
+    };
+    let expected = match photometric {
+        "MONOCHROME1" => "INVERSE",
+        "MONOCHROME2" => "IDENTITY",
+        _ => return Ok(()),
+    };
+    if matches!(shape, "IDENTITY" | "INVERSE") && shape != expected {
+        return Err(DecodeError::InvalidAttribute(format!(
+            "Presentation LUT Shape (2050,0020) {shape} contradicts Photometric Interpretation \
+             (0028,0004) {photometric}, which goes with {expected}: the image's display polarity \
+             is ambiguous (viewers disagree on which way up it is shown)"
+        )));
+    }
+    Ok(())
+}
+
 pub(super) const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
 
 /// PS3.5 G.5: an RLE frame starts with a 64-byte header, the number of segments (at most 15)
@@ -116,6 +146,63 @@ mod tests {
                 reason(&broken::rle_claiming_segments(n)),
                 "decode.corrupt_stream",
                 "{n}"
+            );
+        }
+    }
+
+    /// Each combination of Photometric Interpretation and Presentation LUT Shape (the fixtures'
+    /// CR with the shape added): the contradictory ones are refused by name, the others decode,
+    /// MONOCHROME1 inverted whether or not INVERSE says it again. (`tests/codecs.rs` checks the
+    /// same against DCMTK's rendering of pydicom's files.)
+    #[test]
+    fn a_presentation_lut_shape_that_contradicts_the_photometric_interpretation_is_refused() {
+        use crate::fixtures::{dicom, DicomSpec};
+        use dicom_core::{DataElement, PrimitiveValue, VR};
+        // The same stored samples under each photometric interpretation.
+        let file = dicom(&DicomSpec {
+            photometric: "MONOCHROME2",
+            ..DicomSpec::cr(16, 8)
+        });
+        let with_shape = |photometric: &str, shape: Option<&str>| {
+            let mut obj = dicom_object::OpenFileOptions::new()
+                .from_reader(&file[128..])
+                .unwrap();
+            obj.put(DataElement::new(
+                tags::PHOTOMETRIC_INTERPRETATION,
+                VR::CS,
+                PrimitiveValue::from(photometric),
+            ));
+            if let Some(shape) = shape {
+                obj.put(DataElement::new(
+                    tags::PRESENTATION_LUT_SHAPE,
+                    VR::CS,
+                    PrimitiveValue::from(shape),
+                ));
+            }
+            let mut out = Vec::new();
+            obj.write_all(&mut out).unwrap();
+            out
+        };
+        let limits = DecodeLimits::default();
+        let plain1 = decode(&with_shape("MONOCHROME1", None), &limits).unwrap();
+        let plain2 = decode(&with_shape("MONOCHROME2", None), &limits).unwrap();
+        assert_ne!(plain1.pixels, plain2.pixels);
+        for (photometric, shape, plain) in [
+            ("MONOCHROME1", "INVERSE", &plain1),
+            ("MONOCHROME2", "IDENTITY", &plain2),
+            ("MONOCHROME2", "LIN OD", &plain2),
+        ] {
+            let img = decode(&with_shape(photometric, Some(shape)), &limits).unwrap();
+            assert_eq!(img.pixels, plain.pixels, "{photometric} {shape}");
+        }
+        for (photometric, shape) in [("MONOCHROME1", "IDENTITY"), ("MONOCHROME2", "INVERSE")] {
+            let e = decode(&with_shape(photometric, Some(shape)), &limits).unwrap_err();
+            assert_eq!(e.reason(), "decode.invalid_attribute");
+            let words = e.to_string();
+            assert!(
+                words.contains(&format!("Presentation LUT Shape (2050,0020) {shape}"))
+                    && words.contains(photometric),
+                "{words}"
             );
         }
     }

@@ -16,7 +16,7 @@ use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use dicom_pixeldata::PixelDecoder;
 use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
 
-use super::checks::{check_pixel_description, check_rle_header, RLE_LOSSLESS};
+use super::checks::{check_pixel_description, check_polarity, check_rle_header, RLE_LOSSLESS};
 use super::display::{integer_display, is_integer_gray, to_display, OutOfRange};
 use super::reduced::Reduction;
 use super::syntax::{self, codec_of, JPEG_EXTENDED, JPEG_LOSSLESS, JPEG_LOSSLESS_SV1};
@@ -224,6 +224,10 @@ pub(super) fn decode(
         bits_stored,
         int_attr(&header, tags::HIGH_BIT, "HighBit", None)?,
         samples,
+    )?;
+    check_polarity(
+        eligibility.photometric.as_deref(),
+        text_attr(&header, tags::PRESENTATION_LUT_SHAPE).as_deref(),
     )?;
     let bytes_per_pixel =
         u64::from(bits_allocated.div_ceil(8)) * u64::from(samples) * u64::from(frames);
