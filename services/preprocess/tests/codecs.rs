@@ -230,12 +230,16 @@ fn dcmtk_right_is_brighter(dcm: &Path) -> bool {
     run_tool(c);
     let bytes = std::fs::read(&pgm).expect("dcm2pnm's output");
     // "P5\n64 48\n255\n", then the samples.
-    let pixels = &bytes[bytes.len() - 64 * 48..];
+    right_is_brighter(&bytes[bytes.len() - 64 * 48..])
+}
+
+/// Whether the right half of a 64-pixel-wide plane is brighter than its left.
+fn right_is_brighter<T: Copy + Into<u64>>(pixels: &[T]) -> bool {
     let half = |right: bool| -> u64 {
         pixels
             .chunks(64)
             .flat_map(|row| if right { &row[32..] } else { &row[..32] })
-            .map(|&v| u64::from(v))
+            .map(|&v| v.into())
             .sum()
     };
     half(true) > half(false)
@@ -258,15 +262,8 @@ fn the_model_sees_an_image_the_way_up_dcmtk_shows_it_or_it_is_refused() {
             );
             match picture(&file) {
                 Ok(pixels) if !contradicts => {
-                    let half = |right: bool| -> u64 {
-                        pixels
-                            .chunks(64)
-                            .flat_map(|row| if right { &row[32..] } else { &row[..32] })
-                            .map(|&v| u64::from(v))
-                            .sum()
-                    };
                     assert_eq!(
-                        half(true) > half(false),
+                        right_is_brighter(&pixels),
                         dcmtk_right_is_brighter(&file),
                         "{mono} {shape}: cxrflow and DCMTK show it different ways up"
                     );
