@@ -10,8 +10,12 @@
 //! file is
 //! prepared twice, full-resolution decode and reduced decode, and scored by the real model (the
 //! fitted cxr-small). Reported per transfer syntax: |Δprobability| max, p99 and mean per finding
-//! and over all, the findings whose threshold flag flips, and the studies whose tier (the
-//! highest tier of a finding over its threshold, from the manifest) changes.
+//! and over all, the findings whose threshold flag flips, the studies whose tier (the
+//! highest tier of a finding over its threshold, from the manifest) changes, and, when the model
+//! has an out-of-distribution reference, how far each path's OOD distance moves and the studies
+//! whose verdict (assessable or not, which decides whether triage ranks the score at all)
+//! changes. The statistics are each path's own: a codec-reduced plane's differ from the full
+//! decode's.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -19,9 +23,11 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use cxrflow_inference::embedding::Embedder;
 use cxrflow_inference::manifest::{resolve, FindingTier, Manifest};
 use cxrflow_inference::session::{ModelSession, SessionOptions};
 use cxrflow_preprocess::decode::{decode, decode_reduced};
+use cxrflow_preprocess::stats::image_stats;
 use cxrflow_preprocess::{prepare, DecodeLimits, Profile};
 use serde::Serialize;
 
@@ -100,8 +106,20 @@ pub struct SyntaxResult {
     pub flag_changes: Vec<String>,
     /// Images whose tier differs.
     pub tier_changes: Vec<String>,
+    /// The out-of-distribution gate's distance (in units of its calibrated limit, from the
+    /// image statistics and the embedding, as inference computes it), full vs reduced: |Δ|,
+    /// the largest distance seen, and the images whose verdict (assessable or not) differs.
+    /// `None` when the model has no OOD reference.
+    pub ood: Option<OodResult>,
     pub full_decode_ms_mean: f64,
     pub reduced_decode_ms_mean: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OodResult {
+    pub relative_delta: Delta,
+    pub relative_max_full: f64,
+    pub verdict_changes: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -153,6 +171,7 @@ pub fn measure(args: &ReducedArgs) -> anyhow::Result<ReducedReport> {
         );
     }
     let session = ModelSession::load(model, &SessionOptions::default(), None)?;
+    let embedder = Embedder::default();
     let work = tempfile::tempdir()?;
 
     let t = Instant::now();
@@ -187,6 +206,7 @@ pub fn measure(args: &ReducedArgs) -> anyhow::Result<ReducedReport> {
         let mut all = Vec::new();
         let mut by_finding: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
         let (mut flag_changes, mut tier_changes) = (Vec::new(), Vec::new());
+        let (mut ood_delta, mut ood_max, mut ood_changes) = (Vec::new(), 0.0f64, Vec::new());
         let (mut full_ms, mut reduced_ms) = (0.0, 0.0);
         let (mut plane, mut stored) = ((0, 0), (0, 0));
         for (i, study) in paths.iter().enumerate() {
@@ -195,9 +215,11 @@ pub fn measure(args: &ReducedArgs) -> anyhow::Result<ReducedReport> {
             let t0 = Instant::now();
             let full_img = decode(&bytes, &limits)?;
             let full = profile.render(&full_img).map_err(anyhow::Error::msg)?;
+            let full_stats = image_stats(&full_img);
             full_ms += t0.elapsed().as_secs_f64() * 1e3;
             let t0 = Instant::now();
-            let reduced = prepare(&bytes, &limits, profile)?.tensor;
+            let prepared = prepare(&bytes, &limits, profile)?;
+            let (reduced, reduced_stats) = (prepared.tensor, prepared.stats);
             reduced_ms += t0.elapsed().as_secs_f64() * 1e3;
             if i == 0 {
                 let r = decode_reduced(&bytes, &limits, profile.side())?;
@@ -226,6 +248,26 @@ pub fn measure(args: &ReducedArgs) -> anyhow::Result<ReducedReport> {
             if ta != tb {
                 tier_changes.push(format!("{study}: {} → {}", tier_name(ta), tier_name(tb)));
             }
+            if let Some(reference) = &manifest.ood {
+                // As the inference service does: statistics, then the embedding of the
+                // model's pooled features.
+                let (width, rows) = out
+                    .features
+                    .as_ref()
+                    .context("the model has an OOD reference but no features output")?;
+                let relative = |row: usize, stats| {
+                    let embedding = embedder.embed(&rows[row * width..(row + 1) * width]);
+                    cxrflow_inference::ood::features(stats, Some(&embedding))
+                        .and_then(|x| reference.relative(&x))
+                        .context("OOD features")
+                };
+                let (ra, rb) = (relative(0, &full_stats)?, relative(1, &reduced_stats)?);
+                ood_delta.push((ra - rb).abs());
+                ood_max = ood_max.max(ra);
+                if (ra > 1.0) != (rb > 1.0) {
+                    ood_changes.push(format!("{study}: OOD distance {ra:.3} → {rb:.3}"));
+                }
+            }
         }
         let n = paths.len();
         let r = SyntaxResult {
@@ -242,16 +284,27 @@ pub fn measure(args: &ReducedArgs) -> anyhow::Result<ReducedReport> {
                 .collect(),
             flag_changes,
             tier_changes,
+            ood: manifest.ood.as_ref().map(|_| OodResult {
+                relative_delta: Delta::of(ood_delta),
+                relative_max_full: ood_max,
+                verdict_changes: ood_changes,
+            }),
             full_decode_ms_mean: full_ms / n as f64,
             reduced_decode_ms_mean: reduced_ms / n as f64,
         };
         eprintln!(
-            "{syntax}: |Δp| max {:.4} p99 {:.4} mean {:.5}; flags changed {}, tiers changed {}",
+            "{syntax}: |Δp| max {:.4} p99 {:.4} mean {:.5}; flags changed {}, tiers changed {}; OOD {}",
             r.probability_delta.max,
             r.probability_delta.p99,
             r.probability_delta.mean,
             r.flag_changes.len(),
-            r.tier_changes.len()
+            r.tier_changes.len(),
+            r.ood.as_ref().map_or("–".into(), |o| format!(
+                "distance |Δ| max {:.3}, largest {:.2}, verdicts changed {}",
+                o.relative_delta.max,
+                o.relative_max_full,
+                o.verdict_changes.len()
+            ))
         );
         results.push(r);
     }
@@ -280,11 +333,11 @@ pub fn run(args: ReducedArgs) -> anyhow::Result<()> {
     }
     std::fs::write(&args.out, serde_json::to_vec_pretty(&report)?)
         .with_context(|| format!("writing {}", args.out.display()))?;
-    println!("| syntax | stored → decoded | tensor Δ max / p99 / mean | Δp max / p99 / mean | flag changes | tier changes | full / reduced ms |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| syntax | stored → decoded | tensor Δ max / p99 / mean | Δp max / p99 / mean | flag changes | tier changes | OOD distance Δ max (largest distance) | OOD verdict changes | full / reduced ms |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for r in &report.results {
         println!(
-            "| {} | {}×{} → {}×{} | {:.0} / {:.0} / {:.2} | {:.4} / {:.4} / {:.5} | {} | {} | {:.0} / {:.0} |",
+            "| {} | {}×{} → {}×{} | {:.0} / {:.0} / {:.2} | {:.4} / {:.4} / {:.5} | {} | {} | {} | {} | {:.0} / {:.0} |",
             r.syntax,
             r.stored.0,
             r.stored.1,
@@ -298,6 +351,13 @@ pub fn run(args: ReducedArgs) -> anyhow::Result<()> {
             r.probability_delta.mean,
             r.flag_changes.len(),
             r.tier_changes.len(),
+            r.ood.as_ref().map_or("–".into(), |o| format!(
+                "{:.3} ({:.2})",
+                o.relative_delta.max, o.relative_max_full
+            )),
+            r.ood
+                .as_ref()
+                .map_or("–".into(), |o| o.verdict_changes.len().to_string()),
             r.full_decode_ms_mean,
             r.reduced_decode_ms_mean
         );

@@ -5,7 +5,8 @@
 //! full-resolution decode once wrapped to black), JPEG baseline, 12-bit JPEG extended and
 //! uncompressed DICOM, prepared with
 //! and without reduced decoding (the codec's reduced level; for the uncompressed file, the box
-//! reduction every full-resolution decode gets) and scored by the fitted cxr-small model.
+//! reduction every full-resolution decode gets) and scored by the fitted cxr-small model, whose
+//! out-of-distribution gate (statistics and embedding) must give the same verdict both ways.
 //!
 //! Needs what scripts/test.sh prepares: the synthetic dataset and the fitted model
 //! (`CXRFLOW_DATASET_ROOT`, `CXRFLOW_MODELS_DIR`), the tools venv (pydicom, Pillow), DCMTK's
@@ -18,6 +19,10 @@ use std::process::Command;
 /// the largest mean 0.0023).
 const MAX_DELTA_P: f64 = 0.08;
 const MEAN_DELTA_P: f64 = 0.006;
+/// |Δ OOD distance| bound, in units of the gate's calibrated limit (README: on 100 held-out
+/// images the largest was 0.170, 12-bit JPEG, whose reduced level's statistics are its own; the
+/// box reduction's, which count every stored sample, moved it by 0.001).
+const MAX_DELTA_OOD: f64 = 0.25;
 
 #[test]
 fn reduced_decoding_leaves_the_models_outputs_and_tiers_unchanged_on_held_out_images() {
@@ -67,6 +72,19 @@ fn reduced_decoding_leaves_the_models_outputs_and_tiers_unchanged_on_held_out_im
             "{name}: |Δp| max {max} (≤ {MAX_DELTA_P}), mean {mean} (≤ {MEAN_DELTA_P})"
         );
         assert_eq!(s["tier_changes"], serde_json::json!([]), "{name}: {s:#}");
+        // The OOD gate decides whether a score is ranked at all: no verdict may change, and its
+        // distance (in units of the calibrated limit) moves little.
+        let ood = &s["ood"];
+        assert_eq!(
+            ood["verdict_changes"],
+            serde_json::json!([]),
+            "{name}: {s:#}"
+        );
+        let moved = ood["relative_delta"]["max"].as_f64().unwrap();
+        assert!(
+            moved <= MAX_DELTA_OOD,
+            "{name}: OOD distance moved by {moved}: {s:#}"
+        );
         // The model input itself (0..=255): on the 100-image sample the largest |Δ| was 13
         // (JPEG 2000 lossless, at device edges), the 99th percentile 2.
         assert!(
