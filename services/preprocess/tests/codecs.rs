@@ -385,6 +385,10 @@ ds = pydicom.dcmread(d + "/orig12.dcm")
 ds.PixelData = encapsulate([ds.PixelData])
 ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"
 ds.save_as(d + "/mpeg2.dcm", enforce_file_format=True)
+# Pillow's unsigned JPEG 2000 under a header edited to say signed samples.
+ds = pydicom.dcmread(d + "/pillow-j2k.dcm")
+ds.PixelRepresentation = 1
+ds.save_as(d + "/j2k-sign-mismatch.dcm", enforce_file_format=True)
 "#;
 
 #[test]
@@ -417,6 +421,11 @@ fn damaged_and_unsupported_files_are_refused_with_the_exact_reason() {
             "mpeg2.dcm",
             "decode.unsupported_transfer_syntax",
             "1.2.840.10008.1.2.4.100",
+        ),
+        (
+            "j2k-sign-mismatch.dcm",
+            "decode.invalid_attribute",
+            "PixelRepresentation (0028,0103) 1 (signed) contradicts the JPEG 2000 codestream, whose samples are unsigned",
         ),
     ] {
         let err = picture(&f.at(name)).expect_err(name);

@@ -80,6 +80,31 @@ pub(super) fn check_polarity(
     Ok(())
 }
 
+/// A JPEG 2000 codestream codes its samples signed or unsigned (SIZ), and Pixel Representation
+/// (0028,0103) says it again. Where they disagree, toolkits disagree: pydicom follows the
+/// codestream, Horos reinterprets the codestream's samples as the header says (pydicom issue
+/// 1149), and either way half the values change sign or wrap. Refused rather than guessed, as
+/// for the display polarity. `None`: the codestream's header could not be read here (a JP2
+/// wrapper); the decoder then says what it says.
+pub(super) fn check_j2k_sign(
+    codestream_signed: Option<bool>,
+    signed: bool,
+) -> Result<(), DecodeError> {
+    match codestream_signed {
+        Some(c) if c != signed => {
+            let words = |s: bool| if s { "signed" } else { "unsigned" };
+            Err(DecodeError::InvalidAttribute(format!(
+                "PixelRepresentation (0028,0103) {} ({}) contradicts the JPEG 2000 codestream, whose \
+                 samples are {}: which values are negative is ambiguous (toolkits disagree)",
+                u8::from(signed),
+                words(signed),
+                words(c)
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 pub(super) const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
 
 /// PS3.5 G.5: an RLE frame starts with a 64-byte header, the number of segments (at most 15)
@@ -204,6 +229,41 @@ mod tests {
                     && words.contains(photometric),
                 "{words}"
             );
+        }
+    }
+
+    /// Either disagreement is refused, naming both sides; agreement, or a codestream header
+    /// that could not be read, passes (`tests/codecs.rs` refuses Pillow's unsigned codestream
+    /// under a header edited to say signed).
+    #[test]
+    fn a_jpeg2000_sign_that_contradicts_pixel_representation_is_refused() {
+        for (codestream, header) in [(true, false), (false, true)] {
+            let e = check_j2k_sign(Some(codestream), header).unwrap_err();
+            assert_eq!(e.reason(), "decode.invalid_attribute");
+            let words = e.to_string();
+            assert!(
+                words.contains(&format!(
+                    "PixelRepresentation (0028,0103) {}",
+                    u8::from(header)
+                )),
+                "{words}"
+            );
+            assert!(
+                words.contains(if codestream {
+                    "samples are signed"
+                } else {
+                    "samples are unsigned"
+                }),
+                "{words}"
+            );
+        }
+        for (codestream, header) in [
+            (Some(true), true),
+            (Some(false), false),
+            (None, true),
+            (None, false),
+        ] {
+            assert!(check_j2k_sign(codestream, header).is_ok());
         }
     }
 

@@ -16,7 +16,9 @@ use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use dicom_pixeldata::PixelDecoder;
 use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
 
-use super::checks::{check_pixel_description, check_polarity, check_rle_header, RLE_LOSSLESS};
+use super::checks::{
+    check_j2k_sign, check_pixel_description, check_polarity, check_rle_header, RLE_LOSSLESS,
+};
 use super::display::{integer_display, is_integer_gray, to_display, OutOfRange};
 use super::reduced::Reduction;
 use super::syntax::{self, codec_of, JPEG_EXTENDED, JPEG_LOSSLESS, JPEG_LOSSLESS_SV1};
@@ -259,6 +261,9 @@ pub(super) fn decode(
     }
     if syntax == RLE_LOSSLESS {
         check_rle_header(&obj)?;
+    }
+    if syntax::is_jpeg2000(&syntax) {
+        check_j2k_sign(super::frames::j2k_signed(&obj), signed)?;
     }
     let mut codec = codec_of(&syntax);
     // A lossy codec's samples saturate at the stored range; stored ones are masked to it.

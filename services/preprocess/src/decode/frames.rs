@@ -44,6 +44,23 @@ pub(super) fn first_frame(
     }
 }
 
+/// Whether a JPEG 2000 codestream's first component is signed, from its SIZ marker segment
+/// (which the standard puts right after SOC: Ssiz of component 0, bit 7). `None` for anything
+/// else (a JP2 wrapper, a cut header).
+pub(super) fn j2k_signed(obj: &DefaultDicomObject) -> Option<bool> {
+    let element = obj.element(tags::PIXEL_DATA).ok()?;
+    let first = element
+        .value()
+        .fragments()?
+        .iter()
+        .find(|f| !f.is_empty())?;
+    // SOC, SIZ, Lsiz Rsiz Xsiz Ysiz XOsiz YOsiz XTsiz YTsiz XTOsiz YTOsiz Csiz, then Ssiz.
+    if first.get(..4)? != [0xFF, 0x4F, 0xFF, 0x51] {
+        return None;
+    }
+    first.get(42).map(|ssiz| ssiz & 0x80 != 0)
+}
+
 /// If `obj` is JPEG Extended with 12-bit samples, its first frame decoded into native 16-bit
 /// samples; `None` for an 8-bit stream (left to dicom-rs). The geometry is the header's, already
 /// checked against the limits.

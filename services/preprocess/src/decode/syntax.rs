@@ -27,6 +27,14 @@ pub(super) fn is_lossy(uid: &str) -> bool {
     )
 }
 
+/// JPEG 2000, lossless only or not.
+pub(super) fn is_jpeg2000(uid: &str) -> bool {
+    matches!(
+        uid.trim_end_matches('\0'),
+        "1.2.840.10008.1.2.4.90" | "1.2.840.10008.1.2.4.91"
+    )
+}
+
 /// The codec a transfer syntax's pixel data is compressed with, for error words.
 pub(super) fn codec_of(uid: &str) -> &'static str {
     match uid.trim_end_matches('\0') {
