@@ -44,9 +44,10 @@ pub(super) fn first_frame(
     }
 }
 
-/// Whether a JPEG 2000 codestream's first component is signed, from its SIZ marker segment
-/// (which the standard puts right after SOC: Ssiz of component 0, bit 7). `None` for anything
-/// else (a JP2 wrapper, a cut header).
+/// Whether a single-component JPEG 2000 codestream's samples are signed, from its SIZ marker
+/// segment (which the standard puts right after SOC: Ssiz, bit 7). `None` for anything else (a
+/// JP2 wrapper, a cut or damaged header, several components, a precision over 16 bits): the
+/// decoder then says what it says about the stream.
 pub(super) fn j2k_signed(obj: &DefaultDicomObject) -> Option<bool> {
     let element = obj.element(tags::PIXEL_DATA).ok()?;
     let first = element
@@ -54,11 +55,16 @@ pub(super) fn j2k_signed(obj: &DefaultDicomObject) -> Option<bool> {
         .fragments()?
         .iter()
         .find(|f| !f.is_empty())?;
-    // SOC, SIZ, Lsiz Rsiz Xsiz Ysiz XOsiz YOsiz XTsiz YTsiz XTOsiz YTOsiz Csiz, then Ssiz.
-    if first.get(..4)? != [0xFF, 0x4F, 0xFF, 0x51] {
-        return None;
-    }
-    first.get(42).map(|ssiz| ssiz & 0x80 != 0)
+    // SOC, SIZ, Lsiz Rsiz Xsiz Ysiz XOsiz YOsiz XTsiz YTsiz XTOsiz YTOsiz Csiz, then per
+    // component Ssiz XRsiz YRsiz: Lsiz is 38 + 3 × Csiz.
+    let head = first.get(..45)?;
+    let be16 = |at: usize| u16::from_be_bytes([head[at], head[at + 1]]);
+    let ssiz = head[42];
+    let well_formed = head[..4] == [0xFF, 0x4F, 0xFF, 0x51]
+        && be16(4) == 41
+        && be16(40) == 1
+        && (ssiz & 0x7F) < 16;
+    well_formed.then_some(ssiz & 0x80 != 0)
 }
 
 /// If `obj` is JPEG Extended with 12-bit samples, its first frame decoded into native 16-bit
