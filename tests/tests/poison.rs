@@ -1,7 +1,8 @@
 //! Poison on every topic, through the running pipeline (every service its own process, plus
 //! drift and the retrain trigger): a corpus of bad records — garbage bytes, an unknown schema
 //! id, a record of the wrong schema, an absurd timestamp, a 5 MB inline image, a truncated
-//! image, a decompression bomb, a tensor of the wrong size, NaN model outputs, garbage on the
+//! image, a decompression bomb, a DICOM whose Presentation LUT Shape contradicts its photometric
+//! interpretation, a tensor of the wrong size, NaN model outputs, garbage on the
 //! control topic — is injected between good studies. Each bad record lands in `cxr.dlq.v1` with
 //! its reason and its original bytes (or, for NaN outputs, on the worklist as NOT_ASSESSABLE:
 //! triage never removes a study); every good study reaches the worklist once; no service dies.
@@ -191,6 +192,20 @@ fn corpus(codec: &Codec) -> Vec<Poison> {
                 codec.encode(&scan(16, "image/jpeg", jpeg[..jpeg.len() / 2].to_vec()))
             }),
             expect: vec![("preprocess", "decode.truncated")],
+            failed_on: Some(topics::INGESTED),
+        },
+        Poison {
+            what: "a DICOM whose Presentation LUT Shape contradicts its photometric interpretation",
+            logical: topics::SCAN,
+            key: key(20),
+            bytes: enc(&|| {
+                codec.encode(&scan(
+                    20,
+                    "application/dicom",
+                    broken::contradictory_polarity(),
+                ))
+            }),
+            expect: vec![("preprocess", "decode.invalid_attribute")],
             failed_on: Some(topics::INGESTED),
         },
         Poison {

@@ -519,6 +519,15 @@ pub mod broken {
         write(obj, ts::EXPLICIT_VR_LE)
     }
 
+    /// A MONOCHROME1 CR whose Presentation LUT Shape says IDENTITY (MONOCHROME1 goes with
+    /// INVERSE): which way up it is shown is ambiguous, and preprocess refuses it.
+    pub fn contradictory_polarity() -> Vec<u8> {
+        let spec = DicomSpec::cr(64, 64);
+        let mut obj = dataset(&spec, Some(spec.stored_values()));
+        put(&mut obj, tags::PRESENTATION_LUT_SHAPE, VR::CS, "IDENTITY");
+        write(obj, ts::EXPLICIT_VR_LE)
+    }
+
     /// A CR file cut in the middle of its pixel data.
     pub fn truncated_dicom() -> Vec<u8> {
         let full = dicom(&DicomSpec::cr(64, 64));
