@@ -10,7 +10,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::DefaultDicomObject;
 use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
 
-use super::reduced::Geometry;
+use super::reduced::{self, Geometry};
 use super::{jpeg12, DecodeError};
 
 /// The compressed bytes of the first frame. One frame: all fragments, in order (a frame may be
@@ -45,9 +45,9 @@ pub(super) fn first_frame(
 }
 
 /// Whether a single-component JPEG 2000 codestream's samples are signed, from its SIZ marker
-/// segment (which the standard puts right after SOC: Ssiz, bit 7). `None` for anything else (a
-/// JP2 wrapper, a cut or damaged header, several components, a precision over 16 bits): the
-/// decoder then says what it says about the stream.
+/// segment ([`reduced::j2k_siz`]). `None` for anything else (a JP2 wrapper, a cut or damaged
+/// header, several components, a precision over 16 bits): the decoder then says what it says
+/// about the stream.
 pub(super) fn j2k_signed(obj: &DefaultDicomObject) -> Option<bool> {
     let element = obj.element(tags::PIXEL_DATA).ok()?;
     let first = element
@@ -55,16 +55,8 @@ pub(super) fn j2k_signed(obj: &DefaultDicomObject) -> Option<bool> {
         .fragments()?
         .iter()
         .find(|f| !f.is_empty())?;
-    // SOC, SIZ, Lsiz Rsiz Xsiz Ysiz XOsiz YOsiz XTsiz YTsiz XTOsiz YTOsiz Csiz, then per
-    // component Ssiz XRsiz YRsiz: Lsiz is 38 + 3 × Csiz.
-    let head = first.get(..45)?;
-    let be16 = |at: usize| u16::from_be_bytes([head[at], head[at + 1]]);
-    let ssiz = head[42];
-    let well_formed = head[..4] == [0xFF, 0x4F, 0xFF, 0x51]
-        && be16(4) == 41
-        && be16(40) == 1
-        && (ssiz & 0x7F) < 16;
-    well_formed.then_some(ssiz & 0x80 != 0)
+    let siz = reduced::j2k_siz(first)?;
+    (siz.precision <= 16).then_some(siz.signed)
 }
 
 /// If `obj` is JPEG Extended with 12-bit samples, its first frame decoded into native 16-bit

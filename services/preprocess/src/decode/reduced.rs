@@ -28,11 +28,7 @@ use dicom_object::DefaultDicomObject;
 use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
 
 use super::frames::first_frame;
-
-const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
-const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
-const J2K_LOSSLESS: &str = "1.2.840.10008.1.2.4.90";
-const J2K_LOSSY: &str = "1.2.840.10008.1.2.4.91";
+use super::syntax::{J2K_LOSSLESS, J2K_LOSSY, JPEG_BASELINE, JPEG_EXTENDED};
 
 /// The header's geometry, already checked against the limits.
 #[derive(Debug, Clone, Copy)]
@@ -135,24 +131,45 @@ fn be32(s: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(s.get(at..at + 4)?.try_into().ok()?))
 }
 
-/// From a raw J2K codestream's main header: the image size (SIZ) and the fewest
+/// A single-component J2K codestream's SIZ marker segment.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Siz {
+    pub width: u32,
+    pub height: u32,
+    /// Ssiz bit 7.
+    pub signed: bool,
+    /// Ssiz bits 0–6, plus one.
+    pub precision: u32,
+}
+
+/// The SIZ marker segment of a raw J2K codestream, which the standard puts right after SOC,
+/// when it describes one component (Lsiz = 38 + 3 × Csiz, Csiz = 1). None for anything else (a
+/// JP2 wrapper, a cut or damaged header, several components).
+pub(super) fn j2k_siz(s: &[u8]) -> Option<Siz> {
+    // SOC, SIZ, Lsiz Rsiz Xsiz Ysiz XOsiz YOsiz XTsiz YTsiz XTOsiz YTOsiz Csiz, then per
+    // component Ssiz XRsiz YRsiz.
+    if s.get(..4)? != [0xFF, 0x4F, 0xFF, 0x51] || be16(s, 4)? != 41 || be16(s, 40)? != 1 {
+        return None;
+    }
+    let ssiz = *s.get(42)?;
+    Some(Siz {
+        width: be32(s, 8)?.checked_sub(be32(s, 16)?)?,
+        height: be32(s, 12)?.checked_sub(be32(s, 20)?)?,
+        signed: ssiz & 0x80 != 0,
+        precision: u32::from(ssiz & 0x7F) + 1,
+    })
+}
+
+/// From a raw J2K codestream's main header: the image size ([`j2k_siz`]) and the fewest
 /// decomposition levels any COD/COC declares (reducing past them is an OpenJPEG error).
 /// None for anything else (a JP2 wrapper, a truncated header).
 fn j2k_main_header(s: &[u8]) -> Option<(u32, u32, u32)> {
-    if s.get(..2)? != [0xFF, 0x4F] {
-        return None;
-    }
-    let (mut pos, mut size, mut levels) = (2usize, None, None::<u32>);
+    let siz = j2k_siz(s)?;
+    let (mut pos, mut levels) = (2usize, None::<u32>);
     loop {
         let marker = be16(s, pos)?;
         let len = be16(s, pos + 2)?;
         match marker {
-            // SIZ: Lsiz Rsiz Xsiz Ysiz XOsiz YOsiz ...
-            0xFF51 => {
-                let w = be32(s, pos + 6)?.checked_sub(be32(s, pos + 14)?)?;
-                let h = be32(s, pos + 10)?.checked_sub(be32(s, pos + 18)?)?;
-                size = Some((w, h));
-            }
             // COD: Lcod Scod SGcod(4) then SPcod's decomposition levels.
             0xFF52 => {
                 let l = u32::from(*s.get(pos + 9)?);
@@ -169,8 +186,7 @@ fn j2k_main_header(s: &[u8]) -> Option<(u32, u32, u32)> {
         }
         pos += 2 + len;
     }
-    let (w, h) = size?;
-    Some((w, h, levels?))
+    Some((siz.width, siz.height, levels?))
 }
 
 /// A reduced plane: its size, its samples, and how it samples the stored image.

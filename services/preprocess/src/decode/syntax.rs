@@ -9,7 +9,14 @@ use super::DecodeError;
 /// Everything else is refused by name.
 pub use cxrflow_contracts::dicom::DECODABLE_TRANSFER_SYNTAXES as SUPPORTED_TRANSFER_SYNTAXES;
 
+pub(super) const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
 pub(super) const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
+/// JPEG-LS near-lossless.
+pub(super) const JPEG_LS_NEAR: &str = "1.2.840.10008.1.2.4.81";
+/// JPEG 2000, lossless only.
+pub(super) const J2K_LOSSLESS: &str = "1.2.840.10008.1.2.4.90";
+/// JPEG 2000, irreversible allowed.
+pub(super) const J2K_LOSSY: &str = "1.2.840.10008.1.2.4.91";
 /// JPEG Lossless, Non-Hierarchical (Process 14), any predictor.
 pub(super) const JPEG_LOSSLESS: &str = "1.2.840.10008.1.2.4.57";
 /// JPEG Lossless, Non-Hierarchical, First-Order Prediction (Process 14, selection value 1).
@@ -20,30 +27,21 @@ pub(super) const JPEG_LOSSLESS_SV1: &str = "1.2.840.10008.1.2.4.70";
 pub(super) fn is_lossy(uid: &str) -> bool {
     matches!(
         uid.trim_end_matches('\0'),
-        "1.2.840.10008.1.2.4.50"
-            | "1.2.840.10008.1.2.4.51"
-            | "1.2.840.10008.1.2.4.81"
-            | "1.2.840.10008.1.2.4.91"
+        JPEG_BASELINE | JPEG_EXTENDED | JPEG_LS_NEAR | J2K_LOSSY
     )
 }
 
 /// JPEG 2000, lossless only or not.
 pub(super) fn is_jpeg2000(uid: &str) -> bool {
-    matches!(
-        uid.trim_end_matches('\0'),
-        "1.2.840.10008.1.2.4.90" | "1.2.840.10008.1.2.4.91"
-    )
+    matches!(uid.trim_end_matches('\0'), J2K_LOSSLESS | J2K_LOSSY)
 }
 
 /// The codec a transfer syntax's pixel data is compressed with, for error words.
 pub(super) fn codec_of(uid: &str) -> &'static str {
     match uid.trim_end_matches('\0') {
-        "1.2.840.10008.1.2.4.50"
-        | "1.2.840.10008.1.2.4.51"
-        | "1.2.840.10008.1.2.4.57"
-        | "1.2.840.10008.1.2.4.70" => "JPEG",
-        "1.2.840.10008.1.2.4.80" | "1.2.840.10008.1.2.4.81" => "JPEG-LS",
-        "1.2.840.10008.1.2.4.90" | "1.2.840.10008.1.2.4.91" => "JPEG 2000",
+        JPEG_BASELINE | JPEG_EXTENDED | JPEG_LOSSLESS | JPEG_LOSSLESS_SV1 => "JPEG",
+        "1.2.840.10008.1.2.4.80" | JPEG_LS_NEAR => "JPEG-LS",
+        J2K_LOSSLESS | J2K_LOSSY => "JPEG 2000",
         "1.2.840.10008.1.2.5" => "RLE",
         "1.2.840.10008.1.2.1.99" => "deflate",
         _ => "DICOM pixel data",
