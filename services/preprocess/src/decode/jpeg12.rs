@@ -14,6 +14,7 @@
 //! invariants written beside it, and nothing else.
 #![allow(unsafe_code)]
 
+use std::borrow::Cow;
 use std::ffi::CStr;
 
 use turbojpeg_sys as tj;
@@ -200,6 +201,7 @@ pub(super) fn decode_gray12_scaled(
             "IDCT scale {eighths}/8"
         )));
     }
+    let stream = &*with_sequential_scan_end(stream);
     let handle = Handle::new()?;
     let h = handle.read_header(stream)?;
     if h.precision != 12 || h.lossless {
@@ -242,6 +244,62 @@ pub(super) fn decode_gray12_scaled(
     Ok((sw, sh, out.into_iter().map(|s| s.max(0) as u16).collect()))
 }
 
+/// Where a sequential DCT frame's first scan header (SOS) has all zeroes in its spectral
+/// selection and successive approximation bytes (Ss = Se = Ah = Al = 0) instead of 0, 63, 0, 0,
+/// a copy of the stream with Se = 63; any other stream as it is.
+///
+/// These fields mean nothing in a sequential scan. libjpeg says why it only warns about them
+/// (jdhuff.c: "there are some baseline files out there with all zeroes in these bytes"), and
+/// DCMTK's `dcmdjpeg` decodes such files with that warning; jpeg-decoder, which decodes 8-bit
+/// JPEG here, takes Se = 0 for 63 in a sequential scan. The 12-bit path sets
+/// TJPARAM_STOPONWARNING, so that damaged entropy data is refused rather than patched with grey,
+/// and would refuse these files for a header byte alone (pydicom's `JPEG-lossy.dcm`, from
+/// GDCM's test data, is one). Writing the value the field must hold keeps every other warning
+/// fatal; any other value in these bytes is still refused.
+fn with_sequential_scan_end(stream: &[u8]) -> Cow<'_, [u8]> {
+    match zeroed_sequential_scan_end(stream) {
+        Some(se) => {
+            let mut fixed = stream.to_vec();
+            fixed[se] = 63;
+            Cow::Owned(fixed)
+        }
+        None => Cow::Borrowed(stream),
+    }
+}
+
+/// The offset of the first scan's Se byte, when the frame is sequential DCT (SOF0, SOF1 or
+/// SOF9) and that scan's Ss, Se, Ah and Al are all zero.
+fn zeroed_sequential_scan_end(stream: &[u8]) -> Option<usize> {
+    if !stream.starts_with(&[0xFF, 0xD8]) {
+        return None;
+    }
+    let (mut i, mut sequential) = (2usize, false);
+    loop {
+        // Fill bytes (0xFF) may precede a marker.
+        while stream.get(i..i + 2)? == [0xFF, 0xFF] {
+            i += 1;
+        }
+        let [0xFF, marker, hi, lo] = *stream.get(i..i + 4)? else {
+            return None;
+        };
+        let len = usize::from(u16::from_be_bytes([hi, lo]));
+        let segment = stream.get(i + 4..(i + 2).checked_add(len)?)?;
+        match marker {
+            0xC0 | 0xC1 | 0xC9 => sequential = true,
+            0xDA => {
+                let components = usize::from(*segment.first()?);
+                let at = 1 + 2 * components;
+                let fields = segment.get(at..at + 3)?;
+                return (sequential && fields == [0, 0, 0]).then_some(i + 4 + at + 1);
+            }
+            // No standalone marker belongs between SOI and the first SOS.
+            0x01 | 0xD0..=0xD9 => return None,
+            _ => {}
+        }
+        i += 2 + len;
+    }
+}
+
 /// Decodes one lossless grayscale JPEG frame (Process 14, SOF3) of 9 to 16 bits into
 /// row-major samples (0..2^precision). The stream's own size must be `width`×`height` (the DICOM
 /// header's, already checked against the limits), so the buffer allocated here is never larger
@@ -280,6 +338,46 @@ pub(super) fn decode_gray_lossless(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// SOI, a frame header with marker `sof`, a DQT, then an SOS for one component whose last
+    /// three bytes are `fields`, then two bytes of entropy data and EOI.
+    fn stream(sof: u8, fields: [u8; 3]) -> Vec<u8> {
+        let mut s = vec![0xFF, 0xD8, 0xFF, sof, 0, 11, 12, 0, 4, 0, 4, 1, 1, 0x11, 0];
+        s.extend([0xFF, 0xFF, 0xDB, 0, 3, 0]); // a fill byte, then a (short) DQT
+        s.extend([0xFF, 0xDA, 0, 8, 1, 1, 0]);
+        s.extend(fields);
+        s.extend([0x12, 0x34, 0xFF, 0xD9]);
+        s
+    }
+
+    #[test]
+    fn only_an_all_zero_sequential_scan_header_gets_its_spectral_end() {
+        let zeroed = stream(0xC1, [0, 0, 0]);
+        let se = zeroed_sequential_scan_end(&zeroed).expect("found");
+        assert_eq!(zeroed[se - 1..se + 2], [0, 0, 0]);
+        let fixed = with_sequential_scan_end(&zeroed);
+        assert_eq!(&fixed[..], &stream(0xC1, [0, 63, 0])[..]);
+        assert_eq!(
+            zeroed_sequential_scan_end(&stream(0xC0, [0, 0, 0])),
+            Some(se)
+        );
+        // Correct already, or wrong in a way libjpeg is right to refuse: left alone.
+        for other in [[0, 63, 0], [0, 5, 0], [1, 0, 0], [0, 0, 0x10]] {
+            assert_eq!(zeroed_sequential_scan_end(&stream(0xC1, other)), None);
+        }
+        // Lossless (Ss is the predictor, Se 0) and progressive frames are not sequential DCT.
+        assert_eq!(zeroed_sequential_scan_end(&stream(0xC3, [1, 0, 0])), None);
+        assert_eq!(zeroed_sequential_scan_end(&stream(0xC2, [0, 0, 0])), None);
+        assert!(matches!(
+            with_sequential_scan_end(&stream(0xC1, [0, 63, 0])),
+            Cow::Borrowed(_)
+        ));
+        // Every cut of the stream is walked without a panic.
+        for n in 0..zeroed.len() {
+            let cut = zeroed_sequential_scan_end(&zeroed[..n]);
+            assert!(cut.is_none() || n > se, "{n}");
+        }
+    }
 
     #[test]
     fn empty_cut_and_foreign_streams_are_errors_not_crashes() {
