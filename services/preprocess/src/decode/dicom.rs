@@ -175,9 +175,10 @@ pub(super) fn decode(
 ) -> Result<Decoded, DecodeError> {
     // Any accepted shape (no preamble, no magic, no group length, no meta at all) made Part 10.
     let body = super::part10::normalize(bytes)?;
+    // dicom-parser allocates each declared length before reading it: bound them by the file
+    // (and take out what it would misread).
+    let (body, native) = super::dicom_lengths::readable(body)?;
     let body = &body[..];
-    // dicom-parser allocates each declared length before reading it: bound them by the file.
-    let native = super::dicom_lengths::check(body)?;
     let syntax = syntax::check(body);
 
     // Size check on the header alone: nothing of the pixel data is read or allocated yet.

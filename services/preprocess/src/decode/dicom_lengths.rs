@@ -8,6 +8,19 @@
 //! sequence. Whatever could make the two walks disagree on where a header starts is refused as
 //! corrupt. Not walked: data sets in a syntax refused anyway, and deflated ones (their lengths
 //! are bounded by the inflated size, not by the file's).
+//!
+//! One encoding dicom-parser misreads is taken out before it reads the file: an element of VR UN
+//! with undefined length in an explicit VR syntax. PS3.5 §6.2.2 (CP-246) says its value is a
+//! sequence encoded in implicit VR little endian, whatever the transfer syntax; it is what a
+//! private or unknown sequence becomes when a node that does not know it re-encodes an implicit
+//! VR object in explicit VR (GDCM and DCMTK read it so; dicom-rs issue #169 is its report for
+//! Philips' private groups). dicom-parser reads the items in the file's own explicit encoding and
+//! fails, or worse, reads garbage. The walk reads them as implicit VR and [`readable`] drops the
+//! element, unless it bears on how the image is shown or gated (then the file is refused by
+//! name), or it sits inside an item or sequence of defined length (whose length would then be
+//! wrong: refused by name too).
+
+use std::borrow::Cow;
 
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
 use dicom_core::{Tag, VR};
@@ -39,15 +52,61 @@ pub(super) struct NativePixels {
     pub range: std::ops::Range<usize>,
 }
 
-/// Checks every declared length in `body`, the file from `DICM` on (preamble removed), and
-/// says where the uncompressed pixel data lies when the syntax is native little endian.
+/// Checks every declared length in `body`, the file from `DICM` on (preamble removed), takes
+/// out the elements dicom-parser would misread (VR UN of undefined length, PS3.5 §6.2.2: see the
+/// module's doc), and says where the uncompressed pixel data lies in what it returns when the
+/// syntax is native little endian.
+pub(super) fn readable(
+    body: Cow<'_, [u8]>,
+) -> Result<(Cow<'_, [u8]>, Option<NativePixels>), DecodeError> {
+    let walk = walk(&body)?;
+    if walk.implicit_sequences.is_empty() {
+        return Ok((body, walk.native));
+    }
+    let mut kept = Vec::with_capacity(body.len());
+    let mut from = 0;
+    for range in &walk.implicit_sequences {
+        kept.extend_from_slice(&body[from..range.start]);
+        from = range.end;
+    }
+    kept.extend_from_slice(&body[from..]);
+    // Walked again, so that the pixel data's place is the new body's and nothing else moved.
+    let again = walk_without_implicit_sequences(&kept)?;
+    Ok((Cow::Owned(kept), again))
+}
+
+fn walk_without_implicit_sequences(body: &[u8]) -> Result<Option<NativePixels>, DecodeError> {
+    let walk = walk(body)?;
+    if !walk.implicit_sequences.is_empty() {
+        return Err(DecodeError::corrupt_dicom(
+            "a UN sequence of undefined length is still there after it was taken out",
+        ));
+    }
+    Ok(walk.native)
+}
+
+/// [`readable`], for tests that need only where the native pixel data lies.
+#[cfg(test)]
 pub(super) fn check(body: &[u8]) -> Result<Option<NativePixels>, DecodeError> {
+    readable(Cow::Borrowed(body)).map(|(_, native)| native)
+}
+
+/// What a walk found.
+struct Walk {
+    native: Option<NativePixels>,
+    /// Elements of VR UN and undefined length (PS3.5 §6.2.2) to take out, in file order.
+    implicit_sequences: Vec<std::ops::Range<usize>>,
+}
+
+fn walk(body: &[u8]) -> Result<Walk, DecodeError> {
     let mut c = Cursor {
         bytes: body,
         pos: 0,
         end: body.len(),
         syntax: Syntax::ExplicitLe, // the file meta group's, whatever the data set's
         pixels: Vec::new(),
+        defined: 0,
+        implicit_sequences: Vec::new(),
     };
     if c.take(4)? != b"DICM" {
         return Err(DecodeError::corrupt_dicom(
@@ -75,18 +134,25 @@ pub(super) fn check(body: &[u8]) -> Result<Option<NativePixels>, DecodeError> {
     c.syntax = match uid {
         "1.2.840.10008.1.2" => Syntax::ImplicitLe,
         "1.2.840.10008.1.2.2" => Syntax::ExplicitBe,
-        "1.2.840.10008.1.2.1.99" => return Ok(None), // deflated
-        // Unknown: refused by name next, before dicom-object reads the data set.
-        uid if TransferSyntaxRegistry.get(uid).is_none() => return Ok(None),
+        // Deflated, or unknown (refused by name next, before dicom-object reads the data set).
+        uid if uid == "1.2.840.10008.1.2.1.99" || TransferSyntaxRegistry.get(uid).is_none() => {
+            return Ok(Walk {
+                native: None,
+                implicit_sequences: Vec::new(),
+            })
+        }
         _ => Syntax::ExplicitLe,
     };
     elements(&mut c, 0)?;
     let native = matches!(uid, "1.2.840.10008.1.2" | "1.2.840.10008.1.2.1");
-    Ok(match c.pixels.as_slice() {
-        [only] if native => Some(NativePixels {
-            range: only.clone(),
-        }),
-        _ => None,
+    Ok(Walk {
+        native: match c.pixels.as_slice() {
+            [only] if native => Some(NativePixels {
+                range: only.clone(),
+            }),
+            _ => None,
+        },
+        implicit_sequences: c.implicit_sequences,
     })
 }
 
@@ -95,11 +161,15 @@ fn elements(c: &mut Cursor<'_>, depth: u32) -> Result<(), DecodeError> {
     // dicom-parser ends a data set quietly where not even a tag is left; nested, leftover
     // bytes would start a header the two walks see differently.
     while c.remaining() >= 4 || (depth > 0 && c.remaining() > 0) {
+        let at = c.pos;
         let (tag, vr, len) = c.header()?;
         let pixels = tag == tags::PIXEL_DATA && vr != VR::SQ;
         match tag {
             ITEM_END if depth > 0 => return Ok(()),
             ITEM_END => {} // outside any sequence dicom-parser skips it, length and all
+            _ if len == UNDEFINED && vr == VR::UN && c.syntax != Syntax::ImplicitLe => {
+                implicit_sequence(c, tag, at, depth)?
+            }
             // dicom-parser reads any other undefined length as a sequence.
             _ if len == UNDEFINED => items(c, depth + 1, pixels)?,
             _ if vr == VR::SQ => c.within(tag, len, |c| items(c, depth + 1, false))?,
@@ -143,6 +213,52 @@ fn items(c: &mut Cursor<'_>, depth: u32, fragments: bool) -> Result<(), DecodeEr
     Ok(())
 }
 
+/// An element of VR UN and undefined length at byte `at` (its header read): its items are
+/// walked in implicit VR little endian (PS3.5 §6.2.2) and the whole element is marked to be
+/// taken out, unless the image's display or gating could depend on it.
+fn implicit_sequence(
+    c: &mut Cursor<'_>,
+    tag: Tag,
+    at: usize,
+    depth: u32,
+) -> Result<(), DecodeError> {
+    let unreadable = |why: String| {
+        DecodeError::UnsupportedImage(format!(
+            "{tag} at byte {at} is a sequence encoded as UN with undefined length (implicit VR \
+             inside, PS3.5 §6.2.2), which the DICOM parser cannot read, and {why}"
+        ))
+    };
+    let standard = StandardDataDictionary.by_tag(tag);
+    if tag.0.is_multiple_of(2) {
+        // Standard: only a sequence may be encoded so, and only one the decode never reads may go.
+        match standard {
+            Some(e) if e.vr().relaxed() == VR::SQ => {}
+            _ => {
+                return Err(unreadable(
+                    "no standard attribute of this tag is a sequence".into(),
+                ))
+            }
+        }
+        if matches!(tag.0, 0x0028 | 0x0054 | 0x2050 | 0x7FE0) {
+            return Err(unreadable(format!(
+                "{} bears on how the image is shown or gated",
+                standard.map_or("it", |e| e.alias())
+            )));
+        }
+    }
+    if c.defined > 0 {
+        return Err(unreadable(
+            "it lies inside an item or sequence of defined length".into(),
+        ));
+    }
+    let outer = std::mem::replace(&mut c.syntax, Syntax::ImplicitLe);
+    let walked = items(c, depth + 1, false);
+    c.syntax = outer;
+    walked?;
+    c.implicit_sequences.push(at..c.pos);
+    Ok(())
+}
+
 fn implicit_vr(tag: Tag) -> VR {
     if tag == tags::PIXEL_DATA || (tag.0 >> 8 == 0x60 && tag.1 == 0x3000) {
         return VR::OW; // as dicom-encoding decides
@@ -172,6 +288,10 @@ struct Cursor<'a> {
     syntax: Syntax,
     /// Every top-level Pixel Data value with a defined length, in file order.
     pixels: Vec<std::ops::Range<usize>>,
+    /// How many items or sequences of defined length enclose the position.
+    defined: u32,
+    /// See [`Walk::implicit_sequences`].
+    implicit_sequences: Vec<std::ops::Range<usize>>,
 }
 
 impl<'a> Cursor<'a> {
@@ -252,7 +372,9 @@ impl<'a> Cursor<'a> {
         let (start, outer) = (self.pos, self.end);
         self.end = start + self.value(tag, len, 1)?.len();
         self.pos = start;
+        self.defined += 1;
         walk(self)?;
+        self.defined -= 1;
         if self.pos != self.end {
             return Err(DecodeError::corrupt_dicom(format!(
                 "{tag} at byte {start} ends early, at {}",
@@ -354,6 +476,59 @@ mod tests {
         out
     }
 
+    /// An element (0043,1001) of VR UN and undefined length whose item holds a private LO in
+    /// implicit VR (PS3.5 §6.2.2), with its header in little or big endian.
+    fn un_sequence(be: bool) -> Vec<u8> {
+        let mut out = long(Tag(0x0043, 0x1001), b"UN", UNDEFINED, be);
+        out.extend(bare(ITEM, UNDEFINED));
+        out.extend(bare(Tag(0x0043, 0x1010), 6));
+        out.extend(b"vendor");
+        out.extend(bare(ITEM_END, 0));
+        out.extend(bare(SEQUENCE_END, 0));
+        out
+    }
+
+    /// A 12×10 CR in `syntax` (explicit VR) with [`un_sequence`] before its pixel data.
+    fn with_un_sequence(syntax: &'static str) -> Vec<u8> {
+        let be = syntax == ts::EXPLICIT_VR_BE;
+        let file = fixtures::dicom(&DicomSpec::cr(12, 10).transfer_syntax(syntax));
+        let pixel_header: &[u8] = if be {
+            &[0x7F, 0xE0, 0x00, 0x10]
+        } else {
+            &[0xE0, 0x7F, 0x10, 0x00]
+        };
+        let at = file
+            .windows(4)
+            .rposition(|w| w == pixel_header)
+            .expect("pixel data header");
+        [&file[..at], &un_sequence(be), &file[at..]].concat()
+    }
+
+    #[test]
+    fn an_implicit_un_sequence_is_taken_out_and_the_pixels_are_found_where_they_moved() {
+        for syntax in [ts::EXPLICIT_VR_LE, ts::EXPLICIT_VR_BE] {
+            let plain = fixtures::dicom(&DicomSpec::cr(12, 10).transfer_syntax(syntax));
+            let with = with_un_sequence(syntax);
+            let (body, native) = readable(Cow::Borrowed(&with[128..])).expect(syntax);
+            // Exactly the element is gone: the rest is the plain file, byte for byte.
+            assert_eq!(&body[..], &plain[128..], "{syntax}");
+            let want = check(&plain[128..]).expect(syntax);
+            assert_eq!(native, want, "{syntax}");
+            assert_eq!(
+                decode(&with, &DecodeLimits::default())
+                    .expect(syntax)
+                    .pixels,
+                decode(&plain, &DecodeLimits::default())
+                    .expect(syntax)
+                    .pixels,
+            );
+        }
+        // In implicit VR an unknown element of undefined length is already read as a sequence.
+        let plain = fixtures::dicom(&DicomSpec::cr(12, 10).transfer_syntax(ts::IMPLICIT_VR_LE));
+        let (body, _) = readable(Cow::Borrowed(&plain[128..])).expect("implicit");
+        assert!(matches!(body, Cow::Borrowed(_)));
+    }
+
     /// Valid files in every layout the scan walks; generated once for all proptest cases.
     fn valid_files() -> &'static [Vec<u8>] {
         static FILES: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
@@ -368,6 +543,8 @@ mod tests {
                 with_sequences(ts::EXPLICIT_VR_LE),
                 with_sequences(ts::IMPLICIT_VR_LE),
                 with_sequences(ts::EXPLICIT_VR_BE),
+                with_un_sequence(ts::EXPLICIT_VR_LE),
+                with_un_sequence(ts::EXPLICIT_VR_BE),
             ]
         })
     }
