@@ -1,389 +1,31 @@
-//! A pre-scan of a DICOM file's declared lengths, run before dicom-object sees the bytes.
-//!
-//! dicom-parser reserves and zero-fills each value's declared length before reading it, and a
-//! length may claim up to 4 GiB: a 1 KiB file could make it allocate gigabytes before it fails
-//! as truncated. This walks the file meta group and the data set as dicom-parser does
-//! (elements, sequences, items, pixel fragments) without copying anything, and refuses as
-//! truncated any length longer than what is left of the file, or of the enclosing item or
-//! sequence. Whatever could make the two walks disagree on where a header starts is refused as
-//! corrupt. Not walked: data sets in a syntax refused anyway, and deflated ones (their lengths
-//! are bounded by the inflated size, not by the file's).
-//!
-//! One encoding dicom-parser misreads is taken out before it reads the file: an element of VR UN
-//! with undefined length in an explicit VR syntax. PS3.5 §6.2.2 (CP-246) says its value is a
-//! sequence encoded in implicit VR little endian, whatever the transfer syntax; it is what a
-//! private or unknown sequence becomes when a node that does not know it re-encodes an implicit
-//! VR object in explicit VR (GDCM and DCMTK read it so; dicom-rs issue #169 is its report for
-//! Philips' private groups). dicom-parser reads the items in the file's own explicit encoding and
-//! fails, or worse, reads garbage. The walk reads them as implicit VR and [`readable`] drops the
-//! element, unless it bears on how the image is shown or gated (then the file is refused by
-//! name), or it sits inside an item or sequence of defined length (whose length would then be
-//! wrong: refused by name too).
+//! The pre-scan of a DICOM file's declared lengths and the PS3.5 §6.2.2 UN sequences taken out
+//! before dicom-object reads it: `cxrflow-dicom` (shared with the gateway), its errors as
+//! preprocess's reasons. Its tests live here, beside the fixtures and the decoder they check.
 
 use std::borrow::Cow;
 
-use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
-use dicom_core::{Tag, VR};
-use dicom_dictionary_std::{tags, StandardDataDictionary};
-use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
+pub(super) use cxrflow_dicom::NativePixels;
+use cxrflow_dicom::{Purpose, ScanError};
 
-use super::DecodeError::{self, Truncated};
+use super::DecodeError;
 
-const UNDEFINED: u32 = u32::MAX;
-const ITEM: Tag = Tag(0xFFFE, 0xE000);
-const ITEM_END: Tag = Tag(0xFFFE, 0xE00D);
-const SEQUENCE_END: Tag = Tag(0xFFFE, 0xE0DD);
-/// Far deeper than real objects nest; bounds the recursion on crafted input.
-const MAX_DEPTH: u32 = 64;
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Syntax {
-    ExplicitLe,
-    ImplicitLe,
-    ExplicitBe,
-}
-
-/// Where the walk found the data set's own Pixel Data (7FE0,0010), when it holds the samples
-/// uncompressed: the only top-level Pixel Data element, with a defined length, in a little
-/// endian native syntax. Pixel Data nested in a sequence (an icon image) is not it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct NativePixels {
-    /// The value's bytes in the body passed to [`check`].
-    pub range: std::ops::Range<usize>,
-}
-
-/// Checks every declared length in `body`, the file from `DICM` on (preamble removed), takes
-/// out the elements dicom-parser would misread (VR UN of undefined length, PS3.5 §6.2.2: see the
-/// module's doc), and says where the uncompressed pixel data lies in what it returns when the
-/// syntax is native little endian.
+/// [`cxrflow_dicom::readable`] for the picture: a declared length past the end is truncation, a
+/// structure the walks could read differently a corrupt DICOM stream, and a UN sequence that
+/// may bear on display or gating an unsupported image.
 pub(super) fn readable(
     body: Cow<'_, [u8]>,
 ) -> Result<(Cow<'_, [u8]>, Option<NativePixels>), DecodeError> {
-    let walk = walk(&body)?;
-    if walk.implicit_sequences.is_empty() {
-        return Ok((body, walk.native));
-    }
-    let mut kept = Vec::with_capacity(body.len());
-    let mut from = 0;
-    for range in &walk.implicit_sequences {
-        kept.extend_from_slice(&body[from..range.start]);
-        from = range.end;
-    }
-    kept.extend_from_slice(&body[from..]);
-    // Walked again, so that the pixel data's place is the new body's and nothing else moved.
-    let again = walk_without_implicit_sequences(&kept)?;
-    Ok((Cow::Owned(kept), again))
-}
-
-fn walk_without_implicit_sequences(body: &[u8]) -> Result<Option<NativePixels>, DecodeError> {
-    let walk = walk(body)?;
-    if !walk.implicit_sequences.is_empty() {
-        return Err(DecodeError::corrupt_dicom(
-            "a UN sequence of undefined length is still there after it was taken out",
-        ));
-    }
-    Ok(walk.native)
+    cxrflow_dicom::readable(body, Purpose::Pixels).map_err(|e| match e {
+        ScanError::Truncated(words) => DecodeError::Truncated(words),
+        ScanError::Corrupt(words) => DecodeError::corrupt_dicom(words),
+        ScanError::Unreadable(words) => DecodeError::UnsupportedImage(words),
+    })
 }
 
 /// [`readable`], for tests that need only where the native pixel data lies.
 #[cfg(test)]
 pub(super) fn check(body: &[u8]) -> Result<Option<NativePixels>, DecodeError> {
     readable(Cow::Borrowed(body)).map(|(_, native)| native)
-}
-
-/// What a walk found.
-struct Walk {
-    native: Option<NativePixels>,
-    /// Elements of VR UN and undefined length (PS3.5 §6.2.2) to take out, in file order.
-    implicit_sequences: Vec<std::ops::Range<usize>>,
-}
-
-fn walk(body: &[u8]) -> Result<Walk, DecodeError> {
-    let mut c = Cursor {
-        bytes: body,
-        pos: 0,
-        end: body.len(),
-        syntax: Syntax::ExplicitLe, // the file meta group's, whatever the data set's
-        pixels: Vec::new(),
-        defined: 0,
-        implicit_sequences: Vec::new(),
-    };
-    if c.take(4)? != b"DICM" {
-        return Err(DecodeError::corrupt_dicom(
-            "no DICM magic before the file meta group",
-        ));
-    }
-    // As dicom-object reads it: the group length first, then elements until it is used up.
-    let (tag, _, len) = c.header()?;
-    if tag != tags::FILE_META_INFORMATION_GROUP_LENGTH || len != 4 {
-        return Err(DecodeError::corrupt_dicom(format!(
-            "file meta group opens with {tag}, not its length"
-        )));
-    }
-    let group_length = c.u32()? as usize;
-    let (group_end, mut uid) = (c.pos.saturating_add(group_length), &b""[..]);
-    while c.pos < group_end {
-        let (tag, _, len) = c.header()?;
-        let value = c.value(tag, len, 1)?;
-        if tag == tags::TRANSFER_SYNTAX_UID {
-            uid = value;
-        }
-    }
-    let uid = String::from_utf8_lossy(uid);
-    let uid = uid.trim_end_matches(|c: char| c.is_whitespace() || c == '\0');
-    c.syntax = match uid {
-        "1.2.840.10008.1.2" => Syntax::ImplicitLe,
-        "1.2.840.10008.1.2.2" => Syntax::ExplicitBe,
-        // Deflated, or unknown (refused by name next, before dicom-object reads the data set).
-        uid if uid == "1.2.840.10008.1.2.1.99" || TransferSyntaxRegistry.get(uid).is_none() => {
-            return Ok(Walk {
-                native: None,
-                implicit_sequences: Vec::new(),
-            })
-        }
-        _ => Syntax::ExplicitLe,
-    };
-    elements(&mut c, 0)?;
-    let native = matches!(uid, "1.2.840.10008.1.2" | "1.2.840.10008.1.2.1");
-    Ok(Walk {
-        native: match c.pixels.as_slice() {
-            [only] if native => Some(NativePixels {
-                range: only.clone(),
-            }),
-            _ => None,
-        },
-        implicit_sequences: c.implicit_sequences,
-    })
-}
-
-/// Data set elements until the end or, at `depth` > 0, the item's delimiter.
-fn elements(c: &mut Cursor<'_>, depth: u32) -> Result<(), DecodeError> {
-    // dicom-parser ends a data set quietly where not even a tag is left; nested, leftover
-    // bytes would start a header the two walks see differently.
-    while c.remaining() >= 4 || (depth > 0 && c.remaining() > 0) {
-        let at = c.pos;
-        let (tag, vr, len) = c.header()?;
-        let pixels = tag == tags::PIXEL_DATA && vr != VR::SQ;
-        match tag {
-            ITEM_END if depth > 0 => return Ok(()),
-            ITEM_END => {} // outside any sequence dicom-parser skips it, length and all
-            _ if len == UNDEFINED && vr == VR::UN && c.syntax != Syntax::ImplicitLe => {
-                implicit_sequence(c, tag, at, depth)?
-            }
-            // dicom-parser reads any other undefined length as a sequence.
-            _ if len == UNDEFINED => items(c, depth + 1, pixels)?,
-            _ if vr == VR::SQ => c.within(tag, len, |c| items(c, depth + 1, false))?,
-            _ if pixels && depth == 0 => {
-                let start = c.pos;
-                let value = c.value(tag, len, unit(vr))?;
-                c.pixels.push(start..start + value.len());
-            }
-            _ => drop(c.value(tag, len, unit(vr))?),
-        }
-    }
-    Ok(())
-}
-
-/// Items of a sequence (pixel fragments when `fragments`) until its delimiter or the end.
-fn items(c: &mut Cursor<'_>, depth: u32, fragments: bool) -> Result<(), DecodeError> {
-    if depth > MAX_DEPTH {
-        return Err(DecodeError::corrupt_dicom(format!(
-            "over {MAX_DEPTH} sequences deep at byte {}",
-            c.pos
-        )));
-    }
-    // dicom-parser reads the first fragment, the offset table, as 32-bit numbers.
-    let mut fragment_unit = 4;
-    while c.remaining() > 0 {
-        let at = c.pos;
-        match c.header()? {
-            (SEQUENCE_END, _, _) => return Ok(()),
-            (ITEM, _, len) if fragments => {
-                c.value(ITEM, len, std::mem::replace(&mut fragment_unit, 1))?;
-            }
-            (ITEM, _, UNDEFINED) => elements(c, depth)?,
-            (ITEM, _, len) => c.within(ITEM, len, |c| elements(c, depth))?,
-            (tag, _, _) => {
-                return Err(DecodeError::corrupt_dicom(format!(
-                    "{tag} at byte {at}, not an item"
-                )))
-            }
-        }
-    }
-    Ok(())
-}
-
-/// An element of VR UN and undefined length at byte `at` (its header read): its items are
-/// walked in implicit VR little endian (PS3.5 §6.2.2) and the whole element is marked to be
-/// taken out, unless the image's display or gating could depend on it.
-fn implicit_sequence(
-    c: &mut Cursor<'_>,
-    tag: Tag,
-    at: usize,
-    depth: u32,
-) -> Result<(), DecodeError> {
-    let unreadable = |why: String| {
-        DecodeError::UnsupportedImage(format!(
-            "{tag} at byte {at} is a sequence encoded as UN with undefined length (implicit VR \
-             inside, PS3.5 §6.2.2), which the DICOM parser cannot read, and {why}"
-        ))
-    };
-    let standard = StandardDataDictionary.by_tag(tag);
-    if tag.0.is_multiple_of(2) {
-        // Standard: only a sequence may be encoded so, and only one the decode never reads may go.
-        match standard {
-            Some(e) if e.vr().relaxed() == VR::SQ => {}
-            _ => {
-                return Err(unreadable(
-                    "no standard attribute of this tag is a sequence".into(),
-                ))
-            }
-        }
-        if matches!(tag.0, 0x0028 | 0x0054 | 0x2050 | 0x7FE0) {
-            return Err(unreadable(format!(
-                "{} bears on how the image is shown or gated",
-                standard.map_or("it", |e| e.alias())
-            )));
-        }
-    }
-    if c.defined > 0 {
-        return Err(unreadable(
-            "it lies inside an item or sequence of defined length".into(),
-        ));
-    }
-    let outer = std::mem::replace(&mut c.syntax, Syntax::ImplicitLe);
-    let walked = items(c, depth + 1, false);
-    c.syntax = outer;
-    walked?;
-    c.implicit_sequences.push(at..c.pos);
-    Ok(())
-}
-
-fn implicit_vr(tag: Tag) -> VR {
-    if tag == tags::PIXEL_DATA || (tag.0 >> 8 == 0x60 && tag.1 == 0x3000) {
-        return VR::OW; // as dicom-encoding decides
-    }
-    StandardDataDictionary
-        .by_tag(tag)
-        .map_or(VR::UN, |e| e.vr().relaxed())
-}
-
-/// dicom-parser reads numbers whole and leaves a remainder unread, so its next header would
-/// start elsewhere than ours: such a length is refused.
-fn unit(vr: VR) -> u32 {
-    use VR::*;
-    match vr {
-        US | OW | SS => 2,
-        AT | FL | OF | SL | OL | UL => 4,
-        FD | OD | SV | OV | UV => 8,
-        _ => 1,
-    }
-}
-
-/// Reads `bytes[pos..end]`; `end` narrows to the item or sequence being walked.
-struct Cursor<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-    end: usize,
-    syntax: Syntax,
-    /// Every top-level Pixel Data value with a defined length, in file order.
-    pixels: Vec<std::ops::Range<usize>>,
-    /// How many items or sequences of defined length enclose the position.
-    defined: u32,
-    /// See [`Walk::implicit_sequences`].
-    implicit_sequences: Vec<std::ops::Range<usize>>,
-}
-
-impl<'a> Cursor<'a> {
-    fn remaining(&self) -> usize {
-        self.end.saturating_sub(self.pos)
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        let at = self.pos;
-        let out = self.bytes.get(at..self.end).and_then(|rest| rest.get(..n));
-        let out = out.ok_or_else(|| Truncated(format!("header cut short at byte {at}")))?;
-        self.pos += n;
-        Ok(out)
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
-        let mut out = [0; N];
-        out.copy_from_slice(self.take(N)?);
-        if self.syntax == Syntax::ExplicitBe {
-            out.reverse(); // callers read little endian
-        }
-        Ok(out)
-    }
-
-    fn u16(&mut self) -> Result<u16, DecodeError> {
-        self.array().map(u16::from_le_bytes)
-    }
-
-    fn u32(&mut self) -> Result<u32, DecodeError> {
-        self.array().map(u32::from_le_bytes)
-    }
-
-    /// (tag, VR, length) as dicom-encoding reads them: items and delimiters (group FFFE) and
-    /// implicit VR have no VR field; explicit VRs have a 16-bit length but for those below.
-    fn header(&mut self) -> Result<(Tag, VR, u32), DecodeError> {
-        let tag = Tag(self.u16()?, self.u16()?);
-        if tag.0 == 0xFFFE {
-            return Ok((tag, VR::UN, self.u32()?));
-        }
-        if self.syntax == Syntax::ImplicitLe {
-            return Ok((tag, implicit_vr(tag), self.u32()?));
-        }
-        let code = self.take(2)?;
-        let vr = VR::from_binary([code[0], code[1]]).unwrap_or(VR::UN);
-        use VR::*;
-        if let OB | OD | OF | OL | OV | OW | SQ | SV | UC | UN | UR | UT | UV = vr {
-            self.u16()?; // reserved
-            return Ok((tag, vr, self.u32()?));
-        }
-        Ok((tag, vr, u32::from(self.u16()?)))
-    }
-
-    /// Steps over a value of `len` bytes, refusing one longer than what is left or not a
-    /// whole number of `unit`s.
-    fn value(&mut self, tag: Tag, len: u32, unit: u32) -> Result<&'a [u8], DecodeError> {
-        let (at, left) = (self.pos, self.remaining());
-        if len as usize > left {
-            return Err(Truncated(format!(
-                "{tag} at byte {at} declares {len} bytes, {left} left"
-            )));
-        }
-        if !len.is_multiple_of(unit) {
-            return Err(DecodeError::corrupt_dicom(format!(
-                "{tag} at byte {at}: {len} bytes, not {unit}-byte units"
-            )));
-        }
-        self.take(len as usize)
-    }
-
-    /// Runs `walk` over the next `len` bytes alone; it must use them up, or the two walks
-    /// would go on from different places.
-    fn within(
-        &mut self,
-        tag: Tag,
-        len: u32,
-        walk: impl FnOnce(&mut Self) -> Result<(), DecodeError>,
-    ) -> Result<(), DecodeError> {
-        let (start, outer) = (self.pos, self.end);
-        self.end = start + self.value(tag, len, 1)?.len();
-        self.pos = start;
-        self.defined += 1;
-        walk(self)?;
-        self.defined -= 1;
-        if self.pos != self.end {
-            return Err(DecodeError::corrupt_dicom(format!(
-                "{tag} at byte {start} ends early, at {}",
-                self.pos
-            )));
-        }
-        self.end = outer;
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -398,11 +40,18 @@ mod tests {
     use proptest::prelude::*;
     use proptest::sample::Index;
 
+    use dicom_core::{Tag, VR};
+    use dicom_dictionary_std::tags;
+
     use super::*;
     use crate::decode::{decode, DecodeLimits};
     use crate::fixtures::{self, broken, ts, DicomSpec};
 
     const GIB3: u32 = 3 << 30;
+    const UNDEFINED: u32 = u32::MAX;
+    const ITEM: Tag = Tag(0xFFFE, 0xE000);
+    const ITEM_END: Tag = Tag(0xFFFE, 0xE00D);
+    const SEQUENCE_END: Tag = Tag(0xFFFE, 0xE0DD);
 
     /// Tag, VR, reserved bytes and a 4-byte length, little or big endian.
     fn long(tag: Tag, vr: &[u8; 2], len: u32, be: bool) -> Vec<u8> {
