@@ -170,12 +170,22 @@ impl InstanceMeta {
     }
 }
 
-/// Parses a data set received over DIMSE in its negotiated transfer syntax.
+/// Parses a data set received over DIMSE in its negotiated transfer syntax. Its declared
+/// lengths are checked first (dicom-parser would allocate a hostile one before failing), and a
+/// sequence encoded as UN with undefined length (PS3.5 §6.2.2), which dicom-parser misreads, is
+/// left out of what is parsed: the metadata read here is never in one. The stored file keeps
+/// the data set exactly as received.
 pub fn read_dataset(bytes: &[u8], ts_uid: &str) -> Result<InMemDicomObject, InstanceError> {
     let ts = TransferSyntaxRegistry
         .get(trim_uid(ts_uid))
         .ok_or_else(|| InstanceError::TransferSyntaxNotSupported(clip(ts_uid)))?;
-    InMemDicomObject::read_dataset_with_ts(bytes, ts)
+    let bytes = cxrflow_dicom::readable_data_set(
+        Cow::Borrowed(bytes),
+        trim_uid(ts_uid),
+        cxrflow_dicom::Purpose::Metadata,
+    )
+    .map_err(|e| InstanceError::Unreadable(e.to_string()))?;
+    InMemDicomObject::read_dataset_with_ts(&bytes[..], ts)
         .map_err(|e| InstanceError::Unreadable(e.to_string()))
 }
 
@@ -195,9 +205,15 @@ pub fn read_part10(bytes: &[u8]) -> Result<Part10, InstanceError> {
             "not a DICOM Part-10 file (no DICM prefix after the 128-byte preamble)".into(),
         ));
     }
+    // As in `read_dataset`: lengths checked, UN sequences of undefined length left out.
+    let (body, _) = cxrflow_dicom::readable(
+        Cow::Borrowed(&bytes[128..]),
+        cxrflow_dicom::Purpose::Metadata,
+    )
+    .map_err(|e| InstanceError::Unreadable(e.to_string()))?;
     let file = OpenFileOptions::new()
-        .read_preamble(dicom_object::file::ReadPreamble::Always)
-        .from_reader(bytes)
+        .read_preamble(dicom_object::file::ReadPreamble::Never)
+        .from_reader(&body[..])
         .map_err(|e| InstanceError::Unreadable(e.to_string()))?;
     let meta = file.meta();
     let part = Part10 {
@@ -398,5 +414,23 @@ mod tests {
         assert_eq!(InstanceMeta::from_dataset(&back.dataset).unwrap(), meta);
         assert!(read_part10(b"not dicom").is_err());
         assert!(read_dataset(&bytes, "1.2.840.10008.1.2.1").is_ok());
+    }
+
+    #[test]
+    fn a_hostile_declared_length_is_refused_before_dicom_parser_allocates_it() {
+        let ts = TransferSyntaxRegistry.get("1.2.840.10008.1.2.1").unwrap();
+        let mut bytes = Vec::new();
+        dataset().write_dataset_with_ts(&mut bytes, ts).unwrap();
+        // (0042,0011) Encapsulated Document, OB, claiming 3 GiB in a data set of a few hundred
+        // bytes: dicom-parser would zero-fill the 3 GiB before it found them missing.
+        bytes.extend([0x42, 0x00, 0x11, 0x00, b'O', b'B', 0, 0]);
+        bytes.extend((3u32 << 30).to_le_bytes());
+        let started = std::time::Instant::now();
+        let e = read_dataset(&bytes, "1.2.840.10008.1.2.1").unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_millis(200));
+        assert!(
+            matches!(&e, InstanceError::Unreadable(w) if w.contains("declares 3221225472 bytes")),
+            "{e}"
+        );
     }
 }

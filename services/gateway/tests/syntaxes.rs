@@ -1,7 +1,9 @@
 //! The gateway accepts exactly the transfer syntaxes preprocess decodes (the contracts list):
 //! DCMTK's storescu sends a JPEG-LS instance (written by dcmcjpls) and a deflated one (storescu
 //! deflates on the fly), both refused before the list was shared; each is stored in the syntax
-//! that was negotiated and published. MPEG2 stays refused.
+//! that was negotiated and published. MPEG2 stays refused. A data set holding a sequence encoded
+//! as UN with undefined length (PS3.5 §6.2.2), which dicom-parser cannot read, is stored as
+//! received and published.
 
 mod support;
 
@@ -9,6 +11,7 @@ use std::collections::HashMap;
 
 use cxrflow_common::blob::BlobStore;
 use cxrflow_testkit::Broker;
+use dicom_ul::ClientAssociationOptions;
 use support::*;
 
 const JPEG_LS_LOSSLESS: &str = "1.2.840.10008.1.2.4.80";
@@ -75,5 +78,96 @@ async fn jpeg_ls_and_deflated_instances_are_stored_and_published() {
     assert!(!cxrflow_gateway::instance::is_accepted_transfer_syntax(
         "1.2.840.10008.1.2.4.100"
     ));
+    gw.stop().await;
+}
+
+/// GDCM's element (4453,100C) as pydicom's `UN_sequence.dcm` ends with it: VR UN, undefined
+/// length, its items in implicit VR (PS3.5 §6.2.2), a Referenced Series Sequence two deep.
+fn gdcm_un_sequence() -> Vec<u8> {
+    let out = std::process::Command::new(venv_python())
+        .args([
+            "-c",
+            "import os, pydicom; print(os.path.join(os.path.dirname(pydicom.__file__), 'data', 'test_files', 'UN_sequence.dcm'))",
+        ])
+        .output()
+        .expect("the tools venv's python");
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let file = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let header = [
+        0x53, 0x44, 0x0C, 0x10, b'U', b'N', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+    ];
+    let at = file
+        .windows(header.len())
+        .position(|w| w == header)
+        .expect("GDCM's UN element");
+    file[at..].to_vec()
+}
+
+/// A CR whose private sequence a router re-encoded as UN with undefined length (GDCM's own
+/// encoding of one) arrives in explicit VR little endian from a sender that forwards the bytes
+/// it stored (dicom-rs's SCU here; DCMTK's storescu re-encodes the element as SQ on its way
+/// out, so it cannot send this). dicom-parser alone cannot read that data set: the gateway
+/// answered a failure status and the study never reached the worklist. Now it reads the
+/// metadata without the element, stores the data set exactly as received, element included, and
+/// publishes the scan event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_data_set_with_a_un_sequence_of_undefined_length_is_stored_as_received() {
+    let broker = Broker::start();
+    let kafka = broker.stack().await;
+    let codec = codec();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&kafka, dir.path());
+    let blob_url = cfg.blob_store.clone().unwrap();
+    let gw = Running::start(cfg).await;
+
+    let cr = fixture(3, Kind::Cr12);
+    let plain = cr.dataset_bytes(EXPLICIT_LE);
+    let un = gdcm_un_sequence();
+    let at = plain
+        .windows(4)
+        .rposition(|w| w == [0xE0, 0x7F, 0x10, 0x00])
+        .expect("Pixel Data header");
+    let data_set = [&plain[..at], &un, &plain[at..]].concat();
+    assert!(
+        cxrflow_gateway::instance::read_dataset(&plain, EXPLICIT_LE).is_ok()
+            && dicom_object::InMemDicomObject::read_dataset_with_ts(
+                &data_set[..],
+                &dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased(),
+            )
+            .is_err(),
+        "dicom-parser alone reads the data set with the element: this test shows nothing"
+    );
+    let mut assoc = ClientAssociationOptions::new()
+        .calling_ae_title("MODALITY1")
+        .called_ae_title(AE)
+        .with_presentation_context(cr.kind.sop_class(), vec![EXPLICIT_LE])
+        .establish_async(("127.0.0.1", gw.dicom))
+        .await
+        .expect("association");
+    let status = tokio::time::timeout(
+        WAIT,
+        c_store(&mut assoc, 1, 1, cr.kind.sop_class(), &cr.sop, &data_set),
+    )
+    .await
+    .expect("an answer, not a hang");
+    assert_eq!(status, Some(0x0000), "C-STORE status");
+    let _ = assoc.release().await;
+
+    let events = scan_events(&kafka, &codec, 1, WAIT).await;
+    let (_, event) = &events[0];
+    assert_eq!(event.study.sop_instance_uid, cr.sop);
+    let blobs = BlobStore::open(&blob_url, &[]).unwrap();
+    let stored = blobs
+        .get(event.image_uri.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        stored.ends_with(&data_set),
+        "the stored file does not end with the data set as it was sent"
+    );
+    // The stored file is read back (STOW-RS and ingest read Part 10 files) without the element.
+    let part = cxrflow_gateway::instance::read_part10(&stored).unwrap();
+    assert_eq!(part.transfer_syntax, EXPLICIT_LE);
+    assert_eq!(gw.rejected("dataset_unreadable").await, 0.0);
     gw.stop().await;
 }
