@@ -366,13 +366,7 @@ async fn an_unacknowledged_event_answers_out_of_resources_and_the_resend_succeed
     let gw = Running::start(config(&kafka, dir.path())).await;
     let f = fixture(1, Kind::Dx16);
     let bytes = f.dataset_bytes(EXPLICIT_LE);
-    let mut assoc = ClientAssociationOptions::new()
-        .calling_ae_title("MODALITY1")
-        .called_ae_title(AE)
-        .with_presentation_context(f.kind.sop_class(), vec![EXPLICIT_LE])
-        .establish_async(("127.0.0.1", gw.dicom))
-        .await
-        .expect("association");
+    let mut assoc = associate_explicit_le(gw.dicom, f.kind.sop_class()).await;
 
     let status = tokio::time::timeout(
         WAIT,

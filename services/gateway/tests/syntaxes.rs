@@ -11,7 +11,6 @@ use std::collections::HashMap;
 
 use cxrflow_common::blob::BlobStore;
 use cxrflow_testkit::Broker;
-use dicom_ul::ClientAssociationOptions;
 use support::*;
 
 const JPEG_LS_LOSSLESS: &str = "1.2.840.10008.1.2.4.80";
@@ -81,28 +80,6 @@ async fn jpeg_ls_and_deflated_instances_are_stored_and_published() {
     gw.stop().await;
 }
 
-/// GDCM's element (4453,100C) as pydicom's `UN_sequence.dcm` ends with it: VR UN, undefined
-/// length, its items in implicit VR (PS3.5 §6.2.2), a Referenced Series Sequence two deep.
-fn gdcm_un_sequence() -> Vec<u8> {
-    let out = std::process::Command::new(venv_python())
-        .args([
-            "-c",
-            "import os, pydicom; print(os.path.join(os.path.dirname(pydicom.__file__), 'data', 'test_files', 'UN_sequence.dcm'))",
-        ])
-        .output()
-        .expect("the tools venv's python");
-    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let file = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let header = [
-        0x53, 0x44, 0x0C, 0x10, b'U', b'N', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
-    ];
-    let at = file
-        .windows(header.len())
-        .position(|w| w == header)
-        .expect("GDCM's UN element");
-    file[at..].to_vec()
-}
-
 /// A CR whose private sequence a router re-encoded as UN with undefined length (GDCM's own
 /// encoding of one) arrives in explicit VR little endian from a sender that forwards the bytes
 /// it stored (dicom-rs's SCU here; DCMTK's storescu re-encodes the element as SQ on its way
@@ -122,7 +99,7 @@ async fn a_data_set_with_a_un_sequence_of_undefined_length_is_stored_as_received
 
     let cr = fixture(3, Kind::Cr12);
     let plain = cr.dataset_bytes(EXPLICIT_LE);
-    let un = gdcm_un_sequence();
+    let un = cxrflow_testkit::gdcm_un_sequence();
     let at = plain
         .windows(4)
         .rposition(|w| w == [0xE0, 0x7F, 0x10, 0x00])
@@ -137,13 +114,7 @@ async fn a_data_set_with_a_un_sequence_of_undefined_length_is_stored_as_received
             .is_err(),
         "dicom-parser alone reads the data set with the element: this test shows nothing"
     );
-    let mut assoc = ClientAssociationOptions::new()
-        .calling_ae_title("MODALITY1")
-        .called_ae_title(AE)
-        .with_presentation_context(cr.kind.sop_class(), vec![EXPLICIT_LE])
-        .establish_async(("127.0.0.1", gw.dicom))
-        .await
-        .expect("association");
+    let mut assoc = associate_explicit_le(gw.dicom, cr.kind.sop_class()).await;
     let status = tokio::time::timeout(
         WAIT,
         c_store(&mut assoc, 1, 1, cr.kind.sop_class(), &cr.sop, &data_set),

@@ -22,26 +22,7 @@ use cxrflow_preprocess::decode::{decode, DecodeLimits};
 use cxrflow_preprocess::eligibility::EligibilityRules;
 use cxrflow_preprocess::pipeline::{prepare_guarded, Gated};
 use cxrflow_preprocess::Profile;
-use cxrflow_testkit::{run_tool, tools_python};
-
-/// pydicom's `data/test_files`, from the tools venv's pinned wheel.
-fn corpus() -> PathBuf {
-    let out = Command::new(tools_python())
-        .args([
-            "-c",
-            "import os, pydicom; print(os.path.join(os.path.dirname(pydicom.__file__), 'data', 'test_files'))",
-        ])
-        .output()
-        .unwrap_or_else(|e| panic!("the tools venv's python cannot run (scripts/prereqs.sh): {e}"));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    assert!(dir.is_dir(), "no pydicom test corpus at {}", dir.display());
-    dir
-}
+use cxrflow_testkit::{gdcm_un_sequence, pydicom_test_files as corpus, run_tool, tools_python};
 
 fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -362,20 +343,6 @@ const WRITE_CR: &str = concat!(
 make(12, 64, 80, "MONOCHROME2").save_as(d + "/le.dcm", enforce_file_format=True)
 "#
 );
-
-/// GDCM's element (4453,100C): VR UN, undefined length, its items in implicit VR (a Referenced
-/// Series Sequence two deep), as `UN_sequence.dcm` ends with it.
-fn gdcm_un_sequence() -> Vec<u8> {
-    let file = read(&corpus().join("UN_sequence.dcm"));
-    let header = [
-        0x53, 0x44, 0x0C, 0x10, b'U', b'N', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
-    ];
-    let at = file
-        .windows(header.len())
-        .position(|w| w == header)
-        .expect("GDCM's UN element");
-    file[at..].to_vec()
-}
 
 /// `file` with `element` inserted before its last Pixel Data header (`pixel_header`).
 fn before_pixel_data(file: &[u8], pixel_header: &[u8], element: &[u8]) -> Vec<u8> {

@@ -59,6 +59,42 @@ pub fn tools_python() -> std::path::PathBuf {
     tools.join("venv/bin/python")
 }
 
+/// pydicom's own test corpus (`pydicom/data/test_files`: files from GDCM, DCMTK, vendors and
+/// pydicom), shipped in the tools venv's pinned pydicom wheel.
+pub fn pydicom_test_files() -> std::path::PathBuf {
+    let out = std::process::Command::new(tools_python())
+        .args([
+            "-c",
+            "import os, pydicom; print(os.path.join(os.path.dirname(pydicom.__file__), 'data', 'test_files'))",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("the tools venv's python cannot run (scripts/prereqs.sh): {e}"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(dir.is_dir(), "no pydicom test corpus at {}", dir.display());
+    dir
+}
+
+/// GDCM's element (4453,100C) as pydicom's `UN_sequence.dcm` ends with it: VR UN, undefined
+/// length, its items in implicit VR (PS3.5 §6.2.2), a Referenced Series Sequence two deep;
+/// explicit VR little endian header.
+pub fn gdcm_un_sequence() -> Vec<u8> {
+    let path = pydicom_test_files().join("UN_sequence.dcm");
+    let file = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let header = [
+        0x53, 0x44, 0x0C, 0x10, b'U', b'N', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+    ];
+    let at = file
+        .windows(header.len())
+        .position(|w| w == header)
+        .expect("GDCM's UN element");
+    file[at..].to_vec()
+}
+
 pub fn init_logs() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(

@@ -429,6 +429,21 @@ pub fn response_status(pdu: &Pdu) -> Option<u16> {
     obj.element(tags::STATUS).ok()?.to_int::<u16>().ok()
 }
 
+/// An association from MODALITY1 to the gateway on `port`, proposing `sop_class` in explicit VR
+/// little endian only (presentation context 1).
+pub async fn associate_explicit_le(
+    port: u16,
+    sop_class: &str,
+) -> dicom_ul::association::AsyncClientAssociation<TcpStream> {
+    dicom_ul::ClientAssociationOptions::new()
+        .calling_ae_title("MODALITY1")
+        .called_ae_title(AE)
+        .with_presentation_context(sop_class, vec![EXPLICIT_LE])
+        .establish_async(("127.0.0.1", port))
+        .await
+        .expect("association")
+}
+
 /// Sends one C-STORE (command, then the data set in PDUs of at most `chunk` bytes) on an
 /// established association and returns the response status.
 pub async fn c_store(
