@@ -10,7 +10,6 @@ mod support;
 use std::collections::HashMap;
 
 use cxrflow_common::blob::BlobStore;
-use cxrflow_testkit::Broker;
 use support::*;
 
 const JPEG_LS_LOSSLESS: &str = "1.2.840.10008.1.2.4.80";
@@ -18,18 +17,13 @@ const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn jpeg_ls_and_deflated_instances_are_stored_and_published() {
-    let broker = Broker::start();
-    let kafka = broker.stack().await;
-    let codec = codec();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(&kafka, dir.path());
-    let blob_url = cfg.blob_store.clone().unwrap();
-    let gw = Running::start(cfg).await;
-    let port = gw.dicom.to_string();
+    // Kept whole: its broker lives as long as it does.
+    let stack = Stack::start().await;
+    let port = stack.gw.dicom.to_string();
 
     let jls = fixture(1, Kind::Cr12);
-    let plain = jls.write(dir.path(), EXPLICIT_LE);
-    let jls_file = dir.path().join("jls.dcm");
+    let plain = jls.write(stack.dir.path(), EXPLICIT_LE);
+    let jls_file = stack.dir.path().join("jls.dcm");
     let (ok, out) = run_tool({
         let mut c = dcmtk("dcmcjpls");
         c.arg("+el").arg(&plain).arg(&jls_file);
@@ -38,7 +32,7 @@ async fn jpeg_ls_and_deflated_instances_are_stored_and_published() {
     .await;
     assert!(ok, "dcmcjpls failed: {out}");
     let deflated = fixture(2, Kind::Dx16);
-    let deflated_file = deflated.write(dir.path(), EXPLICIT_LE);
+    let deflated_file = deflated.write(stack.dir.path(), EXPLICIT_LE);
 
     // -xt: propose JPEG-LS lossless (the file's own syntax); -xd: propose deflated, which
     // storescu then uses for an uncompressed file. One association each.
@@ -53,8 +47,8 @@ async fn jpeg_ls_and_deflated_instances_are_stored_and_published() {
         assert!(ok, "storescu {flag} failed: {out}");
     }
 
-    let events = scan_events(&kafka, &codec, 2, WAIT).await;
-    let blobs = BlobStore::open(&blob_url, &[]).unwrap();
+    let events = scan_events(&stack.kafka, &stack.codec, 2, WAIT).await;
+    let blobs = BlobStore::open(&stack.blob_url, &[]).unwrap();
     let mut stored: HashMap<String, String> = HashMap::new();
     for (_, e) in &events {
         let bytes = blobs.get(e.image_uri.as_deref().unwrap()).await.unwrap();
@@ -77,7 +71,7 @@ async fn jpeg_ls_and_deflated_instances_are_stored_and_published() {
     assert!(!cxrflow_gateway::instance::is_accepted_transfer_syntax(
         "1.2.840.10008.1.2.4.100"
     ));
-    gw.stop().await;
+    stack.gw.stop().await;
 }
 
 /// A CR whose private sequence a router re-encoded as UN with undefined length (GDCM's own
@@ -89,13 +83,8 @@ async fn jpeg_ls_and_deflated_instances_are_stored_and_published() {
 /// publishes the scan event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_data_set_with_a_un_sequence_of_undefined_length_is_stored_as_received() {
-    let broker = Broker::start();
-    let kafka = broker.stack().await;
-    let codec = codec();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(&kafka, dir.path());
-    let blob_url = cfg.blob_store.clone().unwrap();
-    let gw = Running::start(cfg).await;
+    // Kept whole: its broker lives as long as it does.
+    let stack = Stack::start().await;
 
     let cr = fixture(3, Kind::Cr12);
     let plain = cr.dataset_bytes(EXPLICIT_LE);
@@ -114,7 +103,7 @@ async fn a_data_set_with_a_un_sequence_of_undefined_length_is_stored_as_received
             .is_err(),
         "dicom-parser alone reads the data set with the element: this test shows nothing"
     );
-    let mut assoc = associate_explicit_le(gw.dicom, cr.kind.sop_class()).await;
+    let mut assoc = associate_explicit_le(stack.gw.dicom, cr.kind.sop_class()).await;
     let status = tokio::time::timeout(
         WAIT,
         c_store(&mut assoc, 1, 1, cr.kind.sop_class(), &cr.sop, &data_set),
@@ -124,10 +113,10 @@ async fn a_data_set_with_a_un_sequence_of_undefined_length_is_stored_as_received
     assert_eq!(status, Some(0x0000), "C-STORE status");
     let _ = assoc.release().await;
 
-    let events = scan_events(&kafka, &codec, 1, WAIT).await;
+    let events = scan_events(&stack.kafka, &stack.codec, 1, WAIT).await;
     let (_, event) = &events[0];
     assert_eq!(event.study.sop_instance_uid, cr.sop);
-    let blobs = BlobStore::open(&blob_url, &[]).unwrap();
+    let blobs = BlobStore::open(&stack.blob_url, &[]).unwrap();
     let stored = blobs
         .get(event.image_uri.as_deref().unwrap())
         .await
@@ -139,6 +128,6 @@ async fn a_data_set_with_a_un_sequence_of_undefined_length_is_stored_as_received
     // The stored file is read back (STOW-RS and ingest read Part 10 files) without the element.
     let part = cxrflow_gateway::instance::read_part10(&stored).unwrap();
     assert_eq!(part.transfer_syntax, EXPLICIT_LE);
-    assert_eq!(gw.rejected("dataset_unreadable").await, 0.0);
-    gw.stop().await;
+    assert_eq!(stack.gw.rejected("dataset_unreadable").await, 0.0);
+    stack.gw.stop().await;
 }

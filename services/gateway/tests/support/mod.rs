@@ -35,6 +35,35 @@ pub fn codec() -> Arc<Codec> {
 }
 
 /// A gateway running in this process.
+/// A broker, a gateway in front of it with a file blob store in `dir`, and what tests read back.
+pub struct Stack {
+    pub gw: Running,
+    pub kafka: KafkaArgs,
+    pub blob_url: String,
+    pub dir: tempfile::TempDir,
+    pub codec: Arc<Codec>,
+    _broker: cxrflow_testkit::Broker,
+}
+
+impl Stack {
+    pub async fn start() -> Stack {
+        let broker = cxrflow_testkit::Broker::start();
+        let kafka = broker.stack().await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(&kafka, dir.path());
+        let blob_url = cfg.blob_store.clone().unwrap();
+        let gw = Running::start(cfg).await;
+        Stack {
+            gw,
+            kafka,
+            blob_url,
+            dir,
+            codec: codec(),
+            _broker: broker,
+        }
+    }
+}
+
 pub struct Running {
     pub service: TestService,
     pub http: u16,
