@@ -1,9 +1,10 @@
 //! Files other toolkits wrote and other toolkits read: pydicom's own test corpus (files from
-//! GDCM, DCMTK, vendors and pydicom, shipped in the pinned pydicom wheel of the tools venv),
-//! checked against what pydicom and DCMTK make of them.
+//! GDCM, DCMTK, vendors and pydicom) and pynetdicom's, shipped in the pinned wheels of the tools
+//! venv, checked against what pydicom and DCMTK make of them.
 //!
-//! - Every file in the corpus decodes or is refused with its exact reason, none panics, and none
-//!   (there is no chest radiograph among them) gets past the eligibility gate.
+//! - Every file in the corpora decodes or is refused with its exact reason, none panics, and none
+//!   (there is no chest radiograph among them; an RT portal image is the nearest) gets past the
+//!   eligibility gate.
 //! - Every grayscale picture preprocess decodes orders its pixels as pydicom's `pixel_array`
 //!   does: same size, and a brighter stored value is never shown darker (a wrong byte order,
 //!   sign, bit depth, row order or polarity breaks that at once).
@@ -144,12 +145,49 @@ const CORPUS: &[(&str, &str)] = &[
     ("zipMR.gz", "decode.not_an_image"),
 ];
 
+/// The same for pynetdicom 3.0.4's test files (`pynetdicom/tests/dicom_files`, in its wheel).
+const PYNETDICOM: &[(&str, &str)] = &[
+    ("CTImageStorage.dcm", "ok"),
+    ("CTImageStorage_bad_meta.dcm", "ok"),
+    ("MRImageStorage_ExplicitVRBigEndian.dcm", "ok"),
+    ("MRImageStorage_JPG2000_Lossless.dcm", "ok"),
+    // An RT portal image: an X-ray projection, but not a chest radiograph (gated by modality).
+    ("RTImageStorage.dcm", "ok"),
+    ("SCImageStorage_Deflated.dcm", "ok"),
+];
+
+fn pynetdicom_test_files() -> PathBuf {
+    let out = Command::new(tools_python())
+        .args([
+            "-c",
+            "import os, pynetdicom; print(os.path.join(os.path.dirname(pynetdicom.__file__), 'tests', 'dicom_files'))",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("the tools venv's python cannot run (scripts/prereqs.sh): {e}"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
 #[test]
-fn every_file_in_pydicoms_corpus_decodes_or_is_refused_by_name_and_none_is_scored() {
-    let dir = corpus();
-    let want: BTreeMap<&str, &str> = CORPUS.iter().copied().collect();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("corpus dir")
+fn every_file_in_pydicoms_and_pynetdicoms_corpora_decodes_or_is_refused_by_name_and_none_is_scored()
+{
+    let mut wrong = Vec::new();
+    for (dir, table) in [(corpus(), CORPUS), (pynetdicom_test_files(), PYNETDICOM)] {
+        wrong.extend(check_corpus(&dir, table));
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// Every file of `dir` against `table`: the outcomes that differ, and any file prepared for
+/// scoring.
+fn check_corpus(dir: &Path, table: &[(&str, &str)]) -> Vec<String> {
+    let want: BTreeMap<&str, &str> = table.iter().copied().collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.expect("dir entry").path())
         .filter(|p| p.is_file())
         .collect();
@@ -177,8 +215,10 @@ fn every_file_in_pydicoms_corpus_decodes_or_is_refused_by_name_and_none_is_score
             Err(_) => {}
         }
     }
-    assert_eq!(files.len(), CORPUS.len(), "the corpus changed: {files:?}");
-    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    if files.len() != table.len() {
+        wrong.push(format!("{}: the corpus changed: {files:?}", dir.display()));
+    }
+    wrong
 }
 
 /// Writes, for each grayscale file pydicom decodes with the plugins the tools venv has, its
@@ -243,17 +283,36 @@ fn same_order(stored: &[i32], shown: &[u16], mono1: bool) -> Result<(), String> 
     Ok(())
 }
 
+/// pynetdicom's grayscale files: CT, MR in big endian and JPEG 2000, an RT portal image, a
+/// deflated secondary capture.
+const PYNETDICOM_GRAYSCALE: &[&str] = &[
+    "CTImageStorage.dcm",
+    "CTImageStorage_bad_meta.dcm",
+    "MRImageStorage_ExplicitVRBigEndian.dcm",
+    "MRImageStorage_JPG2000_Lossless.dcm",
+    "RTImageStorage.dcm",
+    "SCImageStorage_Deflated.dcm",
+];
+
 #[test]
 fn grayscale_pictures_order_their_pixels_as_pydicom_does() {
-    let dir = corpus();
+    for (dir, names) in [
+        (corpus(), GRAYSCALE),
+        (pynetdicom_test_files(), PYNETDICOM_GRAYSCALE),
+    ] {
+        same_picture_as_pydicom(&dir, names);
+    }
+}
+
+fn same_picture_as_pydicom(dir: &Path, names: &[&str]) {
     let out = tempfile::tempdir().expect("temp dir");
     let mut c = Command::new(tools_python());
     c.args(["-c", PYDICOM_PIXELS])
-        .arg(&dir)
+        .arg(dir)
         .arg(out.path())
-        .args(GRAYSCALE);
+        .args(names);
     run_tool(c);
-    for name in GRAYSCALE {
+    for name in names {
         let meta = std::fs::read_to_string(out.path().join(format!("{name}.txt"))).expect("meta");
         let mut words = meta.split_whitespace();
         let rows: u32 = words.next().unwrap().parse().unwrap();
