@@ -82,9 +82,9 @@ const CORPUS: &[(&str, &str)] = &[
     ("SC_rgb_gdcm_KY.dcm", "ok"),
     ("SC_rgb_jls_lossy_line.dcm", "ok"),
     ("SC_rgb_jls_lossy_sample.dcm", "ok"),
-    // Declares explicit VR but is written in implicit VR (pydicom reads it with a warning):
-    // its first element's "length" runs past the end of the file.
-    ("SC_rgb_jpeg.dcm", "decode.truncated"),
+    // JPEG Baseline, whose data set must be explicit VR, written in implicit VR (pydicom reads
+    // it with a warning): no transfer syntax says "implicit VR, encapsulated".
+    ("SC_rgb_jpeg.dcm", "decode.corrupt_stream"),
     ("SC_rgb_jpeg_app14_dcmd.dcm", "ok"),
     ("SC_rgb_jpeg_dcmd.dcm", "ok"),
     ("SC_rgb_jpeg_dcmtk.dcm", "ok"),
@@ -502,5 +502,45 @@ fn a_sequence_encoded_as_un_of_undefined_length_is_read_as_implicit_vr_as_dcmtk_
     refused(
         read(&nested),
         "inside an item or sequence of defined length",
+    );
+}
+
+/// pydicom's own writer puts an implicit VR data set after a meta group that declares explicit VR
+/// little endian (what some exporters do; pydicom reads it with "Expected explicit VR, but found
+/// implicit VR", DCMTK refuses it). Preprocess reads it as implicit VR: the picture of the
+/// consistent file. A compressed syntax over an implicit VR data set is refused by name.
+#[test]
+fn a_data_set_in_implicit_vr_under_a_meta_group_saying_explicit_decodes_as_implicit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    let script = concat!(
+        include_str!("support/synthetic_cr.py"),
+        r#"
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset, write_file_meta_info
+ds = make(12, 64, 80, "MONOCHROME1")
+ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+ds.save_as(d + "/implicit.dcm", enforce_file_format=True)
+ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+fp = DicomBytesIO()
+fp.write(b"\0" * 128 + b"DICM")
+write_file_meta_info(fp, ds.file_meta, enforce_standard=True)
+fp.is_little_endian, fp.is_implicit_VR = True, True
+write_dataset(fp, ds)
+open(d + "/mismatch.dcm", "wb").write(fp.getvalue())
+"#
+    );
+    let mut c = Command::new(tools_python());
+    c.args(["-c", script]).arg(d);
+    run_tool(c);
+    let want = pixels(&read(&d.join("implicit.dcm"))).expect("the consistent file");
+    let got = pixels(&read(&d.join("mismatch.dcm"))).expect("the mismatched file");
+    assert_eq!(got, want);
+
+    let e = pixels(&read(&corpus().join("SC_rgb_jpeg.dcm"))).expect_err("JPEG in implicit VR");
+    assert!(
+        e.starts_with("decode.corrupt_stream")
+            && e.contains("written in implicit VR, which transfer syntax 1.2.840.10008.1.2.4.50"),
+        "{e}"
     );
 }

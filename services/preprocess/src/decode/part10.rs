@@ -139,7 +139,96 @@ pub(super) fn normalize(bytes: &[u8]) -> Result<Cow<'_, [u8]>, DecodeError> {
     } else {
         return Ok(Cow::Borrowed(bytes));
     };
-    with_group_length(body)
+    with_group_length(body).and_then(with_its_own_vr_encoding)
+}
+
+/// A data set whose meta group declares explicit VR little endian but which is written in
+/// implicit VR: its first element has no VR code where explicit VR puts one (or one its tag
+/// cannot have). pydicom reads such files with a warning ("Expected explicit VR, but found
+/// implicit VR"), dicom-rs has an opt-in decoder for them (`flexible_decoding`, not in 0.10),
+/// DCMTK refuses them. For the native syntax the meta group is corrected to implicit VR little
+/// endian, which changes no sample (both are little endian); the length pre-scan then walks the
+/// whole data set as implicit VR, so a wrong guess is refused, not decoded. A compressed syntax
+/// requires explicit VR, and no syntax says "implicit VR, encapsulated": refused by name.
+fn with_its_own_vr_encoding(body: Cow<'_, [u8]>) -> Result<Cow<'_, [u8]>, DecodeError> {
+    let Some((meta, data_set, syntax)) = meta_group(&body) else {
+        return Ok(body); // the length pre-scan names what is wrong with it
+    };
+    let syntax = String::from_utf8_lossy(&uid(syntax)).into_owned();
+    let explicit_le = !matches!(
+        syntax.as_str(),
+        IMPLICIT_LE | "1.2.840.10008.1.2.2" | "1.2.840.10008.1.2.1.99"
+    );
+    if !explicit_le || !written_in_implicit_vr(&body[data_set..]) {
+        return Ok(body);
+    }
+    if syntax != EXPLICIT_LE {
+        return Err(DecodeError::corrupt_dicom(format!(
+            "the data set is written in implicit VR, which transfer syntax {syntax} does not \
+             allow (it requires explicit VR little endian)"
+        )));
+    }
+    let mut elements = Vec::with_capacity(meta.len());
+    let mut at = meta.start;
+    while at < meta.end {
+        let Some((group, element_no, start, len)) = explicit_header(&body, at) else {
+            return Ok(body); // walked by meta_group already: not reached
+        };
+        if (group, element_no) == (0x0002, 0x0010) {
+            elements.extend(element((0x0002, 0x0010), b"UI", IMPLICIT_LE.as_bytes()));
+        } else {
+            elements.extend_from_slice(&body[at..start + len]);
+        }
+        at = start + len;
+    }
+    Ok(Cow::Owned(with_meta(&elements, &body[data_set..])))
+}
+
+/// In a body from `DICM` on whose meta group opens with its length: the meta elements after
+/// the group length, where the data set starts, and the transfer syntax UID's value. None when
+/// the group cannot be walked.
+fn meta_group(body: &[u8]) -> Option<(std::ops::Range<usize>, usize, &[u8])> {
+    if (le16(body, 4)?, le16(body, 6)?) != (0x0002, 0x0000) {
+        return None;
+    }
+    let (_, _, start, len) = explicit_header(body, 4)?;
+    let end = start.checked_add(len)?;
+    let data_set = end.checked_add(le32(body, start)? as usize)?;
+    let (mut at, mut syntax) = (end, None);
+    while at < data_set {
+        let (group, element_no, start, len) = explicit_header(body, at)?;
+        let value = body.get(start..start.checked_add(len)?)?;
+        if (group, element_no) == (0x0002, 0x0010) {
+            syntax = Some(value);
+        }
+        at = start + len;
+    }
+    (at == data_set && data_set < body.len()).then_some((end..data_set, data_set, syntax?))
+}
+
+/// Whether a data set's first element, in an explicit VR syntax, carries no VR code, or one
+/// the standard dictionary says its tag cannot have.
+fn written_in_implicit_vr(data_set: &[u8]) -> bool {
+    use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
+    let (Some(group), Some(element_no), Some(code)) =
+        (le16(data_set, 0), le16(data_set, 2), data_set.get(4..6))
+    else {
+        return false;
+    };
+    if !is_vr(code) {
+        return true;
+    }
+    let Some(vr) = dicom_core::VR::from_binary([code[0], code[1]]) else {
+        return true;
+    };
+    let tag = dicom_core::Tag(group, element_no);
+    match dicom_dictionary_std::StandardDataDictionary
+        .by_tag(tag)
+        .map(|e| e.vr())
+    {
+        Some(VirtualVr::Exact(known)) => known != vr && vr != dicom_core::VR::UN,
+        _ => false, // private, unknown, or a tag of more than one VR: no contradiction
+    }
 }
 
 /// Inserts the meta group's length when the group opens without it.
@@ -246,6 +335,47 @@ mod tests {
             normalize(&hostile),
             Err(DecodeError::Truncated(_))
         ));
+    }
+
+    #[test]
+    fn the_first_elements_vr_code_says_how_the_data_set_is_written() {
+        let explicit = element((0x0008, 0x0016), b"UI", b"1.2.840.10008.5.1.4.1.1.1");
+        assert!(!written_in_implicit_vr(&explicit));
+        let plain = implicit((0x0008, 0x0016), b"1.2.840.10008.5.1.4.1.1.1\0");
+        assert!(written_in_implicit_vr(&plain));
+        // An implicit length whose low bytes spell a VR code ("UI", 0x4955) the tag cannot
+        // have (Image Type is CS): implicit. One its tag can have is taken for explicit, and a
+        // wrong guess is refused by the length pre-scan, never decoded.
+        let mut spelled = implicit((0x0008, 0x0008), &[b'X'; 0x4955]);
+        assert!(written_in_implicit_vr(&spelled));
+        spelled[0..4].copy_from_slice(&[0x08, 0x00, 0x16, 0x00]);
+        assert!(!written_in_implicit_vr(&spelled));
+        assert!(!written_in_implicit_vr(&[0x08, 0x00]));
+    }
+
+    #[test]
+    fn an_implicit_data_set_under_an_explicit_meta_group_gets_its_syntax_corrected() {
+        let data_set = [
+            implicit((0x0008, 0x0016), b"1.2.840.10008.5.1.4.1.1.1\0"),
+            implicit((0x0008, 0x0018), b"2.25.7"),
+        ]
+        .concat();
+        let meta = |syntax: &str| {
+            let mut m = element((0x0002, 0x0001), b"OB", &[0, 1]);
+            m.extend(element((0x0002, 0x0010), b"UI", syntax.as_bytes()));
+            with_meta(&m, &data_set)
+        };
+        let declared = meta(EXPLICIT_LE);
+        let fixed = normalize(&declared).expect("corrected");
+        assert_eq!(&fixed[..], &meta(IMPLICIT_LE)[..]);
+        let consistent = meta(IMPLICIT_LE);
+        assert!(matches!(normalize(&consistent), Ok(Cow::Borrowed(_))));
+        let jpeg = normalize(&meta("1.2.840.10008.1.2.4.50")).unwrap_err();
+        assert_eq!(jpeg.reason(), "decode.corrupt_stream");
+        assert!(
+            jpeg.to_string().contains("written in implicit VR"),
+            "{jpeg}"
+        );
     }
 
     #[test]
