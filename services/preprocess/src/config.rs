@@ -57,6 +57,17 @@ pub struct Config {
         default_value = "CR,DX"
     )]
     pub modalities: Vec<String>,
+
+    /// Score DX "For Processing" images (raw detector data, SOP class
+    /// 1.2.840.10008.5.1.4.1.1.1.1.1 or Presentation Intent Type FOR PROCESSING). Off: they are
+    /// not assessable, because the model reads images processed for presentation, like those it
+    /// was trained on; turn it on only for a model validated on raw detector data.
+    #[arg(
+        long = "preprocess-for-processing",
+        env = "CXRFLOW_PREPROCESS_FOR_PROCESSING",
+        default_value_t = false
+    )]
+    pub for_processing: bool,
 }
 
 impl Config {
@@ -71,6 +82,7 @@ impl Config {
             max_height: 8192,
             max_alloc_mib: 512,
             modalities: vec!["CR".into(), "DX".into()],
+            for_processing: false,
         }
     }
 
@@ -83,6 +95,7 @@ impl Config {
                 .map(|m| m.trim().to_ascii_uppercase())
                 .filter(|m| !m.is_empty())
                 .collect(),
+            for_processing: self.for_processing,
         }
     }
 
@@ -97,13 +110,15 @@ impl Config {
     /// The effective preprocess settings as a person should see them at start: secrets masked.
     pub fn describe(&self) -> String {
         format!(
-            "{} profile={} max_width={} max_height={} max_alloc_mib={} modalities={}",
+            "{} profile={} max_width={} max_height={} max_alloc_mib={} modalities={} \
+             for_processing={}",
             self.blob_store.describe(),
             self.profile,
             self.max_width,
             self.max_height,
             self.max_alloc_mib,
-            self.modalities.join(",")
+            self.modalities.join(","),
+            self.for_processing
         )
     }
 }

@@ -27,6 +27,8 @@ pub struct DicomHeader {
     pub photometric: Option<String>,
     /// View Position (0018,5101).
     pub view_position: Option<String>,
+    /// Presentation Intent Type (0008,0068): FOR PRESENTATION or FOR PROCESSING (DX).
+    pub presentation_intent: Option<String>,
 }
 
 /// Radiograph SOP classes: CR, and DX for presentation and for processing.
@@ -68,17 +70,24 @@ const KNOWN_SOP_CLASSES: &[(&str, &str)] = &[
 /// write THORAX).
 const CHEST: &[&str] = &["CHEST", "THORAX"];
 
+/// DX For Processing's SOP class: the detector's raw data, for CAD and post-processing.
+pub const DX_FOR_PROCESSING: &str = "1.2.840.10008.5.1.4.1.1.1.1.1";
+
 /// What the gate accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EligibilityRules {
     /// Accepted modalities (upper case).
     pub modalities: Vec<String>,
+    /// Whether DX "For Processing" images (raw detector data, before the vendor's processing
+    /// for presentation) may be scored: only by a model validated on them.
+    pub for_processing: bool,
 }
 
 impl Default for EligibilityRules {
     fn default() -> Self {
         EligibilityRules {
             modalities: vec!["CR".into(), "DX".into()],
+            for_processing: false,
         }
     }
 }
@@ -178,6 +187,17 @@ impl EligibilityRules {
                 .map(|v| v.trim().to_ascii_uppercase())
                 .unwrap_or_default()
         };
+        let intent = h.presentation_intent.as_deref().map(str::trim);
+        let raw = h.sop_class_uid.as_deref() == Some(DX_FOR_PROCESSING)
+            || intent.is_some_and(|i| i.eq_ignore_ascii_case("FOR PROCESSING"));
+        if raw && !self.for_processing {
+            return ineligible(
+                "eligibility.for_processing",
+                "raw detector data (DX For Processing): the model reads images processed for \
+                 presentation, like those it was trained on"
+                    .into(),
+            );
+        }
         if value(0) == "DERIVED" || value(1) == "SECONDARY" {
             return ineligible(
                 "eligibility.derived",
@@ -205,6 +225,7 @@ mod tests {
             samples_per_pixel: 1,
             photometric: Some("MONOCHROME1".into()),
             view_position: Some("PA".into()),
+            presentation_intent: None,
         }
     }
 
@@ -262,9 +283,34 @@ mod tests {
     }
 
     #[test]
+    fn raw_detector_data_is_scored_only_where_the_site_says_its_model_reads_it() {
+        let mut raw = chest_cr();
+        raw.modality = Some("DX".into());
+        raw.sop_class_uid = Some(DX_FOR_PROCESSING.into());
+        raw.presentation_intent = Some("FOR PROCESSING".into());
+        let e = EligibilityRules::default().check(&raw).unwrap_err();
+        assert_eq!(e.code, "eligibility.for_processing");
+        assert!(e.reason.starts_with("raw detector data"), "{e}");
+        // Either sign is enough: the SOP class, or the intent in a For Presentation class.
+        raw.presentation_intent = None;
+        assert_eq!(code(&raw), Some("eligibility.for_processing"));
+        let mut intent = chest_cr();
+        intent.presentation_intent = Some("for processing ".into());
+        assert_eq!(code(&intent), Some("eligibility.for_processing"));
+        intent.presentation_intent = Some("FOR PRESENTATION".into());
+        assert_eq!(code(&intent), None);
+        let site = EligibilityRules {
+            for_processing: true,
+            ..EligibilityRules::default()
+        };
+        assert_eq!(site.check(&raw), Ok(()));
+    }
+
+    #[test]
     fn a_configured_modality_list_is_honoured() {
         let rules = EligibilityRules {
             modalities: vec!["DX".into()],
+            ..EligibilityRules::default()
         };
         assert!(rules.check(&chest_cr()).is_err(), "CR not in the list");
     }

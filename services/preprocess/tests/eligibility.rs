@@ -104,16 +104,34 @@ fn dcmtk_objects_that_are_not_chest_radiographs_are_refused_by_their_own_header(
 
     // A real CR (cxrflow's phantom) that DCMTK edits into another body part, a derived image,
     // a multi-frame claim.
-    for (change, want) in [
-        ("(0018,0015)=ABDOMEN", "eligibility.body_part"),
-        ("(0008,0008)=DERIVED\\PRIMARY", "eligibility.derived"),
-        ("(0008,0008)=ORIGINAL\\SECONDARY", "eligibility.derived"),
+    for (changes, want) in [
+        (&["(0018,0015)=ABDOMEN"][..], "eligibility.body_part"),
+        (&["(0008,0008)=DERIVED\\PRIMARY"], "eligibility.derived"),
+        (&["(0008,0008)=ORIGINAL\\SECONDARY"], "eligibility.derived"),
+        // Raw detector data: the DX For Processing class, or its intent in any DX.
+        (
+            &[
+                "(0008,0060)=DX",
+                "(0008,0016)=1.2.840.10008.5.1.4.1.1.1.1.1",
+                "(0008,0068)=FOR PROCESSING",
+            ],
+            "eligibility.for_processing",
+        ),
+        (
+            &["(0008,0060)=DX", "(0008,0068)=FOR PROCESSING"],
+            "eligibility.for_processing",
+        ),
     ] {
         let f = dir.path().join("cr.dcm");
         std::fs::write(&f, fixtures::dicom(&DicomSpec::cr(300, 360))).unwrap();
-        dcmodify(&f, &[change]);
-        assert_eq!(gate(&f).unwrap_err().0, want, "{change}");
+        dcmodify(&f, changes);
+        assert_eq!(gate(&f).unwrap_err().0, want, "{changes:?}");
     }
+    // The same file For Presentation goes through.
+    let f = dir.path().join("dx-presentation.dcm");
+    std::fs::write(&f, fixtures::dicom(&DicomSpec::cr(300, 360))).unwrap();
+    dcmodify(&f, &["(0008,0060)=DX", "(0008,0068)=FOR PRESENTATION"]);
+    assert_eq!(gate(&f), Ok(()));
     // A CR DCMTK touched without changing what it is still goes through.
     let f = dir.path().join("cr-ok.dcm");
     std::fs::write(&f, fixtures::dicom(&DicomSpec::cr(300, 360))).unwrap();

@@ -103,6 +103,7 @@ fn eligibility_header(obj: &DefaultDicomObject) -> DicomHeader {
             .min(u32::from(u16::MAX)) as u16,
         photometric: text_attr(obj, tags::PHOTOMETRIC_INTERPRETATION),
         view_position: text_attr(obj, tags::VIEW_POSITION),
+        presentation_intent: text_attr(obj, tags::PRESENTATION_INTENT_TYPE),
     }
 }
 
