@@ -37,7 +37,7 @@ pub struct Prepared {
 pub enum Gated {
     Prepared(Box<Prepared>),
     Ineligible {
-        header: DicomHeader,
+        header: Box<DicomHeader>,
         why: Ineligible,
     },
 }
@@ -64,7 +64,10 @@ pub fn prepare_gated(
     let start = Instant::now();
     match decode_eligible(bytes, limits, rules, Some(profile.side()))? {
         Decoded::Image(img) => Ok(Gated::Prepared(Box::new(finish(img, profile, start)?))),
-        Decoded::Ineligible { header, why } => Ok(Gated::Ineligible { header, why }),
+        Decoded::Ineligible { header, why } => Ok(Gated::Ineligible {
+            header: Box::new(header),
+            why,
+        }),
     }
 }
 
