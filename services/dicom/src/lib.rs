@@ -23,6 +23,8 @@
 
 use std::borrow::Cow;
 
+pub mod part10;
+
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
 use dicom_core::{Tag, VR};
 use dicom_dictionary_std::{tags, StandardDataDictionary};
@@ -45,7 +47,7 @@ pub enum ScanError {
 use ScanError::Truncated;
 
 impl ScanError {
-    fn corrupt_dicom(detail: impl Into<String>) -> ScanError {
+    pub(crate) fn corrupt_dicom(detail: impl Into<String>) -> ScanError {
         ScanError::Corrupt(detail.into())
     }
 }

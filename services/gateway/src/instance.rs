@@ -173,15 +173,21 @@ impl InstanceMeta {
 /// Parses a data set received over DIMSE in its negotiated transfer syntax. Its declared
 /// lengths are checked first (dicom-parser would allocate a hostile one before failing), and a
 /// sequence encoded as UN with undefined length (PS3.5 §6.2.2), which dicom-parser misreads, is
-/// left out of what is parsed: the metadata read here is never in one. The stored file keeps
-/// the data set exactly as received.
+/// left out of what is parsed: the metadata read here is never in one. A data set sent in
+/// implicit VR under explicit VR little endian is read as implicit VR, as preprocess reads the
+/// stored file. The stored file keeps the data set exactly as received.
 pub fn read_dataset(bytes: &[u8], ts_uid: &str) -> Result<InMemDicomObject, InstanceError> {
+    const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
+    let uid = match trim_uid(ts_uid) {
+        EXPLICIT_LE if cxrflow_dicom::part10::written_in_implicit_vr(bytes) => "1.2.840.10008.1.2",
+        uid => uid,
+    };
     let ts = TransferSyntaxRegistry
-        .get(trim_uid(ts_uid))
+        .get(uid)
         .ok_or_else(|| InstanceError::TransferSyntaxNotSupported(clip(ts_uid)))?;
     let bytes = cxrflow_dicom::readable_data_set(
         Cow::Borrowed(bytes),
-        trim_uid(ts_uid),
+        uid,
         cxrflow_dicom::Purpose::Metadata,
     )
     .map_err(|e| InstanceError::Unreadable(e.to_string()))?;
@@ -205,12 +211,13 @@ pub fn read_part10(bytes: &[u8]) -> Result<Part10, InstanceError> {
             "not a DICOM Part-10 file (no DICM prefix after the 128-byte preamble)".into(),
         ));
     }
-    // As in `read_dataset`: lengths checked, UN sequences of undefined length left out.
-    let (body, _) = cxrflow_dicom::readable(
-        Cow::Borrowed(&bytes[128..]),
-        cxrflow_dicom::Purpose::Metadata,
-    )
-    .map_err(|e| InstanceError::Unreadable(e.to_string()))?;
+    // As preprocess reads it: the shapes of the wild made Part 10 (a meta group without its
+    // length, an implicit VR data set under explicit VR), lengths checked, UN sequences of
+    // undefined length left out.
+    let unreadable = |e: cxrflow_dicom::ScanError| InstanceError::Unreadable(e.to_string());
+    let body = cxrflow_dicom::part10::normalize(&bytes[128..]).map_err(unreadable)?;
+    let (body, _) =
+        cxrflow_dicom::readable(body, cxrflow_dicom::Purpose::Metadata).map_err(unreadable)?;
     let file = OpenFileOptions::new()
         .read_preamble(dicom_object::file::ReadPreamble::Never)
         .from_reader(&body[..])
@@ -414,6 +421,23 @@ mod tests {
         assert_eq!(InstanceMeta::from_dataset(&back.dataset).unwrap(), meta);
         assert!(read_part10(b"not dicom").is_err());
         assert!(read_dataset(&bytes, "1.2.840.10008.1.2.1").is_ok());
+    }
+
+    #[test]
+    fn an_implicit_vr_data_set_under_explicit_vr_is_read_as_implicit() {
+        let implicit = TransferSyntaxRegistry.get("1.2.840.10008.1.2").unwrap();
+        let obj = dataset();
+        let mut bytes = Vec::new();
+        obj.write_dataset_with_ts(&mut bytes, implicit).unwrap();
+        let want = InstanceMeta::from_dataset(&obj).unwrap();
+        // Over DIMSE, under an explicit VR presentation context.
+        let read = read_dataset(&bytes, "1.2.840.10008.1.2.1").unwrap();
+        assert_eq!(InstanceMeta::from_dataset(&read).unwrap(), want);
+        // As a Part 10 file whose meta group says explicit VR (STOW-RS, or the file stored above).
+        let file = part10_file(&want, "1.2.840.10008.1.2.1", "MODALITY", &bytes).unwrap();
+        let back = read_part10(&file).unwrap();
+        assert_eq!(InstanceMeta::from_dataset(&back.dataset).unwrap(), want);
+        assert_eq!(back.transfer_syntax, "1.2.840.10008.1.2");
     }
 
     #[test]

@@ -9,17 +9,20 @@ use cxrflow_dicom::{Purpose, ScanError};
 
 use super::DecodeError;
 
-/// [`cxrflow_dicom::readable`] for the picture: a declared length past the end is truncation, a
-/// structure the walks could read differently a corrupt DICOM stream, and a UN sequence that
-/// may bear on display or gating an unsupported image.
+/// [`cxrflow_dicom::readable`] for the picture, its errors as preprocess's reasons ([`reason`]).
 pub(super) fn readable(
     body: Cow<'_, [u8]>,
 ) -> Result<(Cow<'_, [u8]>, Option<NativePixels>), DecodeError> {
-    cxrflow_dicom::readable(body, Purpose::Pixels).map_err(|e| match e {
+    cxrflow_dicom::readable(body, Purpose::Pixels).map_err(reason)
+}
+
+/// cxrflow-dicom's error as preprocess's reason.
+pub(super) fn reason(e: ScanError) -> DecodeError {
+    match e {
         ScanError::Truncated(words) => DecodeError::Truncated(words),
         ScanError::Corrupt(words) => DecodeError::corrupt_dicom(words),
         ScanError::Unreadable(words) => DecodeError::UnsupportedImage(words),
-    })
+    }
 }
 
 /// [`readable`], for tests that need only where the native pixel data lies.
