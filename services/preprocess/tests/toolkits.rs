@@ -23,7 +23,9 @@ use cxrflow_preprocess::decode::{decode, DecodeLimits};
 use cxrflow_preprocess::eligibility::EligibilityRules;
 use cxrflow_preprocess::pipeline::{prepare_guarded, Gated};
 use cxrflow_preprocess::Profile;
-use cxrflow_testkit::{gdcm_un_sequence, pydicom_test_files as corpus, run_tool, tools_python};
+use cxrflow_testkit::{
+    gdcm_un_sequence, package_data, pydicom_test_files as corpus, run_tool, tools_python,
+};
 
 fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -157,19 +159,7 @@ const PYNETDICOM: &[(&str, &str)] = &[
 ];
 
 fn pynetdicom_test_files() -> PathBuf {
-    let out = Command::new(tools_python())
-        .args([
-            "-c",
-            "import os, pynetdicom; print(os.path.join(os.path.dirname(pynetdicom.__file__), 'tests', 'dicom_files'))",
-        ])
-        .output()
-        .unwrap_or_else(|e| panic!("the tools venv's python cannot run (scripts/prereqs.sh): {e}"));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    package_data("pynetdicom", "tests/dicom_files")
 }
 
 #[test]

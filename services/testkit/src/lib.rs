@@ -62,10 +62,16 @@ pub fn tools_python() -> std::path::PathBuf {
 /// pydicom's own test corpus (`pydicom/data/test_files`: files from GDCM, DCMTK, vendors and
 /// pydicom), shipped in the tools venv's pinned pydicom wheel.
 pub fn pydicom_test_files() -> std::path::PathBuf {
+    package_data("pydicom", "data/test_files")
+}
+
+/// A directory inside an installed package of the tools venv (`path` relative to the package),
+/// which must exist.
+pub fn package_data(package: &str, path: &str) -> std::path::PathBuf {
     let out = std::process::Command::new(tools_python())
         .args([
             "-c",
-            "import os, pydicom; print(os.path.join(os.path.dirname(pydicom.__file__), 'data', 'test_files'))",
+            &format!("import os, {package}; print(os.path.dirname({package}.__file__))"),
         ])
         .output()
         .unwrap_or_else(|e| panic!("the tools venv's python cannot run (scripts/prereqs.sh): {e}"));
@@ -74,8 +80,8 @@ pub fn pydicom_test_files() -> std::path::PathBuf {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let dir = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    assert!(dir.is_dir(), "no pydicom test corpus at {}", dir.display());
+    let dir = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join(path);
+    assert!(dir.is_dir(), "no {package} data at {}", dir.display());
     dir
 }
 
