@@ -282,7 +282,8 @@ fn corpus(codec: &Codec) -> Vec<Poison> {
 }
 
 /// Images that decode but that the model may not score: DICOM objects whose own header says
-/// they are not chest radiographs, sent as scan events claiming CR. (uid, scan, expected code)
+/// they are not chest radiographs, sent as scan events claiming CR, and raw detector data (DX
+/// For Processing). (uid, scan, expected code)
 fn ineligible(codec: &Codec) -> Vec<(String, Vec<u8>, &'static str)> {
     let mr = DicomSpec {
         modality: "MR",
@@ -292,17 +293,25 @@ fn ineligible(codec: &Codec) -> Vec<(String, Vec<u8>, &'static str)> {
         modality: "CT",
         ..DicomSpec::cr(256, 256)
     };
-    [(17, mr), (18, ct)]
-        .into_iter()
-        .map(|(n, spec)| {
-            let s = scan(n, "application/dicom", fixtures::dicom(&spec));
-            (
-                s.study.study_instance_uid.clone(),
-                codec.encode(&s).expect("scan encodes"),
-                "eligibility.modality",
-            )
-        })
-        .collect()
+    [
+        (17, fixtures::dicom(&mr), "eligibility.modality"),
+        (18, fixtures::dicom(&ct), "eligibility.modality"),
+        (
+            21,
+            fixtures::dx_for_processing(256, 256),
+            "eligibility.for_processing",
+        ),
+    ]
+    .into_iter()
+    .map(|(n, file, code)| {
+        let s = scan(n, "application/dicom", file);
+        (
+            s.study.study_instance_uid.clone(),
+            codec.encode(&s).expect("scan encodes"),
+            code,
+        )
+    })
+    .collect()
 }
 
 /// A photograph from another project's sample data (scikit-image's astronaut, installed by
@@ -615,6 +624,8 @@ async fn poison_on_every_topic_is_dead_lettered_while_good_studies_flow() {
                 !d.top_findings.is_empty(),
                 "the scores stay on the record for audit"
             );
+        } else if *code == "eligibility.for_processing" {
+            assert!(words.starts_with("raw detector data"), "{words}");
         } else {
             assert!(
                 words.starts_with("not a chest radiograph: Modality "),

@@ -373,6 +373,26 @@ fn rle_encode(stored: &[u32], bits_allocated: u16) -> Vec<u8> {
     out
 }
 
+/// A DX For Processing image (raw detector data): the DX For Processing SOP class and
+/// Presentation Intent Type FOR PROCESSING, otherwise [`DicomSpec::dx`].
+pub fn dx_for_processing(width: u32, height: u32) -> Vec<u8> {
+    let spec = DicomSpec::dx(width, height);
+    let mut obj = dataset(&spec, Some(spec.stored_values()));
+    put(
+        &mut obj,
+        tags::SOP_CLASS_UID,
+        VR::UI,
+        crate::eligibility::DX_FOR_PROCESSING,
+    );
+    put(
+        &mut obj,
+        tags::PRESENTATION_INTENT_TYPE,
+        VR::CS,
+        "FOR PROCESSING",
+    );
+    write(obj, ts::EXPLICIT_VR_LE)
+}
+
 /// Inputs that must each end in the dead-letter topic with their own reason.
 pub mod broken {
     use super::*;
