@@ -4,8 +4,9 @@
 //! (pydicom writes one when told to keep a file "like the original"); a meta group without its
 //! group length element (older routers); and a bare data set without any meta information
 //! (older modalities, `dcmconv -F`), whose transfer syntax is implicit VR little endian — the
-//! standard's default — unless its first element carries an explicit VR; and a data set written
-//! in implicit VR under a meta group that declares explicit VR little endian. The length
+//! standard's default — unless its first element carries an explicit VR (little or big
+//! endian); and a data set written in implicit VR under a meta group that declares explicit VR
+//! little endian. The length
 //! pre-scan ([`crate::readable`]) then runs on the result, so a hostile declared length is
 //! refused as before.
 
@@ -17,11 +18,22 @@ const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
 const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
 
 /// Whether `bytes` look like DICOM without the `DICM` magic: a meta group or a data set whose
-/// first element is in the identifying group (0008), little endian.
+/// first element is in the identifying group (0008), little endian, or a data set in explicit
+/// VR big endian ([`big_endian_bare`]).
 pub fn looks_like_bare_dicom(bytes: &[u8]) -> bool {
-    matches!(bytes.get(0..2), Some([0x02, 0x00]) | Some([0x08, 0x00]))
+    (matches!(bytes.get(0..2), Some([0x02, 0x00]) | Some([0x08, 0x00]))
         && bytes.len() >= 8
-        && u16::from_le_bytes([bytes[2], bytes[3]]) < 0x0100
+        && u16::from_le_bytes([bytes[2], bytes[3]]) < 0x0100)
+        || big_endian_bare(bytes)
+}
+
+/// A bare data set in explicit VR big endian (the retired syntax some older modalities wrote):
+/// its first element is in group 0008, written big endian, with a VR code.
+fn big_endian_bare(bytes: &[u8]) -> bool {
+    bytes.len() >= 8
+        && bytes[0..2] == [0x00, 0x08]
+        && u16::from_be_bytes([bytes[2], bytes[3]]) < 0x0100
+        && is_vr(&bytes[4..6])
 }
 
 /// Whether the two bytes are a VR code (an explicit VR data set).
@@ -43,8 +55,16 @@ fn le32(b: &[u8], at: usize) -> Option<u32> {
 fn explicit_header(b: &[u8], at: usize) -> Option<(u16, u16, usize, usize)> {
     let (group, element) = (le16(b, at)?, le16(b, at + 2)?);
     let vr = b.get(at + 4..at + 6)?;
-    // VRs with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2).
-    let long = matches!(
+    if is_long_vr(vr) {
+        Some((group, element, at + 12, le32(b, at + 8)? as usize))
+    } else {
+        Some((group, element, at + 8, le16(b, at + 6)? as usize))
+    }
+}
+
+/// VRs with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2).
+fn is_long_vr(vr: &[u8]) -> bool {
+    matches!(
         vr,
         b"OB"
             | b"OD"
@@ -59,12 +79,7 @@ fn explicit_header(b: &[u8], at: usize) -> Option<(u16, u16, usize, usize)> {
             | b"UR"
             | b"UT"
             | b"UV"
-    );
-    if long {
-        Some((group, element, at + 12, le32(b, at + 8)? as usize))
-    } else {
-        Some((group, element, at + 8, le16(b, at + 6)? as usize))
-    }
+    )
 }
 
 fn element(tag: (u16, u16), vr: &[u8; 2], value: &[u8]) -> Vec<u8> {
@@ -97,16 +112,40 @@ fn with_meta(elements: &[u8], rest: &[u8]) -> Vec<u8> {
     out
 }
 
+/// How a bare data set is written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Bare {
+    ImplicitLe,
+    ExplicitLe,
+    ExplicitBe,
+}
+
+/// One explicit VR big endian element header at `at`: (group, element, value offset, length).
+fn explicit_be_header(b: &[u8], at: usize) -> Option<(u16, u16, usize, usize)> {
+    let be16 = |i: usize| Some(u16::from_be_bytes(b.get(i..i + 2)?.try_into().ok()?));
+    let be32 = |i: usize| Some(u32::from_be_bytes(b.get(i..i + 4)?.try_into().ok()?));
+    let (group, element) = (be16(at)?, be16(at + 2)?);
+    let vr = b.get(at + 4..at + 6)?;
+    if is_long_vr(vr) {
+        Some((group, element, at + 12, be32(at + 8)? as usize))
+    } else {
+        Some((group, element, at + 8, usize::from(be16(at + 6)?)))
+    }
+}
+
 /// The value of top-level element `tag` of a bare data set (the first few elements only).
-fn dataset_value(b: &[u8], explicit: bool, tag: (u16, u16)) -> Option<&[u8]> {
+fn dataset_value(b: &[u8], encoding: Bare, tag: (u16, u16)) -> Option<&[u8]> {
     let mut at = 0;
     for _ in 0..64 {
-        let (group, elem) = (le16(b, at)?, le16(b, at + 2)?);
-        let (start, len) = if explicit {
-            let (_, _, s, l) = explicit_header(b, at)?;
-            (s, l)
-        } else {
-            (at + 8, le32(b, at + 4)? as usize)
+        let (group, elem, start, len) = match encoding {
+            Bare::ExplicitLe => explicit_header(b, at)?,
+            Bare::ExplicitBe => explicit_be_header(b, at)?,
+            Bare::ImplicitLe => (
+                le16(b, at)?,
+                le16(b, at + 2)?,
+                at + 8,
+                le32(b, at + 4)? as usize,
+            ),
         };
         if len == u32::MAX as usize || (group, elem) > tag {
             return None;
@@ -262,9 +301,15 @@ fn with_group_length(body: Cow<'_, [u8]>) -> Result<Cow<'_, [u8]>, DecodeError> 
 /// A data set without any meta information: implicit VR little endian unless its first
 /// element names a VR; the SOP class and instance UIDs of the meta group come from it.
 fn bare_data_set(b: &[u8]) -> Result<Vec<u8>, DecodeError> {
-    let explicit = is_vr(b.get(4..6).unwrap_or_default());
+    let encoding = if big_endian_bare(b) {
+        Bare::ExplicitBe
+    } else if is_vr(b.get(4..6).unwrap_or_default()) {
+        Bare::ExplicitLe
+    } else {
+        Bare::ImplicitLe
+    };
     let need = |tag: (u16, u16), name: &str| {
-        dataset_value(b, explicit, tag).map(uid).ok_or_else(|| {
+        dataset_value(b, encoding, tag).map(uid).ok_or_else(|| {
             DecodeError::corrupt_dicom(format!(
                 "a data set without file meta information and without its {name}"
             ))
@@ -272,7 +317,11 @@ fn bare_data_set(b: &[u8]) -> Result<Vec<u8>, DecodeError> {
     };
     let class = need((0x0008, 0x0016), "SOP Class UID (0008,0016)")?;
     let instance = need((0x0008, 0x0018), "SOP Instance UID (0008,0018)")?;
-    let syntax = if explicit { EXPLICIT_LE } else { IMPLICIT_LE };
+    let syntax = match encoding {
+        Bare::ImplicitLe => IMPLICIT_LE,
+        Bare::ExplicitLe => EXPLICIT_LE,
+        Bare::ExplicitBe => "1.2.840.10008.1.2.2",
+    };
     let mut meta = element((0x0002, 0x0001), b"OB", &[0, 1]);
     meta.extend(element((0x0002, 0x0002), b"UI", &class));
     meta.extend(element((0x0002, 0x0003), b"UI", &instance));

@@ -1,7 +1,8 @@
 //! DICOM shapes other writers produce, decoded to the same picture as the Part 10 original:
 //! pydicom's file without preamble and magic, pydicom's meta group without its group length,
 //! and DCMTK's bare data sets (`dcmconv -F`, no meta at all) in implicit and explicit VR little
-//! endian. A hostile length in such a file is still refused before any allocation.
+//! endian and explicit VR big endian. A hostile length in such a file is still refused before
+//! any allocation.
 
 use std::path::Path;
 use std::process::Command;
@@ -37,7 +38,11 @@ ds.save_as(d + "/no-group-length.dcm", enforce_file_format=False)
     let mut c = Command::new(tools_python());
     c.args(["-c", script]).arg(dir.path());
     run_tool(c);
-    for (flag, name) in [("+ti", "bare-implicit.dcm"), ("+te", "bare-explicit.dcm")] {
+    for (flag, name) in [
+        ("+ti", "bare-implicit.dcm"),
+        ("+te", "bare-explicit.dcm"),
+        ("+tb", "bare-big-endian.dcm"),
+    ] {
         let mut c = Command::new("dcmconv");
         c.args(["-F", flag])
             .arg(&original)
@@ -49,6 +54,7 @@ ds.save_as(d + "/no-group-length.dcm", enforce_file_format=False)
         "no-group-length.dcm",
         "bare-implicit.dcm",
         "bare-explicit.dcm",
+        "bare-big-endian.dcm",
     ] {
         let f = dir.path().join(name);
         let head = std::fs::read(&f).unwrap();

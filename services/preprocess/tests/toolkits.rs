@@ -48,7 +48,7 @@ const CORPUS: &[(&str, &str)] = &[
     // RGB, planar configuration 1, big endian: dicom-rs reads planar RGB only in little endian.
     // Colour is never scored; the refusal's words name the cause.
     ("ExplVR_BigEnd.dcm", "decode.corrupt_stream"),
-    // A bare big endian data set (no meta): only little endian bare data sets are recognised.
+    // A bare big endian data set (no meta): an RT ion plan, no pixels.
     ("ExplVR_BigEndNoMeta.dcm", "decode.not_an_image"),
     ("ExplVR_LitEndNoMeta.dcm", "decode.not_an_image"), // an RT plan: no pixels
     ("GDCMJ2K_TextGBR.dcm", "ok"),
@@ -170,6 +170,17 @@ fn every_file_in_pydicoms_and_pynetdicoms_corpora_decodes_or_is_refused_by_name_
         wrong.extend(check_corpus(&dir, table));
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // The bare big endian data set is read as DICOM (an RT ion plan), not as unknown bytes.
+    let e = decode(
+        &read(&corpus().join("ExplVR_BigEndNoMeta.dcm")),
+        &DecodeLimits::default(),
+    )
+    .expect_err("an RT plan");
+    assert!(
+        e.to_string()
+            .contains("no image pixel module (Rows, Columns, BitsAllocated) in a 1.2.840.10008.5.1.4.1.1.481.8 object"),
+        "{e}"
+    );
 }
 
 /// Every file of `dir` against `table`: the outcomes that differ, and any file prepared for
