@@ -46,6 +46,13 @@ pub enum ScanError {
 
 use ScanError::Truncated;
 
+/// The native transfer syntaxes, whose data sets the walks read element by element.
+pub const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
+pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
+pub const EXPLICIT_VR_BE: &str = "1.2.840.10008.1.2.2";
+/// Deflated explicit VR little endian: its data set is not walked (see the crate's doc).
+pub const DEFLATED_EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1.99";
+
 impl ScanError {
     pub(crate) fn corrupt_dicom(detail: impl Into<String>) -> ScanError {
         ScanError::Corrupt(detail.into())
@@ -93,19 +100,25 @@ pub fn readable(
     body: Cow<'_, [u8]>,
     purpose: Purpose,
 ) -> Result<(Cow<'_, [u8]>, Option<NativePixels>), ScanError> {
-    let first = walk(&body, None, purpose)?;
-    if first.implicit_sequences.is_empty() {
-        return Ok((body, first.native));
+    let found = walk(&body, None, purpose)?;
+    if found.implicit_sequences.is_empty() {
+        return Ok((body, found.native));
     }
-    let kept = without(&body, &first.implicit_sequences);
-    // Walked again, so that the pixel data's place is the new body's and nothing else moved.
-    let again = walk(&kept, None, purpose)?;
-    if !again.implicit_sequences.is_empty() {
-        return Err(ScanError::corrupt_dicom(
-            "a UN sequence of undefined length is still there after it was taken out",
-        ));
-    }
-    Ok((Cow::Owned(kept), again.native))
+    // The pixel data is a top-level element, never inside one taken out: it moves up by the
+    // length of those before it.
+    let native = found.native.map(|n| {
+        let before: usize = (found.implicit_sequences.iter())
+            .filter(|r| r.end <= n.range.start)
+            .map(|r| r.len())
+            .sum();
+        NativePixels {
+            range: n.range.start - before..n.range.end - before,
+        }
+    });
+    Ok((
+        Cow::Owned(without(&body, &found.implicit_sequences)),
+        native,
+    ))
 }
 
 /// [`readable`] for a data set without file meta (as received over DIMSE) in the transfer
@@ -159,10 +172,10 @@ fn walk(body: &[u8], data_set_syntax: Option<&str>, purpose: Purpose) -> Result<
     };
     let uid = uid.trim_end_matches(|c: char| c.is_whitespace() || c == '\0');
     c.syntax = match uid {
-        "1.2.840.10008.1.2" => Syntax::ImplicitLe,
-        "1.2.840.10008.1.2.2" => Syntax::ExplicitBe,
+        IMPLICIT_VR_LE => Syntax::ImplicitLe,
+        EXPLICIT_VR_BE => Syntax::ExplicitBe,
         // Deflated, or unknown (refused by name next, before dicom-object reads the data set).
-        uid if uid == "1.2.840.10008.1.2.1.99" || TransferSyntaxRegistry.get(uid).is_none() => {
+        uid if uid == DEFLATED_EXPLICIT_VR_LE || TransferSyntaxRegistry.get(uid).is_none() => {
             return Ok(Walk {
                 native: None,
                 implicit_sequences: Vec::new(),
@@ -171,7 +184,7 @@ fn walk(body: &[u8], data_set_syntax: Option<&str>, purpose: Purpose) -> Result<
         _ => Syntax::ExplicitLe,
     };
     elements(&mut c, 0)?;
-    let native = matches!(uid, "1.2.840.10008.1.2" | "1.2.840.10008.1.2.1");
+    let native = matches!(uid, IMPLICIT_VR_LE | EXPLICIT_VR_LE);
     Ok(Walk {
         native: match c.pixels.as_slice() {
             [only] if native => Some(NativePixels {

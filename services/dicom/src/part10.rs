@@ -6,16 +6,12 @@
 //! (older modalities, `dcmconv -F`), whose transfer syntax is implicit VR little endian — the
 //! standard's default — unless its first element carries an explicit VR (little or big
 //! endian); and a data set written in implicit VR under a meta group that declares explicit VR
-//! little endian. The length
-//! pre-scan ([`crate::readable`]) then runs on the result, so a hostile declared length is
-//! refused as before.
+//! little endian. The length pre-scan ([`crate::readable`]) then runs on the result, so a
+//! hostile declared length is refused as before.
 
 use std::borrow::Cow;
 
-use crate::ScanError as DecodeError;
-
-const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
-const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
+use crate::{ScanError, DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_BE, EXPLICIT_VR_LE, IMPLICIT_VR_LE};
 
 /// Whether `bytes` look like DICOM without the `DICM` magic: a meta group or a data set whose
 /// first element is in the identifying group (0008), little endian, or a data set in explicit
@@ -165,7 +161,7 @@ fn uid(value: &[u8]) -> Vec<u8> {
 }
 
 /// The Part 10 body (from `DICM` on, meta group with its group length) of any accepted shape.
-pub fn normalize(bytes: &[u8]) -> Result<Cow<'_, [u8]>, DecodeError> {
+pub fn normalize(bytes: &[u8]) -> Result<Cow<'_, [u8]>, ScanError> {
     let body: Cow<'_, [u8]> = if bytes.get(128..132) == Some(b"DICM") {
         Cow::Borrowed(&bytes[128..])
     } else if bytes.starts_with(b"DICM") {
@@ -191,23 +187,13 @@ pub fn normalize(bytes: &[u8]) -> Result<Cow<'_, [u8]>, DecodeError> {
 /// endian, which changes no sample (both are little endian); the length pre-scan then walks the
 /// whole data set as implicit VR, so a wrong guess is refused, not decoded. A compressed syntax
 /// requires explicit VR, and no syntax says "implicit VR, encapsulated": refused by name.
-fn with_its_own_vr_encoding(body: Cow<'_, [u8]>) -> Result<Cow<'_, [u8]>, DecodeError> {
+fn with_its_own_vr_encoding(body: Cow<'_, [u8]>) -> Result<Cow<'_, [u8]>, ScanError> {
     let Some((meta, data_set, syntax)) = meta_group(&body) else {
         return Ok(body); // the length pre-scan names what is wrong with it
     };
-    let syntax = String::from_utf8_lossy(&uid(syntax)).into_owned();
-    let explicit_le = !matches!(
-        syntax.as_str(),
-        IMPLICIT_LE | "1.2.840.10008.1.2.2" | "1.2.840.10008.1.2.1.99"
-    );
-    if !explicit_le || !written_in_implicit_vr(&body[data_set..]) {
+    let declared = String::from_utf8_lossy(&uid(syntax)).into_owned();
+    if data_set_syntax(&declared, &body[data_set..])? == declared {
         return Ok(body);
-    }
-    if syntax != EXPLICIT_LE {
-        return Err(DecodeError::corrupt_dicom(format!(
-            "the data set is written in implicit VR, which transfer syntax {syntax} does not \
-             allow (it requires explicit VR little endian)"
-        )));
     }
     let mut elements = Vec::with_capacity(meta.len());
     let mut at = meta.start;
@@ -216,13 +202,34 @@ fn with_its_own_vr_encoding(body: Cow<'_, [u8]>) -> Result<Cow<'_, [u8]>, Decode
             return Ok(body); // walked by meta_group already: not reached
         };
         if (group, element_no) == (0x0002, 0x0010) {
-            elements.extend(element((0x0002, 0x0010), b"UI", IMPLICIT_LE.as_bytes()));
+            elements.extend(element((0x0002, 0x0010), b"UI", IMPLICIT_VR_LE.as_bytes()));
         } else {
             elements.extend_from_slice(&body[at..start + len]);
         }
         at = start + len;
     }
     Ok(Cow::Owned(with_meta(&elements, &body[data_set..])))
+}
+
+/// The transfer syntax a data set declared in `declared` is actually written in: implicit VR
+/// little endian when it declares explicit VR little endian but [`written_in_implicit_vr`], else
+/// the declared one. A compressed syntax (explicit VR little endian by definition) over a data
+/// set written in implicit VR is refused: no syntax says "implicit VR, encapsulated".
+pub fn data_set_syntax<'a>(declared: &'a str, data_set: &[u8]) -> Result<&'a str, ScanError> {
+    let explicit_le = !matches!(
+        declared,
+        IMPLICIT_VR_LE | EXPLICIT_VR_BE | DEFLATED_EXPLICIT_VR_LE
+    );
+    if !explicit_le || !written_in_implicit_vr(data_set) {
+        return Ok(declared);
+    }
+    if declared != EXPLICIT_VR_LE {
+        return Err(ScanError::corrupt_dicom(format!(
+            "the data set is written in implicit VR, which transfer syntax {declared} does not \
+             allow (it requires explicit VR little endian)"
+        )));
+    }
+    Ok(IMPLICIT_VR_LE)
 }
 
 /// In a body from `DICM` on whose meta group opens with its length: the meta elements after
@@ -249,17 +256,17 @@ fn meta_group(body: &[u8]) -> Option<(std::ops::Range<usize>, usize, &[u8])> {
 
 /// Whether a data set's first element, in an explicit VR syntax, carries no VR code, or one
 /// the standard dictionary says its tag cannot have.
-pub fn written_in_implicit_vr(data_set: &[u8]) -> bool {
+fn written_in_implicit_vr(data_set: &[u8]) -> bool {
     use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
     let (Some(group), Some(element_no), Some(code)) =
         (le16(data_set, 0), le16(data_set, 2), data_set.get(4..6))
     else {
         return false;
     };
-    if !is_vr(code) {
-        return true;
-    }
-    let Some(vr) = dicom_core::VR::from_binary([code[0], code[1]]) else {
+    let Some(vr) = is_vr(code)
+        .then(|| dicom_core::VR::from_binary([code[0], code[1]]))
+        .flatten()
+    else {
         return true;
     };
     let tag = dicom_core::Tag(group, element_no);
@@ -273,7 +280,7 @@ pub fn written_in_implicit_vr(data_set: &[u8]) -> bool {
 }
 
 /// Inserts the meta group's length when the group opens without it.
-fn with_group_length(body: Cow<'_, [u8]>) -> Result<Cow<'_, [u8]>, DecodeError> {
+fn with_group_length(body: Cow<'_, [u8]>) -> Result<Cow<'_, [u8]>, ScanError> {
     match (le16(&body, 4), le16(&body, 6)) {
         (Some(0x0002), Some(0x0000)) | (None, _) | (_, None) => return Ok(body),
         (Some(0x0002), _) => {}
@@ -282,7 +289,7 @@ fn with_group_length(body: Cow<'_, [u8]>) -> Result<Cow<'_, [u8]>, DecodeError> 
     let mut at = 4;
     while le16(&body, at) == Some(0x0002) {
         let (_, _, start, len) = explicit_header(&body, at).ok_or_else(|| {
-            DecodeError::corrupt_dicom(
+            ScanError::corrupt_dicom(
                 "file meta group without its length ends inside an element header",
             )
         })?;
@@ -290,7 +297,7 @@ fn with_group_length(body: Cow<'_, [u8]>) -> Result<Cow<'_, [u8]>, DecodeError> 
             .checked_add(len)
             .filter(|end| *end <= body.len())
             .ok_or_else(|| {
-                DecodeError::Truncated(format!(
+                ScanError::Truncated(format!(
                     "file meta element at {at} declares {len} bytes past the end of the file"
                 ))
             })?;
@@ -300,7 +307,7 @@ fn with_group_length(body: Cow<'_, [u8]>) -> Result<Cow<'_, [u8]>, DecodeError> 
 
 /// A data set without any meta information: implicit VR little endian unless its first
 /// element names a VR; the SOP class and instance UIDs of the meta group come from it.
-fn bare_data_set(b: &[u8]) -> Result<Vec<u8>, DecodeError> {
+fn bare_data_set(b: &[u8]) -> Result<Vec<u8>, ScanError> {
     let encoding = if big_endian_bare(b) {
         Bare::ExplicitBe
     } else if is_vr(b.get(4..6).unwrap_or_default()) {
@@ -310,7 +317,7 @@ fn bare_data_set(b: &[u8]) -> Result<Vec<u8>, DecodeError> {
     };
     let need = |tag: (u16, u16), name: &str| {
         dataset_value(b, encoding, tag).map(uid).ok_or_else(|| {
-            DecodeError::corrupt_dicom(format!(
+            ScanError::corrupt_dicom(format!(
                 "a data set without file meta information and without its {name}"
             ))
         })
@@ -318,9 +325,9 @@ fn bare_data_set(b: &[u8]) -> Result<Vec<u8>, DecodeError> {
     let class = need((0x0008, 0x0016), "SOP Class UID (0008,0016)")?;
     let instance = need((0x0008, 0x0018), "SOP Instance UID (0008,0018)")?;
     let syntax = match encoding {
-        Bare::ImplicitLe => IMPLICIT_LE,
-        Bare::ExplicitLe => EXPLICIT_LE,
-        Bare::ExplicitBe => "1.2.840.10008.1.2.2",
+        Bare::ImplicitLe => IMPLICIT_VR_LE,
+        Bare::ExplicitLe => EXPLICIT_VR_LE,
+        Bare::ExplicitBe => EXPLICIT_VR_BE,
     };
     let mut meta = element((0x0002, 0x0001), b"OB", &[0, 1]);
     meta.extend(element((0x0002, 0x0002), b"UI", &class));
@@ -372,7 +379,7 @@ mod tests {
     #[test]
     fn a_meta_group_without_its_length_gets_one_and_a_hostile_length_is_refused() {
         let mut meta = element((0x0002, 0x0001), b"OB", &[0, 1]);
-        meta.extend(element((0x0002, 0x0010), b"UI", EXPLICIT_LE.as_bytes()));
+        meta.extend(element((0x0002, 0x0010), b"UI", EXPLICIT_VR_LE.as_bytes()));
         let mut file = b"DICM".to_vec();
         file.extend(&meta);
         file.extend(element((0x0008, 0x0060), b"CS", b"CR"));
@@ -382,10 +389,7 @@ mod tests {
 
         let mut hostile = b"DICM".to_vec();
         hostile.extend([0x02, 0x00, 0x10, 0x00, b'U', b'I', 0xff, 0xff]);
-        assert!(matches!(
-            normalize(&hostile),
-            Err(DecodeError::Truncated(_))
-        ));
+        assert!(matches!(normalize(&hostile), Err(ScanError::Truncated(_))));
     }
 
     #[test]
@@ -416,13 +420,13 @@ mod tests {
             m.extend(element((0x0002, 0x0010), b"UI", syntax.as_bytes()));
             with_meta(&m, &data_set)
         };
-        let declared = meta(EXPLICIT_LE);
+        let declared = meta(EXPLICIT_VR_LE);
         let fixed = normalize(&declared).expect("corrected");
-        assert_eq!(&fixed[..], &meta(IMPLICIT_LE)[..]);
-        let consistent = meta(IMPLICIT_LE);
+        assert_eq!(&fixed[..], &meta(IMPLICIT_VR_LE)[..]);
+        let consistent = meta(IMPLICIT_VR_LE);
         assert!(matches!(normalize(&consistent), Ok(Cow::Borrowed(_))));
         let jpeg = normalize(&meta("1.2.840.10008.1.2.4.50")).unwrap_err();
-        assert!(matches!(jpeg, DecodeError::Corrupt(_)), "{jpeg}");
+        assert!(matches!(jpeg, ScanError::Corrupt(_)), "{jpeg}");
         assert!(
             jpeg.to_string().contains("written in implicit VR"),
             "{jpeg}"

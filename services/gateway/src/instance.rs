@@ -177,20 +177,22 @@ impl InstanceMeta {
 /// implicit VR under explicit VR little endian is read as implicit VR, as preprocess reads the
 /// stored file. The stored file keeps the data set exactly as received.
 pub fn read_dataset(bytes: &[u8], ts_uid: &str) -> Result<InMemDicomObject, InstanceError> {
-    const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
-    let uid = match trim_uid(ts_uid) {
-        EXPLICIT_LE if cxrflow_dicom::part10::written_in_implicit_vr(bytes) => "1.2.840.10008.1.2",
-        uid => uid,
+    let supported = |uid| {
+        TransferSyntaxRegistry
+            .get(uid)
+            .ok_or_else(|| InstanceError::TransferSyntaxNotSupported(clip(ts_uid)))
     };
-    let ts = TransferSyntaxRegistry
-        .get(uid)
-        .ok_or_else(|| InstanceError::TransferSyntaxNotSupported(clip(ts_uid)))?;
+    let unreadable = |e: cxrflow_dicom::ScanError| InstanceError::Unreadable(e.to_string());
+    let declared = trim_uid(ts_uid);
+    supported(declared)?;
+    let uid = cxrflow_dicom::part10::data_set_syntax(declared, bytes).map_err(unreadable)?;
+    let ts = supported(uid)?;
     let bytes = cxrflow_dicom::readable_data_set(
         Cow::Borrowed(bytes),
         uid,
         cxrflow_dicom::Purpose::Metadata,
     )
-    .map_err(|e| InstanceError::Unreadable(e.to_string()))?;
+    .map_err(unreadable)?;
     InMemDicomObject::read_dataset_with_ts(&bytes[..], ts)
         .map_err(|e| InstanceError::Unreadable(e.to_string()))
 }
