@@ -125,7 +125,7 @@ async fn listen(
         let server = axum_server::from_tcp_rustls(
             listener,
             axum_server::tls_rustls::RustlsConfig::from_config(tls),
-        )
+        )?
         .handle(handle.clone());
         tokio::spawn(async move {
             shutdown.cancelled().await;
