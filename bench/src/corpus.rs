@@ -27,6 +27,7 @@ pub enum ScanImages {
 }
 
 /// One study as the bench sends it.
+#[derive(Clone)]
 pub struct Image {
     /// The image file's bytes (PNG, or DICOM in the full-size corpus).
     pub png: Arc<Vec<u8>>,
@@ -38,6 +39,9 @@ pub struct Image {
     pub view: String,
     pub sex: Option<String>,
     pub age: Option<i32>,
+    /// (URI, sha256) of the file in the stack's blob store at its content address, where the
+    /// gateway would have put it ([`Corpus::stored_in`]).
+    pub stored: Option<(String, String)>,
 }
 
 pub struct Corpus {
@@ -124,6 +128,7 @@ impl Corpus {
                 view: if cell(ap_c) == "AP" { "AP" } else { "PA" }.into(),
                 sex,
                 age: cell(age_c).parse().ok(),
+                stored: None,
             });
         }
         anyhow::ensure!(
@@ -176,6 +181,7 @@ impl Corpus {
                 view: like.view.clone(),
                 sex: like.sex.clone(),
                 age: like.age,
+                stored: None,
             });
         }
         Ok(Corpus {
@@ -183,6 +189,30 @@ impl Corpus {
             critical_findings: small.critical_findings.clone(),
             run_tag: format!("{}-full", small.run_tag),
             root: std::path::absolute(dir)?,
+        })
+    }
+
+    /// This corpus with every file written to the blob store at `store_url` under its content
+    /// address, as the DICOM gateway writes what it receives when it shares ingest's store
+    /// (compose, Helm, `cxrflow up`): its scan events then name that object and its sha256, as
+    /// the gateway's do, and ingest references the object instead of reading it.
+    pub async fn stored_in(&self, store_url: &str) -> anyhow::Result<Corpus> {
+        let store = cxrflow_common::blob::BlobStore::open(store_url, &[])?;
+        let mut images = Vec::with_capacity(self.images.len());
+        for img in &self.images {
+            let (uri, sha, _) = store
+                .put_content_addressed(img.png.as_ref().clone().into())
+                .await?;
+            images.push(Image {
+                stored: Some((uri, sha)),
+                ..img.clone()
+            });
+        }
+        Ok(Corpus {
+            images,
+            critical_findings: self.critical_findings.clone(),
+            run_tag: self.run_tag.clone(),
+            root: self.root.clone(),
         })
     }
 
@@ -238,9 +268,15 @@ impl Corpus {
             },
             media_type: img.media_type.into(),
             image_inline: (images == ScanImages::Inline).then(|| img.png.as_ref().clone()),
-            image_uri: (images == ScanImages::Reference)
-                .then(|| format!("file://{}", img.path.display())),
-            image_sha256: None,
+            image_uri: (images == ScanImages::Reference).then(|| match &img.stored {
+                Some((uri, _)) => uri.clone(),
+                None => format!("file://{}", img.path.display()),
+            }),
+            image_sha256: img
+                .stored
+                .as_ref()
+                .filter(|_| images == ScanImages::Reference)
+                .map(|(_, sha)| sha.clone()),
             image_size_bytes: Some(img.png.len() as i64),
         }
     }

@@ -225,7 +225,9 @@ pub async fn run(
 
     let full_size = match full {
         Some(full) => {
-            let small = std::mem::replace(&mut driver.corpus, full.clone());
+            // The files go where a gateway sharing ingest's store puts them.
+            let full = Arc::new(full.stored_in(&stack.blobs).await?);
+            let small = std::mem::replace(&mut driver.corpus, full);
             let measured =
                 full_size_capacity(&driver, &stack, args, n, bare_best, capacity_per_s).await;
             driver.corpus = small;

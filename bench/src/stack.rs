@@ -54,6 +54,8 @@ impl Service {
 
 pub struct Stack {
     pub kafka: KafkaArgs,
+    /// The blob store ingest, preprocess and triage share (`file://…`).
+    pub blobs: String,
     pub services: Vec<Service>,
     pub broker_pid: Option<u32>,
     broker: EmbeddedBroker,
@@ -173,6 +175,7 @@ impl Stack {
         }
         let stack = Stack {
             kafka,
+            blobs,
             services,
             broker_pid,
             broker,

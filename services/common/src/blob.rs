@@ -163,6 +163,13 @@ impl BlobStore {
         Ok((uri, true))
     }
 
+    /// The size of a blob, by the URI this store returned, without reading it.
+    pub async fn size(&self, uri: &str) -> Result<u64, BlobError> {
+        let path = self.path_of(uri)?;
+        let meta = self.store.head(&path).await.map_err(|e| map_err(e, uri))?;
+        Ok(meta.size)
+    }
+
     /// Reads a blob by the URI this store returned.
     pub async fn get(&self, uri: &str) -> Result<Bytes, BlobError> {
         let path = self.path_of(uri)?;

@@ -73,6 +73,8 @@ async fn with_a_shared_store_the_received_file_is_kept_once_and_ingest_reference
             scan.image_uri.as_ref(),
             "ingest points at the gateway's object"
         );
+        assert_eq!(Some(&image.sha256), scan.image_sha256.as_ref());
+        assert_eq!(Some(image.size_bytes), scan.image_size_bytes);
     }
     let stored = files_under(&store_dir);
     assert_eq!(
@@ -96,6 +98,15 @@ async fn with_a_shared_store_the_received_file_is_kept_once_and_ingest_reference
             .metric("cxrflow_ingest_blobs_total{outcome=\"written\"}")
             .await,
         None
+    );
+    // Nor read: the object at its content address is checked for presence and size only
+    // (preprocess hashes the bytes it decodes).
+    assert_eq!(
+        ingest
+            .metric("cxrflow_ingest_fetch_seconds_count{source=\"file\"}")
+            .await,
+        None,
+        "ingest read the gateway's file"
     );
     gw.stop().await;
     ingest.stop().await;

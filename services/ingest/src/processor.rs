@@ -19,7 +19,7 @@ use crate::error::IngestError;
 use crate::fetch::Fetcher;
 use crate::ledger::{Claim, LedgerError, SopLedger};
 use crate::metrics::{BlobOutcome, IngestMetrics};
-use crate::validate::{check_content, validate, ImageRef, Limits};
+use crate::validate::{check_content, check_size, validate, ImageRef, Limits};
 
 /// Turns `cxr.scan.v1` records into `cxr.ingested.v1` records.
 pub struct Ingest {
@@ -104,12 +104,54 @@ impl Ingest {
         bytes
     }
 
+    /// The declared sha256 when the event names that content's own address in our store (the
+    /// gateway's file, when gateway and ingest share a store).
+    fn own_content(&self, scan: &ScanEvent) -> Option<String> {
+        let sha = scan.image_sha256.as_deref()?.to_ascii_lowercase();
+        let own = self.blobs.content_uri(&sha);
+        (scan.image_uri.as_deref() == Some(own.as_str())).then_some(sha)
+    }
+
+    /// An image already in our store at its content address: only that it is there and its
+    /// size. Not read: the address is the store's own claim on the content, and preprocess
+    /// hashes the bytes it decodes against the sha256 this record carries, so reading (and
+    /// hashing) a full-size radiograph here as well cost about 10 CPU-ms per study for a check
+    /// that is made anyway where it matters.
+    async fn stored(&self, scan: &ScanEvent) -> Result<u64, IngestError> {
+        let uri = scan.image_uri.clone().unwrap_or_default();
+        let size = match self.blobs.size(&uri).await {
+            Ok(size) => size,
+            Err(BlobError::NotFound(_)) => {
+                return Err(IngestError::FetchNotFound {
+                    uri,
+                    detail: "not in the blob store".into(),
+                })
+            }
+            Err(e) => return Err(blob_error(e)),
+        };
+        if size > self.limits.max_image_bytes {
+            return Err(IngestError::TooLarge {
+                what: uri,
+                size: size.to_string(),
+                limit: self.limits.max_image_bytes,
+            });
+        }
+        check_size(scan, size)?;
+        Ok(size)
+    }
+
     /// Ingests one scan event; `Ok(None)` when it is a resend of an already ingested image.
     pub async fn ingest(&self, mut scan: ScanEvent) -> Result<Option<IngestedImage>, IngestError> {
         let source = validate(&scan, &self.limits, now_millis())?;
-        let bytes = self.obtain(&mut scan, &source).await?;
-        let sha256 = sha256_hex(&bytes);
-        check_content(&scan, &bytes, &sha256)?;
+        let (sha256, size, bytes) = match self.own_content(&scan) {
+            Some(sha256) => (sha256, self.stored(&scan).await?, None),
+            None => {
+                let bytes = self.obtain(&mut scan, &source).await?;
+                let sha256 = sha256_hex(&bytes);
+                check_content(&scan, &bytes, &sha256)?;
+                (sha256, bytes.len() as u64, Some(bytes))
+            }
+        };
         let sop = scan.study.sop_instance_uid.clone();
         match self
             .ledger
@@ -136,25 +178,25 @@ impl Ingest {
         }
         // From here on only transient failures are possible: the claim stays, and the retry of
         // this same event is a redelivery that finishes the job.
-        let size = bytes.len() as u64;
         // An event that points at this image's own content address in our store (the gateway's
         // file, when gateway and ingest share a store) is referenced, not copied: the store
         // keeps one copy of the identifiable original, and a content address never changes.
         let own = self.blobs.content_uri(&sha256);
-        let (blob_uri, outcome) = if scan.image_uri.as_deref() == Some(own.as_str()) {
-            (own, BlobOutcome::Referenced)
-        } else {
-            let (uri, written) = self
-                .blobs
-                .put_with_sha256(bytes, &sha256)
-                .await
-                .map_err(blob_error)?;
-            let outcome = if written {
-                BlobOutcome::Written
-            } else {
-                BlobOutcome::AlreadyPresent
-            };
-            (uri, outcome)
+        let (blob_uri, outcome) = match bytes {
+            Some(bytes) if scan.image_uri.as_deref() != Some(own.as_str()) => {
+                let (uri, written) = self
+                    .blobs
+                    .put_with_sha256(bytes, &sha256)
+                    .await
+                    .map_err(blob_error)?;
+                let outcome = if written {
+                    BlobOutcome::Written
+                } else {
+                    BlobOutcome::AlreadyPresent
+                };
+                (uri, outcome)
+            }
+            _ => (own, BlobOutcome::Referenced),
         };
         self.ledger
             .set_blob_uri(&sop, &scan.event_id, &blob_uri)

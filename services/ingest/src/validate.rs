@@ -181,14 +181,7 @@ pub fn validate(scan: &ScanEvent, limits: &Limits, now_ms: i64) -> Result<ImageR
 
 /// Checks the obtained image against what the event declared about it.
 pub fn check_content(scan: &ScanEvent, bytes: &[u8], sha256: &str) -> Result<(), IngestError> {
-    if let Some(declared) = scan.image_size_bytes {
-        if declared as u64 != bytes.len() as u64 {
-            return Err(IngestError::SizeMismatch {
-                declared,
-                actual: bytes.len() as u64,
-            });
-        }
-    }
+    check_size(scan, bytes.len() as u64)?;
     if let Some(declared) = &scan.image_sha256 {
         if !declared.eq_ignore_ascii_case(sha256) {
             return Err(IngestError::Sha256Mismatch {
@@ -198,6 +191,16 @@ pub fn check_content(scan: &ScanEvent, bytes: &[u8], sha256: &str) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// The image's size against the event's declared `image_size_bytes`, when it declares one.
+pub fn check_size(scan: &ScanEvent, actual: u64) -> Result<(), IngestError> {
+    match scan.image_size_bytes {
+        Some(declared) if declared as u64 != actual => {
+            Err(IngestError::SizeMismatch { declared, actual })
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -169,6 +169,7 @@ async fn broken_inputs_dead_letter_with_their_reason_and_a_hanging_source_holds_
     cfg.max_image_bytes = 4096;
     cfg.max_inline_bytes = 1024;
     cfg.fetch_timeout_ms = 300;
+    let blob_url = cfg.blob_store.effective_url();
     let svc = start(cfg);
 
     // The hanging source goes first on its partition so nothing after it there can commit.
@@ -211,6 +212,24 @@ async fn broken_inputs_dead_letter_with_their_reason_and_a_hanging_source_holds_
     let gone = http.route("/gone.png", Route::Status(404));
     add(scan(16), "ingest.fetch_not_found", &|s| {
         s.image_uri = Some(gone.clone())
+    });
+    // Events naming a content address in ingest's own store (as the gateway's do when the two
+    // share a store) are not read: the object must be there, and of the declared size.
+    let store = BlobStore::open(&blob_url, &[]).unwrap();
+    let absent = sha256_hex(b"never stored");
+    add(scan(22), "ingest.fetch_not_found", &|s| {
+        s.image_uri = Some(store.content_uri(&absent));
+        s.image_sha256 = Some(absent.clone());
+    });
+    let stored_bytes = image(23, 300);
+    let (stored_uri, stored_sha, _) = store
+        .put_content_addressed(stored_bytes.clone().into())
+        .await
+        .unwrap();
+    add(scan(23), "ingest.size_mismatch", &|s| {
+        s.image_uri = Some(stored_uri.clone());
+        s.image_sha256 = Some(stored_sha.clone());
+        s.image_size_bytes = Some(stored_bytes.len() as i64 + 1);
     });
     let endless = http.route("/endless.png", Route::Endless(1 << 20));
     add(scan(17), "ingest.too_large", &|s| {
