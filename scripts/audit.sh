@@ -30,8 +30,15 @@ summary() {
   if [ -n "${CXRFLOW_TEST_SUMMARY:-}" ]; then echo "$1" >> "$CXRFLOW_TEST_SUMMARY"; fi
 }
 
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
 rc=0
-"$deny" --offline --color never check licenses bans sources || rc=$?
+# cargo's metadata first, from crates.io where it lacks a crate (it wants every platform's, the
+# Windows ones too, which a build on Linux never downloaded); cargo-deny itself then runs
+# offline: it would otherwise fetch from GitHub, which this project's machines cannot reach.
+cargo metadata --format-version 1 --locked > "$work/metadata.json"
+"$deny" --offline --color never --metadata-path "$work/metadata.json" \
+  check licenses bans sources || rc=$?
 if [ "$rc" -ne 0 ]; then
   summary "== dependency audit: FAILED (licenses, bans or sources; cargo-deny's report above)"
   exit "$rc"
@@ -51,12 +58,29 @@ else
   what="$(git -C "$db" log -1 --format='commit %h of %cs' 2>/dev/null)" \
     || { echo "audit: CXRFLOW_ADVISORY_DB=$db is not a git clone (cargo-deny reads its HEAD)" >&2; exit 2; }
   # cargo-deny looks for the default database under db-path in a directory named after its URL.
-  work="$(mktemp -d)"
-  trap 'rm -rf "$work"' EXIT
   mkdir -p "$work/db"
   ln -s "$(cd "$db" && pwd)" "$work/db/advisory-db-3157b0e258782691"
-  sed "s|^\[advisories\]$|[advisories]\ndb-path = \"$work/db\"|" deny.toml > "$work/deny.toml"
-  "$deny" --offline --color never --config "$work/deny.toml" check advisories || rc=$?
+  with_db() { sed "s|^\[advisories\]$|[advisories]\ndb-path = \"$work/db\"|" "$1"; }
+  with_db deny.toml > "$work/deny.toml"
+  "$deny" --offline --color never --metadata-path "$work/metadata.json" \
+    --config "$work/deny.toml" check advisories || rc=$?
+  # The embedded broker, as scripts/install-broker.sh builds it (its unpacked source, the
+  # patched storage crate and scripts/tansu/Cargo.lock), against scripts/tansu/deny.toml.
+  broker="$TOOLS/src/tansu-0.6.0"
+  if [ -f "$broker/Cargo.toml" ] && [ -d "$TOOLS/src/tansu-storage-0.6.0" ]; then
+    cp "$here/tansu/Cargo.lock" "$broker/Cargo.lock"
+    cargo metadata --format-version 1 --locked --manifest-path "$broker/Cargo.toml" \
+      --features libsql,dynostore \
+      --config "patch.crates-io.tansu-storage.path=\"$TOOLS/src/tansu-storage-0.6.0\"" \
+      > "$work/broker-metadata.json"
+    with_db "$here/tansu/deny.toml" > "$work/broker-deny.toml"
+    echo "the embedded broker (tansu 0.6.0 as scripts/install-broker.sh builds it):"
+    "$deny" --offline --color never --metadata-path "$work/broker-metadata.json" \
+      --config "$work/broker-deny.toml" check advisories || rc=$?
+    what="$what; the embedded broker too"
+  else
+    what="$what; the embedded broker not checked: its source is unpacked by scripts/install-broker.sh"
+  fi
 fi
 if [ "$rc" -ne 0 ]; then
   summary "== dependency audit: advisories FAILED against the RustSec database ($what; cargo-deny's report above)"

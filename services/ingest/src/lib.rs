@@ -2,7 +2,8 @@
 //!
 //! Owns the front door of the pipeline: validates each scan event (DICOM UIDs, modality, media
 //! type, timestamps, sizes), obtains the image (inline, `file://`, `http(s)://`, `s3://`),
-//! verifies a declared sha256, writes the image once to the content-addressed blob store and
+//! verifies a declared sha256, writes the image once to the content-addressed blob store (or,
+//! when the event names the image's own content address there, references it unread) and
 //! deduplicates by SOP instance UID across restarts (an embedded SQLite ledger). Anything that
 //! can never succeed goes to `cxr.dlq.v1` with a stable reason; an unreachable source or blob
 //! store is retried and never committed.
