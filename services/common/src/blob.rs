@@ -266,9 +266,14 @@ mod tests {
         assert_eq!(uri, uri2);
         assert!(!written2, "second write of the same content is skipped");
         assert_eq!(&store.get(&uri).await.unwrap()[..], b"hello");
+        assert_eq!(store.size(&uri).await.unwrap(), 5);
         let missing = format!("{url}/sha256/00/00");
         assert!(matches!(
             store.get(&missing).await,
+            Err(BlobError::NotFound(_))
+        ));
+        assert!(matches!(
+            store.size(&missing).await,
             Err(BlobError::NotFound(_))
         ));
         assert!(matches!(

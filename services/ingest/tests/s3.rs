@@ -135,6 +135,9 @@ async fn an_s3_reference_is_ingested_into_an_s3_blob_store() {
         &bytes[..],
         "blob on S3 is intact"
     );
+    // Its size without reading it (a HEAD: how ingest checks an event naming an object already
+    // at its content address).
+    assert_eq!(blobs.size(&img.blob_uri).await.unwrap(), bytes.len() as u64);
     // How the object is stored, asked with boto3 (a KMS-encrypted object needs a signed
     // request), from moto's own environment.
     let key = img
