@@ -2,8 +2,9 @@
 //! drift and the retrain trigger): a corpus of bad records — garbage bytes, an unknown schema
 //! id, a record of the wrong schema, an absurd timestamp, a 5 MB inline image, a truncated
 //! image, a decompression bomb, a DICOM whose Presentation LUT Shape contradicts its photometric
-//! interpretation, a tensor of the wrong size, NaN model outputs, garbage on the
-//! control topic — is injected between good studies. Each bad record lands in `cxr.dlq.v1` with
+//! interpretation, a tensor of the wrong size, NaN model outputs, an image changed in the blob
+//! store after the gateway stored it, garbage on the control topic — is injected between good
+//! studies. Each bad record lands in `cxr.dlq.v1` with
 //! its reason and its original bytes (or, for NaN outputs, on the worklist as NOT_ASSESSABLE:
 //! triage never removes a study); every good study reaches the worklist once; no service dies.
 //! Then the fix-and-replay path: ingest restarted with a larger inline limit and
@@ -20,6 +21,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use cxrflow_common::blob::BlobStore;
 use cxrflow_common::kafka::Producer;
 use cxrflow_common::ServiceArgs;
 use cxrflow_contracts::{
@@ -281,6 +283,37 @@ fn corpus(codec: &Codec) -> Vec<Poison> {
     ]
 }
 
+/// A study whose file changed in the blob store after the gateway stored it (a failing disk, a
+/// hand edit): its scan event names the object's content address and sha256, as the gateway's
+/// do, so ingest references the object without reading it, and preprocess, which hashes the
+/// bytes it decodes, refuses them.
+async fn changed_in_store(codec: &Codec, store_dir: &std::path::Path) -> Poison {
+    let store = BlobStore::open(&format!("file://{}", store_dir.display()), &[]).expect("store");
+    let original = fixtures::dicom(&DicomSpec::cr(256, 256));
+    let (uri, sha, _) = store
+        .put_content_addressed(original.clone().into())
+        .await
+        .expect("stored");
+    let mut changed = original.clone();
+    let last = changed.len() - 1;
+    changed[last] ^= 0xff;
+    std::fs::write(uri.strip_prefix("file://").expect("a file URI"), &changed)
+        .expect("change the stored file");
+    let mut s = scan(22, "application/dicom", vec![]);
+    s.image_inline = None;
+    s.image_uri = Some(uri);
+    s.image_sha256 = Some(sha);
+    s.image_size_bytes = Some(original.len() as i64);
+    Poison {
+        what: "an image changed in the blob store after the gateway stored it",
+        logical: topics::SCAN,
+        key: s.study.study_instance_uid.clone(),
+        bytes: codec.encode(&s).expect("scan encodes"),
+        expect: vec![("preprocess", "blob.sha256_mismatch")],
+        failed_on: Some(topics::INGESTED),
+    }
+}
+
 /// Images that decode but that the model may not score: DICOM objects whose own header says
 /// they are not chest radiographs, sent as scan events claiming CR, and raw detector data (DX
 /// For Processing). (uid, scan, expected code)
@@ -381,7 +414,8 @@ async fn poison_on_every_topic_is_dead_lettered_while_good_studies_flow() {
     let replay = support::start_replay(&p, &studies[..12], 6.0, 256 * 1024, 31);
 
     let producer = Producer::new(&p.kafka).expect("producer");
-    let poison = corpus(&codec);
+    let mut poison = corpus(&codec);
+    poison.push(changed_in_store(&codec, &p.data_dir().join("blobs")).await);
     for x in &poison {
         producer
             .send_raw(
