@@ -60,7 +60,7 @@ pub enum FetcherSetupError {
     S3Option(String, String),
 }
 
-fn too_large(what: String, size: String, limit: u64) -> IngestError {
+pub(crate) fn too_large(what: String, size: String, limit: u64) -> IngestError {
     IngestError::TooLarge { what, size, limit }
 }
 

@@ -16,7 +16,7 @@ use cxrflow_contracts::{Codec, IngestedImage, ScanEvent};
 use tracing::Instrument;
 
 use crate::error::IngestError;
-use crate::fetch::Fetcher;
+use crate::fetch::{too_large, Fetcher};
 use crate::ledger::{Claim, LedgerError, SopLedger};
 use crate::metrics::{BlobOutcome, IngestMetrics};
 use crate::validate::{check_content, check_size, validate, ImageRef, Limits};
@@ -104,37 +104,34 @@ impl Ingest {
         bytes
     }
 
-    /// The declared sha256 when the event names that content's own address in our store (the
-    /// gateway's file, when gateway and ingest share a store).
-    fn own_content(&self, scan: &ScanEvent) -> Option<String> {
-        let sha = scan.image_sha256.as_deref()?.to_ascii_lowercase();
-        let own = self.blobs.content_uri(&sha);
-        (scan.image_uri.as_deref() == Some(own.as_str())).then_some(sha)
+    /// Whether the event names the content address `sha256` has in our store (the gateway's
+    /// file, when gateway and ingest share a store): such an image is referenced, not copied.
+    fn names_own_address(&self, scan: &ScanEvent, sha256: &str) -> bool {
+        scan.image_uri.as_deref() == Some(self.blobs.content_uri(sha256).as_str())
     }
 
-    /// An image already in our store at its content address: only that it is there and its
-    /// size. Not read: the address is the store's own claim on the content, and preprocess
-    /// hashes the bytes it decodes against the sha256 this record carries, so reading (and
-    /// hashing) a full-size radiograph here as well cost about 10 CPU-ms per study for a check
-    /// that is made anyway where it matters.
-    async fn stored(&self, scan: &ScanEvent) -> Result<u64, IngestError> {
-        let uri = scan.image_uri.clone().unwrap_or_default();
-        let size = match self.blobs.size(&uri).await {
+    /// An image already in our store at its content address (`uri`): only that it is there
+    /// and its size. Not read: the address is the store's own claim on the content, and
+    /// preprocess hashes the bytes it decodes against the sha256 this record carries, so
+    /// reading (and hashing) a full-size radiograph here as well cost about 10 CPU-ms per study
+    /// for a check that is made anyway where it matters.
+    async fn stored(&self, scan: &ScanEvent, uri: &str) -> Result<u64, IngestError> {
+        let size = match self.blobs.size(uri).await {
             Ok(size) => size,
             Err(BlobError::NotFound(_)) => {
                 return Err(IngestError::FetchNotFound {
-                    uri,
+                    uri: uri.to_string(),
                     detail: "not in the blob store".into(),
                 })
             }
             Err(e) => return Err(blob_error(e)),
         };
         if size > self.limits.max_image_bytes {
-            return Err(IngestError::TooLarge {
-                what: uri,
-                size: size.to_string(),
-                limit: self.limits.max_image_bytes,
-            });
+            return Err(too_large(
+                uri.to_string(),
+                size.to_string(),
+                self.limits.max_image_bytes,
+            ));
         }
         check_size(scan, size)?;
         Ok(size)
@@ -143,13 +140,24 @@ impl Ingest {
     /// Ingests one scan event; `Ok(None)` when it is a resend of an already ingested image.
     pub async fn ingest(&self, mut scan: ScanEvent) -> Result<Option<IngestedImage>, IngestError> {
         let source = validate(&scan, &self.limits, now_millis())?;
-        let (sha256, size, bytes) = match self.own_content(&scan) {
-            Some(sha256) => (sha256, self.stored(&scan).await?, None),
-            None => {
+        // An event that names the image's own content address in our store is referenced, not
+        // copied: the store keeps one copy of the identifiable original, and a content address
+        // never changes. With the sha256 declared, the image is not even read; `to_copy` holds
+        // the bytes only of an image that goes into the store.
+        let declared = scan.image_sha256.as_deref().map(str::to_ascii_lowercase);
+        let (sha256, size, to_copy) = match declared {
+            Some(sha256) if self.names_own_address(&scan, &sha256) => {
+                let uri = self.blobs.content_uri(&sha256);
+                let size = self.stored(&scan, &uri).await?;
+                (sha256, size, None)
+            }
+            _ => {
                 let bytes = self.obtain(&mut scan, &source).await?;
                 let sha256 = sha256_hex(&bytes);
                 check_content(&scan, &bytes, &sha256)?;
-                (sha256, bytes.len() as u64, Some(bytes))
+                let size = bytes.len() as u64;
+                let to_copy = (!self.names_own_address(&scan, &sha256)).then_some(bytes);
+                (sha256, size, to_copy)
             }
         };
         let sop = scan.study.sop_instance_uid.clone();
@@ -178,12 +186,8 @@ impl Ingest {
         }
         // From here on only transient failures are possible: the claim stays, and the retry of
         // this same event is a redelivery that finishes the job.
-        // An event that points at this image's own content address in our store (the gateway's
-        // file, when gateway and ingest share a store) is referenced, not copied: the store
-        // keeps one copy of the identifiable original, and a content address never changes.
-        let own = self.blobs.content_uri(&sha256);
-        let (blob_uri, outcome) = match bytes {
-            Some(bytes) if scan.image_uri.as_deref() != Some(own.as_str()) => {
+        let (blob_uri, outcome) = match to_copy {
+            Some(bytes) => {
                 let (uri, written) = self
                     .blobs
                     .put_with_sha256(bytes, &sha256)
@@ -196,7 +200,7 @@ impl Ingest {
                 };
                 (uri, outcome)
             }
-            _ => (own, BlobOutcome::Referenced),
+            None => (self.blobs.content_uri(&sha256), BlobOutcome::Referenced),
         };
         self.ledger
             .set_blob_uri(&sop, &scan.event_id, &blob_uri)
