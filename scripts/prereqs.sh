@@ -24,6 +24,8 @@ command -v chromedriver >/dev/null || need+=(chromium-driver)
 command -v storescu >/dev/null || need+=(dcmtk)
 # dicom3tools: dciodvfy checks the results service's DICOM SR against the IOD in its tests.
 command -v dciodvfy >/dev/null || need+=(dicom3tools)
+# strace: the gateway's durability test reads its fsyncs and renames from the real syscalls.
+command -v strace >/dev/null || need+=(strace)
 command -v cmake >/dev/null || need+=(cmake)
 command -v c++ >/dev/null || need+=(g++)
 if [ ${#need[@]} -gt 0 ]; then

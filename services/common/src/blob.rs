@@ -66,8 +66,16 @@ impl BlobStore {
                     .to_file_path()
                     .map_err(|_| cfg("not an absolute file path".into()))?;
                 std::fs::create_dir_all(&dir).map_err(|e| cfg(e.to_string()))?;
-                let store =
-                    LocalFileSystem::new_with_prefix(&dir).map_err(|e| cfg(e.to_string()))?;
+                // fsync: a write returns once the object and its directory entry are on disk.
+                // The gateway answers a sender's C-STORE (or STOW-RS) with success only after
+                // its write returned, and a sender may then delete its copy; without it, a power
+                // cut in the next half minute lost an acknowledged image (and its event would
+                // name an object that is gone). About 0.3 ms per object on these machines.
+                // The object is staged beside its final name and renamed into place, so a
+                // failed write (disk full) leaves nothing under the content address.
+                let store = LocalFileSystem::new_with_prefix(&dir)
+                    .map_err(|e| cfg(e.to_string()))?
+                    .with_fsync(true);
                 Ok(BlobStore {
                     store: Arc::new(store),
                     base: url.trim_end_matches('/').to_string(),

@@ -38,6 +38,8 @@ pub enum Find {
     Program(&'static str),
     /// An environment variable naming a reachable server.
     Env(&'static str),
+    /// Something the test itself tries (a permission): [`require_capability`].
+    Capability,
 }
 
 pub enum Install {
@@ -70,6 +72,23 @@ pub const TOOLS: &[Tool] = &[
         install: Install::Prereqs(
             "pip install 'moto[server]==5.2.5' into $CXRFLOW_TOOLS/moto-venv, linked into \
              $CXRFLOW_TOOLS/bin (scripts/prereqs.sh, then `. scripts/env.sh`)",
+        ),
+    },
+    Tool {
+        name: "strace",
+        find: Find::Program("strace"),
+        used_for: "reading the gateway's fsyncs and renames from its real syscalls \
+                   (cxrflow-gateway::durability)",
+        install: Install::Prereqs("Debian package strace (apt-get install strace)"),
+    },
+    Tool {
+        name: "tmpfs",
+        find: Find::Capability,
+        used_for: "a real full disk: a 1 MiB tmpfs mounted under the gateway's store \
+                   (cxrflow-gateway::durability)",
+        install: Install::Prereqs(
+            "permission to mount: run the tests as root or with CAP_SYS_ADMIN, as \
+             scripts/test.sh and CI do",
         ),
     },
     Tool {
@@ -119,6 +138,28 @@ pub fn require_service(name: &str) -> Option<String> {
         missing(tool, &format!("{var} not set"));
         None
     })
+}
+
+/// `tried` is what the test got when it tried the capability (`Err`: why not); `true` when it
+/// is there, else fails the test or skips it (returns `false`) as for a missing tool. `name` is
+/// a [`TOOLS`] entry found as a capability.
+pub fn require_capability(name: &str, tried: Result<(), String>) -> bool {
+    let tool = tool(name);
+    let Find::Capability = tool.find else {
+        panic!("{name} is not a capability");
+    };
+    let tried = if hidden(name) {
+        Err("hidden by CXRFLOW_HIDE_TOOLS".into())
+    } else {
+        tried
+    };
+    match tried {
+        Ok(()) => true,
+        Err(why) => {
+            missing(tool, &why);
+            false
+        }
+    }
 }
 
 fn tool(name: &str) -> &'static Tool {
