@@ -50,37 +50,43 @@ if [ -z "$db" ]; then
   exit 0
 fi
 
+# cargo-deny looks for the default database under db-path in a directory named after its URL.
+mkdir -p "$work/db"
+with_db() { sed "s|^\[advisories\]$|[advisories]\ndb-path = \"$work/db\"|" "$1"; }
+with_db deny.toml > "$work/deny.toml"
 if [ "$db" = fetch ]; then
-  "$deny" --color never check advisories || rc=$?
-  what="fetched just now"
+  # Fetched once, then both checks below run offline against the same copy.
+  "$deny" --color never --metadata-path "$work/metadata.json" --config "$work/deny.toml" \
+    fetch db || {
+    summary "== dependency audit: advisories FAILED: the RustSec database could not be fetched (cargo-deny's error above)"
+    exit 1
+  }
+  what="$(git -C "$work/db/advisory-db-3157b0e258782691" log -1 --format='commit %h of %cs' 2>/dev/null)" \
+    || what="fetched just now"
 else
   [ -d "$db/crates" ] || { echo "audit: CXRFLOW_ADVISORY_DB=$db is not a clone of rustsec/advisory-db (no crates/)" >&2; exit 2; }
   what="$(git -C "$db" log -1 --format='commit %h of %cs' 2>/dev/null)" \
     || { echo "audit: CXRFLOW_ADVISORY_DB=$db is not a git clone (cargo-deny reads its HEAD)" >&2; exit 2; }
-  # cargo-deny looks for the default database under db-path in a directory named after its URL.
-  mkdir -p "$work/db"
   ln -s "$(cd "$db" && pwd)" "$work/db/advisory-db-3157b0e258782691"
-  with_db() { sed "s|^\[advisories\]$|[advisories]\ndb-path = \"$work/db\"|" "$1"; }
-  with_db deny.toml > "$work/deny.toml"
-  "$deny" --offline --color never --metadata-path "$work/metadata.json" \
-    --config "$work/deny.toml" check advisories || rc=$?
-  # The embedded broker, as scripts/install-broker.sh builds it (its unpacked source, the
-  # patched storage crate and scripts/tansu/Cargo.lock), against scripts/tansu/deny.toml.
-  broker="$TOOLS/src/tansu-0.6.0"
-  if [ -f "$broker/Cargo.toml" ] && [ -d "$TOOLS/src/tansu-storage-0.6.0" ]; then
-    cp "$here/tansu/Cargo.lock" "$broker/Cargo.lock"
-    cargo metadata --format-version 1 --locked --manifest-path "$broker/Cargo.toml" \
-      --features libsql,dynostore \
-      --config "patch.crates-io.tansu-storage.path=\"$TOOLS/src/tansu-storage-0.6.0\"" \
-      > "$work/broker-metadata.json"
-    with_db "$here/tansu/deny.toml" > "$work/broker-deny.toml"
-    echo "the embedded broker (tansu 0.6.0 as scripts/install-broker.sh builds it):"
-    "$deny" --offline --color never --metadata-path "$work/broker-metadata.json" \
-      --config "$work/broker-deny.toml" check advisories || rc=$?
-    what="$what; the embedded broker too"
-  else
-    what="$what; the embedded broker not checked: its source is unpacked by scripts/install-broker.sh"
-  fi
+fi
+"$deny" --offline --color never --metadata-path "$work/metadata.json" \
+  --config "$work/deny.toml" check advisories || rc=$?
+# The embedded broker, as scripts/install-broker.sh builds it (its unpacked source, the
+# patched storage crate and scripts/tansu/Cargo.lock), against scripts/tansu/deny.toml.
+broker="$TOOLS/src/tansu-0.6.0"
+if [ -f "$broker/Cargo.toml" ] && [ -d "$TOOLS/src/tansu-storage-0.6.0" ]; then
+  cp "$here/tansu/Cargo.lock" "$broker/Cargo.lock"
+  cargo metadata --format-version 1 --locked --manifest-path "$broker/Cargo.toml" \
+    --features libsql,dynostore \
+    --config "patch.crates-io.tansu-storage.path=\"$TOOLS/src/tansu-storage-0.6.0\"" \
+    > "$work/broker-metadata.json"
+  with_db "$here/tansu/deny.toml" > "$work/broker-deny.toml"
+  echo "the embedded broker (tansu 0.6.0 as scripts/install-broker.sh builds it):"
+  "$deny" --offline --color never --metadata-path "$work/broker-metadata.json" \
+    --config "$work/broker-deny.toml" check advisories || rc=$?
+  what="$what; the embedded broker too"
+else
+  what="$what; the embedded broker not checked: its source is unpacked by scripts/install-broker.sh"
 fi
 if [ "$rc" -ne 0 ]; then
   summary "== dependency audit: advisories FAILED against the RustSec database ($what; cargo-deny's report above)"
