@@ -108,16 +108,28 @@ impl Strace {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start strace");
-        // Attached once this process shows strace as its tracer.
+        // Attached once every thread of this process shows strace as its tracer (threads
+        // started later are followed: -f).
+        let traced = |pid: u32| {
+            std::fs::read_dir("/proc/self/task")
+                .unwrap()
+                .flatten()
+                .all(|task| {
+                    std::fs::read_to_string(task.path().join("status"))
+                        .ok()
+                        .and_then(|status| {
+                            status
+                                .lines()
+                                .find_map(|l| l.strip_prefix("TracerPid:"))
+                                .and_then(|v| v.trim().parse::<u32>().ok())
+                        })
+                        // A thread that ended while we looked is no thread to miss.
+                        .is_none_or(|tracer| tracer == pid)
+                })
+        };
         let deadline = Instant::now() + WAIT;
         loop {
-            let status = std::fs::read_to_string("/proc/self/status").unwrap();
-            let tracer = status
-                .lines()
-                .find_map(|l| l.strip_prefix("TracerPid:"))
-                .map(|v| v.trim().parse::<u32>().unwrap_or(0))
-                .unwrap_or(0);
-            if tracer == child.id() {
+            if traced(child.id()) {
                 break;
             }
             if let Ok(Some(status)) = child.try_wait() {
