@@ -385,7 +385,7 @@ fn measure_syntax(
         if reduced {
             full.push(time_one(args.reps, || {
                 let img = decode(bytes, &limits)?;
-                let stats = image_stats(&img);
+                let stats = image_stats(&img, profile.side());
                 let t = profile.render(&img).map_err(anyhow::Error::msg)?;
                 std::hint::black_box((stats, t));
                 Ok(())

@@ -215,7 +215,7 @@ pub fn measure(args: &ReducedArgs) -> anyhow::Result<ReducedReport> {
             let t0 = Instant::now();
             let full_img = decode(&bytes, &limits)?;
             let full = profile.render(&full_img).map_err(anyhow::Error::msg)?;
-            let full_stats = image_stats(&full_img);
+            let full_stats = image_stats(&full_img, profile.side());
             full_ms += t0.elapsed().as_secs_f64() * 1e3;
             let t0 = Instant::now();
             let prepared = prepare(&bytes, &limits, profile)?;

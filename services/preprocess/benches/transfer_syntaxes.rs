@@ -124,7 +124,7 @@ fn bench(c: &mut Criterion) {
         group.bench_function(format!("{label} full"), |b| {
             b.iter(|| {
                 let img = decode(&bytes, &limits).expect("decodes");
-                let stats = image_stats(&img);
+                let stats = image_stats(&img, Profile::Gray224V1.side());
                 (stats, Profile::Gray224V1.render(&img).expect("resizes"))
             })
         });

@@ -72,7 +72,7 @@ pub fn prepare_gated(
 }
 
 fn finish(img: DecodedImage, profile: Profile, start: Instant) -> Result<Prepared, DecodeError> {
-    let stats = image_stats(&img);
+    let stats = image_stats(&img, profile.side());
     let tensor = profile
         .render(&img)
         .map_err(|e| DecodeError::UnsupportedImage(format!("resize to {profile}: {e}")))?;

@@ -184,8 +184,9 @@ struct Plane {
 /// box-averaged over blocks of 2, 4, 8, … stored pixels (the most halvings that keep both
 /// sides ≥ `reduce_to`, as the JPEG 2000 and JPEG reduced decodes choose): the display values
 /// of each block are averaged, so rescale, VOI and MONOCHROME1 apply to every stored sample as
-/// at full resolution, and the statistics still count every stored sample. Only the
-/// full-resolution plane, which nothing but the resize would read, is never written.
+/// at full resolution. The full-resolution plane, which nothing but the resize would read, is
+/// never written; the statistics are the reduced plane's ([`crate::stats::image_stats`]), so
+/// the plane hands over no counts.
 fn display_samples<T: Sample>(
     pd: &DecodedPixelData<'_>,
     samples: &[T],
@@ -264,13 +265,13 @@ fn display_samples<T: Sample>(
     });
     let (pixels, counts, reduction) = if halvings > 0 {
         let factor = 1usize << halvings;
-        let (pixels, counts) = box_reduce(samples, plane.width, factor, table, counted);
+        let pixels = box_reduce(samples, plane.width, factor, table);
         let reduction = Reduction {
             factor: factor as u32,
             // Decoded pixel k averages stored pixels k·factor ..< (k+1)·factor.
             offset: 0.0,
         };
-        (pixels, counts, Some(reduction))
+        (pixels, None, Some(reduction))
     } else {
         let (pixels, counts) = match counted {
             Some(counts) => (
@@ -282,19 +283,22 @@ fn display_samples<T: Sample>(
             ),
             None => count(samples, Some(table)),
         };
-        (pixels, counts, None)
+        (pixels, Some(counts), None)
     };
     // The same counts, by display value: the statistics need no pass over the pixels.
-    let mut histogram = vec![0u64; 1 << 16];
-    for (raw, &c) in counts.iter().enumerate() {
-        if c > 0 {
-            histogram[usize::from(table[raw])] += c;
+    let histogram = counts.map(|counts| {
+        let mut histogram = vec![0u64; 1 << 16];
+        for (raw, &c) in counts.iter().enumerate() {
+            if c > 0 {
+                histogram[usize::from(table[raw])] += c;
+            }
         }
-    }
+        histogram
+    });
     let factor = reduction.map_or(1, |r| r.factor as usize);
     let (width, height) = (plane.width.div_ceil(factor), plane.height.div_ceil(factor));
     Ok(DecodedImage {
-        histogram: Some(histogram),
+        histogram,
         view_position,
         reduction,
         ..DecodedImage::plane(
@@ -393,26 +397,20 @@ fn count<T: Sample>(samples: &[T], table: Option<&[u16; 1 << 16]>) -> (Vec<u16>,
 
 /// The display plane of `samples` (rows of `width`) averaged over `factor`×`factor` blocks,
 /// rounded to nearest; the blocks of the last column and row average the stored pixels they
-/// hold. One pass: each row is counted ([`Counter`], unless `counted` already holds the counts)
-/// and summed into its band's blocks while it is in cache.
+/// hold. One pass: each row is summed into its band's blocks while it is in cache.
 fn box_reduce<T: Sample>(
     samples: &[T],
     width: usize,
     factor: usize,
     table: &[u16; 1 << 16],
-    counted: Option<Vec<u64>>,
-) -> (Vec<u16>, Vec<u64>) {
+) -> Vec<u16> {
     let height = samples.len() / width;
-    let mut counter = counted.is_none().then(Counter::new);
     let (out_width, out_height) = (width.div_ceil(factor), height.div_ceil(factor));
     let mut pixels = Vec::with_capacity(out_width * out_height);
     let mut sums = vec![0u64; out_width];
     for band in samples[..width * height].chunks(width * factor) {
         sums.fill(0);
         for row in band.chunks_exact(width) {
-            if let Some(counter) = counter.as_mut() {
-                counter.add(row);
-            }
             for (sum, block) in sums.iter_mut().zip(row.chunks(factor)) {
                 // A block row holds at most 65535 samples (Columns is 16 bits): 32 bits hold it.
                 let row_sum: u32 = block
@@ -428,8 +426,16 @@ fn box_reduce<T: Sample>(
             pixels.push(((sum + n / 2) / n) as u16);
         }
     }
-    let counts = counted.unwrap_or_else(|| counter.map_or_else(Vec::new, Counter::finish::<T>));
-    (pixels, counts)
+    pixels
+}
+
+/// A display plane (rows of `width`) averaged over `factor`×`factor` blocks, exactly as the
+/// box reduction averages a frame's display values: a plane decoded in full, reduced this way,
+/// is the plane the reduced path produces.
+pub(crate) fn box_average(plane: &[u16], width: usize, factor: usize) -> Vec<u16> {
+    let identity: Vec<u16> = (0..=u16::MAX).collect();
+    let identity: &[u16; 1 << 16] = identity.as_slice().try_into().expect("65536 entries");
+    box_reduce(plane, width, factor, identity)
 }
 
 /// The VOI transformation of the first frame, mapping modality values onto 0..=1.
@@ -619,15 +625,15 @@ mod tests {
             let float = float_display(&pd, None).unwrap();
             assert!(table.pixels == float.pixels, "{what}: pixels differ");
             assert!(table.histogram.is_some() && float.histogram.is_none());
-            assert_eq!(image_stats(&table), image_stats(&float), "{what}");
+            assert_eq!(image_stats(&table, 224), image_stats(&float, 224), "{what}");
         }
     }
 
     /// Each output pixel is the rounded mean of its block's display values (the right column
-    /// and bottom row of blocks hold fewer samples), and every stored sample is counted,
-    /// whether the counts come from the pass itself or were handed over.
+    /// and bottom row of blocks hold fewer samples); averaging a plane decoded in full gives
+    /// the same plane.
     #[test]
-    fn box_reduce_averages_blocks_and_counts_every_sample() {
+    fn box_reduce_averages_blocks() {
         let (width, height, factor) = (10usize, 7usize, 4usize);
         let samples: Vec<u16> = (0..width * height)
             .map(|i| (i * 37 % 4096) as u16)
@@ -649,19 +655,23 @@ mod tests {
                 expected.push(mean.round() as u16);
             }
         }
-        let mut histogram = vec![0u64; 1 << 16];
-        for &s in &samples {
-            histogram[usize::from(s)] += 1;
-        }
-        let (pixels, counts) = box_reduce(&samples, width, factor, table, None);
+        let pixels = box_reduce(&samples, width, factor, table);
         assert_eq!((pixels.len(), &pixels), (3 * 2, &expected));
-        assert_eq!(counts, histogram);
-        let (again, handed) = box_reduce(&samples, width, factor, table, Some(histogram.clone()));
-        assert_eq!((again, handed), (expected, histogram));
-        // 8-bit samples count over their own 256 values.
+        let full: Vec<u16> = samples.iter().map(|&s| table[usize::from(s)]).collect();
+        assert_eq!(box_average(&full, width, factor), expected);
+        // 8-bit samples index the same table.
         let bytes: Vec<u8> = (0..=255u8).collect();
-        let (_, counts) = box_reduce(&bytes, 16, 2, table, None);
-        assert_eq!(counts, vec![1u64; 256]);
+        let reduced = box_reduce(&bytes, 16, 2, table);
+        assert_eq!(reduced.len(), 64);
+        assert_eq!(
+            reduced[0],
+            ((u32::from(table[0])
+                + u32::from(table[1])
+                + u32::from(table[16])
+                + u32::from(table[17])
+                + 2)
+                / 4) as u16
+        );
     }
 
     /// Samples beyond BitsStored's range: masked, they read as their low bits (4115 as 19 under

@@ -16,7 +16,9 @@ mod raster;
 mod reduced;
 mod syntax;
 
+pub(crate) use display::box_average;
 pub use error::DecodeError;
+pub(crate) use reduced::halvings;
 pub use reduced::Reduction;
 pub use syntax::SUPPORTED_TRANSFER_SYNTAXES;
 
@@ -126,7 +128,8 @@ pub struct DecodedImage {
     /// Row-major, `width * height` samples, 0 = black, 65535 = white.
     pub pixels: Vec<u16>,
     /// How many of `pixels` hold each value (65536 counts), when the decoder counted them on
-    /// its way ([`crate::stats::image_stats`] counts them otherwise).
+    /// its way ([`crate::stats::image_stats`] counts them otherwise, and ignores these for a
+    /// plane larger than the model's scale).
     pub histogram: Option<Vec<u64>>,
     pub bits_stored: u16,
     /// DICOM Photometric Interpretation, or `MONOCHROME2`/`RGB` for raster images.
@@ -192,8 +195,7 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, Decod
 /// level where the codec can (JPEG 2000, lossless and lossy, baseline and 12-bit JPEG, with a
 /// stated window), otherwise decoded in full and box-averaged while its display values are
 /// mapped (so is a JPEG 2000 level the codestream's decomposition levels left larger, for the
-/// halvings left). The statistics' histogram counts the decoded samples: every stored sample in
-/// the second case, the codec's level's in the first.
+/// halvings left). Either way the statistics ([`crate::stats::image_stats`]) are the plane's.
 pub fn decode_reduced(
     bytes: &[u8],
     limits: &DecodeLimits,

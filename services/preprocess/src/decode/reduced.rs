@@ -17,8 +17,8 @@
 //!
 //! Every plane not reduced here (other syntaxes, no window) is reduced after its
 //! full-resolution decode instead, by the same number of halvings: the display mapping averages
-//! 2ⁿ×2ⁿ blocks of display values as it maps and counts the samples (`display::box_reduce`),
-//! from the extremes of every stored sample when there is no window. So is a JPEG 2000 level
+//! 2ⁿ×2ⁿ blocks of display values as it maps the samples (`display::box_reduce`), with the
+//! window from the extremes of every stored sample when there is none. So is a JPEG 2000 level
 //! still twice or more the model's side (a codestream with fewer decomposition levels than
 //! halvings wanted), for the halvings left.
 
