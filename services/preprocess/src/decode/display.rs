@@ -408,15 +408,17 @@ fn box_reduce<T: Sample>(
     let (out_width, out_height) = (width.div_ceil(factor), height.div_ceil(factor));
     let mut pixels = Vec::with_capacity(out_width * out_height);
     let mut sums = vec![0u64; out_width];
+    // One row's display values: mapped in one sequential pass, then summed by block from L1.
+    let mut mapped = vec![0u16; width];
     for band in samples[..width * height].chunks(width * factor) {
         sums.fill(0);
         for row in band.chunks_exact(width) {
-            for (sum, block) in sums.iter_mut().zip(row.chunks(factor)) {
+            for (m, &s) in mapped.iter_mut().zip(row) {
+                *m = table[usize::from(s.raw())];
+            }
+            for (sum, block) in sums.iter_mut().zip(mapped.chunks(factor)) {
                 // A block row holds at most 65535 samples (Columns is 16 bits): 32 bits hold it.
-                let row_sum: u32 = block
-                    .iter()
-                    .map(|&s| u32::from(table[usize::from(s.raw())]))
-                    .sum();
+                let row_sum: u32 = block.iter().map(|&v| u32::from(v)).sum();
                 *sum += u64::from(row_sum);
             }
         }
