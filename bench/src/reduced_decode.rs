@@ -14,8 +14,9 @@
 //! highest tier of a finding over its threshold, from the manifest) changes, and, when the model
 //! has an out-of-distribution reference, how far each path's OOD distance moves and the studies
 //! whose verdict (assessable or not, which decides whether triage ranks the score at all)
-//! changes. The statistics are each path's own: a codec-reduced plane's differ from the full
-//! decode's.
+//! changes. The statistics are each path's own, at the model's scale as preprocess takes them
+//! (`stats::image_stats`): the full decode's box-averaged to the reduced plane's size, the
+//! reduced plane's as it is (equal for the box reduction, the codecs' low-pass filters apart).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
