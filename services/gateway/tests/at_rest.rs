@@ -10,22 +10,6 @@ use cxrflow_contracts::IngestedImage;
 use cxrflow_testkit::{eventually, read_records, Broker};
 use support::*;
 
-fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = vec![];
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_a_shared_store_the_received_file_is_kept_once_and_ingest_references_it() {
     let broker = Broker::start();

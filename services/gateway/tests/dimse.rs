@@ -366,20 +366,7 @@ async fn an_unacknowledged_event_answers_out_of_resources_and_the_resend_succeed
     let gw = Running::start(config(&kafka, dir.path())).await;
     let f = fixture(1, Kind::Dx16);
     let bytes = f.dataset_bytes(EXPLICIT_LE);
-    let mut assoc = associate_explicit_le(gw.dicom, f.kind.sop_class()).await;
-
-    let status = tokio::time::timeout(
-        WAIT,
-        c_store(&mut assoc, 1, 1, f.kind.sop_class(), &f.sop, &bytes),
-    )
-    .await
-    .expect("an answer, not a hang");
-    assert_eq!(
-        status,
-        Some(0xA700),
-        "out of resources: the sender keeps it"
-    );
-    assert_eq!(gw.rejected("publish_failed").await, 1.0);
+    let mut assoc = c_store_out_of_resources(&gw, &f, &bytes, "publish_failed").await;
 
     let broker_dir = tempfile::tempdir().unwrap();
     let _broker = cxrflow_common::broker::EmbeddedBroker::start(broker_dir.path(), port)

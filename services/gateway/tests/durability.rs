@@ -67,23 +67,6 @@ fn fill(path: &Path) -> u64 {
     written
 }
 
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = vec![];
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// strace attached to this test process (every thread, the gateway's included), recording the
 /// syscalls that make a write durable, with file descriptors shown as paths (`-y`).
 struct Strace {
@@ -202,19 +185,8 @@ async fn a_full_disk_is_answered_out_of_resources_leaves_nothing_and_the_resend_
     let f = fixture(1, Kind::Dx16);
     let bytes = f.dataset_bytes(EXPLICIT_LE);
 
-    let mut assoc = associate_explicit_le(gw.dicom, f.kind.sop_class()).await;
-    let status = tokio::time::timeout(
-        WAIT,
-        c_store(&mut assoc, 1, 1, f.kind.sop_class(), &f.sop, &bytes),
-    )
-    .await
-    .expect("an answer, not a hang");
-    assert_eq!(
-        status,
-        Some(0xA700),
-        "a full disk is out of resources: the sender keeps the instance and resends"
-    );
-    assert_eq!(gw.rejected("blob_store_unavailable").await, 1.0);
+    // A full disk is out of resources.
+    let assoc = c_store_out_of_resources(&gw, &f, &bytes, "blob_store_unavailable").await;
     assert_eq!(
         files_under(&store),
         vec![filler.clone()],
@@ -245,12 +217,7 @@ async fn a_full_disk_is_answered_out_of_resources_leaves_nothing_and_the_resend_
     std::fs::remove_file(&filler).unwrap();
     let trace = Strace::attach(&strace, dir.path().join("strace.txt"));
     let mut assoc = associate_explicit_le(gw.dicom, f.kind.sop_class()).await;
-    let status = tokio::time::timeout(
-        WAIT,
-        c_store(&mut assoc, 1, 2, f.kind.sop_class(), &f.sop, &bytes),
-    )
-    .await
-    .expect("an answer, not a hang");
+    let status = c_store_answered(&mut assoc, 2, &f, &bytes).await;
     let lines = trace.finish();
     assert_eq!(status, Some(0x0000), "the resend is stored");
     let _ = assoc.release().await;

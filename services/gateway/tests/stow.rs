@@ -204,24 +204,6 @@ async fn stow_rs_stores_good_parts_and_fails_the_others_one_by_one() {
     gw.stop().await;
 }
 
-/// Every file under `dir`, recursively.
-fn files_under(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| {
-                    let p = e.path();
-                    if p.is_dir() {
-                        files_under(&p)
-                    } else {
-                        1
-                    }
-                })
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 /// STOW-RS needs the uploader role: without a key (401) or with a reader's (403) nothing is
 /// stored and nothing reaches Kafka; the uploader's key stores and publishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -258,7 +240,11 @@ async fn stow_rs_without_the_uploader_role_stores_and_publishes_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 403);
-    assert_eq!(files_under(&dir.path().join("dicom")), 0, "nothing stored");
+    assert_eq!(
+        files_under(&dir.path().join("dicom")).len(),
+        0,
+        "nothing stored"
+    );
     let r = send(TestKeys::client(keys.key(Role::Uploader)), &c)
         .await
         .unwrap();
@@ -270,6 +256,6 @@ async fn stow_rs_without_the_uploader_role_stores_and_publishes_nothing() {
         .map(|(_, e)| e.study.sop_instance_uid.clone())
         .collect();
     assert_eq!(published, vec![c.sop.clone()]);
-    assert_eq!(files_under(&dir.path().join("dicom")), 1);
+    assert_eq!(files_under(&dir.path().join("dicom")).len(), 1);
     gw.stop().await;
 }

@@ -458,6 +458,60 @@ pub fn response_status(pdu: &Pdu) -> Option<u16> {
     obj.element(tags::STATUS).ok()?.to_int::<u16>().ok()
 }
 
+/// Every file under `dir`, recursively, sorted.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// [`c_store`] of fixture `f`'s data set on presentation context 1, which must be answered
+/// within [`WAIT`] (an answer, not a hang).
+pub async fn c_store_answered(
+    assoc: &mut dicom_ul::association::AsyncClientAssociation<TcpStream>,
+    message_id: u16,
+    f: &Fixture,
+    dataset: &[u8],
+) -> Option<u16> {
+    tokio::time::timeout(
+        WAIT,
+        c_store(assoc, 1, message_id, f.kind.sop_class(), &f.sop, dataset),
+    )
+    .await
+    .expect("an answer, not a hang")
+}
+
+/// A new association from MODALITY1 whose C-STORE of fixture `f` is answered out of resources
+/// (0xA700: the sender keeps the instance and resends), the gateway counting it refused for
+/// `reason`; returns the association, for the resend.
+pub async fn c_store_out_of_resources(
+    gw: &Running,
+    f: &Fixture,
+    dataset: &[u8],
+    reason: &str,
+) -> dicom_ul::association::AsyncClientAssociation<TcpStream> {
+    let mut assoc = associate_explicit_le(gw.dicom, f.kind.sop_class()).await;
+    let status = c_store_answered(&mut assoc, 1, f, dataset).await;
+    assert_eq!(
+        status,
+        Some(0xA700),
+        "out of resources ({reason}): the sender keeps the instance"
+    );
+    assert_eq!(gw.rejected(reason).await, 1.0, "refused for {reason}");
+    assoc
+}
+
 /// An association from MODALITY1 to the gateway on `port`, proposing `sop_class` in explicit VR
 /// little endian only (presentation context 1).
 pub async fn associate_explicit_le(
