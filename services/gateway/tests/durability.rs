@@ -2,9 +2,9 @@
 //! syscalls: with its `file://` store on a tmpfs filled to the last byte, a C-STORE is answered
 //! out of resources (0xA700: the sender keeps the instance) and a STOW-RS upload 503, nothing
 //! is left in the store (no staged or partial object at the content address) and no scan event
-//! is published; once space is freed the resend is stored whole, and strace shows the object
-//! written durably before the answer: the staged file fsynced, renamed to its content address,
-//! its directory fsynced.
+//! is published; once space is freed DCMTK's storescu resends the instance and it is stored
+//! whole, and strace shows the object written durably before the answer: the staged file
+//! fsynced, renamed to its content address, its directory fsynced.
 
 mod support;
 
@@ -213,14 +213,27 @@ async fn a_full_disk_is_answered_out_of_resources_leaves_nothing_and_the_resend_
     assert_eq!(gw.rejected("blob_store_unavailable").await, 2.0);
     assert_eq!(files_under(&store), vec![filler.clone()]);
 
-    // An operator frees space; the modality resends, while strace watches the write.
+    // An operator frees space; the sender resends, as another program: DCMTK's storescu with
+    // the instance as a Part 10 file, while strace watches the gateway's write.
     std::fs::remove_file(&filler).unwrap();
+    let file = f.write(dir.path(), EXPLICIT_LE);
     let trace = Strace::attach(&strace, dir.path().join("strace.txt"));
-    let mut assoc = associate_explicit_le(gw.dicom, f.kind.sop_class()).await;
-    let status = c_store_answered(&mut assoc, 2, &f, &bytes).await;
+    let (ok, out) = run_tool({
+        let mut c = dcmtk("storescu");
+        c.args([
+            "-aet",
+            "MODALITY1",
+            "-aec",
+            AE,
+            "127.0.0.1",
+            &gw.dicom.to_string(),
+        ])
+        .arg(&file);
+        c
+    })
+    .await;
     let lines = trace.finish();
-    assert_eq!(status, Some(0x0000), "the resend is stored");
-    let _ = assoc.release().await;
+    assert!(ok, "storescu's resend is stored: {out}");
 
     // Exactly one object, whole, at its content address; one scan event, for the resend.
     let stored = files_under(&store);
