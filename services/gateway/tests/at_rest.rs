@@ -29,16 +29,8 @@ async fn with_a_shared_store_the_received_file_is_kept_once_and_ingest_reference
         .map(|f| f.write(dir.path(), EXPLICIT_LE))
         .collect();
     let (ok, out) = run_tool({
-        let mut c = dcmtk("storescu");
-        c.args([
-            "-aet",
-            "MODALITY1",
-            "-aec",
-            AE,
-            "127.0.0.1",
-            &gw.dicom.to_string(),
-        ])
-        .args(&files);
+        let mut c = storescu(gw.dicom);
+        c.args(&files);
         c
     })
     .await;

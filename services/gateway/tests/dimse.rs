@@ -42,8 +42,7 @@ async fn echoscu_and_storescu_deliver_cr_and_dx_as_pseudonymous_scan_events() {
         (fixture(2, Kind::Dx16), EXPLICIT_LE),
         (fixture(3, Kind::DxProcessing14), EXPLICIT_LE),
     ];
-    let mut cmd = dcmtk("storescu");
-    cmd.args(["-aet", "MODALITY1", "-aec", AE, "127.0.0.1", &port]);
+    let mut cmd = storescu(gw.dicom);
     for (f, ts) in &files {
         cmd.arg(f.write(dir.path(), ts));
     }
@@ -294,15 +293,7 @@ async fn a_gateway_stopped_mid_association_leaves_the_sender_unacknowledged_and_
 
     // The sender resends everything to the restarted gateway.
     let gw = Running::start(cfg).await;
-    let mut cmd = dcmtk("storescu");
-    cmd.args([
-        "-aet",
-        "MODALITY1",
-        "-aec",
-        AE,
-        "127.0.0.1",
-        &gw.dicom.to_string(),
-    ]);
+    let mut cmd = storescu(gw.dicom);
     for f in &fixtures {
         cmd.arg(f.write(dir.path(), EXPLICIT_LE));
     }

@@ -219,16 +219,8 @@ async fn a_full_disk_is_answered_out_of_resources_leaves_nothing_and_the_resend_
     let file = f.write(dir.path(), EXPLICIT_LE);
     let trace = Strace::attach(&strace, dir.path().join("strace.txt"));
     let (ok, out) = run_tool({
-        let mut c = dcmtk("storescu");
-        c.args([
-            "-aet",
-            "MODALITY1",
-            "-aec",
-            AE,
-            "127.0.0.1",
-            &gw.dicom.to_string(),
-        ])
-        .arg(&file);
+        let mut c = storescu(gw.dicom);
+        c.arg(&file);
         c
     })
     .await;

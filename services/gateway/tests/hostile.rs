@@ -181,16 +181,8 @@ async fn hostile_peers_are_refused_with_a_metric_and_the_gateway_keeps_serving()
 
     // And a normal sender is still served.
     let good = fixture(1, Kind::Dx16);
-    let mut cmd = dcmtk("storescu");
-    cmd.args([
-        "-aet",
-        "MODALITY1",
-        "-aec",
-        AE,
-        "127.0.0.1",
-        &port.to_string(),
-    ])
-    .arg(good.write(dir.path(), EXPLICIT_LE));
+    let mut cmd = storescu(port);
+    cmd.arg(good.write(dir.path(), EXPLICIT_LE));
     let (ok, out) = run_tool(cmd).await;
     assert!(ok, "storescu failed: {out}");
     let events = scan_events(&kafka, &codec, 1, WAIT).await;

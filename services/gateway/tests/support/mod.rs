@@ -367,6 +367,21 @@ pub fn dcmtk(tool: &str) -> std::process::Command {
     std::process::Command::new(tool)
 }
 
+/// DCMTK's storescu as a modality runs it: from MODALITY1 to the gateway's AE title on
+/// 127.0.0.1:`port`, plain TCP, default options; the caller adds the files to send.
+pub fn storescu(port: u16) -> std::process::Command {
+    let mut c = dcmtk("storescu");
+    c.args([
+        "-aet",
+        "MODALITY1",
+        "-aec",
+        AE,
+        "127.0.0.1",
+        &port.to_string(),
+    ]);
+    c
+}
+
 /// Runs a command to completion off the async runtime; returns (success, stdout+stderr).
 pub async fn run_tool(mut cmd: std::process::Command) -> (bool, String) {
     tokio::task::spawn_blocking(move || {
