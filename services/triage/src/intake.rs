@@ -109,7 +109,7 @@ impl Unrankable {
 }
 
 /// A decision for a study the AI does not rank: ordered by its order priority and
-/// acquisition time alone.
+/// the start of its wait (its acquisition, or shortly before a late arrival) alone.
 pub(crate) fn unranked_decision(
     wl: &Worklist,
     study: StudyContext,
@@ -125,6 +125,7 @@ pub(crate) fn unranked_decision(
         _ => "not assessable".to_string(),
     }];
     reasons.extend(order_reason(study.priority_hint));
+    reasons.extend(wl.policy().late_arrival_reason(&study));
     TriageDecision {
         study,
         version: 1,

@@ -80,12 +80,19 @@ pub struct TriagePolicy {
     /// Weight of each finding in the score, 0..=1; findings not listed weigh `default_weight`.
     pub weights: BTreeMap<String, f64>,
     pub default_weight: f64,
-    /// Reading deadline from acquisition, per tier.
+    /// Reading deadline from the start of the study's wait (`wait_start`), per tier.
     pub sla_ms: PerTier,
-    /// Longest a study may wait in its tier (since acquisition or its last escalation) before
+    /// Longest a study may wait in its tier (since `wait_start` or its last escalation) before
     /// it is escalated (anti-starvation, Baltruschat et al. 2021); an escalated study's deadline
     /// becomes the moment it started waiting, so past its cap it is read by age.
     pub wait_cap_ms: PerTier,
+    /// How much of the time between acquisition and arrival counts as waiting: a study's wait
+    /// starts at its acquisition, but no earlier than this long before it arrived (its scan
+    /// event's `published_at`). A backlog after a PACS or network outage, a prior or a
+    /// migrated study, or a modality whose clock is wrong would otherwise arrive already past
+    /// every cap: escalated at once and due since its acquisition, above every CRITICAL study
+    /// acquired since.
+    pub pre_arrival_credit_ms: i64,
     /// How many findings a decision lists.
     pub top_findings: usize,
 }
@@ -133,6 +140,9 @@ impl Default for TriagePolicy {
                 routine: 90 * MINUTE,
                 not_assessable: 90 * MINUTE,
             },
+            // Covers a radiograph's usual acquisition-to-arrival time (QC at the console, a
+            // router's hop) in full, so ordinary traffic is timed from its acquisition.
+            pre_arrival_credit_ms: 30 * MINUTE,
             top_findings: 3,
         }
     }
@@ -361,8 +371,10 @@ impl TriagePolicy {
                 .total_cmp(&self.contribution(a))
                 .then_with(|| a.finding.cmp(&b.finding))
         });
+        reasons.extend(self.late_arrival_reason(&p.study));
         let deadline = if ai_ranked(tier) {
-            p.study.acquired_at.saturating_add(self.sla_ms.get(tier))
+            self.wait_start(&p.study)
+                .saturating_add(self.sla_ms.get(tier))
         } else {
             self.unranked_deadline(&p.study, tier)
         };
@@ -386,6 +398,36 @@ impl TriagePolicy {
         self.wait_cap_ms.get(tier)
     }
 
+    /// When `study` started waiting to be read: its acquisition, but no earlier than
+    /// `pre_arrival_credit_ms` before it arrived (`published_at`) and no later than its arrival
+    /// (a modality clock running ahead). Deadlines and wait caps count from here.
+    pub fn wait_start(&self, study: &StudyContext) -> EpochMillis {
+        let earliest = study
+            .published_at
+            .saturating_sub(self.pre_arrival_credit_ms.max(0));
+        study.acquired_at.max(earliest).min(study.published_at)
+    }
+
+    /// Why a study's wait does not start at its acquisition, for the worklist's reasons;
+    /// `None` for ordinary traffic.
+    pub fn late_arrival_reason(&self, study: &StudyContext) -> Option<String> {
+        let start = self.wait_start(study);
+        if start > study.acquired_at {
+            Some(format!(
+                "arrived {} after acquisition: deadline and wait cap count from {} before arrival",
+                fmt_span(study.published_at.saturating_sub(study.acquired_at)),
+                fmt_span(self.pre_arrival_credit_ms)
+            ))
+        } else if start < study.acquired_at {
+            Some(format!(
+                "acquired {} after it arrived (a clock running ahead): deadline and wait cap count from its arrival",
+                fmt_span(study.acquired_at.saturating_sub(study.published_at))
+            ))
+        } else {
+            None
+        }
+    }
+
     /// The reading deadline of a study the AI does not rank (AI_PENDING, NOT_ASSESSABLE): its
     /// order priority's deadline for STAT and URGENT orders, its own tier's otherwise.
     pub fn unranked_deadline(&self, study: &StudyContext, tier: TriageTier) -> EpochMillis {
@@ -393,7 +435,17 @@ impl TriagePolicy {
             OrderPriority::Routine => tier,
             hint => order_tier(hint),
         };
-        study.acquired_at.saturating_add(self.sla_ms.get(by))
+        self.wait_start(study).saturating_add(self.sla_ms.get(by))
+    }
+}
+
+/// A span for a reason a person reads: `45 min`, `6 h 05 min`, `3 days`.
+pub fn fmt_span(ms: i64) -> String {
+    let m = ms.max(0) / MINUTE;
+    match m {
+        _ if m < 60 => format!("{m} min"),
+        _ if m < 48 * 60 => format!("{} h {:02} min", m / 60, m % 60),
+        _ => format!("{} days", m / (24 * 60)),
     }
 }
 

@@ -39,9 +39,11 @@ impl Entry {
         self.decision.status != WorklistStatus::Read
     }
 
-    /// Where the wait cap is counted from.
-    pub fn wait_since(&self) -> EpochMillis {
-        self.escalated_at.unwrap_or(self.decision.study.acquired_at)
+    /// Where the wait cap is counted from: the last escalation, else the start of the study's
+    /// wait (`TriagePolicy::wait_start`).
+    pub fn wait_since(&self, policy: &TriagePolicy) -> EpochMillis {
+        self.escalated_at
+            .unwrap_or_else(|| policy.wait_start(&self.decision.study))
     }
 }
 
@@ -293,7 +295,7 @@ impl Worklist {
     pub fn escalation_due(&self, uid: &str, now: EpochMillis) -> Option<TriageDecision> {
         let e = self.entries.get(uid).filter(|e| e.is_open())?;
         let cur = &e.decision;
-        let waited = now - e.wait_since();
+        let waited = now - e.wait_since(&self.policy);
         let cap = self.policy.cap(cur.tier);
         if waited <= cap {
             return None;
@@ -306,7 +308,7 @@ impl Worklist {
         // Due since it started waiting: among everything open, a study past its cap is ordered
         // by how long it has waited (oldest first, as in arrival order), so no stream of newer
         // CRITICAL or URGENT studies can keep it waiting much past the FIFO worst case.
-        d.deadline = cur.deadline.min(e.wait_since());
+        d.deadline = cur.deadline.min(e.wait_since(&self.policy));
         d.decided_at = now;
         d.reasons.push(format!(
             "{ESCALATION}{}: waited {} in {:?} past its cap of {}, now {:?} [at {now}]",

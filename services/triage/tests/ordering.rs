@@ -64,7 +64,14 @@ fn arb_prediction() -> impl Strategy<Value = Prediction> {
                     patient_sex: None,
                     // One acquisition time per study, as in reality.
                     acquired_at: T0 + (n as i64) * 7 * MIN + (acq % 2),
-                    published_at: T0,
+                    // Mostly on time; a third arrive up to 7 hours late (a backlog, a prior).
+                    published_at: T0
+                        + (n as i64) * 7 * MIN
+                        + if n % 3 == 0 {
+                            (n as i64 + 1) * 40 * MIN
+                        } else {
+                            0
+                        },
                     priority_hint: hint,
                 },
                 blob_uri: format!("file:///blobs/{n}"),
@@ -184,7 +191,7 @@ proptest! {
                 Step::Tick => {
                     tick(&mut wl, now);
                     for e in wl.entries().filter(|e| e.is_open()) {
-                        let waited = now - e.wait_since();
+                        let waited = now - e.wait_since(&policy);
                         prop_assert!(waited <= policy.cap(e.decision.tier),
                             "{} waited {waited} ms in {:?} (cap {})", e.decision.study.study_instance_uid,
                             e.decision.tier, policy.cap(e.decision.tier));
@@ -279,6 +286,7 @@ fn a_critical_study_reads_before_a_routine_one_and_escalation_lifts_the_routine_
     let mut critical = routine.clone();
     critical.study.study_instance_uid = "c".into();
     critical.study.acquired_at = T0 + 7 * 60 * MIN;
+    critical.study.published_at = T0 + 7 * 60 * MIN;
     critical.findings[0] = FindingScore {
         threshold: 0.4,
         ..score("Pneumothorax", 0.9)
@@ -314,5 +322,157 @@ fn a_critical_study_reads_before_a_routine_one_and_escalation_lifts_the_routine_
         order(&wl),
         ["r", "c"],
         "the escalated study is due now, before the fresh critical one"
+    );
+}
+
+/// A backlog that arrives at once after a 6-hour outage (a PACS or network downtime), and a prior
+/// acquired years ago: none of them is escalated on arrival, and none is placed above a CRITICAL
+/// study acquired during the outage, which would be read after every one of them if their
+/// waits counted from acquisition. Past the cap they escalate as any study does.
+#[test]
+fn a_backlog_after_an_outage_is_not_escalated_above_critical_studies_on_arrival() {
+    let policy = TriagePolicy::default();
+    let mut wl = Worklist::new(policy.clone());
+    let arrival = T0 + 6 * 60 * MIN;
+    let pneumothorax = vec![FindingScore {
+        threshold: 0.4,
+        ..score("Pneumothorax", 0.9)
+    }];
+    let at =
+        |uid: &str, acquired_at: i64, published_at: i64, findings: Vec<FindingScore>| Prediction {
+            findings,
+            predicted_at: published_at + 1_000,
+            ..prediction(StudyContext {
+                acquired_at,
+                published_at,
+                ..study(uid)
+            })
+        };
+    let backlog = [
+        at(
+            "old-routine-1",
+            T0,
+            arrival,
+            vec![score("Cardiomegaly", 0.1)],
+        ),
+        at(
+            "old-routine-2",
+            T0 + 60 * MIN,
+            arrival,
+            vec![score("Cardiomegaly", 0.1)],
+        ),
+        // Its wait starts at most the credit before arrival, so it is due at arrival.
+        at(
+            "old-critical",
+            T0 + 2 * 60 * MIN,
+            arrival,
+            pneumothorax.clone(),
+        ),
+        Prediction {
+            assessable: false,
+            not_assessable_reason: Some("colour image".into()),
+            ..at("1997-prior", 861_890_678_000, arrival, vec![])
+        },
+    ];
+    // Acquired during the outage on another modality, arrived at once.
+    let fresh = at("fresh-critical", arrival - 5 * MIN, arrival, pneumothorax);
+    let now = arrival + 2_000;
+    for p in backlog.iter().chain([&fresh]) {
+        assert!(deliver(&mut wl, p, now), "{}", p.study.study_instance_uid);
+    }
+    tick(&mut wl, now);
+    let order = |wl: &Worklist| {
+        snapshot(wl, OrderingMode::Pooled)
+            .into_iter()
+            .map(|x| x.0)
+            .collect::<Vec<_>>()
+    };
+    // Only the late CRITICAL study is past its own cap (30 min, as long as the credit): it is
+    // overdue, and stays CRITICAL.
+    for e in wl.entries() {
+        let d = &e.decision;
+        let uid = d.study.study_instance_uid.as_str();
+        let expect = match uid {
+            "old-critical" => (TriageTier::Critical, 1),
+            "fresh-critical" => (TriageTier::Critical, 0),
+            "1997-prior" => (TriageTier::NotAssessable, 0),
+            _ => (TriageTier::Routine, 0),
+        };
+        assert_eq!((d.tier, d.escalations), expect, "{uid}: {:?}", d.reasons);
+    }
+    assert_eq!(
+        order(&wl)[..2],
+        ["old-critical", "fresh-critical"],
+        "the critical studies are read first"
+    );
+    let reason = |uid: &str| wl.get(uid).unwrap().decision.reasons.join("; ");
+    assert!(
+        reason("old-routine-1").contains("arrived 6 h 00 min after acquisition"),
+        "{}",
+        reason("old-routine-1")
+    );
+    assert!(reason("1997-prior").contains("days after acquisition"));
+    assert!(!reason("fresh-critical").contains("arrived"), "on time");
+    // The routine and not-assessable ones escalate once they have waited their cap, counted
+    // from the credit before arrival, and are then due since then (read by age, before newer
+    // CRITICAL studies).
+    let cap = policy.cap(TriageTier::Routine) - policy.pre_arrival_credit_ms;
+    tick(&mut wl, arrival + cap - MIN);
+    assert_eq!(wl.get("old-routine-1").unwrap().decision.escalations, 0);
+    tick(&mut wl, arrival + cap + 1);
+    for uid in ["old-routine-1", "old-routine-2", "1997-prior"] {
+        let d = &wl.get(uid).unwrap().decision;
+        assert_eq!((d.tier, d.escalations), (TriageTier::Urgent, 1), "{uid}");
+        assert_eq!(d.deadline, arrival - policy.pre_arrival_credit_ms, "{uid}");
+    }
+}
+
+/// Ordinary traffic, which arrives within the credit, is timed from its acquisition exactly as
+/// before; the credit can be set to count every study from its acquisition again.
+#[test]
+fn a_study_arriving_within_the_credit_is_timed_from_its_acquisition() {
+    let mut policy = TriagePolicy::default();
+    let on_time = StudyContext {
+        acquired_at: T0,
+        published_at: T0 + 29 * MIN,
+        ..study("s")
+    };
+    assert_eq!(policy.wait_start(&on_time), T0);
+    assert_eq!(policy.late_arrival_reason(&on_time), None);
+    let late = StudyContext {
+        published_at: T0 + 31 * MIN,
+        ..on_time.clone()
+    };
+    assert_eq!(policy.wait_start(&late), T0 + MIN);
+    policy.pre_arrival_credit_ms = i64::MAX;
+    assert_eq!(policy.wait_start(&late), T0);
+    // A modality clock running ahead (acquired "after" it arrived): the wait starts at arrival,
+    // or the study would not be due, nor escalated, until hours later.
+    let ahead = StudyContext {
+        acquired_at: T0 + 3 * 60 * MIN,
+        published_at: T0,
+        ..on_time
+    };
+    let policy = TriagePolicy::default();
+    assert_eq!(policy.wait_start(&ahead), T0);
+    assert!(policy
+        .late_arrival_reason(&ahead)
+        .unwrap()
+        .contains("acquired 3 h 00 min after it arrived"));
+    let mut wl = Worklist::new(policy.clone());
+    let p = Prediction {
+        findings: vec![score("Cardiomegaly", 0.1)],
+        ..prediction(ahead)
+    };
+    assert!(deliver(&mut wl, &p, T0 + 1_000));
+    assert_eq!(
+        wl.get("s").unwrap().decision.deadline,
+        T0 + policy.sla_ms.routine
+    );
+    tick(&mut wl, T0 + policy.cap(TriageTier::Routine) + 1);
+    assert_eq!(
+        wl.get("s").unwrap().decision.escalations,
+        1,
+        "escalated on time"
     );
 }
