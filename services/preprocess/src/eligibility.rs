@@ -167,6 +167,14 @@ impl EligibilityRules {
             );
         }
         let photometric = h.photometric.as_deref().unwrap_or("").trim();
+        if h.samples_per_pixel == 1 && photometric.is_empty() {
+            return ineligible(
+                "eligibility.photometric_missing",
+                "no Photometric Interpretation (0028,0004): a radiograph states MONOCHROME1 or \
+                 MONOCHROME2, and without it which way up its grey scale is shown is unknown"
+                    .to_string(),
+            );
+        }
         if h.samples_per_pixel != 1 || !photometric.starts_with("MONOCHROME") {
             return ineligible(
                 "eligibility.colour",
@@ -270,6 +278,9 @@ mod tests {
         rgb.samples_per_pixel = 3;
         rgb.photometric = Some("RGB".into());
         assert_eq!(code(&rgb), Some("eligibility.colour"));
+        let mut unstated = chest_cr();
+        unstated.photometric = None;
+        assert_eq!(code(&unstated), Some("eligibility.photometric_missing"));
 
         let mut derived = chest_cr();
         derived.image_type = vec!["DERIVED".into(), "PRIMARY".into()];

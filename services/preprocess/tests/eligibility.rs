@@ -46,7 +46,7 @@ fn gate(file: &Path) -> Result<(), (String, String)> {
     }
 }
 
-use cxrflow_testkit::{run_tool, tools_python as python};
+use cxrflow_testkit::{pydicom_test_files, run_tool, tools_python as python};
 
 #[test]
 fn dcmtk_objects_that_are_not_chest_radiographs_are_refused_by_their_own_header() {
@@ -221,4 +221,40 @@ img.save(sys.argv[1] + "/pil.png")
             assert_eq!(code, "decode.truncated", "{name} cut at {cut}: {words}");
         }
     }
+}
+
+/// Objects with no image in them (pydicom's RT plan, RT structure set and structured report,
+/// recast by DCMTK as chest CRs, as a misconfigured router or a bad edit would send them) are
+/// refused as not an image, before any rule judges the image they do not have (they were
+/// called "colour image (1 samples per pixel, no photometric interpretation)"); a CR whose
+/// Photometric Interpretation DCMTK removed is refused for exactly that.
+#[test]
+fn objects_without_an_image_or_its_photometric_interpretation_are_refused_for_what_they_lack() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["rtplan.dcm", "rtstruct.dcm", "reportsi.dcm"] {
+        let f = dir.path().join(name);
+        std::fs::copy(pydicom_test_files().join(name), &f).unwrap();
+        dcmodify(
+            &f,
+            &[
+                "(0008,0016)=1.2.840.10008.5.1.4.1.1.1",
+                "(0008,0060)=CR",
+                "(0018,0015)=CHEST",
+            ],
+        );
+        let (code, words) = gate(&f).unwrap_err();
+        assert_eq!(code, "decode.not_an_image", "{name}: {words}");
+        assert!(words.contains("no image pixel module"), "{name}: {words}");
+    }
+    let f = dir.path().join("cr-no-photometric.dcm");
+    std::fs::write(&f, fixtures::dicom(&DicomSpec::cr(300, 360))).unwrap();
+    let mut c = Command::new("dcmodify");
+    c.args(["-nb", "-e", "(0028,0004)"]).arg(&f);
+    run_tool(c);
+    let (code, words) = gate(&f).unwrap_err();
+    assert_eq!(code, "eligibility.photometric_missing", "{words}");
+    assert!(
+        words.contains("no Photometric Interpretation (0028,0004)"),
+        "{words}"
+    );
 }

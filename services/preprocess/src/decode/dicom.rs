@@ -188,6 +188,18 @@ pub(super) fn decode(
         Err(e) => return Err(syntax.err().unwrap_or(e)),
     };
     let eligibility = eligibility_header(&header);
+    let has = |tag| matches!(header.element_opt(tag), Ok(Some(_)));
+    if !has(tags::ROWS) && !has(tags::COLUMNS) && !has(tags::BITS_ALLOCATED) {
+        // A report, key object selection, presentation state or plan, not an image with a
+        // gap: said before any rule judges the image it does not have.
+        return Err(DecodeError::NotAnImage(format!(
+            "no image pixel module (Rows, Columns, BitsAllocated) in a {} object",
+            eligibility
+                .sop_class_uid
+                .as_deref()
+                .unwrap_or("SOP class unknown")
+        )));
+    }
     if let Some(rules) = rules {
         if let Err(why) = rules.check(&eligibility) {
             return Ok(Decoded::Ineligible {
@@ -197,17 +209,6 @@ pub(super) fn decode(
         }
     }
     let syntax = syntax?;
-    let has = |tag| matches!(header.element_opt(tag), Ok(Some(_)));
-    if !has(tags::ROWS) && !has(tags::COLUMNS) && !has(tags::BITS_ALLOCATED) {
-        // A report, key object selection or presentation state, not an image with a gap.
-        return Err(DecodeError::NotAnImage(format!(
-            "no image pixel module (Rows, Columns, BitsAllocated) in a {} object",
-            eligibility
-                .sop_class_uid
-                .as_deref()
-                .unwrap_or("SOP class unknown")
-        )));
-    }
     let rows = int_attr(&header, tags::ROWS, "Rows", None)?;
     let cols = int_attr(&header, tags::COLUMNS, "Columns", None)?;
     let bits_allocated = int_attr(&header, tags::BITS_ALLOCATED, "BitsAllocated", None)?;
