@@ -26,7 +26,10 @@ use serde::Serialize;
 use engine::{run_site, RoomPolicy};
 use model::{empirical_auroc, synthetic_pool, PoolStudy, ScoreModel};
 use outcome::{compare_with, goal_check, outcome, pareto_frontier, GoalCheck, ParetoPoint};
-use profile::{arrivals, parse_shifts, Arrival, ReadTimes, Shift, SiteProfile, CLOCK_ORIGIN, DAY};
+use profile::{
+    arrivals, delay_by_outage, parse_shifts, Arrival, ReadTimes, Shift, SiteProfile, CLOCK_ORIGIN,
+    DAY, HOUR,
+};
 
 pub use outcome::PolicyOutcome;
 pub use pool::PoolError;
@@ -109,6 +112,23 @@ pub struct RoomConfig {
     /// URGENT tier over the critical studies and gives back the gain).
     #[arg(long, env = "CXRFLOW_ROOM_SCALE_ALL_CAPS")]
     pub scale_all_caps: bool,
+    /// An outage between the modalities and the worklist (a PACS or network downtime) starting
+    /// this many hours into the run: what is acquired during it reaches the worklist when it
+    /// ends, all at once.
+    #[arg(long, env = "CXRFLOW_ROOM_OUTAGE_START_H", requires = "outage_hours")]
+    pub outage_start_h: Option<f64>,
+    /// The outage's length in hours.
+    #[arg(long, env = "CXRFLOW_ROOM_OUTAGE_HOURS", requires = "outage_start_h")]
+    pub outage_hours: Option<f64>,
+    /// Triage's `--late-arrival-limit` for the AI policies, in hours: a study acquired longer
+    /// than this before it reached the worklist is timed from its arrival. FIFO and order
+    /// priority always order by acquisition.
+    #[arg(
+        long,
+        env = "CXRFLOW_ROOM_LATE_ARRIVAL_LIMIT_H",
+        default_value_t = 24.0
+    )]
+    pub late_arrival_limit_h: f64,
 }
 
 /// Reader shifts as a flag value.
@@ -141,11 +161,23 @@ impl Default for RoomConfig {
             pool: 5000,
             cap_scales: DEFAULT_CAP_SCALES.to_vec(),
             scale_all_caps: false,
+            outage_start_h: None,
+            outage_hours: None,
+            late_arrival_limit_h: TriagePolicy::default().late_arrival_limit_ms as f64
+                / HOUR as f64,
         }
     }
 }
 
 impl RoomConfig {
+    /// The outage's start and end on the run's clock, if there is one.
+    pub fn outage(&self) -> Option<(i64, i64)> {
+        let ms = |h: f64| (h.max(0.0) * HOUR as f64) as i64;
+        let (start, hours) = (self.outage_start_h?, self.outage_hours?);
+        let from = CLOCK_ORIGIN + ms(start);
+        Some((from, from + ms(hours)))
+    }
+
     pub fn read_times(&self) -> ReadTimes {
         ReadTimes {
             median_minutes: self.read_median_min,
@@ -235,7 +267,10 @@ pub fn simulate_room(cfg: &RoomConfig) -> Result<(RoomReport, Vec<PolicyReads>),
         ),
     };
     let sites = cfg.site_profiles();
-    let arr = arrivals(&sites, cfg.days, pool.len(), &cfg.read_times(), cfg.seed);
+    let mut arr = arrivals(&sites, cfg.days, pool.len(), &cfg.read_times(), cfg.seed);
+    if let Some((from, to)) = cfg.outage() {
+        delay_by_outage(&mut arr, from, to - from);
+    }
     let (mut report, reads) = run_policies(cfg, &sites, &pool, &arr, &cfg.policies());
     report.unmatched_predictions = unmatched;
     Ok((report, reads))
@@ -259,8 +294,11 @@ pub fn run_policies(
         let mut queue = vec![0usize; (cfg.days as usize) * 24];
         let (mut busy, mut staffed, mut unread) = (0i64, 0i64, 0usize);
         for (ix, site) in sites.iter().enumerate() {
-            let mine: Vec<&Arrival> = arr.iter().filter(|a| a.site == ix).collect();
-            let run = run_site(site, &mine, pool, policy, horizon_end);
+            let mut mine: Vec<&Arrival> = arr.iter().filter(|a| a.site == ix).collect();
+            mine.sort_by_key(|a| (a.arrives_at, a.at, a.id));
+            let limit =
+                (cfg.late_arrival_limit_h.max(0.0) * HOUR as f64).min(i64::MAX as f64 / 4.0);
+            let run = run_site(site, &mine, pool, policy, horizon_end, limit as i64);
             for (q, n) in queue.iter_mut().zip(&run.queue_by_hour) {
                 *q += n;
             }
@@ -275,7 +313,11 @@ pub fn run_policies(
         } else {
             0.0
         };
-        outcomes.push(outcome(policy, arr, &critical, &reads, util, queue, unread));
+        let mut o = outcome(policy, arr, &critical, &reads, util, queue, unread);
+        if let Some((from, to)) = cfg.outage() {
+            o.outage_window = Some(outcome::window(arr, &critical, &reads, from, to + 6 * HOUR));
+        }
+        outcomes.push(o);
         all_reads.push(PolicyReads {
             policy: *policy,
             reads,
@@ -359,6 +401,27 @@ pub fn render_table(r: &RoomReport) -> String {
     s.push_str(&headline(r));
     s.push_str("minutes from acquisition to read finished; gain = 1 - critical mean / FIFO's; max/ff = non-critical max / FIFO's\n");
     s.push_str(&outcome::table(&r.outcomes));
+    if let (Some(start), Some(hours)) = (r.config.outage_start_h, r.config.outage_hours) {
+        s.push_str(&format!(
+            "outage of {hours} h from hour {start} (acquired then, listed when it ends; AI policies' late-arrival limit {} h): studies acquired from its start to 6 h after its end\n",
+            r.config.late_arrival_limit_h
+        ));
+        for o in &r.outcomes {
+            if let Some(w) = &o.outage_window {
+                s.push_str(&format!(
+                    "{:<29} critical {} studies: mean {:.1}, p90 {:.1}, max {:.1} min; others {}: mean {:.1}, max {:.1} min\n",
+                    o.policy,
+                    w.critical.studies,
+                    w.critical.mean_min,
+                    w.critical.p90_min,
+                    w.critical.max_min,
+                    w.non_critical.studies,
+                    w.non_critical.mean_min,
+                    w.non_critical.max_min,
+                ));
+            }
+        }
+    }
     s.push_str("Pareto frontier (cap scale: gain, non-critical max min): ");
     let front: Vec<String> = r
         .pareto_frontier

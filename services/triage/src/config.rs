@@ -35,7 +35,7 @@ pub struct Config {
     pub finding_weights: Vec<(String, f64)>,
 
     /// Reading deadlines from the start of a study's wait (its acquisition; see
-    /// `--pre-arrival-credit`) per tier, overriding the defaults
+    /// `--late-arrival-limit`) per tier, overriding the defaults
     /// (CRITICAL=30m,URGENT=2h,ROUTINE=8h,NOT_ASSESSABLE=8h).
     #[arg(long = "sla", env = "CXRFLOW_TRIAGE_SLA", default_value = "")]
     pub sla: String,
@@ -45,12 +45,12 @@ pub struct Config {
     #[arg(long = "wait-cap", env = "CXRFLOW_TRIAGE_WAIT_CAP", default_value = "")]
     pub wait_cap: String,
 
-    /// How much of the time between a study's acquisition and its arrival counts as waiting:
-    /// deadlines and wait caps count from its acquisition, but from no earlier than this
-    /// before it arrived. A backlog after an outage, a prior or a wrong modality clock is then
-    /// not escalated at once above every CRITICAL study acquired since.
-    #[arg(long = "pre-arrival-credit", env = "CXRFLOW_TRIAGE_PRE_ARRIVAL_CREDIT", default_value = "30m", value_parser = parse_duration_ms)]
-    pub pre_arrival_credit_ms: i64,
+    /// A study acquired longer than this before it arrived (a prior, a migrated study, a wrong
+    /// modality clock) is timed from its arrival: deadlines and wait caps count from it, so it
+    /// is not escalated at once above every CRITICAL study acquired since. Within it (an
+    /// outage's backlog) a study is timed from its acquisition.
+    #[arg(long = "late-arrival-limit", env = "CXRFLOW_TRIAGE_LATE_ARRIVAL_LIMIT", default_value = "24h", value_parser = parse_duration_ms)]
+    pub late_arrival_limit_ms: i64,
 
     /// How often escalations, tombstones and unmatched reports are checked.
     #[arg(long = "tick", env = "CXRFLOW_TRIAGE_TICK", default_value = "10s", value_parser = parse_duration_ms)]
@@ -106,7 +106,7 @@ impl Config {
             finding_weights: vec![],
             sla: String::new(),
             wait_cap: String::new(),
-            pre_arrival_credit_ms: TriagePolicy::default().pre_arrival_credit_ms,
+            late_arrival_limit_ms: TriagePolicy::default().late_arrival_limit_ms,
             tick_ms: 10_000,
             read_retention_ms: 3_600_000,
             pending_feedback_ms: 600_000,
@@ -125,7 +125,7 @@ impl Config {
         p.weights.extend(self.finding_weights.iter().cloned());
         p.sla_ms = p.sla_ms.parse_over(&self.sla)?;
         p.wait_cap_ms = p.wait_cap_ms.parse_over(&self.wait_cap)?;
-        p.pre_arrival_credit_ms = self.pre_arrival_credit_ms;
+        p.late_arrival_limit_ms = self.late_arrival_limit_ms;
         Ok(p)
     }
 }

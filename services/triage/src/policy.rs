@@ -86,13 +86,14 @@ pub struct TriagePolicy {
     /// it is escalated (anti-starvation, Baltruschat et al. 2021); an escalated study's deadline
     /// becomes the moment it started waiting, so past its cap it is read by age.
     pub wait_cap_ms: PerTier,
-    /// How much of the time between acquisition and arrival counts as waiting: a study's wait
-    /// starts at its acquisition, but no earlier than this long before it arrived (its scan
-    /// event's `published_at`). A backlog after a PACS or network outage, a prior or a
-    /// migrated study, or a modality whose clock is wrong would otherwise arrive already past
-    /// every cap: escalated at once and due since its acquisition, above every CRITICAL study
-    /// acquired since.
-    pub pre_arrival_credit_ms: i64,
+    /// A study acquired longer than this before it arrived (its scan event's `published_at`)
+    /// is timed from its arrival, not its acquisition: it is a prior, a migrated study or the
+    /// work of a modality whose clock is wrong, not a backlog the reading room is behind on,
+    /// and timed from its acquisition it would arrive past every cap, escalated at once and
+    /// due since then, above every CRITICAL study acquired since. A backlog within the limit
+    /// (an outage's) keeps its acquisition time and is read by age once past its cap: the
+    /// reading room on an outage keeps the other studies' longest wait at FIFO's that way.
+    pub late_arrival_limit_ms: i64,
     /// How many findings a decision lists.
     pub top_findings: usize,
 }
@@ -140,9 +141,8 @@ impl Default for TriagePolicy {
                 routine: 90 * MINUTE,
                 not_assessable: 90 * MINUTE,
             },
-            // Covers a radiograph's usual acquisition-to-arrival time (QC at the console, a
-            // router's hop) in full, so ordinary traffic is timed from its acquisition.
-            pre_arrival_credit_ms: 30 * MINUTE,
+            // Longer than any outage a reading room works its backlog off after.
+            late_arrival_limit_ms: 24 * HOUR,
             top_findings: 3,
         }
     }
@@ -398,29 +398,34 @@ impl TriagePolicy {
         self.wait_cap_ms.get(tier)
     }
 
-    /// When `study` started waiting to be read: its acquisition, but no earlier than
-    /// `pre_arrival_credit_ms` before it arrived (`published_at`) and no later than its arrival
-    /// (a modality clock running ahead). Deadlines and wait caps count from here.
+    /// When `study` started waiting to be read: its acquisition, or its arrival
+    /// (`published_at`) when it was acquired longer than `late_arrival_limit_ms` before it
+    /// arrived, or after it arrived (a modality clock running ahead). Deadlines and wait caps
+    /// count from here.
     pub fn wait_start(&self, study: &StudyContext) -> EpochMillis {
-        let earliest = study
-            .published_at
-            .saturating_sub(self.pre_arrival_credit_ms.max(0));
-        study.acquired_at.max(earliest).min(study.published_at)
+        let (acquired, arrived) = (study.acquired_at, study.published_at);
+        if arrived.saturating_sub(acquired) > self.late_arrival_limit_ms.max(0) {
+            arrived
+        } else {
+            acquired.min(arrived)
+        }
     }
 
     /// Why a study's wait does not start at its acquisition, for the worklist's reasons;
-    /// `None` for ordinary traffic.
+    /// `None` for ordinary traffic and backlogs within the limit.
     pub fn late_arrival_reason(&self, study: &StudyContext) -> Option<String> {
         let start = self.wait_start(study);
         if start > study.acquired_at {
             Some(format!(
-                "arrived {} after acquisition: deadline and wait cap count from {} before arrival",
+                "acquired {} before it arrived (a prior, a migrated study or a wrong modality \
+                 clock; more than {}): deadline and wait cap count from its arrival",
                 fmt_span(study.published_at.saturating_sub(study.acquired_at)),
-                fmt_span(self.pre_arrival_credit_ms)
+                fmt_span(self.late_arrival_limit_ms)
             ))
         } else if start < study.acquired_at {
             Some(format!(
-                "acquired {} after it arrived (a clock running ahead): deadline and wait cap count from its arrival",
+                "acquired {} after it arrived (a modality clock running ahead): deadline and \
+                 wait cap count from its arrival",
                 fmt_span(study.acquired_at.saturating_sub(study.published_at))
             ))
         } else {

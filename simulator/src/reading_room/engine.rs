@@ -123,16 +123,25 @@ fn hour_of_day(t: EpochMillis) -> u32 {
     ((t - CLOCK_ORIGIN).rem_euclid(24 * HOUR) / HOUR) as u32
 }
 
-/// Runs one site: `arrivals` are that site's, sorted by time; `horizon_end` closes the
-/// measured window (queue samples, utilisation).
+/// Runs one site: `arrivals` are that site's, sorted by the time they reach the worklist;
+/// `horizon_end` closes the measured window (queue samples, utilisation). The AI policies time a
+/// study acquired longer than `late_arrival_limit_ms` before it arrived from its arrival
+/// (triage's `--late-arrival-limit`); FIFO and order priority, as a worklist without AI, order
+/// by acquisition.
 pub fn run_site(
     site: &SiteProfile,
     arrivals: &[&Arrival],
     pool: &[PoolStudy],
     policy: &RoomPolicy,
     horizon_end: EpochMillis,
+    late_arrival_limit_ms: i64,
 ) -> SiteRun {
-    let mut wl = Worklist::new(policy.triage_policy());
+    let mut triage = policy.triage_policy();
+    triage.late_arrival_limit_ms = match policy {
+        RoomPolicy::AiTiers { .. } => late_arrival_limit_ms,
+        _ => i64::MAX / 4,
+    };
+    let mut wl = Worklist::new(triage);
     // Reader slots: (shift index), each with the time it is busy until.
     let readers: Vec<usize> = site
         .shifts
@@ -151,11 +160,11 @@ pub fn run_site(
     let mut next_sample = CLOCK_ORIGIN;
     let mut t = CLOCK_ORIGIN;
     loop {
-        while next < arrivals.len() && arrivals[next].at <= t {
+        while next < arrivals.len() && arrivals[next].arrives_at <= t {
             let a = arrivals[next];
             let (assessable, hint) = policy.presentation(a.priority);
             let p = prediction(a, &site.name, &pool[a.study], assessable, hint);
-            if let Ok(d) = wl.on_prediction(&p, a.at) {
+            if let Ok(d) = wl.on_prediction(&p, a.arrives_at) {
                 wl.apply(d, Some(p.predicted_at));
             }
             next += 1;
@@ -222,7 +231,7 @@ pub fn run_site(
         let next_hour = CLOCK_ORIGIN + ((t - CLOCK_ORIGIN) / HOUR + 1) * HOUR;
         let mut nt = next_hour;
         if let Some(a) = arrivals.get(next) {
-            nt = nt.min(a.at);
+            nt = nt.min(a.arrives_at);
         }
         if let Some(&b) = busy_until.iter().filter(|&&b| b > t).min() {
             nt = nt.min(b);

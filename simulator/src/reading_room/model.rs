@@ -107,7 +107,7 @@ pub fn prediction(
         patient_age_years: None,
         patient_sex: None,
         acquired_at: a.at,
-        published_at: a.at,
+        published_at: a.arrives_at,
         priority_hint: hint,
     };
     let no_ai = |p: &mut Prediction| {
@@ -122,7 +122,7 @@ pub fn prediction(
         let mut p = Prediction::clone(real);
         p.study = context;
         p.model_role = ModelRole::Production;
-        p.predicted_at = a.at;
+        p.predicted_at = a.arrives_at;
         no_ai(&mut p);
         return p;
     }
@@ -143,7 +143,7 @@ pub fn prediction(
         }],
         batch_size: 1,
         inference_ms: 0.0,
-        predicted_at: a.at,
+        predicted_at: a.arrives_at,
         embedding: None,
         input_stats: None,
         not_assessable_reason: None,

@@ -53,6 +53,8 @@ pub struct PolicyOutcome {
     pub non_critical_max_vs_fifo: f64,
     /// Open studies at each hour of the horizon, all sites together.
     pub queue_by_hour: Vec<usize>,
+    /// With an outage: the studies acquired from its start to 6 hours after its end.
+    pub outage_window: Option<WindowOutcome>,
     pub unread: usize,
 }
 
@@ -98,6 +100,40 @@ pub fn outcome(
         non_critical_max_vs_fifo: 1.0,
         queue_by_hour,
         unread,
+        outage_window: None,
+    }
+}
+
+/// Time to read of the studies acquired within a window of the run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct WindowOutcome {
+    pub from: i64,
+    pub to: i64,
+    pub critical: WaitSummary,
+    pub non_critical: WaitSummary,
+}
+
+/// The waits of the studies acquired in `from..to` (`reads` holds every site's).
+pub fn window(
+    arrivals: &[Arrival],
+    critical: &dyn Fn(&Arrival) -> bool,
+    reads: &[Read],
+    from: i64,
+    to: i64,
+) -> WindowOutcome {
+    let (mut crit, mut rest) = (Vec::new(), Vec::new());
+    for r in reads {
+        let a = &arrivals[r.arrival];
+        if (from..to).contains(&a.at) {
+            let minutes = (r.finished_at - a.at) as f64 / MINUTE as f64;
+            if critical(a) { &mut crit } else { &mut rest }.push(minutes);
+        }
+    }
+    WindowOutcome {
+        from,
+        to,
+        critical: WaitSummary::of(crit),
+        non_critical: WaitSummary::of(rest),
     }
 }
 

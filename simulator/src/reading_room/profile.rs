@@ -166,7 +166,10 @@ pub struct Arrival {
     /// Index in the run's arrival list (and the study UID's suffix).
     pub id: usize,
     pub site: usize,
+    /// Acquisition.
     pub at: EpochMillis,
+    /// When the worklist hears of it: at acquisition, or when an outage ends.
+    pub arrives_at: EpochMillis,
     pub priority: OrderPriority,
     /// The pool study it shows (sampled with replacement).
     pub study: usize,
@@ -216,6 +219,7 @@ pub fn arrivals(
                         id: 0,
                         site: site_ix,
                         at,
+                        arrives_at: at,
                         priority,
                         study: rng.random_range(0..pool_len.max(1)),
                         read_ms: ((minutes * MINUTE as f64) as i64).max(1_000),
@@ -229,6 +233,16 @@ pub fn arrivals(
         a.id = i;
     }
     out
+}
+
+/// An outage between the modalities and the worklist (a PACS or network downtime) from `start`
+/// for `len` ms: what is acquired during it reaches the worklist when it ends, in acquisition
+/// order, a millisecond apart per second acquired.
+pub fn delay_by_outage(arrivals: &mut [Arrival], start: EpochMillis, len: i64) {
+    let end = start.saturating_add(len.max(0));
+    for a in arrivals.iter_mut().filter(|a| (start..end).contains(&a.at)) {
+        a.arrives_at = end + (a.at - start) / 1_000;
+    }
 }
 
 #[cfg(test)]
