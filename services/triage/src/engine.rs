@@ -177,13 +177,13 @@ impl Engine {
             return Err(e);
         }
         self.in_doubt.lock().expect("in-doubt lock").remove(uid);
-        let previous = {
+        let (previous, waiting_since) = {
             let mut wl = self.worklist();
             let previous = wl.get(uid).map(|e| e.decision.clone());
             wl.apply(d.clone(), basis);
-            previous
+            (previous, wl.policy().wait_start(&d.study))
         };
-        self.metrics.published(&d, previous.as_ref());
+        self.metrics.published(&d, previous.as_ref(), waiting_since);
         self.refresh_gauges();
         let _ = self
             .events

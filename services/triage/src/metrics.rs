@@ -1,7 +1,7 @@
 //! The triage service's own metrics, and the notable events that log and count together.
 
 use cxrflow_common::metrics::Labels;
-use cxrflow_contracts::{TriageDecision, TriageTier, WorklistStatus};
+use cxrflow_contracts::{EpochMillis, TriageDecision, TriageTier, WorklistStatus};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -111,7 +111,7 @@ impl TriageMetrics {
         );
         r.register(
             "time_in_queue_seconds",
-            "Time from acquisition to the radiologist's read, by tier at read",
+            "Time from the start of a study's wait (its acquisition; its arrival for a prior or a wrong modality clock, --late-arrival-limit) to the radiologist's read, by tier at read",
             self.time_in_queue.clone(),
         );
         r.register(
@@ -154,8 +154,14 @@ impl TriageMetrics {
         }
     }
 
-    /// A decision was published and acknowledged.
-    pub fn published(&self, d: &TriageDecision, previous: Option<&TriageDecision>) {
+    /// A decision was published and acknowledged; the study has been waiting since
+    /// `waiting_since` (`TriagePolicy::wait_start`).
+    pub fn published(
+        &self,
+        d: &TriageDecision,
+        previous: Option<&TriageDecision>,
+        waiting_since: EpochMillis,
+    ) {
         self.decisions
             .get_or_create(&vec![("status", status_label(d.status))])
             .inc();
@@ -179,7 +185,9 @@ impl TriageMetrics {
         if d.status == WorklistStatus::Read
             && previous.is_none_or(|p| p.status != WorklistStatus::Read)
         {
-            let waited = (d.decided_at - d.study.acquired_at).max(0) as f64 / 1000.0;
+            // From the start of its wait, as the worklist counts it: a prior acquired years ago
+            // would otherwise put decades into the reading room's turnaround quantiles.
+            let waited = (d.decided_at - waiting_since).max(0) as f64 / 1000.0;
             self.time_in_queue
                 .get_or_create(&vec![("tier", tier_label(d.tier))])
                 .observe(waited);
@@ -222,5 +230,51 @@ impl TriageMetrics {
 
     pub fn report_submitted(&self) {
         self.reports_submitted.inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cxrflow_contracts::{StudyContext, TriageDecision};
+    use cxrflow_testkit::records::study;
+
+    /// Time in queue counts from the start of the study's wait, as the worklist does: a prior
+    /// acquired in 1997 and read 10 minutes after it arrived adds 10 minutes, not 29 years.
+    #[test]
+    fn time_in_queue_counts_from_the_start_of_the_wait() {
+        let m = TriageMetrics::default();
+        let mut registry = Registry::default();
+        m.register(&mut registry);
+        let arrived = 1_700_000_000_000;
+        let read = TriageDecision {
+            study: StudyContext {
+                acquired_at: 861_890_678_000,
+                published_at: arrived,
+                ..study("prior")
+            },
+            version: 2,
+            status: WorklistStatus::Read,
+            tier: TriageTier::NotAssessable,
+            score: 0.0,
+            deadline: arrived,
+            top_findings: vec![],
+            model_name: None,
+            model_version: None,
+            reasons: vec![],
+            escalations: 0,
+            blob_uri: String::new(),
+            decided_at: arrived + 600_000,
+            not_assessable_reason: None,
+            not_assessable_code: None,
+        };
+        m.published(&read, None, arrived);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let sum = text
+            .lines()
+            .find(|l| l.starts_with("cxrflow_triage_time_in_queue_seconds_sum"))
+            .unwrap_or_else(|| panic!("no sum in {text}"));
+        assert!(sum.ends_with(" 600.0"), "{sum}");
     }
 }
