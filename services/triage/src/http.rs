@@ -81,6 +81,11 @@ pub struct WorklistItem {
     pub top_findings: Vec<FindingScore>,
     pub priority_hint: OrderPriority,
     pub acquired_at: EpochMillis,
+    /// When its wait started, as its deadline and wait cap count it: its acquisition, or its
+    /// arrival for a prior or a wrong modality clock (`--late-arrival-limit`).
+    #[serde(default)]
+    pub waiting_since: EpochMillis,
+    /// Since `waiting_since`.
     pub waiting_ms: i64,
     pub deadline: EpochMillis,
     pub due_in_ms: i64,
@@ -102,7 +107,13 @@ pub struct WorklistItem {
 }
 
 impl WorklistItem {
-    pub fn of(position: usize, d: &TriageDecision, now: EpochMillis) -> Self {
+    /// The item of decision `d` at `position`, its wait counted from `waiting_since`.
+    pub fn of(
+        position: usize,
+        d: &TriageDecision,
+        now: EpochMillis,
+        waiting_since: EpochMillis,
+    ) -> Self {
         WorklistItem {
             position,
             study_uid: d.study.study_instance_uid.clone(),
@@ -113,7 +124,8 @@ impl WorklistItem {
             top_findings: d.top_findings.clone(),
             priority_hint: d.study.priority_hint,
             acquired_at: d.study.acquired_at,
-            waiting_ms: (now - d.study.acquired_at).max(0),
+            waiting_since,
+            waiting_ms: (now - waiting_since).max(0),
             deadline: d.deadline,
             due_in_ms: d.deadline - now,
             escalations: d.escalations,
@@ -234,7 +246,8 @@ async fn worklist(
             .filter(|(_, e)| shown(&e.decision, q.only.as_deref()))
             .take(q.limit.unwrap_or(usize::MAX))
             .map(|(i, e)| {
-                let mut item = WorklistItem::of(i + 1, &e.decision, now);
+                let since = wl.policy().wait_start(&e.decision.study);
+                let mut item = WorklistItem::of(i + 1, &e.decision, now, since);
                 item.viewer_url = s
                     .viewer_url
                     .as_deref()

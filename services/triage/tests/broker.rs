@@ -625,3 +625,69 @@ async fn scans_put_studies_on_the_worklist_and_failures_leave_them_there_with_th
         "listed {listed_in:?} after the scans: a study must be on the worklist within a second or so"
     );
 }
+
+/// A prior acquired in 1997 arriving now, through the service: listed below a CRITICAL study
+/// acquired just before it, not escalated on arrival, its wait and deadline counted from its
+/// arrival (`waiting_since`, `waiting_ms`), with the reason in words; it escalates once it has
+/// waited its cap on this worklist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_prior_from_years_ago_is_listed_with_its_wait_counted_from_its_arrival() {
+    let broker = Broker::start();
+    let kafka = broker.stack().await;
+    let codec = Codec::with_static_registry().unwrap();
+    let producer = Producer::new(&kafka).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let blob_url = format!("file://{}", dir.path().join("blobs").display());
+    let clock = ManualClock::at(T0 + 5 * 60_000);
+    let svc = Service::start(&kafka, &blob_url, &clock).await;
+    let blob = "file:///blobs/x.png";
+    let mut prior = prediction(
+        "1.7.prior",
+        "Cardiomegaly",
+        0.1,
+        false,
+        OrderPriority::Routine,
+        blob,
+    );
+    prior.study.acquired_at = 861_890_678_000;
+    let critical = prediction(
+        "1.8.critical",
+        "Pneumothorax",
+        0.93,
+        true,
+        OrderPriority::Routine,
+        blob,
+    );
+    send(&producer, &codec, &[prior, critical]).await;
+    eventually(Duration::from_secs(30), "two studies listed", || async {
+        svc.uids().await.len() == 2
+    })
+    .await;
+    let view = svc.worklist().await;
+    let order: Vec<&str> = view.items.iter().map(|i| i.study_uid.as_str()).collect();
+    assert_eq!(order, ["1.8.critical", "1.7.prior"], "{view:?}");
+    let p = &view.items[1];
+    assert_eq!(
+        (p.tier, p.escalations, p.acquired_at, p.waiting_since),
+        (TriageTier::Routine, 0, 861_890_678_000, T0),
+        "{p:?}"
+    );
+    assert_eq!(p.waiting_ms, 5 * 60_000);
+    assert!(
+        p.reasons
+            .iter()
+            .any(|r| r.contains("days before it arrived")),
+        "{:?}",
+        p.reasons
+    );
+    // Past its 90-minute cap, counted from its arrival, it escalates.
+    clock.set(T0 + 91 * 60_000);
+    eventually(Duration::from_secs(30), "the prior escalated", || async {
+        let v = svc.worklist().await;
+        v.items
+            .iter()
+            .any(|i| i.study_uid == "1.7.prior" && i.escalations == 1)
+    })
+    .await;
+    svc.stop().await;
+}
