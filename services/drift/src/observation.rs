@@ -141,7 +141,10 @@ impl Observation {
     fn empty(study: &StudyContext) -> Self {
         Observation {
             study_uid: study.study_instance_uid.clone(),
-            at: study.acquired_at,
+            // Never after the study arrived: a modality clock running ahead would otherwise
+            // date the detection window, and the alerts raised on it, in the future, and hold
+            // back their re-emission (cooldown) until real time caught up.
+            at: study.acquired_at.min(study.published_at),
             site: None,
             continuous: vec![None; N_CONTINUOUS],
             categorical: Default::default(),
@@ -286,5 +289,32 @@ impl LabeledObservation {
             },
             ex,
         )
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+
+    /// A study from a modality whose clock runs a day ahead is dated at its arrival.
+    #[test]
+    fn an_observation_is_never_dated_after_its_arrival() {
+        use cxrflow_testkit::records::{prediction, study};
+        let arrived = 1_700_000_000_000;
+        let ahead = prediction(StudyContext {
+            acquired_at: arrived + 20 * 3_600_000,
+            published_at: arrived,
+            ..study("ahead")
+        });
+        assert_eq!(Observation::from_prediction(&ahead).0.at, arrived);
+        let on_time = prediction(StudyContext {
+            acquired_at: arrived - 60_000,
+            published_at: arrived,
+            ..study("on-time")
+        });
+        assert_eq!(
+            Observation::from_prediction(&on_time).0.at,
+            arrived - 60_000
+        );
     }
 }
