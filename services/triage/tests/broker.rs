@@ -13,11 +13,14 @@ use cxrflow_common::kafka::Producer;
 use cxrflow_common::KafkaArgs;
 use cxrflow_contracts::*;
 use cxrflow_testkit::keys::TestKeys;
-use cxrflow_testkit::{eventually, read_topic, service_args, Broker, TestService};
+use cxrflow_testkit::{eventually, read_topic, service_args, TestService};
 use cxrflow_triage::clock::{Clock, ManualClock};
 use cxrflow_triage::http::WorklistView;
 use cxrflow_triage::worklist::{OrderingMode, Worklist};
 use cxrflow_triage::{run_observed, Config, Running};
+
+mod support;
+use support::stack;
 
 const T0: i64 = 1_700_000_000_000;
 
@@ -165,12 +168,7 @@ fn png() -> Bytes {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn predictions_become_a_critical_first_worklist_that_escalates_and_closes() {
-    let broker = Broker::start();
-    let kafka = broker.stack().await;
-    let codec = Codec::with_static_registry().unwrap();
-    let producer = Producer::new(&kafka).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let blob_url = format!("file://{}", dir.path().join("blobs").display());
+    let (_stack, kafka, codec, producer, blob_url) = stack().await;
     let (blob_uri, _, _) = BlobStore::open(&blob_url, &[])
         .unwrap()
         .put_content_addressed(png())
@@ -337,12 +335,7 @@ async fn predictions_become_a_critical_first_worklist_that_escalates_and_closes(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restart_rebuilds_the_same_worklist_without_duplicates() {
-    let broker = Broker::start();
-    let kafka = broker.stack().await;
-    let codec = Codec::with_static_registry().unwrap();
-    let producer = Producer::new(&kafka).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let blob_url = format!("file://{}", dir.path().join("blobs").display());
+    let (_stack, kafka, codec, producer, blob_url) = stack().await;
     let clock = ManualClock::at(T0 + 60_000);
 
     let preds: Vec<Prediction> = (0..12)
@@ -454,12 +447,7 @@ fn scan_event(uid: &str, hint: OrderPriority) -> ScanEvent {
 /// never comes is marked overdue by the watchdog, and a late prediction still ranks it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scans_put_studies_on_the_worklist_and_failures_leave_them_there_with_the_reason() {
-    let broker = Broker::start();
-    let kafka = broker.stack().await;
-    let codec = Codec::with_static_registry().unwrap();
-    let producer = Producer::new(&kafka).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let blob_url = format!("file://{}", dir.path().join("blobs").display());
+    let (_stack, kafka, codec, producer, blob_url) = stack().await;
     let clock = ManualClock::at(T0 + 60_000);
     let svc = Service::start(&kafka, &blob_url, &clock).await;
 
@@ -632,12 +620,7 @@ async fn scans_put_studies_on_the_worklist_and_failures_leave_them_there_with_th
 /// waited its cap on this worklist.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_prior_from_years_ago_is_listed_with_its_wait_counted_from_its_arrival() {
-    let broker = Broker::start();
-    let kafka = broker.stack().await;
-    let codec = Codec::with_static_registry().unwrap();
-    let producer = Producer::new(&kafka).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let blob_url = format!("file://{}", dir.path().join("blobs").display());
+    let (_stack, kafka, codec, producer, blob_url) = stack().await;
     let clock = ManualClock::at(T0 + 5 * 60_000);
     let svc = Service::start(&kafka, &blob_url, &clock).await;
     let blob = "file:///blobs/x.png";

@@ -16,11 +16,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cxrflow_common::auth::Role;
 use cxrflow_common::blob::{BlobStore, BlobStoreArgs};
-use cxrflow_common::kafka::Producer;
 use cxrflow_common::KafkaArgs;
 use cxrflow_contracts::*;
 use cxrflow_testkit::keys::TestKeys;
-use cxrflow_testkit::{read_records, require_tool, service_args, Broker, TestService};
+use cxrflow_testkit::{read_records, require_tool, service_args, TestService};
 use cxrflow_triage::clock::{Clock, ManualClock};
 use cxrflow_triage::worklist::OrderingMode;
 use cxrflow_triage::{run_observed, Config, Running};
@@ -30,7 +29,9 @@ use serde_json::{json, Value};
 
 #[path = "browser/driver.rs"]
 mod driver;
+mod support;
 use driver::{artifacts_dir, ChromeDriver, Page};
+use support::stack;
 
 const T0: i64 = 1_700_000_000_000;
 const ROUTINE: &str = "1.2.840.9.routine";
@@ -126,12 +127,7 @@ async fn the_worklist_page_orders_updates_live_and_closes_a_reported_study() {
     )
     .await;
 
-    let broker = Broker::start();
-    let kafka = broker.stack().await;
-    let codec = Codec::with_static_registry().unwrap();
-    let producer = Producer::new(&kafka).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let blob_url = format!("file://{}", dir.path().join("blobs").display());
+    let (_stack, kafka, codec, producer, blob_url) = stack().await;
     let (blob_uri, _, _) = BlobStore::open(&blob_url, &[])
         .unwrap()
         .put_content_addressed(radiograph_png())
