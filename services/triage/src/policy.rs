@@ -11,6 +11,8 @@ use cxrflow_contracts::{
 
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 60 * MINUTE;
+/// A modality clock this far ahead of the gateway's is worth a reason on the worklist.
+const NOTED_CLOCK_SKEW_MS: i64 = 5 * MINUTE;
 
 /// One value per tier (SLA deadlines, wait caps).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -422,7 +424,8 @@ impl TriagePolicy {
                 fmt_span(study.published_at.saturating_sub(study.acquired_at)),
                 fmt_span(self.late_arrival_limit_ms)
             ))
-        } else if start < study.acquired_at {
+        } else if start < study.acquired_at.saturating_sub(NOTED_CLOCK_SKEW_MS) {
+            // Clocks a minute or two apart are timed from arrival too, without a word.
             Some(format!(
                 "acquired {} after it arrived (a modality clock running ahead): deadline and \
                  wait cap count from its arrival",

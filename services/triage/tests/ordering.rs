@@ -459,6 +459,13 @@ fn a_study_is_timed_from_its_acquisition_within_the_limit_and_never_from_after_i
         .late_arrival_reason(&ahead)
         .unwrap()
         .contains("acquired 3 h 00 min after it arrived"));
+    // A clock a minute or two ahead is timed from arrival too, without a word.
+    let slightly = StudyContext {
+        acquired_at: T0 + 2 * MIN,
+        ..ahead.clone()
+    };
+    assert_eq!(policy.wait_start(&slightly), T0);
+    assert_eq!(policy.late_arrival_reason(&slightly), None);
     let mut wl = Worklist::new(policy.clone());
     let p = Prediction {
         findings: vec![score("Cardiomegaly", 0.1)],
