@@ -19,7 +19,6 @@ const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
 async fn jpeg_ls_and_deflated_instances_are_stored_and_published() {
     // Kept whole: its broker lives as long as it does.
     let stack = Stack::start().await;
-    let port = stack.gw.dicom.to_string();
 
     let jls = fixture(1, Kind::Cr12);
     let plain = jls.write(stack.dir.path(), EXPLICIT_LE);
@@ -38,9 +37,8 @@ async fn jpeg_ls_and_deflated_instances_are_stored_and_published() {
     // storescu then uses for an uncompressed file. One association each.
     for (flag, file) in [("-xt", &jls_file), ("-xd", &deflated_file)] {
         let (ok, out) = run_tool({
-            let mut c = dcmtk("storescu");
-            c.args(["-aet", "MODALITY1", "-aec", AE, flag, "127.0.0.1", &port])
-                .arg(file);
+            let mut c = storescu(stack.gw.dicom);
+            c.arg(flag).arg(file);
             c
         })
         .await;

@@ -63,33 +63,21 @@ async fn storescu_over_mutual_tls_is_stored_and_plain_or_anonymous_peers_store_n
     cfg.dicom_tls_key = Some(pki.server_key.clone());
     cfg.dicom_tls_client_ca = Some(pki.ca.clone());
     let gw = Running::start(cfg).await;
-    let port = gw.dicom.to_string();
 
     let refused = fixture(1, Kind::Cr12).write(dir.path(), EXPLICIT_LE);
     // Plain TCP to the TLS port: the association never forms.
     let (ok, out) = run_tool({
-        let mut c = dcmtk("storescu");
-        c.args([
-            "-aet",
-            "MODALITY1",
-            "-aec",
-            AE,
-            "-to",
-            "5",
-            "127.0.0.1",
-            &port,
-        ])
-        .arg(&refused);
+        let mut c = storescu(gw.dicom);
+        c.args(["-to", "5"]).arg(&refused);
         c
     })
     .await;
     assert!(!ok, "plain storescu must fail against the TLS port: {out}");
     // TLS without a client certificate: the handshake is refused (mutual TLS).
     let (ok, out) = run_tool({
-        let mut c = dcmtk("storescu");
-        c.args(["-aet", "MODALITY1", "-aec", AE, "-to", "5", "+tla", "+cf"])
+        let mut c = storescu(gw.dicom);
+        c.args(["-to", "5", "+tla", "+cf"])
             .arg(&pki.ca)
-            .args(["127.0.0.1", &port])
             .arg(&refused);
         c
     })
@@ -107,13 +95,12 @@ async fn storescu_over_mutual_tls_is_stored_and_plain_or_anonymous_peers_store_n
     let good = fixture(2, Kind::Dx16);
     let file = good.write(dir.path(), EXPLICIT_LE);
     let (ok, out) = run_tool({
-        let mut c = dcmtk("storescu");
-        c.args(["-aet", "MODALITY1", "-aec", AE, "+tls"])
+        let mut c = storescu(gw.dicom);
+        c.arg("+tls")
             .arg(&pki.client_key)
             .arg(&pki.client_cert)
             .arg("+cf")
             .arg(&pki.ca)
-            .args(["127.0.0.1", &port])
             .arg(&file);
         c
     })

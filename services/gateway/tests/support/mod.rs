@@ -368,7 +368,8 @@ pub fn dcmtk(tool: &str) -> std::process::Command {
 }
 
 /// DCMTK's storescu as a modality runs it: from MODALITY1 to the gateway's AE title on
-/// 127.0.0.1:`port`, plain TCP, default options; the caller adds the files to send.
+/// 127.0.0.1:`port`; the caller adds its options (TLS, a timeout, a proposed syntax: DCMTK
+/// reads options after the peer too) and the files to send.
 pub fn storescu(port: u16) -> std::process::Command {
     let mut c = dcmtk("storescu");
     c.args([
