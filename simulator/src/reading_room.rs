@@ -169,13 +169,20 @@ impl Default for RoomConfig {
     }
 }
 
+/// How long after an outage's end the studies acquired count in its window.
+pub const OUTAGE_TAIL: i64 = 6 * HOUR;
+
+/// `h` hours in milliseconds (negative as 0; huge as "never", well inside i64).
+fn hours_ms(h: f64) -> i64 {
+    (h.max(0.0) * HOUR as f64).min(i64::MAX as f64 / 4.0) as i64
+}
+
 impl RoomConfig {
     /// The outage's start and end on the run's clock, if there is one.
     pub fn outage(&self) -> Option<(i64, i64)> {
-        let ms = |h: f64| (h.max(0.0) * HOUR as f64) as i64;
         let (start, hours) = (self.outage_start_h?, self.outage_hours?);
-        let from = CLOCK_ORIGIN + ms(start);
-        Some((from, from + ms(hours)))
+        let from = CLOCK_ORIGIN + hours_ms(start);
+        Some((from, from + hours_ms(hours)))
     }
 
     pub fn read_times(&self) -> ReadTimes {
@@ -269,7 +276,7 @@ pub fn simulate_room(cfg: &RoomConfig) -> Result<(RoomReport, Vec<PolicyReads>),
     let sites = cfg.site_profiles();
     let mut arr = arrivals(&sites, cfg.days, pool.len(), &cfg.read_times(), cfg.seed);
     if let Some((from, to)) = cfg.outage() {
-        delay_by_outage(&mut arr, from, to - from);
+        delay_by_outage(&mut arr, from, to);
     }
     let (mut report, reads) = run_policies(cfg, &sites, &pool, &arr, &cfg.policies());
     report.unmatched_predictions = unmatched;
@@ -287,18 +294,23 @@ pub fn run_policies(
     let started = Instant::now();
     let horizon_end = CLOCK_ORIGIN + cfg.days as i64 * DAY;
     let critical = |a: &Arrival| pool[a.study].critical;
+    // Each site's arrivals in the order they reach its worklist, the same for every policy.
+    let by_site: Vec<Vec<&Arrival>> = (0..sites.len())
+        .map(|ix| {
+            let mut mine: Vec<&Arrival> = arr.iter().filter(|a| a.site == ix).collect();
+            mine.sort_by_key(|a| (a.arrives_at, a.at, a.id));
+            mine
+        })
+        .collect();
+    let limit = hours_ms(cfg.late_arrival_limit_h);
     let mut outcomes = Vec::new();
     let mut all_reads = Vec::new();
     for policy in policies {
         let mut reads = Vec::new();
         let mut queue = vec![0usize; (cfg.days as usize) * 24];
         let (mut busy, mut staffed, mut unread) = (0i64, 0i64, 0usize);
-        for (ix, site) in sites.iter().enumerate() {
-            let mut mine: Vec<&Arrival> = arr.iter().filter(|a| a.site == ix).collect();
-            mine.sort_by_key(|a| (a.arrives_at, a.at, a.id));
-            let limit =
-                (cfg.late_arrival_limit_h.max(0.0) * HOUR as f64).min(i64::MAX as f64 / 4.0);
-            let run = run_site(site, &mine, pool, policy, horizon_end, limit as i64);
+        for (site, mine) in sites.iter().zip(&by_site) {
+            let run = run_site(site, mine, pool, policy, horizon_end, limit);
             for (q, n) in queue.iter_mut().zip(&run.queue_by_hour) {
                 *q += n;
             }
@@ -315,7 +327,8 @@ pub fn run_policies(
         };
         let mut o = outcome(policy, arr, &critical, &reads, util, queue, unread);
         if let Some((from, to)) = cfg.outage() {
-            o.outage_window = Some(outcome::window(arr, &critical, &reads, from, to + 6 * HOUR));
+            let tail = to + OUTAGE_TAIL;
+            o.outage_window = Some(outcome::window(arr, &critical, &reads, from, tail));
         }
         outcomes.push(o);
         all_reads.push(PolicyReads {
@@ -403,8 +416,9 @@ pub fn render_table(r: &RoomReport) -> String {
     s.push_str(&outcome::table(&r.outcomes));
     if let (Some(start), Some(hours)) = (r.config.outage_start_h, r.config.outage_hours) {
         s.push_str(&format!(
-            "outage of {hours} h from hour {start} (acquired then, listed when it ends; AI policies' late-arrival limit {} h): studies acquired from its start to 6 h after its end\n",
-            r.config.late_arrival_limit_h
+            "outage of {hours} h from hour {start} (acquired then, listed when it ends; AI policies' late-arrival limit {} h): studies acquired from its start to {} h after its end\n",
+            r.config.late_arrival_limit_h,
+            OUTAGE_TAIL / HOUR
         ));
         for o in &r.outcomes {
             if let Some(w) = &o.outage_window {

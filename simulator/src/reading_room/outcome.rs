@@ -53,9 +53,28 @@ pub struct PolicyOutcome {
     pub non_critical_max_vs_fifo: f64,
     /// Open studies at each hour of the horizon, all sites together.
     pub queue_by_hour: Vec<usize>,
-    /// With an outage: the studies acquired from its start to 6 hours after its end.
+    /// With an outage: the studies acquired from its start to `OUTAGE_TAIL` after its end.
     pub outage_window: Option<WindowOutcome>,
     pub unread: usize,
+}
+
+/// Minutes from acquisition to read finished of the studies `keep` takes, those with a
+/// critical finding and the rest.
+fn waits(
+    arrivals: &[Arrival],
+    critical: &dyn Fn(&Arrival) -> bool,
+    reads: &[Read],
+    keep: impl Fn(&Arrival) -> bool,
+) -> (Vec<f64>, Vec<f64>) {
+    let (mut crit, mut rest) = (Vec::new(), Vec::new());
+    for r in reads {
+        let a = &arrivals[r.arrival];
+        if keep(a) {
+            let minutes = (r.finished_at - a.at) as f64 / MINUTE as f64;
+            if critical(a) { &mut crit } else { &mut rest }.push(minutes);
+        }
+    }
+    (crit, rest)
 }
 
 /// Summarises one policy's reads (`reads` holds every site's).
@@ -69,17 +88,7 @@ pub fn outcome(
     queue_by_hour: Vec<usize>,
     unread: usize,
 ) -> PolicyOutcome {
-    let mut crit = Vec::new();
-    let mut rest = Vec::new();
-    for r in reads {
-        let a = &arrivals[r.arrival];
-        let minutes = (r.finished_at - a.at) as f64 / MINUTE as f64;
-        if critical(a) {
-            crit.push(minutes);
-        } else {
-            rest.push(minutes);
-        }
-    }
+    let (crit, rest) = waits(arrivals, critical, reads, |_| true);
     let within = |m: f64| {
         if crit.is_empty() {
             0.0
@@ -121,14 +130,7 @@ pub fn window(
     from: i64,
     to: i64,
 ) -> WindowOutcome {
-    let (mut crit, mut rest) = (Vec::new(), Vec::new());
-    for r in reads {
-        let a = &arrivals[r.arrival];
-        if (from..to).contains(&a.at) {
-            let minutes = (r.finished_at - a.at) as f64 / MINUTE as f64;
-            if critical(a) { &mut crit } else { &mut rest }.push(minutes);
-        }
-    }
+    let (crit, rest) = waits(arrivals, critical, reads, |a| (from..to).contains(&a.at));
     WindowOutcome {
         from,
         to,

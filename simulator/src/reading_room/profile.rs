@@ -236,10 +236,9 @@ pub fn arrivals(
 }
 
 /// An outage between the modalities and the worklist (a PACS or network downtime) from `start`
-/// for `len` ms: what is acquired during it reaches the worklist when it ends, in acquisition
+/// to `end`: what is acquired during it reaches the worklist when it ends, in acquisition
 /// order, a millisecond apart per second acquired.
-pub fn delay_by_outage(arrivals: &mut [Arrival], start: EpochMillis, len: i64) {
-    let end = start.saturating_add(len.max(0));
+pub fn delay_by_outage(arrivals: &mut [Arrival], start: EpochMillis, end: EpochMillis) {
     for a in arrivals.iter_mut().filter(|a| (start..end).contains(&a.at)) {
         a.arrives_at = end + (a.at - start) / 1_000;
     }
