@@ -109,7 +109,7 @@ impl Unrankable {
 }
 
 /// A decision for a study the AI does not rank: ordered by its order priority and
-/// the start of its wait (its acquisition, or shortly before a late arrival) alone.
+/// the start of its wait (its acquisition, or its arrival for a prior or a wrong clock) alone.
 pub(crate) fn unranked_decision(
     wl: &Worklist,
     study: StudyContext,

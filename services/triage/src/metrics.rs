@@ -236,8 +236,10 @@ impl TriageMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cxrflow_contracts::{StudyContext, TriageDecision};
-    use cxrflow_testkit::records::study;
+    use crate::policy::TriagePolicy;
+    use crate::worklist::Worklist;
+    use cxrflow_contracts::StudyContext;
+    use cxrflow_testkit::records::{prediction, study};
 
     /// Time in queue counts from the start of the study's wait, as the worklist does: a prior
     /// acquired in 1997 and read 10 minutes after it arrived adds 10 minutes, not 29 years.
@@ -247,27 +249,17 @@ mod tests {
         let mut registry = Registry::default();
         m.register(&mut registry);
         let arrived = 1_700_000_000_000;
-        let read = TriageDecision {
-            study: StudyContext {
-                acquired_at: 861_890_678_000,
-                published_at: arrived,
-                ..study("prior")
-            },
-            version: 2,
-            status: WorklistStatus::Read,
-            tier: TriageTier::NotAssessable,
-            score: 0.0,
-            deadline: arrived,
-            top_findings: vec![],
-            model_name: None,
-            model_version: None,
-            reasons: vec![],
-            escalations: 0,
-            blob_uri: String::new(),
-            decided_at: arrived + 600_000,
-            not_assessable_reason: None,
-            not_assessable_code: None,
-        };
+        // The decision the worklist makes of it, then read 10 minutes after it arrived.
+        let prior = prediction(StudyContext {
+            acquired_at: 861_890_678_000,
+            published_at: arrived,
+            ..study("prior")
+        });
+        let mut read = Worklist::new(TriagePolicy::default())
+            .on_prediction(&prior, arrived)
+            .expect("a decision");
+        read.status = WorklistStatus::Read;
+        read.decided_at = arrived + 600_000;
         m.published(&read, None, arrived);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
