@@ -64,13 +64,15 @@ fn arb_prediction() -> impl Strategy<Value = Prediction> {
                     patient_sex: None,
                     // One acquisition time per study, as in reality.
                     acquired_at: T0 + (n as i64) * 7 * MIN + (acq % 2),
-                    // Mostly on time; a third arrive up to 7 hours late (a backlog, a prior).
+                    // Mostly on time; some arrive late: a backlog of hours, a prior of days, or
+                    // before their acquisition (a modality clock running ahead).
                     published_at: T0
                         + (n as i64) * 7 * MIN
-                        + if n % 3 == 0 {
-                            (n as i64 + 1) * 40 * MIN
-                        } else {
-                            0
+                        + match n % 6 {
+                            0 => (n as i64 + 1) * 40 * MIN,
+                            3 => (n as i64 + 1) * 30 * 60 * MIN,
+                            5 => -(n as i64) * 20 * MIN,
+                            _ => 0,
                         },
                     priority_hint: hint,
                 },
@@ -142,6 +144,14 @@ fn snapshot(wl: &Worklist, mode: OrderingMode) -> Vec<(String, i64)> {
                 e.decision.version,
             )
         })
+        .collect()
+}
+
+/// The open studies' UIDs in pooled reading order.
+fn reading_order_of(wl: &Worklist) -> Vec<String> {
+    snapshot(wl, OrderingMode::Pooled)
+        .into_iter()
+        .map(|x| x.0)
         .collect()
 }
 
@@ -292,13 +302,7 @@ fn a_critical_study_reads_before_a_routine_one_and_escalation_lifts_the_routine_
         ..score("Pneumothorax", 0.9)
     };
     deliver(&mut wl, &critical, T0 + 7 * 60 * MIN);
-    let order = |wl: &Worklist| {
-        snapshot(wl, OrderingMode::Pooled)
-            .into_iter()
-            .map(|x| x.0)
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(order(&wl), ["c", "r"]);
+    assert_eq!(reading_order_of(&wl), ["c", "r"]);
     // Past its cap the routine study escalates to URGENT, due since it started waiting (its
     // acquisition): past the cap it is read by age.
     tick(&mut wl, T0 + 6 * 60 * MIN + 1);
@@ -319,7 +323,7 @@ fn a_critical_study_reads_before_a_routine_one_and_escalation_lifts_the_routine_
         (TriageTier::Urgent, 1, 3)
     );
     assert_eq!(
-        order(&wl),
+        reading_order_of(&wl),
         ["r", "c"],
         "the escalated study is due now, before the fresh critical one"
     );
@@ -364,12 +368,6 @@ fn a_prior_from_years_ago_is_timed_from_its_arrival_and_a_backlog_from_its_acqui
         assert!(deliver(&mut wl, p, now), "{}", p.study.study_instance_uid);
     }
     tick(&mut wl, now);
-    let order = |wl: &Worklist| {
-        snapshot(wl, OrderingMode::Pooled)
-            .into_iter()
-            .map(|x| x.0)
-            .collect::<Vec<_>>()
-    };
     let d = |wl: &Worklist, uid: &str| wl.get(uid).unwrap().decision.clone();
     let d0 = |uid: &str| d(&wl, uid);
     assert_eq!(
@@ -400,7 +398,7 @@ fn a_prior_from_years_ago_is_timed_from_its_arrival_and_a_backlog_from_its_acqui
         .iter()
         .all(|r| !r.contains("arrived")));
     assert_eq!(
-        order(&wl),
+        reading_order_of(&wl),
         [
             "backlog-routine",
             "backlog-critical",
