@@ -7,8 +7,14 @@
 //! (elements, sequences, items, pixel fragments) without copying anything, and refuses as
 //! truncated any length longer than what is left of the file, or of the enclosing item or
 //! sequence. Whatever could make the two walks disagree on where a header starts is refused as
-//! corrupt. Not walked: data sets in a syntax refused anyway, and deflated ones (their lengths
-//! are bounded by the inflated size, not by the file's).
+//! corrupt. Not walked: data sets in a syntax refused anyway.
+//!
+//! A deflated data set (Deflated Explicit VR Little Endian) is inflated first, at most
+//! [`MAX_INFLATED_BYTES`], and its inflated bytes are walked: its declared lengths are bounded
+//! by what it inflates to, not by the file's size, and deflate packs up to 1032 bytes into one,
+//! so a 64 MiB upload could otherwise make dicom-parser zero-fill tens of GiB (a deflate bomb,
+//! or a few lengths of 4 GiB over a short stream). A stream cut short or one inflating past the
+//! bound is refused by name before dicom-object inflates it again for itself.
 //!
 //! One encoding dicom-parser misreads is taken out before it reads the file: an element of VR UN
 //! with undefined length in an explicit VR syntax. PS3.5 §6.2.2 (CP-246) says its value is a
@@ -42,6 +48,9 @@ pub enum ScanError {
     /// Valid DICOM that dicom-parser cannot read and that may not be dropped.
     #[error("{0}")]
     Unreadable(String),
+    /// More than cxrflow reads: a deflated data set inflating past [`MAX_INFLATED_BYTES`].
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 use ScanError::Truncated;
@@ -50,8 +59,14 @@ use ScanError::Truncated;
 pub const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
 pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 pub const EXPLICIT_VR_BE: &str = "1.2.840.10008.1.2.2";
-/// Deflated explicit VR little endian: its data set is not walked (see the crate's doc).
+/// Deflated explicit VR little endian: its data set is walked once inflated (see the crate's
+/// doc).
 pub const DEFLATED_EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1.99";
+
+/// The most a deflated data set may inflate to: twice the largest image the decode limits let
+/// through in one frame (8192 × 8192 samples of 16 bits, 128 MiB) with room for its metadata;
+/// a full-size CR is 15 MiB. What a deflate bomb needs is far more.
+pub const MAX_INFLATED_BYTES: usize = 256 << 20;
 
 impl ScanError {
     pub(crate) fn corrupt_dicom(detail: impl Into<String>) -> ScanError {
@@ -174,8 +189,9 @@ fn walk(body: &[u8], data_set_syntax: Option<&str>, purpose: Purpose) -> Result<
     c.syntax = match uid {
         IMPLICIT_VR_LE => Syntax::ImplicitLe,
         EXPLICIT_VR_BE => Syntax::ExplicitBe,
-        // Deflated, or unknown (refused by name next, before dicom-object reads the data set).
-        uid if uid == DEFLATED_EXPLICIT_VR_LE || TransferSyntaxRegistry.get(uid).is_none() => {
+        DEFLATED_EXPLICIT_VR_LE => return deflated(&body[c.pos..], purpose),
+        // Unknown: refused by name next, before dicom-object reads the data set.
+        uid if TransferSyntaxRegistry.get(uid).is_none() => {
             return Ok(Walk {
                 native: None,
                 implicit_sequences: Vec::new(),
@@ -194,6 +210,83 @@ fn walk(body: &[u8], data_set_syntax: Option<&str>, purpose: Purpose) -> Result<
         },
         implicit_sequences: c.implicit_sequences,
     })
+}
+
+/// A deflated data set (PS3.5 A.5: raw deflate, RFC 1951, then at most a padding byte),
+/// inflated at most [`MAX_INFLATED_BYTES`] and walked as the explicit VR little endian data set
+/// it holds. Its native pixel data is never read in place, and a UN sequence of undefined
+/// length cannot be taken out of the compressed bytes, so it is refused by name.
+fn deflated(stream: &[u8], purpose: Purpose) -> Result<Walk, ScanError> {
+    let data_set = inflate(stream, MAX_INFLATED_BYTES)?;
+    let mut c = Cursor {
+        bytes: &data_set,
+        pos: 0,
+        end: data_set.len(),
+        syntax: Syntax::ExplicitLe,
+        pixels: Vec::new(),
+        defined: 0,
+        implicit_sequences: Vec::new(),
+        purpose,
+    };
+    let in_inflated = |e: ScanError| match e {
+        ScanError::Truncated(w) => ScanError::Truncated(format!("{w} of the inflated data set")),
+        ScanError::Corrupt(w) => ScanError::Corrupt(format!("{w} of the inflated data set")),
+        ScanError::Unreadable(w) => ScanError::Unreadable(format!("{w} of the inflated data set")),
+        other => other,
+    };
+    elements(&mut c, 0).map_err(in_inflated)?;
+    if let Some(at) = c.implicit_sequences.first() {
+        return Err(ScanError::Unreadable(format!(
+            "a sequence encoded as UN with undefined length (PS3.5 §6.2.2) at byte {} of the \
+             inflated data set, which the DICOM parser cannot read and which cannot be taken out \
+             of a deflated one",
+            at.start
+        )));
+    }
+    Ok(Walk {
+        native: None,
+        implicit_sequences: Vec::new(),
+    })
+}
+
+/// Inflates a raw deflate stream (RFC 1951) to at most `limit` bytes, by flate2 (zlib-rs).
+fn inflate(stream: &[u8], limit: usize) -> Result<Vec<u8>, ScanError> {
+    use flate2::{Decompress, FlushDecompress, Status};
+    let mut z = Decompress::new(false);
+    let mut out = Vec::new();
+    loop {
+        if out.len() > limit {
+            return Err(ScanError::TooLarge(format!(
+                "the deflated data set inflates past {} MiB ({} of its {} bytes read), more than \
+                 cxrflow reads",
+                limit >> 20,
+                z.total_in(),
+                stream.len()
+            )));
+        }
+        out.reserve((limit + 1 - out.len()).min(4 << 20));
+        let (read, written) = (z.total_in(), out.len());
+        let at = usize::try_from(read).map_or(stream.len(), |r| r.min(stream.len()));
+        let status = z
+            .decompress_vec(&stream[at..], &mut out, FlushDecompress::None)
+            .map_err(|e| {
+                ScanError::corrupt_dicom(format!(
+                    "the deflated data set is not a deflate stream at byte {at} of {}: {e}",
+                    stream.len()
+                ))
+            })?;
+        if status == Status::StreamEnd && out.len() <= limit {
+            return Ok(out);
+        }
+        if z.total_in() == read && out.len() == written {
+            return Err(ScanError::Truncated(format!(
+                "the deflate stream of the data set ends before its last block ({} bytes read, \
+                 {} inflated)",
+                stream.len(),
+                out.len()
+            )));
+        }
+    }
 }
 
 /// Walks the magic and the file meta group; returns the transfer syntax UID it names.

@@ -129,3 +129,59 @@ async fn a_data_set_with_a_un_sequence_of_undefined_length_is_stored_as_received
     assert_eq!(stack.gw.rejected("dataset_unreadable").await, 0.0);
     stack.gw.stop().await;
 }
+
+/// A deflate bomb over DIMSE: a CR's data set with 300 MiB of zeros in a private element,
+/// deflated to about 300 KiB, well under the instance limit. dicom-object inflated all of it
+/// (and would zero-fill as much for every declared length) before the gateway could refuse it,
+/// so a few such uploads could exhaust the gateway's memory. It is refused as unreadable, by
+/// name, once 256 MiB are out, nothing is stored or published, and the next sender is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deflate_bomb_is_refused_by_name_and_the_gateway_keeps_serving() {
+    use std::io::Read;
+    // Kept whole: its broker lives as long as it does.
+    let stack = Stack::start().await;
+    let cr = fixture(4, Kind::Cr12);
+    let zeros: u32 = 300 << 20;
+    // (7FE1,1010) OB after the pixel data: a private element, in tag order.
+    let mut element = vec![0xE1, 0x7F, 0x10, 0x10, b'O', b'B', 0, 0];
+    element.extend(zeros.to_le_bytes());
+    let plain = [cr.dataset_bytes(EXPLICIT_LE), element].concat();
+    let mut bomb = Vec::new();
+    flate2::read::DeflateEncoder::new(
+        plain.chain(std::io::repeat(0).take(u64::from(zeros))),
+        flate2::Compression::best(),
+    )
+    .read_to_end(&mut bomb)
+    .unwrap();
+    assert!(bomb.len() < 2 << 20, "{} bytes", bomb.len());
+
+    let mut assoc = dicom_ul::ClientAssociationOptions::new()
+        .calling_ae_title("MODALITY1")
+        .called_ae_title(AE)
+        .with_presentation_context(cr.kind.sop_class(), vec![DEFLATED])
+        .establish_async(("127.0.0.1", stack.gw.dicom))
+        .await
+        .expect("association");
+    let status = tokio::time::timeout(
+        WAIT,
+        c_store(&mut assoc, 1, 1, cr.kind.sop_class(), &cr.sop, &bomb),
+    )
+    .await
+    .expect("an answer, not a hang");
+    assert_eq!(status, Some(0xC000), "cannot understand: resending will not help");
+    let _ = assoc.release().await;
+    assert_eq!(stack.gw.rejected("dataset_unreadable").await, 1.0);
+
+    // The next sender's instance is stored and published; the bomb never was.
+    let good = fixture(5, Kind::Cr12);
+    let mut cmd = storescu(stack.gw.dicom);
+    cmd.arg(good.write(stack.dir.path(), EXPLICIT_LE));
+    let (ok, out) = run_tool(cmd).await;
+    assert!(ok, "storescu failed: {out}");
+    let events = scan_events(&stack.kafka, &stack.codec, 1, WAIT).await;
+    let sops: Vec<&str> = (events.iter())
+        .map(|(_, e)| e.study.sop_instance_uid.as_str())
+        .collect();
+    assert_eq!(sops, [good.sop.as_str()]);
+    stack.gw.stop().await;
+}

@@ -22,6 +22,7 @@ pub(super) fn reason(e: ScanError) -> DecodeError {
         ScanError::Truncated(words) => DecodeError::Truncated(words),
         ScanError::Corrupt(words) => DecodeError::corrupt_dicom(words),
         ScanError::Unreadable(words) => DecodeError::UnsupportedImage(words),
+        ScanError::TooLarge(words) => DecodeError::TooLarge(words),
     }
 }
 
@@ -246,6 +247,67 @@ mod tests {
                 .contains("(0042,0011) at byte 56 declares 3221225472 bytes, 840 left"),
             "{err}"
         );
+    }
+
+    const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
+
+    /// A file whose data set is `data_set` deflated (PS3.5 A.5: raw deflate), read as it is
+    /// compressed, never held inflated.
+    fn deflated(data_set: impl std::io::Read) -> Vec<u8> {
+        use std::io::Read;
+        let mut stream = Vec::new();
+        flate2::read::DeflateEncoder::new(data_set, flate2::Compression::best())
+            .read_to_end(&mut stream)
+            .expect("deflate");
+        broken::dicom_with_data_set(DEFLATED, &stream)
+    }
+
+    /// Decodes `file`, which must fail within `within`; its reason and words.
+    fn refused(file: &[u8], within: Duration) -> (&'static str, String) {
+        let started = Instant::now();
+        let err = decode(file, &DecodeLimits::default()).unwrap_err();
+        assert!(started.elapsed() < within, "{:?}: {err}", started.elapsed());
+        (err.reason(), err.to_string())
+    }
+
+    #[test]
+    fn a_deflated_data_set_is_walked_inflated_and_bounded() {
+        use std::io::Read;
+        // A 3 GiB length over a short stream: dicom-parser would zero-fill 3 GiB first.
+        let header = long(Tag(0x0042, 0x0011), b"OB", GIB3, false);
+        let file = deflated(&[&header[..], &[0; 1000]].concat()[..]);
+        assert!(file.len() < 512);
+        let (reason, words) = refused(&file, Duration::from_millis(200));
+        assert_eq!(reason, "decode.truncated");
+        assert!(
+            words.contains("(0042,0011) at byte 12 declares 3221225472 bytes, 1000 left of the inflated data set"),
+            "{words}"
+        );
+        // A deflate bomb with honest lengths: 300 MiB of zeros in an OB element, a file of
+        // about 300 KiB. Refused once 256 MiB are out, before dicom-object inflates anything.
+        let n: u32 = 300 << 20;
+        let header = long(Tag(0x0042, 0x0011), b"OB", n, false);
+        let file = deflated(header.chain(std::io::repeat(0).take(u64::from(n))));
+        assert!(file.len() < 1 << 20, "{} bytes", file.len());
+        let (reason, words) = refused(&file, Duration::from_secs(5));
+        assert_eq!(reason, "decode.too_large");
+        assert!(
+            words.contains("the deflated data set inflates past 256 MiB"),
+            "{words}"
+        );
+        // A stream cut short (GDCM 3.0.21's `gdcmconv --deflated` writes such files): by name,
+        // not as whatever element the inflated bytes happen to stop in.
+        let samples: Vec<u8> = (0..4096u32).map(|i| (i * 31 % 251) as u8).collect();
+        let element = [long(Tag(0x0042, 0x0011), b"OB", 4096, false), samples].concat();
+        let whole = deflated(&element[..]);
+        let (reason, words) = refused(&whole[..whole.len() - 64], Duration::from_millis(200));
+        assert_eq!(reason, "decode.truncated");
+        assert!(words.contains("ends before its last block"), "{words}");
+        // Not a deflate stream at all.
+        let file = broken::dicom_with_data_set(DEFLATED, &[0xFF; 64]);
+        let (reason, words) = refused(&file, Duration::from_millis(200));
+        assert_eq!(reason, "decode.corrupt_stream");
+        assert!(words.contains("is not a deflate stream"), "{words}");
     }
 
     #[test]
