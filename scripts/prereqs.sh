@@ -24,6 +24,9 @@ command -v chromedriver >/dev/null || need+=(chromium-driver)
 command -v storescu >/dev/null || need+=(dcmtk)
 # dicom3tools: dciodvfy checks the results service's DICOM SR against the IOD in its tests.
 command -v dciodvfy >/dev/null || need+=(dicom3tools)
+# GDCM's gdcmconv and OpenJPEG's opj_compress: other encoders' files for preprocess's tests.
+command -v gdcmconv >/dev/null || need+=(libgdcm-tools)
+command -v opj_compress >/dev/null || need+=(libopenjp2-tools)
 # strace: the gateway's durability test reads its fsyncs and renames from the real syscalls.
 command -v strace >/dev/null || need+=(strace)
 command -v cmake >/dev/null || need+=(cmake)

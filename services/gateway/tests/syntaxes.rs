@@ -168,7 +168,11 @@ async fn a_deflate_bomb_is_refused_by_name_and_the_gateway_keeps_serving() {
     )
     .await
     .expect("an answer, not a hang");
-    assert_eq!(status, Some(0xC000), "cannot understand: resending will not help");
+    assert_eq!(
+        status,
+        Some(0xC000),
+        "cannot understand: resending will not help"
+    );
     let _ = assoc.release().await;
     assert_eq!(stack.gw.rejected("dataset_unreadable").await, 1.0);
 

@@ -82,6 +82,22 @@ pub const TOOLS: &[Tool] = &[
         install: Install::Prereqs("Debian package strace (apt-get install strace)"),
     },
     Tool {
+        name: "gdcmconv",
+        find: Find::Program("gdcmconv"),
+        used_for: "GDCM's own encoders (JPEG 2000, JPEG, JPEG-LS, RLE, deflate) writing the \
+                   files preprocess must decode (cxrflow-preprocess::encoders)",
+        install: Install::Prereqs("Debian package libgdcm-tools (apt-get install libgdcm-tools)"),
+    },
+    Tool {
+        name: "opj_compress",
+        find: Find::Program("opj_compress"),
+        used_for: "OpenJPEG's encoder with the options modalities use (tiles, progression \
+                   orders, precincts, code-block modes, layers) (cxrflow-preprocess::encoders)",
+        install: Install::Prereqs(
+            "Debian package libopenjp2-tools (apt-get install libopenjp2-tools)",
+        ),
+    },
+    Tool {
         name: "tmpfs",
         find: Find::Capability,
         used_for: "a real full disk: a 1 MiB tmpfs mounted under the gateway's store \

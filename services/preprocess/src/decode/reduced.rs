@@ -136,6 +136,8 @@ fn be32(s: &[u8], at: usize) -> Option<u32> {
 pub(super) struct Siz {
     pub width: u32,
     pub height: u32,
+    /// XOsiz, YOsiz: where the image starts on the reference grid.
+    pub offset: (u32, u32),
     /// Ssiz bit 7.
     pub signed: bool,
     /// Ssiz bits 0–6, plus one.
@@ -152,18 +154,20 @@ pub(super) fn j2k_siz(s: &[u8]) -> Option<Siz> {
         return None;
     }
     let ssiz = *s.get(42)?;
+    let offset = (be32(s, 16)?, be32(s, 20)?);
     Some(Siz {
-        width: be32(s, 8)?.checked_sub(be32(s, 16)?)?,
-        height: be32(s, 12)?.checked_sub(be32(s, 20)?)?,
+        width: be32(s, 8)?.checked_sub(offset.0)?,
+        height: be32(s, 12)?.checked_sub(offset.1)?,
+        offset,
         signed: ssiz & 0x80 != 0,
         precision: u32::from(ssiz & 0x7F) + 1,
     })
 }
 
-/// From a raw J2K codestream's main header: the image size ([`j2k_siz`]) and the fewest
-/// decomposition levels any COD/COC declares (reducing past them is an OpenJPEG error).
-/// None for anything else (a JP2 wrapper, a truncated header).
-fn j2k_main_header(s: &[u8]) -> Option<(u32, u32, u32)> {
+/// From a raw J2K codestream's main header: its SIZ ([`j2k_siz`]) and the fewest decomposition
+/// levels any COD/COC declares (reducing past them is an OpenJPEG error). None for anything
+/// else (a JP2 wrapper, a truncated header).
+fn j2k_main_header(s: &[u8]) -> Option<(Siz, u32)> {
     let siz = j2k_siz(s)?;
     let (mut pos, mut levels) = (2usize, None::<u32>);
     loop {
@@ -186,7 +190,7 @@ fn j2k_main_header(s: &[u8]) -> Option<(u32, u32, u32)> {
         }
         pos += 2 + len;
     }
-    Some((siz.width, siz.height, levels?))
+    Some((siz, levels?))
 }
 
 /// A reduced plane: its size, its samples, and how it samples the stored image.
@@ -194,12 +198,21 @@ type Plane = (u32, u32, PrimitiveValue, Reduction);
 
 fn j2k(obj: &DefaultDicomObject, g: Geometry, need: u32) -> Option<Plane> {
     let stream = first_frame(obj, 1).ok()?;
-    let (w, h, levels) = j2k_main_header(&stream)?;
+    let (siz, levels) = j2k_main_header(&stream)?;
     // A codestream larger than the header says was never checked against the limits.
-    if (w, h) != (g.cols, g.rows) {
+    if (siz.width, siz.height) != (g.cols, g.rows) {
         return None;
     }
-    let reduce = halvings(g.cols, g.rows, need).min(levels);
+    // A level's samples lie on the reference grid's multiples of 2^reduce. An image offset
+    // (XOsiz, YOsiz) that is not such a multiple moves them off the stored pixels the display
+    // mapping takes them for, by up to 2^reduce − 1 of them (`opj_compress -d 7,13`: the model
+    // input moved by up to 15 of 255), so the codec reduces only as far as both offsets allow
+    // and the box does the rest.
+    let aligned = |o: u32| if o == 0 { 31 } else { o.trailing_zeros() };
+    let reduce = halvings(g.cols, g.rows, need)
+        .min(levels)
+        .min(aligned(siz.offset.0))
+        .min(aligned(siz.offset.1));
     if reduce == 0 {
         return None;
     }
