@@ -27,6 +27,8 @@ command -v dciodvfy >/dev/null || need+=(dicom3tools)
 # GDCM's gdcmconv and OpenJPEG's opj_compress: other encoders' files for preprocess's tests.
 command -v gdcmconv >/dev/null || need+=(libgdcm-tools)
 command -v opj_compress >/dev/null || need+=(libopenjp2-tools)
+# OpenJPH's ojph_compress/ojph_expand: HTJ2K files for preprocess's tests.
+command -v ojph_compress >/dev/null || need+=(openjph-tools)
 # strace: the gateway's durability test reads its fsyncs and renames from the real syscalls.
 command -v strace >/dev/null || need+=(strace)
 command -v cmake >/dev/null || need+=(cmake)

@@ -26,6 +26,14 @@ pub const DECODABLE_TRANSFER_SYNTAXES: &[(&str, &str)] = &[
     ("1.2.840.10008.1.2.4.80", "JPEG-LS Lossless"),
     ("1.2.840.10008.1.2.5", "RLE Lossless"),
     ("1.2.840.10008.1.2.4.90", "JPEG 2000 (Lossless Only)"),
+    (
+        "1.2.840.10008.1.2.4.201",
+        "High-Throughput JPEG 2000 Image Compression (Lossless Only)",
+    ),
+    (
+        "1.2.840.10008.1.2.4.202",
+        "High-Throughput JPEG 2000 with RPCL Options Image Compression (Lossless Only)",
+    ),
     ("1.2.840.10008.1.2.4.81", "JPEG-LS Near-Lossless"),
     ("1.2.840.10008.1.2.4.50", "JPEG Baseline (Process 1, 8-bit)"),
     (
@@ -33,6 +41,10 @@ pub const DECODABLE_TRANSFER_SYNTAXES: &[(&str, &str)] = &[
         "JPEG Extended (Process 2 & 4, 8- and 12-bit)",
     ),
     ("1.2.840.10008.1.2.4.91", "JPEG 2000"),
+    (
+        "1.2.840.10008.1.2.4.203",
+        "High-Throughput JPEG 2000 Image Compression",
+    ),
 ];
 
 /// UIDs in DICOM values are padded with NUL (or, wrongly, spaces) to even length.

@@ -41,17 +41,33 @@ import subprocess
 W, H = 1250, 1500
 ds = make(12, W, H, "MONOCHROME1", grad=(0.5, 0.2), disc=0.15, bands=0.08, noise=100)
 ds.save_as(d + "/orig12.dcm", enforce_file_format=True)
-open(d + "/orig12.raw", "wb").write(np.frombuffer(ds.PixelData, dtype="<u2").astype(">u2").tobytes())
+samples = np.frombuffer(ds.PixelData, dtype="<u2").astype(">u2").tobytes()
+open(d + "/orig12.raw", "wb").write(samples)
+open(d + "/orig12.pgm", "wb").write(f"P5\n{W} {H}\n4095\n".encode() + samples)
+def wrap(codestream, uid, name):
+    e = pydicom.dcmread(d + "/orig12.dcm")
+    e.PixelData = encapsulate([open(codestream, "rb").read()])
+    e["PixelData"].VR = "OB"
+    e.file_meta.TransferSyntaxUID = uid
+    e.save_as(f"{d}/{name}.dcm", enforce_file_format=True)
 for name, opts in [line.split(" ", 1) for line in sys.argv[2].splitlines()]:
     opts = [] if opts == "-" else opts.split(" ")
     out = f"{d}/{name}.j2k"
     subprocess.run(["opj_compress", "-i", d + "/orig12.raw", "-F", f"{W},{H},1,12,u", "-o", out] + opts,
                    check=True, capture_output=True)
-    e = pydicom.dcmread(d + "/orig12.dcm")
-    e.PixelData = encapsulate([open(out, "rb").read()])
-    e["PixelData"].VR = "OB"
-    e.file_meta.TransferSyntaxUID = pydicom.uid.JPEG2000 if "-I" in opts else pydicom.uid.JPEG2000Lossless
-    e.save_as(f"{d}/opj-{name}.dcm", enforce_file_format=True)
+    wrap(out, pydicom.uid.JPEG2000 if "-I" in opts else pydicom.uid.JPEG2000Lossless, "opj-" + name)
+# OpenJPH's HTJ2K; a lossy one also expanded by OpenJPH into a native copy, the reference.
+for name, uid, opts in [line.split(" ", 2) for line in sys.argv[3].splitlines()]:
+    out = f"{d}/{name}.j2c"
+    subprocess.run(["ojph_compress", "-i", d + "/orig12.pgm", "-o", out] + opts.split(" "),
+                   check=True, capture_output=True)
+    wrap(out, uid, "ojph-" + name)
+    if uid == "1.2.840.10008.1.2.4.203":
+        subprocess.run(["ojph_expand", "-i", out, "-o", f"{d}/{name}.pgm"], check=True, capture_output=True)
+        raw = open(f"{d}/{name}.pgm", "rb").read()
+        e = pydicom.dcmread(d + "/orig12.dcm")
+        e.PixelData = np.frombuffer(raw[len(raw) - W * H * 2:], dtype=">u2").astype("<u2").tobytes()
+        e.save_as(f"{d}/ojph-{name}.ref.dcm", enforce_file_format=True)
 "#
 );
 
@@ -77,6 +93,33 @@ const OPENJPEG: &[(&str, &str)] = &[
     ("roi", "-ROI c=0,U=5"),
     ("lossy-tiles", "-I -r 10 -t 512,512"),
     ("lossy-layers", "-I -r 80,20,10"),
+];
+
+/// OpenJPH's `ojph_compress` (HTJ2K, Part 15): name, transfer syntax, options. Its default
+/// progression is RPCL, which 202 promises.
+const OPENJPH: &[(&str, &str, &str)] = &[
+    ("default", "1.2.840.10008.1.2.4.201", "-reversible true"),
+    (
+        "rpcl",
+        "1.2.840.10008.1.2.4.202",
+        "-reversible true -prog_order RPCL",
+    ),
+    (
+        "tiles",
+        "1.2.840.10008.1.2.4.201",
+        "-reversible true -tile_size {512,512}",
+    ),
+    (
+        "blocks-32",
+        "1.2.840.10008.1.2.4.201",
+        "-reversible true -block_size {32,32}",
+    ),
+    (
+        "two-levels",
+        "1.2.840.10008.1.2.4.201",
+        "-reversible true -num_decomps 2",
+    ),
+    ("lossy", "1.2.840.10008.1.2.4.203", "-qstep 0.001"),
 ];
 
 /// `gdcmconv` options by name, and whether the result is lossy.
@@ -136,17 +179,22 @@ const MEAN_TENSOR_DELTA: f64 = 0.6;
 
 #[test]
 fn other_encoders_options_decode_to_the_original_or_their_toolkits_picture() {
-    let tools = ["gdcmconv", "opj_compress"].map(cxrflow_testkit::tools::require_tool);
+    let tools =
+        ["gdcmconv", "opj_compress", "ojph_compress"].map(cxrflow_testkit::tools::require_tool);
     if tools.iter().any(Option::is_none) {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
     let at = |name: &str| -> PathBuf { dir.path().join(name) };
     let options: Vec<String> = OPENJPEG.iter().map(|(n, o)| format!("{n} {o}")).collect();
+    let ht: Vec<String> = (OPENJPH.iter())
+        .map(|(n, uid, o)| format!("{n} {uid} {o}"))
+        .collect();
     let mut c = Command::new(tools_python());
     c.args(["-c", WRITE])
         .arg(dir.path())
-        .arg(options.join("\n"));
+        .arg(options.join("\n"))
+        .arg(ht.join("\n"));
     run_tool(c);
     let orig = at("orig12.dcm");
     for (name, args, _) in GDCM {
@@ -181,6 +229,15 @@ fn other_encoders_options_decode_to_the_original_or_their_toolkits_picture() {
         let file = format!("opj-{name}.dcm");
         if opts.split(' ').any(|o| o == "-I") {
             lossy.push(file);
+        } else {
+            lossless.push((file, true));
+        }
+    }
+    let mut ht_lossy = Vec::new();
+    for (name, uid, _) in OPENJPH {
+        let file = format!("ojph-{name}.dcm");
+        if uid.ends_with(".203") {
+            ht_lossy.push(file);
         } else {
             lossless.push((file, true));
         }
@@ -237,6 +294,23 @@ fn other_encoders_options_decode_to_the_original_or_their_toolkits_picture() {
                 if max > ONE_STORED_UNIT {
                     failures.push(format!(
                         "{file}: differs by up to {max} (mean {mean:.2}) from gdcmconv's decode"
+                    ));
+                }
+            }
+            Err(e) => failures.push(format!("{file}: {e}")),
+        }
+    }
+    // OpenJPEG's HTJ2K decode against OpenJPH's own (`ojph_expand`).
+    for file in &ht_lossy {
+        let reference = at(&file.replace(".dcm", ".ref.dcm"));
+        let want = decoded(&reference).expect("OpenJPH's own decode");
+        match decoded(&at(file)) {
+            Ok(got) => {
+                let (max, mean) = difference(&got.picture, &want.picture);
+                eprintln!("{file}: picture |Δ| against ojph_expand max {max}, mean {mean:.3}");
+                if max > ONE_STORED_UNIT {
+                    failures.push(format!(
+                        "{file}: differs by up to {max} (mean {mean:.2}) from ojph_expand's decode"
                     ));
                 }
             }

@@ -98,6 +98,13 @@ pub const TOOLS: &[Tool] = &[
         ),
     },
     Tool {
+        name: "ojph_compress",
+        find: Find::Program("ojph_compress"),
+        used_for: "OpenJPH's HTJ2K encoder and decoder (ojph_expand) writing and checking the \
+                   HTJ2K files preprocess must decode (cxrflow-preprocess::encoders)",
+        install: Install::Prereqs("Debian package openjph-tools (apt-get install openjph-tools)"),
+    },
+    Tool {
         name: "tmpfs",
         find: Find::Capability,
         used_for: "a real full disk: a 1 MiB tmpfs mounted under the gateway's store \

@@ -28,7 +28,7 @@ use dicom_object::DefaultDicomObject;
 use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
 
 use super::frames::first_frame;
-use super::syntax::{J2K_LOSSLESS, J2K_LOSSY, JPEG_BASELINE, JPEG_EXTENDED};
+use super::syntax::{is_jpeg2000, JPEG_BASELINE, JPEG_EXTENDED};
 
 /// The header's geometry, already checked against the limits.
 #[derive(Debug, Clone, Copy)]
@@ -78,7 +78,8 @@ pub(super) fn decode(
         // Lossy JPEG 2000 too: its wavelet level moved the model's outputs on held-out images
         // with devices only while the full-resolution reference wrapped its overshoot (fixed in
         // the display mapping, `OutOfRange::Clamp`); since, at most 0.038 on 100 of them.
-        J2K_LOSSLESS | J2K_LOSSY => j2k(obj, g, need),
+        // HTJ2K too: OpenJPEG's `reduce` skips the discarded levels' HT code-blocks as well.
+        s if is_jpeg2000(s) => j2k(obj, g, need),
         JPEG_BASELINE | JPEG_EXTENDED if g.bits_allocated == 8 => jpeg8(obj, g, need),
         // 12-bit extended: libjpeg-turbo's scaled IDCT (jpeg-decoder has no 12-bit path).
         JPEG_EXTENDED if g.bits_allocated == 16 => jpeg12(obj, g, need),

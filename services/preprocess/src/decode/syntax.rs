@@ -17,6 +17,11 @@ pub(super) const JPEG_LS_NEAR: &str = "1.2.840.10008.1.2.4.81";
 pub(super) const J2K_LOSSLESS: &str = "1.2.840.10008.1.2.4.90";
 /// JPEG 2000, irreversible allowed.
 pub(super) const J2K_LOSSY: &str = "1.2.840.10008.1.2.4.91";
+/// High-Throughput JPEG 2000 (Part 15): the same codestream with a faster block coder, decoded by
+/// the same OpenJPEG. 201 and 202 are lossless only; 203 may be lossy.
+pub(super) const HTJ2K_LOSSLESS: &str = "1.2.840.10008.1.2.4.201";
+pub(super) const HTJ2K_RPCL_LOSSLESS: &str = "1.2.840.10008.1.2.4.202";
+pub(super) const HTJ2K: &str = "1.2.840.10008.1.2.4.203";
 /// JPEG Lossless, Non-Hierarchical (Process 14), any predictor.
 pub(super) const JPEG_LOSSLESS: &str = "1.2.840.10008.1.2.4.57";
 /// JPEG Lossless, Non-Hierarchical, First-Order Prediction (Process 14, selection value 1).
@@ -27,13 +32,16 @@ pub(super) const JPEG_LOSSLESS_SV1: &str = "1.2.840.10008.1.2.4.70";
 pub(super) fn is_lossy(uid: &str) -> bool {
     matches!(
         uid.trim_end_matches('\0'),
-        JPEG_BASELINE | JPEG_EXTENDED | JPEG_LS_NEAR | J2K_LOSSY
+        JPEG_BASELINE | JPEG_EXTENDED | JPEG_LS_NEAR | J2K_LOSSY | HTJ2K
     )
 }
 
 /// JPEG 2000, lossless only or not.
 pub(super) fn is_jpeg2000(uid: &str) -> bool {
-    matches!(uid.trim_end_matches('\0'), J2K_LOSSLESS | J2K_LOSSY)
+    matches!(
+        uid.trim_end_matches('\0'),
+        J2K_LOSSLESS | J2K_LOSSY | HTJ2K_LOSSLESS | HTJ2K_RPCL_LOSSLESS | HTJ2K
+    )
 }
 
 /// The codec a transfer syntax's pixel data is compressed with, for error words.
@@ -42,6 +50,7 @@ pub(super) fn codec_of(uid: &str) -> &'static str {
         JPEG_BASELINE | JPEG_EXTENDED | JPEG_LOSSLESS | JPEG_LOSSLESS_SV1 => "JPEG",
         "1.2.840.10008.1.2.4.80" | JPEG_LS_NEAR => "JPEG-LS",
         J2K_LOSSLESS | J2K_LOSSY => "JPEG 2000",
+        HTJ2K_LOSSLESS | HTJ2K_RPCL_LOSSLESS | HTJ2K => "HTJ2K",
         "1.2.840.10008.1.2.5" => "RLE",
         "1.2.840.10008.1.2.1.99" => "deflate",
         _ => "DICOM pixel data",
