@@ -283,39 +283,34 @@ fn other_encoders_options_decode_to_the_original_or_their_toolkits_picture() {
             ));
         }
     }
+    // A lossy file against its toolkit's own decode (`reference`, native), within one stored unit.
+    let mut against = |file: &str, reference: PathBuf, by: &str| {
+        let want = decoded(&reference).unwrap_or_else(|e| panic!("{by}'s decode of {file}: {e}"));
+        match decoded(&at(file)) {
+            Ok(got) => {
+                let (max, mean) = difference(&got.picture, &want.picture);
+                eprintln!("{file}: picture |Δ| against {by} max {max}, mean {mean:.3}");
+                if max > ONE_STORED_UNIT {
+                    failures.push(format!(
+                        "{file}: differs by up to {max} (mean {mean:.2}) from {by}'s decode"
+                    ));
+                }
+            }
+            Err(e) => failures.push(format!("{file}: {e}")),
+        }
+    };
     for file in &lossy {
         let reference = at(&format!("{file}.raw.dcm"));
         tool("gdcmconv", &["--raw"], &at(file), &reference);
-        let want = decoded(&reference).expect("the toolkit's own decode");
-        match decoded(&at(file)) {
-            Ok(got) => {
-                let (max, mean) = difference(&got.picture, &want.picture);
-                eprintln!("{file}: picture |Δ| against gdcmconv --raw max {max}, mean {mean:.3}");
-                if max > ONE_STORED_UNIT {
-                    failures.push(format!(
-                        "{file}: differs by up to {max} (mean {mean:.2}) from gdcmconv's decode"
-                    ));
-                }
-            }
-            Err(e) => failures.push(format!("{file}: {e}")),
-        }
+        against(file.as_str(), reference, "gdcmconv --raw");
     }
-    // OpenJPEG's HTJ2K decode against OpenJPH's own (`ojph_expand`).
+    // OpenJPEG's HTJ2K decode against OpenJPH's own.
     for file in &ht_lossy {
-        let reference = at(&file.replace(".dcm", ".ref.dcm"));
-        let want = decoded(&reference).expect("OpenJPH's own decode");
-        match decoded(&at(file)) {
-            Ok(got) => {
-                let (max, mean) = difference(&got.picture, &want.picture);
-                eprintln!("{file}: picture |Δ| against ojph_expand max {max}, mean {mean:.3}");
-                if max > ONE_STORED_UNIT {
-                    failures.push(format!(
-                        "{file}: differs by up to {max} (mean {mean:.2}) from ojph_expand's decode"
-                    ));
-                }
-            }
-            Err(e) => failures.push(format!("{file}: {e}")),
-        }
+        against(
+            file.as_str(),
+            at(&file.replace(".dcm", ".ref.dcm")),
+            "ojph_expand",
+        );
     }
     // A point transform of 2 drops the two low bits of each stored sample (PS3.5 A.4.1: still
     // "lossless" by transfer syntax): within three stored units of the original.
