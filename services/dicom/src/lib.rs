@@ -14,7 +14,8 @@
 //! by what it inflates to, not by the file's size, and deflate packs up to 1032 bytes into one,
 //! so a 64 MiB upload could otherwise make dicom-parser zero-fill tens of GiB (a deflate bomb,
 //! or a few lengths of 4 GiB over a short stream). A stream cut short or one inflating past the
-//! bound is refused by name before dicom-object inflates it again for itself.
+//! bound is refused by name. For the picture the inflated file is what dicom-object reads; for
+//! metadata (the gateway) dicom-object inflates the file again for itself.
 //!
 //! One encoding dicom-parser misreads is taken out before it reads the file: an element of VR UN
 //! with undefined length in an explicit VR syntax. PS3.5 §6.2.2 (CP-246) says its value is a
@@ -111,10 +112,20 @@ pub enum Purpose {
 /// out the elements dicom-parser would misread (VR UN of undefined length, PS3.5 §6.2.2: see the
 /// crate's doc), and says where the uncompressed pixel data lies in what it returns when the
 /// syntax is native little endian.
+///
+/// For the picture ([`Purpose::Pixels`]) a deflated data set comes back inflated, under a meta
+/// group naming explicit VR little endian: inflated once, not again by dicom-object, and its
+/// samples then read in place. For metadata (the gateway, which reports and stores the syntax it
+/// received) it stays deflated, walked once inflated.
 pub fn readable(
     body: Cow<'_, [u8]>,
     purpose: Purpose,
 ) -> Result<(Cow<'_, [u8]>, Option<NativePixels>), ScanError> {
+    if purpose == Purpose::Pixels {
+        if let Some(inflated) = part10::inflated(&body)? {
+            return readable(Cow::Owned(inflated), purpose).map_err(of_inflated);
+        }
+    }
     let found = walk(&body, None, purpose)?;
     if found.implicit_sequences.is_empty() {
         return Ok((body, found.native));
@@ -212,10 +223,10 @@ fn walk(body: &[u8], data_set_syntax: Option<&str>, purpose: Purpose) -> Result<
     })
 }
 
-/// A deflated data set (PS3.5 A.5: raw deflate, RFC 1951, then at most a padding byte),
-/// inflated at most [`MAX_INFLATED_BYTES`] and walked as the explicit VR little endian data set
-/// it holds. Its native pixel data is never read in place, and a UN sequence of undefined
-/// length cannot be taken out of the compressed bytes, so it is refused by name.
+/// A deflated data set (PS3.5 A.5: raw deflate, RFC 1951, then at most a padding byte) that
+/// stays deflated (metadata, or a bare data set), inflated at most [`MAX_INFLATED_BYTES`] and
+/// walked as the explicit VR little endian data set it holds. A UN sequence of undefined length
+/// cannot be taken out of the compressed bytes, so it is refused by name.
 fn deflated(stream: &[u8], purpose: Purpose) -> Result<Walk, ScanError> {
     let data_set = inflate(stream, MAX_INFLATED_BYTES)?;
     let mut c = Cursor {
@@ -228,18 +239,11 @@ fn deflated(stream: &[u8], purpose: Purpose) -> Result<Walk, ScanError> {
         implicit_sequences: Vec::new(),
         purpose,
     };
-    let in_inflated = |e: ScanError| match e {
-        ScanError::Truncated(w) => ScanError::Truncated(format!("{w} of the inflated data set")),
-        ScanError::Corrupt(w) => ScanError::Corrupt(format!("{w} of the inflated data set")),
-        ScanError::Unreadable(w) => ScanError::Unreadable(format!("{w} of the inflated data set")),
-        other => other,
-    };
-    elements(&mut c, 0).map_err(in_inflated)?;
+    elements(&mut c, 0).map_err(of_inflated)?;
     if let Some(at) = c.implicit_sequences.first() {
         return Err(ScanError::Unreadable(format!(
-            "a sequence encoded as UN with undefined length (PS3.5 §6.2.2) at byte {} of the \
-             inflated data set, which the DICOM parser cannot read and which cannot be taken out \
-             of a deflated one",
+            "a sequence encoded as UN with undefined length (PS3.5 §6.2.2) at byte {}, which the \
+             DICOM parser cannot read and which cannot be taken out of a deflated data set",
             at.start
         )));
     }
@@ -249,8 +253,19 @@ fn deflated(stream: &[u8], purpose: Purpose) -> Result<Walk, ScanError> {
     })
 }
 
+/// A walk's error in an inflated data set, saying so (its byte offsets are the inflated ones).
+fn of_inflated(e: ScanError) -> ScanError {
+    let said = |w: String| format!("{w} (in the deflated data set, inflated)");
+    match e {
+        ScanError::Truncated(w) => ScanError::Truncated(said(w)),
+        ScanError::Corrupt(w) => ScanError::Corrupt(said(w)),
+        ScanError::Unreadable(w) => ScanError::Unreadable(said(w)),
+        too_large @ ScanError::TooLarge(_) => too_large,
+    }
+}
+
 /// Inflates a raw deflate stream (RFC 1951) to at most `limit` bytes, by flate2 (zlib-rs).
-fn inflate(stream: &[u8], limit: usize) -> Result<Vec<u8>, ScanError> {
+pub(crate) fn inflate(stream: &[u8], limit: usize) -> Result<Vec<u8>, ScanError> {
     use flate2::{Decompress, FlushDecompress, Status};
     let mut z = Decompress::new(false);
     let mut out = Vec::new();

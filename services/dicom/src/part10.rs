@@ -195,20 +195,48 @@ fn with_its_own_vr_encoding(body: Cow<'_, [u8]>) -> Result<Cow<'_, [u8]>, ScanEr
     if data_set_syntax(&declared, &body[data_set..])? == declared {
         return Ok(body);
     }
+    Ok(
+        match with_syntax(&body, meta, IMPLICIT_VR_LE, &body[data_set..]) {
+            Some(made) => Cow::Owned(made),
+            None => body, // walked by meta_group already: not reached
+        },
+    )
+}
+
+/// `body`'s meta group (its elements after the group length: `meta`) naming transfer syntax
+/// `syntax` instead of its own, followed by `data_set`.
+fn with_syntax(
+    body: &[u8],
+    meta: std::ops::Range<usize>,
+    syntax: &str,
+    data_set: &[u8],
+) -> Option<Vec<u8>> {
     let mut elements = Vec::with_capacity(meta.len());
     let mut at = meta.start;
     while at < meta.end {
-        let Some((group, element_no, start, len)) = explicit_header(&body, at) else {
-            return Ok(body); // walked by meta_group already: not reached
-        };
+        let (group, element_no, start, len) = explicit_header(body, at)?;
         if (group, element_no) == (0x0002, 0x0010) {
-            elements.extend(element((0x0002, 0x0010), b"UI", IMPLICIT_VR_LE.as_bytes()));
+            elements.extend(element((0x0002, 0x0010), b"UI", syntax.as_bytes()));
         } else {
             elements.extend_from_slice(&body[at..start + len]);
         }
         at = start + len;
     }
-    Ok(Cow::Owned(with_meta(&elements, &body[data_set..])))
+    Some(with_meta(&elements, data_set))
+}
+
+/// A Part 10 body whose data set is deflated, with the data set inflated (at most
+/// [`crate::MAX_INFLATED_BYTES`]) under a meta group naming explicit VR little endian, the
+/// syntax the inflated bytes are in; `None` for any other body.
+pub(crate) fn inflated(body: &[u8]) -> Result<Option<Vec<u8>>, ScanError> {
+    let Some((meta, data_set, syntax)) = meta_group(body) else {
+        return Ok(None);
+    };
+    if uid(syntax) != DEFLATED_EXPLICIT_VR_LE.as_bytes() {
+        return Ok(None);
+    }
+    let data_set = crate::inflate(&body[data_set..], crate::MAX_INFLATED_BYTES)?;
+    Ok(with_syntax(body, meta, EXPLICIT_VR_LE, &data_set))
 }
 
 /// The transfer syntax a data set declared in `declared` is actually written in: implicit VR
