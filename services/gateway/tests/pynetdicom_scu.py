@@ -3,7 +3,8 @@
 Usage: python pynetdicom_scu.py HOST PORT CALLED_AE FILE...
 
 Proposes verification, the CR/DX storage SOP classes and CT Image Storage (which the gateway
-must refuse), and prints one JSON object: whether the association was established, the
+must refuse), each file's SOP class in its own transfer syntax where that is not one of
+pynetdicom's defaults (a compressed one), and prints one JSON object: whether the association was established, the
 abstract syntaxes refused, the C-ECHO status and one C-STORE status per file.
 """
 
@@ -11,7 +12,7 @@ import json
 import sys
 
 from pydicom import dcmread
-from pynetdicom import AE
+from pynetdicom import AE, DEFAULT_TRANSFER_SYNTAXES
 from pynetdicom.sop_class import (
     CTImageStorage,
     ComputedRadiographyImageStorage,
@@ -36,6 +37,11 @@ def main() -> int:
         CTImageStorage,
     ):
         ae.add_requested_context(context)
+    for path in files:
+        ds = dcmread(path, stop_before_pixels=True)
+        syntax = ds.file_meta.TransferSyntaxUID
+        if syntax not in DEFAULT_TRANSFER_SYNTAXES:
+            ae.add_requested_context(ds.SOPClassUID, [syntax])
     assoc = ae.associate(host, port, ae_title=called)
     out = {"established": assoc.is_established}
     if assoc.is_established:

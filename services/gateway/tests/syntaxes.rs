@@ -1,7 +1,8 @@
 //! The gateway accepts exactly the transfer syntaxes preprocess decodes (the contracts list):
 //! DCMTK's storescu sends a JPEG-LS instance (written by dcmcjpls) and a deflated one (storescu
 //! deflates on the fly), both refused before the list was shared; each is stored in the syntax
-//! that was negotiated and published. MPEG2 stays refused. A data set holding a sequence encoded
+//! that was negotiated and published; so is an HTJ2K one that pynetdicom proposes in its own
+//! syntax (OpenJPH wrote it). MPEG2 stays refused. A deflate bomb is refused by name. A data set holding a sequence encoded
 //! as UN with undefined length (PS3.5 §6.2.2), which dicom-parser cannot read, is stored as
 //! received and published.
 
@@ -187,5 +188,72 @@ async fn a_deflate_bomb_is_refused_by_name_and_the_gateway_keeps_serving() {
         .map(|(_, e)| e.study.sop_instance_uid.as_str())
         .collect();
     assert_eq!(sops, [good.sop.as_str()]);
+    stack.gw.stop().await;
+}
+
+/// HTJ2K from a real peer: OpenJPH's `ojph_compress` (the HTJ2K reference encoder) encodes a
+/// CR's samples, pydicom wraps the codestream (1.2.840.10008.1.2.4.201), and pynetdicom proposes
+/// and sends the file in that syntax. The gateway accepts the context (preprocess decodes it:
+/// one list), stores the instance as received and publishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_htj2k_instance_from_pynetdicom_is_stored_and_published() {
+    if cxrflow_testkit::tools::require_tool("ojph_compress").is_none() {
+        return;
+    }
+    // Kept whole: its broker lives as long as it does.
+    let stack = Stack::start().await;
+    let cr = fixture(6, Kind::Cr12);
+    let plain = cr.write(stack.dir.path(), EXPLICIT_LE);
+    let ht = stack.dir.path().join("htj2k.dcm");
+    let script = r#"
+import subprocess, sys
+import pydicom
+from pydicom.encaps import encapsulate
+src, out = sys.argv[1], sys.argv[2]
+ds = pydicom.dcmread(src)
+a = ds.pixel_array.astype(">u2")
+pgm, j2c = out + ".pgm", out + ".j2c"
+open(pgm, "wb").write(f"P5\n{ds.Columns} {ds.Rows}\n{(1 << ds.BitsStored) - 1}\n".encode() + a.tobytes())
+subprocess.run(["ojph_compress", "-i", pgm, "-o", j2c, "-reversible", "true"], check=True)
+ds.PixelData = encapsulate([open(j2c, "rb").read()])
+ds["PixelData"].VR = "OB"
+ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.201"
+ds.save_as(out, enforce_file_format=True)
+"#;
+    let (ok, out) = run_tool({
+        let mut c = std::process::Command::new(venv_python());
+        c.args(["-c", script]).arg(&plain).arg(&ht);
+        c
+    })
+    .await;
+    assert!(ok, "writing the HTJ2K file failed: {out}");
+
+    let scu = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pynetdicom_scu.py");
+    let (ok, out) = run_tool({
+        let mut c = std::process::Command::new(venv_python());
+        c.arg(scu)
+            .args(["127.0.0.1", &stack.gw.dicom.to_string(), AE])
+            .arg(&ht);
+        c
+    })
+    .await;
+    assert!(ok, "pynetdicom SCU failed: {out}");
+    let line = (out.lines().rev())
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_default();
+    let report: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(report["stores"], serde_json::json!([0]), "{out}");
+
+    let events = scan_events(&stack.kafka, &stack.codec, 1, WAIT).await;
+    let (_, event) = &events[0];
+    assert_eq!(event.study.sop_instance_uid, cr.sop);
+    let blobs = BlobStore::open(&stack.blob_url, &[]).unwrap();
+    let stored = blobs
+        .get(event.image_uri.as_deref().unwrap())
+        .await
+        .unwrap();
+    let part = cxrflow_gateway::instance::read_part10(&stored).unwrap();
+    assert_eq!(part.transfer_syntax, "1.2.840.10008.1.2.4.201");
     stack.gw.stop().await;
 }
