@@ -2,9 +2,9 @@
 //! DCMTK's storescu sends a JPEG-LS instance (written by dcmcjpls) and a deflated one (storescu
 //! deflates on the fly), both refused before the list was shared; each is stored in the syntax
 //! that was negotiated and published; so is an HTJ2K one that pynetdicom proposes in its own
-//! syntax (OpenJPH wrote it). MPEG2 stays refused. A deflate bomb is refused by name. A data set holding a sequence encoded
-//! as UN with undefined length (PS3.5 §6.2.2), which dicom-parser cannot read, is stored as
-//! received and published.
+//! syntax (OpenJPH wrote it). MPEG2 stays refused. A deflate bomb is refused by name. A data set
+//! holding a sequence encoded as UN with undefined length (PS3.5 §6.2.2), which dicom-parser
+//! cannot read, is stored as received and published.
 
 mod support;
 
