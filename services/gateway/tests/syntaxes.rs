@@ -16,6 +16,19 @@ use support::*;
 const JPEG_LS_LOSSLESS: &str = "1.2.840.10008.1.2.4.80";
 const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
 
+/// The file the gateway stored for the one scan event published, which must name `sop`.
+async fn the_one_stored(stack: &Stack, sop: &str) -> Vec<u8> {
+    let events = scan_events(&stack.kafka, &stack.codec, 1, WAIT).await;
+    let (_, event) = &events[0];
+    assert_eq!(event.study.sop_instance_uid, sop);
+    let blobs = BlobStore::open(&stack.blob_url, &[]).unwrap();
+    blobs
+        .get(event.image_uri.as_deref().unwrap())
+        .await
+        .unwrap()
+        .to_vec()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn jpeg_ls_and_deflated_instances_are_stored_and_published() {
     // Kept whole: its broker lives as long as it does.
@@ -112,14 +125,7 @@ async fn a_data_set_with_a_un_sequence_of_undefined_length_is_stored_as_received
     assert_eq!(status, Some(0x0000), "C-STORE status");
     let _ = assoc.release().await;
 
-    let events = scan_events(&stack.kafka, &stack.codec, 1, WAIT).await;
-    let (_, event) = &events[0];
-    assert_eq!(event.study.sop_instance_uid, cr.sop);
-    let blobs = BlobStore::open(&stack.blob_url, &[]).unwrap();
-    let stored = blobs
-        .get(event.image_uri.as_deref().unwrap())
-        .await
-        .unwrap();
+    let stored = the_one_stored(&stack, &cr.sop).await;
     assert!(
         stored.ends_with(&data_set),
         "the stored file does not end with the data set as it was sent"
@@ -245,14 +251,7 @@ ds.save_as(out, enforce_file_format=True)
         serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(report["stores"], serde_json::json!([0]), "{out}");
 
-    let events = scan_events(&stack.kafka, &stack.codec, 1, WAIT).await;
-    let (_, event) = &events[0];
-    assert_eq!(event.study.sop_instance_uid, cr.sop);
-    let blobs = BlobStore::open(&stack.blob_url, &[]).unwrap();
-    let stored = blobs
-        .get(event.image_uri.as_deref().unwrap())
-        .await
-        .unwrap();
+    let stored = the_one_stored(&stack, &cr.sop).await;
     let part = cxrflow_gateway::instance::read_part10(&stored).unwrap();
     assert_eq!(part.transfer_syntax, "1.2.840.10008.1.2.4.201");
     stack.gw.stop().await;
