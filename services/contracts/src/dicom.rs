@@ -1,8 +1,8 @@
 //! The DICOM transfer syntaxes cxrflow decodes. One list for two services: the gateway offers
 //! and accepts exactly these, and preprocess decodes exactly these (its tests decode a file of
-//! each, written by DCMTK, pydicom, Pillow's OpenJPEG, GDCM, OpenJPEG or OpenJPH). Accepting a syntax preprocess cannot decode would only move
-//! the failure downstream, after the sender was told "stored"; refusing one it decodes loses
-//! images for nothing.
+//! each, written by DCMTK, pydicom, Pillow's OpenJPEG, GDCM, OpenJPEG or OpenJPH). Accepting a
+//! syntax preprocess cannot decode would only move the failure downstream, after the sender was
+//! told "stored"; refusing one it decodes loses images for nothing.
 
 /// (UID, name), in the gateway's order of preference: uncompressed first, then lossless
 /// compression, then lossy.

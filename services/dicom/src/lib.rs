@@ -229,18 +229,8 @@ fn walk(body: &[u8], data_set_syntax: Option<&str>, purpose: Purpose) -> Result<
 /// cannot be taken out of the compressed bytes, so it is refused by name.
 fn deflated(stream: &[u8], purpose: Purpose) -> Result<Walk, ScanError> {
     let data_set = inflate(stream, MAX_INFLATED_BYTES)?;
-    let mut c = Cursor {
-        bytes: &data_set,
-        pos: 0,
-        end: data_set.len(),
-        syntax: Syntax::ExplicitLe,
-        pixels: Vec::new(),
-        defined: 0,
-        implicit_sequences: Vec::new(),
-        purpose,
-    };
-    elements(&mut c, 0).map_err(of_inflated)?;
-    if let Some(at) = c.implicit_sequences.first() {
+    let found = walk(&data_set, Some(EXPLICIT_VR_LE), purpose).map_err(of_inflated)?;
+    if let Some(at) = found.implicit_sequences.first() {
         return Err(ScanError::Unreadable(format!(
             "a sequence encoded as UN with undefined length (PS3.5 §6.2.2) at byte {}, which the \
              DICOM parser cannot read and which cannot be taken out of a deflated data set",

@@ -12,13 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use cxrflow_preprocess::decode::{decode, DecodeLimits, SUPPORTED_TRANSFER_SYNTAXES};
-use cxrflow_testkit::{run_tool, tools_python};
-
-fn tool(name: &str, args: &[&str], input: &Path, output: &Path) {
-    let mut c = Command::new(name);
-    c.args(args).arg(input).arg(output);
-    run_tool(c);
-}
+use cxrflow_testkit::{convert, run_tool, tools_python};
 
 fn python(script: &str, dir: &Path) {
     let mut c = Command::new(tools_python());
@@ -139,7 +133,7 @@ fn every_codec_decodes_another_programs_file_to_the_original_picture() {
         let tool_name = words.next().unwrap_or_default();
         let args: Vec<&str> = words.collect();
         let out = f.at(&format!("{i}.dcm"));
-        tool(tool_name, &args, source, &out);
+        convert(tool_name, &args, source, &out);
         assert_eq!(
             &transfer_syntax(&out),
             uid,
@@ -302,7 +296,7 @@ fn jpeg_extended_decodes_in_12_and_8_bits_within_the_codecs_loss() {
     ] {
         let out = f.at(name);
         // Extended sequential (Process 2/4), quality 95: DCMTK keeps 12 bits for 12-bit data.
-        tool("dcmcjpeg", &["+ee", "+q", "95"], &f.at(source), &out);
+        convert("dcmcjpeg", &["+ee", "+q", "95"], &f.at(source), &out);
         assert_eq!(transfer_syntax(&out), "1.2.840.10008.1.2.4.51", "{name}");
         let bytes = std::fs::read(&out).expect("dcmcjpeg output");
         // SOF1 (extended sequential, Huffman) with the precision this case is about.
@@ -394,14 +388,14 @@ ds.save_as(d + "/j2k-sign-mismatch.dcm", enforce_file_format=True)
 #[test]
 fn damaged_and_unsupported_files_are_refused_with_the_exact_reason() {
     let f = Files::new();
-    tool(
+    convert(
         "dcmcjpeg",
         &["+ee", "+q", "95"],
         &f.at("orig12.dcm"),
         &f.at("ext12.dcm"),
     );
-    tool("dcmcjpls", &["+el"], &f.at("orig12.dcm"), &f.at("jls.dcm"));
-    tool("dcmcjpeg", &["+e1"], &f.at("orig12.dcm"), &f.at("ll12.dcm"));
+    convert("dcmcjpls", &["+el"], &f.at("orig12.dcm"), &f.at("jls.dcm"));
+    convert("dcmcjpeg", &["+e1"], &f.at("orig12.dcm"), &f.at("ll12.dcm"));
     python(WRITE_REFUSALS, &f.path);
     for (name, reason, words) in [
         ("ext12-cut.dcm", "decode.truncated", ""),

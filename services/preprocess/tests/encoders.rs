@@ -30,7 +30,7 @@ use std::process::Command;
 
 use cxrflow_preprocess::decode::{decode, DecodeLimits};
 use cxrflow_preprocess::{prepare, Profile};
-use cxrflow_testkit::{run_tool, tools_python};
+use cxrflow_testkit::{convert, run_tool, tools_python};
 
 /// The original, its big-endian raw samples for `opj_compress`, and OpenJPEG's re-encodings
 /// wrapped by pydicom as `opj-NAME.dcm`.
@@ -134,12 +134,6 @@ const GDCM: &[(&str, &[&str], bool)] = &[
     ("icon", &["--generate-icon", "--icon-auto-minmax"], false),
 ];
 
-fn tool(name: &str, args: &[&str], input: &Path, output: &Path) {
-    let mut c = Command::new(name);
-    c.args(args).arg(input).arg(output);
-    run_tool(c);
-}
-
 struct Decoded {
     picture: Vec<u16>,
     tensor: Vec<u8>,
@@ -198,24 +192,24 @@ fn other_encoders_options_decode_to_the_original_or_their_toolkits_picture() {
     run_tool(c);
     let orig = at("orig12.dcm");
     for (name, args, _) in GDCM {
-        tool("gdcmconv", args, &orig, &at(&format!("gdcm-{name}.dcm")));
+        convert("gdcmconv", args, &orig, &at(&format!("gdcm-{name}.dcm")));
     }
     for sv in 1..=7 {
         let sv = sv.to_string();
-        tool(
+        convert(
             "dcmcjpeg",
             &["+el", "+sv", &sv],
             &orig,
             &at(&format!("dcmtk-sv{sv}.dcm")),
         );
     }
-    tool(
+    convert(
         "dcmcjpeg",
         &["+el", "+fs", "64"],
         &orig,
         &at("dcmtk-fragments.dcm"),
     );
-    tool(
+    convert(
         "dcmcjpeg",
         &["+el", "+pt", "2"],
         &orig,
@@ -301,7 +295,7 @@ fn other_encoders_options_decode_to_the_original_or_their_toolkits_picture() {
     };
     for file in &lossy {
         let reference = at(&format!("{file}.raw.dcm"));
-        tool("gdcmconv", &["--raw"], &at(file), &reference);
+        convert("gdcmconv", &["--raw"], &at(file), &reference);
         against(file.as_str(), reference, "gdcmconv --raw");
     }
     // OpenJPEG's HTJ2K decode against OpenJPH's own.
@@ -325,7 +319,7 @@ fn other_encoders_options_decode_to_the_original_or_their_toolkits_picture() {
     }
     // ISO 10918-1 defines DCT precisions of 8 and 12 bits only.
     let sixteen = at("gdcm-jpeg-lossy.dcm");
-    tool(
+    convert(
         "gdcmconv",
         &["--jpeg", "--lossy", "-q", "90"],
         &orig,

@@ -24,7 +24,7 @@ use cxrflow_preprocess::eligibility::EligibilityRules;
 use cxrflow_preprocess::pipeline::{prepare_guarded, Gated};
 use cxrflow_preprocess::Profile;
 use cxrflow_testkit::{
-    gdcm_un_sequence, package_data, pydicom_test_files as corpus, run_tool, tools_python,
+    convert, gdcm_un_sequence, package_data, pydicom_test_files as corpus, run_tool, tools_python,
 };
 
 fn read(path: &Path) -> Vec<u8> {
@@ -346,13 +346,6 @@ fn the_pixel_order_check_catches_a_swapped_or_inverted_picture() {
     assert!(same_order(&stored, &[7; 64], false).is_err());
 }
 
-/// dcmdjpeg / dcmdjls etc.: `tool input output`, failing the test with the tool's output.
-fn tool(name: &str, args: &[&str], input: &Path, output: &Path) {
-    let mut c = Command::new(name);
-    c.args(args).arg(input).arg(output);
-    run_tool(c);
-}
-
 fn pixels(bytes: &[u8]) -> Result<Vec<u16>, String> {
     decode(bytes, &DecodeLimits::default())
         .map(|i| i.pixels)
@@ -369,7 +362,7 @@ fn a_12_bit_jpeg_with_all_zero_scan_fields_decodes_as_dcmtk_decodes_it() {
     let src = corpus().join("JPEG-lossy.dcm");
     let dir = tempfile::tempdir().expect("temp dir");
     let dcmtk = dir.path().join("dcmdjpeg.dcm");
-    tool("dcmdjpeg", &[], &src, &dcmtk);
+    convert("dcmdjpeg", &[], &src, &dcmtk);
     let bytes = read(&src);
     let got = pixels(&bytes).expect("JPEG-lossy.dcm");
     let want = pixels(&read(&dcmtk)).expect("dcmdjpeg's output");
@@ -440,7 +433,7 @@ fn a_sequence_encoded_as_un_of_undefined_length_is_read_as_implicit_vr_as_dcmtk_
     let mut c = Command::new(tools_python());
     c.args(["-c", WRITE_CR]).arg(d);
     run_tool(c);
-    tool("dcmconv", &["+tb"], &d.join("le.dcm"), &d.join("be.dcm"));
+    convert("dcmconv", &["+tb"], &d.join("le.dcm"), &d.join("be.dcm"));
     let want = pixels(&read(&d.join("le.dcm"))).expect("the original");
     let un = gdcm_un_sequence();
     // In big endian the element's own header is big endian; its value stays implicit VR little

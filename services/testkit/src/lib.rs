@@ -45,6 +45,14 @@ pub fn run_tool(mut cmd: std::process::Command) {
     );
 }
 
+/// A converter run as `name ARGS… input output` (DCMTK's, GDCM's, OpenJPEG's tools), failing the
+/// test with its output as [`run_tool`] does.
+pub fn convert(name: &str, args: &[&str], input: &std::path::Path, output: &std::path::Path) {
+    let mut c = std::process::Command::new(name);
+    c.args(args).arg(input).arg(output);
+    run_tool(c);
+}
+
 /// Logs for tests (once per process); `RUST_LOG` controls the level.
 /// The tools venv's Python (`$CXRFLOW_TOOLS/venv`, made by scripts/prereqs.sh): Pillow,
 /// pydicom, scikit-image, opentelemetry-proto for tests that need another toolkit's files or

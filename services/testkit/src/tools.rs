@@ -84,7 +84,7 @@ pub const TOOLS: &[Tool] = &[
     Tool {
         name: "gdcmconv",
         find: Find::Program("gdcmconv"),
-        used_for: "GDCM's own encoders (JPEG 2000, JPEG, JPEG-LS, RLE, deflate) writing the \
+        used_for: "GDCM's own encoders (JPEG 2000, JPEG, JPEG-LS, RLE) writing the \
                    files preprocess must decode (cxrflow-preprocess::encoders)",
         install: Install::Prereqs("Debian package libgdcm-tools (apt-get install libgdcm-tools)"),
     },
