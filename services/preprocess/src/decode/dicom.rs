@@ -19,7 +19,9 @@ use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
 use super::checks::{
     check_j2k_sign, check_pixel_description, check_polarity, check_rle_header, RLE_LOSSLESS,
 };
-use super::display::{integer_display, is_integer_gray, to_display, OutOfRange};
+use super::display::{
+    integer_display, is_integer_gray, to_display, HeaderExtras, OutOfRange, Padding,
+};
 use super::reduced::Reduction;
 use super::syntax::{self, codec_of, JPEG_EXTENDED, JPEG_LOSSLESS, JPEG_LOSSLESS_SV1};
 use super::{DecodeError, DecodeLimits, Decoded, DecodedImage};
@@ -78,6 +80,27 @@ fn text_attr(obj: &DefaultDicomObject, tag: Tag) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+/// Pixel Padding Value (0028,0120) and Pixel Padding Range Limit (0028,0121), when the header
+/// has the first. One that is not a number is refused by name: which samples are picture and
+/// which are not would be a guess.
+fn padding(obj: &DefaultDicomObject, signed: bool) -> Result<Option<Padding>, DecodeError> {
+    let value = |tag: Tag, name: &str| -> Result<Option<i64>, DecodeError> {
+        match obj.element_opt(tag) {
+            Ok(Some(e)) if e.value().multiplicity() > 0 => {
+                e.to_int::<i64>().map(Some).map_err(|err| {
+                    DecodeError::InvalidAttribute(format!("{name} {tag} is not a number: {err}"))
+                })
+            }
+            _ => Ok(None),
+        }
+    };
+    let Some(v) = value(tags::PIXEL_PADDING_VALUE, "PixelPaddingValue")? else {
+        return Ok(None);
+    };
+    let limit = value(tags::PIXEL_PADDING_RANGE_LIMIT, "PixelPaddingRangeLimit")?;
+    Ok(Some(Padding::new(v, limit, signed)))
+}
+
 /// The attributes eligibility is decided on, as the header states them.
 fn eligibility_header(obj: &DefaultDicomObject) -> DicomHeader {
     let sop_class_uid = text_attr(obj, tags::SOP_CLASS_UID)
@@ -121,7 +144,7 @@ fn display_decoded(
     bits_allocated: u32,
     data: &[u8],
     (cols, rows): (u32, u32),
-    view_position: &Option<String>,
+    extras: &HeaderExtras,
     min_side: Option<u32>,
     range: OutOfRange,
 ) -> Result<Option<DecodedImage>, DecodeError> {
@@ -132,8 +155,7 @@ fn display_decoded(
     if !is_integer_gray(&pd) {
         return Ok(None);
     }
-    let vp = view_position.clone();
-    let mut img = integer_display(&pd, data, (cols, rows), vp, min_side, range)?;
+    let mut img = integer_display(&pd, data, (cols, rows), extras.clone(), min_side, range)?;
     (img.original_width, img.original_height) = (cols, rows);
     Ok(Some(img))
 }
@@ -237,21 +259,24 @@ pub(super) fn decode(
     let bytes_per_pixel =
         u64::from(bits_allocated.div_ceil(8)) * u64::from(samples) * u64::from(frames);
     limits.check(u64::from(cols), u64::from(rows), bytes_per_pixel)?;
-    let view_position = header
-        .element_opt(tags::VIEW_POSITION)
-        .ok()
-        .flatten()
-        .and_then(|e| e.to_str().ok().map(|s| s.trim().to_string()))
-        .filter(|s| !s.is_empty());
+    let extras = HeaderExtras {
+        view_position: header
+            .element_opt(tags::VIEW_POSITION)
+            .ok()
+            .flatten()
+            .and_then(|e| e.to_str().ok().map(|s| s.trim().to_string()))
+            .filter(|s| !s.is_empty()),
+        padding: padding(&header, signed)?,
+    };
     // Uncompressed little endian samples are read where they lie (the machine's byte order must
     // be theirs); anything the table path does not take falls through to the usual decode.
     let in_place = cfg!(target_endian = "little") && samples == 1;
     if let Some(pixels) = native.filter(|_| in_place && matches!(bits_allocated, 8 | 16)) {
         let frame = (u64::from(rows) * u64::from(cols) * u64::from(bits_allocated / 8)) as usize;
         if let Some(data) = body.get(pixels.range).and_then(|d| d.get(..frame)) {
-            let (size, vp) = ((cols, rows), &view_position);
+            let (size, x) = ((cols, rows), &extras);
             let mask = OutOfRange::Mask;
-            let img = display_decoded(&header, bits_allocated, data, size, vp, min_side, mask)?;
+            let img = display_decoded(&header, bits_allocated, data, size, x, min_side, mask)?;
             if let Some(img) = img {
                 return Ok(with_header(img, eligibility));
             }
@@ -300,8 +325,8 @@ pub(super) fn decode(
     if let Some(pixels) = turbo {
         // libjpeg-turbo's samples are 16-bit (`decode_12bit`/`decode_lossless` check that).
         let data: &[u8] = bytemuck::cast_slice(&pixels);
-        let (size, vp) = ((cols, rows), &view_position);
-        if let Some(img) = display_decoded(&header, 16, data, size, vp, min_side, range)? {
+        let (size, x) = ((cols, rows), &extras);
+        if let Some(img) = display_decoded(&header, 16, data, size, x, min_side, range)? {
             return Ok(with_header(img, eligibility));
         }
         super::frames::replace_with_native(&mut obj, pixels);
@@ -316,7 +341,7 @@ pub(super) fn decode(
         .map_err(|e| pixel_err(codec, e))?;
     // A plane the codec reduced to fewer halvings than the model's side allows is box-reduced
     // for the rest: its sample k then averages the codec's samples k·f ..< (k+1)·f.
-    let mut img = to_display(&pd, view_position, min_side, range)?;
+    let mut img = to_display(&pd, extras, min_side, range)?;
     (img.original_width, img.original_height) = (cols, rows);
     img.reduction = match (reduction, img.reduction) {
         (Some(codec), Some(boxed)) => Some(Reduction {
@@ -374,7 +399,8 @@ mod tests {
             };
             let obj = open(&body, false).unwrap();
             let pd = obj.decode_pixel_data_frame(0).unwrap();
-            let reference = to_display(&pd, None, None, OutOfRange::Mask).unwrap();
+            let reference =
+                to_display(&pd, HeaderExtras::default(), None, OutOfRange::Mask).unwrap();
             assert!(img.pixels == reference.pixels, "{what}: pixels differ");
             assert_eq!(img.histogram, reference.histogram, "{what}");
             assert_eq!((img.width, img.height), (reference.width, reference.height));

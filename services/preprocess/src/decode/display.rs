@@ -1,7 +1,9 @@
 //! From decoded DICOM samples to one display-oriented plane, following PS3.3 C.11: modality LUT
 //! (rescale slope/intercept), then the first VOI LUT (table if present, else window
 //! center/width with its VOI LUT function, else a min-max window over the image), then
-//! MONOCHROME1 inversion.
+//! MONOCHROME1 inversion. Pixel padding (PS3.3 C.7.5.1.1.2: Pixel Padding Value, with Pixel
+//! Padding Range Limit) is no part of the picture: it is left out of the min-max window and shown
+//! black, as DICOM viewers show it.
 //!
 //! A single-sample image of 8 or 16 bits allocated (every radiograph) takes one pass over its
 //! stored samples to count them and one to map them through a table of 2^BitsStored entries
@@ -36,9 +38,49 @@ pub(super) enum OutOfRange {
     Clamp,
 }
 
+/// The stored values that pad an image to its rectangle (or mark samples without meaning):
+/// Pixel Padding Value (0028,0120) alone, or the inclusive range it spans with Pixel Padding
+/// Range Limit (0028,0121), in the stored values' own representation (PS3.3 C.7.5.1.1.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Padding {
+    lo: i64,
+    hi: i64,
+}
+
+impl Padding {
+    /// From the two attributes as read. Both are US or SS as Pixel Representation says, but an
+    /// implicit VR file cannot say which, so each is taken as the 16 bits it holds, read signed
+    /// when the samples are.
+    pub(crate) fn new(value: i64, range_limit: Option<i64>, signed: bool) -> Padding {
+        let as_stored = |v: i64| {
+            if signed {
+                i64::from(v as u16 as i16)
+            } else {
+                i64::from(v as u16)
+            }
+        };
+        let (a, b) = (as_stored(value), as_stored(range_limit.unwrap_or(value)));
+        Padding {
+            lo: a.min(b),
+            hi: a.max(b),
+        }
+    }
+
+    fn contains(self, v: i64) -> bool {
+        (self.lo..=self.hi).contains(&v)
+    }
+}
+
+/// What the display mapping takes from the header besides what dicom-pixeldata reads.
+#[derive(Debug, Clone, Default)]
+pub(super) struct HeaderExtras {
+    pub(super) view_position: Option<String>,
+    pub(super) padding: Option<Padding>,
+}
+
 pub(super) fn to_display(
     pd: &DecodedPixelData<'_>,
-    view_position: Option<String>,
+    extras: HeaderExtras,
     reduce_to: Option<u32>,
     range: OutOfRange,
 ) -> Result<DecodedImage, DecodeError> {
@@ -50,12 +92,12 @@ pub(super) fn to_display(
             pd,
             data,
             (pd.columns(), pd.rows()),
-            view_position,
+            extras,
             reduce_to,
             range,
         )
     } else {
-        float_display(pd, view_position)
+        float_display(pd, extras.view_position)
     }
 }
 
@@ -70,7 +112,8 @@ pub(super) fn is_integer_gray(pd: &DecodedPixelData<'_>) -> bool {
 }
 
 /// [`to_display`] with every sample in `f64`: RGB, 32 bits allocated (and, in the tests, the
-/// reference the integer path is checked against).
+/// reference the integer path is checked against). Pixel padding is not looked for here: its
+/// attributes are 16-bit values, for the 8- and 16-bit samples the table path takes.
 fn float_display(
     pd: &DecodedPixelData<'_>,
     view_position: Option<String>,
@@ -136,7 +179,7 @@ pub(super) fn integer_display(
     pd: &DecodedPixelData<'_>,
     data: &[u8],
     (width, height): (u32, u32),
-    view_position: Option<String>,
+    extras: HeaderExtras,
     reduce_to: Option<u32>,
     range: OutOfRange,
 ) -> Result<DecodedImage, DecodeError> {
@@ -161,9 +204,9 @@ pub(super) fn integer_display(
             Ok(w) => Cow::Borrowed(w),
             Err(_) => Cow::Owned(bytemuck::pod_collect_to_vec(&data[..2 * n])),
         };
-        display_samples(pd, &words, plane, view_position)
+        display_samples(pd, &words, plane, extras)
     } else {
-        display_samples(pd, &data[..n], plane, view_position)
+        display_samples(pd, &data[..n], plane, extras)
     }
 }
 
@@ -191,7 +234,7 @@ fn display_samples<T: Sample>(
     pd: &DecodedPixelData<'_>,
     samples: &[T],
     plane: Plane,
-    view_position: Option<String>,
+    extras: HeaderExtras,
 ) -> Result<DecodedImage, DecodeError> {
     let bits_stored = pd.bits_stored();
     let signed = pd.pixel_representation() == PixelRepresentation::Signed;
@@ -209,15 +252,19 @@ fn display_samples<T: Sample>(
     // those of the nearest value in the stored range (raw samples being `T`'s width, two's
     // complement when signed).
     let wide = std::mem::size_of::<T>() == 2;
+    // A raw sample as the whole word it is.
+    let word = |raw: usize| -> i64 {
+        match (signed, wide) {
+            (true, true) => i64::from(raw as u16 as i16),
+            (true, false) => i64::from(raw as u8 as i8),
+            (false, _) => raw as i64,
+        }
+    };
     let stored = |raw: usize| -> usize {
         match plane.range {
             OutOfRange::Mask => raw & mask,
             OutOfRange::Clamp => {
-                let v = match (signed, wide) {
-                    (true, true) => i64::from(raw as u16 as i16),
-                    (true, false) => i64::from(raw as u8 as i8),
-                    (false, _) => raw as i64,
-                };
+                let v = word(raw);
                 let (lo, hi) = if signed {
                     (-((mask as i64 + 1) / 2), mask as i64 / 2)
                 } else {
@@ -228,20 +275,27 @@ fn display_samples<T: Sample>(
         }
     };
     // The stored value a masked sample stands for (two's complement when signed).
-    let value_of = |i: usize| -> f64 {
+    let value_of = |i: usize| -> i64 {
         if signed && i > mask / 2 {
-            i as f64 - (mask + 1) as f64
+            i as i64 - (mask + 1) as i64
         } else {
-            i as f64
+            i as i64
         }
+    };
+    // Padding by its stored value, or by its whole word where the padding value lies beyond
+    // BitsStored's range (a device that fills the bits above HighBit too).
+    let is_padding = |raw: usize| {
+        extras
+            .padding
+            .is_some_and(|p| p.contains(value_of(stored(raw))) || p.contains(word(raw)))
     };
     let mut counted = None;
     let voi = Voi::for_image(pd, || {
         let counts = count(samples, None).1;
-        // The extremes of the modality values present.
+        // The extremes of the modality values present, padding left out.
         let (min, max) = (0..counts.len())
-            .filter(|&raw| counts[raw] > 0)
-            .map(|raw| rescale.apply(value_of(stored(raw))))
+            .filter(|&raw| counts[raw] > 0 && !is_padding(raw))
+            .map(|raw| rescale.apply(value_of(stored(raw)) as f64))
             .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
                 (lo.min(v), hi.max(v))
             });
@@ -255,9 +309,16 @@ fn display_samples<T: Sample>(
     })
     .map_err(|e| DecodeError::InvalidAttribute(format!("display table: {e}")))?;
     // The table over every raw sample value (masking or clamping included), so indexing it
-    // needs no check.
+    // needs no check. Padding is black.
     let table: Vec<u16> = (0..=u16::MAX)
-        .map(|raw| lut.get(stored(usize::from(raw)) as u16))
+        .map(usize::from)
+        .map(|raw| {
+            if is_padding(raw) {
+                0
+            } else {
+                lut.get(stored(raw) as u16)
+            }
+        })
         .collect();
     let table: &[u16; 1 << 16] = table.as_slice().try_into().expect("65536 entries");
     let halvings = plane.reduce_to.map_or(0, |need| {
@@ -299,7 +360,7 @@ fn display_samples<T: Sample>(
     let (width, height) = (plane.width.div_ceil(factor), plane.height.div_ceil(factor));
     Ok(DecodedImage {
         histogram,
-        view_position,
+        view_position: extras.view_position,
         reduction,
         ..DecodedImage::plane(
             width as u32,
@@ -557,6 +618,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn padding_attributes_are_read_as_the_samples_are() {
+        // An implicit VR file's 0xFFFF, read as US, is -1 where the samples are signed.
+        assert_eq!(
+            Padding::new(65535, None, true),
+            Padding::new(-1, None, true)
+        );
+        assert!(Padding::new(65535, None, true).contains(-1));
+        assert!(Padding::new(65535, None, false).contains(65535));
+        assert!(!Padding::new(65535, None, false).contains(-1));
+        // The range spans both values, whichever is the larger.
+        let range = Padding::new(199, Some(0), false);
+        assert!(range.contains(0) && range.contains(199) && !range.contains(200));
+        assert_eq!(range, Padding::new(0, Some(199), false));
+    }
+
+    #[test]
     fn linear_window_follows_the_standard() {
         let voi = Voi::Window {
             center: 2048.0,
@@ -623,7 +700,7 @@ mod tests {
                 .from_reader(&body[..])
                 .unwrap();
             let pd = obj.decode_pixel_data_frame(0).unwrap();
-            let table = to_display(&pd, None, None, OutOfRange::Mask).unwrap();
+            let table = to_display(&pd, HeaderExtras::default(), None, OutOfRange::Mask).unwrap();
             let float = float_display(&pd, None).unwrap();
             assert!(table.pixels == float.pixels, "{what}: pixels differ");
             assert!(table.histogram.is_some() && float.histogram.is_none());
@@ -693,7 +770,7 @@ mod tests {
             let pd = obj.decode_pixel_data_frame(0).unwrap();
             let data: &[u8] = bytemuck::cast_slice(samples);
             let size = (samples.len() as u32, 1);
-            integer_display(&pd, data, size, None, None, range)
+            integer_display(&pd, data, size, HeaderExtras::default(), None, range)
                 .unwrap()
                 .pixels
         };
