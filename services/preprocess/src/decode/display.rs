@@ -3,7 +3,7 @@
 //! center/width with its VOI LUT function, else a min-max window over the image), then
 //! MONOCHROME1 inversion. Pixel padding (PS3.3 C.7.5.1.1.2: Pixel Padding Value, with Pixel
 //! Padding Range Limit) is no part of the picture: it is left out of the min-max window and shown
-//! black, as DICOM viewers show it.
+//! black, whatever its value.
 //!
 //! A single-sample image of 8 or 16 bits allocated (every radiograph) takes one pass over its
 //! stored samples to count them and one to map them through a table of 2^BitsStored entries

@@ -3,8 +3,7 @@
 # pipeline gives it (NAME.expected: little-endian u16, 0 = black, 65535 = white), computed here in
 # numpy and nowhere from cxrflow: modality LUT (rescale), then the file's window (PS3.3
 # C.11.2.1.2.1) or, without one, a window over the range of the samples that are not padding;
-# MONOCHROME1 inverted; padding black, as DICOM viewers (fo-dicom's PaddingLUT, Cornerstone) show
-# it. Usage: padded_cr.py DIR
+# MONOCHROME1 inverted; padding black. Usage: padded_cr.py DIR
 import sys
 
 import numpy as np
