@@ -32,7 +32,9 @@ pub struct Prepared {
     pub header: Option<DicomHeader>,
 }
 
-/// A prepared image, or one its own DICOM header makes ineligible (not decoded).
+/// A prepared image, or one the model may not score: its own DICOM header makes it ineligible
+/// (not decoded), or it is smaller than the model's input ([`too_small`]; its header, or an
+/// empty one for PNG/JPEG). Neither carries a tensor or statistics.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Gated {
     Prepared(Box<Prepared>),
@@ -53,8 +55,27 @@ pub fn prepare(
     finish(img, profile, start)
 }
 
+/// The code of [`too_small`]'s refusal.
+pub const TOO_SMALL: &str = "eligibility.resolution";
+
+/// An image whose longer side is shorter than the model's input side would be enlarged to fill
+/// it: the model would score detail interpolated between stored pixels, which no radiograph it
+/// was trained or validated on has. Measured on 60 held-out images shrunk to 40–160 pixels wide
+/// (README, "The AI ranks only what it may"): the out-of-distribution gate passed nearly all of
+/// them, and their probabilities moved by up to 0.95 and changed tiers.
+pub fn too_small(width: u32, height: u32, profile: Profile) -> Option<Ineligible> {
+    let side = profile.side();
+    (width.max(height) < side).then(|| Ineligible {
+        code: TOO_SMALL,
+        reason: format!(
+            "image {width}×{height} is smaller than the model's {side}×{side} input: it would \
+             be enlarged to fill it, too little detail to score"
+        ),
+    })
+}
+
 /// [`prepare`] behind the eligibility gate: a DICOM object its header makes ineligible is not
-/// decoded at all.
+/// decoded at all, and an image [`too_small`] refuses is not resized.
 pub fn prepare_gated(
     bytes: &[u8],
     limits: &DecodeLimits,
@@ -63,7 +84,13 @@ pub fn prepare_gated(
 ) -> Result<Gated, DecodeError> {
     let start = Instant::now();
     match decode_eligible(bytes, limits, rules, Some(profile.side()))? {
-        Decoded::Image(img) => Ok(Gated::Prepared(Box::new(finish(img, profile, start)?))),
+        Decoded::Image(img) => match too_small(img.original_width, img.original_height, profile) {
+            Some(why) => Ok(Gated::Ineligible {
+                header: Box::new(img.header.unwrap_or_default()),
+                why,
+            }),
+            None => Ok(Gated::Prepared(Box::new(finish(img, profile, start)?))),
+        },
         Decoded::Ineligible { header, why } => Ok(Gated::Ineligible {
             header: Box::new(header),
             why,
@@ -108,4 +135,22 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "non-string panic payload".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_image_is_too_small_when_the_letterbox_would_enlarge_it() {
+        let small = too_small(223, 200, Profile::Gray224V1).expect("enlarged");
+        assert_eq!(small.code, TOO_SMALL);
+        assert!(small
+            .reason
+            .starts_with("image 223×200 is smaller than the model's 224×224"));
+        // Only the long side has to fill the input: letterboxing keeps the aspect.
+        assert_eq!(too_small(100, 224, Profile::Gray224V1), None);
+        assert_eq!(too_small(320, 390, Profile::Gray224V1), None);
+        assert!(too_small(300, 310, Profile::Gray320V1).is_some());
+    }
 }

@@ -105,31 +105,38 @@ async fn images_flow_and_each_broken_input_is_dead_lettered_with_its_reason() {
         ),
         case(
             "1.2.1.2",
-            fixtures::png_gray16(200, 240),
+            fixtures::png_gray16(270, 330),
             "image/png",
             Some("AP"),
         ),
         case(
             "1.2.1.3",
-            fixtures::dicom(&DicomSpec::cr(250, 300)),
+            fixtures::dicom(&DicomSpec::cr(280, 340)),
             "application/dicom",
             None,
         ),
         case(
             "1.2.1.4",
-            fixtures::lateral_cr(250, 300),
+            fixtures::lateral_cr(280, 340),
             "application/dicom",
             None,
         ),
         case(
             "1.2.1.5",
-            fixtures::png_gray8(300, 200),
+            fixtures::png_gray8(340, 280),
             "image/png",
             Some("LATERAL"),
         ),
         case(
             "1.2.1.6",
-            fixtures::dicom(&DicomSpec::dx(200, 200).transfer_syntax(ts::IMPLICIT_VR_LE)),
+            fixtures::dicom(&DicomSpec::dx(330, 330).transfer_syntax(ts::IMPLICIT_VR_LE)),
+            "application/dicom",
+            None,
+        ),
+        // Smaller than the 320² input on both sides: not scored, whatever its view.
+        case(
+            "1.2.1.7",
+            fixtures::dicom(&DicomSpec::cr(200, 240)),
             "application/dicom",
             None,
         ),
@@ -197,7 +204,10 @@ async fn images_flow_and_each_broken_input_is_dead_lettered_with_its_reason() {
         "every good image flows: got {:?}",
         by_uid.keys()
     );
-    for r in &out {
+    for r in out
+        .iter()
+        .filter(|r| r.study.study_instance_uid != "1.2.1.7")
+    {
         assert_eq!(r.profile_id, "gray320-v1");
         assert_eq!((r.width, r.height, r.channels), (320, 320, 1));
         assert_eq!(r.pixels.len(), 320 * 320);
@@ -223,6 +233,22 @@ async fn images_flow_and_each_broken_input_is_dead_lettered_with_its_reason() {
         "view filled from the DICOM file"
     );
     assert_eq!(by_uid["1.2.1.4"].study.view_position.as_deref(), Some("LL"));
+    let small = by_uid["1.2.1.7"];
+    assert!(
+        !small.assessable && small.pixels.is_empty(),
+        "too small to score"
+    );
+    assert_eq!(
+        small.not_assessable_code.as_deref(),
+        Some("eligibility.resolution")
+    );
+    assert_eq!(
+        small.not_assessable_reason.as_deref(),
+        Some(
+            "image 200×240 is smaller than the model's 320×320 input: it would be enlarged to \
+             fill it, too little detail to score"
+        )
+    );
     assert_eq!(
         (
             by_uid["1.2.1.1"].stats.original_width,

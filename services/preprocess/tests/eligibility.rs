@@ -142,6 +142,42 @@ fn dcmtk_objects_that_are_not_chest_radiographs_are_refused_by_their_own_header(
     assert_eq!(gate(&f), Ok(()));
 }
 
+/// A radiograph shrunk below the model's input (a PACS thumbnail, a key image) would be enlarged
+/// to fill it: refused by size, with its size in the words; one just large enough goes through.
+/// DCMTK's `dcmscale` shrinks a CR, as a PACS or viewer exports one smaller, and marks it
+/// DERIVED, which the header gate refuses first; an exporter that keeps ORIGINAL is caught by
+/// its size.
+#[test]
+fn a_radiograph_smaller_than_the_models_input_is_not_scored() {
+    let dir = tempfile::tempdir().unwrap();
+    let cr = dir.path().join("cr.dcm");
+    std::fs::write(&cr, fixtures::dicom(&DicomSpec::cr(1000, 1200))).unwrap();
+    let scaled = |width: u32| {
+        let f = dir.path().join(format!("cr-{width}.dcm"));
+        let mut c = Command::new("dcmscale");
+        c.args(["+Sxv", &width.to_string()]).arg(&cr).arg(&f);
+        run_tool(c);
+        assert_eq!(gate(&f).unwrap_err().0, "eligibility.derived");
+        dcmodify(&f, &["(0008,0008)=ORIGINAL\\PRIMARY"]);
+        f
+    };
+    assert_eq!(
+        gate(&scaled(160)),
+        Err((
+            "eligibility.resolution".into(),
+            "image 160×192 is smaller than the model's 224×224 input: it would be enlarged to \
+             fill it, too little detail to score"
+                .into()
+        ))
+    );
+    // 187×224: its long side fills the input without enlarging it.
+    assert_eq!(gate(&scaled(187)), Ok(()));
+    // A PNG has no header to judge, but its size is judged all the same.
+    let png = dir.path().join("small.png");
+    std::fs::write(&png, fixtures::png_gray8(150, 180)).unwrap();
+    assert_eq!(gate(&png).unwrap_err().0, "eligibility.resolution");
+}
+
 #[test]
 fn pydicom_objects_an_other_toolkit_writes_are_judged_by_their_header() {
     let dir = tempfile::tempdir().unwrap();
@@ -167,9 +203,9 @@ def write(path, modality, sop_class, frames=1, body="CHEST"):
     ds.ImageType = ["ORIGINAL", "PRIMARY"]
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = 128, 128
+    ds.Rows, ds.Columns = 256, 256
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    px = (np.arange(128 * 128 * frames, dtype=np.uint16) % 4096).reshape(frames, 128, 128)
+    px = (np.arange(256 * 256 * frames, dtype=np.uint16) % 4096).reshape(frames, 256, 256)
     if frames > 1:
         ds.NumberOfFrames = frames
     ds.PixelData = px.tobytes()
