@@ -30,6 +30,7 @@
 
 use std::borrow::Cow;
 
+pub mod age;
 pub mod part10;
 
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};

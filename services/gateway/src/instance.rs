@@ -13,7 +13,7 @@ use dicom_object::{FileMetaTableBuilder, InMemDicomObject, OpenFileOptions};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 use crate::error::{clip, InstanceError};
-use crate::values::{parse_age, parse_da, parse_offset, parse_tm, years_between};
+use crate::values::{parse_da, parse_offset, parse_tm};
 
 pub const VERIFICATION: &str = "1.2.840.10008.1.1";
 pub const CR_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.1";
@@ -137,17 +137,8 @@ impl InstanceMeta {
                 sop_class: sop_class_uid,
             });
         }
-        let reference_date = text(obj, tags::ACQUISITION_DATE)
-            .or_else(|| text(obj, tags::CONTENT_DATE))
-            .or_else(|| text(obj, tags::STUDY_DATE))
-            .and_then(|d| parse_da(&d));
-        let birth = text(obj, tags::PATIENT_BIRTH_DATE).and_then(|d| parse_da(&d));
-        let patient_age_years = text(obj, tags::PATIENT_AGE)
-            .and_then(|a| parse_age(&a))
-            .or_else(|| match (birth, reference_date) {
-                (Some(b), Some(r)) => years_between(b, r),
-                _ => None,
-            });
+        let patient_age_years =
+            cxrflow_dicom::age::patient_age_years(|tag| text(obj, tag).map(Cow::into_owned));
         Ok(InstanceMeta {
             sop_instance_uid: uid(obj, tags::SOP_INSTANCE_UID, "SOPInstanceUID")?,
             study_instance_uid: uid(obj, tags::STUDY_INSTANCE_UID, "StudyInstanceUID")?,

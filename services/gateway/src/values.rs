@@ -1,22 +1,11 @@
-//! Parsers for the DICOM value representations the gateway reads: DA (date), TM (time), the
-//! UTC offset of DT and TimezoneOffsetFromUTC, and AS (age). Lenient where real modalities are
-//! (the pre-1993 `YYYY.MM.DD` and `HH:MM:SS` forms), strict otherwise: a value that does not
-//! parse is treated as absent.
+//! Parsers for the DICOM value representations the gateway reads: TM (time) and the UTC offset of
+//! DT and TimezoneOffsetFromUTC here; DA (date) and AS (age) are `cxrflow_dicom::age`'s, shared
+//! with preprocess. Lenient where real modalities are (the pre-1993 `HH:MM:SS` form), strict
+//! otherwise: a value that does not parse is treated as absent.
 
-use chrono::{Datelike, FixedOffset, NaiveDate, NaiveTime};
+use chrono::{FixedOffset, NaiveTime};
 
-/// DA: `YYYYMMDD` (also the pre-1993 `YYYY.MM.DD`).
-pub fn parse_da(s: &str) -> Option<NaiveDate> {
-    let digits: String = s.chars().filter(|c| *c != '.').collect();
-    if digits.len() != 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    NaiveDate::from_ymd_opt(
-        digits[0..4].parse().ok()?,
-        digits[4..6].parse().ok()?,
-        digits[6..8].parse().ok()?,
-    )
-}
+pub use cxrflow_dicom::age::parse_da;
 
 /// TM: `HH[MM[SS[.FFFFFF]]]` (also the pre-1993 `HH:MM:SS`).
 pub fn parse_tm(s: &str) -> Option<NaiveTime> {
@@ -58,37 +47,12 @@ pub fn parse_offset(s: &str) -> Option<FixedOffset> {
     FixedOffset::east_opt(sign * (h * 3600 + m * 60))
 }
 
-/// AS: `nnnD`, `nnnW`, `nnnM` or `nnnY`, in whole years.
-pub fn parse_age(s: &str) -> Option<i32> {
-    if s.len() != 4 {
-        return None;
-    }
-    let n: i32 = s[..3].parse().ok()?;
-    match &s[3..] {
-        "Y" | "y" => Some(n),
-        "M" | "m" => Some(n / 12),
-        "W" | "w" => Some(n / 52),
-        "D" | "d" => Some(n / 365),
-        _ => None,
-    }
-}
-
-pub fn years_between(birth: NaiveDate, at: NaiveDate) -> Option<i32> {
-    let mut years = at.year() - birth.year();
-    if (at.month(), at.day()) < (birth.month(), birth.day()) {
-        years -= 1;
-    }
-    (0..=150).contains(&years).then_some(years)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn dicom_dates_times_and_ages_parse() {
-        assert_eq!(parse_da("2024.03.14"), NaiveDate::from_ymd_opt(2024, 3, 14));
-        assert_eq!(parse_da("20241314"), None);
+    fn dicom_times_and_offsets_parse() {
         assert_eq!(parse_tm("10"), NaiveTime::from_hms_opt(10, 0, 0));
         assert_eq!(parse_tm("10:15:30"), NaiveTime::from_hms_opt(10, 15, 30));
         assert_eq!(
@@ -96,9 +60,6 @@ mod tests {
             NaiveTime::from_hms_micro_opt(10, 15, 30, 500_000)
         );
         assert_eq!(parse_tm("1a"), None);
-        assert_eq!(parse_age("045Y"), Some(45));
-        assert_eq!(parse_age("018M"), Some(1));
-        assert_eq!(parse_age("45Y"), None);
         assert_eq!(
             parse_offset("-0530").map(|o| o.local_minus_utc()),
             Some(-19_800)
