@@ -68,6 +68,17 @@ pub struct Config {
         default_value_t = false
     )]
     pub for_processing: bool,
+
+    /// The youngest patient whose radiograph is scored, in years; younger ones (by the DICOM
+    /// header's Patient's Age or birth date, else the scan event's age) are not assessable.
+    /// Default 18: the models here are trained on CheXpert, adults only. 0 scores every age:
+    /// only for a model validated on children.
+    #[arg(
+        long = "preprocess-min-age-years",
+        env = "CXRFLOW_PREPROCESS_MIN_AGE_YEARS",
+        default_value_t = crate::eligibility::ADULT_AGE_YEARS
+    )]
+    pub min_age_years: u32,
 }
 
 impl Config {
@@ -83,6 +94,7 @@ impl Config {
             max_alloc_mib: 512,
             modalities: vec!["CR".into(), "DX".into()],
             for_processing: false,
+            min_age_years: crate::eligibility::ADULT_AGE_YEARS,
         }
     }
 
@@ -96,6 +108,7 @@ impl Config {
                 .filter(|m| !m.is_empty())
                 .collect(),
             for_processing: self.for_processing,
+            min_age_years: self.min_age_years,
         }
     }
 
@@ -111,14 +124,15 @@ impl Config {
     pub fn describe(&self) -> String {
         format!(
             "{} profile={} max_width={} max_height={} max_alloc_mib={} modalities={} \
-             for_processing={}",
+             for_processing={} min_age_years={}",
             self.blob_store.describe(),
             self.profile,
             self.max_width,
             self.max_height,
             self.max_alloc_mib,
             self.modalities.join(","),
-            self.for_processing
+            self.for_processing,
+            self.min_age_years
         )
     }
 }

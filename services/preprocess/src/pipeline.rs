@@ -98,6 +98,29 @@ pub fn prepare_gated(
     }
 }
 
+/// The age rule for an image whose header gives no age (a PNG/JPEG has no header): the scan
+/// event's age, which a gateway read from a header of its own or a router sent, decides. An
+/// image whose header gives one was judged by it already: the header wins.
+pub fn with_event_age(gated: Gated, event_age: Option<i32>, rules: &EligibilityRules) -> Gated {
+    match gated {
+        Gated::Prepared(p)
+            if p.header
+                .as_ref()
+                .and_then(|h| h.patient_age_years)
+                .is_none() =>
+        {
+            match rules.check_age(event_age) {
+                Ok(()) => Gated::Prepared(p),
+                Err(why) => Gated::Ineligible {
+                    header: Box::new(p.header.unwrap_or_default()),
+                    why,
+                },
+            }
+        }
+        judged => judged,
+    }
+}
+
 fn finish(img: DecodedImage, profile: Profile, start: Instant) -> Result<Prepared, DecodeError> {
     let stats = image_stats(&img, profile.side());
     let tensor = profile
@@ -140,6 +163,37 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_an_age_in_the_header_the_scan_events_decides() {
+        use crate::fixtures::{self, DicomSpec};
+        let rules = EligibilityRules::default();
+        let gated = |bytes: &[u8]| {
+            prepare_gated(bytes, &DecodeLimits::default(), Profile::Gray224V1, &rules).unwrap()
+        };
+        let png = fixtures::png_gray8(320, 390);
+        match with_event_age(gated(&png), Some(7), &rules) {
+            Gated::Ineligible { why, .. } => assert_eq!(why.code, "eligibility.age"),
+            other => panic!("a 7-year-old's PNG was {other:?}"),
+        }
+        assert!(matches!(
+            with_event_age(gated(&png), Some(40), &rules),
+            Gated::Prepared(_)
+        ));
+        assert!(
+            matches!(
+                with_event_age(gated(&png), None, &rules),
+                Gated::Prepared(_)
+            ),
+            "an unknown age passes"
+        );
+        // A DICOM header without age or birth date: the event's age decides too.
+        let cr = fixtures::dicom(&DicomSpec::cr(300, 360));
+        assert!(matches!(
+            with_event_age(gated(&cr), Some(7), &rules),
+            Gated::Ineligible { .. }
+        ));
+    }
 
     #[test]
     fn an_image_is_too_small_when_the_letterbox_would_enlarge_it() {

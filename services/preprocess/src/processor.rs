@@ -20,7 +20,7 @@ use crate::eligibility::{DicomHeader, EligibilityRules};
 use crate::error::PreprocessError;
 use crate::gate::{GateDecision, View};
 use crate::metrics::PreprocessMetrics;
-use crate::pipeline::{panic_message, prepare_guarded, Gated, Prepared};
+use crate::pipeline::{panic_message, prepare_guarded, with_event_age, Gated, Prepared};
 use crate::profile::Profile;
 
 pub struct Preprocessor {
@@ -46,18 +46,21 @@ impl Preprocessor {
         let uid = rec.study.study_instance_uid.clone();
         let start = Instant::now();
         let bytes = self.blobs.get(&rec.blob_uri).await?;
-        let (limits, profile, expected, rules) = (
+        let (limits, profile, expected, rules, event_age) = (
             self.limits,
             self.profile,
             rec.sha256.to_ascii_lowercase(),
             self.eligibility.clone(),
+            rec.study.patient_age_years,
         );
         let joined = tokio::task::spawn_blocking(move || {
             let found = sha256_hex(&bytes);
             if !expected.is_empty() && found != expected {
                 return Err(Failure::Checksum { expected, found });
             }
-            prepare_guarded(&bytes, &limits, profile, &rules).map_err(Failure::Decode)
+            prepare_guarded(&bytes, &limits, profile, &rules)
+                .map(|gated| with_event_age(gated, event_age, &rules))
+                .map_err(Failure::Decode)
         })
         .await;
         let prepared: Prepared = match joined {
@@ -171,9 +174,13 @@ impl Preprocessor {
     }
 
     /// The DICOM header wins over what the scan event claims: its modality and view position
-    /// replace the event's, and each disagreement is counted and logged.
+    /// replace the event's, and each disagreement is counted and logged; its patient age
+    /// replaces the event's without a word (an age is not logged).
     fn header_wins(&self, study: &mut StudyContext, header: &DicomHeader) {
         let uid = study.study_instance_uid.clone();
+        if header.patient_age_years.is_some() {
+            study.patient_age_years = header.patient_age_years;
+        }
         if let Some(m) = header.modality.as_deref().map(str::to_ascii_uppercase) {
             if !study.modality.trim().eq_ignore_ascii_case(&m) {
                 self.metrics

@@ -140,12 +140,24 @@ async fn images_flow_and_each_broken_input_is_dead_lettered_with_its_reason() {
             "application/dicom",
             None,
         ),
+        // A child's (the scan event's age: a PNG has no header): not scored.
+        case(
+            "1.2.1.8",
+            fixtures::png_gray8(320, 390),
+            "image/png",
+            Some("PA"),
+        ),
     ];
+    // The scan event's patient age, where not the testkit's adult.
+    let child = |uid: &str| (uid == "1.2.1.8").then_some(7);
     let headers = BTreeMap::new();
     let send = |c: &Case, uri: String, sha: String| {
         let rec = IngestedImage {
             event_id: format!("e-{}", c.uid),
-            study: study(c.uid, c.view),
+            study: StudyContext {
+                patient_age_years: child(c.uid).or(Some(61)),
+                ..study(c.uid, c.view)
+            },
             blob_uri: uri,
             sha256: sha,
             size_bytes: c.bytes.len() as i64,
@@ -206,7 +218,7 @@ async fn images_flow_and_each_broken_input_is_dead_lettered_with_its_reason() {
     );
     for r in out
         .iter()
-        .filter(|r| r.study.study_instance_uid != "1.2.1.7")
+        .filter(|r| !["1.2.1.7", "1.2.1.8"].contains(&r.study.study_instance_uid.as_str()))
     {
         assert_eq!(r.profile_id, "gray320-v1");
         assert_eq!((r.width, r.height, r.channels), (320, 320, 1));
@@ -233,6 +245,12 @@ async fn images_flow_and_each_broken_input_is_dead_lettered_with_its_reason() {
         "view filled from the DICOM file"
     );
     assert_eq!(by_uid["1.2.1.4"].study.view_position.as_deref(), Some("LL"));
+    let child = by_uid["1.2.1.8"];
+    assert!(!child.assessable && child.pixels.is_empty(), "a child's");
+    assert_eq!(
+        child.not_assessable_reason.as_deref(),
+        Some("patient aged 7: the model was trained and validated on patients 18 and over")
+    );
     let small = by_uid["1.2.1.7"];
     assert!(
         !small.assessable && small.pixels.is_empty(),

@@ -142,6 +142,49 @@ fn dcmtk_objects_that_are_not_chest_radiographs_are_refused_by_their_own_header(
     assert_eq!(gate(&f), Ok(()));
 }
 
+/// A child's chest radiograph is not scored by a model trained on adults (CheXpert: 18 to 90):
+/// the age comes from Patient's Age as DCMTK writes it, in years, months, weeks or days, else
+/// from the birth date to the examination's date; an adult's goes through.
+#[test]
+fn a_childs_radiograph_is_not_scored_whatever_way_its_header_gives_the_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&[&str], Result<(), &str>)] = &[
+        (&["(0010,1010)=005Y"], Err("patient aged 5")),
+        (&["(0010,1010)=018M"], Err("patient aged 1")),
+        (&["(0010,1010)=003W"], Err("patient aged 0")),
+        (&["(0010,1010)=017Y"], Err("patient aged 17")),
+        // No Patient's Age: the birth date to the acquisition's, else the study's, date.
+        (
+            &["(0010,0030)=20100615", "(0008,0022)=20240614"],
+            Err("patient aged 13"),
+        ),
+        (&["(0010,0030)=20060615", "(0008,0020)=20240615"], Ok(())),
+        (&["(0010,1010)=018Y"], Ok(())),
+        (&["(0010,1010)=045Y"], Ok(())),
+        // The age attribute wins over the birth date.
+        (&["(0010,1010)=045Y", "(0010,0030)=20200101"], Ok(())),
+        // A birth date without the examination's date says nothing.
+        (&["(0010,0030)=20200101"], Ok(())),
+    ];
+    for (changes, want) in cases {
+        let f = dir.path().join("cr.dcm");
+        std::fs::write(&f, fixtures::dicom(&DicomSpec::cr(300, 360))).unwrap();
+        dcmodify(&f, changes);
+        match (gate(&f), want) {
+            (Ok(()), Ok(())) => {}
+            (Err((code, words)), Err(start)) => {
+                assert_eq!(code, "eligibility.age", "{changes:?}: {words}");
+                assert_eq!(
+                    words,
+                    format!("{start}: the model was trained and validated on patients 18 and over"),
+                    "{changes:?}"
+                );
+            }
+            (got, _) => panic!("{changes:?}: {got:?}, expected {want:?}"),
+        }
+    }
+}
+
 /// A radiograph shrunk below the model's input (a PACS thumbnail, a key image) would be enlarged
 /// to fill it: refused by size, with its size in the words; one just large enough goes through.
 /// DCMTK's `dcmscale` shrinks a CR, as a PACS or viewer exports one smaller, and marks it

@@ -127,6 +127,7 @@ fn eligibility_header(obj: &DefaultDicomObject) -> DicomHeader {
         photometric: text_attr(obj, tags::PHOTOMETRIC_INTERPRETATION),
         view_position: text_attr(obj, tags::VIEW_POSITION),
         presentation_intent: text_attr(obj, tags::PRESENTATION_INTENT_TYPE),
+        patient_age_years: cxrflow_dicom::age::patient_age_years(|tag| text_attr(obj, tag)),
     }
 }
 
