@@ -205,9 +205,25 @@ async fn a_dicom_store_into_the_embedded_stack_reaches_the_worklist() {
 
     let file = dir.path().join("cr.dcm");
     std::fs::write(&file, dicom(&DicomSpec::cr(400, 480))).unwrap();
+    // A child's chest CR: another study, its age in the header as DCMTK writes it.
+    let child = dir.path().join("child.dcm");
+    std::fs::write(&child, dicom(&DicomSpec::cr(400, 480))).unwrap();
+    let edit = std::process::Command::new("dcmodify")
+        .args(["-nb", "-i", "(0010,1010)=006Y", "-i", "(0020,000D)=2.25.43"])
+        .args([
+            "-i",
+            "(0020,000E)=2.25.43.1",
+            "-i",
+            "(0008,0018)=2.25.43.1.1",
+        ])
+        .arg(&child)
+        .output()
+        .expect("dcmodify (dcmtk) runs");
+    assert!(edit.status.success(), "dcmodify: {edit:?}");
     let out = tokio::process::Command::new("storescu")
         .args(["-aec", "CXRFLOW", "127.0.0.1", &dicom_port.to_string()])
         .arg(&file)
+        .arg(&child)
         .output()
         .await
         .expect("storescu (Debian package dcmtk, installed by scripts/prereqs.sh) runs");
@@ -220,7 +236,7 @@ async fn a_dicom_store_into_the_embedded_stack_reaches_the_worklist() {
     let worklist = format!("http://127.0.0.1:{}/worklist", base + 3);
     cxrflow_testkit::eventually(
         Duration::from_secs(120),
-        "the stored study on the worklist",
+        "the stored studies on the worklist, the child's not scored",
         || {
             let (http, url) = (&http, &worklist);
             async move {
@@ -228,9 +244,17 @@ async fn a_dicom_store_into_the_embedded_stack_reaches_the_worklist() {
                     return false;
                 };
                 let v: serde_json::Value = r.json().await.unwrap_or_default();
-                v["items"]
-                    .as_array()
-                    .is_some_and(|items| items.iter().any(|i| i["study_uid"] == "2.25.42"))
+                let items = v["items"].as_array().cloned().unwrap_or_default();
+                let listed = |uid: &str| items.iter().find(|i| i["study_uid"] == uid).cloned();
+                // The child's is listed, not scored, with the reason in words.
+                listed("2.25.42").is_some_and(|i| i["tier"] != "AI_PENDING")
+                    && listed("2.25.43").is_some_and(|i| {
+                        i["tier"] == "NOT_ASSESSABLE"
+                            && i["not_assessable_code"] == "eligibility.age"
+                            && i["not_assessable_reason"]
+                                == "patient aged 6: the model was trained and validated on \
+                                    patients 18 and over"
+                    })
             }
         },
     )
