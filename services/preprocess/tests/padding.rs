@@ -18,7 +18,10 @@ use std::process::Command;
 use cxrflow_preprocess::decode::{decode, DecodeLimits};
 use cxrflow_testkit::{convert, run_tool, tools_python};
 
-const WRITE: &str = include_str!("support/padded_cr.py");
+const WRITE: &str = concat!(
+    include_str!("support/synthetic_cr.py"),
+    include_str!("support/padded_cr.py")
+);
 
 /// The plane the script computed for `name`.
 fn expected(dir: &Path, name: &str) -> Vec<u16> {

@@ -3,16 +3,10 @@
 # pipeline gives it (NAME.expected: little-endian u16, 0 = black, 65535 = white), computed here in
 # numpy and nowhere from cxrflow: modality LUT (rescale), then the file's window (PS3.3
 # C.11.2.1.2.1) or, without one, a window over the range of the samples that are not padding;
-# MONOCHROME1 inverted; padding black. Usage: padded_cr.py DIR
-import sys
-
-import numpy as np
-import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+# MONOCHROME1 inverted; padding black. Appended to synthetic_cr.py (its `header` and `d`).
+from pydicom.uid import ImplicitVRLittleEndian
 
 W, H = 500, 600
-d = sys.argv[1]
 rng = np.random.default_rng(11)
 y, x = np.mgrid[0:H, 0:W].astype(np.float64)
 # Anatomy-like values on 0..1: a gradient, a brighter disc, noise.
@@ -26,18 +20,7 @@ frame[:, : W // 9] = frame[:, -W // 11 :] = True
 
 
 def dataset(stored, mono, bits, signed=False, window=None, rescale=None, **padding):
-    m = FileMetaDataset()
-    m.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
-    m.MediaStorageSOPInstanceUID = generate_uid()
-    m.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = m
-    ds.SOPClassUID = m.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = m.MediaStorageSOPInstanceUID
-    ds.Modality, ds.BodyPartExamined, ds.ViewPosition = "CR", "CHEST", "PA"
-    ds.Rows, ds.Columns = H, W
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, mono
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits, bits - 1
+    ds = header(bits, W, H, mono)
     ds.PixelRepresentation = 1 if signed else 0
     if window:
         ds.WindowCenter, ds.WindowWidth = window

@@ -10,15 +10,8 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 
-def make(bits, w, h, mono, grad=(0.6, 0.3), disc=0.1, bands=0.0, noise=200):
-    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
-    top = (1 << bits) - 1
-    img = (x / w * grad[0] + y / h * grad[1]) * top
-    img += np.where((x - w / 3) ** 2 + (y - h / 2) ** 2 < (w / 6) ** 2, disc * top, 0)
-    if bands:
-        img += bands * top * (np.sin(y / 37.0) > 0.6)
-    img += np.random.default_rng(7).normal(0, top / noise, (h, w))
-    img = np.clip(img, 0, top).astype(np.uint16 if bits > 8 else np.uint8)
+def header(bits, w, h, mono):
+    """A chest CR's header without pixel data or window: the samples unsigned."""
     m = FileMetaDataset()
     m.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
     m.MediaStorageSOPInstanceUID = generate_uid()
@@ -32,6 +25,19 @@ def make(bits, w, h, mono, grad=(0.6, 0.3), disc=0.1, bands=0.0, noise=200):
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, mono
     ds.BitsAllocated = 16 if bits > 8 else 8
     ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits - 1, 0
+    return ds
+
+
+def make(bits, w, h, mono, grad=(0.6, 0.3), disc=0.1, bands=0.0, noise=200):
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    top = (1 << bits) - 1
+    img = (x / w * grad[0] + y / h * grad[1]) * top
+    img += np.where((x - w / 3) ** 2 + (y - h / 2) ** 2 < (w / 6) ** 2, disc * top, 0)
+    if bands:
+        img += bands * top * (np.sin(y / 37.0) > 0.6)
+    img += np.random.default_rng(7).normal(0, top / noise, (h, w))
+    img = np.clip(img, 0, top).astype(np.uint16 if bits > 8 else np.uint8)
+    ds = header(bits, w, h, mono)
     ds.WindowCenter, ds.WindowWidth = (top + 1) / 2, top + 1
     ds.PixelData = img.tobytes()
     return ds
