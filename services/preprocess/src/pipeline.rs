@@ -33,8 +33,9 @@ pub struct Prepared {
 }
 
 /// A prepared image, or one the model may not score: its own DICOM header makes it ineligible
-/// (not decoded), or it is smaller than the model's input ([`too_small`]; its header, or an
-/// empty one for PNG/JPEG). Neither carries a tensor or statistics.
+/// (not decoded), it is smaller than the model's input ([`too_small`]), or the scan event's age
+/// is a child's ([`with_event_age`]); with its header, or an empty one for PNG/JPEG. An
+/// ineligible image carries no tensor or statistics.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Gated {
     Prepared(Box<Prepared>),
