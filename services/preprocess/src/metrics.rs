@@ -67,7 +67,7 @@ impl PreprocessMetrics {
         );
         r.register(
             "ineligible_images",
-            "Images their own DICOM header makes ineligible for the model, marked not assessable, by reason code",
+            "Images the model may not score (their DICOM header, a size below the model's input, a child's age), marked not assessable, by reason code",
             self.ineligible.clone(),
         );
         r.register(

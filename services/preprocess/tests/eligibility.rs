@@ -142,6 +142,64 @@ fn dcmtk_objects_that_are_not_chest_radiographs_are_refused_by_their_own_header(
     assert_eq!(gate(&f), Ok(()));
 }
 
+/// A lateral film without View Position is not taken for a frontal one: the header's View Code
+/// Sequence or Patient Orientation says which projection it is, as DCMTK's `dcmodify` writes
+/// them (View Position erased, as CR allows and some modalities send). The frontal gate reads
+/// the view preprocess reports; with no view at all it treats the film as frontal.
+#[test]
+fn without_view_position_the_code_sequence_or_patient_orientation_tells_a_lateral() {
+    let dir = tempfile::tempdir().unwrap();
+    let view = |changes: &[&str]| {
+        let f = dir.path().join("cr.dcm");
+        std::fs::write(&f, fixtures::dicom(&DicomSpec::cr(300, 360))).unwrap();
+        let mut c = Command::new("dcmodify");
+        c.args(["-nb", "-ie", "-ea", "(0018,5101)"]);
+        for m in changes {
+            c.args(["-i", m]);
+        }
+        c.arg(&f);
+        run_tool(c);
+        match prepare_gated(
+            &std::fs::read(&f).unwrap(),
+            &DecodeLimits::default(),
+            Profile::Gray224V1,
+            &EligibilityRules::default(),
+        ) {
+            Ok(Gated::Prepared(p)) => p.view_position,
+            other => panic!("{changes:?}: {other:?}"),
+        }
+    };
+    let lateral = Some("LATERAL".to_string());
+    let frontal = Some("FRONTAL".to_string());
+    assert_eq!(view(&[]), None, "nothing says");
+    // Patient Orientation: rows toward anterior or posterior, columns toward the feet.
+    assert_eq!(view(&["(0020,0020)=A\\F"]), lateral);
+    assert_eq!(view(&["(0020,0020)=P\\F"]), lateral);
+    assert_eq!(view(&["(0020,0020)=L\\F"]), frontal);
+    assert_eq!(view(&["(0020,0020)=R\\H"]), frontal);
+    // Stored rotated a quarter turn: still which projection.
+    assert_eq!(view(&["(0020,0020)=F\\A"]), lateral);
+    // An axial plane is neither.
+    assert_eq!(view(&["(0020,0020)=L\\A"]), None);
+    // The View Code Sequence (CID 4010's meanings) before the orientation.
+    assert_eq!(
+        view(&[
+            "(0054,0220)[0].(0008,0104)=left lateral",
+            "(0020,0020)=L\\F"
+        ]),
+        lateral
+    );
+    assert_eq!(
+        view(&["(0054,0220)[0].(0008,0104)=postero-anterior"]),
+        frontal
+    );
+    // A View Position the gate knows wins.
+    assert_eq!(
+        view(&["(0018,5101)=LL", "(0020,0020)=L\\F"]),
+        Some("LL".to_string())
+    );
+}
+
 /// A child's chest radiograph is not scored by a model trained on adults (CheXpert: 18 to 90):
 /// the age comes from Patient's Age as DCMTK writes it, in years, months, weeks or days, else
 /// from the birth date to the examination's date; an adult's goes through.

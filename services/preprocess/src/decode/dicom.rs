@@ -26,6 +26,7 @@ use super::reduced::Reduction;
 use super::syntax::{self, codec_of, JPEG_EXTENDED, JPEG_LOSSLESS, JPEG_LOSSLESS_SV1};
 use super::{DecodeError, DecodeLimits, Decoded, DecodedImage};
 use crate::eligibility::{DicomHeader, EligibilityRules};
+use crate::gate::View;
 
 fn read_err(e: dicom_object::ReadError) -> DecodeError {
     DecodeError::from_decoder("DICOM", &e)
@@ -101,6 +102,59 @@ fn padding(obj: &DefaultDicomObject, signed: bool) -> Result<Option<Padding>, De
     Ok(Some(Padding::new(v, limit, signed)))
 }
 
+/// The projection as the header states it: View Position (0018,5101) when it names one the
+/// frontal gate knows; else, as `FRONTAL` or `LATERAL`, the View Code Sequence's (0054,0220) code
+/// meaning ("postero-anterior", "left lateral", …), else Patient Orientation (0020,0020): rows
+/// running to the patient's left or right with columns to head or feet is a frontal film, rows to
+/// anterior or posterior a lateral one (either way round, so a film stored rotated still
+/// counts). View Position is optional in CR and may be empty in DX, where Patient Orientation is
+/// required: without this a lateral film without View Position was scored as frontal.
+fn view_position(obj: &DefaultDicomObject) -> Option<String> {
+    let stated = text_attr(obj, tags::VIEW_POSITION);
+    if View::classify(stated.as_deref()) != View::Unknown {
+        return stated;
+    }
+    let coded = obj
+        .element_opt(tags::VIEW_CODE_SEQUENCE)
+        .ok()
+        .flatten()
+        .and_then(|e| e.items()?.first()?.get(tags::CODE_MEANING)?.to_str().ok())
+        .map(|m| m.to_ascii_lowercase());
+    let from_code = coded.and_then(|m| {
+        if m.contains("lateral") {
+            Some("LATERAL")
+        } else if [
+            "postero-anterior",
+            "antero-posterior",
+            "posteroanterior",
+            "anteroposterior",
+        ]
+        .iter()
+        .any(|f| m.contains(f))
+        {
+            Some("FRONTAL")
+        } else {
+            None
+        }
+    });
+    let from_orientation = || {
+        let e = obj.element_opt(tags::PATIENT_ORIENTATION).ok().flatten()?;
+        let directions = e.to_multi_str().ok()?;
+        let axis = |i: usize| directions.get(i)?.trim().chars().next();
+        let (across, down) = (axis(0)?, axis(1)?);
+        let lengthwise = |d: char| matches!(d, 'H' | 'F');
+        match (across, down) {
+            ('L' | 'R', d) | (d, 'L' | 'R') if lengthwise(d) => Some("FRONTAL"),
+            ('A' | 'P', d) | (d, 'A' | 'P') if lengthwise(d) => Some("LATERAL"),
+            _ => None,
+        }
+    };
+    from_code
+        .or_else(from_orientation)
+        .map(str::to_string)
+        .or(stated)
+}
+
 /// The attributes eligibility is decided on, as the header states them.
 fn eligibility_header(obj: &DefaultDicomObject) -> DicomHeader {
     let sop_class_uid = text_attr(obj, tags::SOP_CLASS_UID)
@@ -125,7 +179,7 @@ fn eligibility_header(obj: &DefaultDicomObject) -> DicomHeader {
             .unwrap_or(1)
             .min(u32::from(u16::MAX)) as u16,
         photometric: text_attr(obj, tags::PHOTOMETRIC_INTERPRETATION),
-        view_position: text_attr(obj, tags::VIEW_POSITION),
+        view_position: view_position(obj),
         presentation_intent: text_attr(obj, tags::PRESENTATION_INTENT_TYPE),
         patient_age_years: cxrflow_dicom::age::patient_age_years(|tag| text_attr(obj, tag)),
     }
@@ -261,12 +315,7 @@ pub(super) fn decode(
         u64::from(bits_allocated.div_ceil(8)) * u64::from(samples) * u64::from(frames);
     limits.check(u64::from(cols), u64::from(rows), bytes_per_pixel)?;
     let extras = HeaderExtras {
-        view_position: header
-            .element_opt(tags::VIEW_POSITION)
-            .ok()
-            .flatten()
-            .and_then(|e| e.to_str().ok().map(|s| s.trim().to_string()))
-            .filter(|s| !s.is_empty()),
+        view_position: view_position(&header),
         padding: padding(&header, signed)?,
     };
     // Uncompressed little endian samples are read where they lie (the machine's byte order must
