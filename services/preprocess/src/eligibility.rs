@@ -17,6 +17,9 @@ pub struct DicomHeader {
     pub sop_class_uid: Option<String>,
     /// Body Part Examined (0018,0015).
     pub body_part: Option<String>,
+    /// The first item of Anatomic Region Sequence (0008,2218), required in DX where Body Part
+    /// Examined is optional: its Code Meaning, else its Code Value.
+    pub anatomic_region: Option<String>,
     /// Image Type (0008,0008) values.
     pub image_type: Vec<String>,
     /// Number of Frames (0028,0008), 1 when absent.
@@ -72,6 +75,18 @@ const KNOWN_SOP_CLASSES: &[(&str, &str)] = &[
 /// Body parts that mean a chest radiograph (DICOM PS3.16 CID 4031 uses CHEST; some modalities
 /// write THORAX).
 const CHEST: &[&str] = &["CHEST", "THORAX"];
+
+/// Anatomic Region Sequence codes for the chest where an item carries no meaning: SNOMED-RT's
+/// T-D3000 (Chest) and SNOMED CT's 43799004 (Chest) and 51185008 (Thoracic structure).
+const CHEST_CODES: &[&str] = &["T-D3000", "43799004", "51185008"];
+
+/// Whether an Anatomic Region Sequence item's meaning (or code) names the chest.
+fn is_chest_region(region: &str) -> bool {
+    let r = region.trim().to_ascii_lowercase();
+    r.contains("chest")
+        || r.contains("thora")
+        || CHEST_CODES.iter().any(|c| c.eq_ignore_ascii_case(&r))
+}
 
 /// DX For Processing's SOP class: the detector's raw data, for CAD and post-processing.
 pub const DX_FOR_PROCESSING: &str = "1.2.840.10008.5.1.4.1.1.1.1.1";
@@ -170,6 +185,21 @@ impl EligibilityRules {
                 );
             }
         }
+        if let Some(region) = h
+            .anatomic_region
+            .as_deref()
+            .filter(|r| !r.trim().is_empty())
+        {
+            if !is_chest_region(region) {
+                return ineligible(
+                    "eligibility.body_part",
+                    format!(
+                        "not a chest radiograph: Anatomic Region Sequence (0008,2218) {}",
+                        region.trim()
+                    ),
+                );
+            }
+        }
         if h.frames > 1 {
             return ineligible(
                 "eligibility.multiframe",
@@ -258,6 +288,7 @@ mod tests {
             modality: Some("CR".into()),
             sop_class_uid: Some("1.2.840.10008.5.1.4.1.1.1".into()),
             body_part: Some("CHEST".into()),
+            anatomic_region: None,
             image_type: vec!["ORIGINAL".into(), "PRIMARY".into()],
             frames: 1,
             samples_per_pixel: 1,
@@ -266,6 +297,32 @@ mod tests {
             presentation_intent: None,
             patient_age_years: Some(61),
         }
+    }
+
+    #[test]
+    fn an_anatomic_region_other_than_the_chest_is_refused_whatever_body_part_says() {
+        let mut dx = chest_cr();
+        dx.body_part = None;
+        for chest in [
+            "Chest",
+            "Thoracic structure",
+            "T-D3000",
+            "43799004",
+            "Chest and Abdomen",
+        ] {
+            dx.anatomic_region = Some(chest.into());
+            assert_eq!(code(&dx), None, "{chest}");
+        }
+        dx.anatomic_region = Some("Knee".into());
+        let e = EligibilityRules::default().check(&dx).unwrap_err();
+        assert_eq!(e.code, "eligibility.body_part");
+        assert_eq!(
+            e.reason,
+            "not a chest radiograph: Anatomic Region Sequence (0008,2218) Knee"
+        );
+        // A header that contradicts itself is not scored either.
+        dx.body_part = Some("CHEST".into());
+        assert_eq!(code(&dx), Some("eligibility.body_part"));
     }
 
     #[test]

@@ -127,6 +127,35 @@ fn dcmtk_objects_that_are_not_chest_radiographs_are_refused_by_their_own_header(
         dcmodify(&f, changes);
         assert_eq!(gate(&f).unwrap_err().0, want, "{changes:?}");
     }
+    // DX's own statement of the anatomy, Anatomic Region Sequence (required in DX; Body Part
+    // Examined is optional there), coded as DCMTK writes an item.
+    let region = |code: &str, scheme: &str, meaning: &str| {
+        [
+            format!("(0008,2218)[0].(0008,0100)={code}"),
+            format!("(0008,2218)[0].(0008,0102)={scheme}"),
+            format!("(0008,2218)[0].(0008,0104)={meaning}"),
+        ]
+    };
+    let knee = "not a chest radiograph: Anatomic Region Sequence (0008,2218) Knee";
+    for (item, want) in [
+        (region("T-D8200", "SRT", "Knee"), Err(knee)),
+        (region("72696002", "SCT", "Knee"), Err(knee)),
+        (region("T-D3000", "SRT", "Chest"), Ok(())),
+        (region("43799004", "SCT", "Chest"), Ok(())),
+    ] {
+        let f = dir.path().join("dx-region.dcm");
+        std::fs::write(&f, fixtures::dicom(&DicomSpec::dx(300, 360))).unwrap();
+        let mut c = Command::new("dcmodify");
+        c.args(["-nb", "-ie", "-ea", "(0018,0015)"]);
+        for m in &item {
+            c.args(["-i", m]);
+        }
+        c.arg(&f);
+        run_tool(c);
+        let want = want.map_err(|words| ("eligibility.body_part".to_string(), words.to_string()));
+        assert_eq!(gate(&f), want, "{item:?}");
+    }
+
     // The same file For Presentation goes through.
     let f = dir.path().join("dx-presentation.dcm");
     std::fs::write(&f, fixtures::dicom(&DicomSpec::cr(300, 360))).unwrap();

@@ -171,6 +171,21 @@ fn eligibility_header(obj: &DefaultDicomObject) -> DicomHeader {
         modality: text_attr(obj, tags::MODALITY),
         sop_class_uid,
         body_part: text_attr(obj, tags::BODY_PART_EXAMINED),
+        anatomic_region: obj
+            .element_opt(tags::ANATOMIC_REGION_SEQUENCE)
+            .ok()
+            .flatten()
+            .and_then(|e| {
+                let item = e.items()?.first()?;
+                let text = |tag| {
+                    item.get(tag)?
+                        .to_str()
+                        .ok()
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                };
+                text(tags::CODE_MEANING).or_else(|| text(tags::CODE_VALUE))
+            }),
         image_type,
         frames: int_attr(obj, tags::NUMBER_OF_FRAMES, "NumberOfFrames", Some(1))
             .unwrap_or(1)
