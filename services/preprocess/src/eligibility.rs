@@ -1,8 +1,8 @@
 //! The eligibility gate: the model was trained on frontal chest radiographs (CR/DX) of adults, so
 //! a DICOM object that says, in its own header, that it is something else — an MR or CT slice, a
 //! secondary capture, a colour or multi-frame object, a derived image, another body part, a
-//! child's radiograph — is never scored as if it were one. It flows on as not assessable with the reason, and triage
-//! lists it for a person without a score. The header wins over what the scan event claims; a
+//! child's radiograph — is never scored as if it were one. It flows on as not assessable with
+//! the reason, and triage lists it for a person without a score. The header wins over what the scan event claims; a
 //! disagreement is counted. PNG/JPEG have no header and pass to the next gate (out of
 //! distribution, in inference).
 
@@ -80,11 +80,12 @@ const CHEST: &[&str] = &["CHEST", "THORAX"];
 /// T-D3000 (Chest) and SNOMED CT's 43799004 (Chest) and 51185008 (Thoracic structure).
 const CHEST_CODES: &[&str] = &["T-D3000", "43799004", "51185008"];
 
-/// Whether an Anatomic Region Sequence item's meaning (or code) names the chest.
+/// Whether an Anatomic Region Sequence item's meaning (or code) names the chest; the thoracic
+/// spine is another examination.
 fn is_chest_region(region: &str) -> bool {
     let r = region.trim().to_ascii_lowercase();
-    r.contains("chest")
-        || r.contains("thora")
+    let spine = r.contains("spine") || r.contains("vertebr");
+    ((r.contains("chest") || r.contains("thora")) && !spine)
         || CHEST_CODES.iter().any(|c| c.eq_ignore_ascii_case(&r))
 }
 
@@ -266,7 +267,7 @@ impl EligibilityRules {
     /// header gates above and the out-of-distribution gate still apply.
     pub fn check_age(&self, age: Option<i32>) -> Result<(), Ineligible> {
         match age {
-            Some(years) if years < self.min_age_years as i32 => ineligible(
+            Some(years) if i64::from(years) < i64::from(self.min_age_years) => ineligible(
                 "eligibility.age",
                 format!(
                     "patient aged {years}: the model was trained and validated on patients {} \
@@ -313,6 +314,8 @@ mod tests {
             dx.anatomic_region = Some(chest.into());
             assert_eq!(code(&dx), None, "{chest}");
         }
+        dx.anatomic_region = Some("Thoracic spine".into());
+        assert_eq!(code(&dx), Some("eligibility.body_part"), "a spine film");
         dx.anatomic_region = Some("Knee".into());
         let e = EligibilityRules::default().check(&dx).unwrap_err();
         assert_eq!(e.code, "eligibility.body_part");
