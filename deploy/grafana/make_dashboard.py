@@ -155,9 +155,10 @@ panels.append(timeseries("Model: NaN outputs and load failures",
                          [(f"sum by (version) (rate(cxrflow_inference_nan_outputs_total[{RI}]))", "NaN {{version}}"),
                           (f"sum by (outcome) (increase(cxrflow_inference_model_loads_total[{RI}]))", "loads {{outcome}}")],
                          0, y, w=12))
-panels.append(timeseries("Preprocess: lateral views, unknown view positions, decoder panics",
+panels.append(timeseries("Preprocess: lateral views, unknown view positions and ages, decoder panics",
                          [(f"sum(rate(cxrflow_preprocess_lateral_images_total[{RI}]))", "lateral"),
                           (f"sum(rate(cxrflow_preprocess_view_position_unknown_images_total[{RI}]))", "view unknown"),
+                          (f"sum(rate(cxrflow_preprocess_age_unknown_images_total[{RI}]))", "age unknown"),
                           (f"sum(rate(cxrflow_preprocess_decoder_panics_total[{RI}]))", "decoder panics")],
                          12, y, w=12, unit="reqps"))
 y += 8

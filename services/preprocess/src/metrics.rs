@@ -15,6 +15,7 @@ pub struct PreprocessMetrics {
     images: Family<Labels, Counter>,
     lateral: Counter,
     view_unknown: Counter,
+    age_unknown: Counter,
     panics: Counter,
     ineligible: Family<Labels, Counter>,
     disagreements: Family<Labels, Counter>,
@@ -29,6 +30,7 @@ impl Default for PreprocessMetrics {
             images: Family::default(),
             lateral: Counter::default(),
             view_unknown: Counter::default(),
+            age_unknown: Counter::default(),
             panics: Counter::default(),
             ineligible: Family::default(),
             disagreements: Family::default(),
@@ -59,6 +61,11 @@ impl PreprocessMetrics {
             "view_position_unknown_images",
             "Images without a usable view position, treated as frontal",
             self.view_unknown.clone(),
+        );
+        r.register(
+            "age_unknown_images",
+            "Images scored without a patient age in their header or scan event: the age rule could not judge them",
+            self.age_unknown.clone(),
         );
         r.register(
             "decoder_panics",
@@ -125,6 +132,14 @@ impl PreprocessMetrics {
     pub fn view_unknown(&self, study: &str) {
         tracing::debug!(study, "no usable view position: treated as frontal");
         self.view_unknown.inc();
+    }
+
+    pub fn age_unknown(&self, study: &str) {
+        tracing::debug!(
+            study,
+            "no patient age in the header or the scan event: scored"
+        );
+        self.age_unknown.inc();
     }
 
     pub fn panicked(&self, study: &str, what: &str) {

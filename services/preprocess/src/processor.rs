@@ -132,6 +132,10 @@ impl Preprocessor {
             prepared.seconds,
         );
 
+        let age = prepared.header.as_ref().and_then(|h| h.patient_age_years);
+        if age.or(rec.study.patient_age_years).is_none() {
+            self.metrics.age_unknown(&uid);
+        }
         let view = View::of(
             rec.study.view_position.as_deref(),
             prepared.view_position.as_deref(),

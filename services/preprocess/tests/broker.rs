@@ -8,11 +8,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use cxrflow_common::blob::BlobStore;
 use cxrflow_common::kafka::Producer;
-use cxrflow_common::ServiceArgs;
 use cxrflow_contracts::*;
 use cxrflow_preprocess::fixtures::{self, broken, ts, DicomSpec};
 use cxrflow_preprocess::{Config, Profile};
-use cxrflow_testkit::{read_records, Broker, TestService};
+use cxrflow_testkit::{read_records, service_args, Broker, TestService};
 
 fn study(uid: &str, view: Option<&str>) -> StudyContext {
     StudyContext {
@@ -148,14 +147,19 @@ async fn images_flow_and_each_broken_input_is_dead_lettered_with_its_reason() {
             Some("PA"),
         ),
     ];
-    // The scan event's patient age, where not the testkit's adult.
-    let child = |uid: &str| (uid == "1.2.1.8").then_some(7);
+    // The scan event's patient age: a child's, none (a DICOM header without age or birth date:
+    // scored, counted), else the testkit's adult.
+    let age = |uid: &str| match uid {
+        "1.2.1.8" => Some(7),
+        "1.2.1.6" => None,
+        _ => Some(61),
+    };
     let headers = BTreeMap::new();
     let send = |c: &Case, uri: String, sha: String| {
         let rec = IngestedImage {
             event_id: format!("e-{}", c.uid),
             study: StudyContext {
-                patient_age_years: child(c.uid).or(Some(61)),
+                patient_age_years: age(c.uid),
                 ..study(c.uid, c.view)
             },
             blob_uri: uri,
@@ -196,10 +200,9 @@ async fn images_flow_and_each_broken_input_is_dead_lettered_with_its_reason() {
         send(c, uri, sha).await;
     }
 
-    let mut cfg = Config::defaults(kafka.clone(), ServiceArgs::local());
+    let mut cfg = Config::defaults(kafka.clone(), service_args());
     cfg.blob_store.url = Some(url.clone());
     cfg.profile = Profile::Gray320V1;
-    cfg.service.drain_timeout_ms = 2_000;
     let service = TestService::spawn("preprocess", cfg.service.http, |s| {
         cxrflow_preprocess::run(cfg, s)
     });
@@ -313,6 +316,19 @@ async fn images_flow_and_each_broken_input_is_dead_lettered_with_its_reason() {
         "original bytes kept"
     );
     assert_eq!(dlq.len(), expected_dlq);
+    for (series, want) in [
+        ("cxrflow_preprocess_age_unknown_images_total", 1.0),
+        (
+            "cxrflow_preprocess_ineligible_images_total{reason=\"eligibility.age\"}",
+            1.0,
+        ),
+        (
+            "cxrflow_preprocess_ineligible_images_total{reason=\"eligibility.resolution\"}",
+            1.0,
+        ),
+    ] {
+        assert_eq!(service.metric(series).await, Some(want), "{series}");
+    }
 
     service.stop().await;
 }
