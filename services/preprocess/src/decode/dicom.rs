@@ -102,6 +102,14 @@ fn padding(obj: &DefaultDicomObject, signed: bool) -> Result<Option<Padding>, De
     Ok(Some(Padding::new(v, limit, signed)))
 }
 
+/// An attribute of a sequence's first item (a code's meaning or value), trimmed; `None` when
+/// absent or empty.
+fn item_text(obj: &DefaultDicomObject, sequence: Tag, tag: Tag) -> Option<String> {
+    let e = obj.element_opt(sequence).ok().flatten()?;
+    let value = e.items()?.first()?.get(tag)?.to_str().ok()?;
+    Some(value.trim().to_string()).filter(|s| !s.is_empty())
+}
+
 /// The projection as the header states it: View Position (0018,5101) when it names one the
 /// frontal gate knows; else, as `FRONTAL` or `LATERAL`, the View Code Sequence's (0054,0220) code
 /// meaning ("postero-anterior", "left lateral", …), else Patient Orientation (0020,0020): rows
@@ -114,13 +122,8 @@ fn view_position(obj: &DefaultDicomObject) -> Option<String> {
     if View::classify(stated.as_deref()) != View::Unknown {
         return stated;
     }
-    let coded = obj
-        .element_opt(tags::VIEW_CODE_SEQUENCE)
-        .ok()
-        .flatten()
-        .and_then(|e| e.items()?.first()?.get(tags::CODE_MEANING)?.to_str().ok())
-        .map(|m| m.to_ascii_lowercase());
-    let from_code = coded.and_then(|m| {
+    let coded = item_text(obj, tags::VIEW_CODE_SEQUENCE, tags::CODE_MEANING);
+    let from_code = coded.map(|m| m.to_ascii_lowercase()).and_then(|m| {
         if m.contains("lateral") {
             Some("LATERAL")
         } else if [
@@ -171,21 +174,8 @@ fn eligibility_header(obj: &DefaultDicomObject) -> DicomHeader {
         modality: text_attr(obj, tags::MODALITY),
         sop_class_uid,
         body_part: text_attr(obj, tags::BODY_PART_EXAMINED),
-        anatomic_region: obj
-            .element_opt(tags::ANATOMIC_REGION_SEQUENCE)
-            .ok()
-            .flatten()
-            .and_then(|e| {
-                let item = e.items()?.first()?;
-                let text = |tag| {
-                    item.get(tag)?
-                        .to_str()
-                        .ok()
-                        .map(|s| s.trim().to_string())
-                        .filter(|s| !s.is_empty())
-                };
-                text(tags::CODE_MEANING).or_else(|| text(tags::CODE_VALUE))
-            }),
+        anatomic_region: item_text(obj, tags::ANATOMIC_REGION_SEQUENCE, tags::CODE_MEANING)
+            .or_else(|| item_text(obj, tags::ANATOMIC_REGION_SEQUENCE, tags::CODE_VALUE)),
         image_type,
         frames: int_attr(obj, tags::NUMBER_OF_FRAMES, "NumberOfFrames", Some(1))
             .unwrap_or(1)
@@ -330,7 +320,8 @@ pub(super) fn decode(
         u64::from(bits_allocated.div_ceil(8)) * u64::from(samples) * u64::from(frames);
     limits.check(u64::from(cols), u64::from(rows), bytes_per_pixel)?;
     let extras = HeaderExtras {
-        view_position: view_position(&header),
+        // The header's, as eligibility read it above.
+        view_position: eligibility.view_position.clone(),
         padding: padding(&header, signed)?,
     };
     // Uncompressed little endian samples are read where they lie (the machine's byte order must
