@@ -11,6 +11,7 @@ pub mod records;
 pub mod registry;
 pub mod report;
 pub mod topics;
+pub mod view;
 
 pub use codec::{AvroRecord, Codec, CodecError};
 pub use findings::{Finding, UnknownFinding, CRITICAL_FINDINGS, FINDINGS, URGENT_FINDINGS};
