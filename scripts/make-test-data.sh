@@ -31,9 +31,10 @@ if ! grep -q '"calibration"' "$small/manifest.json"; then
     --out "$small/calibration-report.json" >/dev/null 2>"$small/calibration.log"
   grep '^tier ' "$small/calibration.log" || true
 fi
-# The out-of-distribution gate's reference for the fitted model, calibrated on the validation
-# split (again whenever make-models.sh rewrote the manifest).
-if ! grep -q '"ood"' "$small/manifest.json"; then
+# The out-of-distribution gate's references for the fitted model (frontal films, and laterals
+# for a film with no view position), calibrated on the validation split (again whenever
+# make-models.sh rewrote the manifest, or it was calibrated before the lateral reference).
+if ! grep -q '"lateral"' "$small/manifest.json"; then
   "$bin" model calibrate-ood --model-dir "$small" --dataset "$ds" --split valid >/dev/null
 fi
 cat > "$CXRFLOW_DATA/test-data.env" <<ENV

@@ -119,3 +119,83 @@ fn calibration_refuses_a_finding_the_model_does_not_have() {
         "{err}"
     );
 }
+
+/// `cxrflow model calibrate-ood` fits the frontal reference and the lateral one on the
+/// validation split, and `ood-eval` measures them on the held-out split: every lateral given
+/// without a view is refused (by distance or as lateral-looking), few frontal films are, and a
+/// corpus image (a scikit-image photograph as PNG, no view) is refused.
+#[test]
+fn the_ood_references_refuse_laterals_without_a_view_and_keep_frontal_films() {
+    let models = required_env("CXRFLOW_MODELS_DIR");
+    let dataset = required_env("CXRFLOW_DATASET_ROOT");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cxr-small").join("1.0.0");
+    copy_dir(&models.join("cxr-small").join("1.0.0"), &dir);
+    let status = Command::new(cxrflow_bin())
+        .args(["model", "calibrate-ood", "--model-dir"])
+        .arg(&dir)
+        .arg("--dataset")
+        .arg(&dataset)
+        .status()
+        .unwrap();
+    assert!(status.success(), "calibrate-ood failed: {status}");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let lateral = &manifest["ood"]["lateral"];
+    let limit = lateral["limit"].as_f64().expect("a lateral limit");
+    assert!(limit > 0.0 && limit < 1.5, "{limit}");
+    assert!(lateral["images"].as_u64().unwrap() >= 20, "{lateral}");
+
+    let corpus = tmp.path().join("corpus");
+    std::fs::create_dir_all(corpus.join("photos")).unwrap();
+    let mut photo = Command::new(cxrflow_testkit::tools_python());
+    photo
+        .args([
+            "-c",
+            "import sys, skimage; from PIL import Image; \
+             Image.fromarray(skimage.data.camera()).save(sys.argv[1])",
+        ])
+        .arg(corpus.join("photos").join("camera.png"));
+    cxrflow_testkit::run_tool(photo);
+    let out = tmp.path().join("ood-eval.json");
+    let status = Command::new(cxrflow_bin())
+        .args(["model", "ood-eval", "--model-dir"])
+        .arg(&dir)
+        .arg("--dataset")
+        .arg(&dataset)
+        .arg("--corpus")
+        .arg(&corpus)
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "ood-eval failed: {status}");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let count = |k: &str, f: &str| r[k][f].as_u64().unwrap();
+    let laterals = count("heldout_lateral_without_view", "images");
+    assert!(laterals >= 20, "{r}");
+    assert_eq!(
+        count("heldout_lateral_without_view", "refused"),
+        laterals,
+        "every lateral without a view refused: {}",
+        r["heldout_lateral_without_view"]
+    );
+    assert!(
+        r["heldout_lateral_without_view"]["by"]["ood.lateral"].as_u64() > Some(0),
+        "some by the lateral reference alone: {}",
+        r["heldout_lateral_without_view"]
+    );
+    let frontal = count("heldout_frontal_without_view", "images");
+    assert_eq!(frontal, count("heldout", "images"));
+    assert!(
+        count("heldout_frontal_without_view", "refused") * 100 <= frontal,
+        "at most 1 % of frontal films without a view refused: {}",
+        r["heldout_frontal_without_view"]
+    );
+    assert_eq!(count("heldout", "refused"), {
+        let by = &r["heldout_frontal_without_view"]["by"];
+        by["ood.distance"].as_u64().unwrap_or(0)
+    });
+    assert_eq!(r["corpus"]["photos"]["refused"], 1, "{r}");
+}

@@ -220,10 +220,28 @@ async fn a_dicom_store_into_the_embedded_stack_reaches_the_worklist() {
         .output()
         .expect("dcmodify (dcmtk) runs");
     assert!(edit.status.success(), "dcmodify: {edit:?}");
+    // Held-out films wrapped as CR by pydicom with no view anywhere in the header (no View
+    // Position, View Code Sequence or Patient Orientation): laterals, which the model must not
+    // score as frontal films, and a frontal one, which it must.
+    let unnamed = dir.path().join("unnamed");
+    std::fs::create_dir(&unnamed).unwrap();
+    let mut wrap = std::process::Command::new(cxrflow_testkit::tools_python());
+    wrap.args(["-c", UNNAMED_VIEW_CR])
+        .arg(required_env("CXRFLOW_DATASET_ROOT"))
+        .arg(&unnamed)
+        .arg(UNNAMED_LATERALS.to_string());
+    cxrflow_testkit::run_tool(wrap);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&unnamed)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), UNNAMED_LATERALS + 1, "{files:?}");
     let out = tokio::process::Command::new("storescu")
         .args(["-aec", "CXRFLOW", "127.0.0.1", &dicom_port.to_string()])
         .arg(&file)
         .arg(&child)
+        .args(&files)
         .output()
         .await
         .expect("storescu (Debian package dcmtk, installed by scripts/prereqs.sh) runs");
@@ -259,6 +277,68 @@ async fn a_dicom_store_into_the_embedded_stack_reaches_the_worklist() {
         },
     )
     .await;
+    // The laterals without a view are listed, none ranked: each refused by the
+    // out-of-distribution gate, by its distance or, nearer the laterals than the frontal films,
+    // by the lateral reference (at least one that way, or this test does not test it).
+    let lateral_uids: Vec<String> = (0..UNNAMED_LATERALS)
+        .map(|i| format!("2.25.5{i}"))
+        .collect();
+    let wanted: Vec<String> = lateral_uids
+        .iter()
+        .cloned()
+        .chain(["2.25.60".to_string()])
+        .collect();
+    let decided = |items: &[serde_json::Value]| -> Option<Vec<serde_json::Value>> {
+        wanted
+            .iter()
+            .map(|u| {
+                items
+                    .iter()
+                    .find(|i| i["study_uid"] == u.as_str() && i["tier"] != "AI_PENDING")
+                    .cloned()
+            })
+            .collect()
+    };
+    let items = || async {
+        let r = http.get(&worklist).send().await.ok()?;
+        let v: serde_json::Value = r.json().await.ok()?;
+        v["items"].as_array().cloned()
+    };
+    cxrflow_testkit::eventually(
+        Duration::from_secs(120),
+        "the films without a view decided",
+        || async { items().await.is_some_and(|i| decided(&i).is_some()) },
+    )
+    .await;
+    let mut films = decided(&items().await.expect("the worklist")).expect("decided");
+    let frontal = films.pop().expect("the frontal film");
+    let laterals = films;
+    for l in &laterals {
+        assert_eq!(l["tier"], "NOT_ASSESSABLE", "a lateral without a view: {l}");
+        let code = l["not_assessable_code"].as_str().unwrap_or_default();
+        assert!(
+            code == "ood.lateral" || code == "ood.distance",
+            "a lateral without a view: {l}"
+        );
+    }
+    let by_reference = laterals
+        .iter()
+        .filter(|l| l["not_assessable_code"] == "ood.lateral")
+        .collect::<Vec<_>>();
+    assert!(!by_reference.is_empty(), "{laterals:?}");
+    assert!(
+        by_reference[0]["not_assessable_reason"]
+            .as_str()
+            .is_some_and(
+                |r| r.starts_with("no view position, and the image looks like a lateral film")
+            ),
+        "{:?}",
+        by_reference[0]
+    );
+    assert!(
+        ["CRITICAL", "URGENT", "ROUTINE"].contains(&frontal["tier"].as_str().unwrap_or_default()),
+        "a frontal film without a view is still ranked: {frontal}"
+    );
     let refused = reqwest::get(&worklist).await.expect("triage answers");
     assert_eq!(refused.status(), 401, "the worklist without a key");
     shutdown.cancel();
@@ -268,3 +348,41 @@ async fn a_dicom_store_into_the_embedded_stack_reaches_the_worklist() {
         .expect("up task")
         .expect("up ends cleanly");
 }
+
+/// How many held-out laterals the DICOM test sends without a view.
+const UNNAMED_LATERALS: usize = 6;
+
+/// pydicom wraps the held-out split's first laterals (study UIDs 2.25.50…) and its first frontal
+/// film (2.25.60) as 8-bit CR with an identity window and no view anywhere in the header.
+/// Arguments: the dataset root, the output directory, the number of laterals.
+const UNNAMED_VIEW_CR: &str = r#"
+import csv, sys, numpy as np, pydicom
+from pathlib import Path
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+root, out, n = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+rows = list(csv.DictReader(open(root / "CheXpert-v1.0-small" / "heldout.csv")))
+laterals = [r for r in rows if r["Frontal/Lateral"] == "Lateral"][:n]
+frontal = [r for r in rows if r["Frontal/Lateral"] == "Frontal"][0]
+picks = [(f"2.25.5{i}", r) for i, r in enumerate(laterals)] + [("2.25.60", frontal)]
+for uid, r in picks:
+    px = np.asarray(Image.open(root / r["Path"]).convert("L"))
+    m = FileMetaDataset()
+    m.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
+    m.MediaStorageSOPInstanceUID = generate_uid()
+    m.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = m
+    ds.SOPClassUID, ds.SOPInstanceUID = m.MediaStorageSOPClassUID, m.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = uid, uid + ".1"
+    ds.PatientID, ds.AccessionNumber = "P" + uid.replace(".", ""), "A" + uid.replace(".", "")
+    ds.PatientAge = "%03dY" % int(float(r["Age"]))
+    ds.Modality, ds.BodyPartExamined = "CR", "CHEST"
+    ds.Rows, ds.Columns = px.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.WindowCenter, ds.WindowWidth = 128, 256
+    ds.PixelData = px.tobytes()
+    ds.save_as(out / (uid + ".dcm"), enforce_file_format=True)
+"#;

@@ -1,9 +1,10 @@
 //! `cxrflow model calibrate-ood` and `cxrflow model ood-eval`: the out-of-distribution gate's
 //! reference, fitted on a dataset split's frontal images with the same decoder, eligibility
-//! gate, preprocessing and model session the services run, written into the model manifest;
-//! and its measurement on a corpus of images the model has no business scoring (each
-//! sub-directory one kind: photographs, other modalities, corrupted chest images) against a
-//! held-out chest split.
+//! gate, preprocessing and model session the services run, and its lateral reference, fitted
+//! on the split's laterals, written into the model manifest; and their measurement on a corpus
+//! of images the model has no business scoring (each sub-directory one kind: photographs,
+//! other modalities, corrupted chest images) and on the held-out split's laterals given without
+//! a view, against the held-out split's frontal films.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use cxrflow_inference::embedding;
 use cxrflow_inference::manifest::ModelDir;
-use cxrflow_inference::ood::{features, OodReference};
+use cxrflow_inference::ood::{features, OodError, OodReference, LATERAL_CODE};
 use cxrflow_inference::session::{ModelSession, SessionOptions};
 use cxrflow_preprocess::decode::DecodeLimits;
 use cxrflow_preprocess::eligibility::EligibilityRules;
@@ -62,6 +63,11 @@ pub struct CalibrateArgs {
     /// The percentile of the calibration images' own distances the threshold is set at.
     #[arg(long, default_value_t = 99.5)]
     pub percentile: f64,
+    /// The lateral reference's limit: the percentile of the frontal calibration images' ratios
+    /// (distance to the laterals over distance to the frontals) below which a film with no view
+    /// position is refused as lateral-looking; about this share of such frontal films is refused.
+    #[arg(long, default_value_t = 0.5)]
+    pub lateral_percentile: f64,
     /// Print the reference instead of writing it into the manifest.
     #[arg(long)]
     pub dry_run: bool,
@@ -173,6 +179,15 @@ pub(crate) fn frontal_rows(
     dataset: &Path,
     split: &str,
 ) -> anyhow::Result<Vec<(PathBuf, ChexpertRow)>> {
+    view_rows(dataset, split, ViewKind::Frontal)
+}
+
+/// The images of a split of one view, with their label rows.
+fn view_rows(
+    dataset: &Path,
+    split: &str,
+    view: ViewKind,
+) -> anyhow::Result<Vec<(PathBuf, ChexpertRow)>> {
     let ds = open_dataset(dataset)?;
     let file = format!("{split}.csv");
     let Some((_, table)) = ds.tables.iter().find(|(n, _)| *n == file) else {
@@ -181,32 +196,42 @@ pub(crate) fn frontal_rows(
     Ok(table
         .rows
         .iter()
-        .filter(|r| r.view == ViewKind::Frontal)
+        .filter(|r| r.view == view)
         .map(|r| (r.image_path(&ds.parent), r.clone()))
         .collect())
 }
 
-fn frontal_images(dataset: &Path, split: &str) -> anyhow::Result<Vec<PathBuf>> {
-    Ok(frontal_rows(dataset, split)?
+fn images(dataset: &Path, split: &str, view: ViewKind) -> anyhow::Result<Vec<PathBuf>> {
+    Ok(view_rows(dataset, split, view)?
         .into_iter()
         .map(|(p, _)| p)
         .collect())
 }
 
-pub fn calibrate(args: &CalibrateArgs) -> anyhow::Result<()> {
-    let a = &args.input;
-    let judge = Judge::open(&a.model_dir)?;
-    let images = frontal_images(&a.dataset, &a.split)?;
+/// Images refused before the OOD gate, by code.
+type RefusedBy = BTreeMap<String, usize>;
+
+/// The features of each image the gates before the OOD gate let through, and how many each
+/// code refused.
+fn judge_all(judge: &Judge, paths: &[PathBuf]) -> anyhow::Result<(Vec<Vec<f64>>, RefusedBy)> {
     let mut samples = Vec::new();
-    let mut refused: BTreeMap<String, usize> = BTreeMap::new();
-    for path in &images {
+    let mut refused = RefusedBy::new();
+    for path in paths {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         match judge.judge(&bytes)? {
             Verdict::Features(x) => samples.push(x),
             Verdict::Refused(code) => *refused.entry(code).or_default() += 1,
         }
     }
-    let reference = OodReference::fit(
+    Ok((samples, refused))
+}
+
+pub fn calibrate(args: &CalibrateArgs) -> anyhow::Result<()> {
+    let a = &args.input;
+    let judge = Judge::open(&a.model_dir)?;
+    let images = images(&a.dataset, &a.split, ViewKind::Frontal)?;
+    let (samples, refused) = judge_all(&judge, &images)?;
+    let mut reference = OodReference::fit(
         &samples,
         judge.embedding_dims(),
         args.percentile,
@@ -220,6 +245,23 @@ pub fn calibrate(args: &CalibrateArgs) -> anyhow::Result<()> {
         reference.threshold,
         args.percentile
     );
+    let laterals = self::images(&a.dataset, &a.split, ViewKind::Lateral)?;
+    let (lateral, _) = judge_all(&judge, &laterals)?;
+    match reference.fit_lateral(&lateral, &samples, args.lateral_percentile) {
+        Ok(()) => eprintln!(
+            "lateral reference: {} {} laterals, limit {:.3} at the {}th percentile of the frontal images' ratios",
+            lateral.len(),
+            a.split,
+            reference.lateral.as_ref().map_or(f64::NAN, |l| l.limit),
+            args.lateral_percentile
+        ),
+        // A split without enough laterals still calibrates the frontal reference, said plainly.
+        Err(OodError::TooFew { need, got }) => eprintln!(
+            "no lateral reference: {got} scorable laterals in the {} split, {need} needed; a film with no view position will be scored as frontal",
+            a.split
+        ),
+        Err(e) => return Err(e.into()),
+    }
     if args.dry_run {
         println!("{}", serde_json::to_string_pretty(&reference)?);
         return Ok(());
@@ -239,12 +281,17 @@ struct KindReport {
 }
 
 impl KindReport {
-    fn add(&mut self, verdict: &Verdict, reference: &OodReference) -> Option<f64> {
+    /// Counts what the gates make of an image; `unnamed`: nothing names its view, so the
+    /// lateral reference is asked too (as inference asks it).
+    fn add(&mut self, verdict: &Verdict, reference: &OodReference, unnamed: bool) -> Option<f64> {
         self.images += 1;
         let (code, rel) = match verdict {
             Verdict::Refused(code) => (code.clone(), None),
             Verdict::Features(x) => match reference.relative(x) {
                 Some(r) if r > 1.0 => ("ood.distance".to_string(), Some(r)),
+                r if unnamed && reference.looks_lateral(x).is_some() => {
+                    (LATERAL_CODE.to_string(), r)
+                }
                 r => ("passed".to_string(), r),
             },
         };
@@ -271,9 +318,16 @@ struct EvalReport {
     calibrated_on: String,
     heldout: KindReport,
     heldout_wrongly_refused: f64,
+    /// The lateral reference's limit (`null`: none in the manifest).
+    lateral_limit: Option<f64>,
+    /// The held-out frontal films again, as if nothing named their view.
+    heldout_frontal_without_view: KindReport,
+    /// The held-out laterals given without a view: each must be refused.
+    heldout_lateral_without_view: KindReport,
     corpus: BTreeMap<String, KindReport>,
     corpus_refused: f64,
-    /// Refused by the OOD gate alone (images with no header to judge them by).
+    /// Refused by the OOD gate alone (images with no header to judge them by): by distance,
+    /// or, with no view named, as lateral-looking.
     corpus_refused_by_ood: usize,
 }
 
@@ -301,8 +355,15 @@ pub fn evaluate(a: &EvalArgs) -> anyhow::Result<()> {
         );
     };
     let mut heldout = KindReport::default();
-    for path in frontal_images(&a.dataset, &a.split)? {
-        heldout.add(&judge.judge(&std::fs::read(&path)?)?, &reference);
+    let mut frontal_unnamed = KindReport::default();
+    for path in images(&a.dataset, &a.split, ViewKind::Frontal)? {
+        let verdict = judge.judge(&std::fs::read(&path)?)?;
+        heldout.add(&verdict, &reference, false);
+        frontal_unnamed.add(&verdict, &reference, true);
+    }
+    let mut lateral_unnamed = KindReport::default();
+    for path in images(&a.dataset, &a.split, ViewKind::Lateral)? {
+        lateral_unnamed.add(&judge.judge(&std::fs::read(&path)?)?, &reference, true);
     }
     let mut corpus: BTreeMap<String, KindReport> = BTreeMap::new();
     for kind in std::fs::read_dir(&a.corpus)? {
@@ -317,7 +378,7 @@ pub fn evaluate(a: &EvalArgs) -> anyhow::Result<()> {
             .to_string();
         let report = corpus.entry(name).or_default();
         for f in files_under(&kind)? {
-            report.add(&judge.judge(&std::fs::read(&f)?)?, &reference);
+            report.add(&judge.judge(&std::fs::read(&f)?)?, &reference, true);
         }
     }
     let (images, refused) = corpus
@@ -329,6 +390,9 @@ pub fn evaluate(a: &EvalArgs) -> anyhow::Result<()> {
         calibrated_on: reference.calibrated_on.clone(),
         heldout_wrongly_refused: heldout.fraction(),
         heldout,
+        lateral_limit: reference.lateral.as_ref().map(|l| l.limit),
+        heldout_frontal_without_view: frontal_unnamed,
+        heldout_lateral_without_view: lateral_unnamed,
         corpus_refused: if images == 0 {
             0.0
         } else {
@@ -336,7 +400,12 @@ pub fn evaluate(a: &EvalArgs) -> anyhow::Result<()> {
         },
         corpus_refused_by_ood: corpus
             .values()
-            .map(|k| k.by.get("ood.distance").copied().unwrap_or(0))
+            .map(|k| {
+                ["ood.distance", LATERAL_CODE]
+                    .iter()
+                    .map(|c| k.by.get(*c).copied().unwrap_or(0))
+                    .sum::<usize>()
+            })
             .sum(),
         corpus,
     };
@@ -351,6 +420,13 @@ pub fn evaluate(a: &EvalArgs) -> anyhow::Result<()> {
         report.heldout.refused,
         report.heldout.images,
         100.0 * report.heldout_wrongly_refused
+    );
+    eprintln!(
+        "without a view: held-out laterals refused {} of {}; held-out frontal films refused {} of {}",
+        report.heldout_lateral_without_view.refused,
+        report.heldout_lateral_without_view.images,
+        report.heldout_frontal_without_view.refused,
+        report.heldout_frontal_without_view.images
     );
     Ok(())
 }

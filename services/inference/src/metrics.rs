@@ -20,6 +20,7 @@ pub struct InferenceMetrics {
     pub provider_nodes: Family<Labels, Gauge>,
     pub nan_outputs: Family<Labels, Counter>,
     pub out_of_distribution: Family<Labels, Counter>,
+    pub looks_lateral: Family<Labels, Counter>,
     pub model_loads: Family<Labels, Counter>,
     pub rollouts: Family<Labels, Counter>,
     pub auto_rollbacks: Family<Labels, Counter>,
@@ -36,6 +37,7 @@ impl Default for InferenceMetrics {
             provider_nodes: Family::default(),
             nan_outputs: Family::default(),
             out_of_distribution: Family::default(),
+            looks_lateral: Family::default(),
             model_loads: Family::default(),
             rollouts: Family::default(),
             auto_rollbacks: Family::default(),
@@ -82,6 +84,11 @@ impl InferenceMetrics {
             "out_of_distribution_images",
             "Images unlike the model's training data (OOD gate), published not assessable, by version",
             self.out_of_distribution.clone(),
+        );
+        r.register(
+            "looks_lateral_images",
+            "Films with no view position that look lateral (the OOD gate's lateral reference), published not assessable, by version",
+            self.looks_lateral.clone(),
         );
         r.register(
             "model_loads",
@@ -205,6 +212,19 @@ impl InferenceMetrics {
             "image unlike the training data: published not assessable"
         );
         self.out_of_distribution
+            .get_or_create(&vec![("model", model.into()), ("version", version.into())])
+            .inc();
+    }
+
+    pub fn looks_lateral(&self, model: &str, version: &str, study: &str, ratio: f64) {
+        tracing::info!(
+            model,
+            version,
+            study,
+            ratio,
+            "no view position and the image looks lateral: published not assessable"
+        );
+        self.looks_lateral
             .get_or_create(&vec![("model", model.into()), ("version", version.into())])
             .inc();
     }

@@ -23,6 +23,12 @@ pub const MIN_SCALE: f64 = 0.01;
 /// The code and the words a refusal carries.
 pub const CODE: &str = "ood.distance";
 
+/// The code of a film with no view position that looks lateral (the lateral reference).
+pub const LATERAL_CODE: &str = "ood.lateral";
+
+/// The fewest lateral images a lateral reference is fitted on.
+pub const LATERAL_NEED: usize = 20;
+
 /// The names of the features, in order, for an embedding of `embedding_dims` (0: none).
 pub fn feature_names(embedding_dims: usize) -> Vec<String> {
     let mut v: Vec<String> = ["mean", "std", "p01", "p05", "p50", "p95", "p99"]
@@ -68,6 +74,66 @@ pub struct OodReference {
     /// What it was calibrated on (dataset split) and how many images.
     pub calibrated_on: String,
     pub images: usize,
+    /// The lateral reference: what tells a lateral film from a frontal one when nothing names
+    /// its view. Absent in manifests calibrated before it (then such a film is scored as
+    /// frontal, as before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lateral: Option<LateralReference>,
+}
+
+/// The same features' mean and spread over a split's lateral images. A film whose view
+/// nothing names is lateral-looking when its distance to this reference is below `limit` times
+/// its distance to the frontal one. The limit is the `percentile`-th lowest of the frontal
+/// calibration images' own ratios, so about that share of frontal films without a view is
+/// refused with the laterals.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LateralReference {
+    pub mean: Vec<f64>,
+    pub scale: Vec<f64>,
+    pub limit: f64,
+    pub percentile: f64,
+    pub images: usize,
+}
+
+/// The root-mean-square standardized difference of `x` from `mean` (`None` for another length).
+fn rms(x: &[f64], mean: &[f64], scale: &[f64]) -> Option<f64> {
+    if x.len() != mean.len() || x.is_empty() {
+        return None;
+    }
+    let sum: f64 = x
+        .iter()
+        .zip(mean)
+        .zip(scale)
+        .map(|((v, m), s)| ((v - m) / s).powi(2))
+        .sum();
+    Some((sum / x.len() as f64).sqrt())
+}
+
+/// Each feature's mean and spread (at least [`MIN_SCALE`]) over `samples`, all of length `dims`.
+fn moments(samples: &[Vec<f64>], dims: usize) -> (Vec<f64>, Vec<f64>) {
+    let column = |j: usize| samples.iter().map(move |s| s[j]);
+    let mean = (0..dims).map(|j| column(j).mean()).collect();
+    let scale = (0..dims)
+        .map(|j| column(j).std_dev().max(MIN_SCALE))
+        .collect();
+    (mean, scale)
+}
+
+fn check_samples(samples: &[Vec<f64>], need: usize) -> Result<usize, OodError> {
+    if samples.len() < need {
+        return Err(OodError::TooFew {
+            need,
+            got: samples.len(),
+        });
+    }
+    let dims = samples[0].len();
+    if let Some(bad) = samples.iter().find(|s| s.len() != dims) {
+        return Err(OodError::Mixed {
+            a: dims,
+            b: bad.len(),
+        });
+    }
+    Ok(dims)
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -89,28 +155,11 @@ impl OodReference {
         percentile: f64,
         calibrated_on: &str,
     ) -> Result<OodReference, OodError> {
-        const NEED: usize = 20;
-        if samples.len() < NEED {
-            return Err(OodError::TooFew {
-                need: NEED,
-                got: samples.len(),
-            });
-        }
         if !(percentile > 0.0 && percentile <= 100.0) {
             return Err(OodError::Percentile(percentile));
         }
-        let dims = samples[0].len();
-        if let Some(bad) = samples.iter().find(|s| s.len() != dims) {
-            return Err(OodError::Mixed {
-                a: dims,
-                b: bad.len(),
-            });
-        }
-        let column = |j: usize| samples.iter().map(move |s| s[j]);
-        let mean: Vec<f64> = (0..dims).map(|j| column(j).mean()).collect();
-        let scale: Vec<f64> = (0..dims)
-            .map(|j| column(j).std_dev().max(MIN_SCALE))
-            .collect();
+        let dims = check_samples(samples, 20)?;
+        let (mean, scale) = moments(samples, dims);
         let mut r = OodReference {
             method: METHOD.to_string(),
             features: feature_names(embedding_dims),
@@ -120,10 +169,69 @@ impl OodReference {
             percentile,
             calibrated_on: calibrated_on.to_string(),
             images: samples.len(),
+            lateral: None,
         };
         let distances: Vec<f64> = samples.iter().filter_map(|s| r.distance(s)).collect();
         r.threshold = Data::new(distances).quantile(percentile / 100.0);
         Ok(r)
+    }
+
+    /// Fits the lateral reference on lateral images' features and sets its limit at the
+    /// `percentile`-th lowest ratio of the `frontal` calibration images (e.g. 0.5: about one
+    /// frontal film in 200 without a view is refused with the laterals).
+    pub fn fit_lateral(
+        &mut self,
+        laterals: &[Vec<f64>],
+        frontal: &[Vec<f64>],
+        percentile: f64,
+    ) -> Result<(), OodError> {
+        if !(percentile > 0.0 && percentile < 100.0) {
+            return Err(OodError::Percentile(percentile));
+        }
+        let dims = check_samples(laterals, LATERAL_NEED)?;
+        if dims != self.mean.len() {
+            return Err(OodError::Mixed {
+                a: self.mean.len(),
+                b: dims,
+            });
+        }
+        let (mean, scale) = moments(laterals, dims);
+        self.lateral = Some(LateralReference {
+            mean,
+            scale,
+            limit: f64::INFINITY,
+            percentile,
+            images: laterals.len(),
+        });
+        let ratios: Vec<f64> = frontal
+            .iter()
+            .filter_map(|x| self.lateral_ratio(x))
+            .collect();
+        if ratios.is_empty() {
+            self.lateral = None;
+            return Err(OodError::TooFew { need: 1, got: 0 });
+        }
+        if let Some(l) = &mut self.lateral {
+            l.limit = Data::new(ratios).quantile(percentile / 100.0);
+        }
+        Ok(())
+    }
+
+    /// How much nearer the lateral reference an image is than the frontal one: its distance to
+    /// the lateral reference over its distance to the frontal one. `None` without a lateral
+    /// reference or for another feature set.
+    pub fn lateral_ratio(&self, x: &[f64]) -> Option<f64> {
+        let l = self.lateral.as_ref()?;
+        let to_lateral = rms(x, &l.mean, &l.scale)?;
+        let to_frontal = self.distance(x)?;
+        (to_frontal > 0.0).then(|| to_lateral / to_frontal)
+    }
+
+    /// The ratio of a film that looks lateral (below the limit); `None` when it does not, or
+    /// when there is no lateral reference to ask.
+    pub fn looks_lateral(&self, x: &[f64]) -> Option<f64> {
+        let limit = self.lateral.as_ref()?.limit;
+        self.lateral_ratio(x).filter(|r| *r < limit)
     }
 
     /// Checks that the reference is usable with features of this length.
@@ -148,22 +256,31 @@ impl OodReference {
         {
             return Err("ood threshold, means and scales must be finite, scales positive".into());
         }
+        if let Some(l) = &self.lateral {
+            if l.mean.len() != n || l.scale.len() != n {
+                return Err(format!(
+                    "ood has {n} feature names, its lateral reference {} means and {} scales",
+                    l.mean.len(),
+                    l.scale.len()
+                ));
+            }
+            if !(l.limit.is_finite() && l.limit > 0.0)
+                || l.scale.iter().any(|s| !(s.is_finite() && *s > 0.0))
+                || l.mean.iter().any(|m| !m.is_finite())
+            {
+                return Err(
+                    "ood lateral limit, means and scales must be finite, limit and scales positive"
+                        .into(),
+                );
+            }
+        }
         Ok(())
     }
 
     /// The distance of an image's features from the reference; `None` when the features are not
     /// the reference's (another embedding size).
     pub fn distance(&self, x: &[f64]) -> Option<f64> {
-        if x.len() != self.mean.len() || x.is_empty() {
-            return None;
-        }
-        let sum: f64 = x
-            .iter()
-            .zip(&self.mean)
-            .zip(&self.scale)
-            .map(|((v, m), s)| ((v - m) / s).powi(2))
-            .sum();
-        Some((sum / x.len() as f64).sqrt())
+        rms(x, &self.mean, &self.scale)
     }
 
     /// The distance in units of the threshold (above 1: out of distribution).
@@ -175,6 +292,14 @@ impl OodReference {
 /// The words a refusal carries, with how far out the image is.
 pub fn reason(relative: f64) -> String {
     format!("image unlike the model's training data ({relative:.1}× the calibrated limit)")
+}
+
+/// The words a lateral-looking film's refusal carries.
+pub fn lateral_reason(ratio: f64, limit: f64) -> String {
+    format!(
+        "no view position, and the image looks like a lateral film: the model reads frontal films only \
+         (its distance to lateral films is {ratio:.2} of its distance to frontal ones, below the calibrated {limit:.2})"
+    )
 }
 
 #[cfg(test)]
@@ -246,6 +371,65 @@ mod tests {
             Err(OodError::Mixed { .. })
         ));
         assert!(OodReference::fit(&calibration(), 2, 0.0, "x").is_err());
+    }
+
+    /// Lateral-like images: darker, histogram peak elsewhere, another embedding.
+    fn laterals(n: usize, phase: usize) -> Vec<Vec<f64>> {
+        (0..n)
+            .map(|i| {
+                let jitter = ((i + phase) % 7) as f64 / 100.0;
+                features(
+                    &stats(0.35 + jitter, 8 + (i + phase) % 3),
+                    Some(&[0.8 - jitter as f32, -0.4]),
+                )
+                .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_lateral_reference_tells_laterals_from_frontals() {
+        let frontal = calibration();
+        let mut r = OodReference::fit(&frontal, 2, 99.5, "unit").unwrap();
+        assert_eq!(
+            r.looks_lateral(&laterals(1, 0)[0]),
+            None,
+            "no reference, no answer"
+        );
+        r.fit_lateral(&laterals(26, 0), &frontal, 0.5).unwrap();
+        r.validate().unwrap();
+        let l = r.lateral.as_ref().unwrap();
+        assert!(l.limit > 0.0 && l.limit.is_finite() && l.images == 26);
+        // Laterals it was not fitted on (another phase of the jitter) look lateral; the frontal
+        // calibration images, all but the share the percentile gives up, do not.
+        let caught = laterals(40, 3)
+            .iter()
+            .filter(|x| r.looks_lateral(x).is_some())
+            .count();
+        assert_eq!(caught, 40);
+        let refused = frontal
+            .iter()
+            .filter(|x| r.looks_lateral(x).is_some())
+            .count();
+        assert!(refused <= 1, "{refused} of 200 frontals look lateral");
+        // The manifest round trip keeps it; a manifest from before it still loads.
+        let json = serde_json::to_value(&r).unwrap();
+        let back: OodReference = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, r);
+        let mut old = json;
+        old.as_object_mut().unwrap().remove("lateral");
+        let old: OodReference = serde_json::from_value(old).unwrap();
+        assert_eq!(old.lateral, None);
+        // A lateral reference of another feature set, or too few laterals, is refused.
+        let mut bad = r.clone();
+        bad.lateral.as_mut().unwrap().mean.pop();
+        assert!(bad.validate().unwrap_err().contains("lateral"));
+        let mut again = old.clone();
+        assert!(matches!(
+            again.fit_lateral(&laterals(5, 0), &frontal, 0.5),
+            Err(OodError::TooFew { need: 20, got: 5 })
+        ));
+        assert_eq!(again.lateral, None);
     }
 
     #[test]

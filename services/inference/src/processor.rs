@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use cxrflow_common::kafka::stage::{Inbound, Outbound, Processor, StageError};
 use cxrflow_common::time::now_millis;
+use cxrflow_contracts::view::View;
 use cxrflow_contracts::{Codec, FindingScore, ModelRole, Prediction, PreprocessedImage};
 
 use crate::manifest::FindingTier;
@@ -126,8 +127,8 @@ impl InferenceProcessor {
         // The OOD gate: a score is trusted only for an image like the training data. The
         // scores stay on the record for audit; triage does not rank a non-assessable one.
         if let Some(reference) = &manifest.ood {
-            let relative = crate::ood::features(&img.stats, p.embedding.as_deref())
-                .and_then(|x| reference.relative(&x));
+            let x = crate::ood::features(&img.stats, p.embedding.as_deref());
+            let relative = x.as_deref().and_then(|x| reference.relative(x));
             p.ood_distance = relative;
             if let Some(rel) = relative.filter(|r| *r > 1.0) {
                 self.metrics.out_of_distribution(
@@ -139,6 +140,23 @@ impl InferenceProcessor {
                 p.assessable = false;
                 p.not_assessable_code = Some(crate::ood::CODE.into());
                 p.not_assessable_reason = Some(crate::ood::reason(rel));
+            }
+            // A film whose view nothing names (no View Position, view code or orientation in
+            // its header, none in its scan event) is asked whether it looks lateral: the model
+            // reads frontal films only.
+            let unnamed = View::classify(img.study.view_position.as_deref()) == View::Unknown;
+            if let (true, true, Some(l)) = (p.assessable, unnamed, &reference.lateral) {
+                if let Some(ratio) = x.as_deref().and_then(|x| reference.looks_lateral(x)) {
+                    self.metrics.looks_lateral(
+                        model.name(),
+                        model.version(),
+                        &img.study.study_instance_uid,
+                        ratio,
+                    );
+                    p.assessable = false;
+                    p.not_assessable_code = Some(crate::ood::LATERAL_CODE.into());
+                    p.not_assessable_reason = Some(crate::ood::lateral_reason(ratio, l.limit));
+                }
             }
         }
         self.metrics

@@ -113,7 +113,10 @@ impl Loader {
         );
         match &model.session.model.manifest.ood {
             Some(r) => tracing::info!(model = %self.name, %version, threshold = r.threshold,
-                calibrated_on = %r.calibrated_on, images = r.images, "OOD gate on"),
+                calibrated_on = %r.calibrated_on, images = r.images,
+                lateral_limit = r.lateral.as_ref().map(|l| l.limit),
+                "OOD gate on{}", if r.lateral.is_some() { "" } else {
+                    " without a lateral reference: a film with no view position is scored as frontal (recalibrate with cxrflow model calibrate-ood)" }),
             None => tracing::warn!(model = %self.name, %version,
                 "OOD gate off: the manifest has no reference (cxrflow model calibrate-ood); every decodable eligible image is scored"),
         }
