@@ -236,7 +236,7 @@ async fn a_dicom_store_into_the_embedded_stack_reaches_the_worklist() {
         .map(|e| e.unwrap().path())
         .collect();
     files.sort();
-    assert_eq!(files.len(), UNNAMED_LATERALS + 1, "{files:?}");
+    assert_eq!(files.len(), UNNAMED_LATERALS + 3, "{files:?}");
     let out = tokio::process::Command::new("storescu")
         .args(["-aec", "CXRFLOW", "127.0.0.1", &dicom_port.to_string()])
         .arg(&file)
@@ -286,7 +286,7 @@ async fn a_dicom_store_into_the_embedded_stack_reaches_the_worklist() {
     let wanted: Vec<String> = lateral_uids
         .iter()
         .cloned()
-        .chain(["2.25.60".to_string()])
+        .chain(["2.25.70".to_string(), "2.25.60".to_string()])
         .collect();
     let decided = |items: &[serde_json::Value]| -> Option<Vec<serde_json::Value>> {
         wanted
@@ -304,15 +304,41 @@ async fn a_dicom_store_into_the_embedded_stack_reaches_the_worklist() {
         let v: serde_json::Value = r.json().await.ok()?;
         v["items"].as_array().cloned()
     };
+    // The two-image study is judged once triage has taken its lateral's prediction too: it
+    // turned the study NOT_ASSESSABLE (as it did before studies were ranked by their most
+    // urgent image) or was counted as a less urgent image's.
+    let metrics_http = cxrflow_testkit::keys::TestKeys::client(keys.key(Role::Metrics));
+    let triage_metrics = format!("http://127.0.0.1:{}/metrics", base + 3);
+    let lateral_taken = || async {
+        let text = match metrics_http.get(&triage_metrics).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        text.lines().any(|l| {
+            l.starts_with("cxrflow_triage_predictions_ignored_total{reason=\"less_urgent_image\"}")
+        })
+    };
     cxrflow_testkit::eventually(
         Duration::from_secs(120),
-        "the films without a view decided",
-        || async { items().await.is_some_and(|i| decided(&i).is_some()) },
+        "the films without a view and both images of the two-image study decided",
+        || async {
+            let Some(films) = items().await.and_then(|i| decided(&i)) else {
+                return false;
+            };
+            films[UNNAMED_LATERALS]["tier"] == "NOT_ASSESSABLE" || lateral_taken().await
+        },
     )
     .await;
     let mut films = decided(&items().await.expect("the worklist")).expect("decided");
     let frontal = films.pop().expect("the frontal film");
+    let two_images = films.pop().expect("the study of two images");
     let laterals = films;
+    // Its lateral's prediction came after its PA's: the study stays ranked by the PA.
+    assert!(
+        ["CRITICAL", "URGENT", "ROUTINE"]
+            .contains(&two_images["tier"].as_str().unwrap_or_default()),
+        "a PA and its lateral are ranked by the PA: {two_images}"
+    );
     for l in &laterals {
         assert_eq!(l["tier"], "NOT_ASSESSABLE", "a lateral without a view: {l}");
         let code = l["not_assessable_code"].as_str().unwrap_or_default();
@@ -353,7 +379,8 @@ async fn a_dicom_store_into_the_embedded_stack_reaches_the_worklist() {
 const UNNAMED_LATERALS: usize = 6;
 
 /// pydicom wraps the held-out split's first laterals (study UIDs 2.25.50…) and its first frontal
-/// film (2.25.60) as 8-bit CR with an identity window and no view anywhere in the header.
+/// film (2.25.60) as 8-bit CR with an identity window and no view anywhere in the header, and
+/// the same frontal film and first lateral as one study of two images (2.25.70, PA then LL).
 /// Arguments: the dataset root, the output directory, the number of laterals.
 const UNNAMED_VIEW_CR: &str = r#"
 import csv, sys, numpy as np, pydicom
@@ -365,8 +392,10 @@ root, out, n = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 rows = list(csv.DictReader(open(root / "CheXpert-v1.0-small" / "heldout.csv")))
 laterals = [r for r in rows if r["Frontal/Lateral"] == "Lateral"][:n]
 frontal = [r for r in rows if r["Frontal/Lateral"] == "Frontal"][0]
-picks = [(f"2.25.5{i}", r) for i, r in enumerate(laterals)] + [("2.25.60", frontal)]
-for uid, r in picks:
+picks = [(f"2.25.5{i}", r, None) for i, r in enumerate(laterals)] + [("2.25.60", frontal, None)]
+# One study of two images, as a PA-and-lateral chest is sent: the PA first, then its lateral.
+picks += [("2.25.70", frontal, "PA"), ("2.25.70", laterals[0], "LL")]
+for k, (uid, r, view) in enumerate(picks):
     px = np.asarray(Image.open(root / r["Path"]).convert("L"))
     m = FileMetaDataset()
     m.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
@@ -379,10 +408,12 @@ for uid, r in picks:
     ds.PatientID, ds.AccessionNumber = "P" + uid.replace(".", ""), "A" + uid.replace(".", "")
     ds.PatientAge = "%03dY" % int(float(r["Age"]))
     ds.Modality, ds.BodyPartExamined = "CR", "CHEST"
+    if view:
+        ds.ViewPosition = view
     ds.Rows, ds.Columns = px.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
     ds.WindowCenter, ds.WindowWidth = 128, 256
     ds.PixelData = px.tobytes()
-    ds.save_as(out / (uid + ".dcm"), enforce_file_format=True)
+    ds.save_as(out / ("%s-%02d.dcm" % (uid, k)), enforce_file_format=True)
 "#;

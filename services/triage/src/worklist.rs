@@ -13,7 +13,7 @@ use cxrflow_contracts::{
 };
 
 use crate::intake::Unrankable;
-use crate::policy::{escalated, more_urgent, reading_rank, TriagePolicy};
+use crate::policy::{escalated, more_urgent, rank, reading_rank, TriagePolicy};
 
 /// How studies of several sites are ordered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -55,6 +55,9 @@ pub enum Ignored {
     Stale,
     AlreadyRead,
     Closed,
+    /// Another image of the study ranks it higher (a lateral after its PA, a routine film after
+    /// a critical one): the study is ranked by its most urgent image.
+    LessUrgentImage,
 }
 
 impl Ignored {
@@ -65,6 +68,7 @@ impl Ignored {
             Ignored::Stale => "stale",
             Ignored::AlreadyRead => "already_read",
             Ignored::Closed => "closed",
+            Ignored::LessUrgentImage => "less_urgent_image",
         }
     }
 }
@@ -103,6 +107,34 @@ pub(crate) fn keep_escalation(cur: &TriageDecision, d: &mut TriageDecision) {
             .filter(|r| r.starts_with(ESCALATION))
             .cloned(),
     );
+}
+
+/// Whether a prediction ranked the study (not AI_PENDING, not a dead letter's, not a
+/// not-assessable prediction's decision; an escalation does not change it).
+fn ranked_by_model(d: &TriageDecision) -> bool {
+    d.model_name.is_some() && d.not_assessable_code.is_none()
+}
+
+/// Whether image decision `new` should decide a study that another image's decision `cur`
+/// decides now. A scored image outranks a not-assessable one; of two scored, the more urgent
+/// tier, then the higher score; of two not assessable, a reason other than the lateral view
+/// (which says nothing about the patient) replaces that one, otherwise the first stays. So
+/// the study's decision does not depend on the order its images' predictions arrive in.
+fn outranks(new: &TriageDecision, cur: &TriageDecision) -> bool {
+    match (ranked_by_model(new), ranked_by_model(cur)) {
+        (true, false) => true,
+        (false, true) => false,
+        (true, true) => match rank(new.tier).cmp(&rank(cur.tier)) {
+            Ordering::Less => true,
+            Ordering::Greater => false,
+            Ordering::Equal => new.score > cur.score,
+        },
+        (false, false) => {
+            let lateral =
+                |d: &TriageDecision| d.not_assessable_code.as_deref() == Some("view.lateral");
+            lateral(cur) && !lateral(new)
+        }
+    }
 }
 
 fn fmt_minutes(ms: i64) -> String {
@@ -206,9 +238,26 @@ impl Worklist {
             if cur.status == WorklistStatus::Read {
                 return Err(Ignored::AlreadyRead);
             }
-            // Older (or same-instant) predictions lose: the newest one decides, whatever order
-            // re-deliveries come in.
-            if e.basis_predicted_at.is_some_and(|at| p.predicted_at <= at) {
+            // A study of several images (PA and lateral, a repeat film) is ranked by its most
+            // urgent image. The decision names the image it rests on (its SOP instance), so this
+            // holds on a worklist rebuilt from the topic too.
+            let other_image =
+                cur.model_name.is_some() && cur.study.sop_instance_uid != p.study.sop_instance_uid;
+            if other_image {
+                if !outranks(&d, cur) {
+                    return Err(Ignored::LessUrgentImage);
+                }
+                d.reasons.push(format!(
+                    "ranked by its most urgent image: another image of the study was {}",
+                    match cur.not_assessable_code.as_deref() {
+                        Some(code) => format!("not assessable ({code})"),
+                        None => format!("{:?} at score {:.2}", cur.tier, cur.score),
+                    }
+                ));
+            }
+            // Of one image, older (or same-instant) predictions lose: the newest one decides,
+            // whatever order re-deliveries come in.
+            if !other_image && e.basis_predicted_at.is_some_and(|at| p.predicted_at <= at) {
                 return Err(Ignored::Stale);
             }
             let same = cur.model_name == d.model_name
@@ -228,7 +277,7 @@ impl Worklist {
                 d.tier = more_urgent(cur.tier, d.tier);
                 keep_escalation(cur, &mut d);
             }
-            if cur.model_name.is_some() {
+            if cur.model_name.is_some() && !other_image {
                 d.reasons.push(format!(
                     "updated by model {}@{}",
                     p.model_name, p.model_version

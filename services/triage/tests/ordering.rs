@@ -481,3 +481,73 @@ fn a_study_is_timed_from_its_acquisition_within_the_limit_and_never_from_after_i
         "escalated on time"
     );
 }
+
+/// A study of several images (a PA and a lateral, a repeat film) is ranked by its most urgent
+/// image, whatever order the images' predictions arrive in: a lateral's not-assessable
+/// prediction after the PA's pneumothorax never unranks the study, a routine film never
+/// lowers a critical one, and a critical film after a routine one raises the study.
+#[test]
+fn a_study_of_several_images_is_ranked_by_its_most_urgent_image_in_any_order() {
+    let image = |sop: &str, at: i64| Prediction {
+        predicted_at: T0 + at,
+        ..prediction(StudyContext {
+            sop_instance_uid: sop.into(),
+            acquired_at: T0,
+            published_at: T0,
+            ..study("s")
+        })
+    };
+    let mut pa = image("s.1", 1);
+    pa.findings = vec![FindingScore {
+        threshold: 0.4,
+        ..score("Pneumothorax", 0.9)
+    }];
+    let mut lateral = image("s.2", 2);
+    lateral.assessable = false;
+    lateral.findings.clear();
+    lateral.not_assessable_code = Some("view.lateral".into());
+    lateral.not_assessable_reason = Some("lateral view".into());
+    let mut repeat = image("s.3", 3);
+    repeat.findings = vec![score("Cardiomegaly", 0.1)];
+    let orders: [[&Prediction; 3]; 6] = [
+        [&pa, &lateral, &repeat],
+        [&pa, &repeat, &lateral],
+        [&lateral, &pa, &repeat],
+        [&lateral, &repeat, &pa],
+        [&repeat, &pa, &lateral],
+        [&repeat, &lateral, &pa],
+    ];
+    for order in orders {
+        let mut wl = Worklist::new(TriagePolicy::default());
+        for (i, p) in order.iter().enumerate() {
+            deliver(&mut wl, p, T0 + 10 + i as i64);
+        }
+        let d = &wl.get("s").unwrap().decision;
+        let sops: Vec<&str> = order
+            .iter()
+            .map(|p| p.study.sop_instance_uid.as_str())
+            .collect();
+        assert_eq!(d.tier, TriageTier::Critical, "{sops:?}: {d:?}");
+        assert_eq!(d.study.sop_instance_uid, "s.1", "{sops:?}");
+        assert_eq!(d.top_findings[0].finding, "Pneumothorax", "{sops:?}");
+        // Re-delivering any of them changes nothing.
+        for p in order {
+            deliver(&mut wl, p, T0 + 20);
+            assert_eq!(wl.get("s").unwrap().decision.tier, TriageTier::Critical);
+        }
+    }
+    // Only the lateral and the routine film: ranked ROUTINE by the film, in either order.
+    for order in [[&lateral, &repeat], [&repeat, &lateral]] {
+        let mut wl = Worklist::new(TriagePolicy::default());
+        for p in order {
+            deliver(&mut wl, p, T0 + 10);
+        }
+        assert_eq!(wl.get("s").unwrap().decision.tier, TriageTier::Routine);
+    }
+    // The lateral alone: NOT_ASSESSABLE, with its reason.
+    let mut wl = Worklist::new(TriagePolicy::default());
+    deliver(&mut wl, &lateral, T0 + 10);
+    let d = &wl.get("s").unwrap().decision;
+    assert_eq!(d.tier, TriageTier::NotAssessable);
+    assert_eq!(d.not_assessable_code.as_deref(), Some("view.lateral"));
+}
