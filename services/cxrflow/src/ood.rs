@@ -278,6 +278,9 @@ struct KindReport {
     refused: usize,
     /// How each was refused (code → count); `passed` for those that were not.
     by: BTreeMap<String, usize>,
+    /// The files of a corpus kind that passed every gate (each one the model would score).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    passed: Vec<String>,
 }
 
 impl KindReport {
@@ -379,6 +382,10 @@ pub fn evaluate(a: &EvalArgs) -> anyhow::Result<()> {
         let report = corpus.entry(name).or_default();
         for f in files_under(&kind)? {
             report.add(&judge.judge(&std::fs::read(&f)?)?, &reference, true);
+            if report.by.get("passed").copied().unwrap_or(0) > report.passed.len() {
+                let name = f.strip_prefix(&kind).unwrap_or(&f);
+                report.passed.push(name.display().to_string());
+            }
         }
     }
     let (images, refused) = corpus
