@@ -124,7 +124,8 @@ pub enum PredictionOutcome {
     Stored,
     /// The stored prediction again.
     Unchanged,
-    /// Older than the stored one of the same study and role: ignored.
+    /// Older than the stored one of the same study, role and image, or of another image of the
+    /// study that tells less (see [`decide_prediction`]): ignored.
     Stale,
 }
 
@@ -214,14 +215,49 @@ pub fn decide_report(stored: Option<&RadiologistReport>, new: &RadiologistReport
     }
 }
 
-/// Whether `new` replaces `stored` as the latest prediction of its study and role.
+/// Whether `new` replaces `stored` as the prediction of its study and role that reports are
+/// joined with. Of one image, the newest. Of a study of several images (a PA and its lateral, a
+/// repeat film), the one that tells most about the study, whatever order they arrive in: a
+/// scored image over a not-assessable one (a lateral's prediction after its PA's would
+/// otherwise label the study with no scores), then the most suspicious, by its highest
+/// probability over its finding's threshold, as triage ranks a study by its most urgent image.
 pub fn decide_prediction(stored: Option<&Prediction>, new: &Prediction) -> PredictionOutcome {
-    match stored {
-        None => PredictionOutcome::Stored,
-        Some(old) if old == new => PredictionOutcome::Unchanged,
-        Some(old) if new.predicted_at >= old.predicted_at => PredictionOutcome::Stored,
-        Some(_) => PredictionOutcome::Stale,
+    let Some(old) = stored else {
+        return PredictionOutcome::Stored;
+    };
+    if old == new {
+        return PredictionOutcome::Unchanged;
     }
+    let replaces = if old.study.sop_instance_uid == new.study.sop_instance_uid {
+        new.predicted_at >= old.predicted_at
+    } else {
+        match (scored(old), scored(new)) {
+            (false, true) => true,
+            (true, false) => false,
+            (true, true) => suspicion(new) > suspicion(old),
+            // Two not assessable: the newest, as for one image.
+            (false, false) => new.predicted_at >= old.predicted_at,
+        }
+    };
+    if replaces {
+        PredictionOutcome::Stored
+    } else {
+        PredictionOutcome::Stale
+    }
+}
+
+/// Whether a prediction scored its image.
+fn scored(p: &Prediction) -> bool {
+    p.assessable && !p.findings.is_empty()
+}
+
+/// A scored image's highest probability over its finding's threshold.
+fn suspicion(p: &Prediction) -> f64 {
+    p.findings
+        .iter()
+        .filter(|f| f.threshold > 0.0 && f.probability.is_finite())
+        .map(|f| f.probability / f.threshold)
+        .fold(0.0, f64::max)
 }
 
 /// What a stored labeled example is compared by: the report and prediction it joins, not the

@@ -56,6 +56,51 @@ pub async fn store_suite(store: &dyn StudyStore) {
     assert_eq!(got, vec![p1.clone(), shadow.clone()]);
     assert!(store.predictions(&uid("none")).await.unwrap().is_empty());
 
+    // A study of several images: the scored PA over its lateral's not-assessable prediction,
+    // whichever comes first; of two scored films the more suspicious one.
+    for (i, lateral_first) in [false, true].into_iter().enumerate() {
+        let b = uid(&format!("multi{i}"));
+        let mut pa = prediction(&b, "v1", ModelRole::Production, 0.7);
+        pa.study.sop_instance_uid = format!("{b}.pa");
+        let mut lateral = prediction(&b, "v1", ModelRole::Production, 0.0);
+        lateral.study.sop_instance_uid = format!("{b}.lat");
+        lateral.assessable = false;
+        lateral.findings.clear();
+        lateral.predicted_at = pa.predicted_at + 5;
+        let (first, second) = if lateral_first {
+            (&lateral, &pa)
+        } else {
+            (&pa, &lateral)
+        };
+        assert_eq!(
+            store.put_prediction(first).await.unwrap(),
+            PredictionOutcome::Stored
+        );
+        let want = if lateral_first {
+            PredictionOutcome::Stored
+        } else {
+            PredictionOutcome::Stale
+        };
+        assert_eq!(store.put_prediction(second).await.unwrap(), want);
+        assert_eq!(store.predictions(&b).await.unwrap(), vec![pa.clone()]);
+        let mut repeat = prediction(&b, "v1", ModelRole::Production, 0.3);
+        repeat.study.sop_instance_uid = format!("{b}.repeat");
+        repeat.predicted_at = pa.predicted_at + 9;
+        assert_eq!(
+            store.put_prediction(&repeat).await.unwrap(),
+            PredictionOutcome::Stale,
+            "a less suspicious film of the study"
+        );
+        let mut worse = repeat.clone();
+        worse.findings[3].probability = 0.95;
+        assert_eq!(
+            store.put_prediction(&worse).await.unwrap(),
+            PredictionOutcome::Stored,
+            "a more suspicious film of the study"
+        );
+        assert_eq!(store.predictions(&b).await.unwrap(), vec![worse]);
+    }
+
     // Reports: insert, duplicate, stale, correction.
     let r1 = report(&a, "r1", 1_700_000_300_000, LabelState::Uncertain);
     assert_eq!(
