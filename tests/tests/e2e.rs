@@ -227,8 +227,8 @@ async fn a_dicom_store_into_the_embedded_stack_reaches_the_worklist() {
     std::fs::create_dir(&unnamed).unwrap();
     let mut wrap = std::process::Command::new(cxrflow_testkit::tools_python());
     wrap.args(["-c", UNNAMED_VIEW_CR])
-        .arg(required_env("CXRFLOW_DATASET_ROOT"))
         .arg(&unnamed)
+        .arg(required_env("CXRFLOW_DATASET_ROOT"))
         .arg(UNNAMED_LATERALS.to_string());
     cxrflow_testkit::run_tool(wrap);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&unnamed)
@@ -381,14 +381,14 @@ const UNNAMED_LATERALS: usize = 6;
 /// pydicom wraps the held-out split's first laterals (study UIDs 2.25.50…) and its first frontal
 /// film (2.25.60) as 8-bit CR with an identity window and no view anywhere in the header, and
 /// the same frontal film and first lateral as one study of two images (2.25.70, PA then LL).
-/// Arguments: the dataset root, the output directory, the number of laterals.
-const UNNAMED_VIEW_CR: &str = r#"
-import csv, sys, numpy as np, pydicom
+/// Written with the codec tests' CR header (`synthetic_cr.py`). Arguments: the output
+/// directory, the dataset root, the number of laterals.
+const UNNAMED_VIEW_CR: &str = concat!(
+    include_str!("../../services/preprocess/tests/support/synthetic_cr.py"),
+    r#"
+import csv
 from pathlib import Path
-from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-root, out, n = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+out, root, n = Path(d), Path(sys.argv[2]), int(sys.argv[3])
 rows = list(csv.DictReader(open(root / "CheXpert-v1.0-small" / "heldout.csv")))
 laterals = [r for r in rows if r["Frontal/Lateral"] == "Lateral"][:n]
 frontal = [r for r in rows if r["Frontal/Lateral"] == "Frontal"][0]
@@ -397,23 +397,15 @@ picks = [(f"2.25.5{i}", r, None) for i, r in enumerate(laterals)] + [("2.25.60",
 picks += [("2.25.70", frontal, "PA"), ("2.25.70", laterals[0], "LL")]
 for k, (uid, r, view) in enumerate(picks):
     px = np.asarray(Image.open(root / r["Path"]).convert("L"))
-    m = FileMetaDataset()
-    m.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
-    m.MediaStorageSOPInstanceUID = generate_uid()
-    m.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = m
-    ds.SOPClassUID, ds.SOPInstanceUID = m.MediaStorageSOPClassUID, m.MediaStorageSOPInstanceUID
+    ds = header(8, px.shape[1], px.shape[0], "MONOCHROME2")
+    del ds.ViewPosition
+    if view:
+        ds.ViewPosition = view
     ds.StudyInstanceUID, ds.SeriesInstanceUID = uid, uid + ".1"
     ds.PatientID, ds.AccessionNumber = "P" + uid.replace(".", ""), "A" + uid.replace(".", "")
     ds.PatientAge = "%03dY" % int(float(r["Age"]))
-    ds.Modality, ds.BodyPartExamined = "CR", "CHEST"
-    if view:
-        ds.ViewPosition = view
-    ds.Rows, ds.Columns = px.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
     ds.WindowCenter, ds.WindowWidth = 128, 256
     ds.PixelData = px.tobytes()
     ds.save_as(out / ("%s-%02d.dcm" % (uid, k)), enforce_file_format=True)
-"#;
+"#
+);

@@ -109,6 +109,32 @@ fn rms(x: &[f64], mean: &[f64], scale: &[f64]) -> Option<f64> {
     Some((sum / x.len() as f64).sqrt())
 }
 
+/// Checks a reference's `n` means and scales (finite, scales positive) and its positive limit.
+fn check_moments(
+    what: &str,
+    n: usize,
+    mean: &[f64],
+    scale: &[f64],
+    limit: f64,
+) -> Result<(), String> {
+    if mean.len() != n || scale.len() != n {
+        return Err(format!(
+            "{what} reference has {} means and {} scales for {n} feature names",
+            mean.len(),
+            scale.len()
+        ));
+    }
+    if !(limit.is_finite() && limit > 0.0)
+        || scale.iter().any(|s| !(s.is_finite() && *s > 0.0))
+        || mean.iter().any(|m| !m.is_finite())
+    {
+        return Err(format!(
+            "{what} limit, means and scales must be finite, limit and scales positive"
+        ));
+    }
+    Ok(())
+}
+
 /// Each feature's mean and spread (at least [`MIN_SCALE`]) over `samples`, all of length `dims`.
 fn moments(samples: &[Vec<f64>], dims: usize) -> (Vec<f64>, Vec<f64>) {
     let column = |j: usize| samples.iter().map(move |s| s[j]);
@@ -243,36 +269,9 @@ impl OodReference {
             ));
         }
         let n = self.features.len();
-        if self.mean.len() != n || self.scale.len() != n {
-            return Err(format!(
-                "ood has {n} feature names, {} means and {} scales",
-                self.mean.len(),
-                self.scale.len()
-            ));
-        }
-        if !(self.threshold.is_finite() && self.threshold > 0.0)
-            || self.scale.iter().any(|s| !(s.is_finite() && *s > 0.0))
-            || self.mean.iter().any(|m| !m.is_finite())
-        {
-            return Err("ood threshold, means and scales must be finite, scales positive".into());
-        }
+        check_moments("ood", n, &self.mean, &self.scale, self.threshold)?;
         if let Some(l) = &self.lateral {
-            if l.mean.len() != n || l.scale.len() != n {
-                return Err(format!(
-                    "ood has {n} feature names, its lateral reference {} means and {} scales",
-                    l.mean.len(),
-                    l.scale.len()
-                ));
-            }
-            if !(l.limit.is_finite() && l.limit > 0.0)
-                || l.scale.iter().any(|s| !(s.is_finite() && *s > 0.0))
-                || l.mean.iter().any(|m| !m.is_finite())
-            {
-                return Err(
-                    "ood lateral limit, means and scales must be finite, limit and scales positive"
-                        .into(),
-                );
-            }
+            check_moments("ood lateral", n, &l.mean, &l.scale, l.limit)?;
         }
         Ok(())
     }
