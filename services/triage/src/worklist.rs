@@ -129,12 +129,13 @@ fn outranks(new: &TriageDecision, cur: &TriageDecision) -> bool {
             Ordering::Greater => false,
             Ordering::Equal => new.score > cur.score,
         },
-        (false, false) => {
-            let lateral =
-                |d: &TriageDecision| d.not_assessable_code.as_deref() == Some("view.lateral");
-            lateral(cur) && !lateral(new)
-        }
+        (false, false) => lateral_view(cur) && !lateral_view(new),
     }
+}
+
+/// Whether a decision is a lateral's "lateral view".
+fn lateral_view(d: &TriageDecision) -> bool {
+    d.not_assessable_code.as_deref() == Some("view.lateral")
 }
 
 fn fmt_minutes(ms: i64) -> String {
@@ -241,6 +242,12 @@ impl Worklist {
             // A study of several images (PA and lateral, a repeat film) is ranked by its most
             // urgent image. The decision names the image it rests on (its SOP instance), so this
             // holds on a worklist rebuilt from the topic too.
+            // A failure of the study (a dead letter, an overdue AI result) says more than a
+            // lateral's "lateral view": that prediction leaves it as it is.
+            let failed = cur.model_name.is_none() && cur.not_assessable_code.is_some();
+            if failed && lateral_view(&d) {
+                return Err(Ignored::LessUrgentImage);
+            }
             let other_image =
                 cur.model_name.is_some() && cur.study.sop_instance_uid != p.study.sop_instance_uid;
             if other_image {

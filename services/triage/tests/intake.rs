@@ -11,7 +11,7 @@ use cxrflow_contracts::{
 };
 use cxrflow_triage::intake::{describe, DeadLetterOutcome, Unrankable, OVERDUE_CODE};
 use cxrflow_triage::policy::{ai_ranked, TriagePolicy};
-use cxrflow_triage::worklist::{reading_order, OrderingMode, Worklist};
+use cxrflow_triage::worklist::{reading_order, Ignored, OrderingMode, Worklist};
 use proptest::prelude::*;
 
 const T0: i64 = 1_700_000_000_000;
@@ -333,6 +333,39 @@ fn a_pending_study_becomes_overdue_and_a_late_prediction_still_ranks_it() {
     assert_eq!(d.tier, TriageTier::Critical);
     assert!(d.not_assessable_reason.is_none());
     assert_eq!(d.status, WorklistStatus::Open);
+}
+
+/// A PA-and-lateral study whose PA could not be decoded: the lateral's "lateral view" does not
+/// hide the PA's failure; a PA that comes through after all still ranks the study.
+#[test]
+fn a_lateral_does_not_hide_its_studys_failure_and_the_pa_still_ranks_it() {
+    let mut wl = Worklist::new(TriagePolicy::default());
+    let hint = OrderPriority::Routine;
+    apply(&mut wl, &Event::Scan(1), hint, T0);
+    apply(&mut wl, &Event::DeadLetter(1), hint, T0 + 1);
+    let mut lateral = prediction(1, hint, Kind::Gated, T0 + 2);
+    lateral.study.sop_instance_uid += ".lateral";
+    lateral.not_assessable_code = Some("view.lateral".into());
+    lateral.not_assessable_reason = Some("lateral view".into());
+    assert_eq!(
+        wl.on_prediction(&lateral, T0 + 3).map(|_| ()),
+        Err(Ignored::LessUrgentImage)
+    );
+    let d = &wl.get("1.2.826.1").unwrap().decision;
+    assert_eq!(
+        (d.tier, d.not_assessable_code.as_deref()),
+        (TriageTier::NotAssessable, Some("decode.truncated"))
+    );
+    apply(
+        &mut wl,
+        &Event::Predict(1, Kind::Critical, T0 + 4),
+        hint,
+        T0 + 5,
+    );
+    assert_eq!(
+        wl.get("1.2.826.1").unwrap().decision.tier,
+        TriageTier::Critical
+    );
 }
 
 #[test]
