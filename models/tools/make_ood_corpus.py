@@ -14,7 +14,7 @@ One sub-directory per kind:
                      see scripts/make-ood-corpus.sh)
   corrupted-chest/   chest images of the dataset's train split (never the held-out split the
                      measurement passes) under heavy corruption: noise, inversion, rotation,
-                     blank, saturation, tiling
+                     blank, saturation, tiling; and reframed: upside down, cropped, zoomed
 """
 
 import argparse
@@ -85,6 +85,12 @@ def corruptions(arr, rng):
     sp[mask < 0.25] = 0
     sp[mask > 0.75] = 255
     tiled = np.tile(a[: h // 4, : w // 4], (4, 4))
+
+    def enlarged(part):
+        """A part of the film stretched back to the film's size (bilinear), as a cropped or
+        coned-down export is."""
+        return np.asarray(Image.fromarray(part.astype(np.uint8)).resize((w, h), Image.BILINEAR))
+
     return {
         "noise": noise,
         "salt-pepper": sp,
@@ -94,6 +100,11 @@ def corruptions(arr, rng):
         "blank-grey": np.full_like(a, 128),
         "saturated": np.clip((a - 96) * 6, 0, 255),
         "tiled": tiled,
+        # Framing, not pixel damage: upside down, the upper half alone (an apical view), the
+        # central 60 % (the costophrenic angles and apices cut off).
+        "rotated180": np.rot90(a, 2),
+        "upper-half": enlarged(a[: h // 2]),
+        "center-zoom": enlarged(a[h // 5 : h * 4 // 5, w // 5 : w * 4 // 5]),
     }
 
 
