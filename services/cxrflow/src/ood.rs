@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use cxrflow_inference::embedding;
 use cxrflow_inference::manifest::ModelDir;
-use cxrflow_inference::ood::{features, OodError, OodReference, LATERAL_CODE};
+use cxrflow_inference::ood::{features, judge, OodError, OodReference, LATERAL_CODE};
 use cxrflow_inference::session::{ModelSession, SessionOptions};
 use cxrflow_preprocess::decode::DecodeLimits;
 use cxrflow_preprocess::eligibility::EligibilityRules;
@@ -290,13 +290,11 @@ impl KindReport {
         self.images += 1;
         let (code, rel) = match verdict {
             Verdict::Refused(code) => (code.clone(), None),
-            Verdict::Features(x) => match reference.relative(x) {
-                Some(r) if r > 1.0 => ("ood.distance".to_string(), Some(r)),
-                r if unnamed && reference.looks_lateral(x).is_some() => {
-                    (LATERAL_CODE.to_string(), r)
-                }
-                r => ("passed".to_string(), r),
-            },
+            Verdict::Features(x) => {
+                let j = judge(reference, Some(x), !unnamed);
+                let code = j.refusal().map_or("passed", |(code, _)| code);
+                (code.to_string(), j.relative())
+            }
         };
         if code != "passed" {
             self.refused += 1;

@@ -216,6 +216,20 @@ impl InferenceMetrics {
             .inc();
     }
 
+    /// An image the OOD gate could not judge (no statistics, a non-finite embedding): refused,
+    /// counted with the out-of-distribution images.
+    pub fn ood_unjudged(&self, model: &str, version: &str, study: &str) {
+        tracing::warn!(
+            model,
+            version,
+            study,
+            "the OOD gate could not judge the image (features missing or not the reference's): published not assessable"
+        );
+        self.out_of_distribution
+            .get_or_create(&vec![("model", model.into()), ("version", version.into())])
+            .inc();
+    }
+
     pub fn looks_lateral(&self, model: &str, version: &str, study: &str, ratio: f64) {
         tracing::info!(
             model,

@@ -26,6 +26,10 @@ pub const CODE: &str = "ood.distance";
 /// The code of a film with no view position that looks lateral (the lateral reference).
 pub const LATERAL_CODE: &str = "ood.lateral";
 
+/// The code of an image the gate cannot judge: its features are not the reference's (no
+/// statistics, a non-finite embedding, another embedding size). Refused, not scored unjudged.
+pub const UNJUDGED_CODE: &str = "ood.no_features";
+
 /// The fewest lateral images a lateral reference is fitted on.
 pub const LATERAL_NEED: usize = 20;
 
@@ -293,6 +297,74 @@ pub fn reason(relative: f64) -> String {
     format!("image unlike the model's training data ({relative:.1}× the calibrated limit)")
 }
 
+/// What the gate makes of one image.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Judgement {
+    /// Like the training data: scored. `relative` is the distance in units of the threshold.
+    Passed { relative: f64 },
+    /// Unlike the training data (`ood.distance`, with `relative` > 1).
+    Distant { relative: f64 },
+    /// No view named, and nearer the lateral films than the frontal ones (`ood.lateral`).
+    LooksLateral {
+        relative: f64,
+        ratio: f64,
+        limit: f64,
+    },
+    /// Features the reference cannot judge (`ood.no_features`).
+    Unjudged,
+}
+
+impl Judgement {
+    /// The refusal's code and words; `None` for a pass.
+    pub fn refusal(&self) -> Option<(&'static str, String)> {
+        match *self {
+            Judgement::Passed { .. } => None,
+            Judgement::Distant { relative } => Some((CODE, reason(relative))),
+            Judgement::LooksLateral { ratio, limit, .. } => {
+                Some((LATERAL_CODE, lateral_reason(ratio, limit)))
+            }
+            Judgement::Unjudged => Some((
+                UNJUDGED_CODE,
+                "the out-of-distribution gate could not judge the image (its statistics or \
+                 embedding are missing or not the reference's)"
+                    .into(),
+            )),
+        }
+    }
+
+    /// The distance in units of the threshold, where there is one.
+    pub fn relative(&self) -> Option<f64> {
+        match *self {
+            Judgement::Passed { relative }
+            | Judgement::Distant { relative }
+            | Judgement::LooksLateral { relative, .. } => Some(relative),
+            Judgement::Unjudged => None,
+        }
+    }
+}
+
+/// The gate on an image's features (`None`: none could be taken). `view_named`: its header or
+/// scan event names its view, so the lateral reference is not asked.
+pub fn judge(reference: &OodReference, x: Option<&[f64]>, view_named: bool) -> Judgement {
+    let Some((x, relative)) = x.and_then(|x| Some((x, reference.relative(x)?))) else {
+        return Judgement::Unjudged;
+    };
+    if relative > 1.0 {
+        return Judgement::Distant { relative };
+    }
+    match (&reference.lateral, view_named) {
+        (Some(l), false) => match reference.looks_lateral(x) {
+            Some(ratio) => Judgement::LooksLateral {
+                relative,
+                ratio,
+                limit: l.limit,
+            },
+            None => Judgement::Passed { relative },
+        },
+        _ => Judgement::Passed { relative },
+    }
+}
+
 /// The words a lateral-looking film's refusal carries.
 pub fn lateral_reason(ratio: f64, limit: f64) -> String {
     format!(
@@ -429,6 +501,58 @@ mod tests {
             Err(OodError::TooFew { need: 20, got: 5 })
         ));
         assert_eq!(again.lateral, None);
+    }
+
+    #[test]
+    fn the_gate_judges_distance_then_the_view_and_refuses_what_it_cannot_judge() {
+        // Three features: the frontal films about 0, the laterals about 1.
+        let r = OodReference {
+            method: METHOD.into(),
+            features: vec!["a".into(), "b".into(), "c".into()],
+            mean: vec![0.0; 3],
+            scale: vec![1.0; 3],
+            threshold: 2.0,
+            percentile: 99.5,
+            calibrated_on: "unit".into(),
+            images: 100,
+            lateral: Some(LateralReference {
+                mean: vec![1.0; 3],
+                scale: vec![1.0; 3],
+                limit: 0.5,
+                percentile: 0.5,
+                images: 26,
+            }),
+        };
+        r.validate().unwrap();
+        let lateral = [0.9, 1.0, 1.1];
+        let j = judge(&r, Some(&lateral), false);
+        assert!(
+            matches!(j, Judgement::LooksLateral { ratio, limit: 0.5, .. } if ratio < 0.2),
+            "{j:?}"
+        );
+        assert_eq!(j.refusal().unwrap().0, LATERAL_CODE);
+        assert!(j.relative().unwrap() < 1.0);
+        // A named view is not asked; a frontal film passes.
+        assert!(matches!(
+            judge(&r, Some(&lateral), true),
+            Judgement::Passed { .. }
+        ));
+        assert!(matches!(
+            judge(&r, Some(&[0.1, -0.2, 0.0]), false),
+            Judgement::Passed { .. }
+        ));
+        // Far from the frontal films: refused by distance before the view is asked.
+        let j = judge(&r, Some(&[5.0, 5.0, 5.0]), false);
+        assert!(matches!(j, Judgement::Distant { .. }), "{j:?}");
+        assert_eq!(j.refusal().unwrap().0, CODE);
+        // No features, or features of another length (no embedding): refused, never scored
+        // unjudged.
+        for x in [None, Some(&lateral[..2])] {
+            let j = judge(&r, x, false);
+            assert_eq!(j, Judgement::Unjudged);
+            assert_eq!(j.refusal().unwrap().0, UNJUDGED_CODE);
+            assert_eq!(j.relative(), None);
+        }
     }
 
     #[test]

@@ -24,6 +24,7 @@ use crate::auto_rollback::{AutoRollback, Outcome};
 use crate::batcher::BatchInfo;
 use crate::error::InferenceError;
 use crate::metrics::InferenceMetrics;
+use crate::ood::Judgement;
 use crate::registry::{LoadedModel, ModelRegistry, Row};
 use crate::rollout;
 
@@ -126,37 +127,30 @@ impl InferenceProcessor {
             .map(|f| model.embed(f));
         // The OOD gate: a score is trusted only for an image like the training data. The
         // scores stay on the record for audit; triage does not rank a non-assessable one.
+        // A film whose view nothing names (no View Position, view code or orientation in its
+        // header, none in its scan event) is also asked whether it looks lateral: the model
+        // reads frontal films only. An image the gate cannot judge is refused, not scored.
         if let Some(reference) = &manifest.ood {
             let x = crate::ood::features(&img.stats, p.embedding.as_deref());
-            let relative = x.as_deref().and_then(|x| reference.relative(x));
-            p.ood_distance = relative;
-            if let Some(rel) = relative.filter(|r| *r > 1.0) {
-                self.metrics.out_of_distribution(
-                    model.name(),
-                    model.version(),
-                    &img.study.study_instance_uid,
-                    rel,
-                );
-                p.assessable = false;
-                p.not_assessable_code = Some(crate::ood::CODE.into());
-                p.not_assessable_reason = Some(crate::ood::reason(rel));
-            }
-            // A film whose view nothing names (no View Position, view code or orientation in
-            // its header, none in its scan event) is asked whether it looks lateral: the model
-            // reads frontal films only.
-            let unnamed = View::classify(img.study.view_position.as_deref()) == View::Unknown;
-            if let (true, true, Some(l)) = (p.assessable, unnamed, &reference.lateral) {
-                if let Some(ratio) = x.as_deref().and_then(|x| reference.looks_lateral(x)) {
-                    self.metrics.looks_lateral(
-                        model.name(),
-                        model.version(),
-                        &img.study.study_instance_uid,
-                        ratio,
-                    );
-                    p.assessable = false;
-                    p.not_assessable_code = Some(crate::ood::LATERAL_CODE.into());
-                    p.not_assessable_reason = Some(crate::ood::lateral_reason(ratio, l.limit));
+            let named = View::classify(img.study.view_position.as_deref()) != View::Unknown;
+            let judgement = crate::ood::judge(reference, x.as_deref(), named);
+            p.ood_distance = judgement.relative();
+            let (name, version, uid) =
+                (model.name(), model.version(), &img.study.study_instance_uid);
+            match judgement {
+                Judgement::Passed { .. } => {}
+                Judgement::Distant { relative } => self
+                    .metrics
+                    .out_of_distribution(name, version, uid, relative),
+                Judgement::LooksLateral { ratio, .. } => {
+                    self.metrics.looks_lateral(name, version, uid, ratio)
                 }
+                Judgement::Unjudged => self.metrics.ood_unjudged(name, version, uid),
+            }
+            if let Some((code, reason)) = judgement.refusal() {
+                p.assessable = false;
+                p.not_assessable_code = Some(code.into());
+                p.not_assessable_reason = Some(reason);
             }
         }
         self.metrics
