@@ -252,7 +252,8 @@ fn exceedance(f: &FindingScore) -> f64 {
     r / (1.0 + r)
 }
 
-fn above(f: &FindingScore) -> bool {
+/// Whether a finding is over its operating threshold.
+pub(crate) fn above(f: &FindingScore) -> bool {
     f.probability.is_finite() && f.threshold.is_finite() && f.probability >= f.threshold
 }
 

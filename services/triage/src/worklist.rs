@@ -13,7 +13,7 @@ use cxrflow_contracts::{
 };
 
 use crate::intake::Unrankable;
-use crate::policy::{escalated, more_urgent, rank, reading_rank, TriagePolicy};
+use crate::policy::{above, escalated, more_urgent, order_tier, rank, reading_rank, TriagePolicy};
 
 /// How studies of several sites are ordered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -124,13 +124,33 @@ fn outranks(new: &TriageDecision, cur: &TriageDecision) -> bool {
     match (ranked_by_model(new), ranked_by_model(cur)) {
         (true, false) => true,
         (false, true) => false,
-        (true, true) => match rank(new.tier).cmp(&rank(cur.tier)) {
+        (true, true) => match own_rank(new).cmp(&own_rank(cur)) {
             Ordering::Less => true,
             Ordering::Greater => false,
             Ordering::Equal => new.score > cur.score,
         },
         (false, false) => lateral_view(cur) && !lateral_view(new),
     }
+}
+
+/// The rank a decision's own image gives it: its tier's, unless an escalation raised the tier
+/// (then its findings over their thresholds and its order priority, as the policy ranks them),
+/// so a waiting study escalated to CRITICAL does not hide another image's critical finding.
+fn own_rank(d: &TriageDecision) -> u8 {
+    if d.escalations == 0 {
+        return rank(d.tier);
+    }
+    let findings = d.top_findings.iter().filter(|f| above(f));
+    let by_findings = findings.fold(rank(TriageTier::Routine), |r, f| {
+        r.min(if f.critical {
+            rank(TriageTier::Critical)
+        } else if f.urgent {
+            rank(TriageTier::Urgent)
+        } else {
+            r
+        })
+    });
+    by_findings.min(rank(order_tier(d.study.priority_hint)))
 }
 
 /// Whether a decision is a lateral's "lateral view".

@@ -551,3 +551,49 @@ fn a_study_of_several_images_is_ranked_by_its_most_urgent_image_in_any_order() {
     assert_eq!(d.tier, TriageTier::NotAssessable);
     assert_eq!(d.not_assessable_code.as_deref(), Some("view.lateral"));
 }
+
+/// A study escalated to CRITICAL for waiting still takes another image's critical finding:
+/// the escalation raised its tier, not its own image's findings.
+#[test]
+fn an_escalated_study_still_takes_another_images_critical_finding() {
+    let policy = TriagePolicy::default();
+    let mut wl = Worklist::new(policy.clone());
+    let image = |sop: &str, at: i64| Prediction {
+        predicted_at: T0 + at,
+        ..prediction(StudyContext {
+            sop_instance_uid: sop.into(),
+            acquired_at: T0,
+            published_at: T0,
+            ..study("e")
+        })
+    };
+    let mut urgent = image("e.1", 1);
+    urgent.findings = vec![FindingScore {
+        threshold: 0.05,
+        urgent: true,
+        ..score("Edema", 0.99)
+    }];
+    deliver(&mut wl, &urgent, T0 + 1);
+    assert_eq!(wl.get("e").unwrap().decision.tier, TriageTier::Urgent);
+    // Past the URGENT cap it escalates to CRITICAL.
+    let now = T0 + policy.cap(TriageTier::Urgent) + 1;
+    tick(&mut wl, now);
+    let d = &wl.get("e").unwrap().decision;
+    assert_eq!((d.tier, d.escalations), (TriageTier::Critical, 1));
+    let escalated_score = d.score;
+    let mut critical = image("e.2", 2);
+    critical.findings = vec![FindingScore {
+        threshold: 0.4,
+        critical: true,
+        ..score("Pneumothorax", 0.41)
+    }];
+    deliver(&mut wl, &critical, now + 1);
+    let d = &wl.get("e").unwrap().decision;
+    assert_eq!(d.tier, TriageTier::Critical);
+    assert_eq!(d.escalations, 1, "the escalation is kept");
+    assert!(
+        d.top_findings.iter().any(|f| f.finding == "Pneumothorax"),
+        "the critical image decides (its score {} against the escalated {escalated_score}): {d:?}",
+        d.score
+    );
+}
