@@ -482,21 +482,27 @@ fn a_study_is_timed_from_its_acquisition_within_the_limit_and_never_from_after_i
     );
 }
 
+/// A prediction of image `sop` of study `uid`, acquired and published at T0, predicted `at` ms
+/// after it, with no findings scored.
+fn image_of(uid: &str, sop: &str, at: i64) -> Prediction {
+    Prediction {
+        predicted_at: T0 + at,
+        ..prediction(StudyContext {
+            sop_instance_uid: sop.into(),
+            acquired_at: T0,
+            published_at: T0,
+            ..study(uid)
+        })
+    }
+}
+
 /// A study of several images (a PA and a lateral, a repeat film) is ranked by its most urgent
 /// image, whatever order the images' predictions arrive in: a lateral's not-assessable
 /// prediction after the PA's pneumothorax never unranks the study, a routine film never
 /// lowers a critical one, and a critical film after a routine one raises the study.
 #[test]
 fn a_study_of_several_images_is_ranked_by_its_most_urgent_image_in_any_order() {
-    let image = |sop: &str, at: i64| Prediction {
-        predicted_at: T0 + at,
-        ..prediction(StudyContext {
-            sop_instance_uid: sop.into(),
-            acquired_at: T0,
-            published_at: T0,
-            ..study("s")
-        })
-    };
+    let image = |sop: &str, at: i64| image_of("s", sop, at);
     let mut pa = image("s.1", 1);
     pa.findings = vec![FindingScore {
         threshold: 0.4,
@@ -558,15 +564,7 @@ fn a_study_of_several_images_is_ranked_by_its_most_urgent_image_in_any_order() {
 fn an_escalated_study_still_takes_another_images_critical_finding() {
     let policy = TriagePolicy::default();
     let mut wl = Worklist::new(policy.clone());
-    let image = |sop: &str, at: i64| Prediction {
-        predicted_at: T0 + at,
-        ..prediction(StudyContext {
-            sop_instance_uid: sop.into(),
-            acquired_at: T0,
-            published_at: T0,
-            ..study("e")
-        })
-    };
+    let image = |sop: &str, at: i64| image_of("e", sop, at);
     let mut urgent = image("e.1", 1);
     urgent.findings = vec![FindingScore {
         threshold: 0.05,
