@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use cxrflow_inference::embedding;
 use cxrflow_inference::manifest::ModelDir;
-use cxrflow_inference::ood::{features, judge, OodError, OodReference, LATERAL_CODE};
+use cxrflow_inference::ood::{
+    features, judge, OodError, OodReference, CODE, LATERAL_CODE, UNJUDGED_CODE,
+};
 use cxrflow_inference::session::{ModelSession, SessionOptions};
 use cxrflow_preprocess::decode::DecodeLimits;
 use cxrflow_preprocess::eligibility::EligibilityRules;
@@ -161,7 +163,7 @@ impl Judge {
         let embedding = out.features.map(|(d, f)| self.embedder.embed(&f[..d]));
         Ok(match features(&prepared.stats, embedding.as_deref()) {
             Some(x) => Verdict::Features(x),
-            None => Verdict::Refused("ood.no_features".into()),
+            None => Verdict::Refused(UNJUDGED_CODE.into()),
         })
     }
 
@@ -406,7 +408,7 @@ pub fn evaluate(a: &EvalArgs) -> anyhow::Result<()> {
         corpus_refused_by_ood: corpus
             .values()
             .map(|k| {
-                ["ood.distance", LATERAL_CODE]
+                [CODE, LATERAL_CODE]
                     .iter()
                     .map(|c| k.by.get(*c).copied().unwrap_or(0))
                     .sum::<usize>()

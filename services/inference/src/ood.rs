@@ -30,8 +30,8 @@ pub const LATERAL_CODE: &str = "ood.lateral";
 /// statistics, a non-finite embedding, another embedding size). Refused, not scored unjudged.
 pub const UNJUDGED_CODE: &str = "ood.no_features";
 
-/// The fewest lateral images a lateral reference is fitted on.
-pub const LATERAL_NEED: usize = 20;
+/// The fewest images a reference (frontal or lateral) is fitted on.
+pub const MIN_IMAGES: usize = 20;
 
 /// The names of the features, in order, for an embedding of `embedding_dims` (0: none).
 pub fn feature_names(embedding_dims: usize) -> Vec<String> {
@@ -97,6 +97,15 @@ pub struct LateralReference {
     pub limit: f64,
     pub percentile: f64,
     pub images: usize,
+}
+
+impl LateralReference {
+    /// An image's distance to this reference over `to_frontal`, its distance to the frontal one
+    /// (`None` for another feature set, or an image exactly at the frontal mean).
+    pub fn ratio(&self, x: &[f64], to_frontal: f64) -> Option<f64> {
+        let to_lateral = rms(x, &self.mean, &self.scale)?;
+        (to_frontal > 0.0).then(|| to_lateral / to_frontal)
+    }
 }
 
 /// The root-mean-square standardized difference of `x` from `mean` (`None` for another length).
@@ -188,7 +197,7 @@ impl OodReference {
         if !(percentile > 0.0 && percentile <= 100.0) {
             return Err(OodError::Percentile(percentile));
         }
-        let dims = check_samples(samples, 20)?;
+        let dims = check_samples(samples, MIN_IMAGES)?;
         let (mean, scale) = moments(samples, dims);
         let mut r = OodReference {
             method: METHOD.to_string(),
@@ -218,7 +227,7 @@ impl OodReference {
         if !(percentile > 0.0 && percentile < 100.0) {
             return Err(OodError::Percentile(percentile));
         }
-        let dims = check_samples(laterals, LATERAL_NEED)?;
+        let dims = check_samples(laterals, MIN_IMAGES)?;
         if dims != self.mean.len() {
             return Err(OodError::Mixed {
                 a: self.mean.len(),
@@ -226,24 +235,22 @@ impl OodReference {
             });
         }
         let (mean, scale) = moments(laterals, dims);
-        self.lateral = Some(LateralReference {
+        let mut lateral = LateralReference {
             mean,
             scale,
             limit: f64::INFINITY,
             percentile,
             images: laterals.len(),
-        });
+        };
         let ratios: Vec<f64> = frontal
             .iter()
-            .filter_map(|x| self.lateral_ratio(x))
+            .filter_map(|x| lateral.ratio(x, self.distance(x)?))
             .collect();
         if ratios.is_empty() {
-            self.lateral = None;
             return Err(OodError::TooFew { need: 1, got: 0 });
         }
-        if let Some(l) = &mut self.lateral {
-            l.limit = Data::new(ratios).quantile(percentile / 100.0);
-        }
+        lateral.limit = Data::new(ratios).quantile(percentile / 100.0);
+        self.lateral = Some(lateral);
         Ok(())
     }
 
@@ -251,10 +258,7 @@ impl OodReference {
     /// the lateral reference over its distance to the frontal one. `None` without a lateral
     /// reference or for another feature set.
     pub fn lateral_ratio(&self, x: &[f64]) -> Option<f64> {
-        let l = self.lateral.as_ref()?;
-        let to_lateral = rms(x, &l.mean, &l.scale)?;
-        let to_frontal = self.distance(x)?;
-        (to_frontal > 0.0).then(|| to_lateral / to_frontal)
+        self.lateral.as_ref()?.ratio(x, self.distance(x)?)
     }
 
     /// The ratio of a film that looks lateral (below the limit); `None` when it does not, or
@@ -346,20 +350,19 @@ impl Judgement {
 /// The gate on an image's features (`None`: none could be taken). `view_named`: its header or
 /// scan event names its view, so the lateral reference is not asked.
 pub fn judge(reference: &OodReference, x: Option<&[f64]>, view_named: bool) -> Judgement {
-    let Some((x, relative)) = x.and_then(|x| Some((x, reference.relative(x)?))) else {
+    let Some((x, distance)) = x.and_then(|x| Some((x, reference.distance(x)?))) else {
         return Judgement::Unjudged;
     };
+    let relative = distance / reference.threshold;
     if relative > 1.0 {
         return Judgement::Distant { relative };
     }
-    match (&reference.lateral, view_named) {
-        (Some(l), false) => match reference.looks_lateral(x) {
-            Some(ratio) => Judgement::LooksLateral {
-                relative,
-                ratio,
-                limit: l.limit,
-            },
-            None => Judgement::Passed { relative },
+    let lateral = reference.lateral.as_ref().filter(|_| !view_named);
+    match lateral.and_then(|l| Some((l.ratio(x, distance)?, l.limit))) {
+        Some((ratio, limit)) if ratio < limit => Judgement::LooksLateral {
+            relative,
+            ratio,
+            limit,
         },
         _ => Judgement::Passed { relative },
     }
