@@ -2,9 +2,9 @@
 //! a DICOM object that says, in its own header, that it is something else — an MR or CT slice, a
 //! secondary capture, a colour or multi-frame object, a derived image, another body part, a
 //! child's radiograph — is never scored as if it were one. It flows on as not assessable with
-//! the reason, and triage lists it for a person without a score. The header wins over what the scan event claims; a
-//! disagreement is counted. PNG/JPEG have no header and pass to the next gate (out of
-//! distribution, in inference).
+//! the reason, and triage lists it for a person without a score. The header wins over what the
+//! scan event claims; a disagreement is counted. PNG/JPEG have no header and pass to the next
+//! gate (out of distribution, in inference).
 
 use std::fmt;
 

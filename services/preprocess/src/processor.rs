@@ -132,10 +132,6 @@ impl Preprocessor {
             prepared.seconds,
         );
 
-        let age = prepared.header.as_ref().and_then(|h| h.patient_age_years);
-        if age.or(rec.study.patient_age_years).is_none() {
-            self.metrics.age_unknown(&uid);
-        }
         let view = View::of(
             rec.study.view_position.as_deref(),
             prepared.view_position.as_deref(),
@@ -149,6 +145,10 @@ impl Preprocessor {
         let mut study = rec.study;
         if let Some(header) = &prepared.header {
             self.header_wins(&mut study, header);
+        }
+        // Neither the header nor the scan event gave an age (header_wins took the header's).
+        if study.patient_age_years.is_none() {
+            self.metrics.age_unknown(&uid);
         }
         if study
             .view_position

@@ -8,8 +8,8 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 
 use cxrflow_contracts::{
-    EpochMillis, ModelRole, Prediction, RadiologistReport, TriageDecision, TriageTier,
-    WorklistStatus,
+    EpochMillis, FindingScore, ModelRole, Prediction, RadiologistReport, TriageDecision,
+    TriageTier, WorklistStatus,
 };
 
 use crate::intake::Unrankable;
@@ -140,17 +140,15 @@ fn own_rank(d: &TriageDecision) -> u8 {
     if d.escalations == 0 {
         return rank(d.tier);
     }
-    let findings = d.top_findings.iter().filter(|f| above(f));
-    let by_findings = findings.fold(rank(TriageTier::Routine), |r, f| {
-        r.min(if f.critical {
-            rank(TriageTier::Critical)
-        } else if f.urgent {
-            rank(TriageTier::Urgent)
-        } else {
-            r
-        })
-    });
-    by_findings.min(rank(order_tier(d.study.priority_hint)))
+    let hit = |of: fn(&FindingScore) -> bool| d.top_findings.iter().any(|f| of(f) && above(f));
+    let by_findings = if hit(|f| f.critical) {
+        TriageTier::Critical
+    } else if hit(|f| f.urgent) {
+        TriageTier::Urgent
+    } else {
+        TriageTier::Routine
+    };
+    rank(by_findings).min(rank(order_tier(d.study.priority_hint)))
 }
 
 /// Whether a decision is a lateral's "lateral view".
@@ -259,15 +257,15 @@ impl Worklist {
             if cur.status == WorklistStatus::Read {
                 return Err(Ignored::AlreadyRead);
             }
-            // A study of several images (PA and lateral, a repeat film) is ranked by its most
-            // urgent image. The decision names the image it rests on (its SOP instance), so this
-            // holds on a worklist rebuilt from the topic too.
             // A failure of the study (a dead letter, an overdue AI result) says more than a
             // lateral's "lateral view": that prediction leaves it as it is.
             let failed = cur.model_name.is_none() && cur.not_assessable_code.is_some();
             if failed && lateral_view(&d) {
                 return Err(Ignored::LessUrgentImage);
             }
+            // A study of several images (PA and lateral, a repeat film) is ranked by its most
+            // urgent image. The decision names the image it rests on (its SOP instance), so this
+            // holds on a worklist rebuilt from the topic too.
             let other_image =
                 cur.model_name.is_some() && cur.study.sop_instance_uid != p.study.sop_instance_uid;
             if other_image {
