@@ -355,6 +355,105 @@ async fn a_dicom_store_into_the_embedded_stack_reaches_the_worklist() {
     );
     let refused = reqwest::get(&worklist).await.expect("triage answers");
     assert_eq!(refused.status(), 401, "the worklist without a key");
+
+    // Images added after the report. The CR (2.25.42) is read; stored again as it was (a
+    // re-send) it stays read; a film of the same study with a new SOP Instance UID, stored
+    // after the report, puts the study back on the worklist for that film.
+    let listed = |uid: &'static str| {
+        let items = &items;
+        async move {
+            items()
+                .await
+                .and_then(|i| i.into_iter().find(|i| i["study_uid"] == uid))
+        }
+    };
+    let reported = http
+        .post(format!(
+            "http://127.0.0.1:{}/studies/2.25.42/report",
+            base + 3
+        ))
+        .json(&serde_json::json!({ "labels": [] }))
+        .send()
+        .await
+        .expect("triage answers");
+    assert_eq!(reported.status(), 202, "the report is accepted");
+    cxrflow_testkit::eventually(
+        Duration::from_secs(30),
+        "the read study off the list",
+        || async { listed("2.25.42").await.is_none() },
+    )
+    .await;
+    let metric = |port: u16, name: &'static str| {
+        let metrics_http = &metrics_http;
+        async move {
+            let url = format!("http://127.0.0.1:{port}/metrics");
+            let text = match metrics_http.get(&url).send().await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        }
+    };
+    let store = |files: Vec<PathBuf>| async move {
+        let out = tokio::process::Command::new("storescu")
+            .args(["-aec", "CXRFLOW", "127.0.0.1", &dicom_port.to_string()])
+            .args(&files)
+            .output()
+            .await
+            .expect("storescu runs");
+        assert!(
+            out.status.success(),
+            "storescu failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    store(vec![file.clone()]).await;
+    cxrflow_testkit::eventually(
+        Duration::from_secs(60),
+        "ingest skips the re-sent image",
+        || async { metric(base, "cxrflow_ingest_duplicates_total").await >= 1.0 },
+    )
+    .await;
+    assert!(
+        listed("2.25.42").await.is_none(),
+        "a re-sent image that was read does not reopen its study"
+    );
+    let repeat = dir.path().join("repeat.dcm");
+    std::fs::copy(&file, &repeat).unwrap();
+    let edit = std::process::Command::new("dcmodify")
+        .args(["-nb", "-i", "(0008,0018)=2.25.42.1.2"])
+        .arg(&repeat)
+        .output()
+        .expect("dcmodify (dcmtk) runs");
+    assert!(edit.status.success(), "dcmodify: {edit:?}");
+    store(vec![repeat]).await;
+    cxrflow_testkit::eventually(
+        Duration::from_secs(120),
+        "the study open again for the film stored after its report",
+        || async {
+            listed("2.25.42").await.is_some_and(|i| {
+                // Ranked as the film's prediction says (this synthetic film is refused by the
+                // out-of-distribution gate: NOT_ASSESSABLE, listed all the same).
+                i["read_at"].is_i64()
+                    && i["status"] == "OPEN"
+                    && i["tier"] != "AI_PENDING"
+                    && i["reasons"].as_array().is_some_and(|r| {
+                        r.iter().any(|r| {
+                            r.as_str().is_some_and(|r| {
+                                r.starts_with("open again: an image of it arrived")
+                            })
+                        })
+                    })
+            })
+        },
+    )
+    .await;
+    assert_eq!(
+        metric(base + 3, "cxrflow_triage_studies_reopened_total").await,
+        1.0
+    );
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(60), stack)
         .await

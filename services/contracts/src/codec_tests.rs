@@ -157,11 +157,11 @@ proptest! {
 
     #[test]
     fn triage(study in study(), findings in finding_scores(), v in 0i64..1000, reasons in proptest::collection::vec(text(), 0..3), at in ts(),
-              pending in any::<bool>(), why in proptest::option::of(text())) {
+              pending in any::<bool>(), why in proptest::option::of(text()), read_at in proptest::option::of(ts())) {
         let tier = if pending { TriageTier::AiPending } else { TriageTier::NotAssessable };
         round_trip(&codec(), &TriageDecision { study, version: v, status: WorklistStatus::Escalated, tier, score: 0.3,
             deadline: at, top_findings: findings, model_name: Some("m".into()), model_version: None, reasons, escalations: 2, blob_uri: "b".into(), decided_at: at,
-            not_assessable_code: why.as_ref().map(|_| "decode.truncated_image".into()), not_assessable_reason: why });
+            not_assessable_code: why.as_ref().map(|_| "decode.truncated_image".into()), not_assessable_reason: why, read_at });
     }
 
     #[test]
@@ -308,9 +308,18 @@ fn version_one_worklist_and_preprocessed_records_decode_with_the_current_ones() 
         decided_at: 5,
         not_assessable_reason: None,
         not_assessable_code: None,
+        read_at: None,
     };
     let decoded: TriageDecision = c.decode(&encode_with_history(&old, 1)).unwrap();
     assert_eq!(decoded, old);
+    // Version 3 had no `read_at`: a READ decision written with it decodes with none.
+    let read = TriageDecision {
+        status: WorklistStatus::Read,
+        not_assessable_code: Some("view.lateral".into()),
+        ..old.clone()
+    };
+    let decoded: TriageDecision = c.decode(&encode_with_history(&read, 3)).unwrap();
+    assert_eq!(decoded, read);
     let old = PreprocessedImage {
         study: sample_study(),
         blob_uri: "file:///b".into(),

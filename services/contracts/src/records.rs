@@ -196,6 +196,10 @@ pub struct TriageDecision {
     /// Machine-readable code behind NOT_ASSESSABLE. Added in schema version 2.
     #[serde(default)]
     pub not_assessable_code: Option<String>,
+    /// When the study was last read (its report reached triage). An image that reached the
+    /// gateway after it opens the study again. Added in schema version 4.
+    #[serde(default)]
+    pub read_at: Option<EpochMillis>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

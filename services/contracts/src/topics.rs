@@ -79,6 +79,11 @@ pub const HISTORY: &[(&str, u32, &str)] = &[
         include_str!("../../../schemas/history/cxr.triage.v1.2.avsc"),
     ),
     (
+        TRIAGE,
+        3,
+        include_str!("../../../schemas/history/cxr.triage.v1.3.avsc"),
+    ),
+    (
         LABELED,
         1,
         include_str!("../../../schemas/history/cxr.labeled.v1.1.avsc"),

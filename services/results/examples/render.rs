@@ -49,6 +49,7 @@ fn main() -> anyhow::Result<()> {
         decided_at: t + 41_000,
         not_assessable_reason: None,
         not_assessable_code: None,
+        read_at: None,
     };
     let r = report::plan(&d, t + 42_000, 0).map_err(|s| anyhow::anyhow!("skipped: {s:?}"))?;
     std::fs::write(out.join("sr.dcm"), sr::build(&r).to_file_bytes()?)?;

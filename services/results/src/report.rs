@@ -211,6 +211,7 @@ pub(crate) mod tests {
             decided_at: 1_700_000_001_000,
             not_assessable_reason: None,
             not_assessable_code: None,
+            read_at: None,
         }
     }
 

@@ -104,6 +104,10 @@ pub struct WorklistItem {
     /// The study in the PACS viewer (`--viewer-url`).
     #[serde(default)]
     pub viewer_url: Option<String>,
+    /// When the study was last read, on a study open again because an image arrived after
+    /// its report (absent on a study never read).
+    #[serde(default)]
+    pub read_at: Option<EpochMillis>,
 }
 
 impl WorklistItem {
@@ -136,6 +140,7 @@ impl WorklistItem {
             not_assessable_code: d.not_assessable_code.clone(),
             accession_number: d.study.accession_number.clone(),
             viewer_url: None,
+            read_at: d.read_at,
         }
     }
 }

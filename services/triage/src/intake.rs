@@ -142,6 +142,7 @@ pub(crate) fn unranked_decision(
         decided_at: now,
         not_assessable_reason: why.map(|w| w.reason.clone()),
         not_assessable_code: why.map(|w| w.code.clone()),
+        read_at: None,
     }
 }
 
@@ -163,6 +164,7 @@ fn demoted(
     );
     d.version = cur.version + 1;
     d.status = cur.status;
+    d.read_at = cur.read_at;
     if cur.escalations > 0 {
         // An escalation is never undone: keep its tier, deadline and reasons.
         d.tier = if reading_rank(cur) < reading_rank(&d) {
@@ -206,6 +208,23 @@ impl Worklist {
     /// unknown one appears as NOT_ASSESSABLE (or waits for its scan when the dead letter has no
     /// context); a study the AI already ranked, or one read, stays as it is.
     pub fn on_dead_letter(&self, u: &Unrankable, now: EpochMillis) -> DeadLetterOutcome {
+        // An image that failed after its study was read: listed again, NOT_ASSESSABLE.
+        if let Some((study, read)) = u
+            .context
+            .as_ref()
+            .and_then(|s| Some((s, self.read_before(&u.study_uid, s)?)))
+        {
+            let mut d = unranked_decision(
+                self,
+                study.clone(),
+                TriageTier::NotAssessable,
+                Some(&u.why),
+                String::new(),
+                now,
+            );
+            read.reopen(&mut d);
+            return DeadLetterOutcome::Decide(Box::new(d));
+        }
         if self.closed.contains_key(&u.study_uid) {
             return DeadLetterOutcome::Ignored("closed");
         }

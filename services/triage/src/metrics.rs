@@ -66,6 +66,7 @@ pub struct TriageMetrics {
     unranked: Family<Labels, Counter>,
     overdue: Counter,
     dead_letters: Family<Labels, Counter>,
+    reopened: Counter,
 }
 
 impl Default for TriageMetrics {
@@ -82,6 +83,7 @@ impl Default for TriageMetrics {
             unranked: Family::default(),
             overdue: Counter::default(),
             dead_letters: Family::default(),
+            reopened: Counter::default(),
         }
     }
 }
@@ -144,6 +146,11 @@ impl TriageMetrics {
             "Dead letters read from the study path, by what they did to their study",
             self.dead_letters.clone(),
         );
+        r.register(
+            "studies_reopened",
+            "Read studies put back on the worklist by an image that arrived after their report",
+            self.reopened.clone(),
+        );
     }
 
     pub fn set_open(&self, counts: &[(TriageTier, i64)]) {
@@ -181,6 +188,13 @@ impl TriageMetrics {
                     cause_label(d.not_assessable_code.as_deref()),
                 )])
                 .inc();
+        }
+        if d.read_at.is_some()
+            && d.status != WorklistStatus::Read
+            && previous.is_none_or(|p| p.status == WorklistStatus::Read)
+        {
+            tracing::info!(study = %d.study.study_instance_uid, tier = ?d.tier, "read study open again: an image arrived after its report");
+            self.reopened.inc();
         }
         if d.status == WorklistStatus::Read
             && previous.is_none_or(|p| p.status != WorklistStatus::Read)

@@ -8,8 +8,8 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 
 use cxrflow_contracts::{
-    EpochMillis, FindingScore, ModelRole, Prediction, RadiologistReport, TriageDecision,
-    TriageTier, WorklistStatus,
+    EpochMillis, FindingScore, ModelRole, Prediction, RadiologistReport, StudyContext,
+    TriageDecision, TriageTier, WorklistStatus,
 };
 
 use crate::intake::Unrankable;
@@ -177,6 +177,53 @@ pub fn reading_order(a: &TriageDecision, b: &TriageDecision, mode: OrderingMode)
         .then_with(|| a.study.study_instance_uid.cmp(&b.study.study_instance_uid))
 }
 
+/// A study removed from the worklist (tombstoned after its read retention).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClosedStudy {
+    /// When it was removed.
+    pub at: EpochMillis,
+    /// When it was last read, if its decision was known when it was removed.
+    pub read_at: Option<EpochMillis>,
+    /// Its last decision's version (0 when unknown): a study opened again goes on from it.
+    pub version: i64,
+}
+
+/// When decision `d` says its study was last read: `read_at`, or for a READ decision written
+/// before schema version 4 when it was decided (nothing changes a READ decision afterwards).
+pub fn read_time(d: &TriageDecision) -> Option<EpochMillis> {
+    d.read_at
+        .or((d.status == WorklistStatus::Read).then_some(d.decided_at))
+}
+
+/// A study read before one of its images reached the gateway (images added after the report:
+/// a repeat or extra film, an image the modality sent late). The radiologist did not see that
+/// image, so the study goes back on the worklist, ranked by it: triage only reorders work, and
+/// never lets a reading hide an image taken or received after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Reading {
+    read_at: EpochMillis,
+    /// The version of the study's last decision.
+    version: i64,
+    /// When the new image reached the gateway.
+    arrived_at: EpochMillis,
+}
+
+impl Reading {
+    /// Makes `d`, a decision from the new image alone, the study's next version, open again.
+    pub(crate) fn reopen(&self, d: &mut TriageDecision) {
+        d.version = self.version + 1;
+        d.status = WorklistStatus::Open;
+        d.read_at = Some(self.read_at);
+        d.reasons.push(format!(
+            "{REOPENED}an image of it arrived {} after its report",
+            fmt_minutes(self.arrived_at - self.read_at)
+        ));
+    }
+}
+
+/// The start of the reason a study read before one of its images arrived carries.
+pub const REOPENED: &str = "open again: ";
+
 #[derive(Debug, Clone)]
 pub struct Worklist {
     policy: TriagePolicy,
@@ -186,8 +233,9 @@ pub struct Worklist {
     /// Dead letters naming a study whose scan event has not come yet (and that carried no
     /// context of their own), with when they arrived.
     pub(crate) pending_dead_letters: HashMap<String, (Unrankable, EpochMillis)>,
-    /// Studies removed (tombstoned), with when: a late re-delivery must not reopen them.
-    pub(crate) closed: HashMap<String, EpochMillis>,
+    /// Studies removed (tombstoned): a late re-delivery must not bring them back, an image
+    /// arriving after their reading must.
+    pub(crate) closed: HashMap<String, ClosedStudy>,
 }
 
 impl Worklist {
@@ -231,7 +279,8 @@ impl Worklist {
         if p.model_role == ModelRole::Shadow {
             return Err(Ignored::Shadow);
         }
-        if self.closed.contains_key(uid) {
+        let reopens = self.read_before(uid, &p.study);
+        if reopens.is_none() && self.closed.contains_key(uid) {
             return Err(Ignored::Closed);
         }
         let a = self.policy.assess(p);
@@ -251,12 +300,22 @@ impl Worklist {
             decided_at: now,
             not_assessable_reason: a.unranked.as_ref().map(|u| u.reason.clone()),
             not_assessable_code: a.unranked.map(|u| u.code),
+            read_at: None,
         };
+        if let Some(read) = reopens {
+            // The study's earlier images were read; this one alone decides it now.
+            read.reopen(&mut d);
+            return Ok(d);
+        }
         if let Some(e) = self.entries.get(uid) {
             let cur = &e.decision;
-            if cur.status == WorklistStatus::Read {
+            // Read, or opened again by a later image while this one had been read with it.
+            if cur.status == WorklistStatus::Read
+                || cur.read_at.is_some_and(|t| p.study.published_at <= t)
+            {
                 return Err(Ignored::AlreadyRead);
             }
+            d.read_at = cur.read_at;
             // A failure of the study (a dead letter, an overdue AI result) says more than a
             // lateral's "lateral view": that prediction leaves it as it is.
             let failed = cur.model_name.is_none() && cur.not_assessable_code.is_some();
@@ -309,8 +368,9 @@ impl Worklist {
                 ));
             }
         }
-        if let Some((r, _)) = self.pending_reports.get(uid) {
+        if let Some((r, at)) = self.pending_reports.get(uid) {
             d.status = WorklistStatus::Read;
+            d.read_at = Some(*at);
             d.reasons.push(format!("read: report {}", r.report_id));
         }
         Ok(d)
@@ -325,6 +385,7 @@ impl Worklist {
                 let mut d = e.decision.clone();
                 d.version += 1;
                 d.status = WorklistStatus::Read;
+                d.read_at = Some(now);
                 d.reasons.push(format!("read: report {}", r.report_id));
                 d.decided_at = now;
                 ReportOutcome::Close(Box::new(d))
@@ -359,10 +420,41 @@ impl Worklist {
         true
     }
 
-    /// Removes a study (its tombstone was published or read back).
+    /// Removes a study (its tombstone was published or read back), remembering when it was
+    /// read so that an image arriving after its reading still opens it again.
     pub fn remove(&mut self, uid: &str, now: EpochMillis) {
-        self.entries.remove(uid);
-        self.closed.insert(uid.to_string(), now);
+        let (read_at, version) = self
+            .entries
+            .remove(uid)
+            .map_or((None, 0), |e| (read_time(&e.decision), e.decision.version));
+        self.closed.insert(
+            uid.to_string(),
+            ClosedStudy {
+                at: now,
+                read_at,
+                version,
+            },
+        );
+    }
+
+    /// How study `uid` was read before the image of `study` reached the gateway, if it was:
+    /// that image was not read with it and opens it again. `None` for a study not read (or
+    /// open again), for an image that reached the gateway before the reading (read with it,
+    /// or a re-delivery), and for a study removed without its reading known.
+    pub(crate) fn read_before(&self, uid: &str, study: &StudyContext) -> Option<Reading> {
+        let (read_at, version) = match self.entries.get(uid) {
+            Some(e) if e.is_open() => return None,
+            Some(e) => (read_time(&e.decision)?, e.decision.version),
+            None => {
+                let c = self.closed.get(uid)?;
+                (c.read_at?, c.version)
+            }
+        };
+        (study.published_at > read_at).then_some(Reading {
+            read_at,
+            version,
+            arrived_at: study.published_at,
+        })
     }
 
     /// The escalation of study `uid` due at `now`, if it waited past its tier's cap.
@@ -425,7 +517,7 @@ impl Worklist {
         // Published by then as orphans (Worklist::orphaned_dead_letters), unless closed.
         self.pending_dead_letters
             .retain(|_, (_, at)| now - *at < closed_ttl_ms);
-        self.closed.retain(|_, at| now - *at < closed_ttl_ms);
+        self.closed.retain(|_, c| now - c.at < closed_ttl_ms);
         before - self.pending_reports.len()
     }
 

@@ -68,6 +68,7 @@ pub fn decision(uid: &str, version: i64, tier: TriageTier) -> TriageDecision {
         decided_at: now,
         not_assessable_reason: not_assessable.then(|| "image unlike the training data".into()),
         not_assessable_code: not_assessable.then(|| "ood.distance".into()),
+        read_at: None,
     }
 }
 
