@@ -3,7 +3,8 @@
 //! is listed above a routine one; an update that makes the routine study more urgent moves it
 //! to the top through the SSE stream, without a reload; a report filled in and submitted from
 //! the study view reaches `cxr.feedback.v1` and closes the study on the page; a second submit
-//! is refused; an escalation shows its badge. Screenshots go to
+//! is refused; an escalation shows its badge; a film of the read study arriving after its report
+//! brings the study back with the badge "new image after report". Screenshots go to
 //! `<target>/test-artifacts/triage-worklist*.png`.
 //!
 //! Needs `chromium` and `chromedriver` (scripts/prereqs.sh): without them the test fails under
@@ -387,6 +388,61 @@ async fn the_worklist_page_orders_updates_live_and_closes_a_reported_study() {
             .await;
         assert_eq!(rows[0].1, "NOT_ASSESSABLE");
         page.screenshot("-not-assessable").await;
+
+        // A film of the read critical study that reached the gateway after its report: the
+        // study is back on the list, ranked by that film, with a badge saying why.
+        browser
+            .find(Locator::Id("only"))
+            .await
+            .unwrap()
+            .select_by_value("")
+            .await
+            .unwrap();
+        let mut late = prediction(CRITICAL, "Pneumothorax", 0.91, true, &blob_uri);
+        late.study.sop_instance_uid = format!("{CRITICAL}.2");
+        late.study.published_at = T0 + 30 * 60_000;
+        late.predicted_at = T0 + 31 * 60_000;
+        send(late).await;
+        let rows = page
+            .rows_until("the read study back for its late film", |r| {
+                r.iter().any(|row| row.0 == CRITICAL)
+            })
+            .await;
+        let back = rows.iter().find(|row| row.0 == CRITICAL).unwrap();
+        // (Waiting since its acquisition an hour ago, it is escalated at once too.)
+        assert_eq!(back.1, "CRITICAL", "{rows:?}");
+        assert!(back.2.ends_with("new image after report"), "{rows:?}");
+        page.until(
+            "the badge's reason",
+            &format!(
+                "return document.querySelector(\"tr.study[data-uid='{CRITICAL}'] .badge.again\")?.title ?? null;"
+            ),
+            |v| v.as_str() == Some("open again: an image of it arrived 0h25m after its report"),
+        )
+        .await;
+        // The study view, still open on it, takes a report again.
+        page.text_until("the study view open again", "d-closed", |t| {
+            t == "open again: an image arrived after its report"
+        })
+        .await;
+        let enabled = browser
+            .execute(
+                "return document.getElementById('d-submit').disabled;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(enabled, Value::Bool(false), "submit disabled on a study open again");
+        // A fresh form, not the last report's labels.
+        let fresh = browser
+            .execute(
+                "return [...document.querySelectorAll('#d-form select')].every(s => s.value === 'NOT_ASSESSED');",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(fresh, Value::Bool(true), "the last report's labels kept");
+        page.screenshot("-reopened").await;
 
         let severe = driver.severe_console_entries(&browser).await;
         assert!(severe.is_empty(), "the page logged errors: {severe:#?}");
