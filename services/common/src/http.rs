@@ -7,11 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use base64::Engine;
 use prometheus_client::registry::Registry;
+use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Access, Authenticator, Role, Routes};
@@ -105,6 +107,81 @@ pub fn endpoint(
         .merge(routes)
 }
 
+/// The Content-Security-Policy of every response that is not a page: nothing may load from it,
+/// and nothing may frame it.
+const CSP_NONE: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Headers every response of the API endpoint carries, unless its handler set its own. Study
+/// data is never stored by a browser or proxy (reading-room workstations are shared), never
+/// sniffed into another type, never framed by another site (clickjacking the report form), and
+/// a page's address never leaves as a referrer (the viewer links). Over HTTPS, browsers are told
+/// to keep to it (HSTS).
+pub async fn secure_headers(https: bool, mut res: Response) -> Response {
+    let h = res.headers_mut();
+    let defaults = [
+        (header::CACHE_CONTROL, "no-store"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CONTENT_SECURITY_POLICY, CSP_NONE),
+    ];
+    for (name, value) in defaults {
+        if !h.contains_key(&name) {
+            h.insert(name, HeaderValue::from_static(value));
+        }
+    }
+    if https {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+    res
+}
+
+/// A page the service serves itself (the worklist, the login page), with a
+/// Content-Security-Policy that lets it run only its own inline script and style (by their
+/// SHA-256) and talk only to its own origin: a study field that got past the page's escaping
+/// still cannot run as script.
+pub fn page(status: StatusCode, html: &'static str) -> Response {
+    let mut res = (status, axum::response::Html(html)).into_response();
+    if let Ok(csp) = HeaderValue::from_str(&page_csp(html)) {
+        res.headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, csp);
+    }
+    res
+}
+
+/// The policy of `html`: its inline `<script>` and `<style>` elements allowed by hash.
+pub fn page_csp(html: &str) -> String {
+    let hashes = |tag: &str| -> String {
+        let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+        let mut out = Vec::new();
+        let mut rest = html;
+        while let Some(start) = rest.find(&open) {
+            let body = &rest[start + open.len()..];
+            let Some(end) = body.find(&close) else { break };
+            let digest = Sha256::digest(&body.as_bytes()[..end]);
+            out.push(format!(
+                "'sha256-{}'",
+                base64::engine::general_purpose::STANDARD.encode(digest)
+            ));
+            rest = &body[end + close.len()..];
+        }
+        if out.is_empty() {
+            "'none'".to_string()
+        } else {
+            out.join(" ")
+        }
+    };
+    format!(
+        "default-src 'none'; script-src {}; style-src {}; img-src 'self' data:; connect-src 'self'; \
+         form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        hashes("script"),
+        hashes("style")
+    )
+}
+
 /// How long an HTTPS endpoint lets open requests finish at shutdown (the SSE streams never
 /// do: they are cut then).
 const TLS_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
@@ -178,6 +255,11 @@ pub async fn serve(
             });
         listen("metrics (open)", m, app, None, shutdown.clone()).await?;
     }
-    let app = endpoint(registry, ready, health, auth.clone(), routes).into_app(auth);
+    let https = tls.is_some();
+    let app = endpoint(registry, ready, health, auth.clone(), routes)
+        .into_app(auth)
+        .layer(axum::middleware::map_response(move |res: Response| {
+            secure_headers(https, res)
+        }));
     listen("api", addr, app, tls, shutdown).await
 }

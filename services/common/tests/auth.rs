@@ -244,7 +244,42 @@ async fn keys_tokens_and_sessions_on_a_real_endpoint() {
         .await
         .unwrap();
     assert_eq!(page.status(), StatusCode::UNAUTHORIZED);
+    // The login page may run only its own inline script and style (by hash); it is never
+    // framed, sniffed or stored.
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.starts_with("default-src 'none'; script-src 'sha256-")
+            && csp.contains("style-src 'sha256-")
+            && csp.contains("frame-ancestors 'none'")
+            && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert_eq!(
+        page.headers()["www-authenticate"],
+        "Bearer realm=\"cxrflow\""
+    );
     assert!(page.text().await.unwrap().contains("/auth/login"));
+    // Every answer, study data or not: never stored, sniffed or framed, no referrer.
+    let r = get("/thing", Some(&plain)).await.unwrap();
+    for (name, value) in [
+        ("cache-control", "no-store"),
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        (
+            "content-security-policy",
+            "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    ] {
+        assert_eq!(r.headers()[name], value, "{name}");
+    }
+    assert!(
+        !r.headers().contains_key("strict-transport-security"),
+        "HSTS over plain HTTP"
+    );
 
     // Login: a wrong key is refused, the right one sets an HttpOnly SameSite=Strict cookie.
     let login = |c: &str| {

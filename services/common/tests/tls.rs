@@ -44,6 +44,7 @@ async fn a_service_with_a_certificate_serves_https_only_and_marks_its_cookie_sec
     let base = format!("https://localhost:{port}");
     let r = https.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["strict-transport-security"], "max-age=31536000");
     let r = https
         .post(format!("{base}/auth/login"))
         .json(&json!({"credential": plain}))

@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cxrflow_common::audit;
 use cxrflow_common::auth::{Access, Principal, Role, Routes};
@@ -216,7 +216,9 @@ pub struct ReportRequest {
 pub fn routes(state: WebState) -> Routes {
     const READER: Access = Access::Role(Role::Reader);
     Routes::new()
-        .get("/", READER, || async { Html(PAGE) })
+        .get("/", READER, || async {
+            cxrflow_common::http::page(StatusCode::OK, PAGE)
+        })
         .get("/worklist", READER, worklist)
         .get("/worklist/events", READER, events)
         .get("/studies/{uid}/thumbnail", READER, thumbnail)

@@ -446,6 +446,24 @@ async fn the_worklist_page_orders_updates_live_and_closes_a_reported_study() {
 
         let severe = driver.severe_console_entries(&browser).await;
         assert!(severe.is_empty(), "the page logged errors: {severe:#?}");
+
+        // The page runs under a Content-Security-Policy that admits only its own script: a
+        // script a study field smuggled past the escaping would not run.
+        let injected = browser
+            .execute(
+                "const s = document.createElement('script'); \
+                 s.textContent = 'window.cxrflowInjected = true;'; \
+                 document.body.appendChild(s); return window.cxrflowInjected === true;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(injected, Value::Bool(false), "an inline script ran");
+        let blocked = driver.severe_console_entries(&browser).await;
+        assert!(
+            blocked.iter().any(|e| e.contains("Content Security Policy")),
+            "{blocked:#?}"
+        );
     })
     .catch_unwind()
     .await;

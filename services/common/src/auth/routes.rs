@@ -11,7 +11,7 @@ use axum::handler::Handler;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 use axum::{Extension, Router};
 
@@ -173,7 +173,11 @@ pub fn unauthenticated(headers: &HeaderMap) -> Response {
         .is_some_and(|a| a.contains("text/html"));
     let challenge = [(header::WWW_AUTHENTICATE, "Bearer realm=\"cxrflow\"")];
     if wants_html {
-        (StatusCode::UNAUTHORIZED, challenge, Html(LOGIN_PAGE)).into_response()
+        let mut res = crate::http::page(StatusCode::UNAUTHORIZED, LOGIN_PAGE);
+        let [(name, value)] = challenge;
+        res.headers_mut()
+            .insert(name, axum::http::HeaderValue::from_static(value));
+        res
     } else {
         (
             StatusCode::UNAUTHORIZED,
