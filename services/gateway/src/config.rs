@@ -1,6 +1,7 @@
 //! The gateway's configuration: the shared Kafka and service settings plus its own flags, each
 //! with a `CXRFLOW_GATEWAY_…` environment variable and a default that suits the embedded stack.
 
+use chrono_tz::Tz;
 use cxrflow_common::blob;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -153,6 +154,12 @@ pub struct Config {
         default_value = "gateway"
     )]
     pub site_id: String,
+
+    /// The IANA time zone the site's modality clocks keep (`America/New_York`,
+    /// `Europe/Berlin`): DICOM dates and times are local, and most modalities send no
+    /// TimezoneOffsetFromUTC. Default: the host's zone (`TZ`, else `/etc/localtime`), else UTC.
+    #[arg(long = "gateway-timezone", env = "CXRFLOW_GATEWAY_TIMEZONE")]
+    pub timezone: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -182,6 +189,8 @@ pub enum ConfigError {
     Zero(&'static str),
     #[error("--gateway-site-id must not be empty")]
     SiteId,
+    #[error("--gateway-timezone {0:?} is not an IANA time zone name (e.g. America/New_York, Europe/Berlin, UTC)")]
+    Timezone(String),
     #[error("DICOM TLS: {0}")]
     DicomTls(String),
 }
@@ -233,6 +242,7 @@ impl Config {
             dicom_tls_key: None,
             dicom_tls_client_ca: None,
             site_id: "gateway".into(),
+            timezone: None,
         }
     }
 
@@ -263,8 +273,25 @@ impl Config {
         if self.site_id.trim().is_empty() {
             return Err(ConfigError::SiteId);
         }
+        self.zone()?;
         self.dicom_tls()?;
         Ok(())
+    }
+
+    /// The zone DICOM times without an offset are read in, and where it came from.
+    pub fn zone(&self) -> Result<(Tz, &'static str), ConfigError> {
+        match self
+            .timezone
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            Some(name) => name
+                .parse::<Tz>()
+                .map(|z| (z, "--gateway-timezone"))
+                .map_err(|_| ConfigError::Timezone(name.to_string())),
+            None => Ok(host_zone()),
+        }
     }
 
     /// The pseudonym key bytes, or why there is none.
@@ -309,7 +336,7 @@ impl Config {
             _ => "(unset)",
         };
         format!(
-            "dicom_listen={} ae_title={} calling_aes=[{}] max_pdu={} association_timeout_ms={} idle_timeout_ms={} max_associations={} max_instance_bytes={} stow_max_body_bytes={} {} pseudonym_key={} dicom_tls={} site_id={}",
+            "dicom_listen={} ae_title={} calling_aes=[{}] max_pdu={} association_timeout_ms={} idle_timeout_ms={} max_associations={} max_instance_bytes={} stow_max_body_bytes={} {} pseudonym_key={} dicom_tls={} site_id={} timezone={}",
             self.dicom_listen,
             self.ae_title,
             if self.calling_aes.is_empty() {
@@ -331,7 +358,27 @@ impl Config {
                 (Some(c), Some(ca)) => format!("{} (client certificate from {})", c.display(), ca.display()),
             },
             self.site_id,
+            match self.zone() {
+                Ok((zone, from)) => format!("{zone} ({from})"),
+                Err(e) => e.to_string(),
+            },
         )
+    }
+}
+
+/// The host's zone: `TZ` when it names an IANA zone (a leading `:` allowed), else the
+/// system's (`/etc/localtime`, read by `iana-time-zone`), else UTC.
+pub fn host_zone() -> (Tz, &'static str) {
+    let tz_env = std::env::var("TZ").ok();
+    if let Some(zone) = tz_env.and_then(|v| v.trim_start_matches(':').parse::<Tz>().ok()) {
+        return (zone, "the host's TZ");
+    }
+    match iana_time_zone::get_timezone()
+        .ok()
+        .and_then(|name| name.parse::<Tz>().ok())
+    {
+        Some(zone) => (zone, "the host's zone"),
+        None => (Tz::UTC, "no zone found on the host"),
     }
 }
 
@@ -387,6 +434,27 @@ mod tests {
         );
         assert_eq!(parsed.site_id, defaults.site_id);
         assert!(defaults.blob_store_url().ends_with("/.cxrflow/dicom"));
+    }
+
+    #[test]
+    fn the_sites_zone_is_an_iana_name_and_a_wrong_one_stops_the_start() {
+        let mut cfg = Config::defaults(KafkaArgs::for_bootstrap("h:1"), ServiceArgs::local());
+        cfg.insecure_dev_key = true;
+        cfg.timezone = Some(" America/New_York ".into());
+        assert_eq!(
+            cfg.zone(),
+            Ok((Tz::America__New_York, "--gateway-timezone"))
+        );
+        assert!(cfg
+            .describe()
+            .contains("timezone=America/New_York (--gateway-timezone)"));
+        cfg.timezone = Some("EST+5".into());
+        assert_eq!(cfg.validate(), Err(ConfigError::Timezone("EST+5".into())));
+        // Unset or empty (a blank chart value): the host's.
+        for unset in [None, Some(String::new())] {
+            cfg.timezone = unset;
+            assert_eq!(cfg.zone(), Ok(host_zone()));
+        }
     }
 
     #[test]

@@ -4,7 +4,8 @@
 
 use std::borrow::Cow;
 
-use chrono::{FixedOffset, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use chrono::{FixedOffset, NaiveDateTime, NaiveTime, TimeDelta, TimeZone};
+use chrono_tz::Tz;
 use cxrflow_contracts::OrderPriority;
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
@@ -78,8 +79,8 @@ pub struct InstanceMeta {
     pub view_position: Option<String>,
     pub patient_age_years: Option<i32>,
     pub patient_sex: Option<String>,
-    /// Acquisition time (ms since the epoch) when the data set states one.
-    pub acquired_at: Option<i64>,
+    /// Acquisition time, when the data set states one.
+    pub acquired: Option<Acquired>,
     pub priority: OrderPriority,
     pub(crate) patient_id: Option<String>,
     pub(crate) accession: Option<String>,
@@ -95,7 +96,7 @@ impl std::fmt::Debug for InstanceMeta {
             .field("view_position", &self.view_position)
             .field("patient_age_years", &self.patient_age_years)
             .field("patient_sex", &self.patient_sex)
-            .field("acquired_at", &self.acquired_at)
+            .field("acquired", &self.acquired)
             .field("priority", &self.priority)
             .field("patient_id", &"****")
             .field("accession", &"****")
@@ -149,7 +150,7 @@ impl InstanceMeta {
             patient_sex: text(obj, tags::PATIENT_SEX)
                 .map(|s| s.to_ascii_uppercase())
                 .filter(|s| matches!(s.as_str(), "M" | "F" | "O")),
-            acquired_at: acquisition_millis(obj),
+            acquired: acquisition(obj),
             priority: match text(obj, tags::REQUESTED_PROCEDURE_PRIORITY).as_deref() {
                 Some(p) if p.eq_ignore_ascii_case("STAT") => OrderPriority::Stat,
                 Some(p) if p.eq_ignore_ascii_case("HIGH") => OrderPriority::Urgent,
@@ -254,20 +255,40 @@ pub fn part10_file(
     Ok(out)
 }
 
-fn millis(at: NaiveDateTime, offset: Option<FixedOffset>) -> Option<i64> {
-    match offset {
-        Some(o) => o
-            .from_local_datetime(&at)
-            .single()
-            .map(|t| t.timestamp_millis()),
-        None => Some(Utc.from_utc_datetime(&at).timestamp_millis()),
+/// An acquisition time as the data set states it: a local date and time, and its offset from
+/// UTC where the data set gives one (TimezoneOffsetFromUTC, or the DT value's own suffix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acquired {
+    pub local: NaiveDateTime,
+    pub offset: Option<FixedOffset>,
+}
+
+impl Acquired {
+    /// Milliseconds since the epoch: by the data set's own offset, else in `zone`, the zone
+    /// the site's modality clocks keep (DICOM dates and times are local; most modalities send
+    /// no offset). A local time the zone skips (clocks going forward) is read with the offset
+    /// before the change; one it repeats (clocks going back), as the earlier.
+    pub fn millis(&self, zone: Tz) -> Option<i64> {
+        if let Some(o) = self.offset {
+            return o
+                .from_local_datetime(&self.local)
+                .single()
+                .map(|t| t.timestamp_millis());
+        }
+        match zone.from_local_datetime(&self.local).earliest() {
+            Some(t) => Some(t.timestamp_millis()),
+            None => {
+                let hour = TimeDelta::hours(1);
+                let before = zone.from_local_datetime(&(self.local - hour)).earliest()?;
+                Some((before + hour).timestamp_millis())
+            }
+        }
     }
 }
 
 /// The acquisition time, from (in order) AcquisitionDateTime, AcquisitionDate+Time,
-/// ContentDate+Time, StudyDate+Time. DICOM times are local; without a TimezoneOffsetFromUTC
-/// they are taken as UTC.
-fn acquisition_millis(obj: &InMemDicomObject) -> Option<i64> {
+/// ContentDate+Time, StudyDate+Time, with the data set's offset from UTC if it states one.
+fn acquisition(obj: &InMemDicomObject) -> Option<Acquired> {
     let tz = text(obj, tags::TIMEZONE_OFFSET_FROM_UTC).and_then(|o| parse_offset(&o));
     if let Some(dt) = text(obj, tags::ACQUISITION_DATE_TIME) {
         let (body, off) = match dt.find(['+', '-']) {
@@ -282,7 +303,10 @@ fn acquisition_millis(obj: &InMemDicomObject) -> Option<i64> {
                     Some(NaiveTime::MIN)
                 };
                 if let Some(t) = time {
-                    return millis(date.and_time(t), off.or(tz));
+                    return Some(Acquired {
+                        local: date.and_time(t),
+                        offset: off.or(tz),
+                    });
                 }
             }
         }
@@ -296,7 +320,10 @@ fn acquisition_millis(obj: &InMemDicomObject) -> Option<i64> {
             let time = text(obj, t)
                 .and_then(|t| parse_tm(&t))
                 .unwrap_or(NaiveTime::MIN);
-            return millis(date.and_time(time), tz);
+            return Some(Acquired {
+                local: date.and_time(time),
+                offset: tz,
+            });
         }
     }
     None
@@ -351,6 +378,40 @@ mod tests {
         assert_eq!(m.view_position.as_deref(), Some("PA"));
     }
 
+    /// Without an offset in the data set, the site's zone decides, daylight saving included.
+    #[test]
+    fn local_times_are_read_in_the_sites_zone() {
+        let at = |s: &str| Acquired {
+            local: NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").unwrap(),
+            offset: None,
+        };
+        let ms = |s: &str| {
+            Some(
+                chrono::DateTime::parse_from_rfc3339(s)
+                    .unwrap()
+                    .timestamp_millis(),
+            )
+        };
+        let ny = Tz::America__New_York;
+        let cases = [
+            ("2024-01-15 10:00:00", ny, "2024-01-15T15:00:00Z"), // EST, -5
+            ("2024-07-15 10:00:00", ny, "2024-07-15T14:00:00Z"), // EDT, -4
+            (
+                "2024-07-15 10:00:00",
+                Tz::Asia__Kolkata,
+                "2024-07-15T04:30:00Z",
+            ),
+            ("2024-07-15 10:00:00", Tz::UTC, "2024-07-15T10:00:00Z"),
+            // 02:30 on 2024-03-10 does not exist in New York: read at EST.
+            ("2024-03-10 02:30:00", ny, "2024-03-10T07:30:00Z"),
+            // 01:30 on 2024-11-03 comes twice there: the earlier, at EDT.
+            ("2024-11-03 01:30:00", ny, "2024-11-03T05:30:00Z"),
+        ];
+        for (local, zone, utc) in cases {
+            assert_eq!(at(local).millis(zone), ms(utc), "{local} in {zone}");
+        }
+    }
+
     #[test]
     fn reads_the_metadata_a_scan_event_needs() {
         let m = InstanceMeta::from_dataset(&dataset()).unwrap();
@@ -364,8 +425,11 @@ mod tests {
             "from birth date at acquisition"
         );
         assert_eq!(m.priority, OrderPriority::Stat);
-        // 2024-03-14T10:15:30.25+01:00
-        assert_eq!(m.acquired_at, Some(1_710_407_730_250));
+        // 2024-03-14T10:15:30.25+01:00, whatever zone the gateway keeps.
+        let acquired = m.acquired.unwrap();
+        for zone in [Tz::UTC, Tz::America__New_York] {
+            assert_eq!(acquired.millis(zone), Some(1_710_407_730_250));
+        }
         let shown = format!("{m:?}");
         assert!(!shown.contains("MRN-4711"), "{shown}");
         assert_eq!(modality_of(&m.sop_class_uid), "DX");

@@ -80,6 +80,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     // The HTTP endpoint is an intake here (STOW-RS): it stops taking uploads when the drain
     // starts, as the SCP stops accepting associations.
     host.http_is_intake();
+    let (zone, from) = cfg.zone()?;
+    tracing::info!(%zone, from, "DICOM times without an offset from UTC are read in this zone");
     let publisher = Arc::new(publish::Publisher::new(
         blobs,
         host.deps.producer.clone(),
@@ -87,7 +89,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         host.codec().clone(),
         Pseudonymizer::new(cfg.key()?),
         metrics,
-        cfg.site_id.clone(),
+        publish::Site {
+            id: cfg.site_id.clone(),
+            zone,
+        },
     ));
     let slots = Arc::new(Semaphore::new(cfg.max_associations));
     stow_slot.set(stow::Stow {

@@ -57,7 +57,15 @@ pub struct Publisher {
     codec: Arc<Codec>,
     pseudonyms: Pseudonymizer,
     pub(crate) metrics: GatewayMetrics,
-    site_id: String,
+    site: Site,
+}
+
+/// The site a gateway serves: its id on every scan event, and the zone its modality clocks
+/// keep (`--gateway-timezone`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Site {
+    pub id: String,
+    pub zone: chrono_tz::Tz,
 }
 
 impl Publisher {
@@ -68,7 +76,7 @@ impl Publisher {
         codec: Arc<Codec>,
         pseudonyms: Pseudonymizer,
         metrics: GatewayMetrics,
-        site_id: String,
+        site: Site,
     ) -> Self {
         Publisher {
             blobs,
@@ -78,7 +86,7 @@ impl Publisher {
             codec,
             pseudonyms,
             metrics,
-            site_id,
+            site,
         }
     }
 
@@ -128,13 +136,14 @@ impl Publisher {
         now_ms: i64,
     ) -> ScanEvent {
         let acquired_at = meta
-            .acquired_at
+            .acquired
+            .and_then(|a| a.millis(self.site.zone))
             .filter(|t| (EARLIEST_PLAUSIBLE_MS..=now_ms + MAX_FUTURE_SKEW_MS).contains(t))
             .unwrap_or(now_ms);
         ScanEvent {
             event_id: uuid::Uuid::new_v4().to_string(),
             study: StudyContext {
-                site_id: self.site_id.clone(),
+                site_id: self.site.id.clone(),
                 study_instance_uid: meta.study_instance_uid.clone(),
                 series_instance_uid: meta.series_instance_uid.clone(),
                 sop_instance_uid: meta.sop_instance_uid.clone(),

@@ -400,3 +400,68 @@ async fn an_unacknowledged_event_answers_out_of_resources_and_the_resend_succeed
         .all(|(_, e)| e.study.sop_instance_uid == f.sop));
     gw.stop().await;
 }
+
+/// DICOM dates and times are the acquiring site's local time, and most modalities send no
+/// TimezoneOffsetFromUTC. A gateway in New York reads them there: a film whose times DCMTK's
+/// `dcmodify` set to New York's "now" (as the system's own tzdata gives it, through `date`) is
+/// acquired now, not four or five hours ago (read as UTC before, every such study had "waited"
+/// hours on arrival and was escalated at once: the worklist fell back to arrival order). A film
+/// that states its offset (Kolkata, +05:30) is read by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dicom_times_without_an_offset_are_read_in_the_sites_zone() {
+    let broker = Broker::start();
+    let kafka = broker.stack().await;
+    let codec = codec();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&kafka, dir.path());
+    cfg.timezone = Some("America/New_York".into());
+    let gw = Running::start(cfg).await;
+    let local_now = |zone: &str| {
+        let out = std::process::Command::new("date")
+            .env("TZ", zone)
+            .arg("+%Y%m%d %H%M%S")
+            .output()
+            .expect("date runs");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (date, time) = text.trim().split_once(' ').unwrap();
+        (date.to_string(), time.to_string())
+    };
+    let mut cmd = storescu(gw.dicom);
+    for (n, zone, offset) in [
+        (11, "America/New_York", None),
+        (12, "Asia/Kolkata", Some("+0530")),
+    ] {
+        let path = fixture(n, Kind::Cr12).write(dir.path(), EXPLICIT_LE);
+        let (date, time) = local_now(zone);
+        let mut edit = dcmtk("dcmodify");
+        edit.arg("-nb");
+        for tag in ["(0008,0020)", "(0008,0022)"] {
+            edit.args(["-i", &format!("{tag}={date}")]);
+        }
+        for tag in ["(0008,0030)", "(0008,0032)"] {
+            edit.args(["-i", &format!("{tag}={time}")]);
+        }
+        if let Some(offset) = offset {
+            edit.args(["-i", &format!("(0008,0201)={offset}")]);
+        }
+        edit.arg(&path);
+        let (ok, out) = run_tool(edit).await;
+        assert!(ok, "dcmodify failed: {out}");
+        cmd.arg(path);
+    }
+    let (ok, out) = run_tool(cmd).await;
+    assert!(ok, "storescu failed: {out}");
+    let events = scan_events(&kafka, &codec, 2, WAIT).await;
+    assert_eq!(events.len(), 2);
+    for (_, e) in &events {
+        let s = &e.study;
+        let lag = s.published_at - s.acquired_at;
+        assert!(
+            (-2_000..120_000).contains(&lag),
+            "{}: acquired {} min before it arrived",
+            s.sop_instance_uid,
+            lag / 60_000
+        );
+    }
+    gw.stop().await;
+}

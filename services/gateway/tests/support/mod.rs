@@ -116,6 +116,8 @@ pub fn config(kafka: &KafkaArgs, dir: &Path) -> Config {
     cfg.association_timeout_ms = 1_000;
     cfg.idle_timeout_ms = 1_500;
     cfg.site_id = "site-test".into();
+    // The fixtures' clocks keep UTC (`fixture`), whatever the host's zone.
+    cfg.timezone = Some("UTC".into());
     cfg
 }
 
