@@ -206,22 +206,25 @@ impl Worklist {
 
     /// What a dead letter naming a study does: an AI_PENDING study becomes NOT_ASSESSABLE; an
     /// unknown one appears as NOT_ASSESSABLE (or waits for its scan when the dead letter has no
-    /// context); a study the AI already ranked, or one read, stays as it is.
+    /// context); a study the AI already ranked stays as it is, and so does one read, unless the
+    /// failed image arrived after its report (then it is listed again, NOT_ASSESSABLE).
     pub fn on_dead_letter(&self, u: &Unrankable, now: EpochMillis) -> DeadLetterOutcome {
-        // An image that failed after its study was read: listed again, NOT_ASSESSABLE.
-        if let Some((study, read)) = u
-            .context
-            .as_ref()
-            .and_then(|s| Some((s, self.read_before(&u.study_uid, s)?)))
-        {
-            let mut d = unranked_decision(
+        let listed = |study: &StudyContext| {
+            unranked_decision(
                 self,
                 study.clone(),
                 TriageTier::NotAssessable,
                 Some(&u.why),
                 String::new(),
                 now,
-            );
+            )
+        };
+        if let Some((study, read)) = u
+            .context
+            .as_ref()
+            .and_then(|s| Some((s, self.read_before(&u.study_uid, s)?)))
+        {
+            let mut d = listed(study);
             read.reopen(&mut d);
             return DeadLetterOutcome::Decide(Box::new(d));
         }
@@ -237,14 +240,7 @@ impl Worklist {
             // a prediction always outranks a failure, whatever order they arrive in.
             Some(_) => DeadLetterOutcome::Ignored("already_decided"),
             None => match &u.context {
-                Some(study) => DeadLetterOutcome::Decide(Box::new(unranked_decision(
-                    self,
-                    study.clone(),
-                    TriageTier::NotAssessable,
-                    Some(&u.why),
-                    String::new(),
-                    now,
-                ))),
+                Some(study) => DeadLetterOutcome::Decide(Box::new(listed(study))),
                 None => DeadLetterOutcome::Wait,
             },
         }
