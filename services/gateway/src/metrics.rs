@@ -116,6 +116,7 @@ pub struct GatewayMetrics {
     contexts_refused: Family<Labels, Counter>,
     producer_rebuilds: Counter,
     ack_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+    clock_off: Family<Labels, Counter>,
 }
 
 impl Default for GatewayMetrics {
@@ -125,6 +126,7 @@ impl Default for GatewayMetrics {
             associations_active: Gauge::default(),
             instances: Family::default(),
             published: Family::default(),
+            clock_off: Family::default(),
             bytes: Family::default(),
             rejected: Family::default(),
             contexts_refused: Family::default(),
@@ -182,6 +184,11 @@ impl GatewayMetrics {
             "receipt_to_ack_seconds",
             "Time from an instance's complete receipt to its scan event being acknowledged by the broker, by protocol",
             self.ack_seconds.clone(),
+        );
+        r.register(
+            "acquisition_clock_off",
+            "Instances published whose stated acquisition lies 1 to 24 hours before their arrival (behind) or over 5 minutes after it (ahead): mostly so, --gateway-timezone or a modality clock is wrong",
+            self.clock_off.clone(),
         );
     }
 
@@ -264,6 +271,14 @@ impl GatewayMetrics {
         self.ack_seconds
             .get_or_create(&l)
             .observe(took.as_secs_f64());
+    }
+
+    /// An instance's stated acquisition time lies hours before its arrival, or after it.
+    pub fn acquisition_clock_off(&self, direction: &'static str, sop: &str, minutes: i64) {
+        tracing::debug!(direction, sop, minutes, "acquisition time far from arrival");
+        self.clock_off
+            .get_or_create(&vec![("direction", direction.to_string())])
+            .inc();
     }
 
     /// The producer failed `failures` deliveries in a row and was replaced by a fresh one.

@@ -165,6 +165,28 @@ impl Publisher {
         }
     }
 
+    /// Counts an instance whose stated acquisition lies 1–24 h before its arrival at `now_ms`,
+    /// or more than 5 minutes after it. One now and then is a prior or a backlog; most of a
+    /// site's instances so means the zone (`--gateway-timezone`) or a modality clock is wrong,
+    /// and triage would time every study from hours before it arrived (alert
+    /// `CxrflowGatewayAcquisitionClockOff`).
+    fn count_clock_off(&self, meta: &InstanceMeta, now_ms: i64) {
+        const MINUTE: i64 = 60_000;
+        let Some(stated) = meta.acquired.and_then(|a| a.millis(self.site.zone)) else {
+            return;
+        };
+        let lag = now_ms - stated;
+        let direction = if (60 * MINUTE..=24 * 60 * MINUTE).contains(&lag) {
+            "behind"
+        } else if lag < -5 * MINUTE {
+            "ahead"
+        } else {
+            return;
+        };
+        self.metrics
+            .acquisition_clock_off(direction, &meta.sop_instance_uid, lag / MINUTE);
+    }
+
     /// Stores `file` (a complete Part-10 file) and publishes its scan event; returns once the
     /// broker acknowledged it. `received` is when the instance was completely received.
     pub async fn publish(
@@ -189,6 +211,7 @@ impl Publisher {
             Err(e) => self.delivered(false, &e.to_string()),
         }
         sent?;
+        self.count_clock_off(meta, event.study.published_at);
         self.metrics.event_published(
             protocol,
             &meta.sop_instance_uid,

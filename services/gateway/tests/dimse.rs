@@ -406,7 +406,9 @@ async fn an_unacknowledged_event_answers_out_of_resources_and_the_resend_succeed
 /// `dcmodify` set to New York's "now" (as the system's own tzdata gives it, through `date`) is
 /// acquired now, not four or five hours ago (read as UTC before, every such study had "waited"
 /// hours on arrival and was escalated at once: the worklist fell back to arrival order). A film
-/// that states its offset (Kolkata, +05:30) is read by it.
+/// that states its offset (Kolkata, +05:30) is read by it. A Kolkata film without its offset
+/// (a modality whose zone is not the gateway's) arrives "acquired" hours ahead and is counted
+/// for the alert that says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dicom_times_without_an_offset_are_read_in_the_sites_zone() {
     let broker = Broker::start();
@@ -430,6 +432,7 @@ async fn dicom_times_without_an_offset_are_read_in_the_sites_zone() {
     for (n, zone, offset) in [
         (11, "America/New_York", None),
         (12, "Asia/Kolkata", Some("+0530")),
+        (13, "Asia/Kolkata", None),
     ] {
         let path = fixture(n, Kind::Cr12).write(dir.path(), EXPLICIT_LE);
         let (date, time) = local_now(zone);
@@ -451,17 +454,33 @@ async fn dicom_times_without_an_offset_are_read_in_the_sites_zone() {
     }
     let (ok, out) = run_tool(cmd).await;
     assert!(ok, "storescu failed: {out}");
-    let events = scan_events(&kafka, &codec, 2, WAIT).await;
-    assert_eq!(events.len(), 2);
+    let events = scan_events(&kafka, &codec, 3, WAIT).await;
+    assert_eq!(events.len(), 3);
     for (_, e) in &events {
         let s = &e.study;
         let lag = s.published_at - s.acquired_at;
+        let misread = s.sop_instance_uid.ends_with(".14");
         assert!(
-            (-2_000..120_000).contains(&lag),
+            if misread {
+                lag < -9 * 3_600_000
+            } else {
+                (-2_000..120_000).contains(&lag)
+            },
             "{}: acquired {} min before it arrived",
             s.sop_instance_uid,
             lag / 60_000
         );
     }
+    let off = |direction: &'static str| {
+        let gw = &gw;
+        async move {
+            gw.metric(&format!(
+                "cxrflow_gateway_acquisition_clock_off_total{{direction=\"{direction}\"}}"
+            ))
+            .await
+            .unwrap_or(0.0)
+        }
+    };
+    assert_eq!((off("ahead").await, off("behind").await), (1.0, 0.0));
     gw.stop().await;
 }
