@@ -217,19 +217,27 @@ async fn a_dicom_store_into_the_embedded_stack_reaches_the_worklist() {
         .collect();
     files.sort();
     assert_eq!(files.len(), UNNAMED_LATERALS + 3, "{files:?}");
-    let out = tokio::process::Command::new("storescu")
-        .args(["-aec", "CXRFLOW", "127.0.0.1", &dicom_port.to_string()])
-        .arg(&file)
-        .arg(&child)
-        .args(&files)
-        .output()
-        .await
-        .expect("storescu (Debian package dcmtk, installed by scripts/prereqs.sh) runs");
-    assert!(
-        out.status.success(),
-        "storescu failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // DCMTK's storescu sends files to the embedded gateway, in one association.
+    let store = |files: Vec<PathBuf>| async move {
+        let out = tokio::process::Command::new("storescu")
+            .args(["-aec", "CXRFLOW", "127.0.0.1", &dicom_port.to_string()])
+            .args(&files)
+            .output()
+            .await
+            .expect("storescu (Debian package dcmtk, installed by scripts/prereqs.sh) runs");
+        assert!(
+            out.status.success(),
+            "storescu failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    store(
+        [file.clone(), child.clone()]
+            .into_iter()
+            .chain(files)
+            .collect(),
+    )
+    .await;
 
     let worklist = format!("http://127.0.0.1:{}/worklist", base + 3);
     cxrflow_testkit::eventually(
@@ -395,19 +403,6 @@ async fn a_dicom_store_into_the_embedded_stack_reaches_the_worklist() {
                 .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
                 .unwrap_or(0.0)
         }
-    };
-    let store = |files: Vec<PathBuf>| async move {
-        let out = tokio::process::Command::new("storescu")
-            .args(["-aec", "CXRFLOW", "127.0.0.1", &dicom_port.to_string()])
-            .args(&files)
-            .output()
-            .await
-            .expect("storescu runs");
-        assert!(
-            out.status.success(),
-            "storescu failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
     };
     store(vec![file.clone()]).await;
     cxrflow_testkit::eventually(

@@ -125,19 +125,25 @@ impl Publisher {
         self.producer().flush(timeout);
     }
 
-    /// The scan event of `meta`, its image at `uri`. No patient name, id or birth date: the
-    /// patient and the accession number travel as keyed pseudonyms only.
+    /// When `meta` says its image was acquired, read in the site's zone where it states no
+    /// offset (ms since the epoch).
+    fn stated_acquisition(&self, meta: &InstanceMeta) -> Option<i64> {
+        meta.acquired.and_then(|a| a.millis(self.site.zone))
+    }
+
+    /// The scan event of `meta`, its image at `uri`, acquired at `stated` (its
+    /// [`Self::stated_acquisition`]; arrival when implausible). No patient name, id or birth
+    /// date: the patient and the accession number travel as keyed pseudonyms only.
     pub fn scan_event(
         &self,
         meta: &InstanceMeta,
+        stated: Option<i64>,
         uri: &str,
         sha256: &str,
         size: usize,
         now_ms: i64,
     ) -> ScanEvent {
-        let acquired_at = meta
-            .acquired
-            .and_then(|a| a.millis(self.site.zone))
+        let acquired_at = stated
             .filter(|t| (EARLIEST_PLAUSIBLE_MS..=now_ms + MAX_FUTURE_SKEW_MS).contains(t))
             .unwrap_or(now_ms);
         ScanEvent {
@@ -165,14 +171,14 @@ impl Publisher {
         }
     }
 
-    /// Counts an instance whose stated acquisition lies 1–24 h before its arrival at `now_ms`,
+    /// Counts an instance whose `stated` acquisition lies 1–24 h before its arrival at `now_ms`,
     /// or more than 5 minutes after it. One now and then is a prior or a backlog; most of a
     /// site's instances so means the zone (`--gateway-timezone`) or a modality clock is wrong,
     /// and triage would time every study from hours before it arrived (alert
     /// `CxrflowGatewayAcquisitionClockOff`).
-    fn count_clock_off(&self, meta: &InstanceMeta, now_ms: i64) {
+    fn count_clock_off(&self, meta: &InstanceMeta, stated: Option<i64>, now_ms: i64) {
         const MINUTE: i64 = 60_000;
-        let Some(stated) = meta.acquired.and_then(|a| a.millis(self.site.zone)) else {
+        let Some(stated) = stated else {
             return;
         };
         let lag = now_ms - stated;
@@ -198,7 +204,8 @@ impl Publisher {
     ) -> Result<Published, InstanceError> {
         let size = file.len();
         let (uri, sha256, written) = self.blobs.put_content_addressed(file).await?;
-        let event = self.scan_event(meta, &uri, &sha256, size, now_millis());
+        let stated = self.stated_acquisition(meta);
+        let event = self.scan_event(meta, stated, &uri, &sha256, size, now_millis());
         let span =
             tracing::info_span!("scan", sop = %meta.sop_instance_uid, protocol = protocol.label());
         let mut headers = BTreeMap::new();
@@ -211,7 +218,7 @@ impl Publisher {
             Err(e) => self.delivered(false, &e.to_string()),
         }
         sent?;
-        self.count_clock_off(meta, event.study.published_at);
+        self.count_clock_off(meta, stated, event.study.published_at);
         self.metrics.event_published(
             protocol,
             &meta.sop_instance_uid,

@@ -92,18 +92,25 @@ fn rebuilt(log: &Log, now: i64) -> Worklist {
     wl
 }
 
+/// A worklist on which `pa` was scored, then its study read (report "r-1") at `read_at`, and
+/// what the engine published for it.
+fn read_study(pa: &Prediction, read_at: i64) -> (Worklist, Log) {
+    let mut wl = Worklist::new(TriagePolicy::default());
+    let mut log = Log::new();
+    deliver(&mut wl, &mut log, pa, T0 + 2_000).unwrap();
+    read(&mut wl, &mut log, "r-1", read_at);
+    (wl, log)
+}
+
 fn decision(wl: &Worklist) -> &TriageDecision {
     &wl.get(UID).expect("the study is on the worklist").decision
 }
 
 #[test]
 fn an_image_arriving_after_the_report_opens_the_study_again_and_a_read_one_never_does() {
-    let mut wl = Worklist::new(TriagePolicy::default());
-    let mut log = Log::new();
     let pa = critical("s.1", 0);
-    deliver(&mut wl, &mut log, &pa, T0 + 2_000).unwrap();
     let read_at = T0 + 10 * MIN;
-    read(&mut wl, &mut log, "r-1", read_at);
+    let (mut wl, mut log) = read_study(&pa, read_at);
     let d = decision(&wl);
     assert_eq!((d.status, d.read_at), (WorklistStatus::Read, Some(read_at)));
     let read_version = d.version;
@@ -180,12 +187,9 @@ fn an_image_arriving_after_the_report_opens_the_study_again_and_a_read_one_never
 
 #[test]
 fn a_removed_study_opens_again_for_a_later_image_and_stays_removed_for_a_redelivery() {
-    let mut wl = Worklist::new(TriagePolicy::default());
-    let mut log = Log::new();
     let pa = routine("s.1", 0);
-    deliver(&mut wl, &mut log, &pa, T0 + 2_000).unwrap();
     let read_at = T0 + 5 * MIN;
-    read(&mut wl, &mut log, "r-1", read_at);
+    let (mut wl, mut log) = read_study(&pa, read_at);
     let version = decision(&wl).version;
     // Past its read retention it is removed (its tombstone published).
     let removed_at = read_at + 60 * MIN;
@@ -226,11 +230,8 @@ fn a_removed_study_opens_again_for_a_later_image_and_stays_removed_for_a_redeliv
 
 #[test]
 fn an_image_failing_after_the_report_opens_the_study_not_assessable() {
-    let mut wl = Worklist::new(TriagePolicy::default());
-    let mut log = Log::new();
-    deliver(&mut wl, &mut log, &critical("s.1", 0), T0 + 2_000).unwrap();
     let read_at = T0 + 10 * MIN;
-    read(&mut wl, &mut log, "r-1", read_at);
+    let (wl, _) = read_study(&critical("s.1", 0), read_at);
     let failed = |sop: &str, arrived: i64| Unrankable {
         study_uid: UID.into(),
         context: Some(image(sop, arrived).study),
@@ -276,10 +277,7 @@ fn an_image_failing_after_the_report_opens_the_study_not_assessable() {
 
 #[test]
 fn a_read_decision_written_before_read_at_existed_is_read_when_it_was_decided() {
-    let mut wl = Worklist::new(TriagePolicy::default());
-    let mut log = Log::new();
-    deliver(&mut wl, &mut log, &critical("s.1", 0), T0 + 2_000).unwrap();
-    read(&mut wl, &mut log, "r-1", T0 + 10 * MIN);
+    let (wl, _) = read_study(&critical("s.1", 0), T0 + 10 * MIN);
     // As schema version 3 wrote it: READ, no `read_at`.
     let mut old = decision(&wl).clone();
     old.read_at = None;
