@@ -72,13 +72,16 @@ fi
 "$deny" --offline --color never --metadata-path "$work/metadata.json" \
   --config "$work/deny.toml" check advisories || rc=$?
 # The embedded broker, as scripts/install-broker.sh builds it (its unpacked source, the
-# patched storage crate and scripts/tansu/Cargo.lock), against scripts/tansu/deny.toml.
+# patched storage and broker crates and scripts/tansu/Cargo.lock), against
+# scripts/tansu/deny.toml.
 broker="$TOOLS/src/tansu-0.6.0"
-if [ -f "$broker/Cargo.toml" ] && [ -d "$TOOLS/src/tansu-storage-0.6.0" ]; then
+if [ -f "$broker/Cargo.toml" ] && [ -d "$TOOLS/src/tansu-storage-0.6.0" ] \
+  && [ -d "$TOOLS/src/tansu-broker-0.6.0" ]; then
   cp "$here/tansu/Cargo.lock" "$broker/Cargo.lock"
   cargo metadata --format-version 1 --locked --manifest-path "$broker/Cargo.toml" \
     --features libsql,dynostore \
     --config "patch.crates-io.tansu-storage.path=\"$TOOLS/src/tansu-storage-0.6.0\"" \
+    --config "patch.crates-io.tansu-broker.path=\"$TOOLS/src/tansu-broker-0.6.0\"" \
     > "$work/broker-metadata.json"
   with_db "$here/tansu/deny.toml" > "$work/broker-deny.toml"
   echo "the embedded broker (tansu 0.6.0 as scripts/install-broker.sh builds it):"

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs the embedded Kafka-API broker (tansu) used by `cxrflow up` and the test suite: tansu
-# 0.6.0 from crates.io with cxrflow's patches (scripts/tansu/*.patch: a fetch is answered as soon
-# as records arrive instead of being held for the whole fetch.wait.max.ms). The published
-# tansu and tansu-storage crates are downloaded from crates.io and checked against their pinned
-# SHA-256; tansu-storage is patched and substituted for the registry copy (a [patch] given on
-# the command line), and tansu is built `--locked` against scripts/tansu/Cargo.lock: tansu's own
+# 0.6.0 from crates.io with cxrflow's patches (scripts/tansu/tansu-storage-*.patch: a fetch is
+# answered as soon as records arrive instead of being held for the whole fetch.wait.max.ms;
+# scripts/tansu/tansu-broker-*.patch: a consumer group is formed only from its leader's
+# assignment, and never waits on a leader that is no longer a member). The published tansu,
+# tansu-storage and tansu-broker crates are downloaded from crates.io and checked against their
+# pinned SHA-256; tansu-storage and tansu-broker are patched and substituted for the registry
+# copies (a [patch] given on the command line), and tansu is built `--locked` against scripts/tansu/Cargo.lock: tansu's own
 # lock file with the crates that had RustSec advisories moved to their fixed semver-compatible
 # releases (h2, rustls-webpki, aws-lc-rs/aws-lc-sys, crossbeam-epoch, thin-vec) and yanked ones
 # to releases that are not (spin, chacha20, julian_day_converter, lz4_flex); see the README's
@@ -18,6 +20,7 @@ TANSU_VERSION="${TANSU_VERSION:-0.6.0}"
 # crates.io's index).
 TANSU_SHA256=4fdd85473ec265140488cf8d55e82b844f5c051c8916fabdd4a71156ac053f6d
 STORAGE_SHA256=720d2ed8e6010c70f7f06e5af5a7274ebbf6e42fdcd9e46de542b10dc4d2f35d
+BROKER_SHA256=93c1e91b40c2a706dfdbe9a795c08c70918c874ad23f6e0e87564cc0a180e720
 TOOLS="${CXRFLOW_TOOLS:-$HOME/.cache/cxrflow/tools}"
 mkdir -p "$TOOLS/bin"
 stamp="tansu $TANSU_VERSION patches $(cat "$here"/tansu/*.patch "$here"/tansu/Cargo.lock | sha256sum | cut -c1-16)"
@@ -48,18 +51,21 @@ EOF
 }
 fetch tansu "$TANSU_SHA256"
 fetch tansu-storage "$STORAGE_SHA256"
+fetch tansu-broker "$BROKER_SHA256"
 cp "$here/tansu/Cargo.lock" "$src/tansu-$TANSU_VERSION/Cargo.lock"
-storage="$src/tansu-storage-$TANSU_VERSION"
-for p in "$here"/tansu/*.patch; do
-  # Stop git's repository search at $src: a plain patch, whatever surrounds $CXRFLOW_TOOLS.
-  (cd "$storage" && GIT_CEILING_DIRECTORIES="$src" git apply -p1 "$p") \
-    || { echo "install-broker: $p does not apply to tansu-storage $TANSU_VERSION" >&2; exit 1; }
+for crate in tansu-storage tansu-broker; do
+  for p in "$here"/tansu/"$crate"-*.patch; do
+    # Stop git's repository search at $src: a plain patch, whatever surrounds $CXRFLOW_TOOLS.
+    (cd "$src/$crate-$TANSU_VERSION" && GIT_CEILING_DIRECTORIES="$src" git apply -p1 "$p") \
+      || { echo "install-broker: $p does not apply to $crate $TANSU_VERSION" >&2; exit 1; }
+  done
 done
 
 echo "building tansu $TANSU_VERSION (patched) into $TOOLS (about 12 minutes on 2 cores)"
 rm -f "$TOOLS/bin/tansu.patches"
-patch_arg="patch.crates-io.tansu-storage.path=\"$storage\""
 cargo install --locked --force --root "$TOOLS" --path "$src/tansu-$TANSU_VERSION" \
-  --features libsql,dynostore --config "$patch_arg"
+  --features libsql,dynostore \
+  --config "patch.crates-io.tansu-storage.path=\"$src/tansu-storage-$TANSU_VERSION\"" \
+  --config "patch.crates-io.tansu-broker.path=\"$src/tansu-broker-$TANSU_VERSION\""
 "$TOOLS/bin/tansu" --version
 echo "$stamp" > "$TOOLS/bin/tansu.patches"

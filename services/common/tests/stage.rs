@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cxrflow_common::kafka::stage::{
-    run_stage, Inbound, Outbound, Processor, StageConfig, StageDeps, StageError,
+    run_stage, Inbound, Outbound, Processor, StageConfig, StageDeps, StageError, StageRunError,
 };
 use cxrflow_common::kafka::Producer;
 use cxrflow_common::metrics::StageMetrics;
@@ -387,9 +387,10 @@ async fn a_processor_panic_dead_letters_the_record_and_commits_go_on() {
 /// Env var that turns the helper below into a group member a test can SIGKILL.
 const MEMBER_ENV: &str = "CXRFLOW_TEST_KILLABLE_MEMBER";
 
-/// Not a test on its own: with `CXRFLOW_TEST_KILLABLE_MEMBER=<bootstrap>,<topic>,<group>`
-/// it joins the group, prints ASSIGNED once it holds a partition and keeps consuming until it
-/// is killed (run as a child process by the rejoin test). Without it, it returns at once.
+/// Not a test on its own: with `CXRFLOW_TEST_KILLABLE_MEMBER=<bootstrap>,<topic>,<group>[,<client
+/// id>]` it joins the group, prints ASSIGNED once it holds a partition and keeps reading, never
+/// committing, until it is killed (run as a child process by the tests below). Without it, it
+/// returns at once.
 #[test]
 fn killable_group_member() {
     use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -401,94 +402,188 @@ fn killable_group_member() {
     let mut kafka = KafkaArgs::for_bootstrap(parts[0]);
     kafka.session_timeout_ms = 6_000;
     let mut cc = kafka.consumer_config();
+    if let Some(client_id) = parts.get(3) {
+        cc.set("client.id", *client_id);
+    }
     cc.set("group.id", parts[2])
         .set("session.timeout.ms", "6000")
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "latest");
     let c: BaseConsumer = cc.create().unwrap();
     c.subscribe(&[parts[1]]).unwrap();
-    let mut said = false;
+    // Says ASSIGNED each time it goes from holding nothing to holding a partition: with the
+    // eager protocol every rebalance takes its partitions away first.
+    let mut holds = false;
     loop {
-        let _ = c.poll(Duration::from_millis(100));
-        if !said && c.assignment().map(|a| a.count() > 0).unwrap_or(false) {
+        let _ = c.poll(Duration::from_millis(20));
+        let now = c.assignment().map(|a| a.count() > 0).unwrap_or(false);
+        if now && !holds {
             println!("ASSIGNED");
             std::io::stdout().flush().unwrap();
-            said = true;
         }
+        holds = now;
     }
 }
 
-/// A stage that replaces a SIGKILLed member of its group right away (the dead member still
-/// within its session) ends up holding the partitions and consuming every record: on the
-/// embedded broker the group may first settle with nothing assigned to anybody, and the
-/// ownership watchdog rejoins.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_replacing_a_killed_one_at_once_gets_the_partitions() {
+/// A [`killable_group_member`] child process and how many times it has been given a partition.
+struct GroupMember {
+    child: std::process::Child,
+    assignments: Arc<AtomicUsize>,
+}
+
+impl GroupMember {
+    fn kill(self) {} // dropped: SIGKILL, no LeaveGroup, it stays until its session ends
+}
+
+impl Drop for GroupMember {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts [`killable_group_member`] in `group` on the scan topic and waits until it holds a
+/// partition.
+async fn group_member_holding_a_partition(
+    kafka: &KafkaArgs,
+    group: &str,
+    client_id: Option<&str>,
+) -> GroupMember {
     use std::io::BufRead;
-    let broker = Broker::start();
-    let mut kafka = broker.stack().await;
-    kafka.session_timeout_ms = 6_000;
-    let codec = Arc::new(Codec::with_static_registry().unwrap());
-    let group = "g-replace";
+    let mut spec = format!("{},{},{group}", kafka.bootstrap, kafka.topic(topics::SCAN));
+    if let Some(c) = client_id {
+        spec = format!("{spec},{c}");
+    }
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["killable_group_member", "--exact", "--nocapture"])
-        .env(
-            MEMBER_ENV,
-            format!("{},{},{group}", kafka.bootstrap, kafka.topic(topics::SCAN)),
-        )
+        .env(MEMBER_ENV, spec)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let assigned = tokio::task::spawn_blocking(move || {
-        std::io::BufReader::new(stdout)
+    let assignments = Arc::new(AtomicUsize::new(0));
+    let n = assignments.clone();
+    // Reads the child's lines for as long as it lives.
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(stdout)
             .lines()
             .map_while(Result::ok)
-            .any(|l| l.contains("ASSIGNED"))
+        {
+            if l.contains("ASSIGNED") {
+                n.fetch_add(1, Ordering::SeqCst);
+            }
+        }
     });
-    let assigned = tokio::time::timeout(Duration::from_secs(30), assigned).await;
-    child.kill().unwrap(); // SIGKILL: no LeaveGroup, the member stays until its session ends
-    child.wait().unwrap();
-    assert!(
-        matches!(assigned, Ok(Ok(true))),
-        "the member to kill joined"
-    );
+    let n = assignments.clone();
+    let assigned = tokio::time::timeout(Duration::from_secs(30), async move {
+        while n.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    if assigned.is_err() {
+        let _ = child.kill();
+        panic!("the group member did not get a partition within 30 s");
+    }
+    GroupMember { child, assignments }
+}
+
+/// An [`Echo`] stage running in `group` with its own metrics registry.
+struct EchoStage {
+    echo: Arc<Echo>,
+    reg: Arc<prometheus_client::registry::Registry>,
+    health: cxrflow_common::health::Health,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<Result<(), StageRunError>>>,
+}
+
+impl EchoStage {
+    fn start(kafka: &KafkaArgs, codec: &Arc<Codec>, group: &'static str) -> EchoStage {
+        let shutdown = CancellationToken::new();
+        let echo = Arc::new(Echo {
+            codec: codec.clone(),
+            seen: Mutex::default(),
+            calls: AtomicUsize::new(0),
+        });
+        let mut reg = prometheus_client::registry::Registry::default();
+        let mut d = deps(kafka, codec);
+        d.metrics = StageMetrics::register(&mut reg, "test");
+        let health = d.health.clone();
+        let (k, s, e) = (kafka.clone(), shutdown.clone(), echo.clone());
+        let task = tokio::spawn(async move {
+            run_stage(&k, cfg(group, Duration::from_secs(2)), e, d, s).await
+        });
+        EchoStage {
+            echo,
+            reg: Arc::new(reg),
+            health,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+impl Drop for EchoStage {
+    /// A test that failed: stop the stage while the broker still runs (it is dropped after
+    /// this), or closing its consumer at the runtime's shutdown waits on a broker that is gone.
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            self.shutdown.cancel();
+            tokio::task::block_in_place(|| {
+                let _ = tokio::runtime::Handle::current()
+                    .block_on(tokio::time::timeout(Duration::from_secs(10), task));
+            });
+        }
+    }
+}
+
+/// The test stage's `cxrflow_test_consumer_recoveries_total` lines.
+fn recoveries(reg: &prometheus_client::registry::Registry) -> Vec<String> {
+    cxrflow_common::metrics::render(reg)
+        .lines()
+        .filter(|l| l.starts_with("cxrflow_test_consumer_recoveries_total"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A stage that replaces a SIGKILLed member of its group right away (the dead member still
+/// within its session) gets the partitions from the broker and consumes every record, without
+/// its ownership watchdog: the embedded broker is built with
+/// `scripts/tansu/tansu-broker-group-leader.patch`, which forms a group only from its leader's
+/// SyncGroup. Published tansu 0.6.0 formed it from the follower's empty one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_replacing_a_killed_one_at_once_gets_the_partitions() {
+    let broker = Broker::start();
+    let mut kafka = broker.stack().await;
+    kafka.session_timeout_ms = 6_000;
+    let codec = Arc::new(Codec::with_static_registry().unwrap());
+    let group = "g-replace";
+    group_member_holding_a_partition(&kafka, group, None)
+        .await
+        .kill();
 
     // Join 3 s after the kill (a restarted process's start-up): tansu 0.6.0 pauses a follower's
-    // JoinGroup 3 s, the dead leader's 6 s session ends in between, and the follower's empty
-    // SyncGroup forms the group with nothing assigned. Measured without the watchdog: 4 of 4
-    // runs stuck for good when joining 3–4 s after the kill; 0–2 s after, 6 of 6 got the
-    // partitions after 6.5 s.
+    // JoinGroup 3 s, the dead leader's 6 s session ends in between, and published tansu formed
+    // the group from the follower's empty SyncGroup, with nothing assigned. Measured on the
+    // published broker: 4 of 4 runs stuck for good (until the watchdog rejoined) when joining
+    // 3–4 s after the kill; 0–2 s after, 6 of 6 got the partitions after 6.5 s.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let uids: Vec<String> = (0..6).map(|i| format!("1.7.{i}")).collect();
     produce_scans(&kafka, &codec, &uids).await;
-    let shutdown = CancellationToken::new();
-    let echo = Arc::new(Echo {
-        codec: codec.clone(),
-        seen: Mutex::default(),
-        calls: AtomicUsize::new(0),
-    });
-    let mut reg = prometheus_client::registry::Registry::default();
-    let mut d = deps(&kafka, &codec);
-    d.metrics = StageMetrics::register(&mut reg, "test");
-    let health = d.health.clone();
-    let (k, s, e) = (kafka.clone(), shutdown.clone(), echo.clone());
     let started = std::time::Instant::now();
-    let stage =
-        tokio::spawn(
-            async move { run_stage(&k, cfg(group, Duration::from_secs(2)), e, d, s).await },
-        );
+    let st = EchoStage::start(&kafka, &codec, group);
     let out = read_topic(&kafka, topics::INGESTED, Duration::from_secs(90), |r| {
         r.len() >= uids.len()
     })
     .await;
     let took = started.elapsed();
-    let metrics = cxrflow_common::metrics::render(&reg);
-    let recoveries: Vec<&str> = metrics
-        .lines()
-        .filter(|l| l.starts_with("cxrflow_test_consumer_recoveries_total"))
-        .collect();
+    let recoveries = recoveries(&st.reg);
     eprintln!("replacement consumed everything after {took:?}; recoveries: {recoveries:?}");
     assert!(
         out.len() >= uids.len(),
@@ -496,12 +591,111 @@ async fn a_member_replacing_a_killed_one_at_once_gets_the_partitions() {
         out.len(),
         uids.len()
     );
+    // The watchdog's first step waits 11 s (session 6 s + 5 s) after it first sees the stall.
     assert!(
-        recoveries.iter().any(|l| l.contains("rejoin")),
-        "the embedded broker settled the group with nothing assigned and the watchdog rejoined"
+        recoveries.is_empty(),
+        "the broker formed the group with nothing assigned and the watchdog had to act: \
+         {recoveries:?} (is the broker built without scripts/tansu/tansu-broker-*.patch?)"
     );
-    assert!(health.assigned_once(), "ready once it held a partition");
-    assert!(health.live().is_ok());
-    shutdown.cancel();
-    stage.await.unwrap().unwrap();
+    assert!(st.health.assigned_once(), "ready once it held a partition");
+    assert!(st.health.live().is_ok());
+    st.stop().await;
+}
+
+/// The ownership watchdog acts on a real broker: a stage whose group's only partition is held
+/// by a member that reads nothing it commits (hung, or another replica that stopped making
+/// progress) rejoins after its stall bound, and once that member is gone the stage owns the
+/// partition and consumes every record. (Its decisions are unit-tested in `ownership.rs`; this
+/// checks that a rejoin is a real LeaveGroup + JoinGroup the broker answers.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_rejoins_when_a_member_holds_the_partition_and_commits_nothing() {
+    let broker = Broker::start();
+    let mut kafka = KafkaArgs::for_bootstrap(broker.bootstrap());
+    kafka.topic_prefix = format!("w{:08x}.", rand::random::<u32>());
+    kafka.session_timeout_ms = 6_000;
+    // The watchdog's steps: rejoin after 5 s, rejoin after 10 s more, new consumer after 20 s.
+    kafka.consumer_stall_ms = Some(5_000);
+    // One partition, so one member holds everything and the other nothing.
+    cxrflow_common::kafka::admin::ensure_topics(
+        &kafka,
+        &cxrflow_common::kafka::admin::all_topics(),
+        1,
+        1,
+    )
+    .await
+    .unwrap();
+    let codec = Arc::new(Codec::with_static_registry().unwrap());
+    let group = "g-hung";
+    // Its client id sorts before librdkafka's default ("rdkafka"), so the range assignor keeps
+    // giving it the partition at every rebalance while it lives.
+    let hung = group_member_holding_a_partition(&kafka, group, Some("0-hung")).await;
+    let uids: Vec<String> = (0..6).map(|i| format!("1.8.{i}")).collect();
+    produce_scans(&kafka, &codec, &uids).await;
+    let st = EchoStage::start(&kafka, &codec, group);
+    // The stage's first join is a rebalance: the hung member is given the partition again.
+    let n = hung.assignments.clone();
+    eventually(
+        Duration::from_secs(30),
+        "the stage joined and the group rebalanced",
+        || {
+            let n = n.clone();
+            async move { n.load(Ordering::SeqCst) >= 2 }
+        },
+    )
+    .await;
+    let r = st.reg.clone();
+    let rejoined = move || recoveries(&r).iter().any(|l| l.contains("rejoin"));
+    // The count once the join's rebalance has settled (unchanged for 1 s, before the first
+    // rejoin, which comes 5 s or more after the stall is first seen).
+    let mut before = hung.assignments.load(Ordering::SeqCst);
+    let mut stable_since = std::time::Instant::now();
+    while stable_since.elapsed() < Duration::from_secs(1) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = hung.assignments.load(Ordering::SeqCst);
+        if now != before {
+            (before, stable_since) = (now, std::time::Instant::now());
+        }
+    }
+    assert!(!rejoined(), "the watchdog waited out its stall bound");
+    let r = rejoined.clone();
+    eventually(
+        Duration::from_secs(30),
+        "the watchdog rejoined while the hung member held the partition",
+        || {
+            let r = r.clone();
+            async move { r() }
+        },
+    )
+    .await;
+    assert_eq!(
+        st.echo.calls.load(Ordering::SeqCst),
+        0,
+        "the stage consumed nothing while the other member held the only partition"
+    );
+    // The rejoin is a real LeaveGroup + JoinGroup: the group rebalances again, and the hung
+    // member (first in the range assignor's order) is given the partition once more, before
+    // the watchdog's next step (10 s later) could have done it.
+    let n = hung.assignments.clone();
+    eventually(
+        Duration::from_secs(8),
+        "the rejoin rebalanced the group",
+        || {
+            let n = n.clone();
+            async move { n.load(Ordering::SeqCst) > before }
+        },
+    )
+    .await;
+    hung.kill();
+    let out = read_topic(&kafka, topics::INGESTED, Duration::from_secs(60), |r| {
+        r.len() >= uids.len()
+    })
+    .await;
+    assert!(
+        out.len() >= uids.len(),
+        "every record consumed once the hung member was gone: {} of {} (recoveries: {:?})",
+        out.len(),
+        uids.len(),
+        recoveries(&st.reg)
+    );
+    st.stop().await;
 }

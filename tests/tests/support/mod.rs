@@ -532,11 +532,11 @@ pub fn start_replay(
 
 /// How much longer each killed service stays down (`CXRFLOW_CRASH_EXTRA_DOWNTIME_MS`).
 ///
-/// Default 0: a killed service is started again at once, as an orchestrator would. With the
-/// embedded broker (tansu 0.6.0) the replacement may then join while its SIGKILLed predecessor
-/// still leads the group, and the group can settle with nothing assigned to anybody
-/// (services/common/src/kafka/ownership.rs explains the coordinator's path); the stage's
-/// ownership watchdog rejoins after `--consumer-stall-ms`. Set it above the session timeout to
+/// Default 0: a killed service is started again at once, as an orchestrator would. The
+/// replacement then joins while its SIGKILLed predecessor still leads the group; published
+/// tansu 0.6.0 could settle the group with nothing assigned to anybody, which the embedded
+/// broker's patch fixes (services/common/src/kafka/ownership.rs explains the coordinator's path;
+/// the stage's ownership watchdog stays as the backstop). Set it above the session timeout to
 /// test restarts that never meet the dead member.
 pub fn extra_downtime_ms() -> u64 {
     std::env::var("CXRFLOW_CRASH_EXTRA_DOWNTIME_MS")

@@ -2,16 +2,19 @@
 //! nobody consumes rejoins its group, then recreates its consumer, and at last gives up so that
 //! its supervisor restarts the process.
 //!
-//! Why a watchdog and not trust in the group protocol: the embedded broker (tansu 0.6.0) can
-//! settle a group with empty assignments for good. A member that joins while the member it
-//! replaces (SIGKILLed, still within its session) leads the group is answered as a follower of
-//! the dead leader; when the dead member's session ends before the follower's SyncGroup, the
-//! coordinator drops the leader and then takes the follower's SyncGroup — which carries no
-//! assignments, followers never send any — as the leader's: the group is formed with nobody
-//! owning anything, and the live member's heartbeats are answered "all is well" from then on.
-//! Only a JoinGroup with changed metadata or a LeaveGroup forms the group anew. Apache Kafka
-//! never forms a group without a leader's assignment, but the watchdog costs nothing while a
-//! consumer holds partitions, and on any broker it turns "silent forever" into a bounded stall.
+//! Why a watchdog and not trust in the group protocol: published tansu 0.6.0 could settle a
+//! group with empty assignments for good. A member that joins while the member it replaces
+//! (SIGKILLed, still within its session) leads the group is answered as a follower of the dead
+//! leader; when the dead member's session ended before the follower's SyncGroup, the
+//! coordinator dropped the leader and then took the follower's SyncGroup — which carries no
+//! assignments, followers never send any — as the leader's: the group was formed with nobody
+//! owning anything, and the live member's heartbeats were answered "all is well" from then on.
+//! After a broker pause longer than the session it kept an evicted member as the group's leader,
+//! and every rejoin followed that leader. The embedded broker is now built with
+//! `scripts/tansu/tansu-broker-group-leader.patch`, which fixes both (`services/common/tests/
+//! stage.rs`, `tests/tests/reliability.rs`); Apache Kafka never forms a group without a leader's
+//! assignment. The watchdog stays: it costs nothing while a consumer holds partitions, and on
+//! any broker it turns "silent forever" into a bounded stall.
 //!
 //! The decision is pure ([`Watchdog::observe`], clock passed in); the broker probe that feeds it
 //! ([`probe_unowned`]) runs only while the consumer holds nothing.
