@@ -460,16 +460,7 @@ async fn a_broker_paused_past_the_session_timeout_loses_nothing() {
     // followed a leader that was gone; only the watchdog's new consumers (45 s into the stall,
     // their requests overlapping the old ones') got the groups re-formed: 170 s after the resume.
     every_study_listed_once(&p, &expected, Duration::from_secs(60), "the pause").await;
-    let recovered: Vec<String> = Service::ALL
-        .iter()
-        .flat_map(|s| {
-            p.log(*s)
-                .lines()
-                .filter(|l| l.contains("consumer holds no partitions while records wait"))
-                .map(|l| format!("{}: {l}", s.name()))
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let recovered = watchdog_recoveries(&p, &Service::ALL);
     assert!(
         recovered.is_empty(),
         "the broker left groups without an owner and the ownership watchdog had to act \
@@ -487,6 +478,99 @@ async fn a_broker_paused_past_the_session_timeout_loses_nothing() {
         "paused-broker test: every study on the worklist {:.0} s after the start",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// A node that freezes (SIGSTOP: a VM pause, a long GC, a swap storm) for twice the consumer
+/// session while it holds in-flight records, preprocess and inference on it: the broker evicts
+/// both members, and when the node thaws each finds its session ended, finishes or drops what it
+/// held and joins again. Every study is scored and listed once, nothing is dead-lettered, no
+/// service dies, and no ownership watchdog recovery is needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn services_frozen_past_the_session_timeout_lose_nothing_and_show_nothing_twice() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let _turn = support::exclusive();
+    let started = Instant::now();
+    let mut p = Pipeline::start().await;
+    let n = 60;
+    let seed = 36;
+    let studies = support::studies(&p.dataset, n, seed);
+    let replay = support::start_replay(&p, &studies, 10.0, 256 * 1024, seed);
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let frozen = [Service::Preprocess, Service::Inference];
+    let pids: Vec<Pid> = frozen
+        .iter()
+        .map(|s| Pid::from_raw(p.pid(*s).expect("service runs") as i32))
+        .collect();
+    for pid in &pids {
+        kill(*pid, Signal::SIGSTOP).expect("SIGSTOP a service");
+    }
+    let pause = Duration::from_millis(2 * support::SESSION_TIMEOUT_MS);
+    tokio::time::sleep(pause).await;
+    for pid in &pids {
+        kill(*pid, Signal::SIGCONT).expect("SIGCONT a service");
+    }
+    let resumed = started.elapsed();
+    eprintln!(
+        "preprocess and inference frozen {:.0} s, thawed at {:.1} s",
+        pause.as_secs_f64(),
+        resumed.as_secs_f64()
+    );
+
+    let published = replay.await.expect("replay task");
+    assert_eq!(published.len(), n);
+    let expected: BTreeSet<String> = studies.iter().map(|s| s.uid.clone()).collect();
+    let scored = || async {
+        let keys: BTreeSet<String> = p
+            .snapshot(topics::PREDICTIONS)
+            .await
+            .into_iter()
+            .filter_map(|r| r.key)
+            .map(|k| String::from_utf8_lossy(&k).into_owned())
+            .collect();
+        expected.is_subset(&keys)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !scored().await {
+        assert!(
+            Instant::now() < deadline,
+            "not every study scored a minute after the thaw; pipeline:\n{}",
+            progress(&p).await
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    every_study_listed_once(&p, &expected, Duration::from_secs(60), "the thaw").await;
+    p.check_alive();
+    assert!(
+        p.unexpected_exits.is_empty(),
+        "services died after a freeze: {:?}",
+        p.unexpected_exits
+    );
+    let recovered = watchdog_recoveries(&p, &frozen);
+    assert!(
+        recovered.is_empty(),
+        "a thawed service was left without its partitions and the watchdog had to act:\n{}",
+        recovered.join("\n")
+    );
+    eprintln!(
+        "frozen-services test: every study scored and listed {:.1} s after the thaw",
+        (started.elapsed() - resumed).as_secs_f64()
+    );
+}
+
+/// The ownership watchdog's recovery log lines of `services`, each prefixed with its service.
+fn watchdog_recoveries(p: &Pipeline, services: &[Service]) -> Vec<String> {
+    services
+        .iter()
+        .flat_map(|s| {
+            p.log(*s)
+                .lines()
+                .filter(|l| l.contains("consumer holds no partitions while records wait"))
+                .map(|l| format!("{}: {l}", s.name()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// Every `patient` + digits token in `bytes` (the dataset's raw patient id form, `patient00042`).
