@@ -481,10 +481,11 @@ async fn a_broker_paused_past_the_session_timeout_loses_nothing() {
 }
 
 /// A node that freezes (SIGSTOP: a VM pause, a long GC, a swap storm) for twice the consumer
-/// session while it holds in-flight records, preprocess and inference on it: the broker evicts
-/// both members, and when the node thaws each finds its session ended, finishes or drops what it
-/// held and joins again. Every study is scored and listed once, nothing is dead-lettered, no
-/// service dies, and no ownership watchdog recovery is needed.
+/// session while it holds in-flight records, preprocess, inference and triage on it (triage
+/// keeps its worklist in memory and gets its partitions back from the committed offsets): the
+/// broker evicts the three members, and when the node thaws each finds its session ended,
+/// finishes or drops what it held and joins again. Every study is scored and listed once,
+/// nothing is dead-lettered, no service dies, and no ownership watchdog recovery is needed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn services_frozen_past_the_session_timeout_lose_nothing_and_show_nothing_twice() {
     use nix::sys::signal::{kill, Signal};
@@ -498,7 +499,7 @@ async fn services_frozen_past_the_session_timeout_lose_nothing_and_show_nothing_
     let replay = support::start_replay(&p, &studies, 10.0, 256 * 1024, seed);
 
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let frozen = [Service::Preprocess, Service::Inference];
+    let frozen = [Service::Preprocess, Service::Inference, Service::Triage];
     let pids: Vec<Pid> = frozen
         .iter()
         .map(|s| Pid::from_raw(p.pid(*s).expect("service runs") as i32))
@@ -513,7 +514,7 @@ async fn services_frozen_past_the_session_timeout_lose_nothing_and_show_nothing_
     }
     let resumed = started.elapsed();
     eprintln!(
-        "preprocess and inference frozen {:.0} s, thawed at {:.1} s",
+        "preprocess, inference and triage frozen {:.0} s, thawed at {:.1} s",
         pause.as_secs_f64(),
         resumed.as_secs_f64()
     );
