@@ -430,8 +430,6 @@ async fn a_broker_restart_mid_stream_loses_nothing() {
 /// service dies, and the broker re-forms every group by itself (no ownership watchdog recovery).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broker_paused_past_the_session_timeout_loses_nothing() {
-    use nix::sys::signal::{kill, Signal};
-    use nix::unistd::Pid;
     let _turn = support::exclusive();
     let started = Instant::now();
     let p = Pipeline::start().await;
@@ -441,11 +439,8 @@ async fn a_broker_paused_past_the_session_timeout_loses_nothing() {
     let replay = support::start_replay(&p, &studies, 10.0, 256 * 1024, seed);
 
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let pid = Pid::from_raw(p.broker.pid() as i32);
     let pause = Duration::from_millis(2 * support::SESSION_TIMEOUT_MS);
-    kill(pid, Signal::SIGSTOP).expect("SIGSTOP the broker");
-    tokio::time::sleep(pause).await;
-    kill(pid, Signal::SIGCONT).expect("SIGCONT the broker");
+    freeze(&[p.broker.pid()], pause).await;
     eprintln!(
         "broker paused {:.0} s (twice the session), resumed at {:.1} s",
         pause.as_secs_f64(),
@@ -488,8 +483,6 @@ async fn a_broker_paused_past_the_session_timeout_loses_nothing() {
 /// nothing is dead-lettered, no service dies, and no ownership watchdog recovery is needed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn services_frozen_past_the_session_timeout_lose_nothing_and_show_nothing_twice() {
-    use nix::sys::signal::{kill, Signal};
-    use nix::unistd::Pid;
     let _turn = support::exclusive();
     let started = Instant::now();
     let mut p = Pipeline::start().await;
@@ -500,18 +493,12 @@ async fn services_frozen_past_the_session_timeout_lose_nothing_and_show_nothing_
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let frozen = [Service::Preprocess, Service::Inference, Service::Triage];
-    let pids: Vec<Pid> = frozen
+    let pids: Vec<u32> = frozen
         .iter()
-        .map(|s| Pid::from_raw(p.pid(*s).expect("service runs") as i32))
+        .map(|s| p.pid(*s).expect("service runs"))
         .collect();
-    for pid in &pids {
-        kill(*pid, Signal::SIGSTOP).expect("SIGSTOP a service");
-    }
     let pause = Duration::from_millis(2 * support::SESSION_TIMEOUT_MS);
-    tokio::time::sleep(pause).await;
-    for pid in &pids {
-        kill(*pid, Signal::SIGCONT).expect("SIGCONT a service");
-    }
+    freeze(&pids, pause).await;
     let resumed = started.elapsed();
     eprintln!(
         "preprocess, inference and triage frozen {:.0} s, thawed at {:.1} s",
@@ -558,6 +545,20 @@ async fn services_frozen_past_the_session_timeout_lose_nothing_and_show_nothing_
         "frozen-services test: every study scored and listed {:.1} s after the thaw",
         (started.elapsed() - resumed).as_secs_f64()
     );
+}
+
+/// Stops the processes `pids` together (SIGSTOP) for `pause`, then lets them go on (SIGCONT).
+async fn freeze(pids: &[u32], pause: Duration) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let pids: Vec<Pid> = pids.iter().map(|p| Pid::from_raw(*p as i32)).collect();
+    for pid in &pids {
+        kill(*pid, Signal::SIGSTOP).unwrap_or_else(|e| panic!("SIGSTOP {pid}: {e}"));
+    }
+    tokio::time::sleep(pause).await;
+    for pid in &pids {
+        kill(*pid, Signal::SIGCONT).unwrap_or_else(|e| panic!("SIGCONT {pid}: {e}"));
+    }
 }
 
 /// The ownership watchdog's recovery log lines of `services`, each prefixed with its service.

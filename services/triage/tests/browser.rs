@@ -376,13 +376,7 @@ async fn the_worklist_page_orders_updates_live_and_closes_a_reported_study() {
             t.ends_with(" 1")
         })
         .await;
-        browser
-            .find(Locator::Id("only"))
-            .await
-            .unwrap()
-            .select_by_value("unranked")
-            .await
-            .unwrap();
+        page.select("only", "unranked").await;
         let rows = page
             .rows_until("the filter", |r| uids(r) == [BROKEN])
             .await;
@@ -391,13 +385,7 @@ async fn the_worklist_page_orders_updates_live_and_closes_a_reported_study() {
 
         // A film of the read critical study that reached the gateway after its report: the
         // study is back on the list, ranked by that film, with a badge saying why.
-        browser
-            .find(Locator::Id("only"))
-            .await
-            .unwrap()
-            .select_by_value("")
-            .await
-            .unwrap();
+        page.select("only", "").await;
         let mut late = prediction(CRITICAL, "Pneumothorax", 0.91, true, &blob_uri);
         late.study.sop_instance_uid = format!("{CRITICAL}.2");
         late.study.published_at = T0 + 30 * 60_000;

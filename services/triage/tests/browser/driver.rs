@@ -166,6 +166,17 @@ impl Page<'_> {
             .unwrap();
     }
 
+    /// Chooses the option of value `value` in the `<select>` whose id is `id`.
+    pub async fn select(&self, id: &str, value: &str) {
+        self.browser
+            .find(Locator::Id(id))
+            .await
+            .unwrap_or_else(|e| panic!("no <select id={id}>: {e}"))
+            .select_by_value(value)
+            .await
+            .unwrap_or_else(|e| panic!("<select id={id}> has no option {value:?}: {e}"));
+    }
+
     pub async fn screenshot(&self, name: &str) -> PathBuf {
         let png = self.browser.screenshot().await.expect("screenshot");
         let path = self.shots.join(format!("triage-worklist{name}.png"));
