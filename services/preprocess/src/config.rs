@@ -6,7 +6,7 @@
 use cxrflow_common::{BlobStoreArgs, KafkaArgs, ServiceArgs};
 
 use crate::decode::DecodeLimits;
-use crate::eligibility::EligibilityRules;
+use crate::eligibility::{EligibilityRules, UnknownAge};
 use crate::profile::Profile;
 
 pub const MIB: u64 = 1024 * 1024;
@@ -79,6 +79,20 @@ pub struct Config {
         default_value_t = crate::eligibility::ADULT_AGE_YEARS
     )]
     pub min_age_years: u32,
+
+    /// An image whose patient age is in neither its DICOM header (Patient's Age, or a birth
+    /// date) nor its scan event: `score` (scored, counted in
+    /// cxrflow_preprocess_age_unknown_images_total and marked "age unknown" on the worklist) or
+    /// `not-assessable` (`eligibility.age_unknown`: listed for a person without a score). Use
+    /// `not-assessable` where the feed may strip ages and children are imaged. No effect with
+    /// --preprocess-min-age-years 0.
+    #[arg(
+        long = "preprocess-unknown-age",
+        env = "CXRFLOW_PREPROCESS_UNKNOWN_AGE",
+        value_enum,
+        default_value_t = UnknownAge::Score
+    )]
+    pub unknown_age: UnknownAge,
 }
 
 impl Config {
@@ -95,6 +109,7 @@ impl Config {
             modalities: vec!["CR".into(), "DX".into()],
             for_processing: false,
             min_age_years: crate::eligibility::ADULT_AGE_YEARS,
+            unknown_age: UnknownAge::Score,
         }
     }
 
@@ -109,6 +124,7 @@ impl Config {
                 .collect(),
             for_processing: self.for_processing,
             min_age_years: self.min_age_years,
+            unknown_age: self.unknown_age,
         }
     }
 
@@ -124,7 +140,7 @@ impl Config {
     pub fn describe(&self) -> String {
         format!(
             "{} profile={} max_width={} max_height={} max_alloc_mib={} modalities={} \
-             for_processing={} min_age_years={}",
+             for_processing={} min_age_years={} unknown_age={}",
             self.blob_store.describe(),
             self.profile,
             self.max_width,
@@ -132,7 +148,8 @@ impl Config {
             self.max_alloc_mib,
             self.modalities.join(","),
             self.for_processing,
-            self.min_age_years
+            self.min_age_years,
+            self.unknown_age.label()
         )
     }
 }
@@ -160,9 +177,13 @@ mod tests {
             "s3://b/blobs",
             "--blob-store-option",
             "aws_secret_access_key=hunter2",
+            "--preprocess-unknown-age",
+            "not-assessable",
         ])
         .unwrap();
         assert_eq!(cli.cfg.profile, Profile::Gray320V1);
+        assert_eq!(cli.cfg.eligibility().unknown_age, UnknownAge::NotAssessable);
+        assert!(cli.cfg.describe().contains("unknown_age=not-assessable"));
         assert_eq!(cli.cfg.limits().max_width, 4096);
         assert_eq!(cli.cfg.blob_store.effective_url(), "s3://b/blobs");
         assert!(!cli.cfg.describe().contains("hunter2"));

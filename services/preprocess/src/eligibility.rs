@@ -104,6 +104,32 @@ pub struct EligibilityRules {
     /// chest is not a small adult's: heart, thymus and lung proportions differ, and a model
     /// trained on adults reads them with the adults' thresholds.
     pub min_age_years: u32,
+    /// What happens to an image whose patient age is known neither from its header nor from
+    /// its scan event, while `min_age_years` is above 0.
+    pub unknown_age: UnknownAge,
+}
+
+/// What the age rule does with an image whose age nobody gave (a PNG/JPEG scan event without
+/// `patient_age_years`, a DICOM header without Patient's Age or a birth date to count from).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum UnknownAge {
+    /// Scored, counted (`cxrflow_preprocess_age_unknown_images_total`) and marked "age
+    /// unknown" on the worklist: for a feed that carries ages, where a missing one is rare.
+    #[default]
+    Score,
+    /// Not assessable (`eligibility.age_unknown`): listed for a person without a score. For a
+    /// site whose router strips ages and which also images children, or any site that wants
+    /// eligibility proven rather than presumed.
+    NotAssessable,
+}
+
+impl UnknownAge {
+    pub fn label(self) -> &'static str {
+        match self {
+            UnknownAge::Score => "score",
+            UnknownAge::NotAssessable => "not-assessable",
+        }
+    }
 }
 
 /// The youngest age in CheXpert's 223,414 training rows (the label file shipped with
@@ -117,6 +143,7 @@ impl Default for EligibilityRules {
             modalities: vec!["CR".into(), "DX".into()],
             for_processing: false,
             min_age_years: ADULT_AGE_YEARS,
+            unknown_age: UnknownAge::Score,
         }
     }
 }
@@ -259,12 +286,17 @@ impl EligibilityRules {
                 ),
             );
         }
-        self.check_age(h.patient_age_years)
+        // A header without an age leaves the decision to the scan event's (`check_age`).
+        match h.patient_age_years {
+            Some(_) => self.check_age(h.patient_age_years),
+            None => Ok(()),
+        }
     }
 
     /// The age rule alone, for an age from the header or, when the image has none (PNG/JPEG, a
-    /// header without age or birth date), from the scan event. An unknown age passes: the
-    /// header gates above and the out-of-distribution gate still apply.
+    /// header without age or birth date), from the scan event. An unknown age passes unless
+    /// `unknown_age` says otherwise: the header gates above and the out-of-distribution gate
+    /// still apply.
     pub fn check_age(&self, age: Option<i32>) -> Result<(), Ineligible> {
         match age {
             Some(years) if i64::from(years) < i64::from(self.min_age_years) => ineligible(
@@ -275,6 +307,17 @@ impl EligibilityRules {
                     self.min_age_years
                 ),
             ),
+            None if self.min_age_years > 0 && self.unknown_age == UnknownAge::NotAssessable => {
+                ineligible(
+                    "eligibility.age_unknown",
+                    format!(
+                        "no patient age in the image header (Patient's Age, or a birth date) or \
+                         the scan event: the model was trained and validated on patients {} and \
+                         over, and this site does not score an age it cannot check",
+                        self.min_age_years
+                    ),
+                )
+            }
             _ => Ok(()),
         }
     }
@@ -354,6 +397,40 @@ mod tests {
         };
         assert_eq!(any_age.check_age(Some(0)), Ok(()));
         assert!(rules.check_age(Some(17)).is_err());
+    }
+
+    #[test]
+    fn a_site_may_refuse_an_age_nobody_gave() {
+        let strict = EligibilityRules {
+            unknown_age: UnknownAge::NotAssessable,
+            ..EligibilityRules::default()
+        };
+        let e = strict.check_age(None).unwrap_err();
+        assert_eq!(e.code, "eligibility.age_unknown");
+        assert_eq!(
+            e.reason,
+            "no patient age in the image header (Patient's Age, or a birth date) or the scan \
+             event: the model was trained and validated on patients 18 and over, and this site \
+             does not score an age it cannot check"
+        );
+        assert_eq!(strict.check_age(Some(40)), Ok(()));
+        assert_eq!(
+            strict.check_age(Some(9)).unwrap_err().code,
+            "eligibility.age",
+            "a known child is refused for its age"
+        );
+        // A header without an age is not judged by the header alone: the scan event may
+        // still give one (`pipeline::with_event_age`).
+        let mut no_age = chest_cr();
+        no_age.patient_age_years = None;
+        assert_eq!(strict.check(&no_age), Ok(()));
+        // Nothing to check against when every age is scored.
+        let any_age = EligibilityRules {
+            min_age_years: 0,
+            ..strict
+        };
+        assert_eq!(any_age.check_age(None), Ok(()));
+        assert_eq!(EligibilityRules::default().check_age(None), Ok(()));
     }
 
     fn code(h: &DicomHeader) -> Option<&'static str> {

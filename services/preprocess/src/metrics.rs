@@ -74,7 +74,7 @@ impl PreprocessMetrics {
         );
         r.register(
             "ineligible_images",
-            "Images the model may not score (their DICOM header, a size below the model's input, a child's age), marked not assessable, by reason code",
+            "Images the model may not score (their DICOM header, a size below the model's input, a child's age, an unknown age where the site refuses it), marked not assessable, by reason code",
             self.ineligible.clone(),
         );
         r.register(

@@ -188,6 +188,14 @@ mod tests {
             ),
             "an unknown age passes"
         );
+        let strict = EligibilityRules {
+            unknown_age: crate::eligibility::UnknownAge::NotAssessable,
+            ..EligibilityRules::default()
+        };
+        match with_event_age(gated(&png), None, &strict) {
+            Gated::Ineligible { why, .. } => assert_eq!(why.code, "eligibility.age_unknown"),
+            other => panic!("a PNG of unknown age at a strict site was {other:?}"),
+        }
         // A DICOM header without age or birth date: the event's age decides too.
         let cr = fixtures::dicom(&DicomSpec::cr(300, 360));
         assert!(matches!(

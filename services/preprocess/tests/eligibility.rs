@@ -7,9 +7,9 @@ use std::path::Path;
 use std::process::Command;
 
 use cxrflow_preprocess::decode::DecodeLimits;
-use cxrflow_preprocess::eligibility::EligibilityRules;
+use cxrflow_preprocess::eligibility::{EligibilityRules, UnknownAge};
 use cxrflow_preprocess::fixtures::{self, DicomSpec};
-use cxrflow_preprocess::pipeline::{prepare_gated, Gated};
+use cxrflow_preprocess::pipeline::{prepare_gated, with_event_age, Gated};
 use cxrflow_preprocess::Profile;
 
 fn img2dcm(jpeg: &Path, out: &Path, keys: &[&str]) {
@@ -269,6 +269,73 @@ fn a_childs_radiograph_is_not_scored_whatever_way_its_header_gives_the_age() {
             }
             (got, _) => panic!("{changes:?}: {got:?}, expected {want:?}"),
         }
+    }
+}
+
+/// A site that wants eligibility proven rather than presumed (`--preprocess-unknown-age
+/// not-assessable`) lists a radiograph whose age nobody gave for a person, without a score: the
+/// header's Patient's Age or birth date, else the scan event's age, lets an adult's through. The
+/// default still scores it (counted, and marked on the worklist).
+#[test]
+fn a_site_that_refuses_unknown_ages_scores_only_films_whose_age_someone_gave() {
+    let strict = EligibilityRules {
+        unknown_age: UnknownAge::NotAssessable,
+        ..EligibilityRules::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    type Case<'a> = (&'a [&'a str], Option<i32>, Result<(), &'a str>);
+    let cases: &[Case] = &[
+        (&[], None, Err("eligibility.age_unknown")),
+        (&[], Some(40), Ok(())),
+        (&[], Some(7), Err("eligibility.age")),
+        (&["(0010,1010)=045Y"], None, Ok(())),
+        // The header wins over the scan event.
+        (&["(0010,1010)=045Y"], Some(7), Ok(())),
+        (&["(0010,1010)=009Y"], Some(40), Err("eligibility.age")),
+        (
+            &["(0010,0030)=19700615", "(0008,0020)=20240615"],
+            None,
+            Ok(()),
+        ),
+        // A birth date without the examination's date gives no age.
+        (
+            &["(0010,0030)=19700615"],
+            None,
+            Err("eligibility.age_unknown"),
+        ),
+    ];
+    for (changes, event_age, want) in cases {
+        let f = dir.path().join("cr.dcm");
+        std::fs::write(&f, fixtures::dicom(&DicomSpec::cr(300, 360))).unwrap();
+        if !changes.is_empty() {
+            dcmodify(&f, changes);
+        }
+        let bytes = std::fs::read(&f).unwrap();
+        let judged = |rules: &EligibilityRules| {
+            let gated =
+                prepare_gated(&bytes, &DecodeLimits::default(), Profile::Gray224V1, rules).unwrap();
+            match with_event_age(gated, *event_age, rules) {
+                Gated::Prepared(_) => Ok(()),
+                Gated::Ineligible { why, .. } => Err((why.code, why.reason)),
+            }
+        };
+        match (judged(&strict), want) {
+            (Ok(()), Ok(())) => {}
+            (Err((code, words)), Err(want)) => {
+                assert_eq!(code, *want, "{changes:?} {event_age:?}: {words}");
+                if code == "eligibility.age_unknown" {
+                    assert!(words.starts_with("no patient age"), "{words}");
+                }
+            }
+            (got, _) => panic!("{changes:?} {event_age:?}: {got:?}, expected {want:?}"),
+        }
+        // The default scores an unknown age; it refuses only a known child.
+        let default = judged(&EligibilityRules::default()).map_err(|(code, _)| code);
+        let want_default = match want {
+            Err("eligibility.age_unknown") => Ok(()),
+            other => *other,
+        };
+        assert_eq!(default, want_default, "{changes:?} {event_age:?}");
     }
 }
 
