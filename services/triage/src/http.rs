@@ -108,6 +108,11 @@ pub struct WorklistItem {
     /// its report (absent on a study never read).
     #[serde(default)]
     pub read_at: Option<EpochMillis>,
+    /// A scored study whose patient age reached the AI from neither the image header nor the
+    /// scan event: whether the patient is in the model's age range (adults) was not checked
+    /// (`--preprocess-unknown-age score`, the default). Never set on an unranked study.
+    #[serde(default)]
+    pub age_unknown: bool,
 }
 
 impl WorklistItem {
@@ -141,6 +146,11 @@ impl WorklistItem {
             accession_number: d.study.accession_number.clone(),
             viewer_url: None,
             read_at: d.read_at,
+            age_unknown: d.study.patient_age_years.is_none()
+                && matches!(
+                    d.tier,
+                    TriageTier::Critical | TriageTier::Urgent | TriageTier::Routine
+                ),
         }
     }
 }

@@ -4,7 +4,8 @@
 //! to the top through the SSE stream, without a reload; a report filled in and submitted from
 //! the study view reaches `cxr.feedback.v1` and closes the study on the page; a second submit
 //! is refused; an escalation shows its badge; a film of the read study arriving after its report
-//! brings the study back with the badge "new image after report". Screenshots go to
+//! brings the study back with the badge "new image after report"; a film scored without a
+//! patient age is marked "age unknown" until an update with an age. Screenshots go to
 //! `<target>/test-artifacts/triage-worklist*.png`.
 //!
 //! Needs `chromium` and `chromedriver` (scripts/prereqs.sh): without them the test fails under
@@ -145,7 +146,11 @@ async fn the_worklist_page_orders_updates_live_and_closes_a_reported_study() {
                 .expect("produce prediction");
         }
     };
-    send(prediction(ROUTINE, "Cardiomegaly", 0.2, false, &blob_uri)).await;
+    // The routine film came without a patient age (a router that strips it): scored, and
+    // marked so.
+    let mut no_age = prediction(ROUTINE, "Cardiomegaly", 0.2, false, &blob_uri);
+    no_age.study.patient_age_years = None;
+    send(no_age).await;
     send(prediction(CRITICAL, "Pneumothorax", 0.93, true, &blob_uri)).await;
 
     let browser = driver.browser().await;
@@ -198,6 +203,11 @@ async fn the_worklist_page_orders_updates_live_and_closes_a_reported_study() {
         );
         page.text_until("the live status", "status", |s| s.starts_with("live"))
             .await;
+        assert_eq!(
+            page.age_badges().await,
+            [ROUTINE],
+            "only the film without an age is marked"
+        );
         page.screenshot("").await;
 
         // An update (newer model, later prediction) makes the routine study critical with a
@@ -217,6 +227,10 @@ async fn the_worklist_page_orders_updates_live_and_closes_a_reported_study() {
             })
             .await;
         assert_eq!(uids(&rows), [ROUTINE, CRITICAL], "{rows:?}");
+        assert!(
+            page.age_badges().await.is_empty(),
+            "the update carries an age: no badge left"
+        );
         let kept = browser
             .execute("return window.cxrflowNotReloaded === true;", vec![])
             .await

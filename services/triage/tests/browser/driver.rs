@@ -219,6 +219,23 @@ impl Page<'_> {
         parse(&self.until(what, ROWS, |v| ok(&parse(v))).await)
     }
 
+    /// The studies whose row carries the "age unknown" badge, in page order; the badge's text
+    /// and hover words are checked on each.
+    pub async fn age_badges(&self) -> Vec<String> {
+        const BADGES: &str = "return [...document.querySelectorAll('#rows tr.study .badge.age')]
+            .map(b => [b.closest('tr').dataset.uid, b.textContent, b.title]);";
+        let found: Vec<(String, String, String)> =
+            serde_json::from_value(self.browser.execute(BADGES, vec![]).await.unwrap()).unwrap();
+        for (uid, text, title) in &found {
+            assert_eq!(text, "age unknown", "{uid}");
+            assert!(
+                title.starts_with("no patient age in the image header"),
+                "{uid}: {title}"
+            );
+        }
+        found.into_iter().map(|(uid, ..)| uid).collect()
+    }
+
     pub async fn text_until(&self, what: &str, id: &str, ok: impl Fn(&str) -> bool) -> String {
         let script = format!("return document.getElementById('{id}').textContent;");
         let v = self
