@@ -217,6 +217,22 @@ async fn a_dicom_store_into_the_embedded_stack_reaches_the_worklist() {
         .collect();
     files.sort();
     assert_eq!(files.len(), UNNAMED_LATERALS + 3, "{files:?}");
+    // The frontal film loses its Patient's Age to DCMTK (as a router that strips ages would):
+    // it is scored all the same, and marked "age unknown" on the worklist.
+    let frontal_file = files
+        .iter()
+        .find(|f| {
+            f.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("2.25.60-")
+        })
+        .expect("the frontal film");
+    cxrflow_testkit::run_tool({
+        let mut c = std::process::Command::new("dcmodify");
+        c.args(["-nb", "-e", "(0010,1010)"]).arg(frontal_file);
+        c
+    });
     // DCMTK's storescu sends files to the embedded gateway, in one association.
     let store = |files: Vec<PathBuf>| async move {
         let out = tokio::process::Command::new("storescu")
@@ -361,6 +377,10 @@ async fn a_dicom_store_into_the_embedded_stack_reaches_the_worklist() {
         ["CRITICAL", "URGENT", "ROUTINE"].contains(&frontal["tier"].as_str().unwrap_or_default()),
         "a frontal film without a view is still ranked: {frontal}"
     );
+    // Scored without an age (neither its header nor its scan event had one): marked, under the
+    // default --preprocess-unknown-age score. The PA beside it kept pydicom's Patient's Age.
+    assert_eq!(frontal["age_unknown"], true, "{frontal}");
+    assert_eq!(two_images["age_unknown"], false, "{two_images}");
     let refused = reqwest::get(&worklist).await.expect("triage answers");
     assert_eq!(refused.status(), 401, "the worklist without a key");
 
