@@ -380,6 +380,12 @@ async fn a_dicom_store_into_the_embedded_stack_reaches_the_worklist() {
     // Scored without an age (neither its header nor its scan event had one): marked, under the
     // default --preprocess-unknown-age score. The PA beside it kept pydicom's Patient's Age.
     assert_eq!(frontal["age_unknown"], true, "{frontal}");
+    assert!(
+        frontal["reasons"].as_array().is_some_and(|r| r
+            .iter()
+            .any(|r| r == cxrflow_triage::policy::AGE_UNKNOWN_REASON)),
+        "{frontal}"
+    );
     assert_eq!(two_images["age_unknown"], false, "{two_images}");
     let refused = reqwest::get(&worklist).await.expect("triage answers");
     assert_eq!(refused.status(), 401, "the worklist without a key");

@@ -16,6 +16,10 @@ use serde::{Deserialize, Serialize};
 pub const TRIAGE_AID_STATEMENT: &str = "cxrflow AI triage result: a worklist prioritisation aid, \
 not a diagnosis. Not verified by a radiologist; the images must be read by a radiologist.";
 
+/// What a scored result adds when no patient age reached the AI.
+pub const AGE_UNKNOWN_SUMMARY: &str =
+    "patient age unknown: not checked against the model's intended age range";
+
 /// One decision version as the outputs state it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResultReport {
@@ -36,6 +40,9 @@ pub struct ResultReport {
     pub reasons: Vec<String>,
     pub decided_at: EpochMillis,
     pub acquired_at: EpochMillis,
+    /// Scored although no patient age reached the AI: the summary says so.
+    #[serde(default)]
+    pub age_unknown: bool,
 }
 
 impl ResultReport {
@@ -63,6 +70,15 @@ impl ResultReport {
         if let Some((_, reason)) = &self.not_assessed {
             return format!("Not assessed by AI: {reason}");
         }
+        let line = self.scored_summary();
+        if self.age_unknown {
+            format!("{line}; {AGE_UNKNOWN_SUMMARY}")
+        } else {
+            line
+        }
+    }
+
+    fn scored_summary(&self) -> String {
         if self.findings.is_empty() {
             return format!(
                 "AI triage tier {}: no finding over its threshold",
@@ -141,6 +157,7 @@ pub fn plan(d: &TriageDecision, now: EpochMillis, max_age_ms: i64) -> Result<Res
             .cloned()
             .collect()
     };
+    let age_unknown = not_assessed.is_none() && d.study.patient_age_years.is_none();
     Ok(ResultReport {
         study_instance_uid: d.study.study_instance_uid.clone(),
         series_instance_uid: d.study.series_instance_uid.clone(),
@@ -157,6 +174,7 @@ pub fn plan(d: &TriageDecision, now: EpochMillis, max_age_ms: i64) -> Result<Res
         reasons: d.reasons.clone(),
         decided_at: d.decided_at,
         acquired_at: d.study.acquired_at,
+        age_unknown,
     })
 }
 
@@ -176,7 +194,7 @@ pub(crate) mod tests {
                 patient_ref: "pt-00".into(),
                 modality: "CR".into(),
                 view_position: Some("PA".into()),
-                patient_age_years: None,
+                patient_age_years: Some(61),
                 patient_sex: None,
                 acquired_at: 1_700_000_000_000,
                 published_at: 1_700_000_000_000,
@@ -237,6 +255,34 @@ pub(crate) mod tests {
         let d = decision(TriageTier::Critical);
         assert_eq!(plan(&d, now + 10_000, 5_000), Err(Skip::TooOld));
         assert!(plan(&d, now, 5_000).is_ok());
+    }
+
+    #[test]
+    fn a_score_without_a_patient_age_says_so() {
+        let now = 1_700_000_002_000;
+        let mut d = decision(TriageTier::Critical);
+        let aged = plan(&d, now, 0).unwrap();
+        assert!(!aged.age_unknown);
+        d.study.patient_age_years = None;
+        let r = plan(&d, now, 0).unwrap();
+        assert_eq!(
+            r.summary(),
+            format!(
+                "AI triage tier CRITICAL: Pneumothorax 0.91 (threshold 0.40); patient age \
+                 unknown: not checked against the model's intended age range"
+            )
+        );
+        assert_eq!(
+            r.summary(),
+            format!("{}; {AGE_UNKNOWN_SUMMARY}", aged.summary())
+        );
+        // A study the AI did not assess says why, and nothing about an age it never used.
+        let mut na = decision(TriageTier::NotAssessable);
+        na.study.patient_age_years = None;
+        na.not_assessable_reason = Some("image unlike the training data".into());
+        let r = plan(&na, now, 0).unwrap();
+        assert!(!r.age_unknown);
+        assert!(!r.summary().contains("patient age"), "{}", r.summary());
     }
 
     #[test]

@@ -14,6 +14,12 @@ const HOUR: i64 = 60 * MINUTE;
 /// A modality clock this far ahead of the gateway's is worth a reason on the worklist.
 const NOTED_CLOCK_SKEW_MS: i64 = 5 * MINUTE;
 
+/// The reason a scored study carries when no age reached the AI: preprocess's age rule
+/// (`--preprocess-min-age-years`) had nothing to judge, and a site that refuses such images
+/// (`--preprocess-unknown-age not-assessable`) never has them scored.
+pub const AGE_UNKNOWN_REASON: &str = "patient age unknown (none in the image header or the scan \
+event): the AI could not check it against the model's intended age range";
+
 /// One value per tier (SLA deadlines, wait caps).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PerTier {
@@ -375,6 +381,9 @@ impl TriagePolicy {
                 .then_with(|| a.finding.cmp(&b.finding))
         });
         reasons.extend(self.late_arrival_reason(&p.study));
+        if ai_ranked(tier) && p.study.patient_age_years.is_none() {
+            reasons.push(AGE_UNKNOWN_REASON.to_string());
+        }
         let deadline = if ai_ranked(tier) {
             self.wait_start(&p.study)
                 .saturating_add(self.sla_ms.get(tier))
@@ -491,6 +500,32 @@ mod tests {
                 ..study("1.2.3")
             })
         }
+    }
+
+    #[test]
+    fn a_score_without_a_patient_age_carries_the_reason_and_an_unranked_study_does_not() {
+        let pol = TriagePolicy::default();
+        let mut p = prediction(&[("Pneumothorax", 0.9, true)], OrderPriority::Routine);
+        assert!(!pol
+            .assess(&p)
+            .reasons
+            .iter()
+            .any(|r| r == AGE_UNKNOWN_REASON));
+        p.study.patient_age_years = None;
+        let a = pol.assess(&p);
+        assert_eq!(a.tier, TriageTier::Critical, "the tier does not change");
+        assert_eq!(
+            a.reasons.last().map(String::as_str),
+            Some(AGE_UNKNOWN_REASON)
+        );
+        p.assessable = false;
+        let a = pol.assess(&p);
+        assert_eq!(a.tier, TriageTier::NotAssessable);
+        assert!(
+            !a.reasons.iter().any(|r| r == AGE_UNKNOWN_REASON),
+            "{:?}",
+            a.reasons
+        );
     }
 
     #[test]
