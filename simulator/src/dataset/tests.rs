@@ -14,6 +14,7 @@ fn sample() -> String {
         "CheXpert-v1.0-small/train/patient00004/study1/view1_frontal.jpg,Male,41",
         "no/patient/here.jpg,Male,41,Frontal,PA,,,,,,,,,,,,,,",
         "CheXpert-v1.0-small/train/patient00005/study3/view1_frontal.jpg,Unknown,,Frontal,PA,,,,,,,,,,,,,,",
+        "CheXpert-v1.0-small/train/patient00006/study1/view1_frontal.jpg,Male,0,Frontal,PA,,,,,,,,,,,,,,",
     ]
     .join("\n")
 }
@@ -21,7 +22,7 @@ fn sample() -> String {
 #[test]
 fn parses_labels_and_skips_bad_rows() {
     let table = read_labels(sample().as_bytes(), "inline").unwrap();
-    assert_eq!(table.rows.len(), 4);
+    assert_eq!(table.rows.len(), 5);
     assert_eq!(table.skipped, 3);
     let lines: Vec<u64> = table.errors.iter().map(|e| e.line).collect();
     assert_eq!(lines, vec![5, 6, 7]);
@@ -58,6 +59,8 @@ fn parses_labels_and_skips_bad_rows() {
     assert_eq!(table.rows[2].projection, None);
     assert_eq!(table.rows[3].sex, Sex::Unknown);
     assert_eq!(table.rows[3].age, None);
+    // CheXpert's 0 is no age, not a newborn.
+    assert_eq!(table.rows[4].age, None);
 }
 
 #[test]
