@@ -433,6 +433,16 @@ struct GroupMember {
 
 impl GroupMember {
     fn kill(self) {} // dropped: SIGKILL, no LeaveGroup, it stays until its session ends
+
+    /// How many assignments it has been given so far.
+    fn assigned(&self) -> usize {
+        self.assignments.load(Ordering::SeqCst)
+    }
+
+    /// Waits up to `within` until the count of its assignments satisfies `ok`.
+    async fn assigned_until(&self, within: Duration, what: &str, ok: impl Fn(usize) -> bool) {
+        eventually(within, what, || std::future::ready(ok(self.assigned()))).await;
+    }
 }
 
 impl Drop for GroupMember {
@@ -633,25 +643,21 @@ async fn the_watchdog_rejoins_when_a_member_holds_the_partition_and_commits_noth
     produce_scans(&kafka, &codec, &uids).await;
     let st = EchoStage::start(&kafka, &codec, group);
     // The stage's first join is a rebalance: the hung member is given the partition again.
-    let n = hung.assignments.clone();
-    eventually(
+    hung.assigned_until(
         Duration::from_secs(30),
         "the stage joined and the group rebalanced",
-        || {
-            let n = n.clone();
-            async move { n.load(Ordering::SeqCst) >= 2 }
-        },
+        |n| n >= 2,
     )
     .await;
     let r = st.reg.clone();
     let rejoined = move || recoveries(&r).iter().any(|l| l.contains("rejoin"));
     // The count once the join's rebalance has settled (unchanged for 1 s, before the first
     // rejoin, which comes 5 s or more after the stall is first seen).
-    let mut before = hung.assignments.load(Ordering::SeqCst);
+    let mut before = hung.assigned();
     let mut stable_since = std::time::Instant::now();
     while stable_since.elapsed() < Duration::from_secs(1) {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let now = hung.assignments.load(Ordering::SeqCst);
+        let now = hung.assigned();
         if now != before {
             (before, stable_since) = (now, std::time::Instant::now());
         }
@@ -675,14 +681,10 @@ async fn the_watchdog_rejoins_when_a_member_holds_the_partition_and_commits_noth
     // The rejoin is a real LeaveGroup + JoinGroup: the group rebalances again, and the hung
     // member (first in the range assignor's order) is given the partition once more, before
     // the watchdog's next step (10 s later) could have done it.
-    let n = hung.assignments.clone();
-    eventually(
+    hung.assigned_until(
         Duration::from_secs(8),
         "the rejoin rebalanced the group",
-        || {
-            let n = n.clone();
-            async move { n.load(Ordering::SeqCst) > before }
-        },
+        |n| n > before,
     )
     .await;
     hung.kill();
