@@ -146,11 +146,7 @@ impl WorklistItem {
             accession_number: d.study.accession_number.clone(),
             viewer_url: None,
             read_at: d.read_at,
-            age_unknown: d.study.patient_age_years.is_none()
-                && matches!(
-                    d.tier,
-                    TriageTier::Critical | TriageTier::Urgent | TriageTier::Routine
-                ),
+            age_unknown: d.study.patient_age_years.is_none() && crate::policy::ai_ranked(d.tier),
         }
     }
 }
